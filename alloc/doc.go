@@ -1,0 +1,57 @@
+// Package alloc hands out heap space: runs of fixed-size blocks inside
+// fixed-size segments, tracked by one bitmap per segment, with no shared lock
+// on the allocation fast path.
+//
+// # Model
+//
+// The heap is a sequence of segments (Geometry.SegmentBlocks blocks each) that
+// only ever grows. Each segment has a bitmap (a set bit is an allocated block),
+// an atomic count of free blocks, and at most one owner. The owners are
+// cursors: an Allocator has Config.Cursors of them, each a mutex plus the one
+// segment it owns. Allocate takes any idle cursor (TryLock, starting at a
+// random index) and claims a run of free blocks from that cursor's segment
+// with a next-fit search. Because a segment has one owner and only its owner
+// sets bits in it (design invariant 6), writers that hold different cursors
+// never touch the same bitmap words to allocate. Free may clear bits from any
+// goroutine at any time: bits are cleared with atomic And and counted with
+// atomic adds, so it takes no lock at all.
+//
+// When a cursor's segment cannot supply a contiguous run, the cursor trades
+// it: under the pool mutex (the rare path) it gives the segment up and takes
+// the unowned segment with the most free blocks, or grows the heap by a
+// segment if no unowned segment has enough. If the segment it takes has
+// enough free blocks but no long enough run, the claim is scattered over
+// several runs. A request for more than SegmentBlocks blocks always comes
+// back as several extents.
+//
+// # Claims
+//
+// Allocate returns a Claim: the extents, in order, plus a registration in the
+// cursor's set of unpublished claims. The caller writes its data, then either
+// Publishes the claim (a durable log record now references it) or Aborts it
+// (the write failed; the blocks return to the free pool). Publish and Abort
+// are idempotent and Abort after Publish does nothing, so `defer a.Abort(c)`
+// is always safe.
+//
+// Free does not delay reuse: the caller must only free an extent once the
+// record that freed it is durable and no reader can still see it (design
+// invariant 5).
+//
+// # Snapshots and recovery
+//
+// Snapshot copies every bitmap while holding every cursor, then removes the
+// unpublished claims from the copy, so a snapshot never contains a block that
+// no log record references. Frees that run concurrently with Snapshot may or
+// may not be reflected, block by block; callers that need an exact picture
+// must not Free while they take one. Snapshot.MarshalBinary and
+// UnmarshalSnapshot encode a snapshot (see the byte layout in snapshot.go);
+// Restore builds an Allocator from one. Recovery then replays the log with
+// MarkAllocated and MarkFree, which report any contradiction as ErrCorrupt.
+//
+// # Locks
+//
+// Lock order: a cursor's mu, then the pool mu. Snapshot takes every cursor's
+// mu in index order; nothing blocks on a second cursor's mu while holding
+// one (the only other cursor lock taken under a cursor lock is a TryLock).
+// No lock is held across I/O: the package does none.
+package alloc
