@@ -1,0 +1,86 @@
+package wal
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/heapkv/heapkv/internal/filehdr"
+)
+
+// LSN is a log sequence number. LSNs are dense and monotonic: the first
+// record of a log is LSN 1 and every record is one more than the last.
+type LSN uint64
+
+// InvalidLSN is the zero LSN; no record has it. Replay(after=InvalidLSN)
+// replays the whole log.
+const InvalidLSN LSN = 0
+
+// String formats the LSN as a decimal number.
+func (l LSN) String() string { return strconv.FormatUint(uint64(l), 10) }
+
+// Errors. Every error that reports damage on disk wraps ErrCorrupt and names
+// the file (and offset where there is one).
+var (
+	// ErrCorrupt is wrapped by every error Replay or Open returns for damage
+	// that is not a torn tail: a bad record that a later record proves was
+	// durable, a bad record in the middle of a non-last segment, a missing or
+	// overlapping segment, a foreign file or one of another database.
+	ErrCorrupt = errors.New("wal: corrupt log")
+
+	// ErrClosed is returned by every method of a Log after Close.
+	ErrClosed = errors.New("wal: log closed")
+
+	// ErrRecordTooLarge is returned by Append for a payload longer than
+	// MaxPayloadSize; nothing is written and the Log stays usable.
+	ErrRecordTooLarge = errors.New("wal: record too large")
+)
+
+// DefaultSegmentSize is the SegmentSize used when Options.SegmentSize is 0.
+const DefaultSegmentSize = 64 << 20
+
+// Options configures Replay and Open. The zero value of every field except
+// Dir means its default; the caller's struct is never modified.
+type Options struct {
+	// FS is the file system for all I/O. Default: vfs.Default.
+	FS vfs.FS
+	// Dir is the directory holding the segments; Open creates it if absent.
+	// Required.
+	Dir string
+	// DBID is the database ID every segment header must carry. The zero ID
+	// accepts segments of any database (and writes a zero ID).
+	DBID filehdr.DBID
+	// SegmentSize is the size in bytes above which Append starts a new
+	// segment. Default: DefaultSegmentSize (64 MiB). Segments may exceed it
+	// by one Append's worth of records.
+	SegmentSize int64
+	// Logger receives one-line warnings (torn tails). Default: slog.Default().
+	Logger *slog.Logger
+}
+
+// withDefaults returns a copy of o with defaults filled in, or an error
+// listing every invalid field.
+func (o Options) withDefaults() (Options, error) {
+	var errs []error
+	if o.FS == nil {
+		o.FS = vfs.Default
+	}
+	if o.Dir == "" {
+		errs = append(errs, errors.New("Options.Dir is empty"))
+	}
+	switch {
+	case o.SegmentSize == 0:
+		o.SegmentSize = DefaultSegmentSize
+	case o.SegmentSize < 0:
+		errs = append(errs, fmt.Errorf("Options.SegmentSize %d is negative", o.SegmentSize))
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if err := errors.Join(errs...); err != nil {
+		return o, fmt.Errorf("wal: invalid options: %w", err)
+	}
+	return o, nil
+}

@@ -1,0 +1,188 @@
+package wal
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Replay reads every record with LSN > after, in LSN order, and calls fn
+// with it. The payload passed to fn is valid only during the call. Replay
+// returns the last LSN of the log (after if the log holds nothing beyond
+// after); the caller then resumes writing with Open(opts, last+1).
+//
+// Replay starts at the newest segment whose first LSN is <= after+1 and
+// ignores older segments except for checking their headers. A bad record
+// (torn, zeroed, failing its checksum or carrying an unexpected LSN) at
+// expected LSN x ends the log at x-1 if it is a torn tail of unsynced
+// writes, namely if
+//   - it is in the last segment and no valid record later in that segment
+//     carries a synced LSN >= x, or
+//   - it is in a non-last segment and the next segment starts at x (an
+//     earlier recovery cut the log there).
+//
+// Anything else is corruption: an error wrapping ErrCorrupt that names the
+// file and offset. So are a missing or overlapping segment, a foreign file
+// or one of another database, and a torn header anywhere but in the last
+// segment (a last segment with a torn or short header counts as empty).
+// Torn tails are logged as one-line warnings.
+//
+// If fn returns an error Replay stops and returns it wrapped; on any error
+// last is the last LSN passed to fn (or after). Replay never modifies or
+// deletes anything; it runs on a log nobody is writing.
+func Replay(opts Options, after LSN, fn func(lsn LSN, payload []byte) error) (last LSN, err error) {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return after, err
+	}
+	segs, err := listSegments(o)
+	if err != nil || len(segs) == 0 {
+		return after, err
+	}
+	i0 := -1
+	for i, s := range segs {
+		if s.first <= after+1 {
+			i0 = i
+		}
+	}
+	if i0 < 0 {
+		return after, fmt.Errorf("%w: first segment %s starts at LSN %d: LSNs %d..%d are missing",
+			ErrCorrupt, segs[0].path, segs[0].first, after+1, segs[0].first-1)
+	}
+	for _, s := range segs[:i0] {
+		b, err := readPrefix(o.FS, s.path, SegmentHeaderSize)
+		if err != nil {
+			return after, err
+		}
+		if err := checkSegmentHeader(b, o.DBID, s.path, s.first); err != nil {
+			if errors.Is(err, errTornHeader) {
+				err = fmt.Errorf("%w: segment %s: torn header in a non-last segment", ErrCorrupt, s.path)
+			}
+			return after, err
+		}
+	}
+	r := replayer{o: o, fn: fn, after: after, last: after, expect: segs[i0].first}
+	for i := i0; i < len(segs); i++ {
+		var next *segmentFile
+		if i+1 < len(segs) {
+			next = &segs[i+1]
+		}
+		done, err := r.segment(segs[i], next)
+		if err != nil {
+			return r.last, err
+		}
+		if done {
+			break
+		}
+	}
+	if end := r.expect - 1; end < after {
+		o.Logger.Warn(fmt.Sprintf("wal: log ends at LSN %d, before replay start %d", end, after))
+	}
+	return r.last, nil
+}
+
+// replayer is the state of one Replay.
+type replayer struct {
+	o      Options
+	fn     func(LSN, []byte) error
+	after  LSN
+	last   LSN // last LSN passed to fn, or after
+	expect LSN // LSN the next record must have
+}
+
+// segment replays one segment; next is the segment after it (nil for the
+// last). done reports that the log ended in this segment.
+func (r *replayer) segment(s segmentFile, next *segmentFile) (done bool, err error) {
+	if s.first != r.expect {
+		what := "missing LSNs"
+		if s.first < r.expect {
+			what = "overlapping LSNs"
+		}
+		return true, fmt.Errorf("%w: segment %s starts at LSN %d, want %d (%s)", ErrCorrupt, s.path, s.first, r.expect, what)
+	}
+	data, err := readFile(r.o.FS, s.path)
+	if err != nil {
+		return true, err
+	}
+	if err := checkSegmentHeader(data, r.o.DBID, s.path, s.first); err != nil {
+		if !errors.Is(err, errTornHeader) {
+			return true, err
+		}
+		if next != nil {
+			return true, fmt.Errorf("%w: segment %s: torn header in a non-last segment", ErrCorrupt, s.path)
+		}
+		// A last segment whose header never reached the disk is empty,
+		// unless a record in it proves LSNs from s.first on were durable.
+		if p, rh, ok := findDurableEvidence(data, SegmentHeaderSize, r.expect); ok {
+			return true, fmt.Errorf("%w: segment %s: header is damaged but the record at offset %d (LSN %d, synced %d) shows LSN %d was durable",
+				ErrCorrupt, s.path, p, rh.lsn, rh.synced, r.expect)
+		}
+		r.o.Logger.Warn(fmt.Sprintf("wal: torn tail truncated at LSN %d in file %s (torn segment header)", r.expect, s.path))
+		return true, nil
+	}
+	off := SegmentHeaderSize
+	for off < len(data) {
+		rh, payload, n, reason := decodeRecord(data[off:])
+		if reason == "" && rh.lsn != r.expect {
+			reason = fmt.Sprintf("LSN %d, want %d", rh.lsn, r.expect)
+		}
+		if reason != "" {
+			return r.badRecord(s, next, data, off, reason)
+		}
+		if rh.lsn > r.after {
+			if err := r.fn(rh.lsn, payload); err != nil {
+				return true, fmt.Errorf("wal: replay of LSN %d: %w", rh.lsn, err)
+			}
+			r.last = rh.lsn
+		}
+		r.expect++
+		off += n
+	}
+	return false, nil // clean end of segment
+}
+
+// badRecord decides whether the bad record at data[off:] (expected LSN
+// r.expect) is a torn tail or corruption.
+func (r *replayer) badRecord(s segmentFile, next *segmentFile, data []byte, off int, reason string) (done bool, err error) {
+	x := r.expect
+	if next != nil {
+		if next.first == x {
+			r.o.Logger.Info(fmt.Sprintf("wal: log was cut at LSN %d in file %s (offset %d: %s); continues in %s",
+				x, s.path, off, reason, next.path))
+			return false, nil
+		}
+		return true, fmt.Errorf("%w: segment %s: bad record at offset %d (LSN %d): %s, and the next segment starts at LSN %d",
+			ErrCorrupt, s.path, off, x, reason, next.first)
+	}
+	if p, rh, ok := findDurableEvidence(data, off, x); ok {
+		return true, fmt.Errorf("%w: segment %s: bad record at offset %d (LSN %d): %s; the record at offset %d (LSN %d, synced %d) shows it was durable",
+			ErrCorrupt, s.path, off, x, reason, p, rh.lsn, rh.synced)
+	}
+	r.o.Logger.Warn(fmt.Sprintf("wal: torn tail truncated at LSN %d in file %s (offset %d: %s)", x, s.path, off, reason))
+	return true, nil
+}
+
+// findDurableEvidence looks in data[badOff:] for a valid record whose
+// synced LSN is >= x, i.e. a record written after LSN x was known durable.
+// badOff is where record x starts (or should start). It checks every byte
+// offset, since the records between may be damaged; cheap filters run
+// before the checksum: a later record has lsn > x, synced in [x, lsn), and
+// the lsn-x records before it need at least RecordHeaderSize bytes each.
+func findDurableEvidence(data []byte, badOff int, x LSN) (off int, rh recordHeader, ok bool) {
+	for p := badOff; p+RecordHeaderSize <= len(data); p++ {
+		rh := parseHeader(data[p:])
+		if rh.lsn <= x || rh.synced < x || rh.synced >= rh.lsn {
+			continue
+		}
+		if uint64(rh.lsn-x) > uint64(p-badOff)/RecordHeaderSize {
+			continue
+		}
+		end := p + RecordHeaderSize + int(rh.n)
+		if rh.n > MaxPayloadSize || end > len(data) || end < p {
+			continue
+		}
+		if verify(data[p:end], rh.crc) == "" {
+			return p, rh, true
+		}
+	}
+	return 0, recordHeader{}, false
+}
