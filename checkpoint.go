@@ -1,0 +1,169 @@
+package heapkv
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/heapkv/heapkv/internal/filehdr"
+	"github.com/heapkv/heapkv/wal"
+)
+
+// Checkpoint makes every committed write durable, flushes the index, writes
+// an allocation snapshot and a new MANIFEST, and deletes the log files and
+// older snapshots the new checkpoint makes unnecessary. Recovery replays
+// only the log after the newest checkpoint. Checkpoints also run in the
+// background (Options.CheckpointLogBytes) and on Close.
+func (db *DB) Checkpoint() error {
+	if err := db.enter(); err != nil {
+		return err
+	}
+	defer db.leave()
+	if err := db.failed(); err != nil {
+		return fmt.Errorf("%w: %w", ErrFailed, err)
+	}
+	return db.checkpoint()
+}
+
+// checkpoint runs the steps of DESIGN "Checkpoint and recovery":
+//
+//  1. Under commitMu (no group in flight): c = last applied LSN; sync the
+//     heap and the log through c; start a new log file at c+1; copy the
+//     allocation bitmaps, leaving out claims not yet logged and the frees
+//     still deferred (they are free as of c).
+//  2. Flush the index, so every entry through c is in a table.
+//  3. Write alloc-<c> and install MANIFEST-<seq+1> (write, fsync, rename,
+//     fsync directory).
+//  4. Delete the previous MANIFEST, snapshot and the log files <= c.
+func (db *DB) checkpoint() error {
+	db.ckptMu.Lock()
+	defer db.ckptMu.Unlock()
+	log := db.log.Load()
+
+	// Step 1.
+	db.commitMu.Lock()
+	c := db.appliedLSN
+	if err := db.syncDurable(); err != nil {
+		db.commitMu.Unlock()
+		return err
+	}
+	if err := log.Rotate(); err != nil {
+		db.commitMu.Unlock()
+		return fmt.Errorf("heapkv: rotate log: %w", err)
+	}
+	snap := db.alloc.Snapshot()
+	db.frees.pending(snap.Clear)
+	counters := db.counters
+	db.sinceCkpt = 0
+	db.releaseFreesLocked()
+	db.commitMu.Unlock()
+
+	// Step 2.
+	if err := db.index.Flush(); err != nil {
+		return fmt.Errorf("heapkv: flush index: %w", err)
+	}
+
+	// Step 3.
+	body, err := snap.MarshalBinary()
+	if err != nil {
+		return fmt.Errorf("heapkv: encode allocation snapshot: %w", err)
+	}
+	data := make([]byte, filehdr.Size, filehdr.Size+len(body))
+	filehdr.Header{Kind: filehdr.KindAlloc, Version: filehdr.Version, DBID: db.id}.Encode(data)
+	data = append(data, body...)
+	if err := writeFileAtomic(db.fs, db.dir, allocFileName(c), data); err != nil {
+		return fmt.Errorf("heapkv: write allocation snapshot: %w", err)
+	}
+	m := manifest{
+		seq:           db.manifestSeq + 1,
+		checkpointLSN: c,
+		blockSize:     uint32(db.geom.BlockSize),
+		segmentBlocks: uint32(db.geom.SegmentBlocks),
+		counters:      counters,
+		replicas:      []string{heapFileName},
+	}
+	if err := writeFileAtomic(db.fs, db.dir, manifestFileName(m.seq), m.encode(db.id)); err != nil {
+		return fmt.Errorf("heapkv: install manifest: %w", err)
+	}
+	db.manifestSeq = m.seq
+	db.ckptLSN.Store(c)
+	db.stats.checkpoints.Add(1)
+
+	// Step 4. Failures here leave extra files behind, never lost data.
+	if err := db.removeObsolete(m.seq, c); err != nil {
+		db.logger.Warn("removing obsolete files after checkpoint", "err", err)
+	}
+	if err := log.RemoveThrough(wal.LSN(c)); err != nil {
+		db.logger.Warn("removing old log files after checkpoint", "err", err)
+	}
+	return nil
+}
+
+// removeObsolete deletes MANIFESTs older than seq, snapshots other than the
+// one for lsn, and leftover temporary files.
+func (db *DB) removeObsolete(seq, lsn uint64) error {
+	names, err := db.fs.List(db.dir)
+	if err != nil {
+		return err
+	}
+	keepM, keepA := manifestFileName(seq), allocFileName(lsn)
+	for _, n := range names {
+		obsolete := (strings.HasPrefix(n, manifestPrefix) && n != keepM) ||
+			(strings.HasPrefix(n, allocPrefix) && n != keepA) ||
+			strings.HasSuffix(n, ".tmp")
+		if obsolete {
+			if err := db.fs.Remove(db.fs.PathJoin(db.dir, n)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Sync makes every write committed so far durable, including those made
+// with NoSync.
+func (db *DB) Sync() error {
+	if err := db.enter(); err != nil {
+		return err
+	}
+	defer db.leave()
+	db.commitMu.Lock()
+	defer db.commitMu.Unlock()
+	if err := db.syncDurable(); err != nil {
+		db.fail(err)
+		return err
+	}
+	db.releaseFreesLocked()
+	return nil
+}
+
+// background syncs NoSync writes about once a second, releases deferred
+// frees, and runs checkpoints when the log has grown.
+func (db *DB) background() {
+	defer db.bg.Done()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-db.stop:
+			return
+		case <-tick.C:
+			if db.failed() != nil {
+				continue
+			}
+			db.commitMu.Lock()
+			if err := db.syncDurable(); err != nil {
+				db.fail(err)
+			}
+			db.releaseFreesLocked()
+			db.commitMu.Unlock()
+		case <-db.ckptKick:
+			if db.failed() != nil {
+				continue
+			}
+			if err := db.checkpoint(); err != nil {
+				db.logger.Error("background checkpoint failed", "err", err)
+			}
+		}
+	}
+}

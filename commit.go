@@ -1,0 +1,406 @@
+package heapkv
+
+import (
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"math"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/heapkv/heapkv/alloc"
+)
+
+// The write path. Apply prepares each heap value outside any shared lock
+// (allocate blocks through a cursor, write them to the heap), then queues
+// the batch for group commit. One leader at a time takes everything queued
+// and, holding commitMu:
+//
+//  1. looks up each key's current entry, so the record names the extents
+//     the write frees, and assigns LSNs;
+//  2. syncs the heap if any write in the group wants durability
+//     (invariant 1: the heap is durable before the log that points at it);
+//  3. appends the group's records with one write, and syncs the log;
+//  4. applies the group to the index as one batch;
+//  5. publishes the new extents and queues the freed ones for deferred
+//     reuse.
+//
+// Followers sleep until the leader finishes their group; leadership then
+// passes to the first request that queued meanwhile.
+
+// commitReq is one Apply call waiting for group commit.
+type commitReq struct {
+	ops  []preparedOp
+	sync bool
+	err  error
+	wake chan bool // receives true to lead, false when committed
+}
+
+// preparedOp is a batch op with its heap value already written.
+type preparedOp struct {
+	kind   byte
+	key    []byte
+	inline []byte // for an inline put
+	isHeap bool
+	ptr    pointer // for a heap put; lsn is filled in by the leader
+	claim  alloc.Claim
+}
+
+// committer is the group-commit queue.
+type committer struct {
+	// mu guards queue and leading.
+	mu      sync.Mutex
+	queue   []*commitReq
+	leading bool
+}
+
+func crcOf(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
+
+// Apply commits every write in b atomically. A nil wo means the database's
+// default durability. The batch may be reused after Apply returns.
+func (db *DB) Apply(b *Batch, wo *WriteOptions) error {
+	if b.err != nil {
+		return b.err
+	}
+	if len(b.ops) == 0 {
+		return nil
+	}
+	if err := db.enter(); err != nil {
+		return err
+	}
+	defer db.leave()
+
+	req := &commitReq{ops: make([]preparedOp, len(b.ops)), sync: db.syncFor(wo)}
+	for i, op := range b.ops {
+		p := &req.ops[i]
+		p.kind, p.key = op.kind, op.key
+		if op.kind != opPut {
+			continue
+		}
+		if len(op.value) == 0 || len(op.value) <= db.opts.InlineThreshold {
+			p.inline = op.value
+			continue
+		}
+		if err := db.writeHeapValue(p, op.value); err != nil {
+			db.abortClaims(req.ops[:i+1])
+			return fmt.Errorf("heapkv: write value of key %q: %w", op.key, err)
+		}
+	}
+	return db.commit(req)
+}
+
+// writeHeapValue allocates blocks for value and writes it to the heap.
+func (db *DB) writeHeapValue(p *preparedOp, value []byte) error {
+	nblocks := db.geom.BlocksFor(int64(len(value)))
+	claim, err := db.alloc.Allocate(nblocks)
+	if err != nil {
+		return err
+	}
+	p.isHeap, p.claim = true, claim
+	p.ptr = pointer{
+		codec:     CodecNone,
+		rawLen:    uint64(len(value)),
+		storedLen: uint64(len(value)),
+		crc:       crcOf(value),
+		extents:   claim.Extents,
+	}
+	bs := db.geom.BlockSize
+	off := 0
+	for _, e := range claim.Extents {
+		n := min(int(e.Len)*bs, len(value)-off)
+		if err := db.heap.WriteAt(value[off:off+n], e.Start); err != nil {
+			return err
+		}
+		off += n
+	}
+	return nil
+}
+
+func (db *DB) abortClaims(ops []preparedOp) {
+	for i := range ops {
+		if ops[i].isHeap {
+			db.alloc.Abort(ops[i].claim)
+			ops[i].isHeap = false
+		}
+	}
+}
+
+// commit queues req and returns once its group has committed (or failed).
+func (db *DB) commit(req *commitReq) error {
+	req.wake = make(chan bool, 1)
+	c := &db.committer
+	c.mu.Lock()
+	c.queue = append(c.queue, req)
+	if c.leading {
+		c.mu.Unlock()
+		if lead := <-req.wake; !lead {
+			return req.err
+		}
+		c.mu.Lock()
+	} else {
+		c.leading = true
+	}
+	group := c.queue
+	c.queue = nil
+	c.mu.Unlock()
+
+	db.commitGroup(group)
+
+	c.mu.Lock()
+	if len(c.queue) > 0 {
+		c.queue[0].wake <- true
+	} else {
+		c.leading = false
+	}
+	c.mu.Unlock()
+	for _, r := range group {
+		if r != req {
+			r.wake <- false
+		}
+	}
+	return req.err
+}
+
+// oldValue is what a key held before an op in the group being committed.
+type oldValue struct {
+	kind   byte
+	raw    uint64
+	stored uint64
+	freed  []alloc.Extent
+}
+
+// commitGroup runs the leader's steps for group; it sets every req.err.
+func (db *DB) commitGroup(group []*commitReq) {
+	db.commitMu.Lock()
+	defer db.commitMu.Unlock()
+	fail := func(err error) {
+		for _, r := range group {
+			r.err = err
+		}
+	}
+	if err := db.failed(); err != nil {
+		db.abortAll(group)
+		fail(fmt.Errorf("%w: %w", ErrFailed, err))
+		return
+	}
+	log := db.log.Load()
+	first := uint64(log.NextLSN())
+
+	// Step 1: old values, records and the index batch.
+	seen := make(map[string]oldValue)
+	payloads := make([][]byte, len(group))
+	batch := db.index.NewBatch()
+	defer batch.Close()
+	var freed [][]alloc.Extent // per record, in order
+	delta := counters{}
+	anySync := false
+	var entryBuf []byte
+	for i, r := range group {
+		lsn := first + uint64(i)
+		anySync = anySync || r.sync
+		ops := make([]logOp, len(r.ops))
+		var recFreed []alloc.Extent
+		for j := range r.ops {
+			p := &r.ops[j]
+			old, err := db.oldValue(seen, p.key)
+			if err != nil {
+				db.abortAll(group)
+				fail(err)
+				return
+			}
+			op := &ops[j]
+			op.kind, op.key = p.kind, p.key
+			op.oldKind, op.oldRaw, op.oldStored, op.freed = old.kind, old.raw, old.stored, old.freed
+			recFreed = append(recFreed, old.freed...)
+			delta.remove(old)
+			var now oldValue
+			switch {
+			case p.kind == opDelete:
+				now = oldValue{kind: oldAbsent}
+				if err := batch.Delete(p.key, nil); err != nil {
+					db.abortAll(group)
+					fail(fmt.Errorf("heapkv: index batch: %w", err))
+					return
+				}
+			case p.isHeap:
+				p.ptr.lsn = lsn
+				entryBuf = appendHeapEntry(entryBuf[:0], &p.ptr)
+				now = oldValue{kind: oldHeap, raw: p.ptr.rawLen, stored: p.ptr.storedLen, freed: p.ptr.extents}
+			default:
+				entryBuf = appendInlineEntry(entryBuf[:0], p.inline)
+				now = oldValue{kind: oldInline, raw: uint64(len(p.inline))}
+			}
+			if p.kind == opPut {
+				op.entry = append([]byte(nil), entryBuf...)
+				if err := batch.Set(p.key, op.entry, nil); err != nil {
+					db.abortAll(group)
+					fail(fmt.Errorf("heapkv: index batch: %w", err))
+					return
+				}
+			}
+			delta.add(now)
+			seen[string(p.key)] = now
+		}
+		payloads[i] = appendRecord(nil, ops)
+		freed = append(freed, recFreed)
+	}
+	last := first + uint64(len(group)) - 1
+	var nbytes int64
+	for _, p := range payloads {
+		nbytes += int64(len(p))
+	}
+
+	// Steps 2 and 3: heap sync, log append, log sync.
+	db.appendMu.Lock()
+	err := func() error {
+		flush := anySync || db.unsynced+nbytes >= db.opts.NoSyncFlushBytes
+		if flush {
+			if err := db.heap.Sync(); err != nil {
+				return fmt.Errorf("heapkv: sync heap: %w", err)
+			}
+		}
+		if _, err := log.Append(payloads); err != nil {
+			return fmt.Errorf("heapkv: append to log: %w", err)
+		}
+		db.unsynced += nbytes
+		if flush {
+			if err := log.Sync(); err != nil {
+				return fmt.Errorf("heapkv: sync log: %w", err)
+			}
+			db.unsynced = 0
+		}
+		return nil
+	}()
+	db.appendMu.Unlock()
+	if err != nil {
+		// The records may or may not be on disk: stop writing, keep the
+		// claims allocated (recovery decides from the log), report.
+		db.fail(err)
+		fail(err)
+		return
+	}
+
+	// Step 4: the index.
+	if err := batch.Commit(pebble.NoSync); err != nil {
+		err = fmt.Errorf("heapkv: apply to index: %w", err)
+		db.fail(err)
+		fail(err)
+		return
+	}
+	db.appliedLSN = last
+	db.lastApplied.Store(last)
+	db.counters.keys += delta.keys
+	db.counters.inlineBytes += delta.inlineBytes
+	db.counters.heapRawBytes += delta.heapRawBytes
+	db.counters.heapStoredBytes += delta.heapStoredBytes
+	db.sinceCkpt += nbytes
+	if db.opts.CheckpointLogBytes > 0 && db.sinceCkpt >= db.opts.CheckpointLogBytes {
+		select {
+		case db.ckptKick <- struct{}{}:
+		default:
+		}
+	}
+
+	// Step 5: publish and defer frees.
+	for i, r := range group {
+		for j := range r.ops {
+			if r.ops[j].isHeap {
+				db.alloc.Publish(r.ops[j].claim)
+			}
+		}
+		db.frees.push(first+uint64(i), freed[i], db.geom.BlockSize)
+	}
+	db.releaseFreesLocked()
+	db.stats.commits.Add(int64(len(group)))
+	db.stats.groups.Add(1)
+}
+
+func (db *DB) abortAll(group []*commitReq) {
+	for _, r := range group {
+		db.abortClaims(r.ops)
+	}
+}
+
+// oldValue returns what key holds now: from earlier ops of the group being
+// committed, else from the index.
+func (db *DB) oldValue(seen map[string]oldValue, key []byte) (oldValue, error) {
+	if v, ok := seen[string(key)]; ok {
+		return v, nil
+	}
+	raw, closer, err := db.index.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return oldValue{kind: oldAbsent}, nil
+	} else if err != nil {
+		return oldValue{}, fmt.Errorf("heapkv: read index for %q: %w", key, err)
+	}
+	defer closer.Close()
+	e, err := decodeEntry(raw, db.geom.BlockSize, db.geom.SegmentBlocks)
+	if err != nil {
+		return oldValue{}, fmt.Errorf("%w: index entry of key %q: %v", ErrCorrupt, key, err)
+	}
+	if !e.isHeap {
+		return oldValue{kind: oldInline, raw: uint64(len(e.inline))}, nil
+	}
+	return oldValue{kind: oldHeap, raw: e.ptr.rawLen, stored: e.ptr.storedLen, freed: e.ptr.extents}, nil
+}
+
+func (c *counters) add(v oldValue) {
+	switch v.kind {
+	case oldInline:
+		c.keys++
+		c.inlineBytes += int64(v.raw)
+	case oldHeap:
+		c.keys++
+		c.heapRawBytes += int64(v.raw)
+		c.heapStoredBytes += int64(v.stored)
+	}
+}
+
+func (c *counters) remove(v oldValue) {
+	switch v.kind {
+	case oldInline:
+		c.keys--
+		c.inlineBytes -= int64(v.raw)
+	case oldHeap:
+		c.keys--
+		c.heapRawBytes -= int64(v.raw)
+		c.heapStoredBytes -= int64(v.stored)
+	}
+}
+
+// releaseFreesLocked returns to the allocator every deferred free whose
+// record is durable and that no reader can still see.
+// REQUIRES: db.commitMu held.
+func (db *DB) releaseFreesLocked() {
+	log := db.log.Load()
+	if log == nil {
+		return
+	}
+	limit := uint64(log.SyncedLSN())
+	if pinned, n := db.pins.min(); n > 0 {
+		limit = min(limit, pinned)
+	}
+	if limit == math.MaxUint64 {
+		return
+	}
+	db.frees.release(limit, db.alloc, db.geom.BlockSize)
+}
+
+// syncDurable makes every committed write durable: the heap first, then the
+// log (invariant 1).
+func (db *DB) syncDurable() error {
+	log := db.log.Load()
+	if log == nil {
+		return nil
+	}
+	db.appendMu.Lock()
+	defer db.appendMu.Unlock()
+	if err := db.heap.Sync(); err != nil {
+		return fmt.Errorf("heapkv: sync heap: %w", err)
+	}
+	if err := log.Sync(); err != nil {
+		return fmt.Errorf("heapkv: sync log: %w", err)
+	}
+	db.unsynced = 0
+	return nil
+}

@@ -1,0 +1,252 @@
+package heapkv
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/heapkv/heapkv/alloc"
+	"github.com/heapkv/heapkv/internal/filehdr"
+	"github.com/heapkv/heapkv/mirror"
+	"github.com/heapkv/heapkv/wal"
+)
+
+// DB is an open heapkv database. All methods are safe for concurrent use.
+type DB struct {
+	opts   Options
+	dir    string
+	fs     vfs.FS
+	logger *slog.Logger
+	id     filehdr.DBID
+	geom   alloc.Geometry
+	lock   *dirLock
+
+	index *pebble.DB
+	heap  *mirror.Set
+	alloc *alloc.Allocator
+	log   atomic.Pointer[wal.Log] // nil until recovery has replayed the log
+
+	// closeMu is held shared by every operation in flight and exclusively
+	// by Close, so Close waits for them and nothing touches closed files.
+	closeMu sync.RWMutex
+	closed  bool // guarded by closeMu
+
+	committer committer
+
+	// commitMu serialises commit groups (held by the leader for a whole
+	// group), the capture step of a checkpoint, Check's capture, and the
+	// release of deferred frees. It guards the fields below.
+	commitMu   sync.Mutex
+	counters   counters
+	frees      freeQueue
+	sinceCkpt  int64  // log bytes appended since the last checkpoint
+	appliedLSN uint64 // last LSN applied to the index; mirrored in lastApplied
+
+	// appendMu is held while appending to the log and while syncing heap
+	// then log, so that a sync never makes durable a record whose heap
+	// writes it did not also sync (invariant 1). It never wraps an index
+	// call, so the index's flush hook may take it. It guards unsynced.
+	appendMu sync.Mutex
+	unsynced int64 // log bytes appended since the last sync
+
+	failure     atomic.Pointer[error] // first write-path I/O error; see fail
+	lastApplied atomic.Uint64
+	pins        *pinSet
+
+	// ckptMu serialises checkpoints and guards manifestSeq.
+	ckptMu      sync.Mutex
+	manifestSeq uint64
+	ckptLSN     atomic.Uint64
+
+	stats    opStats
+	ckptKick chan struct{}
+	stop     chan struct{}
+	bg       sync.WaitGroup
+}
+
+// opStats are monotonically increasing counters read by Stats.
+type opStats struct {
+	commits     atomic.Int64
+	groups      atomic.Int64
+	checkpoints atomic.Int64
+	gets        atomic.Int64
+}
+
+// Open opens the database in dir, creating it if dir does not exist or is
+// empty. A nil opts means defaults. Open recovers from the write-ahead log
+// after a crash. It fails with ErrLocked if another handle holds dir, and
+// with an error wrapping ErrCorrupt, naming the file, when a file is missing,
+// foreign or damaged; it never deletes or overwrites anything on that path.
+func Open(dir string, opts *Options) (*DB, error) {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if dir == "" {
+		return nil, fmt.Errorf("%w: empty directory name", ErrInvalidOptions)
+	}
+	fs := o.fs
+	if err := fs.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("heapkv: create %s: %w", dir, err)
+	}
+	lock, err := lockDir(fs, dir)
+	if err != nil {
+		return nil, err
+	}
+	db := &DB{
+		opts:     o,
+		dir:      dir,
+		fs:       fs,
+		logger:   o.Logger.With("db", dir),
+		lock:     lock,
+		pins:     newPinSet(),
+		ckptKick: make(chan struct{}, 1),
+		stop:     make(chan struct{}),
+	}
+	if err := db.recover(); err != nil {
+		db.closeFiles()
+		return nil, err
+	}
+	db.bg.Add(1)
+	go db.background()
+	return db, nil
+}
+
+// Close makes every write durable, writes a checkpoint so the next Open is
+// fast, and releases the directory. Operations after Close return ErrClosed.
+func (db *DB) Close() error {
+	db.closeMu.Lock()
+	if db.closed {
+		db.closeMu.Unlock()
+		return ErrClosed
+	}
+	db.closed = true
+	db.closeMu.Unlock()
+
+	close(db.stop)
+	db.bg.Wait()
+	var err error
+	if db.failed() == nil {
+		if err = db.checkpoint(); err != nil {
+			err = fmt.Errorf("heapkv: close: %w", err)
+		}
+	}
+	if cerr := db.closeFiles(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// closeFiles closes whatever is open, keeping the first error.
+func (db *DB) closeFiles() error {
+	var errs []error
+	if l := db.log.Swap(nil); l != nil {
+		errs = append(errs, l.Close())
+	}
+	if db.index != nil {
+		errs = append(errs, db.index.Close())
+		db.index = nil
+	}
+	if db.heap != nil {
+		errs = append(errs, db.heap.Close())
+		db.heap = nil
+	}
+	if db.lock != nil {
+		errs = append(errs, db.lock.release())
+		db.lock = nil
+	}
+	return errors.Join(errs...)
+}
+
+// enter marks the start of an operation; the caller must call db.leave.
+func (db *DB) enter() error {
+	db.closeMu.RLock()
+	if db.closed {
+		db.closeMu.RUnlock()
+		return ErrClosed
+	}
+	return nil
+}
+
+func (db *DB) leave() { db.closeMu.RUnlock() }
+
+func checkKey(key []byte) error {
+	switch {
+	case len(key) == 0:
+		return ErrEmptyKey
+	case len(key) > MaxKeySize:
+		return fmt.Errorf("%w: %d bytes (limit %d)", ErrKeyTooLarge, len(key), MaxKeySize)
+	}
+	return nil
+}
+
+// Get returns a copy of the value stored under key, or an error wrapping
+// ErrNotFound if there is none.
+func (db *DB) Get(key []byte) ([]byte, error) {
+	if err := checkKey(key); err != nil {
+		return nil, err
+	}
+	if err := db.enter(); err != nil {
+		return nil, err
+	}
+	defer db.leave()
+	db.stats.gets.Add(1)
+	tok := db.pins.pin(db.lastApplied.Load())
+	defer db.pins.unpin(tok)
+
+	raw, closer, err := db.index.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, ErrNotFound
+	} else if err != nil {
+		return nil, fmt.Errorf("heapkv: get %q: index: %w", key, err)
+	}
+	e, err := decodeEntry(raw, db.geom.BlockSize, db.geom.SegmentBlocks)
+	if err != nil {
+		closer.Close()
+		return nil, fmt.Errorf("%w: index entry of key %q: %v", ErrCorrupt, key, err)
+	}
+	if !e.isHeap {
+		v := append([]byte(nil), e.inline...)
+		closer.Close()
+		return v, nil
+	}
+	closer.Close() // e.ptr holds no reference into raw
+	return db.readValue(key, &e.ptr)
+}
+
+// readValue reads and verifies a heap value.
+func (db *DB) readValue(key []byte, p *pointer) ([]byte, error) {
+	buf := make([]byte, p.storedLen)
+	bs := uint64(db.geom.BlockSize)
+	off := uint64(0)
+	for _, e := range p.extents {
+		n := min(uint64(e.Len)*bs, p.storedLen-off)
+		if err := db.heap.ReadAt(buf[off:off+n], e.Start); err != nil {
+			return nil, fmt.Errorf("heapkv: get %q: %w", key, err)
+		}
+		off += n
+	}
+	if got := crcOf(buf); got != p.crc {
+		return nil, fmt.Errorf("%w: value of key %q at %v (written at LSN %d): checksum %08x, want %08x",
+			ErrCorrupt, key, p.extents, p.lsn, got, p.crc)
+	}
+	return buf, nil
+}
+
+// Put stores value under key with the database's default durability.
+func (db *DB) Put(key, value []byte) error {
+	b := Batch{ops: make([]batchOp, 0, 1)}
+	b.Put(key, value)
+	return db.Apply(&b, nil)
+}
+
+// Delete removes key. Deleting a missing key is not an error.
+func (db *DB) Delete(key []byte) error {
+	b := Batch{ops: make([]batchOp, 0, 1)}
+	b.Delete(key)
+	return db.Apply(&b, nil)
+}

@@ -1,0 +1,217 @@
+package heapkv
+
+import (
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+
+	"github.com/heapkv/heapkv/alloc"
+)
+
+// An index entry is the Pebble value stored under a user key. Wire format
+// (never change; add a new kind instead):
+//
+//	inline:  +------+-------------------+
+//	         | 0x01 | value bytes ...   |
+//	         +------+-------------------+
+//
+//	heap:    +------+-------+-----------+-----------+-----------+--------+--------+---------------------+
+//	         | 0x02 | codec | lsn       | rawLen    | storedLen | crc    | nExt   | nExt x (start, len) |
+//	         | 1 B  | 1 B   | uvarint   | uvarint   | uvarint   | u32 LE | uvarint| uvarint, uvarint    |
+//	         +------+-------+-----------+-----------+-----------+--------+--------+---------------------+
+//
+// rawLen is the value's length, storedLen the length of the (possibly
+// compressed) bytes in the heap, crc the CRC-32C of those stored bytes, lsn
+// the log record that wrote them. The extents hold storedLen bytes in order,
+// filling every block but the last.
+const (
+	entryInline byte = 0x01
+	entryHeap   byte = 0x02
+)
+
+// Codec names how a heap value's stored bytes encode the value.
+type Codec uint8
+
+// The codecs. Only CodecNone is written today; the field is reserved so that
+// compressed and uncompressed values can live side by side.
+const (
+	CodecNone Codec = 0
+)
+
+// maxExtents bounds the extents one pointer may hold, so that a corrupt
+// entry cannot make a decoder allocate without limit.
+const maxExtents = 1 << 16
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// pointer locates a heap value.
+type pointer struct {
+	codec     Codec
+	lsn       uint64
+	rawLen    uint64
+	storedLen uint64
+	crc       uint32
+	extents   []alloc.Extent
+}
+
+// blocks returns the number of heap blocks the pointer references.
+func (p *pointer) blocks() int {
+	n := 0
+	for _, e := range p.extents {
+		n += int(e.Len)
+	}
+	return n
+}
+
+// entry is a decoded index entry: either an inline value or a pointer.
+type entry struct {
+	inline []byte // valid when !isHeap; aliases the decoded buffer
+	isHeap bool
+	ptr    pointer
+}
+
+func appendInlineEntry(dst, value []byte) []byte {
+	dst = append(dst, entryInline)
+	return append(dst, value...)
+}
+
+func appendHeapEntry(dst []byte, p *pointer) []byte {
+	dst = append(dst, entryHeap, byte(p.codec))
+	dst = binary.AppendUvarint(dst, p.lsn)
+	dst = binary.AppendUvarint(dst, p.rawLen)
+	dst = binary.AppendUvarint(dst, p.storedLen)
+	dst = binary.LittleEndian.AppendUint32(dst, p.crc)
+	dst = binary.AppendUvarint(dst, uint64(len(p.extents)))
+	for _, e := range p.extents {
+		dst = binary.AppendUvarint(dst, e.Start)
+		dst = binary.AppendUvarint(dst, uint64(e.Len))
+	}
+	return dst
+}
+
+// decodeEntry parses an index entry. blockSize and segBlocks validate the
+// pointer's shape; an entry that does not parse is an error (the caller
+// wraps ErrCorrupt with the key). The returned entry aliases b.
+func decodeEntry(b []byte, blockSize, segBlocks int) (entry, error) {
+	var e entry
+	if len(b) == 0 {
+		return e, fmt.Errorf("empty index entry")
+	}
+	switch b[0] {
+	case entryInline:
+		e.inline = b[1:]
+		return e, nil
+	case entryHeap:
+	default:
+		return e, fmt.Errorf("unknown index entry kind %#x", b[0])
+	}
+	e.isHeap = true
+	r := byteReader{b: b[1:]}
+	p := &e.ptr
+	p.codec = Codec(r.byte())
+	p.lsn = r.uvarint()
+	p.rawLen = r.uvarint()
+	p.storedLen = r.uvarint()
+	p.crc = r.uint32()
+	n := r.uvarint()
+	if r.err != nil {
+		return e, fmt.Errorf("heap pointer: %w", r.err)
+	}
+	if p.codec != CodecNone {
+		return e, fmt.Errorf("heap pointer: unknown codec %d", p.codec)
+	}
+	if p.rawLen > MaxValueSize || p.storedLen > MaxValueSize || p.storedLen == 0 {
+		return e, fmt.Errorf("heap pointer: lengths raw %d stored %d out of range", p.rawLen, p.storedLen)
+	}
+	if p.codec == CodecNone && p.rawLen != p.storedLen {
+		return e, fmt.Errorf("heap pointer: raw length %d != stored length %d without a codec", p.rawLen, p.storedLen)
+	}
+	if n == 0 || n > maxExtents || n > uint64(len(r.b)) {
+		return e, fmt.Errorf("heap pointer: %d extents", n)
+	}
+	p.extents = make([]alloc.Extent, 0, n)
+	var total uint64
+	for i := uint64(0); i < n; i++ {
+		start, l := r.uvarint(), r.uvarint()
+		if r.err != nil {
+			return e, fmt.Errorf("heap pointer: extent %d: %w", i, r.err)
+		}
+		if l == 0 || l > uint64(segBlocks) || start/uint64(segBlocks) != (start+l-1)/uint64(segBlocks) {
+			return e, fmt.Errorf("heap pointer: extent %d [%d+%d] crosses a segment or is empty", i, start, l)
+		}
+		total += l
+		p.extents = append(p.extents, alloc.Extent{Start: start, Len: uint32(l)})
+	}
+	if want := (p.storedLen + uint64(blockSize) - 1) / uint64(blockSize); total != want {
+		return e, fmt.Errorf("heap pointer: %d blocks for %d stored bytes, want %d", total, p.storedLen, want)
+	}
+	if len(r.b) != 0 {
+		return e, fmt.Errorf("heap pointer: %d trailing bytes", len(r.b))
+	}
+	return e, nil
+}
+
+// byteReader decodes little-endian fields and uvarints, remembering the
+// first error so that callers check once.
+type byteReader struct {
+	b   []byte
+	err error
+}
+
+func (r *byteReader) fail(what string) {
+	if r.err == nil {
+		r.err = fmt.Errorf("truncated %s", what)
+	}
+	r.b = nil
+}
+
+func (r *byteReader) byte() byte {
+	if len(r.b) < 1 {
+		r.fail("byte")
+		return 0
+	}
+	v := r.b[0]
+	r.b = r.b[1:]
+	return v
+}
+
+func (r *byteReader) uint32() uint32 {
+	if len(r.b) < 4 {
+		r.fail("uint32")
+		return 0
+	}
+	v := binary.LittleEndian.Uint32(r.b)
+	r.b = r.b[4:]
+	return v
+}
+
+func (r *byteReader) uint64() uint64 {
+	if len(r.b) < 8 {
+		r.fail("uint64")
+		return 0
+	}
+	v := binary.LittleEndian.Uint64(r.b)
+	r.b = r.b[8:]
+	return v
+}
+
+func (r *byteReader) uvarint() uint64 {
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.fail("uvarint")
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+// bytes returns the next n bytes (aliasing the input).
+func (r *byteReader) bytes(n uint64) []byte {
+	if uint64(len(r.b)) < n {
+		r.fail("byte string")
+		return nil
+	}
+	v := r.b[:n:n]
+	r.b = r.b[n:]
+	return v
+}

@@ -1,0 +1,41 @@
+package heapkv
+
+import "errors"
+
+// Sentinel errors. Every error heapkv returns that has one of these causes
+// wraps the sentinel, so callers test with errors.Is; the wrapping text says
+// what failed and where.
+var (
+	// ErrNotFound is returned by Get when the key has no value.
+	ErrNotFound = errors.New("heapkv: not found")
+
+	// ErrEmptyKey is returned by writes and reads given a zero-length key.
+	ErrEmptyKey = errors.New("heapkv: empty key")
+
+	// ErrKeyTooLarge is returned for keys longer than MaxKeySize.
+	ErrKeyTooLarge = errors.New("heapkv: key too large")
+
+	// ErrValueTooLarge is returned for values longer than MaxValueSize.
+	ErrValueTooLarge = errors.New("heapkv: value too large")
+
+	// ErrClosed is returned by every method called after Close.
+	ErrClosed = errors.New("heapkv: database closed")
+
+	// ErrCorrupt marks damage found on disk: a bad checksum, a foreign or
+	// truncated file, an index entry that does not decode. The wrapping text
+	// names the file, key or extent.
+	ErrCorrupt = errors.New("heapkv: corruption")
+
+	// ErrLocked is returned by Open when another handle, in this process or
+	// another, holds the database directory.
+	ErrLocked = errors.New("heapkv: database is locked")
+
+	// ErrInvalidOptions is returned by Open when Options fail validation; the
+	// text lists every violation.
+	ErrInvalidOptions = errors.New("heapkv: invalid options")
+
+	// ErrFailed is returned by writes after an I/O error left the log or the
+	// heap in a state the database cannot vouch for. Reads still work; close
+	// and reopen the database to recover from the log.
+	ErrFailed = errors.New("heapkv: database failed; reopen to recover")
+)

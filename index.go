@@ -1,0 +1,87 @@
+package heapkv
+
+import (
+	"fmt"
+	"log/slog"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// openIndex opens the Pebble index in the index/ subdirectory. Pebble's own
+// WAL is off: our log is the redo record, and the flush hook keeps the index
+// from ever running ahead of it (invariant 2).
+func (db *DB) openIndex(create bool) error {
+	cache := pebble.NewCache(db.opts.IndexCacheSize)
+	defer cache.Unref()
+	popts := &pebble.Options{
+		FS:                          db.fs,
+		Cache:                       cache,
+		MemTableSize:                uint64(db.opts.IndexMemTableSize),
+		DisableWAL:                  true,
+		ErrorIfNotExists:            !create,
+		ErrorIfExists:               create,
+		FormatMajorVersion:          pebble.FormatNewest,
+		Logger:                      pebbleLogger{db.logger.With("component", "index")},
+		MemTableStopWritesThreshold: 4,
+		EventListener: &pebble.EventListener{
+			FlushBegin: func(pebble.FlushInfo) { db.beforeIndexFlush() },
+		},
+	}
+	popts.EnsureDefaults()
+	idx, err := pebble.Open(db.fs.PathJoin(db.dir, indexDirName), popts)
+	if err != nil {
+		if !create {
+			return fmt.Errorf("%w: index: %w", ErrCorrupt, err)
+		}
+		return fmt.Errorf("heapkv: create index: %w", err)
+	}
+	db.index = idx
+	return nil
+}
+
+// beforeIndexFlush runs on Pebble's flush goroutine, with Pebble's mutex
+// held, before a memtable is written to a table: it makes the heap and the
+// log durable through every record applied so far. It takes only appendMu,
+// which is never held across an index call, so it cannot deadlock.
+func (db *DB) beforeIndexFlush() {
+	if err := db.syncDurable(); err != nil {
+		// The table may now hold entries whose log records are not durable.
+		// Fail the write path so nothing more is acknowledged; reopening
+		// recovers from what is durable.
+		db.logger.Error("sync before index flush failed", "err", err)
+		db.fail(err)
+	}
+}
+
+// fail records the first write-path failure; writes refuse after it.
+func (db *DB) fail(err error) {
+	if db.failure.CompareAndSwap(nil, &err) {
+		db.logger.Error("write path failed; database refuses writes until reopened", "err", err)
+	}
+}
+
+// failed returns the first write-path failure, or nil.
+func (db *DB) failed() error {
+	if p := db.failure.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// pebbleLogger sends Pebble's log lines to slog.
+type pebbleLogger struct{ l *slog.Logger }
+
+func (p pebbleLogger) Infof(format string, args ...any) {
+	p.l.Debug(fmt.Sprintf(format, args...))
+}
+
+func (p pebbleLogger) Errorf(format string, args ...any) {
+	p.l.Error(fmt.Sprintf(format, args...))
+}
+
+func (p pebbleLogger) Fatalf(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	p.l.Error(msg)
+	panic("heapkv: index: " + msg) // Pebble calls Fatalf only for its own broken invariants
+
+}

@@ -1,0 +1,209 @@
+package heapkv
+
+import (
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/heapkv/heapkv/internal/filehdr"
+)
+
+// A MANIFEST names the current checkpoint. A new one is written as
+// MANIFEST-<seq>.tmp, synced, renamed to MANIFEST-<seq> and the directory
+// synced, so the highest-numbered MANIFEST is always complete; older ones are
+// deleted afterwards. Wire format (never change; bump filehdr.Version):
+//
+//	+-------------------+------------------------------------------+--------+
+//	| filehdr.Header    | body                                     | CRC-32C|
+//	| 32 B (kind "MF")  |                                          | of body|
+//	+-------------------+------------------------------------------+--------+
+//
+//	body:
+//	+-----+---------------+-----------+---------------+------+-------------+--------------+----------------+
+//	| seq | checkpointLSN | blockSize | segmentBlocks | keys | inlineBytes | heapRawBytes | heapStoredBytes|
+//	| u64 | u64           | u32       | u32           | u64  | u64         | u64          | u64            |
+//	+-----+---------------+-----------+---------------+------+-------------+--------------+----------------+
+//	| nReplicas uvarint | nReplicas x (pathLen uvarint, path) |
+//	+-------------------+--------------------------------------+
+//
+// All integers little-endian. Replica paths are relative to the database
+// directory. The allocation snapshot of the checkpoint is the file
+// allocFileName(checkpointLSN).
+type manifest struct {
+	seq           uint64
+	checkpointLSN uint64
+	blockSize     uint32
+	segmentBlocks uint32
+	counters      counters
+	replicas      []string
+}
+
+// counters are the logical totals Stats reports, kept exactly across
+// checkpoints and replay.
+type counters struct {
+	keys            int64
+	inlineBytes     int64
+	heapRawBytes    int64
+	heapStoredBytes int64
+}
+
+const (
+	manifestPrefix = "MANIFEST-"
+	allocPrefix    = "alloc-"
+	heapFileName   = "heap"
+	indexDirName   = "index"
+	walDirName     = "wal"
+	lockFileName   = "LOCK"
+
+	maxManifestSize = 1 << 20
+)
+
+func manifestFileName(seq uint64) string { return fmt.Sprintf("%s%06d", manifestPrefix, seq) }
+func allocFileName(lsn uint64) string    { return fmt.Sprintf("%s%020d", allocPrefix, lsn) }
+
+func (m *manifest) encode(id filehdr.DBID) []byte {
+	b := make([]byte, filehdr.Size, 128)
+	filehdr.Header{Kind: filehdr.KindManifest, Version: filehdr.Version, DBID: id}.Encode(b)
+	b = binary.LittleEndian.AppendUint64(b, m.seq)
+	b = binary.LittleEndian.AppendUint64(b, m.checkpointLSN)
+	b = binary.LittleEndian.AppendUint32(b, m.blockSize)
+	b = binary.LittleEndian.AppendUint32(b, m.segmentBlocks)
+	for _, c := range []int64{m.counters.keys, m.counters.inlineBytes, m.counters.heapRawBytes, m.counters.heapStoredBytes} {
+		b = binary.LittleEndian.AppendUint64(b, uint64(c))
+	}
+	b = binary.AppendUvarint(b, uint64(len(m.replicas)))
+	for _, p := range m.replicas {
+		b = binary.AppendUvarint(b, uint64(len(p)))
+		b = append(b, p...)
+	}
+	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b[filehdr.Size:], castagnoli))
+}
+
+// decodeManifest parses a MANIFEST; id, if not zero, must match. Errors
+// describe the defect; the caller wraps ErrCorrupt with the file name.
+func decodeManifest(b []byte, id filehdr.DBID) (manifest, filehdr.DBID, error) {
+	var m manifest
+	h, err := filehdr.Check(b, filehdr.KindManifest, id)
+	if err != nil {
+		return m, filehdr.DBID{}, err
+	}
+	if len(b) < filehdr.Size+4 {
+		return m, h.DBID, fmt.Errorf("manifest truncated at %d bytes", len(b))
+	}
+	body, sum := b[filehdr.Size:len(b)-4], binary.LittleEndian.Uint32(b[len(b)-4:])
+	if got := crc32.Checksum(body, castagnoli); got != sum {
+		return m, h.DBID, fmt.Errorf("manifest checksum %08x, want %08x", got, sum)
+	}
+	r := byteReader{b: body}
+	m.seq = r.uint64()
+	m.checkpointLSN = r.uint64()
+	m.blockSize = r.uint32()
+	m.segmentBlocks = r.uint32()
+	m.counters.keys = int64(r.uint64())
+	m.counters.inlineBytes = int64(r.uint64())
+	m.counters.heapRawBytes = int64(r.uint64())
+	m.counters.heapStoredBytes = int64(r.uint64())
+	n := r.uvarint()
+	if r.err == nil && n > uint64(len(r.b)) {
+		return m, h.DBID, fmt.Errorf("manifest claims %d replicas", n)
+	}
+	for i := uint64(0); i < n && r.err == nil; i++ {
+		m.replicas = append(m.replicas, string(r.bytes(r.uvarint())))
+	}
+	if r.err != nil {
+		return m, h.DBID, fmt.Errorf("manifest body: %w", r.err)
+	}
+	if len(r.b) != 0 {
+		return m, h.DBID, fmt.Errorf("manifest has %d trailing bytes", len(r.b))
+	}
+	if m.blockSize < 512 || m.blockSize > 1<<20 || m.blockSize&(m.blockSize-1) != 0 ||
+		m.segmentBlocks == 0 || m.segmentBlocks%64 != 0 || m.segmentBlocks > 1<<24 {
+		return m, h.DBID, fmt.Errorf("manifest geometry %d-byte blocks x %d per segment is invalid", m.blockSize, m.segmentBlocks)
+	}
+	if len(m.replicas) == 0 {
+		return m, h.DBID, fmt.Errorf("manifest lists no heap replica")
+	}
+	return m, h.DBID, nil
+}
+
+// listManifests returns the sequence numbers of the MANIFEST files in dir,
+// ascending.
+func listManifests(fs vfs.FS, dir string) ([]uint64, error) {
+	names, err := fs.List(dir)
+	if err != nil {
+		return nil, fmt.Errorf("heapkv: list %s: %w", dir, err)
+	}
+	var seqs []uint64
+	for _, n := range names {
+		rest, ok := strings.CutPrefix(n, manifestPrefix)
+		if !ok {
+			continue
+		}
+		if seq, err := strconv.ParseUint(rest, 10, 64); err == nil {
+			seqs = append(seqs, seq)
+		}
+	}
+	slices.Sort(seqs)
+	return seqs, nil
+}
+
+// readFile reads a whole (small) file.
+func readFile(fs vfs.FS, path string, limit int64) ([]byte, error) {
+	f, err := fs.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if fi.Size() > limit {
+		return nil, fmt.Errorf("%s is %d bytes, more than the %d expected", path, fi.Size(), limit)
+	}
+	b := make([]byte, fi.Size())
+	if _, err := io.ReadFull(f, b); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// writeFileAtomic writes data to name in dir via a synced temporary file, a
+// rename and a directory sync.
+func writeFileAtomic(fs vfs.FS, dir, name string, data []byte) error {
+	tmp := fs.PathJoin(dir, name+".tmp")
+	f, err := fs.Create(tmp, vfs.WriteCategoryUnspecified)
+	if err != nil {
+		return err
+	}
+	if _, err = f.Write(data); err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", tmp, err)
+	}
+	if err := fs.Rename(tmp, fs.PathJoin(dir, name)); err != nil {
+		return err
+	}
+	return syncDir(fs, dir)
+}
+
+func syncDir(fs vfs.FS, dir string) error {
+	d, err := fs.OpenDir(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

@@ -1,0 +1,173 @@
+package heapkv
+
+import (
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// Limits on keys and values.
+const (
+	// MaxKeySize is the longest key accepted, in bytes.
+	MaxKeySize = 64 << 10
+	// MaxValueSize is the longest value accepted, in bytes.
+	MaxValueSize = 64 << 20
+)
+
+// Defaults used for zero Options fields. ARCHITECTURE.md explains how each
+// was chosen.
+const (
+	DefaultBlockSize          = 4 << 10
+	DefaultSegmentSize        = 8 << 20
+	DefaultInlineThreshold    = 512
+	DefaultLogSegmentSize     = 64 << 20
+	DefaultCheckpointLogBytes = 256 << 20
+	DefaultIndexCacheSize     = 64 << 20
+	DefaultIndexMemTableSize  = 32 << 20
+	DefaultNoSyncFlushBytes   = 16 << 20
+)
+
+// Options configure a database. A nil *Options means all defaults; a zero
+// field means that field's default. Open never modifies the caller's struct.
+type Options struct {
+	// NoSync makes writes return before they are durable: they reach the
+	// operating system at once and the disk at the next Sync, Checkpoint,
+	// Close, background flush (every NoSyncFlushBytes of log), or when the
+	// index must flush. A crash may lose the most recent unsynced writes, but
+	// recovery still yields a prefix of the commit order. Use it for bulk
+	// loads. Default false: an acknowledged write survives a crash.
+	// WriteOptions.Sync overrides it per write.
+	NoSync bool
+
+	// NoSyncFlushBytes is how much unsynced log a NoSync database lets
+	// build up before it syncs on its own. Default 16 MiB.
+	NoSyncFlushBytes int64
+
+	// InlineThreshold is the largest value, in bytes, kept inline in the
+	// index rather than in the heap. Default 512. A negative value sends
+	// every non-empty value to the heap.
+	InlineThreshold int
+
+	// BlockSize is the heap's allocation unit in bytes, a power of two from
+	// 512 to 1 MiB. Fixed when the database is created; ignored afterwards.
+	// Default 4 KiB.
+	BlockSize int
+
+	// SegmentSize is the size in bytes of a heap segment, the unit a writer
+	// owns and the heap grows by: a multiple of 64 blocks. Fixed when the
+	// database is created. Default 8 MiB.
+	SegmentSize int64
+
+	// LogSegmentSize is the size in bytes at which the write-ahead log
+	// starts a new file. Default 64 MiB.
+	LogSegmentSize int64
+
+	// CheckpointLogBytes is how much log may accumulate before a background
+	// checkpoint bounds recovery time and deletes old log files. Default
+	// 256 MiB. Negative disables automatic checkpoints.
+	CheckpointLogBytes int64
+
+	// IndexCacheSize is the size in bytes of the index's block cache.
+	// Default 64 MiB.
+	IndexCacheSize int64
+
+	// IndexMemTableSize is the size in bytes of one index memtable. Default
+	// 32 MiB.
+	IndexMemTableSize int64
+
+	// Cursors is the number of allocation cursors, each owning one heap
+	// segment at a time. Default 2*GOMAXPROCS.
+	Cursors int
+
+	// Logger receives the database's log lines. Default slog.Default().
+	Logger *slog.Logger
+
+	// fs is the file system every file is opened through; tests swap in
+	// crash-simulating and fault-injecting ones (see export_test.go).
+	fs vfs.FS
+}
+
+// withDefaults returns a validated copy of o with every zero field set.
+func (o *Options) withDefaults() (Options, error) {
+	var c Options
+	if o != nil {
+		c = *o
+	}
+	if c.NoSyncFlushBytes == 0 {
+		c.NoSyncFlushBytes = DefaultNoSyncFlushBytes
+	}
+	if c.InlineThreshold == 0 {
+		c.InlineThreshold = DefaultInlineThreshold
+	}
+	if c.BlockSize == 0 {
+		c.BlockSize = DefaultBlockSize
+	}
+	if c.SegmentSize == 0 {
+		c.SegmentSize = DefaultSegmentSize
+	}
+	if c.LogSegmentSize == 0 {
+		c.LogSegmentSize = DefaultLogSegmentSize
+	}
+	if c.CheckpointLogBytes == 0 {
+		c.CheckpointLogBytes = DefaultCheckpointLogBytes
+	}
+	if c.IndexCacheSize == 0 {
+		c.IndexCacheSize = DefaultIndexCacheSize
+	}
+	if c.IndexMemTableSize == 0 {
+		c.IndexMemTableSize = DefaultIndexMemTableSize
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.fs == nil {
+		c.fs = vfs.Default
+	}
+
+	var bad []string
+	if c.BlockSize < 512 || c.BlockSize > 1<<20 || c.BlockSize&(c.BlockSize-1) != 0 {
+		bad = append(bad, fmt.Sprintf("BlockSize %d is not a power of two from 512 to 1 MiB", c.BlockSize))
+	} else if c.SegmentSize <= 0 || c.SegmentSize%(64*int64(c.BlockSize)) != 0 {
+		bad = append(bad, fmt.Sprintf("SegmentSize %d is not a positive multiple of 64 blocks (%d bytes)", c.SegmentSize, 64*c.BlockSize))
+	} else if c.SegmentSize/int64(c.BlockSize) > 1<<24 {
+		bad = append(bad, fmt.Sprintf("SegmentSize %d has more than 2^24 blocks", c.SegmentSize))
+	}
+	if c.InlineThreshold > MaxValueSize {
+		bad = append(bad, fmt.Sprintf("InlineThreshold %d exceeds MaxValueSize", c.InlineThreshold))
+	}
+	if c.NoSyncFlushBytes < 0 {
+		bad = append(bad, fmt.Sprintf("NoSyncFlushBytes %d is negative", c.NoSyncFlushBytes))
+	}
+	if c.LogSegmentSize < 64<<10 {
+		bad = append(bad, fmt.Sprintf("LogSegmentSize %d is below 64 KiB", c.LogSegmentSize))
+	}
+	if c.IndexCacheSize < 0 {
+		bad = append(bad, fmt.Sprintf("IndexCacheSize %d is negative", c.IndexCacheSize))
+	}
+	if c.IndexMemTableSize < 1<<20 {
+		bad = append(bad, fmt.Sprintf("IndexMemTableSize %d is below 1 MiB", c.IndexMemTableSize))
+	}
+	if c.Cursors < 0 {
+		bad = append(bad, fmt.Sprintf("Cursors %d is negative", c.Cursors))
+	}
+	if len(bad) > 0 {
+		return c, fmt.Errorf("%w: %s", ErrInvalidOptions, strings.Join(bad, "; "))
+	}
+	return c, nil
+}
+
+// WriteOptions control one write. A nil *WriteOptions means the database's
+// default durability (Options.NoSync).
+type WriteOptions struct {
+	// Sync makes the write durable before it returns.
+	Sync bool
+}
+
+func (db *DB) syncFor(wo *WriteOptions) bool {
+	if wo == nil {
+		return !db.opts.NoSync
+	}
+	return wo.Sync
+}

@@ -1,0 +1,121 @@
+package heapkv
+
+import (
+	"math"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"github.com/heapkv/heapkv/alloc"
+)
+
+// pinSet records the LSNs that open readers may still see the index as of.
+// A reader pins the last applied LSN before it reads the index; a heap
+// extent freed by a record at LSN f may be reused only once every pin is at
+// least f (DESIGN invariant 5b). Pins are sharded so that concurrent readers
+// rarely share a lock.
+type pinSet struct {
+	next   atomic.Uint32
+	shards []pinShard
+}
+
+type pinShard struct {
+	// mu guards counts.
+	mu     sync.Mutex
+	counts map[uint64]int // pinned LSN -> number of readers holding it
+	_      [40]byte       // keep shards on separate cache lines
+}
+
+// pinToken is returned by pin and passed back to unpin.
+type pinToken struct {
+	shard uint32
+	lsn   uint64
+}
+
+func newPinSet() *pinSet {
+	n := 2 * runtime.GOMAXPROCS(0)
+	p := &pinSet{shards: make([]pinShard, n)}
+	for i := range p.shards {
+		p.shards[i].counts = make(map[uint64]int)
+	}
+	return p
+}
+
+func (p *pinSet) pin(lsn uint64) pinToken {
+	i := p.next.Add(1) % uint32(len(p.shards))
+	s := &p.shards[i]
+	s.mu.Lock()
+	s.counts[lsn]++
+	s.mu.Unlock()
+	return pinToken{shard: i, lsn: lsn}
+}
+
+func (p *pinSet) unpin(t pinToken) {
+	s := &p.shards[t.shard]
+	s.mu.Lock()
+	if s.counts[t.lsn]--; s.counts[t.lsn] <= 0 {
+		delete(s.counts, t.lsn)
+	}
+	s.mu.Unlock()
+}
+
+// min returns the smallest pinned LSN, or math.MaxUint64 when nothing is
+// pinned, and the number of pins.
+func (p *pinSet) min() (uint64, int) {
+	m, n := uint64(math.MaxUint64), 0
+	for i := range p.shards {
+		s := &p.shards[i]
+		s.mu.Lock()
+		for lsn, c := range s.counts {
+			m = min(m, lsn)
+			n += c
+		}
+		s.mu.Unlock()
+	}
+	return m, n
+}
+
+// freeQueue holds heap extents freed by committed records but not yet
+// reusable: they wait until the freeing record is durable and no reader
+// pinned below it remains (DESIGN invariant 5). Only the holder of
+// DB.commitMu pushes or releases, which keeps a checkpoint's allocation
+// snapshot and the queue consistent with each other.
+type freeQueue struct {
+	items []pendingFree // ascending LSN
+	head  int
+	bytes int64
+}
+
+type pendingFree struct {
+	lsn uint64
+	ext alloc.Extent
+}
+
+func (q *freeQueue) push(lsn uint64, exts []alloc.Extent, blockSize int) {
+	for _, e := range exts {
+		q.items = append(q.items, pendingFree{lsn: lsn, ext: e})
+		q.bytes += int64(e.Len) * int64(blockSize)
+	}
+}
+
+// release frees every extent whose LSN is at most limit.
+func (q *freeQueue) release(limit uint64, a *alloc.Allocator, blockSize int) {
+	for q.head < len(q.items) && q.items[q.head].lsn <= limit {
+		e := q.items[q.head].ext
+		a.Free(e)
+		q.bytes -= int64(e.Len) * int64(blockSize)
+		q.head++
+	}
+	if q.head == len(q.items) {
+		q.items, q.head = q.items[:0], 0
+	} else if q.head > 1024 && q.head > len(q.items)/2 {
+		q.items, q.head = append(q.items[:0], q.items[q.head:]...), 0
+	}
+}
+
+// pending calls fn for every extent still waiting.
+func (q *freeQueue) pending(fn func(alloc.Extent)) {
+	for _, it := range q.items[q.head:] {
+		fn(it.ext)
+	}
+}

@@ -1,0 +1,138 @@
+package heapkv
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/heapkv/heapkv/alloc"
+)
+
+// A log record is the redo record of one committed write (a Put, a Delete or
+// a batch): every op in it takes effect together. The wal package frames it
+// with its LSN and a CRC; this is the payload. Wire format (never change;
+// add a new version instead):
+//
+//	+---------+---------+-------+-------+-----
+//	| version | nOps    | op 1  | op 2  | ...
+//	| 1 B = 1 | uvarint |       |       |
+//	+---------+---------+-------+-------+-----
+//
+//	op:
+//	+------+--------+-----+----------+-------+---------+---------+-----------+--------+--------------------+
+//	| kind | keyLen | key | entryLen | entry | oldKind | oldRaw  | oldStored | nFreed | nFreed x           |
+//	| 1 B  | uvarint|     | uvarint  |       | 1 B     | uvarint | uvarint   | uvarint| (start, len)uvarint|
+//	+------+--------+-----+----------+-------+---------+---------+-----------+--------+--------------------+
+//
+// kind is opPut or opDelete; entry is the new index entry (see entry.go;
+// empty for a delete). oldKind, oldRaw and oldStored describe the value the
+// key had when the record was committed (for statistics), and the freed
+// extents are the heap blocks that value occupied: replay frees exactly
+// those, so recovery never has to consult the index to redo allocation.
+const recordVersion byte = 1
+
+const (
+	opPut    byte = 1
+	opDelete byte = 2
+)
+
+// Old-value kinds in a record op.
+const (
+	oldAbsent byte = 0
+	oldInline byte = 1
+	oldHeap   byte = 2
+)
+
+// logOp is one decoded op of a record.
+type logOp struct {
+	kind      byte
+	key       []byte
+	entry     []byte // encoded index entry for opPut
+	oldKind   byte
+	oldRaw    uint64
+	oldStored uint64
+	freed     []alloc.Extent
+}
+
+func appendRecord(dst []byte, ops []logOp) []byte {
+	dst = append(dst, recordVersion)
+	dst = binary.AppendUvarint(dst, uint64(len(ops)))
+	for i := range ops {
+		op := &ops[i]
+		dst = append(dst, op.kind)
+		dst = binary.AppendUvarint(dst, uint64(len(op.key)))
+		dst = append(dst, op.key...)
+		dst = binary.AppendUvarint(dst, uint64(len(op.entry)))
+		dst = append(dst, op.entry...)
+		dst = append(dst, op.oldKind)
+		dst = binary.AppendUvarint(dst, op.oldRaw)
+		dst = binary.AppendUvarint(dst, op.oldStored)
+		dst = binary.AppendUvarint(dst, uint64(len(op.freed)))
+		for _, e := range op.freed {
+			dst = binary.AppendUvarint(dst, e.Start)
+			dst = binary.AppendUvarint(dst, uint64(e.Len))
+		}
+	}
+	return dst
+}
+
+// decodeRecord parses a record payload. The ops alias b. Errors describe
+// what is wrong; the caller wraps ErrCorrupt with the LSN.
+func decodeRecord(b []byte) ([]logOp, error) {
+	r := byteReader{b: b}
+	if v := r.byte(); r.err == nil && v != recordVersion {
+		return nil, fmt.Errorf("record version %d, want %d", v, recordVersion)
+	}
+	n := r.uvarint()
+	if r.err != nil {
+		return nil, fmt.Errorf("record header: %w", r.err)
+	}
+	// Each op takes at least 7 bytes, which bounds n by the input.
+	if n == 0 || n > uint64(len(r.b))/7 {
+		return nil, fmt.Errorf("record claims %d ops in %d bytes", n, len(r.b))
+	}
+	ops := make([]logOp, n)
+	for i := range ops {
+		op := &ops[i]
+		op.kind = r.byte()
+		op.key = r.bytes(r.uvarint())
+		op.entry = r.bytes(r.uvarint())
+		op.oldKind = r.byte()
+		op.oldRaw = r.uvarint()
+		op.oldStored = r.uvarint()
+		nf := r.uvarint()
+		if r.err != nil {
+			return nil, fmt.Errorf("op %d: %w", i, r.err)
+		}
+		if nf > uint64(len(r.b))/2 || nf > maxExtents {
+			return nil, fmt.Errorf("op %d: %d freed extents", i, nf)
+		}
+		for j := uint64(0); j < nf; j++ {
+			start, l := r.uvarint(), r.uvarint()
+			if l == 0 || l > 1<<32-1 {
+				r.fail("extent length")
+			}
+			op.freed = append(op.freed, alloc.Extent{Start: start, Len: uint32(l)})
+		}
+		if r.err != nil {
+			return nil, fmt.Errorf("op %d: %w", i, r.err)
+		}
+		switch {
+		case op.kind != opPut && op.kind != opDelete:
+			return nil, fmt.Errorf("op %d: unknown kind %d", i, op.kind)
+		case len(op.key) == 0 || len(op.key) > MaxKeySize:
+			return nil, fmt.Errorf("op %d: key length %d", i, len(op.key))
+		case op.kind == opPut && len(op.entry) == 0:
+			return nil, fmt.Errorf("op %d: put without an entry", i)
+		case op.kind == opDelete && len(op.entry) != 0:
+			return nil, fmt.Errorf("op %d: delete with an entry", i)
+		case op.oldKind > oldHeap:
+			return nil, fmt.Errorf("op %d: unknown old kind %d", i, op.oldKind)
+		case (op.oldKind == oldHeap) != (len(op.freed) > 0):
+			return nil, fmt.Errorf("op %d: old kind %d with %d freed extents", i, op.oldKind, len(op.freed))
+		}
+	}
+	if len(r.b) != 0 {
+		return nil, fmt.Errorf("%d trailing bytes after %d ops", len(r.b), n)
+	}
+	return ops, nil
+}

@@ -1,0 +1,247 @@
+package heapkv
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/heapkv/heapkv/alloc"
+	"github.com/heapkv/heapkv/internal/filehdr"
+	"github.com/heapkv/heapkv/mirror"
+	"github.com/heapkv/heapkv/wal"
+)
+
+// creatingFileName marks a directory whose creation has not finished. Open
+// removes such a half-made database and starts again; a directory with data
+// but neither this marker nor a MANIFEST is refused as corrupt.
+const creatingFileName = "CREATING"
+
+// replayBatchOps bounds how many ops recovery buffers in one index batch.
+const replayBatchOps = 4096
+
+// recover opens an existing database or creates a new one.
+func (db *DB) recover() error {
+	seqs, err := listManifests(db.fs, db.dir)
+	if err != nil {
+		return err
+	}
+	if len(seqs) == 0 {
+		return db.create()
+	}
+	name := manifestFileName(seqs[len(seqs)-1])
+	b, err := readFile(db.fs, db.fs.PathJoin(db.dir, name), maxManifestSize)
+	if err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrCorrupt, name, err)
+	}
+	m, id, err := decodeManifest(b, filehdr.DBID{})
+	if err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrCorrupt, name, err)
+	}
+	db.id = id
+	db.manifestSeq = m.seq
+	db.counters = m.counters
+	db.geom = alloc.Geometry{BlockSize: int(m.blockSize), SegmentBlocks: int(m.segmentBlocks)}
+	db.ckptLSN.Store(m.checkpointLSN)
+
+	if db.heap, err = mirror.Open(db.heapConfig(), db.replicaPaths(m.replicas)); err != nil {
+		return fmt.Errorf("%w: heap: %w", ErrCorrupt, err)
+	}
+	if err := db.loadAllocSnapshot(m.checkpointLSN); err != nil {
+		return err
+	}
+	if err := db.openIndex(false); err != nil {
+		return err
+	}
+	// Records found in the log may not have been synced before the crash
+	// (the OS kept them); make them and their heap blocks durable before the
+	// index can flush anything replayed from them.
+	if err := db.heap.Sync(); err != nil {
+		return fmt.Errorf("heapkv: sync heap: %w", err)
+	}
+	if err := wal.SyncAll(db.walOptions()); err != nil {
+		return fmt.Errorf("heapkv: sync log: %w", err)
+	}
+	last, err := db.replay(m.checkpointLSN)
+	if err != nil {
+		return err
+	}
+	log, err := wal.Open(db.walOptions(), last+1)
+	if err != nil {
+		return fmt.Errorf("heapkv: open log: %w", err)
+	}
+	db.log.Store(log)
+	db.appliedLSN = uint64(last)
+	db.lastApplied.Store(uint64(last))
+	if uint64(last) > m.checkpointLSN {
+		db.logger.Info("recovered from log", "checkpoint", m.checkpointLSN, "last", uint64(last))
+		if err := db.checkpoint(); err != nil {
+			return fmt.Errorf("heapkv: checkpoint after recovery: %w", err)
+		}
+	}
+	return nil
+}
+
+// replay redoes every log record after the checkpoint: allocation, frees,
+// counters and index entries, in LSN order. Applying records in order is
+// idempotent over any index state between the checkpoint and the end of
+// the durable log (invariant 2), so no record needs to be skipped.
+func (db *DB) replay(after uint64) (wal.LSN, error) {
+	batch := db.index.NewBatch()
+	defer func() { batch.Close() }()
+	flush := func() error {
+		if batch.Empty() {
+			return nil
+		}
+		if err := batch.Commit(pebble.NoSync); err != nil {
+			return fmt.Errorf("heapkv: replay into index: %w", err)
+		}
+		batch.Close()
+		batch = db.index.NewBatch()
+		return nil
+	}
+	last, err := wal.Replay(db.walOptions(), wal.LSN(after), func(lsn wal.LSN, payload []byte) error {
+		ops, err := decodeRecord(payload)
+		if err != nil {
+			return fmt.Errorf("%w: log record %d: %v", ErrCorrupt, lsn, err)
+		}
+		for i := range ops {
+			if err := db.redoOp(lsn, &ops[i], batch); err != nil {
+				return err
+			}
+		}
+		if batch.Count() >= replayBatchOps {
+			return flush()
+		}
+		return nil
+	})
+	if err != nil {
+		if errors.Is(err, wal.ErrCorrupt) && !errors.Is(err, ErrCorrupt) {
+			err = fmt.Errorf("%w: %w", ErrCorrupt, err)
+		}
+		return 0, fmt.Errorf("heapkv: replay log: %w", err)
+	}
+	return last, flush()
+}
+
+func (db *DB) redoOp(lsn wal.LSN, op *logOp, batch *pebble.Batch) error {
+	for _, e := range op.freed {
+		if err := db.alloc.MarkFree(e); err != nil {
+			return fmt.Errorf("%w: log record %d frees %v of key %q: %w", ErrCorrupt, lsn, e, op.key, err)
+		}
+	}
+	db.counters.remove(oldValue{kind: op.oldKind, raw: op.oldRaw, stored: op.oldStored})
+	if op.kind == opDelete {
+		return batch.Delete(op.key, nil)
+	}
+	e, err := decodeEntry(op.entry, db.geom.BlockSize, db.geom.SegmentBlocks)
+	if err != nil {
+		return fmt.Errorf("%w: log record %d, key %q: %v", ErrCorrupt, lsn, op.key, err)
+	}
+	if e.isHeap {
+		for _, x := range e.ptr.extents {
+			if err := db.alloc.MarkAllocated(x); err != nil {
+				return fmt.Errorf("%w: log record %d allocates %v for key %q: %w", ErrCorrupt, lsn, x, op.key, err)
+			}
+		}
+		db.counters.add(oldValue{kind: oldHeap, raw: e.ptr.rawLen, stored: e.ptr.storedLen})
+	} else {
+		db.counters.add(oldValue{kind: oldInline, raw: uint64(len(e.inline))})
+	}
+	return batch.Set(op.key, op.entry, nil)
+}
+
+// create makes a new, empty database in db.dir.
+func (db *DB) create() error {
+	names, err := db.fs.List(db.dir)
+	if err != nil {
+		return fmt.Errorf("heapkv: list %s: %w", db.dir, err)
+	}
+	if slices.Contains(names, creatingFileName) {
+		db.logger.Warn("removing a database whose creation was interrupted")
+		for _, n := range names {
+			if n != lockFileName {
+				if err := db.fs.RemoveAll(db.fs.PathJoin(db.dir, n)); err != nil {
+					return fmt.Errorf("heapkv: remove half-created %s: %w", n, err)
+				}
+			}
+		}
+	} else if other := slices.DeleteFunc(names, func(n string) bool { return n == lockFileName }); len(other) > 0 {
+		return fmt.Errorf("%w: %s has no MANIFEST but holds %s", ErrCorrupt, db.dir, strings.Join(other, ", "))
+	}
+	if err := writeFileAtomic(db.fs, db.dir, creatingFileName, nil); err != nil {
+		return fmt.Errorf("heapkv: create %s: %w", db.dir, err)
+	}
+	if _, err := rand.Read(db.id[:]); err != nil {
+		return fmt.Errorf("heapkv: database id: %w", err)
+	}
+	db.geom = alloc.Geometry{BlockSize: db.opts.BlockSize, SegmentBlocks: int(db.opts.SegmentSize / int64(db.opts.BlockSize))}
+	if db.alloc, err = alloc.New(db.geom, alloc.Config{Cursors: db.opts.Cursors}); err != nil {
+		return fmt.Errorf("heapkv: allocator: %w", err)
+	}
+	if db.heap, err = mirror.Create(db.heapConfig(), db.replicaPaths([]string{heapFileName})); err != nil {
+		return fmt.Errorf("heapkv: create heap: %w", err)
+	}
+	if err := db.openIndex(true); err != nil {
+		return err
+	}
+	log, err := wal.Open(db.walOptions(), 1)
+	if err != nil {
+		return fmt.Errorf("heapkv: create log: %w", err)
+	}
+	db.log.Store(log)
+	if err := db.checkpoint(); err != nil {
+		return fmt.Errorf("heapkv: first checkpoint: %w", err)
+	}
+	if err := db.fs.Remove(db.fs.PathJoin(db.dir, creatingFileName)); err != nil {
+		return fmt.Errorf("heapkv: finish creating %s: %w", db.dir, err)
+	}
+	return syncDir(db.fs, db.dir)
+}
+
+func (db *DB) heapConfig() mirror.Config {
+	return mirror.Config{FS: db.fs, DBID: db.id, BlockSize: db.geom.BlockSize, Logger: db.logger}
+}
+
+func (db *DB) replicaPaths(rel []string) []string {
+	out := make([]string, len(rel))
+	for i, p := range rel {
+		out[i] = db.fs.PathJoin(db.dir, p)
+	}
+	return out
+}
+
+func (db *DB) walOptions() wal.Options {
+	return wal.Options{
+		FS:          db.fs,
+		Dir:         db.fs.PathJoin(db.dir, walDirName),
+		DBID:        db.id,
+		SegmentSize: db.opts.LogSegmentSize,
+		Logger:      db.logger,
+	}
+}
+
+// loadAllocSnapshot restores the allocator from the checkpoint's snapshot.
+func (db *DB) loadAllocSnapshot(lsn uint64) error {
+	name := allocFileName(lsn)
+	b, err := readFile(db.fs, db.fs.PathJoin(db.dir, name), 1<<40)
+	if err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrCorrupt, name, err)
+	}
+	if _, err := filehdr.Check(b, filehdr.KindAlloc, db.id); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrCorrupt, name, err)
+	}
+	snap, err := alloc.UnmarshalSnapshot(b[filehdr.Size:])
+	if err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrCorrupt, name, err)
+	}
+	if snap.Geometry() != db.geom {
+		return fmt.Errorf("%w: %s: geometry %+v, manifest says %+v", ErrCorrupt, name, snap.Geometry(), db.geom)
+	}
+	if db.alloc, err = alloc.Restore(snap, alloc.Config{Cursors: db.opts.Cursors}); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrCorrupt, name, err)
+	}
+	return nil
+}

@@ -1,0 +1,88 @@
+package heapkv
+
+import "fmt"
+
+// Stats is a point-in-time summary of a database. Byte counts are bytes.
+type Stats struct {
+	Keys            int64 // live keys
+	InlineBytes     int64 // value bytes stored inline in the index
+	HeapValueBytes  int64 // value bytes of heap values (before compression)
+	HeapStoredBytes int64 // bytes those values occupy in the heap (after compression)
+	HeapLiveBytes   int64 // heap blocks referenced by live values, in bytes
+	HeapAllocBytes  int64 // heap blocks allocated (live + deferred frees + in-flight writes), in bytes
+	HeapPendingFree int64 // heap bytes freed but not yet reusable (invariant 5)
+	HeapFileBytes   int64 // heap file size: header block plus every segment
+	HeapSegments    int   // segments in the heap
+	LogBytes        int64 // bytes in log files on disk
+	LogFiles        int   // log files on disk
+	LSN             uint64
+	CheckpointLSN   uint64
+	Checkpoints     int64 // checkpoints written by this handle
+	Commits         int64 // writes (Put, Delete, Apply) committed by this handle
+	CommitGroups    int64 // log appends those commits were grouped into
+	AvgGroupSize    float64
+	Fsyncs          int64 // fsyncs of the heap and the log by this handle
+	Gets            int64
+	IndexBytes      int64 // index (Pebble) size on disk
+	Failed          string
+}
+
+// Stats returns current statistics.
+func (db *DB) Stats() (Stats, error) {
+	if err := db.enter(); err != nil {
+		return Stats{}, err
+	}
+	defer db.leave()
+	var s Stats
+	db.commitMu.Lock()
+	c := db.counters
+	s.HeapPendingFree = db.frees.bytes
+	s.LSN = db.appliedLSN
+	db.commitMu.Unlock()
+	s.Keys, s.InlineBytes, s.HeapValueBytes, s.HeapStoredBytes = c.keys, c.inlineBytes, c.heapRawBytes, c.heapStoredBytes
+	bs := int64(db.geom.BlockSize)
+	as := db.alloc.Stats()
+	s.HeapSegments = as.Segments
+	s.HeapAllocBytes = as.AllocatedBlocks * bs
+	s.HeapLiveBytes = s.HeapAllocBytes - s.HeapPendingFree
+	s.HeapFileBytes = bs + int64(as.Segments)*int64(db.geom.SegmentBlocks)*bs
+	if log := db.log.Load(); log != nil {
+		ls := log.Stats()
+		s.LogBytes, s.LogFiles = ls.Bytes, ls.Segments
+		s.Fsyncs += int64(ls.Syncs)
+	}
+	s.Fsyncs += db.heap.Syncs()
+	s.CheckpointLSN = db.ckptLSN.Load()
+	s.Checkpoints = db.stats.checkpoints.Load()
+	s.Commits = db.stats.commits.Load()
+	s.CommitGroups = db.stats.groups.Load()
+	if s.CommitGroups > 0 {
+		s.AvgGroupSize = float64(s.Commits) / float64(s.CommitGroups)
+	}
+	s.Gets = db.stats.gets.Load()
+	m := db.index.Metrics()
+	s.IndexBytes = int64(m.DiskSpaceUsage())
+	if err := db.failed(); err != nil {
+		s.Failed = err.Error()
+	}
+	return s, nil
+}
+
+// String formats the stats as aligned lines.
+func (s Stats) String() string {
+	return fmt.Sprintf(`keys               %d
+inline bytes       %d
+heap value bytes   %d
+heap live bytes    %d
+heap alloc bytes   %d (pending free %d)
+heap file bytes    %d (%d segments)
+log bytes          %d (%d files)
+index bytes        %d
+lsn                %d (checkpoint %d, %d checkpoints)
+commits            %d in %d groups (avg %.2f)
+fsyncs             %d
+gets               %d`,
+		s.Keys, s.InlineBytes, s.HeapValueBytes, s.HeapLiveBytes, s.HeapAllocBytes, s.HeapPendingFree,
+		s.HeapFileBytes, s.HeapSegments, s.LogBytes, s.LogFiles, s.IndexBytes,
+		s.LSN, s.CheckpointLSN, s.Checkpoints, s.Commits, s.CommitGroups, s.AvgGroupSize, s.Fsyncs, s.Gets)
+}

@@ -1,0 +1,26 @@
+package wal
+
+// SyncAll fsyncs every segment file in opts.Dir and the directory itself.
+// Recovery calls it before replaying: records that reached the file system
+// but were never synced before a process crash must be durable before
+// anything derived from them is, or a later machine crash could lose records
+// that the index already reflects.
+func SyncAll(opts Options) error {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return err
+	}
+	segs, err := listSegments(o)
+	if err != nil {
+		return err
+	}
+	for _, s := range segs {
+		if err := syncFile(o.FS, s.path); err != nil {
+			return err
+		}
+	}
+	if len(segs) == 0 {
+		return nil
+	}
+	return syncDir(o.FS, o.Dir)
+}
