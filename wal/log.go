@@ -153,20 +153,37 @@ func Open(opts Options, next LSN) (*Log, error) {
 	return l, nil
 }
 
-// ensureDir creates the log directory (and makes its entry durable) if it
-// does not exist.
+// ensureDir creates the log directory if it does not exist, and makes the
+// new directory entries durable by syncing the parent of each one created.
 func ensureDir(o Options) error {
-	_, err := o.FS.Stat(o.Dir)
-	if err == nil {
-		return nil
+	var created []string
+	for d := o.Dir; ; {
+		_, err := o.FS.Stat(d)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("wal: stat %s: %w", d, err)
+		}
+		created = append(created, d)
+		parent := o.FS.PathDir(d)
+		if parent == d {
+			break
+		}
+		d = parent
 	}
-	if !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("wal: stat %s: %w", o.Dir, err)
+	if len(created) == 0 {
+		return nil
 	}
 	if err := o.FS.MkdirAll(o.Dir, 0o755); err != nil {
 		return fmt.Errorf("wal: create %s: %w", o.Dir, err)
 	}
-	return syncDir(o.FS, o.FS.PathDir(o.Dir))
+	for i := len(created) - 1; i >= 0; i-- {
+		if err := syncDir(o.FS, o.FS.PathDir(created[i])); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // syncFile fsyncs an existing file.
