@@ -1,0 +1,36 @@
+// Package heapkv is an embedded key-value database for values larger than a
+// few hundred bytes.
+//
+// Keys live in a Pebble LSM. Values above Options.InlineThreshold live in a
+// block heap: a file of fixed-size segments of fixed-size blocks, handed out
+// through per-writer segment bitmaps so concurrent writers never share an
+// allocator lock. Overwriting or deleting a value gives its blocks back as
+// soon as no reader can see them: there is no garbage collection to run and
+// no value log to compact. heapkv's own write-ahead log gives every change a
+// log sequence number (LSN) and is the redo record for crash recovery.
+//
+// # Durability
+//
+// By default every acknowledged write is durable: Put returns after the
+// heap blocks it wrote and the log record that points at them have been
+// fsynced (heap first, then log). Concurrent writers share those fsyncs
+// through group commit. With Options.NoSync (or WriteOptions{Sync: false})
+// writes return once they reach the operating system; they become durable
+// at the next Sync, Checkpoint or Close, automatically after
+// Options.NoSyncFlushBytes of log, about once a second in the background,
+// and before the index flushes. After a crash the database holds exactly
+// the writes of some prefix of the commit order that includes every
+// acknowledged durable write.
+//
+// # Concurrency and ownership
+//
+// A DB is safe for concurrent use. Get returns a fresh copy of the value;
+// Put, Delete and Batch copy their arguments, so callers may reuse buffers.
+// A directory may be opened by one handle at a time (ErrLocked otherwise).
+//
+// # Errors
+//
+// Errors wrap the sentinels in errors.go; test them with errors.Is. Damage
+// found on disk wraps ErrCorrupt and names the file, key or extent; nothing
+// panics on a corrupt file or bad input.
+package heapkv
