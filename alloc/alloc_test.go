@@ -133,11 +133,8 @@ func TestScatter(t *testing.T) {
 // with the most free blocks.
 func TestTradeTakesEmptiest(t *testing.T) {
 	a := newAlloc(t, small, alloc.Config{Cursors: 1})
-	var claims []alloc.Claim
 	for range 4 { // four full segments
-		c := mustAllocate(t, a, 64)
-		a.Publish(c)
-		claims = append(claims, c)
+		a.Publish(mustAllocate(t, a, 64))
 	}
 	a.Free(alloc.Extent{Start: 64 + 10, Len: 20})  // segment 1: 20 free
 	a.Free(alloc.Extent{Start: 128 + 10, Len: 30}) // segment 2: 30 free

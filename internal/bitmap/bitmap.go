@@ -129,6 +129,10 @@ func forWords(i, n int, fn func(w int, m uint64)) {
 // SetRange sets bits [i, i+n) and returns how many of them were already set.
 func (b *Bitmap) SetRange(i, n int) (alreadySet int) {
 	b.checkRange(i, n)
+	if lo := uint(i) % 64; n > 0 && int(lo)+n <= 64 { // one word: the common case
+		m := mask(lo, lo+uint(n))
+		return bits.OnesCount64(b.words[i/64].Or(m) & m)
+	}
 	forWords(i, n, func(w int, m uint64) {
 		alreadySet += bits.OnesCount64(b.words[w].Or(m) & m)
 	})
@@ -138,6 +142,10 @@ func (b *Bitmap) SetRange(i, n int) (alreadySet int) {
 // ClearRange clears bits [i, i+n) and returns how many of them were set.
 func (b *Bitmap) ClearRange(i, n int) (wasSet int) {
 	b.checkRange(i, n)
+	if lo := uint(i) % 64; n > 0 && int(lo)+n <= 64 { // one word: the common case
+		m := mask(lo, lo+uint(n))
+		return bits.OnesCount64(b.words[i/64].And(^m) & m)
+	}
 	forWords(i, n, func(w int, m uint64) {
 		wasSet += bits.OnesCount64(b.words[w].And(^m) & m)
 	})
