@@ -142,10 +142,13 @@ func (a *Allocator) Allocate(nblocks int) (Claim, error) {
 		return Claim{}, fmt.Errorf("%w: allocate %d blocks", ErrInvalid, nblocks)
 	}
 	sb := a.g.SegmentBlocks
+	if max := a.cfg.MaxSegments; max > 0 && nblocks > max*sb {
+		return Claim{}, fmt.Errorf("%w: allocate %d blocks: the heap holds at most %d", ErrFull, nblocks, max*sb)
+	}
 	ci := a.acquire()
 	c := &a.cursors[ci]
 	defer c.mu.Unlock()
-	exts := make([]Extent, 0, 1+(nblocks-1)/sb)
+	exts := make([]Extent, 0, min(1+(nblocks-1)/sb, 64))
 	for rem := nblocks; rem > 0; {
 		n := min(rem, sb)
 		var err error
@@ -303,7 +306,8 @@ func (a *Allocator) stealLocked(n int) int {
 
 // Publish records that c is now referenced by logged state: it leaves the
 // unpublished set and its blocks stay allocated. Publishing a claim that is
-// no longer unpublished (or the zero Claim) does nothing.
+// no longer unpublished (or the zero Claim) does nothing. c must come from
+// a's Allocate.
 func (a *Allocator) Publish(c Claim) { a.settle(c, false) }
 
 // Abort gives back the blocks of a claim whose write failed: it leaves the

@@ -158,6 +158,8 @@ func TestMaxSegmentsAndSteal(t *testing.T) {
 	eq(t, 2, a.Segments(), "segments")
 	_, err := a.Allocate(1)
 	wantErr(t, err, alloc.ErrFull, "Allocate on a full heap")
+	_, err = a.Allocate(129)
+	wantErr(t, err, alloc.ErrFull, "Allocate of more than the heap can ever hold")
 	a.Abort(claims[3])
 	c := mustAllocate(t, a, 8)
 	eq(t, claims[3].Extents, c.Extents, "reuse of the aborted blocks")

@@ -18,9 +18,9 @@ type Snapshot struct {
 // Snapshot returns a consistent copy of the allocation state that leaves out
 // every unpublished claim: a claim's bits and its registration in the
 // unpublished set change together under its cursor's mutex, and Snapshot
-// holds all of them while it copies. Allocation waits meanwhile (the copy
-// takes about a millisecond per 10 MiB of bitmap, i.e. per 320 GiB of 4 KiB
-// blocks). Frees racing with Snapshot may or may not be reflected.
+// holds all of them while it copies. Allocate, Publish and Abort wait
+// meanwhile; the copy is one bit per block (32 MiB per TiB of 4 KiB blocks).
+// Frees racing with Snapshot may or may not be reflected.
 func (a *Allocator) Snapshot() *Snapshot {
 	for i := range a.cursors {
 		a.cursors[i].mu.Lock()
