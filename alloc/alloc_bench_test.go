@@ -116,6 +116,11 @@ func BenchmarkAllocate(b *testing.B) {
 						a = ca
 					}
 					benchAllocate(b, a, goroutines, blocks)
+					if ca, ok := a.(*Allocator); ok {
+						st := ca.Stats()
+						b.ReportMetric(float64(st.CursorTrades)/float64(b.N), "trades/op")
+						b.ReportMetric(float64(st.Segments), "segments")
+					}
 				})
 			}
 		}
