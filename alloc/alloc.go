@@ -64,10 +64,8 @@ type cursor struct {
 	seg int
 	// hint is where the next-fit search in seg starts.
 	hint int
-	// seq numbers this cursor's claims.
-	seq uint64
-	// unpub maps a claim's seq to its extents until Publish or Abort.
-	unpub map[uint64][]Extent
+	// unpub holds this cursor's claims until Publish or Abort.
+	unpub unpubSet
 	_     [64]byte // keep cursors on different cache lines
 }
 
@@ -101,7 +99,6 @@ func New(g Geometry, cfg Config) (*Allocator, error) {
 	a := &Allocator{g: g, cfg: cfg, cursors: make([]cursor, cfg.Cursors)}
 	for i := range a.cursors {
 		a.cursors[i].seg = -1
-		a.cursors[i].unpub = make(map[uint64][]Extent)
 	}
 	a.segs.Store(new([]*segment))
 	return a, nil
@@ -120,7 +117,8 @@ func (a *Allocator) Segments() int { return len(*a.segs.Load()) }
 type Claim struct {
 	Extents []Extent
 	cur     int32  // cursor index + 1; 0 for the zero Claim
-	seq     uint64 // key in the cursor's unpublished set
+	slot    int32  // slot in the cursor's unpublished set
+	seq     uint64 // sequence number in the cursor's unpublished set
 }
 
 // Blocks returns the total number of blocks in c.
@@ -160,9 +158,8 @@ func (a *Allocator) Allocate(nblocks int) (Claim, error) {
 		}
 		rem -= n
 	}
-	c.seq++
-	c.unpub[c.seq] = exts
-	return Claim{Extents: exts, cur: int32(ci + 1), seq: c.seq}, nil
+	slot, seq := c.unpub.add(exts)
+	return Claim{Extents: exts, cur: int32(ci + 1), slot: slot, seq: seq}, nil
 }
 
 // acquire locks an idle cursor and returns its index. It starts at a random
@@ -325,12 +322,8 @@ func (a *Allocator) settle(cl Claim, abort bool) {
 	// mu also covers the clearing, so Snapshot sees the claim either as
 	// unpublished or as gone.
 	defer c.mu.Unlock()
-	exts, ok := c.unpub[cl.seq]
-	if !ok {
-		return
-	}
-	delete(c.unpub, cl.seq)
-	if abort {
+	exts, ok := c.unpub.remove(cl.slot, cl.seq)
+	if ok && abort {
 		for _, e := range exts {
 			a.free(e)
 		}

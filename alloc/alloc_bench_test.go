@@ -27,12 +27,11 @@ type mutexAllocator struct {
 	segs  []*bitmap.Bitmap
 	free  []int  // free blocks per segment
 	hint  uint64 // next-fit: global block number to search from
-	seq   uint64
-	unpub map[uint64][]Extent
+	unpub unpubSet
 }
 
 func newMutexAllocator(g Geometry) *mutexAllocator {
-	return &mutexAllocator{g: g, unpub: make(map[uint64][]Extent)}
+	return &mutexAllocator{g: g}
 }
 
 func (m *mutexAllocator) Allocate(nblocks int) (Claim, error) {
@@ -45,9 +44,8 @@ func (m *mutexAllocator) Allocate(nblocks int) (Claim, error) {
 		exts = append(exts, m.findLocked(n))
 		rem -= n
 	}
-	m.seq++
-	m.unpub[m.seq] = exts
-	return Claim{Extents: exts, seq: m.seq}, nil
+	slot, seq := m.unpub.add(exts)
+	return Claim{Extents: exts, slot: slot, seq: seq}, nil
 }
 
 // findLocked claims a run of n blocks: next fit over all segments, starting
@@ -84,7 +82,7 @@ func (m *mutexAllocator) takeLocked(si, off, n int) Extent {
 
 func (m *mutexAllocator) Publish(c Claim) {
 	m.mu.Lock()
-	delete(m.unpub, c.seq)
+	m.unpub.remove(c.slot, c.seq)
 	m.mu.Unlock()
 }
 

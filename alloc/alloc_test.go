@@ -252,3 +252,21 @@ func TestMarkAllocatedFree(t *testing.T) {
 		}
 	}
 }
+
+// TestStaleClaim: a published claim's slot in the unpublished set is reused
+// by the next claim; Publish or Abort of the old claim must not touch it.
+func TestStaleClaim(t *testing.T) {
+	a := newAlloc(t, small, alloc.Config{Cursors: 1})
+	c1 := mustAllocate(t, a, 2)
+	a.Publish(c1)
+	c2 := mustAllocate(t, a, 3)
+	a.Abort(c1)
+	a.Publish(c1)
+	a.Free(c1.Extents[0])
+	if s := a.Snapshot(); s.AllocatedBlocks() != 0 {
+		t.Fatalf("snapshot holds %d blocks; c2 is unpublished", s.AllocatedBlocks())
+	}
+	a.Abort(c2)
+	eq(t, int64(0), a.Stats().AllocatedBlocks, "allocated after aborting c2")
+	eq(t, int64(0), a.Stats().DoubleFreeBlocks, "double frees")
+}

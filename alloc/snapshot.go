@@ -36,11 +36,11 @@ func (a *Allocator) Snapshot() *Snapshot {
 		s.segs[i] = seg.bits.Clone()
 	}
 	for i := range a.cursors {
-		for _, exts := range a.cursors[i].unpub {
+		a.cursors[i].unpub.forEach(func(exts []Extent) {
 			for _, e := range exts {
 				s.Clear(e)
 			}
-		}
+		})
 	}
 	return s
 }
