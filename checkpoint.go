@@ -45,11 +45,14 @@ func (db *DB) checkpoint() error {
 	c := db.appliedLSN
 	if err := db.syncDurable(); err != nil {
 		db.commitMu.Unlock()
+		db.fail(err)
 		return err
 	}
 	if err := log.Rotate(); err != nil {
 		db.commitMu.Unlock()
-		return fmt.Errorf("heapkv: rotate log: %w", err)
+		err = fmt.Errorf("heapkv: rotate log: %w", err)
+		db.fail(err) // a failed rotation poisons the log
+		return err
 	}
 	snap := db.alloc.Snapshot()
 	db.frees.pending(snap.Clear)

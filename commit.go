@@ -108,12 +108,33 @@ func (db *DB) writeHeapValue(p *preparedOp, value []byte) error {
 	off := 0
 	for _, e := range claim.Extents {
 		n := min(int(e.Len)*bs, len(value)-off)
-		if err := db.heap.WriteAt(value[off:off+n], e.Start); err != nil {
+		if err := db.writeBlocks(value[off:off+n], e.Start); err != nil {
 			return err
 		}
 		off += n
 	}
 	return nil
+}
+
+// writeBlocks writes p at block start, padding the last block with zeros so
+// that the heap only ever sees whole-block writes: with 4 KiB blocks the
+// kernel never has to read a page to update part of it.
+func (db *DB) writeBlocks(p []byte, start uint64) error {
+	bs := db.geom.BlockSize
+	full := len(p) / bs * bs
+	if full > 0 {
+		if err := db.heap.WriteAt(p[:full], start); err != nil {
+			return err
+		}
+	}
+	if full == len(p) {
+		return nil
+	}
+	tail := db.blockPool.Get().(*[]byte)
+	defer db.blockPool.Put(tail)
+	n := copy(*tail, p[full:])
+	clear((*tail)[n:])
+	return db.heap.WriteAt(*tail, start+uint64(full/bs))
 }
 
 func (db *DB) abortClaims(ops []preparedOp) {

@@ -62,10 +62,11 @@ type DB struct {
 	manifestSeq uint64
 	ckptLSN     atomic.Uint64
 
-	stats    opStats
-	ckptKick chan struct{}
-	stop     chan struct{}
-	bg       sync.WaitGroup
+	blockPool sync.Pool // *[]byte of one block, for padding tails
+	stats     opStats
+	ckptKick  chan struct{}
+	stop      chan struct{}
+	bg        sync.WaitGroup
 }
 
 // opStats are monotonically increasing counters read by Stats.
@@ -90,7 +91,7 @@ func Open(dir string, opts *Options) (*DB, error) {
 		return nil, fmt.Errorf("%w: empty directory name", ErrInvalidOptions)
 	}
 	fs := o.fs
-	if err := fs.MkdirAll(dir, 0o755); err != nil {
+	if err := mkdirAllSynced(fs, dir); err != nil {
 		return nil, fmt.Errorf("heapkv: create %s: %w", dir, err)
 	}
 	lock, err := lockDir(fs, dir)
@@ -107,6 +108,7 @@ func Open(dir string, opts *Options) (*DB, error) {
 		ckptKick: make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 	}
+	db.blockPool.New = func() any { b := make([]byte, db.geom.BlockSize); return &b }
 	if err := db.recover(); err != nil {
 		db.closeFiles()
 		return nil, err

@@ -28,7 +28,7 @@ func (db *DB) openIndex(create bool) error {
 		},
 	}
 	popts.EnsureDefaults()
-	idx, err := pebble.Open(db.fs.PathJoin(db.dir, indexDirName), popts)
+	idx, err := openPebble(db.fs.PathJoin(db.dir, indexDirName), popts)
 	if err != nil {
 		if !create {
 			return fmt.Errorf("%w: index: %w", ErrCorrupt, err)
@@ -84,4 +84,17 @@ func (p pebbleLogger) Fatalf(format string, args ...any) {
 	p.l.Error(msg)
 	panic("heapkv: index: " + msg) // Pebble calls Fatalf only for its own broken invariants
 
+}
+
+// openPebble opens Pebble, turning a panic into an error: Pebble panics on
+// some I/O failures during Open (a failed directory fsync while ratcheting
+// its format), and a failed Open must come back to our caller as an error.
+// Nothing of the half-opened index is used afterwards.
+func openPebble(dir string, opts *pebble.Options) (db *pebble.DB, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			db, err = nil, fmt.Errorf("index open failed: %v", r)
+		}
+	}()
+	return pebble.Open(dir, opts)
 }

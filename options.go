@@ -21,7 +21,7 @@ const (
 const (
 	DefaultBlockSize          = 4 << 10
 	DefaultSegmentSize        = 8 << 20
-	DefaultInlineThreshold    = 512
+	DefaultInlineThreshold    = 2048
 	DefaultLogSegmentSize     = 64 << 20
 	DefaultCheckpointLogBytes = 256 << 20
 	DefaultIndexCacheSize     = 64 << 20
@@ -46,7 +46,7 @@ type Options struct {
 	NoSyncFlushBytes int64
 
 	// InlineThreshold is the largest value, in bytes, kept inline in the
-	// index rather than in the heap. Default 512. A negative value sends
+	// index rather than in the heap. Default 2 KiB. A negative value sends
 	// every non-empty value to the heap.
 	InlineThreshold int
 

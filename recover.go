@@ -88,7 +88,17 @@ func (db *DB) recover() error {
 // counters and index entries, in LSN order. Applying records in order is
 // idempotent over any index state between the checkpoint and the end of
 // the durable log (invariant 2), so no record needs to be skipped.
+//
+// Records past the last one the log proves was synced (wal.ProvenDurable)
+// were never acknowledged as durable, and the operating system may have
+// written them without the heap blocks they point at. Their values are read
+// back and verified first; the first record whose value is not intact ends
+// the log there, as a torn tail.
 func (db *DB) replay(after uint64) (wal.LSN, error) {
+	proven, err := wal.ProvenDurable(db.walOptions())
+	if err != nil {
+		return 0, fmt.Errorf("heapkv: scan log: %w", err)
+	}
 	batch := db.index.NewBatch()
 	defer func() { batch.Close() }()
 	flush := func() error {
@@ -107,6 +117,11 @@ func (db *DB) replay(after uint64) (wal.LSN, error) {
 		if err != nil {
 			return fmt.Errorf("%w: log record %d: %v", ErrCorrupt, lsn, err)
 		}
+		if lsn > proven {
+			if err := db.verifyRecordValues(lsn, ops); err != nil {
+				return fmt.Errorf("%w: %w", wal.ErrStop, err)
+			}
+		}
 		for i := range ops {
 			if err := db.redoOp(lsn, &ops[i], batch); err != nil {
 				return err
@@ -124,6 +139,25 @@ func (db *DB) replay(after uint64) (wal.LSN, error) {
 		return 0, fmt.Errorf("heapkv: replay log: %w", err)
 	}
 	return last, flush()
+}
+
+// verifyRecordValues reads back every heap value a record writes.
+func (db *DB) verifyRecordValues(lsn wal.LSN, ops []logOp) error {
+	for i := range ops {
+		if ops[i].kind != opPut {
+			continue
+		}
+		e, err := decodeEntry(ops[i].entry, db.geom.BlockSize, db.geom.SegmentBlocks)
+		if err != nil {
+			return fmt.Errorf("%w: log record %d, key %q: %v", ErrCorrupt, lsn, ops[i].key, err)
+		}
+		if e.isHeap {
+			if _, err := db.readValue(ops[i].key, &e.ptr); err != nil {
+				return fmt.Errorf("unsynced log record %d: %w", lsn, err)
+			}
+		}
+	}
+	return nil
 }
 
 func (db *DB) redoOp(lsn wal.LSN, op *logOp, batch *pebble.Batch) error {
@@ -168,7 +202,11 @@ func (db *DB) create() error {
 				}
 			}
 		}
-	} else if other := slices.DeleteFunc(names, func(n string) bool { return n == lockFileName }); len(other) > 0 {
+	} else if other := slices.DeleteFunc(names, func(n string) bool {
+		// A crash while the marker itself was being written leaves only
+		// its temporary file.
+		return n == lockFileName || n == creatingFileName+".tmp"
+	}); len(other) > 0 {
 		return fmt.Errorf("%w: %s has no MANIFEST but holds %s", ErrCorrupt, db.dir, strings.Join(other, ", "))
 	}
 	if err := writeFileAtomic(db.fs, db.dir, creatingFileName, nil); err != nil {

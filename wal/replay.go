@@ -27,7 +27,10 @@ import (
 // Torn tails are logged as one-line warnings.
 //
 // If fn returns an error Replay stops and returns it wrapped; on any error
-// last is the last LSN passed to fn (or after). Replay never modifies or
+// last is the last LSN passed to fn (or after). If that error wraps ErrStop,
+// the log is taken to end before the record fn refused: Replay returns the
+// LSN before it and no error, and the caller's Open(last+1) supersedes the
+// rest of that segment. Replay never modifies or
 // deletes anything; it runs on a log nobody is writing.
 func Replay(opts Options, after LSN, fn func(lsn LSN, payload []byte) error) (last LSN, err error) {
 	o, err := opts.withDefaults()
@@ -121,6 +124,19 @@ func (r *replayer) segment(s segmentFile, next *segmentFile) (done bool, err err
 	}
 	off := SegmentHeaderSize
 	for off < len(data) {
+		if next != nil && next.first == r.expect {
+			// An earlier recovery stopped the log at r.expect-1 (see
+			// ErrStop) and went on in the next segment; what follows here
+			// is superseded, unless a record in it proves that LSN was
+			// durable, which no recovery may cut.
+			if p, rh, ok := findDurableEvidence(data, off, r.expect); ok {
+				return true, fmt.Errorf("%w: segment %s: LSN %d at offset %d is overlapped by segment %s, but the record at offset %d (LSN %d, synced %d) shows it was durable",
+					ErrCorrupt, s.path, r.expect, off, next.path, p, rh.lsn, rh.synced)
+			}
+			r.o.Logger.Info(fmt.Sprintf("wal: log was cut at LSN %d in file %s (offset %d); continues in %s",
+				r.expect, s.path, off, next.path))
+			return false, nil
+		}
 		rh, payload, n, reason := decodeRecord(data[off:])
 		if reason == "" && rh.lsn != r.expect {
 			reason = fmt.Sprintf("LSN %d, want %d", rh.lsn, r.expect)
@@ -130,6 +146,10 @@ func (r *replayer) segment(s segmentFile, next *segmentFile) (done bool, err err
 		}
 		if rh.lsn > r.after {
 			if err := r.fn(rh.lsn, payload); err != nil {
+				if errors.Is(err, ErrStop) {
+					r.o.Logger.Warn(fmt.Sprintf("wal: replay stopped before LSN %d in file %s: %v", rh.lsn, s.path, err))
+					return true, nil
+				}
 				return true, fmt.Errorf("wal: replay of LSN %d: %w", rh.lsn, err)
 			}
 			r.last = rh.lsn
@@ -185,4 +205,41 @@ func findDurableEvidence(data []byte, badOff int, x LSN) (off int, rh recordHead
 		}
 	}
 	return 0, recordHeader{}, false
+}
+
+// ErrStop, returned (possibly wrapped) by a Replay callback, ends the log
+// before the record it was given: a caller that finds a record's effects
+// incomplete (say, data the record points at that never reached the disk)
+// treats that record as the start of a torn tail.
+var ErrStop = errors.New("wal: stop replay here")
+
+// ProvenDurable returns the highest LSN that some valid record's synced
+// stamp proves was durable before the crash: records up to it were
+// acknowledged as synced at some point, records after it may never have
+// been. It reads the log the way Replay does and modifies nothing.
+func ProvenDurable(opts Options) (LSN, error) {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return 0, err
+	}
+	segs, err := listSegments(o)
+	if err != nil {
+		return 0, err
+	}
+	var proven LSN
+	for _, s := range segs {
+		data, err := readFile(o.FS, s.path)
+		if err != nil {
+			return 0, err
+		}
+		for off := SegmentHeaderSize; off < len(data); {
+			rh, _, n, reason := decodeRecord(data[off:])
+			if reason != "" {
+				break
+			}
+			proven = max(proven, rh.synced)
+			off += n
+		}
+	}
+	return proven, nil
 }
