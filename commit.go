@@ -32,8 +32,13 @@ import (
 type commitReq struct {
 	ops  []preparedOp
 	sync bool
-	err  error
-	wake chan bool // receives true to lead, false when committed
+	// check, if set, runs in the leader under commitMu just before the
+	// request's record is built, after every earlier request of the group
+	// has been applied to the leader's view; an error fails this request
+	// alone (transactions use it to detect conflicts).
+	check func() error
+	err   error
+	wake  chan bool // receives true to lead, false when committed
 }
 
 // preparedOp is a batch op with its heap value already written.
@@ -87,54 +92,6 @@ func (db *DB) Apply(b *Batch, wo *WriteOptions) error {
 		}
 	}
 	return db.commit(req)
-}
-
-// writeHeapValue allocates blocks for value and writes it to the heap.
-func (db *DB) writeHeapValue(p *preparedOp, value []byte) error {
-	nblocks := db.geom.BlocksFor(int64(len(value)))
-	claim, err := db.alloc.Allocate(nblocks)
-	if err != nil {
-		return err
-	}
-	p.isHeap, p.claim = true, claim
-	p.ptr = pointer{
-		codec:     CodecNone,
-		rawLen:    uint64(len(value)),
-		storedLen: uint64(len(value)),
-		crc:       crcOf(value),
-		extents:   claim.Extents,
-	}
-	bs := db.geom.BlockSize
-	off := 0
-	for _, e := range claim.Extents {
-		n := min(int(e.Len)*bs, len(value)-off)
-		if err := db.writeBlocks(value[off:off+n], e.Start); err != nil {
-			return err
-		}
-		off += n
-	}
-	return nil
-}
-
-// writeBlocks writes p at block start, padding the last block with zeros so
-// that the heap only ever sees whole-block writes: with 4 KiB blocks the
-// kernel never has to read a page to update part of it.
-func (db *DB) writeBlocks(p []byte, start uint64) error {
-	bs := db.geom.BlockSize
-	full := len(p) / bs * bs
-	if full > 0 {
-		if err := db.heap.WriteAt(p[:full], start); err != nil {
-			return err
-		}
-	}
-	if full == len(p) {
-		return nil
-	}
-	tail := db.blockPool.Get().(*[]byte)
-	defer db.blockPool.Put(tail)
-	n := copy(*tail, p[full:])
-	clear((*tail)[n:])
-	return db.heap.WriteAt(*tail, start+uint64(full/bs))
 }
 
 func (db *DB) abortClaims(ops []preparedOp) {
@@ -191,9 +148,24 @@ type oldValue struct {
 }
 
 // commitGroup runs the leader's steps for group; it sets every req.err.
-func (db *DB) commitGroup(group []*commitReq) {
+func (db *DB) commitGroup(all []*commitReq) {
 	db.commitMu.Lock()
 	defer db.commitMu.Unlock()
+	// Requests whose check fails drop out before they take an LSN.
+	group := make([]*commitReq, 0, len(all))
+	for _, r := range all {
+		if r.check != nil {
+			if err := r.check(); err != nil {
+				r.err = err
+				db.abortClaims(r.ops)
+				continue
+			}
+		}
+		group = append(group, r)
+	}
+	if len(group) == 0 {
+		return
+	}
 	fail := func(err error) {
 		for _, r := range group {
 			r.err = err

@@ -220,25 +220,6 @@ func (db *DB) Get(key []byte) ([]byte, error) {
 	return db.readValue(key, &e.ptr)
 }
 
-// readValue reads and verifies a heap value.
-func (db *DB) readValue(key []byte, p *pointer) ([]byte, error) {
-	buf := make([]byte, p.storedLen)
-	bs := uint64(db.geom.BlockSize)
-	off := uint64(0)
-	for _, e := range p.extents {
-		n := min(uint64(e.Len)*bs, p.storedLen-off)
-		if err := db.heap.ReadAt(buf[off:off+n], e.Start); err != nil {
-			return nil, fmt.Errorf("heapkv: get %q: %w", key, err)
-		}
-		off += n
-	}
-	if got := crcOf(buf); got != p.crc {
-		return nil, fmt.Errorf("%w: value of key %q at %v (written at LSN %d): checksum %08x, want %08x",
-			ErrCorrupt, key, p.extents, p.lsn, got, p.crc)
-	}
-	return buf, nil
-}
-
 // Put stores value under key with the database's default durability.
 func (db *DB) Put(key, value []byte) error {
 	b := Batch{ops: make([]batchOp, 0, 1)}
