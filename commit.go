@@ -32,10 +32,10 @@ import (
 type commitReq struct {
 	ops  []preparedOp
 	sync bool
-	// check, if set, runs in the leader under commitMu just before the
-	// request's record is built, after every earlier request of the group
-	// has been applied to the leader's view; an error fails this request
-	// alone (transactions use it to detect conflicts).
+	// check, if set, runs in the leader under commitMu, in queue order,
+	// before the group's records are built; an error fails this request
+	// alone and it takes no LSN (transactions use it to detect conflicts
+	// against every commit before it, including earlier ones of the group).
 	check func() error
 	err   error
 	wake  chan bool // receives true to lead, false when committed
