@@ -109,6 +109,7 @@ func TestCorruptSyncedRecord(t *testing.T) {
 		{"lsn of LSN 5", recOffset(4) + 8, 4, true},
 		{"synced of LSN 5", recOffset(4) + 16, 4, true},
 		{"first record", recOffset(0) + 30, 0, true},
+		{"LSN 5 replaced by a copy of LSN 4", -1, 4, true},
 		{"newest record", recOffset(9) + 30, 9, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -116,7 +117,14 @@ func TestCorruptSyncedRecord(t *testing.T) {
 			if err := writeLog(t, opts, 1, 10, true).Close(); err != nil {
 				t.Fatal(err)
 			}
-			flipByte(t, opts.FS, seg1, c.off)
+			if c.off >= 0 {
+				flipByte(t, opts.FS, seg1, c.off)
+			} else { // a valid record, but with the wrong LSN
+				f, _ := opts.FS.Open(seg1)
+				b, _ := io.ReadAll(f)
+				f.Close()
+				patchFile(t, opts.FS, seg1, recOffset(4), b[recOffset(3):recOffset(4)])
+			}
 			last, seen, err := replayErr(opts, 0)
 			if c.broken {
 				wantCorrupt(t, err, seg1, fmt.Sprintf("offset %d", recOffset(int(c.last))))
@@ -274,18 +282,23 @@ func TestSegmentGapAndOverlap(t *testing.T) {
 		what  string
 	}{
 		{"gap", 15, "missing"},
-		{"overlap", 8, "overlapping"},
+		// An overlap is a cut (see TestReplayErrStop) unless records after
+		// the cut point were vouched for as durable.
+		{"overlap", 8, "durable"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			opts, _ := testOptions(vfs.NewMem(), 0)
-			if err := writeLog(t, opts, 1, 10, false).Close(); err != nil {
+			if err := writeLog(t, opts, 1, 10, true).Close(); err != nil {
 				t.Fatal(err)
 			}
 			path := copySegment(t, opts, c.first, 3)
 			last, _, err := replayErr(opts, 0)
+			if c.name == "overlap" {
+				path = "db/wal/" + wal.SegmentName(1)
+			}
 			wantCorrupt(t, err, path, c.what)
-			if last != 10 {
-				t.Fatalf("last %d, want 10", last)
+			if want := min(10, c.first-1); last != want {
+				t.Fatalf("last %d, want %d", last, want)
 			}
 		})
 	}

@@ -1,8 +1,8 @@
 package wal_test
 
 import (
-	"fmt"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"strings"
 	"sync/atomic"

@@ -58,7 +58,7 @@ func TestReplayEmpty(t *testing.T) {
 }
 
 func TestRemoveThrough(t *testing.T) {
-	fs := vfs.NewMem()
+	fs := vfs.NewCrashableMem()
 	opts, _ := testOptions(fs, 1000)
 	rng := rand.New(rand.NewPCG(3, 4))
 	l, err := wal.Open(opts, 1)
@@ -82,6 +82,10 @@ func TestRemoveThrough(t *testing.T) {
 	segs := segmentNames(t, fs, opts.Dir)
 	if len(segs) != after.Segments {
 		t.Fatalf("%d segment files, Stats says %d", len(segs), after.Segments)
+	}
+	// The removal is durable: a crash does not bring the files back.
+	if n := len(segmentNames(t, fs.CrashClone(vfs.CrashCloneCfg{}), opts.Dir)); n != after.Segments {
+		t.Fatalf("%d segment files after a crash, want %d", n, after.Segments)
 	}
 	// The oldest remaining segment starts at or before ckpt+1: nothing above
 	// the checkpoint is gone, and every removed segment was <= ckpt.

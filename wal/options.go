@@ -30,6 +30,15 @@ var (
 	// overlapping segment, a foreign file or one of another database.
 	ErrCorrupt = errors.New("wal: corrupt log")
 
+	// ErrStop, returned (possibly wrapped) by a Replay callback, ends the
+	// log before the record it was given: a caller that finds a record's
+	// effects incomplete (say, data the record points at that never reached
+	// the disk) treats that record as the start of a torn tail. Replay then
+	// returns the LSN before it and no error; the caller's Open(last+1)
+	// supersedes the rest. Refusing a record that the log shows was durable
+	// is corruption instead.
+	ErrStop = errors.New("wal: stop replay here")
+
 	// ErrClosed is returned by every method of a Log after Close.
 	ErrClosed = errors.New("wal: log closed")
 

@@ -11,14 +11,16 @@ import (
 // after); the caller then resumes writing with Open(opts, last+1).
 //
 // Replay starts at the newest segment whose first LSN is <= after+1 and
-// ignores older segments except for checking their headers. A bad record
-// (torn, zeroed, failing its checksum or carrying an unexpected LSN) at
-// expected LSN x ends the log at x-1 if it is a torn tail of unsynced
-// writes, namely if
-//   - it is in the last segment and no valid record later in that segment
-//     carries a synced LSN >= x, or
-//   - it is in a non-last segment and the next segment starts at x (an
-//     earlier recovery cut the log there).
+// ignores older segments except for checking their headers. The log ends
+// at x-1, a torn tail of writes never known durable, when at expected LSN x
+//   - the last segment holds a bad record (torn, zeroed, failing its
+//     checksum or carrying another LSN) and no valid record later in that
+//     segment carries a synced LSN >= x;
+//   - fn refuses the record with ErrStop, under the same condition; or
+//   - a non-last segment reaches x while the next segment starts at x (an
+//     earlier recovery cut the log there and Open started a new segment;
+//     anything left in the old segment from x on is superseded, again
+//     unless a later record in it carries a synced LSN >= x).
 //
 // Anything else is corruption: an error wrapping ErrCorrupt that names the
 // file and offset. So are a missing or overlapping segment, a foreign file
@@ -26,12 +28,9 @@ import (
 // segment (a last segment with a torn or short header counts as empty).
 // Torn tails are logged as one-line warnings.
 //
-// If fn returns an error Replay stops and returns it wrapped; on any error
-// last is the last LSN passed to fn (or after). If that error wraps ErrStop,
-// the log is taken to end before the record fn refused: Replay returns the
-// LSN before it and no error, and the caller's Open(last+1) supersedes the
-// rest of that segment. Replay never modifies or
-// deletes anything; it runs on a log nobody is writing.
+// If fn returns another error Replay stops and returns it wrapped; on any
+// error last is the last LSN passed to fn (or after). Replay never modifies
+// or deletes anything; it must not run on a log a Log is appending to.
 func Replay(opts Options, after LSN, fn func(lsn LSN, payload []byte) error) (last LSN, err error) {
 	o, err := opts.withDefaults()
 	if err != nil {
@@ -147,8 +146,7 @@ func (r *replayer) segment(s segmentFile, next *segmentFile) (done bool, err err
 		if rh.lsn > r.after {
 			if err := r.fn(rh.lsn, payload); err != nil {
 				if errors.Is(err, ErrStop) {
-					r.o.Logger.Warn(fmt.Sprintf("wal: replay stopped before LSN %d in file %s: %v", rh.lsn, s.path, err))
-					return true, nil
+					return r.stop(s, next, data, off, err)
 				}
 				return true, fmt.Errorf("wal: replay of LSN %d: %w", rh.lsn, err)
 			}
@@ -161,15 +159,11 @@ func (r *replayer) segment(s segmentFile, next *segmentFile) (done bool, err err
 }
 
 // badRecord decides whether the bad record at data[off:] (expected LSN
-// r.expect) is a torn tail or corruption.
+// r.expect) is a torn tail or corruption. (A non-last segment whose next
+// segment starts at r.expect never gets here: segment cuts it first.)
 func (r *replayer) badRecord(s segmentFile, next *segmentFile, data []byte, off int, reason string) (done bool, err error) {
 	x := r.expect
 	if next != nil {
-		if next.first == x {
-			r.o.Logger.Info(fmt.Sprintf("wal: log was cut at LSN %d in file %s (offset %d: %s); continues in %s",
-				x, s.path, off, reason, next.path))
-			return false, nil
-		}
 		return true, fmt.Errorf("%w: segment %s: bad record at offset %d (LSN %d): %s, and the next segment starts at LSN %d",
 			ErrCorrupt, s.path, off, x, reason, next.first)
 	}
@@ -178,6 +172,25 @@ func (r *replayer) badRecord(s segmentFile, next *segmentFile, data []byte, off 
 			ErrCorrupt, s.path, off, x, reason, p, rh.lsn, rh.synced)
 	}
 	r.o.Logger.Warn(fmt.Sprintf("wal: torn tail truncated at LSN %d in file %s (offset %d: %s)", x, s.path, off, reason))
+	return true, nil
+}
+
+// stop ends the log before the valid record at data[off:] (LSN r.expect)
+// because fn refused it with ErrStop (cause). That is only possible for a
+// record that was never known durable: if a later segment exists (rotation
+// synced this one) or a later record's synced LSN covers it, the refusal
+// contradicts the log and is corruption.
+func (r *replayer) stop(s segmentFile, next *segmentFile, data []byte, off int, cause error) (done bool, err error) {
+	x := r.expect
+	if next != nil {
+		return true, fmt.Errorf("%w: segment %s: replay refused LSN %d at offset %d, but segment %s follows, so it was durable: %w",
+			ErrCorrupt, s.path, x, off, next.path, cause)
+	}
+	if p, rh, ok := findDurableEvidence(data, off, x); ok {
+		return true, fmt.Errorf("%w: segment %s: replay refused LSN %d at offset %d, but the record at offset %d (LSN %d, synced %d) shows it was durable: %w",
+			ErrCorrupt, s.path, x, off, p, rh.lsn, rh.synced, cause)
+	}
+	r.o.Logger.Warn(fmt.Sprintf("wal: replay stopped before LSN %d in file %s (offset %d): %v", x, s.path, off, cause))
 	return true, nil
 }
 
@@ -207,16 +220,13 @@ func findDurableEvidence(data []byte, badOff int, x LSN) (off int, rh recordHead
 	return 0, recordHeader{}, false
 }
 
-// ErrStop, returned (possibly wrapped) by a Replay callback, ends the log
-// before the record it was given: a caller that finds a record's effects
-// incomplete (say, data the record points at that never reached the disk)
-// treats that record as the start of a torn tail.
-var ErrStop = errors.New("wal: stop replay here")
-
 // ProvenDurable returns the highest LSN that some valid record's synced
 // stamp proves was durable before the crash: records up to it were
 // acknowledged as synced at some point, records after it may never have
-// been. It reads the log the way Replay does and modifies nothing.
+// been. It checks segment headers like Replay, reads each segment's records
+// up to its first bad one, and modifies nothing. Replay still decides what
+// the log holds; ProvenDurable only tells which of its records a later
+// record vouches for.
 func ProvenDurable(opts Options) (LSN, error) {
 	o, err := opts.withDefaults()
 	if err != nil {
@@ -230,6 +240,11 @@ func ProvenDurable(opts Options) (LSN, error) {
 	for _, s := range segs {
 		data, err := readFile(o.FS, s.path)
 		if err != nil {
+			return 0, err
+		}
+		if err := checkSegmentHeader(data, o.DBID, s.path, s.first); errors.Is(err, errTornHeader) {
+			continue
+		} else if err != nil {
 			return 0, err
 		}
 		for off := SegmentHeaderSize; off < len(data); {
