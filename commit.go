@@ -334,6 +334,13 @@ func (db *DB) oldValue(seen map[string]oldValue, key []byte) (oldValue, error) {
 	if !e.isHeap {
 		return oldValue{kind: oldInline, raw: uint64(len(e.inline))}, nil
 	}
+	for _, x := range e.ptr.extents {
+		// The extents will be freed; make sure they are extents of this
+		// heap and allocated before trusting them.
+		if err := db.alloc.CheckExtent(x); err != nil || !db.alloc.IsAllocated(x) {
+			return oldValue{}, fmt.Errorf("%w: index entry of key %q points at %v, which is not an allocated extent of the heap", ErrCorrupt, key, x)
+		}
+	}
 	return oldValue{kind: oldHeap, raw: e.ptr.rawLen, stored: e.ptr.storedLen, freed: e.ptr.extents}, nil
 }
 
