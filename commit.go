@@ -67,7 +67,12 @@ func (db *DB) Apply(b *Batch, wo *WriteOptions) error {
 	if b.err != nil {
 		return b.err
 	}
-	if len(b.ops) == 0 {
+	return db.apply(b.ops, wo)
+}
+
+// apply commits validated ops atomically.
+func (db *DB) apply(bops []batchOp, wo *WriteOptions) error {
+	if len(bops) == 0 {
 		return nil
 	}
 	if err := db.enter(); err != nil {
@@ -75,8 +80,8 @@ func (db *DB) Apply(b *Batch, wo *WriteOptions) error {
 	}
 	defer db.leave()
 
-	req := &commitReq{ops: make([]preparedOp, len(b.ops)), sync: db.syncFor(wo)}
-	for i, op := range b.ops {
+	req := &commitReq{ops: make([]preparedOp, len(bops)), sync: db.syncFor(wo)}
+	for i, op := range bops {
 		p := &req.ops[i]
 		p.kind, p.key = op.kind, op.key
 		if op.kind != opPut {

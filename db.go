@@ -222,14 +222,21 @@ func (db *DB) Get(key []byte) ([]byte, error) {
 
 // Put stores value under key with the database's default durability.
 func (db *DB) Put(key, value []byte) error {
-	b := Batch{ops: make([]batchOp, 0, 1)}
-	b.Put(key, value)
-	return db.Apply(&b, nil)
+	if err := checkKey(key); err != nil {
+		return err
+	}
+	if len(value) > MaxValueSize {
+		return fmt.Errorf("%w: %d bytes (limit %d)", ErrValueTooLarge, len(value), MaxValueSize)
+	}
+	// Apply finishes with the caller's slices before it returns, so a
+	// single write needs no copy.
+	return db.apply([]batchOp{{kind: opPut, key: key, value: value}}, nil)
 }
 
 // Delete removes key. Deleting a missing key is not an error.
 func (db *DB) Delete(key []byte) error {
-	b := Batch{ops: make([]batchOp, 0, 1)}
-	b.Delete(key)
-	return db.Apply(&b, nil)
+	if err := checkKey(key); err != nil {
+		return err
+	}
+	return db.apply([]batchOp{{kind: opDelete, key: key}}, nil)
 }
