@@ -137,6 +137,9 @@ func Open(opts Options, next LSN) (*Log, error) {
 		segs = append(segs, segmentInfo{first: s.first, path: s.path, size: st.Size()})
 	}
 	if len(segs) > 0 {
+		if err := o.beforeSync(); err != nil {
+			return nil, err
+		}
 		if err := syncFile(o.FS, segs[len(segs)-1].path); err != nil {
 			return nil, err
 		}
@@ -350,9 +353,13 @@ func (l *Log) Sync() error {
 	return l.syncCurrent(cur, target)
 }
 
-// syncCurrent fsyncs seg, whose records through target are written, and
-// raises the synced watermark to target. REQUIRES: syncMu held, mu not held.
+// syncCurrent calls BeforeSync, fsyncs seg, whose records through target
+// are written, and raises the synced watermark to target.
+// REQUIRES: syncMu held, mu not held.
 func (l *Log) syncCurrent(seg *segment, target LSN) error {
+	if err := l.opts.beforeSync(); err != nil {
+		return err
+	}
 	err := seg.s.Sync()
 	l.mu.Lock()
 	defer l.mu.Unlock()
