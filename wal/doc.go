@@ -46,28 +46,38 @@
 //     log ends at x-1 (logged as a warning). Valid records after the hole
 //     are discarded; they were never durable either.
 //
-// A bad record in a non-last segment is a torn tail only if the next
-// segment starts at x (an earlier recovery cut the log there and Open
-// started a new segment). Missing or overlapping segments, foreign files,
-// files of another database and torn headers outside the last segment are
-// corruption. Replay never writes or deletes; segments are replaced only by
-// Open and deleted only by RemoveThrough.
+// A non-last segment may stop early, at x, when the next segment starts at
+// x, and the log continues there: an earlier recovery cut the log at x-1 (at a torn tail, or
+// because the Replay callback refused record x with ErrStop, e.g. since
+// data it points at never reached the disk) and Open started a new segment
+// at x. Whatever the old segment holds from x on is superseded, unless a
+// later record in it vouches that x was durable. Missing or overlapping
+// segments, foreign files, files of another database and torn headers
+// outside the last segment are corruption. Replay never writes or deletes;
+// segments are replaced only by Open and deleted only by RemoveThrough.
 //
 // Damage to the newest records that no later record vouches for cannot be
 // told from a torn tail; such records are dropped like unsynced ones. Every
 // record the log has acknowledged as durable and that is followed by a
-// record written after the acknowledgement is protected.
+// record written after the acknowledgement is protected. ProvenDurable
+// returns the highest LSN so vouched for, so a caller can check the records
+// above it (say, that their data reached the disk) before trusting them.
 //
 // # Durability
 //
 // Append writes; it does not sync. A record is durable once Sync (or
 // Rotate, or Close) returns after it was appended; SyncedLSN reports the
-// watermark. Open syncs the newest existing segment before it writes
-// anything, so records that Replay returned are durable before new records
-// vouch for them. After any write or sync error the Log is poisoned:
-// further Append and Sync calls return that error and SyncedLSN never moves
-// again (after a failed fsync the kernel may have dropped the dirty pages,
-// so retrying could falsely succeed). Recover by reopening.
+// watermark. Rotation syncs the old segment on its own, so records can
+// become durable without a Sync call: Options.BeforeSync runs before every
+// such fsync, for a caller whose records point at data that must be
+// durable first (heapkv's heap, invariant 1). Open syncs the newest older
+// segment before it writes anything, so records that Replay returned are
+// durable before new records vouch for them; SyncAll syncs every segment,
+// for a recovery that must make what it found durable before replaying.
+// After any write or sync error the Log is poisoned: further Append and
+// Sync calls return that error and SyncedLSN never moves again (after a
+// failed fsync the kernel may have dropped the dirty pages, so retrying
+// could falsely succeed). Recover by reopening.
 //
 // # Concurrency
 //
@@ -77,4 +87,10 @@
 // fsync: the segment is written through one handle and fsynced through
 // another. NextLSN, SyncedLSN and Stats are safe everywhere. Replay must not
 // run on a directory that a Log is appending to.
+//
+// # Reading the source
+//
+// frame.go (record framing), segment.go (segment files), replay.go
+// (Replay, ProvenDurable), log.go (Open, Append, Sync, rotation), options.go
+// (LSN, errors, Options), syncall.go (SyncAll).
 package wal
