@@ -400,6 +400,9 @@ func (db *DB) syncDurable() error {
 	}
 	db.appendMu.Lock()
 	defer db.appendMu.Unlock()
+	if db.unsynced == 0 {
+		return nil // every appended record is already durable
+	}
 	if err := db.heap.Sync(); err != nil {
 		return fmt.Errorf("heapkv: sync heap: %w", err)
 	}
