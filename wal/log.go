@@ -302,8 +302,11 @@ func (l *Log) Append(payloads [][]byte) (first LSN, err error) {
 	first = l.mu.next
 	full := l.mu.segs[len(l.mu.segs)-1].size > l.opts.SegmentSize
 	l.mu.Unlock()
-	if err != nil || len(payloads) == 0 {
-		return first, err
+	if err != nil {
+		return 0, err
+	}
+	if len(payloads) == 0 {
+		return first, nil
 	}
 	if full {
 		if err := l.rotate(); err != nil {

@@ -4,7 +4,8 @@ package wal
 // Recovery calls it before replaying: records that reached the file system
 // but were never synced before a process crash must be durable before
 // anything derived from them is, or a later machine crash could lose records
-// that the index already reflects.
+// that the index already reflects. Options.BeforeSync runs first, as before
+// any fsync that makes records durable. A missing directory is an empty log.
 func SyncAll(opts Options) error {
 	o, err := opts.withDefaults()
 	if err != nil {
@@ -13,6 +14,11 @@ func SyncAll(opts Options) error {
 	segs, err := listSegments(o)
 	if err != nil {
 		return err
+	}
+	if len(segs) > 0 {
+		if err := o.beforeSync(); err != nil {
+			return err
+		}
 	}
 	for _, s := range segs {
 		if err := syncFile(o.FS, s.path); err != nil {
