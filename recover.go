@@ -47,10 +47,21 @@ func (db *DB) recover() error {
 	db.ckptLSN.Store(m.checkpointLSN)
 
 	if db.heap, err = mirror.Open(db.heapConfig(), db.replicaPaths(m.replicas)); err != nil {
-		return fmt.Errorf("%w: heap: %w", ErrCorrupt, err)
+		// The MANIFEST and the heap disagree (or the heap is damaged):
+		// name both.
+		return fmt.Errorf("%w: heap (listed in %s): %w", ErrCorrupt, name, err)
 	}
 	if err := db.loadAllocSnapshot(m.checkpointLSN); err != nil {
 		return err
+	}
+	// Check the log's framing before the index is opened: Pebble's Open
+	// rewrites its MANIFEST, OPTIONS and marker files, and a database whose
+	// log is damaged or foreign must be left exactly as it was found.
+	if _, err := wal.Replay(db.walOptions(), wal.LSN(m.checkpointLSN), func(wal.LSN, []byte) error { return nil }); err != nil {
+		if errors.Is(err, wal.ErrCorrupt) && !errors.Is(err, ErrCorrupt) {
+			err = fmt.Errorf("%w: %w", ErrCorrupt, err)
+		}
+		return fmt.Errorf("heapkv: check log: %w", err)
 	}
 	if err := db.openIndex(false); err != nil {
 		return err

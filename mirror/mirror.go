@@ -121,12 +121,17 @@ func Open(cfg Config, paths []string) (*Set, error) {
 		return nil, err
 	}
 	for i, p := range paths {
-		f, err := cfg.FS.OpenReadWrite(p, vfs.WriteCategoryUnspecified)
-		if err != nil {
+		// OpenReadWrite creates a missing file: look first.
+		if _, err := cfg.FS.Stat(p); err != nil {
 			s.closeFiles()
 			if oserror.IsNotExist(err) {
 				return nil, fmt.Errorf("%w: replica %d: %s is missing", ErrCorrupt, i, p)
 			}
+			return nil, fmt.Errorf("mirror: stat replica %d: %w", i, err)
+		}
+		f, err := cfg.FS.OpenReadWrite(p, vfs.WriteCategoryUnspecified)
+		if err != nil {
+			s.closeFiles()
 			return nil, fmt.Errorf("mirror: open replica %d: %w", i, err)
 		}
 		s.replicas = append(s.replicas, &replica{id: i, path: p, f: f})
