@@ -18,11 +18,13 @@ import (
 //
 //  1. looks up each key's current entry, so the record names the extents
 //     the write frees, and assigns LSNs;
-//  2. syncs the heap if any write in the group wants durability
-//     (invariant 1: the heap is durable before the log that points at it);
-//  3. appends the group's records with one write, and syncs the log;
-//  4. applies the group to the index as one batch;
-//  5. publishes the new extents and queues the freed ones for deferred
+//  2. appends the group's records with one write and, if any write in the
+//     group wants durability, syncs the log; every log fsync first fsyncs
+//     the heap (wal.Options.BeforeSync), so the heap is durable before the
+//     log that points at it (invariant 1), including the fsync a log
+//     rotation does on its own;
+//  3. applies the group to the index as one batch;
+//  4. publishes the new extents and queues the freed ones for deferred
 //     reuse.
 //
 // Followers sleep until the leader finishes their group; leadership then
@@ -248,22 +250,17 @@ func (db *DB) commitGroup(all []*commitReq) {
 		nbytes += int64(len(p))
 	}
 
-	// Steps 2 and 3: heap sync, log append, log sync.
+	// Step 2: log append and sync (heap first).
 	db.appendMu.Lock()
 	err := func() error {
 		flush := anySync || db.unsynced+nbytes >= db.opts.NoSyncFlushBytes
-		if flush {
-			if err := db.heap.Sync(); err != nil {
-				return fmt.Errorf("heapkv: sync heap: %w", err)
-			}
-		}
 		if _, err := log.Append(payloads); err != nil {
 			return fmt.Errorf("heapkv: append to log: %w", err)
 		}
 		db.unsynced += nbytes
 		if flush {
-			if err := log.Sync(); err != nil {
-				return fmt.Errorf("heapkv: sync log: %w", err)
+			if err := log.Sync(); err != nil { // heap first: BeforeSync
+				return fmt.Errorf("heapkv: sync heap and log: %w", err)
 			}
 			db.unsynced = 0
 		}
@@ -278,7 +275,7 @@ func (db *DB) commitGroup(all []*commitReq) {
 		return
 	}
 
-	// Step 4: the index.
+	// Step 3: the index.
 	if err := batch.Commit(pebble.NoSync); err != nil {
 		err = fmt.Errorf("heapkv: apply to index: %w", err)
 		db.fail(err)
@@ -299,7 +296,7 @@ func (db *DB) commitGroup(all []*commitReq) {
 		}
 	}
 
-	// Step 5: publish and defer frees.
+	// Step 4: publish and defer frees.
 	for i, r := range group {
 		for j := range r.ops {
 			if r.ops[j].isHeap {
@@ -403,11 +400,8 @@ func (db *DB) syncDurable() error {
 	if db.unsynced == 0 {
 		return nil // every appended record is already durable
 	}
-	if err := db.heap.Sync(); err != nil {
-		return fmt.Errorf("heapkv: sync heap: %w", err)
-	}
-	if err := log.Sync(); err != nil {
-		return fmt.Errorf("heapkv: sync log: %w", err)
+	if err := log.Sync(); err != nil { // syncs the heap first (wal.Options.BeforeSync)
+		return fmt.Errorf("heapkv: sync heap and log: %w", err)
 	}
 	db.unsynced = 0
 	return nil

@@ -269,6 +269,12 @@ func (db *DB) walOptions() wal.Options {
 		DBID:        db.id,
 		SegmentSize: db.opts.LogSegmentSize,
 		Logger:      db.logger,
+		// Invariant 1: whatever fsync makes records durable (a Sync, or a
+		// rotation inside Append) first makes the heap durable. Every
+		// caller that can make the log sync holds appendMu (or commitMu
+		// with no leader running), so no record can be appended between
+		// the two fsyncs.
+		BeforeSync: func() error { return db.heap.Sync() },
 	}
 }
 
