@@ -1,0 +1,397 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/heapkv/heapkv"
+)
+
+// command is one entry of the shell's command table. Adding a command is
+// adding an entry in init below; help, completion, argument counting and
+// suggestions for misspellings all come from the table.
+type command struct {
+	name    string
+	aliases []string
+	args    string // argument synopsis for usage lines, e.g. "KEY VALUE"
+	min     int    // fewest arguments
+	max     int    // most arguments; -1 for no limit
+	inBatch bool   // allowed between "batch" and "end"
+	summary string // one line for "help"
+	help    string // more for "help NAME"; may be empty
+	run     func(s *shell, args []word) (result, error)
+}
+
+func (c *command) usage() string { return strings.TrimSpace(c.name + " " + c.args) }
+
+// result is what a command produced: text for a person, fields for --json.
+// Either may be empty.
+type result struct {
+	text   string
+	fields map[string]any
+}
+
+func ok() (result, error) { return result{text: "OK"}, nil }
+
+var (
+	commands []*command          // in help order
+	byName   map[string]*command // names and aliases
+)
+
+// init fills the table; a package-level literal would make an
+// initialization cycle through help.
+func init() {
+	commands = []*command{
+		{name: "put", args: "KEY VALUE", min: 2, max: 2, inBatch: true, run: cmdPut,
+			summary: "store VALUE under KEY",
+			help:    "VALUE may be @FILE to store a file's contents."},
+		{name: "get", args: "KEY", min: 1, max: 1, run: cmdGet,
+			summary: "print the value stored under KEY",
+			help: "Text is printed as a quoted string and anything else as 0x hex, both in\n" +
+				"a form that can be pasted back as an argument. A missing key is an error."},
+		{name: "del", aliases: []string{"delete"}, args: "KEY", min: 1, max: 1, inBatch: true, run: cmdDel,
+			summary: "delete KEY (deleting a missing key is not an error)"},
+		{name: "exists", args: "KEY", min: 1, max: 1, run: cmdExists,
+			summary: "print true if KEY has a value, else false"},
+		{name: "mput", args: "KEY VALUE [KEY VALUE...]", min: 2, max: -1, run: cmdMput,
+			summary: "store several pairs atomically"},
+		{name: "batch", run: cmdBatch,
+			summary: "start an atomic batch of put and del; finish with end",
+			help: "The writes between batch and end are applied at end, all or none;\n" +
+				"abort discards them. Inside a batch only put, del, end and abort run."},
+		{name: "end", inBatch: true, run: cmdEnd, summary: "apply the batch started with batch"},
+		{name: "abort", inBatch: true, run: cmdAbort, summary: "discard the batch started with batch"},
+		{name: "sync", run: cmdSync, summary: "make every write so far durable (useful with --nosync)"},
+		{name: "checkpoint", run: cmdCheckpoint,
+			summary: "write a checkpoint so the next open replays less log"},
+		{name: "stats", run: cmdStats, summary: "print database statistics"},
+		{name: "check", run: cmdCheck,
+			summary: "verify every value and the heap allocation (reads everything)"},
+		{name: "info", run: cmdInfo, summary: "print the directory, its files and sizes"},
+		{name: "help", args: "[COMMAND]", max: 1, inBatch: true, run: cmdHelp,
+			summary: "list commands, or describe one"},
+		{name: "quit", aliases: []string{"exit"}, run: cmdQuit, summary: "close the database and leave"},
+	}
+	byName = map[string]*command{}
+	for _, c := range commands {
+		byName[c.name] = c
+		for _, a := range c.aliases {
+			byName[a] = c
+		}
+	}
+}
+
+// suggest returns the command name nearest to name, or "" if none is near.
+func suggest(name string) string {
+	best, bestD := "", 3 // suggest only within distance 2
+	names := make([]string, 0, len(byName))
+	for n := range byName {
+		names = append(names, n)
+	}
+	sort.Strings(names) // deterministic among ties
+	for _, n := range names {
+		d := editDistance(strings.ToLower(name), n)
+		if strings.HasPrefix(n, strings.ToLower(name)) && len(name) >= 2 {
+			d = min(d, 1)
+		}
+		if d < bestD && d < max(len(name), 2) {
+			best, bestD = n, d
+		}
+	}
+	return best
+}
+
+// complete returns the completions of an interactive line: command names
+// for the first word of the last statement, and for the word after "help".
+func complete(line string) []string {
+	lead, cur := "", line
+	if i := strings.LastIndexByte(line, ';'); i >= 0 {
+		lead, cur = line[:i+1], line[i+1:]
+	}
+	word := strings.TrimLeft(cur, " \t")
+	if rest, ok := strings.CutPrefix(word, "help "); ok {
+		word = strings.TrimLeft(rest, " \t")
+	}
+	lead += cur[:len(cur)-len(word)]
+	if strings.ContainsAny(word, " \t") {
+		return nil
+	}
+	var out []string
+	for _, c := range commands {
+		for _, n := range append([]string{c.name}, c.aliases...) {
+			if strings.HasPrefix(n, word) {
+				out = append(out, lead+n)
+			}
+		}
+	}
+	return out
+}
+
+// key returns the key a word stands for.
+func key(w word) ([]byte, error) {
+	if w.kind == wordFile {
+		return nil, fmt.Errorf("@%s: @FILE is only allowed for values (quote it for a key starting with @)", w.text)
+	}
+	return []byte(w.text), nil
+}
+
+// value returns the value a word stands for, reading @FILE words.
+func value(w word) ([]byte, error) {
+	if w.kind != wordFile {
+		return []byte(w.text), nil
+	}
+	fi, err := os.Stat(w.text)
+	if err != nil {
+		return nil, err
+	}
+	if fi.Size() > heapkv.MaxValueSize {
+		return nil, fmt.Errorf("%s: %w: %d bytes (limit %d)", w.text, heapkv.ErrValueTooLarge, fi.Size(), heapkv.MaxValueSize)
+	}
+	return os.ReadFile(w.text)
+}
+
+func cmdPut(s *shell, args []word) (result, error) {
+	k, err := key(args[0])
+	if err != nil {
+		return result{}, err
+	}
+	v, err := value(args[1])
+	if err != nil {
+		return result{}, err
+	}
+	if s.batch != nil {
+		s.batch.Put(k, v)
+		return result{fields: map[string]any{"queued": s.batch.Len()}}, nil
+	}
+	if err := s.db.Put(k, v); err != nil {
+		return result{}, err
+	}
+	return ok()
+}
+
+func cmdGet(s *shell, args []word) (result, error) {
+	k, err := key(args[0])
+	if err != nil {
+		return result{}, err
+	}
+	v, err := s.db.Get(k)
+	if errors.Is(err, heapkv.ErrNotFound) {
+		return result{}, fmt.Errorf("not found: %s", formatBytes(string(k), s.limit))
+	} else if err != nil {
+		return result{}, err
+	}
+	f := map[string]any{"size": len(v)}
+	setBytes(f, "key", string(k))
+	setBytes(f, "value", string(v))
+	return result{text: formatBytes(string(v), s.limit), fields: f}, nil
+}
+
+func cmdDel(s *shell, args []word) (result, error) {
+	k, err := key(args[0])
+	if err != nil {
+		return result{}, err
+	}
+	if s.batch != nil {
+		s.batch.Delete(k)
+		return result{fields: map[string]any{"queued": s.batch.Len()}}, nil
+	}
+	if err := s.db.Delete(k); err != nil {
+		return result{}, err
+	}
+	return ok()
+}
+
+func cmdExists(s *shell, args []word) (result, error) {
+	k, err := key(args[0])
+	if err != nil {
+		return result{}, err
+	}
+	_, err = s.db.Get(k)
+	found := err == nil
+	if err != nil && !errors.Is(err, heapkv.ErrNotFound) {
+		return result{}, err
+	}
+	return result{text: fmt.Sprint(found), fields: map[string]any{"exists": found}}, nil
+}
+
+func cmdMput(s *shell, args []word) (result, error) {
+	if len(args)%2 != 0 {
+		return result{}, fmt.Errorf("mput: KEY %s has no VALUE", formatBytes(args[len(args)-1].text, s.limit))
+	}
+	b := s.db.NewBatch()
+	for i := 0; i < len(args); i += 2 {
+		k, err := key(args[i])
+		if err != nil {
+			return result{}, err
+		}
+		v, err := value(args[i+1])
+		if err != nil {
+			return result{}, err
+		}
+		b.Put(k, v)
+	}
+	if err := s.db.Apply(b, nil); err != nil {
+		return result{}, err
+	}
+	return result{text: fmt.Sprintf("OK (%d writes)", b.Len()), fields: map[string]any{"writes": b.Len()}}, nil
+}
+
+func cmdBatch(s *shell, _ []word) (result, error) {
+	if s.batch != nil {
+		return result{}, errors.New("batch: a batch is already open; end or abort it first")
+	}
+	s.batch = s.db.NewBatch()
+	return result{}, nil
+}
+
+func cmdEnd(s *shell, _ []word) (result, error) {
+	if s.batch == nil {
+		return result{}, errors.New("end: no batch is open")
+	}
+	b := s.batch
+	s.batch = nil
+	if err := s.db.Apply(b, nil); err != nil {
+		return result{}, fmt.Errorf("batch discarded: %w", err)
+	}
+	return result{text: fmt.Sprintf("OK (%d writes)", b.Len()), fields: map[string]any{"writes": b.Len()}}, nil
+}
+
+func cmdAbort(s *shell, _ []word) (result, error) {
+	if s.batch == nil {
+		return result{}, errors.New("abort: no batch is open")
+	}
+	n := s.batch.Len()
+	s.batch = nil
+	return result{text: fmt.Sprintf("discarded %d writes", n), fields: map[string]any{"discarded": n}}, nil
+}
+
+func cmdSync(s *shell, _ []word) (result, error) {
+	if err := s.db.Sync(); err != nil {
+		return result{}, err
+	}
+	return ok()
+}
+
+func cmdCheckpoint(s *shell, _ []word) (result, error) {
+	if err := s.db.Checkpoint(); err != nil {
+		return result{}, err
+	}
+	return ok()
+}
+
+func cmdStats(s *shell, _ []word) (result, error) {
+	st, err := s.db.Stats()
+	if err != nil {
+		return result{}, err
+	}
+	return result{text: st.String(), fields: map[string]any{"stats": st}}, nil
+}
+
+func cmdCheck(s *shell, _ []word) (result, error) {
+	rep, err := s.db.Check(s.ctx)
+	if rep == nil {
+		return result{}, err
+	}
+	return result{text: rep.String(), fields: map[string]any{"report": rep}}, err
+}
+
+func cmdInfo(s *shell, _ []word) (result, error) {
+	st, err := s.db.Stats()
+	if err != nil {
+		return result{}, err
+	}
+	abs, err := filepath.Abs(s.dir)
+	if err != nil {
+		abs = s.dir
+	}
+	ents, err := os.ReadDir(s.dir)
+	if err != nil {
+		return result{}, err
+	}
+	var files []string
+	for _, e := range ents {
+		if e.IsDir() {
+			files = append(files, e.Name()+"/")
+		} else {
+			files = append(files, e.Name())
+		}
+	}
+	var disk int64
+	filepath.WalkDir(s.dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				disk += fi.Size()
+			}
+		}
+		return nil // a file removed meanwhile is not worth failing for
+	})
+	var b strings.Builder
+	line := func(k, format string, a ...any) { fmt.Fprintf(&b, "%-12s %s\n", k, fmt.Sprintf(format, a...)) }
+	line("dir", "%s", abs)
+	line("files", "%s", strings.Join(files, " "))
+	line("disk", "%s", humanBytes(disk))
+	line("keys", "%d", st.Keys)
+	line("heap", "%s in %d segments, %s live", humanBytes(st.HeapFileBytes), st.HeapSegments, humanBytes(st.HeapLiveBytes))
+	line("log", "%s in %d files", humanBytes(st.LogBytes), st.LogFiles)
+	line("index", "%s", humanBytes(st.IndexBytes))
+	line("lsn", "%d (checkpoint %d)", st.LSN, st.CheckpointLSN)
+	line("durability", "%s", map[bool]string{false: "sync every write", true: "nosync (Sync, checkpoint or close makes writes durable)"}[s.nosync])
+	line("limits", "key %d bytes, value %d bytes", heapkv.MaxKeySize, heapkv.MaxValueSize)
+	if st.Failed != "" {
+		line("FAILED", "%s", st.Failed)
+	}
+	f := map[string]any{
+		"dir": abs, "files": files, "disk_bytes": disk, "keys": st.Keys,
+		"heap_file_bytes": st.HeapFileBytes, "heap_segments": st.HeapSegments,
+		"log_bytes": st.LogBytes, "log_files": st.LogFiles, "index_bytes": st.IndexBytes,
+		"lsn": st.LSN, "checkpoint_lsn": st.CheckpointLSN, "nosync": s.nosync,
+		"max_key_size": heapkv.MaxKeySize, "max_value_size": heapkv.MaxValueSize,
+	}
+	return result{text: strings.TrimSuffix(b.String(), "\n"), fields: f}, nil
+}
+
+const syntaxHelp = `Arguments: bare words; "double-quoted" with Go escapes (\n \t \" \x00 \u00e9);
+'single-quoted' taken literally; 0x6869 hex bytes; @FILE reads a value from a file.
+Separate commands with ';'. A word starting with # begins a comment.`
+
+func cmdHelp(s *shell, args []word) (result, error) {
+	if len(args) == 1 {
+		c := byName[strings.ToLower(args[0].text)]
+		if c == nil {
+			return result{}, unknownCommand(args[0].text)
+		}
+		text := "usage: " + c.usage() + "\n" + c.summary
+		if len(c.aliases) > 0 {
+			text += "\naliases: " + strings.Join(c.aliases, ", ")
+		}
+		if c.help != "" {
+			text += "\n\n" + c.help
+		}
+		return result{text: text, fields: map[string]any{"text": text}}, nil
+	}
+	var b strings.Builder
+	b.WriteString("Commands:\n")
+	for _, c := range commands {
+		fmt.Fprintf(&b, "  %-30s %s\n", c.usage(), c.summary)
+	}
+	b.WriteString("\n" + syntaxHelp)
+	return result{text: b.String(), fields: map[string]any{"text": b.String()}}, nil
+}
+
+func cmdQuit(s *shell, _ []word) (result, error) {
+	s.quit = true
+	return result{}, nil
+}
+
+func unknownCommand(name string) error {
+	msg := fmt.Sprintf("unknown command %s", formatBytes(name, 40))
+	if near := suggest(name); near != "" {
+		msg += fmt.Sprintf(" (did you mean %q?)", near)
+	}
+	return errors.New(msg + `; type "help" for the list`)
+}

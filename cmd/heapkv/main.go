@@ -1,0 +1,181 @@
+// Command heapkv is a shell for a heapkv database.
+//
+// Usage:
+//
+//	heapkv [flags]              interactive shell, or run commands piped on stdin
+//	heapkv [flags] -c 'CMDS'    run commands separated by ';', then exit
+//	heapkv [flags] check [DIR]  verify a database (exit status 1 if damaged)
+//	heapkv [flags] info [DIR]   print a database's directory, files and sizes
+//	heapkv [flags] stats [DIR]  print a database's statistics
+//
+// Flags:
+//
+//	-d DIR      database directory (default ./heapkv-data), created if missing
+//	            by the shell; check, info and stats require an existing one
+//	-c CMDS     run CMDS instead of reading commands from stdin
+//	--json      print one JSON object per command: {"cmd":..., "ok":true, ...}
+//	            or {"cmd":..., "ok":false, "error":...}
+//	--nosync    writes return before they are durable (sync or quit makes
+//	            them so); see heapkv.Options.NoSync
+//	--limit N   show at most N bytes of a value (default 1024; 0: all)
+//
+// Commands: put KEY VALUE, get KEY, del KEY, exists KEY, mput KEY VALUE...,
+// batch ... end (atomic), sync, checkpoint, stats, check, info, help [CMD],
+// quit. "help" in the shell describes each one.
+//
+// Arguments are bare words, "double-quoted" strings with Go escapes (\n,
+// \x00, \"), 'single-quoted' literal strings, 0x-prefixed hex bytes, or
+// @FILE for a value read from a file. Values print as Go-quoted strings
+// when they are text and as 0x hex otherwise, in both cases in a form that
+// can be pasted back as an argument; values longer than --limit are
+// truncated with their total size noted.
+//
+// On a terminal the shell offers line editing, tab completion of command
+// names and history kept in ~/.heapkv_history ($HEAPKV_HISTORY overrides;
+// lines are saved as typed, values included). Ctrl-C clears the line or
+// cancels a running check; Ctrl-D closes the database and exits. When stdin
+// is not a terminal, commands are read from it without a prompt.
+//
+// Errors print as one line starting with "error:" on stderr (or as a JSON
+// object on stdout with --json). With -c or piped input the first error
+// stops the run. The exit status is 0 on success, 1 after an error (a
+// locked or damaged database, a failed command) and 2 for bad usage.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+
+	"github.com/heapkv/heapkv"
+	"golang.org/x/term"
+)
+
+const defaultDir = "heapkv-data"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+// subcommands are the operator subcommands; each runs the shell command of
+// the same name on an existing database.
+var subcommands = map[string]bool{"check": true, "info": true, "stats": true}
+
+// run is the whole program, apart from the process: it parses args, opens
+// the database, runs the shell or a subcommand and returns the exit status.
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("heapkv", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("d", defaultDir, "database `DIR`ectory")
+	script := fs.String("c", "", "run `CMDS` (separated by ';') and exit")
+	jsonOut := fs.Bool("json", false, "print results as JSON, one object per line")
+	nosync := fs.Bool("nosync", false, "do not sync each write (sync, checkpoint or quit does)")
+	limit := fs.Int("limit", 1024, "show at most `N` bytes of a value; 0 shows all")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `usage: heapkv [flags]                  shell (interactive, or commands piped on stdin)
+       heapkv [flags] -c 'CMD; CMD...'  run commands and exit
+       heapkv [flags] check|info|stats [DIR]
+flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	cSet := false
+	fs.Visit(func(f *flag.Flag) { cSet = cSet || f.Name == "c" })
+	if *limit < 0 {
+		fmt.Fprintln(stderr, "error: -limit must not be negative")
+		return 2
+	}
+
+	sub := ""
+	if rest := fs.Args(); len(rest) > 0 {
+		sub = rest[0]
+		if !subcommands[sub] {
+			fmt.Fprintf(stderr, "error: unknown subcommand %q (want check, info or stats; run the shell with no arguments)\n", rest[0])
+			return 2
+		}
+		// Flags may also follow the subcommand: heapkv check --json DIR.
+		if err := fs.Parse(rest[1:]); err != nil {
+			return 2
+		}
+		switch rest = fs.Args(); {
+		case len(rest) > 1:
+			fmt.Fprintf(stderr, "error: %s takes one directory, got %q\n", sub, rest)
+			return 2
+		case len(rest) == 1:
+			*dir = rest[0]
+		}
+		if cSet {
+			fmt.Fprintf(stderr, "error: -c cannot be combined with %s\n", sub)
+			return 2
+		}
+		if err := mustExist(*dir); err != nil {
+			fmt.Fprintln(stderr, "error: "+err.Error())
+			return 1
+		}
+	}
+
+	opts := &heapkv.Options{
+		NoSync: *nosync,
+		Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	}
+	db, err := heapkv.Open(*dir, opts)
+	if err != nil {
+		msg := errText(err)
+		if errors.Is(err, heapkv.ErrLocked) {
+			msg += " (is another heapkv process using it?)"
+		}
+		fmt.Fprintf(stderr, "error: open %s: %s\n", *dir, msg)
+		return 1
+	}
+	s := &shell{db: db, dir: *dir, out: stdout, errw: stderr, json: *jsonOut, nosync: *nosync, limit: *limit}
+
+	var runErr error
+	switch {
+	case sub != "":
+		runErr = s.exec([]word{{text: sub}}, "")
+	case cSet:
+		runErr = s.runScript(*script)
+	case isTerminal(stdin):
+		runErr = s.runInteractive()
+	default:
+		runErr = s.runPiped(stdin)
+	}
+	if err := db.Close(); err != nil {
+		fmt.Fprintf(stderr, "error: close %s: %s\n", *dir, errText(err))
+		return 1
+	}
+	if runErr != nil {
+		return 1
+	}
+	return 0
+}
+
+// mustExist checks that dir exists and holds something, so that the
+// operator subcommands never create a database where a typo pointed them.
+func mustExist(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("%s does not exist", dir)
+	} else if err != nil {
+		return err
+	}
+	if len(ents) == 0 {
+		return fmt.Errorf("%s is empty, not a heapkv database", dir)
+	}
+	return nil
+}
+
+// isTerminal reports whether r is a terminal.
+func isTerminal(r io.Reader) bool {
+	f, ok := r.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}

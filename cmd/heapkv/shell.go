@@ -1,0 +1,283 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/heapkv/heapkv"
+	"github.com/peterh/liner"
+)
+
+// shell runs statements against an open database and prints their results.
+type shell struct {
+	db     *heapkv.DB
+	dir    string
+	out    io.Writer // results, and errors in --json mode
+	errw   io.Writer // errors in text mode
+	json   bool
+	nosync bool
+	limit  int // bytes of a value shown before truncating; 0 for all
+
+	batch *heapkv.Batch // open batch between "batch" and "end", else nil
+	quit  bool          // set by quit
+	ctx   context.Context
+
+	// mu guards cancel, which stops the running command on Ctrl-C.
+	mu     sync.Mutex
+	cancel context.CancelFunc
+}
+
+// errReported is returned by exec once it has printed the error.
+var errReported = errors.New("error reported")
+
+// exec runs one statement and prints its result or error. where, if not
+// empty, prefixes error messages (e.g. "line 3").
+func (s *shell) exec(stmt []word, where string) error {
+	name := stmt[0].text
+	c := byName[strings.ToLower(name)]
+	res, err := s.call(c, name, stmt[1:])
+	if err != nil {
+		msg := errText(err)
+		if where != "" {
+			msg = where + ": " + msg
+		}
+		s.emit(name, res, msg)
+		return errReported
+	}
+	s.emit(name, res, "")
+	return nil
+}
+
+func (s *shell) call(c *command, name string, args []word) (result, error) {
+	switch {
+	case c == nil:
+		return result{}, unknownCommand(name)
+	case s.batch != nil && !c.inBatch:
+		return result{}, fmt.Errorf("%s: not allowed inside a batch (put, del, end, abort and help are)", c.name)
+	case len(args) < c.min:
+		missing := strings.Fields(strings.NewReplacer("[", "", "]", "", "...", "").Replace(c.args))
+		return result{}, fmt.Errorf("%s: missing %s (usage: %s)", c.name, missing[min(len(args), len(missing)-1)], c.usage())
+	case c.max >= 0 && len(args) > c.max:
+		return result{}, fmt.Errorf("%s: too many arguments (usage: %s)", c.name, c.usage())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s.mu.Lock()
+	s.ctx, s.cancel = ctx, cancel
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.cancel = nil
+		s.mu.Unlock()
+	}()
+	return c.run(s, args)
+}
+
+// interrupt cancels the running command, if any.
+func (s *shell) interrupt() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cancel != nil {
+		s.cancel()
+	}
+}
+
+// emit prints a result, or an error if msg is not empty. In --json mode
+// every statement prints exactly one JSON object on a line of its own:
+// {"cmd":NAME,"ok":true,...fields} or {"cmd":NAME,"ok":false,"error":MSG}.
+func (s *shell) emit(name string, res result, msg string) {
+	if s.json {
+		obj := map[string]any{}
+		for k, v := range res.fields {
+			obj[k] = v
+		}
+		if c := byName[strings.ToLower(name)]; c != nil {
+			obj["cmd"] = c.name
+		} else {
+			setBytes(obj, "cmd", name)
+		}
+		obj["ok"] = msg == ""
+		if msg != "" {
+			obj["error"] = msg
+		}
+		enc := json.NewEncoder(s.out)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(obj); err != nil {
+			fmt.Fprintf(s.errw, "error: encode JSON: %v\n", err)
+		}
+		return
+	}
+	if res.text != "" {
+		fmt.Fprintln(s.out, res.text)
+	}
+	if msg != "" {
+		fmt.Fprintln(s.errw, "error: "+msg)
+	}
+}
+
+// fail prints a statement-independent error (a syntax error, an unfinished
+// batch) the way exec prints command errors.
+func (s *shell) fail(where string, err error) {
+	msg := errText(err)
+	if where != "" {
+		msg = where + ": " + msg
+	}
+	if s.json {
+		s.emit("", result{}, msg)
+		return
+	}
+	fmt.Fprintln(s.errw, "error: "+msg)
+}
+
+// runScript runs the statements of a -c argument, stopping at the first
+// error. Nothing runs if the script does not parse.
+func (s *shell) runScript(script string) error {
+	stmts, err := parseLine(script)
+	if err != nil {
+		s.fail("", err)
+		return errReported
+	}
+	for _, st := range stmts {
+		if err := s.exec(st, ""); err != nil || s.quit {
+			return err
+		}
+	}
+	return s.finish()
+}
+
+// runPiped runs statements read from a non-terminal r, line by line, with
+// no prompt, stopping at the first error.
+func (s *shell) runPiped(r io.Reader) error {
+	br := bufio.NewReader(r)
+	for n := 1; ; n++ {
+		line, rerr := br.ReadString('\n')
+		if rerr != nil && rerr != io.EOF {
+			s.fail("", fmt.Errorf("read input: %w", rerr))
+			return errReported
+		}
+		where := fmt.Sprintf("line %d", n)
+		stmts, err := parseLine(line)
+		if err != nil {
+			s.fail(where, err)
+			return errReported
+		}
+		for _, st := range stmts {
+			if err := s.exec(st, where); err != nil || s.quit {
+				return err
+			}
+		}
+		if rerr == io.EOF {
+			return s.finish()
+		}
+	}
+}
+
+// finish reports a batch left open at the end of the input.
+func (s *shell) finish() error {
+	if s.batch == nil {
+		return nil
+	}
+	n := s.batch.Len()
+	s.batch = nil
+	s.fail("", fmt.Errorf(`input ended inside a batch; its %d writes were discarded (finish a batch with "end")`, n))
+	return errReported
+}
+
+// prompt returns the interactive prompt, showing the directory and any open
+// batch, e.g. "heapkv:heapkv-data> ".
+func (s *shell) prompt() string {
+	d := filepath.Clean(s.dir)
+	if len(d) > 32 {
+		d = "…" + string(filepath.Separator) + filepath.Base(d)
+	}
+	if s.batch != nil {
+		return fmt.Sprintf("heapkv:%s batch(%d)> ", d, s.batch.Len())
+	}
+	return "heapkv:" + d + "> "
+}
+
+// historyPath is $HEAPKV_HISTORY, else ~/.heapkv_history, else "".
+func historyPath() string {
+	if p := os.Getenv("HEAPKV_HISTORY"); p != "" {
+		return p
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(home, ".heapkv_history")
+	}
+	return ""
+}
+
+// runInteractive reads statements from the terminal with line editing,
+// history and completion until quit or Ctrl-D. Errors are printed and the
+// shell goes on. Ctrl-C clears the line at the prompt and cancels a running
+// command (check) otherwise.
+func (s *shell) runInteractive() error {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt)
+	defer func() {
+		signal.Stop(sigs)
+		close(sigs)
+	}()
+	go func() {
+		for range sigs {
+			s.interrupt()
+		}
+	}()
+
+	ln := liner.NewLiner()
+	defer ln.Close()
+	ln.SetCompleter(complete)
+	ln.SetTabCompletionStyle(liner.TabPrints)
+	hist := historyPath()
+	if hist != "" {
+		if f, err := os.Open(hist); err == nil {
+			ln.ReadHistory(f)
+			f.Close()
+		}
+	}
+	fmt.Fprintf(s.out, "heapkv shell on %s; \"help\" lists commands, Ctrl-D quits.\n", s.dir)
+	for !s.quit {
+		line, err := ln.Prompt(s.prompt())
+		if err == io.EOF {
+			fmt.Fprintln(s.out)
+			break
+		} else if err != nil {
+			s.fail("", err)
+			break
+		}
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		ln.AppendHistory(line)
+		stmts, err := parseLine(line)
+		if err != nil {
+			s.fail("", err)
+			continue
+		}
+		for _, st := range stmts {
+			if s.exec(st, "") != nil || s.quit {
+				break
+			}
+		}
+	}
+	if hist != "" {
+		if f, err := os.OpenFile(hist, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600); err == nil {
+			ln.WriteHistory(f)
+			f.Close()
+		}
+	}
+	if s.batch != nil {
+		fmt.Fprintf(s.errw, "warning: discarded the open batch of %d writes\n", s.batch.Len())
+		s.batch = nil
+	}
+	return nil
+}
