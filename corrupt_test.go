@@ -86,14 +86,14 @@ func fsSnapshot(t *testing.T, fs vfs.FS, dir string) map[string]string {
 				walk(p)
 				continue
 			}
-			out[p] = string(readAll(t, fs, p))
+			out[p] = string(readVFSFile(t, fs, p))
 		}
 	}
 	walk(dir)
 	return out
 }
 
-func readAll(t *testing.T, fs vfs.FS, p string) []byte {
+func readVFSFile(t *testing.T, fs vfs.FS, p string) []byte {
 	t.Helper()
 	f, err := fs.Open(p)
 	if err != nil {
@@ -107,7 +107,7 @@ func readAll(t *testing.T, fs vfs.FS, p string) []byte {
 	return b
 }
 
-func writeAll(t *testing.T, fs vfs.FS, p string, b []byte) {
+func writeVFSFile(t *testing.T, fs vfs.FS, p string, b []byte) {
 	t.Helper()
 	f, err := fs.Create(p, vfs.WriteCategoryUnspecified)
 	if err != nil {
@@ -143,9 +143,9 @@ func newestFile(t *testing.T, fs vfs.FS, dir, prefix string) string {
 	return fs.PathJoin(dir, found[len(found)-1])
 }
 
-func flipBit(t *testing.T, fs vfs.FS, p string, off int) {
+func flipFileBit(t *testing.T, fs vfs.FS, p string, off int) {
 	t.Helper()
-	b := readAll(t, fs, p)
+	b := readVFSFile(t, fs, p)
 	if off < 0 {
 		off += len(b)
 	}
@@ -153,7 +153,7 @@ func flipBit(t *testing.T, fs vfs.FS, p string, off int) {
 		t.Fatalf("%s: offset %d outside %d bytes", p, off, len(b))
 	}
 	b[off] ^= 0x10
-	writeAll(t, fs, p, b)
+	writeVFSFile(t, fs, p, b)
 }
 
 // walRecords returns the log segment holding the most records and the
@@ -168,7 +168,7 @@ func walRecords(t *testing.T, fs vfs.FS) (path string, offs []int) {
 	}
 	for _, n := range names {
 		p := fs.PathJoin(dir, n)
-		b := readAll(t, fs, p)
+		b := readVFSFile(t, fs, p)
 		var o []int
 		for off := 48; off+24 <= len(b); {
 			n := int(binary.LittleEndian.Uint32(b[off+4:]))
@@ -210,43 +210,43 @@ func TestOpenCorrupt(t *testing.T) {
 		}},
 		{"manifest-truncated", func(t *testing.T, fs vfs.FS) string {
 			p := newestFile(t, fs, corruptDir, "MANIFEST-")
-			b := readAll(t, fs, p)
-			writeAll(t, fs, p, b[:len(b)-9])
+			b := readVFSFile(t, fs, p)
+			writeVFSFile(t, fs, p, b[:len(b)-9])
 			return fs.PathBase(p)
 		}},
 		{"manifest-truncated-in-header", func(t *testing.T, fs vfs.FS) string {
 			p := newestFile(t, fs, corruptDir, "MANIFEST-")
-			writeAll(t, fs, p, readAll(t, fs, p)[:20])
+			writeVFSFile(t, fs, p, readVFSFile(t, fs, p)[:20])
 			return fs.PathBase(p)
 		}},
 		{"manifest-empty", func(t *testing.T, fs vfs.FS) string {
 			p := newestFile(t, fs, corruptDir, "MANIFEST-")
-			writeAll(t, fs, p, nil)
+			writeVFSFile(t, fs, p, nil)
 			return fs.PathBase(p)
 		}},
 		{"manifest-bitflip-header", func(t *testing.T, fs vfs.FS) string {
 			p := newestFile(t, fs, corruptDir, "MANIFEST-")
-			flipBit(t, fs, p, 14) // database ID
+			flipFileBit(t, fs, p, 14) // database ID
 			return fs.PathBase(p)
 		}},
 		{"manifest-bitflip-body", func(t *testing.T, fs vfs.FS) string {
 			p := newestFile(t, fs, corruptDir, "MANIFEST-")
-			flipBit(t, fs, p, 32+9) // checkpoint LSN
+			flipFileBit(t, fs, p, 32+9) // checkpoint LSN
 			return fs.PathBase(p)
 		}},
 		{"manifest-bitflip-crc", func(t *testing.T, fs vfs.FS) string {
 			p := newestFile(t, fs, corruptDir, "MANIFEST-")
-			flipBit(t, fs, p, -1)
+			flipFileBit(t, fs, p, -1)
 			return fs.PathBase(p)
 		}},
 		{"manifest-foreign", func(t *testing.T, fs vfs.FS) string {
 			p := newestFile(t, fs, corruptDir, "MANIFEST-")
-			writeAll(t, fs, p, readAll(t, other, newestFile(t, other, corruptDir, "MANIFEST-")))
+			writeVFSFile(t, fs, p, readVFSFile(t, other, newestFile(t, other, corruptDir, "MANIFEST-")))
 			return fs.PathBase(p)
 		}},
 		{"manifest-foreign-newer", func(t *testing.T, fs vfs.FS) string {
-			writeAll(t, fs, fs.PathJoin(corruptDir, "MANIFEST-999999"),
-				readAll(t, other, newestFile(t, other, corruptDir, "MANIFEST-")))
+			writeVFSFile(t, fs, fs.PathJoin(corruptDir, "MANIFEST-999999"),
+				readVFSFile(t, other, newestFile(t, other, corruptDir, "MANIFEST-")))
 			return "MANIFEST-999999"
 		}},
 		{"missing-heap", func(t *testing.T, fs vfs.FS) string {
@@ -256,24 +256,24 @@ func TestOpenCorrupt(t *testing.T) {
 			return "heap"
 		}},
 		{"heap-bitflip-magic", func(t *testing.T, fs vfs.FS) string {
-			flipBit(t, fs, fs.PathJoin(corruptDir, "heap"), 2)
+			flipFileBit(t, fs, fs.PathJoin(corruptDir, "heap"), 2)
 			return "heap"
 		}},
 		{"heap-bitflip-dbid", func(t *testing.T, fs vfs.FS) string {
-			flipBit(t, fs, fs.PathJoin(corruptDir, "heap"), 20)
+			flipFileBit(t, fs, fs.PathJoin(corruptDir, "heap"), 20)
 			return "heap"
 		}},
 		{"heap-bitflip-blocksize", func(t *testing.T, fs vfs.FS) string {
-			flipBit(t, fs, fs.PathJoin(corruptDir, "heap"), 33)
+			flipFileBit(t, fs, fs.PathJoin(corruptDir, "heap"), 33)
 			return "heap"
 		}},
 		{"heap-bitflip-replica-crc", func(t *testing.T, fs vfs.FS) string {
-			flipBit(t, fs, fs.PathJoin(corruptDir, "heap"), 41)
+			flipFileBit(t, fs, fs.PathJoin(corruptDir, "heap"), 41)
 			return "heap"
 		}},
 		{"heap-foreign", func(t *testing.T, fs vfs.FS) string {
 			p := fs.PathJoin(corruptDir, "heap")
-			writeAll(t, fs, p, readAll(t, other, p))
+			writeVFSFile(t, fs, p, readVFSFile(t, other, p))
 			return "heap"
 		}},
 		{"missing-alloc-snapshot", func(t *testing.T, fs vfs.FS) string {
@@ -285,45 +285,45 @@ func TestOpenCorrupt(t *testing.T) {
 		}},
 		{"alloc-snapshot-bitflip", func(t *testing.T, fs vfs.FS) string {
 			p := newestFile(t, fs, corruptDir, "alloc-")
-			flipBit(t, fs, p, -3)
+			flipFileBit(t, fs, p, -3)
 			return fs.PathBase(p)
 		}},
 		{"log-record-bitflip-payload", func(t *testing.T, fs vfs.FS) string {
 			p, offs := walRecords(t, fs)
-			flipBit(t, fs, p, offs[len(offs)/2]+24+3)
+			flipFileBit(t, fs, p, offs[len(offs)/2]+24+3)
 			return fs.PathBase(p)
 		}},
 		{"log-record-bitflip-header", func(t *testing.T, fs vfs.FS) string {
 			p, offs := walRecords(t, fs)
-			flipBit(t, fs, p, offs[len(offs)/2]+9) // its LSN
+			flipFileBit(t, fs, p, offs[len(offs)/2]+9) // its LSN
 			return fs.PathBase(p)
 		}},
 		{"log-segment-header-bitflip", func(t *testing.T, fs vfs.FS) string {
 			p, _ := walRecords(t, fs)
-			flipBit(t, fs, p, 13)
+			flipFileBit(t, fs, p, 13)
 			return fs.PathBase(p)
 		}},
 		{"wal-foreign-segment", func(t *testing.T, fs vfs.FS) string {
 			// Another database's segment, named to continue our log.
 			src, _ := walRecords(t, other)
 			name := "00000000000000009000.log"
-			writeAll(t, fs, fs.PathJoin(corruptDir, "wal", name), readAll(t, other, src))
+			writeVFSFile(t, fs, fs.PathJoin(corruptDir, "wal", name), readVFSFile(t, other, src))
 			return name
 		}},
 		{"wal-foreign-segment-next", func(t *testing.T, fs vfs.FS) string {
 			// Another database's segment under the very name our log
 			// continues with.
 			p, offs := walRecords(t, fs)
-			b := readAll(t, fs, p)
+			b := readVFSFile(t, fs, p)
 			next := binary.LittleEndian.Uint64(b[offs[len(offs)-1]+8:]) + 1
 			src, _ := walRecords(t, other)
 			name := fmt.Sprintf("%020d.log", next)
-			writeAll(t, fs, fs.PathJoin(corruptDir, "wal", name), readAll(t, other, src))
+			writeVFSFile(t, fs, fs.PathJoin(corruptDir, "wal", name), readVFSFile(t, other, src))
 			return name
 		}},
 		{"wal-garbage-segment", func(t *testing.T, fs vfs.FS) string {
 			name := "00000000000000000002.log"
-			writeAll(t, fs, fs.PathJoin(corruptDir, "wal", name), bytes.Repeat([]byte("not a log segment "), 20))
+			writeVFSFile(t, fs, fs.PathJoin(corruptDir, "wal", name), bytes.Repeat([]byte("not a log segment "), 20))
 			return name
 		}},
 	}
@@ -396,12 +396,12 @@ func diffSnapshots(t *testing.T, before, after map[string]string) {
 // stay readable, and Check reports the damage.
 func TestHeapValueBitFlip(t *testing.T) {
 	fs, marker := corruptFixture(t, 2)
-	heap := readAll(t, fs, fs.PathJoin(corruptDir, "heap"))
+	heap := readVFSFile(t, fs, fs.PathJoin(corruptDir, "heap"))
 	at := bytes.Index(heap, marker[:100])
 	if at < 0 || bytes.Index(heap[at+1:], marker[:100]) >= 0 {
 		t.Fatal("cannot find the marker value once in the heap file")
 	}
-	flipBit(t, fs, fs.PathJoin(corruptDir, "heap"), at+len(marker)/2)
+	flipFileBit(t, fs, fs.PathJoin(corruptDir, "heap"), at+len(marker)/2)
 
 	db, err := heapkv.Open(corruptDir, faultOptions(fs))
 	if err != nil {
