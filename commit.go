@@ -304,6 +304,7 @@ func (db *DB) commitGroup(all []*commitReq) {
 			}
 		}
 		db.frees.push(first+uint64(i), freed[i], db.geom.BlockSize)
+		db.vcache.drop(freed[i])
 	}
 	db.releaseFreesLocked()
 	db.stats.commits.Add(int64(len(group)))

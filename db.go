@@ -67,6 +67,10 @@ type DB struct {
 	ckptKick  chan struct{}
 	stop      chan struct{}
 	bg        sync.WaitGroup
+
+	encoder    *encoder    // Options.Compression; nil for none (codec.go)
+	codecStats codecStats  // heap values written, before/after compression
+	vcache     *valueCache // nil when disabled (cache.go)
 }
 
 // opStats are monotonically increasing counters read by Stats.
@@ -109,9 +113,21 @@ func Open(dir string, opts *Options) (*DB, error) {
 		stop:     make(chan struct{}),
 	}
 	db.blockPool.New = func() any { b := make([]byte, db.geom.BlockSize); return &b }
+	if db.encoder, err = newEncoder(o.Compression, o.CompressionLevel); err != nil {
+		db.closeFiles()
+		return nil, err
+	}
 	if err := db.recover(); err != nil {
 		db.closeFiles()
 		return nil, err
+	}
+	// The value cache starts empty after recovery, so nothing recovery read
+	// (possibly of records it then cut off) can be served from it.
+	if o.ValueCacheSize > 0 {
+		if db.vcache, err = newValueCache(o.ValueCacheSize, max(o.InlineThreshold, 0)+1); err != nil {
+			db.closeFiles()
+			return nil, err
+		}
 	}
 	db.bg.Add(1)
 	go db.background()
@@ -146,6 +162,7 @@ func (db *DB) Close() error {
 // closeFiles closes whatever is open, keeping the first error.
 func (db *DB) closeFiles() error {
 	var errs []error
+	db.vcache.close()
 	if l := db.log.Swap(nil); l != nil {
 		errs = append(errs, l.Close())
 	}
@@ -217,7 +234,7 @@ func (db *DB) Get(key []byte) ([]byte, error) {
 		return v, nil
 	}
 	closer.Close() // e.ptr holds no reference into raw
-	return db.readValue(key, &e.ptr)
+	return db.heapValue(key, &e.ptr)
 }
 
 // Put stores value under key with the database's default durability.

@@ -32,10 +32,16 @@ const (
 // Codec names how a heap value's stored bytes encode the value.
 type Codec uint8
 
-// The codecs. Only CodecNone is written today; the field is reserved so that
-// compressed and uncompressed values can live side by side.
+// The codecs. A pointer records the codec its value was stored with, so
+// values written under different Options.Compression settings live side by
+// side (codec.go encodes and decodes them).
 const (
+	// CodecNone stores the value's bytes as they are.
 	CodecNone Codec = 0
+	// CodecS2 stores an S2 block (github.com/klauspost/compress/s2).
+	CodecS2 Codec = 1
+	// CodecZstd stores one zstd frame (github.com/klauspost/compress/zstd).
+	CodecZstd Codec = 2
 )
 
 // maxExtents bounds the extents one pointer may hold, so that a corrupt
@@ -117,7 +123,7 @@ func decodeEntry(b []byte, blockSize, segBlocks int) (entry, error) {
 	if r.err != nil {
 		return e, fmt.Errorf("heap pointer: %w", r.err)
 	}
-	if p.codec != CodecNone {
+	if !p.codec.valid() {
 		return e, fmt.Errorf("heap pointer: unknown codec %d", p.codec)
 	}
 	if p.rawLen > MaxValueSize || p.storedLen > MaxValueSize || p.storedLen == 0 {
@@ -125,6 +131,10 @@ func decodeEntry(b []byte, blockSize, segBlocks int) (entry, error) {
 	}
 	if p.codec == CodecNone && p.rawLen != p.storedLen {
 		return e, fmt.Errorf("heap pointer: raw length %d != stored length %d without a codec", p.rawLen, p.storedLen)
+	}
+	// A value is stored compressed only when that saves a heap block.
+	if p.codec != CodecNone && p.storedLen >= p.rawLen {
+		return e, fmt.Errorf("heap pointer: %v value stored in %d bytes, not less than its %d", p.codec, p.storedLen, p.rawLen)
 	}
 	if n == 0 || n > maxExtents || n > uint64(len(r.b)) {
 		return e, fmt.Errorf("heap pointer: %d extents", n)

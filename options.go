@@ -27,6 +27,7 @@ const (
 	DefaultIndexCacheSize     = 64 << 20
 	DefaultIndexMemTableSize  = 32 << 20
 	DefaultNoSyncFlushBytes   = 16 << 20
+	DefaultValueCacheSize     = 64 << 20
 )
 
 // Options configure a database. A nil *Options means all defaults; a zero
@@ -77,6 +78,27 @@ type Options struct {
 	// 32 MiB.
 	IndexMemTableSize int64
 
+	// ValueCacheSize is the memory in bytes the value cache may hold:
+	// decoded heap values that Get serves without reading the heap (inline
+	// values are cached by the index's block cache, IndexCacheSize). Zero
+	// means the default, 64 MiB; a negative value disables the cache.
+	ValueCacheSize int64
+
+	// Compression is the codec new heap values are compressed with:
+	// CodecNone (the default), CodecS2 (fast; gives up quickly on
+	// incompressible data) or CodecZstd (smaller, slower). A value is
+	// stored compressed only when that saves at least one heap block, and
+	// every pointer records its codec, so the setting may change between
+	// opens: values written under any setting read back.
+	Compression Codec
+
+	// CompressionLevel tunes the codec. For CodecZstd, a zstd level from 1
+	// to 22, mapped onto the four speeds the Go encoder implements (1-2
+	// fastest, 3-5 default, 6-9 better, 10+ best); 0 means 3. For CodecS2,
+	// 0 or 1 is the default speed, 2 "better", 3 or more "best". Ignored for
+	// CodecNone.
+	CompressionLevel int
+
 	// Cursors is the number of allocation cursors, each owning one heap
 	// segment at a time. Default 2*GOMAXPROCS.
 	Cursors int
@@ -119,6 +141,9 @@ func (o *Options) withDefaults() (Options, error) {
 	if c.IndexMemTableSize == 0 {
 		c.IndexMemTableSize = DefaultIndexMemTableSize
 	}
+	if c.ValueCacheSize == 0 {
+		c.ValueCacheSize = DefaultValueCacheSize
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -148,6 +173,12 @@ func (o *Options) withDefaults() (Options, error) {
 	}
 	if c.IndexMemTableSize < 1<<20 {
 		bad = append(bad, fmt.Sprintf("IndexMemTableSize %d is below 1 MiB", c.IndexMemTableSize))
+	}
+	if !c.Compression.valid() {
+		bad = append(bad, fmt.Sprintf("Compression %d is not CodecNone, CodecS2 or CodecZstd", c.Compression))
+	}
+	if c.CompressionLevel < 0 || c.CompressionLevel > 22 {
+		bad = append(bad, fmt.Sprintf("CompressionLevel %d is not from 0 to 22", c.CompressionLevel))
 	}
 	if c.Cursors < 0 {
 		bad = append(bad, fmt.Sprintf("Cursors %d is negative", c.Cursors))

@@ -25,6 +25,22 @@ type Stats struct {
 	Gets            int64
 	IndexBytes      int64 // index (Pebble) size on disk
 	Failed          string
+
+	// Heap values written by this handle: how many, their bytes before and
+	// after compression (Options.Compression), and how many were stored
+	// compressed (only values whose compression saves a heap block are).
+	HeapValuesWritten    int64
+	HeapWrittenBytes     int64
+	HeapWrittenStored    int64
+	HeapValuesCompressed int64
+
+	// Value cache (Options.ValueCacheSize): Gets of heap values served from
+	// memory (hits) or from the heap (misses), entries evicted to make room,
+	// and the bytes the entries hold (values plus per-entry overhead).
+	ValueCacheHits      int64
+	ValueCacheMisses    int64
+	ValueCacheEvictions int64
+	ValueCacheBytes     int64
 }
 
 // Stats returns current statistics.
@@ -60,6 +76,14 @@ func (db *DB) Stats() (Stats, error) {
 		s.AvgGroupSize = float64(s.Commits) / float64(s.CommitGroups)
 	}
 	s.Gets = db.stats.gets.Load()
+	s.HeapValuesWritten = db.codecStats.values.Load()
+	s.HeapWrittenBytes = db.codecStats.rawBytes.Load()
+	s.HeapWrittenStored = db.codecStats.stored.Load()
+	s.HeapValuesCompressed = db.codecStats.compressed.Load()
+	if vc := db.vcache; vc != nil {
+		s.ValueCacheHits, s.ValueCacheMisses = vc.hits.Load(), vc.misses.Load()
+		s.ValueCacheEvictions, s.ValueCacheBytes = vc.evictions.Load(), vc.bytes()
+	}
 	m := db.index.Metrics()
 	s.IndexBytes = int64(m.DiskSpaceUsage())
 	if err := db.failed(); err != nil {
@@ -72,7 +96,7 @@ func (db *DB) Stats() (Stats, error) {
 func (s Stats) String() string {
 	return fmt.Sprintf(`keys               %d
 inline bytes       %d
-heap value bytes   %d
+heap value bytes   %d (stored %d)
 heap live bytes    %d
 heap alloc bytes   %d (pending free %d)
 heap file bytes    %d (%d segments)
@@ -81,8 +105,12 @@ index bytes        %d
 lsn                %d (checkpoint %d, %d checkpoints)
 commits            %d in %d groups (avg %.2f)
 fsyncs             %d
-gets               %d`,
-		s.Keys, s.InlineBytes, s.HeapValueBytes, s.HeapLiveBytes, s.HeapAllocBytes, s.HeapPendingFree,
+gets               %d
+heap values written %d (%d bytes, stored %d; %d compressed)
+value cache        %d hits, %d misses, %d evictions, %d bytes`,
+		s.Keys, s.InlineBytes, s.HeapValueBytes, s.HeapStoredBytes, s.HeapLiveBytes, s.HeapAllocBytes, s.HeapPendingFree,
 		s.HeapFileBytes, s.HeapSegments, s.LogBytes, s.LogFiles, s.IndexBytes,
-		s.LSN, s.CheckpointLSN, s.Checkpoints, s.Commits, s.CommitGroups, s.AvgGroupSize, s.Fsyncs, s.Gets)
+		s.LSN, s.CheckpointLSN, s.Checkpoints, s.Commits, s.CommitGroups, s.AvgGroupSize, s.Fsyncs, s.Gets,
+		s.HeapValuesWritten, s.HeapWrittenBytes, s.HeapWrittenStored, s.HeapValuesCompressed,
+		s.ValueCacheHits, s.ValueCacheMisses, s.ValueCacheEvictions, s.ValueCacheBytes)
 }

@@ -4,26 +4,37 @@ import "fmt"
 
 // The heap side of values: writing a value's blocks and reading them back.
 
-// writeHeapValue allocates blocks for value and writes it to the heap.
+// writeHeapValue allocates blocks for value and writes it to the heap,
+// compressed with Options.Compression when that saves at least one block
+// (codec.go).
 func (db *DB) writeHeapValue(p *preparedOp, value []byte) error {
-	nblocks := db.geom.BlocksFor(int64(len(value)))
+	stored, codec, done := db.encoder.encode(value, db.geom.BlockSize)
+	defer done()
+	nblocks := db.geom.BlocksFor(int64(len(stored)))
 	claim, err := db.alloc.Allocate(nblocks)
 	if err != nil {
 		return err
 	}
 	p.isHeap, p.claim = true, claim
 	p.ptr = pointer{
-		codec:     CodecNone,
+		codec:     codec,
 		rawLen:    uint64(len(value)),
-		storedLen: uint64(len(value)),
-		crc:       crcOf(value),
+		storedLen: uint64(len(stored)),
+		crc:       crcOf(stored),
 		extents:   claim.Extents,
+	}
+	cs := &db.codecStats
+	cs.values.Add(1)
+	cs.rawBytes.Add(int64(len(value)))
+	cs.stored.Add(int64(len(stored)))
+	if codec != CodecNone {
+		cs.compressed.Add(1)
 	}
 	bs := db.geom.BlockSize
 	off := 0
 	for _, e := range claim.Extents {
-		n := min(int(e.Len)*bs, len(value)-off)
-		if err := db.writeBlocks(value[off:off+n], e.Start); err != nil {
+		n := min(int(e.Len)*bs, len(stored)-off)
+		if err := db.writeBlocks(stored[off:off+n], e.Start); err != nil {
 			return err
 		}
 		off += n
@@ -52,9 +63,40 @@ func (db *DB) writeBlocks(p []byte, start uint64) error {
 	return db.heap.WriteAt(*tail, start+uint64(full/bs))
 }
 
-// readValue reads and verifies a heap value.
+// readValue reads a heap value from the heap, verifies the CRC of its
+// stored bytes and decodes them. It bypasses the value cache (Check and
+// recovery use it to verify what is on disk; readers that may be served
+// from memory call heapValue). The result is owned by the caller.
 func (db *DB) readValue(key []byte, p *pointer) ([]byte, error) {
-	buf := make([]byte, p.storedLen)
+	if p.codec == CodecNone {
+		return db.readStored(key, p, make([]byte, p.storedLen))
+	}
+	var buf []byte
+	if p.storedLen <= maxPooledBuf {
+		bp := encBufPool.Get().(*[]byte)
+		defer encBufPool.Put(bp)
+		if uint64(cap(*bp)) < p.storedLen {
+			*bp = make([]byte, p.storedLen, max(p.storedLen, uint64(db.geom.BlockSize)))
+		}
+		buf = (*bp)[:p.storedLen]
+	} else {
+		buf = make([]byte, p.storedLen)
+	}
+	stored, err := db.readStored(key, p, buf)
+	if err != nil {
+		return nil, err
+	}
+	v, err := decodeValue(p.codec, p.rawLen, stored)
+	if err != nil {
+		return nil, fmt.Errorf("%w: value of key %q at %v (written at LSN %d): %v value of %d bytes stored in %d does not decode: %v",
+			ErrCorrupt, key, p.extents, p.lsn, p.codec, p.rawLen, p.storedLen, err)
+	}
+	return v, nil
+}
+
+// readStored reads the stored bytes of a heap value into buf (of length
+// p.storedLen) and verifies their CRC.
+func (db *DB) readStored(key []byte, p *pointer, buf []byte) ([]byte, error) {
 	bs := uint64(db.geom.BlockSize)
 	off := uint64(0)
 	for _, e := range p.extents {
