@@ -35,10 +35,11 @@ type commitReq struct {
 	ops  []preparedOp
 	sync bool
 	// check, if set, runs in the leader under commitMu, in queue order,
-	// before the group's records are built; an error fails this request
-	// alone and it takes no LSN (transactions use it to detect conflicts
-	// against every commit before it, including earlier ones of the group).
-	check func() error
+	// before the group's records are built, with the LSN the request will
+	// take if it passes; an error fails this request alone and it takes no
+	// LSN (transactions use it to detect conflicts against every commit
+	// before it, including earlier ones of the group). See checkCommit.
+	check func(lsn uint64) error
 	err   error
 	wake  chan bool // receives true to lead, false when committed
 }
@@ -74,6 +75,11 @@ func (db *DB) Apply(b *Batch, wo *WriteOptions) error {
 
 // apply commits validated ops atomically.
 func (db *DB) apply(bops []batchOp, wo *WriteOptions) error {
+	return db.applyChecked(bops, db.syncFor(wo), nil)
+}
+
+// applyChecked is apply with a check hook for the request (Txn.Commit).
+func (db *DB) applyChecked(bops []batchOp, sync bool, check func(lsn uint64) error) error {
 	if len(bops) == 0 {
 		return nil
 	}
@@ -82,7 +88,7 @@ func (db *DB) apply(bops []batchOp, wo *WriteOptions) error {
 	}
 	defer db.leave()
 
-	req := &commitReq{ops: make([]preparedOp, len(bops)), sync: db.syncFor(wo)}
+	req := &commitReq{ops: make([]preparedOp, len(bops)), sync: sync, check: check}
 	for i, op := range bops {
 		p := &req.ops[i]
 		p.kind, p.key = op.kind, op.key
@@ -158,15 +164,15 @@ type oldValue struct {
 func (db *DB) commitGroup(all []*commitReq) {
 	db.commitMu.Lock()
 	defer db.commitMu.Unlock()
+	log := db.log.Load()
+	first := uint64(log.NextLSN())
 	// Requests whose check fails drop out before they take an LSN.
 	group := make([]*commitReq, 0, len(all))
 	for _, r := range all {
-		if r.check != nil {
-			if err := r.check(); err != nil {
-				r.err = err
-				db.abortClaims(r.ops)
-				continue
-			}
+		if err := db.checkCommit(r, first+uint64(len(group))); err != nil {
+			r.err = err
+			db.abortClaims(r.ops)
+			continue
 		}
 		group = append(group, r)
 	}
@@ -183,8 +189,6 @@ func (db *DB) commitGroup(all []*commitReq) {
 		fail(fmt.Errorf("%w: %w", ErrFailed, err))
 		return
 	}
-	log := db.log.Load()
-	first := uint64(log.NextLSN())
 
 	// Step 1: old values, records and the index batch.
 	seen := make(map[string]oldValue)

@@ -62,6 +62,8 @@ type DB struct {
 	manifestSeq uint64
 	ckptLSN     atomic.Uint64
 
+	tx txnState // open snapshots, iterators, transactions; conflict tracker
+
 	blockPool sync.Pool // *[]byte of one block, for padding tails
 	stats     opStats
 	ckptKick  chan struct{}
@@ -136,6 +138,9 @@ func Open(dir string, opts *Options) (*DB, error) {
 
 // Close makes every write durable, writes a checkpoint so the next Open is
 // fast, and releases the directory. Operations after Close return ErrClosed.
+// Close closes every snapshot, iterator and transaction still open (a
+// transaction's buffered writes are discarded); their methods then return
+// ErrClosed.
 func (db *DB) Close() error {
 	db.closeMu.Lock()
 	if db.closed {
@@ -144,6 +149,7 @@ func (db *DB) Close() error {
 	}
 	db.closed = true
 	db.closeMu.Unlock()
+	db.closeReaders() // snapshots, iterators, transactions still open
 
 	close(db.stop)
 	db.bg.Wait()

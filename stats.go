@@ -1,6 +1,9 @@
 package heapkv
 
-import "fmt"
+import (
+	"fmt"
+	"time"
+)
 
 // Stats is a point-in-time summary of a database. Byte counts are bytes.
 type Stats struct {
@@ -25,6 +28,20 @@ type Stats struct {
 	Gets            int64
 	IndexBytes      int64 // index (Pebble) size on disk
 	Failed          string
+
+	// Readers (snapshot.go): open snapshots, iterators and transactions;
+	// the LSN and age of the oldest, which holds back the reuse of every
+	// heap block freed after it (invariant 5); transactions committed and
+	// failed with ErrConflict by this handle; keys the conflict tracker
+	// remembers for open read-write transactions.
+	OpenSnapshots   int
+	OpenIterators   int
+	OpenTxns        int
+	OldestReaderLSN uint64
+	OldestReaderAge time.Duration
+	TxnCommits      int64
+	TxnConflicts    int64
+	TxnTrackedKeys  int64
 
 	// Heap values written by this handle: how many, their bytes before and
 	// after compression (Options.Compression), and how many were stored
@@ -76,6 +93,7 @@ func (db *DB) Stats() (Stats, error) {
 		s.AvgGroupSize = float64(s.Commits) / float64(s.CommitGroups)
 	}
 	s.Gets = db.stats.gets.Load()
+	db.readerStats(&s)
 	s.HeapValuesWritten = db.codecStats.values.Load()
 	s.HeapWrittenBytes = db.codecStats.rawBytes.Load()
 	s.HeapWrittenStored = db.codecStats.stored.Load()
