@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 
@@ -13,11 +14,14 @@ import (
 
 // Black-box tests of transactions: the API, its misuse, conflicts.
 
+// txnLogger drops the engine's log lines.
+var txnLogger = slog.New(slog.DiscardHandler)
+
 // openTxnDB opens a database in a temp dir that values above 64 bytes go to
 // the heap of, closed at cleanup.
 func openTxnDB(t testing.TB) *heapkv.DB {
 	t.Helper()
-	db, err := heapkv.Open(t.TempDir(), &heapkv.Options{InlineThreshold: 64, NoSync: true, Logger: quietLogger})
+	db, err := heapkv.Open(t.TempDir(), &heapkv.Options{InlineThreshold: 64, NoSync: true, Logger: txnLogger})
 	require.NoError(t, err)
 	t.Cleanup(func() { db.Close() })
 	return db
@@ -384,7 +388,7 @@ func TestTxnSameGroup(t *testing.T) {
 // TestCloseWithOpenReaders: Close does not wait for open snapshots,
 // iterators and transactions: it closes them, and they report ErrClosed.
 func TestCloseWithOpenReaders(t *testing.T) {
-	db, err := heapkv.Open(t.TempDir(), &heapkv.Options{InlineThreshold: 64, Logger: quietLogger})
+	db, err := heapkv.Open(t.TempDir(), &heapkv.Options{InlineThreshold: 64, Logger: txnLogger})
 	require.NoError(t, err)
 	for i := range 10 {
 		require.NoError(t, db.Put(fmt.Appendf(nil, "k%d", i), val("v", 100*i)))
