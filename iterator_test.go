@@ -1,0 +1,366 @@
+package heapkv_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/heapkv/heapkv"
+	"github.com/stretchr/testify/require"
+)
+
+// Iterators checked against a model: random keys over a small alphabet
+// (so prefixes and bounds collide, 0xff included), inline and heap values,
+// random sequences of every positioning call, for iterators over the DB,
+// over a snapshot taken before more writes, and over transactions whose
+// buffered writes and deletes must be merged in.
+
+// modelIter is the reference: sorted keys of the visible state in bounds.
+type modelIter struct {
+	keys  []string
+	vals  map[string][]byte
+	pos   int
+	valid bool
+	dir   int
+}
+
+func newModelIter(state map[string][]byte, lo, hi []byte, prefix string) *modelIter {
+	m := &modelIter{vals: state}
+	for k := range state {
+		if lo != nil && k < string(lo) || hi != nil && k >= string(hi) || !strings.HasPrefix(k, prefix) {
+			continue
+		}
+		m.keys = append(m.keys, k)
+	}
+	slices.Sort(m.keys)
+	return m
+}
+
+func (m *modelIter) set(pos, dir int) bool {
+	m.pos, m.dir = pos, dir
+	m.valid = pos >= 0 && pos < len(m.keys)
+	return m.valid
+}
+
+func (m *modelIter) first() bool { return m.set(0, 1) }
+func (m *modelIter) last() bool  { return m.set(len(m.keys)-1, -1) }
+func (m *modelIter) seekGE(k string) bool {
+	i, _ := slices.BinarySearch(m.keys, k)
+	return m.set(i, 1)
+}
+func (m *modelIter) seekLT(k string) bool {
+	i, _ := slices.BinarySearch(m.keys, k)
+	return m.set(i-1, -1)
+}
+func (m *modelIter) next() bool {
+	switch {
+	case m.valid:
+		return m.set(m.pos+1, 1)
+	case m.dir == -1:
+		return m.first()
+	}
+	return false
+}
+func (m *modelIter) prev() bool {
+	switch {
+	case m.valid:
+		return m.set(m.pos-1, -1)
+	case m.dir == 1:
+		return m.last()
+	}
+	return false
+}
+
+var iterAlphabet = []byte{'a', 'b', 'c', 0xff}
+
+func randIterKey(rng *rand.Rand) string {
+	n := 1 + rng.IntN(3)
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = iterAlphabet[rng.IntN(len(iterAlphabet))]
+	}
+	return string(b)
+}
+
+func randIterValue(rng *rand.Rand) []byte {
+	n := rng.IntN(40)
+	if rng.IntN(3) == 0 {
+		n = 65 + rng.IntN(3000) // heap
+	}
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(rng.Uint32())
+	}
+	return b
+}
+
+// checkIter drives it and m through the same random calls.
+func checkIter(t *testing.T, rng *rand.Rand, it *heapkv.Iterator, m *modelIter, label string) {
+	t.Helper()
+	var trace []string
+	for range 60 {
+		var got, want bool
+		switch op := rng.IntN(10); {
+		case op == 0:
+			got, want = it.First(), m.first()
+			trace = append(trace, "First")
+		case op == 1:
+			got, want = it.Last(), m.last()
+			trace = append(trace, "Last")
+		case op == 2:
+			k := randIterKey(rng)
+			got, want = it.SeekGE([]byte(k)), m.seekGE(k)
+			trace = append(trace, fmt.Sprintf("SeekGE(%q)", k))
+		case op == 3:
+			k := randIterKey(rng)
+			got, want = it.SeekLT([]byte(k)), m.seekLT(k)
+			trace = append(trace, fmt.Sprintf("SeekLT(%q)", k))
+		case op < 7:
+			got, want = it.Next(), m.next()
+			trace = append(trace, "Next")
+		default:
+			got, want = it.Prev(), m.prev()
+			trace = append(trace, "Prev")
+		}
+		if got != want {
+			t.Fatalf("%s: after %v: valid %v, want %v (model at %d of %q)", label, trace, got, want, m.pos, m.keys)
+		}
+		require.Equal(t, got, it.Valid())
+		if !got {
+			require.Nil(t, it.Key())
+			continue
+		}
+		k := m.keys[m.pos]
+		if string(it.Key()) != k {
+			t.Fatalf("%s: after %v: key %q, want %q", label, trace, it.Key(), k)
+		}
+		if rng.IntN(2) == 0 {
+			v, err := it.Value()
+			require.NoError(t, err)
+			if !bytes.Equal(v, m.vals[k]) {
+				t.Fatalf("%s: after %v: value of %q differs (%d bytes, want %d)", label, trace, k, len(v), len(m.vals[k]))
+			}
+		}
+	}
+	require.NoError(t, it.Error())
+}
+
+func randIterOptions(rng *rand.Rand) (*heapkv.IterOptions, []byte, []byte, string) {
+	var o heapkv.IterOptions
+	if rng.IntN(3) == 0 {
+		o.LowerBound = []byte(randIterKey(rng))
+	}
+	if rng.IntN(3) == 0 {
+		o.UpperBound = []byte(randIterKey(rng))
+	}
+	if rng.IntN(3) == 0 {
+		o.Prefix = []byte(randIterKey(rng))[:1]
+	}
+	lo, hi := o.LowerBound, o.UpperBound
+	return &o, lo, hi, string(o.Prefix)
+}
+
+func TestIteratorModel(t *testing.T) {
+	db := openTxnDB(t)
+	rng := rand.New(rand.NewPCG(1, 2))
+	state := map[string][]byte{}
+	mutate := func(n int) {
+		for range n {
+			k := randIterKey(rng)
+			if rng.IntN(4) == 0 {
+				require.NoError(t, db.Delete([]byte(k)))
+				delete(state, k)
+			} else {
+				v := randIterValue(rng)
+				require.NoError(t, db.Put([]byte(k), v))
+				state[k] = v
+			}
+		}
+	}
+	for round := range 12 {
+		mutate(40)
+		old := maps.Clone(state)
+		snap, err := db.NewSnapshot()
+		require.NoError(t, err)
+		mutate(20)
+
+		// Over the DB, and over the snapshot.
+		for i := range 8 {
+			o, lo, hi, p := randIterOptions(rng)
+			it, err := db.NewIter(o)
+			require.NoError(t, err)
+			checkIter(t, rng, it, newModelIter(state, lo, hi, p), fmt.Sprintf("round %d db iter %d %+v", round, i, o))
+			require.NoError(t, it.Close())
+			it, err = snap.NewIter(o)
+			require.NoError(t, err)
+			checkIter(t, rng, it, newModelIter(old, lo, hi, p), fmt.Sprintf("round %d snapshot iter %d %+v", round, i, o))
+			require.NoError(t, it.Close())
+		}
+		require.NoError(t, snap.Close())
+
+		// Over a transaction: its snapshot plus its writes as of NewIter.
+		txn, err := db.Begin(true)
+		require.NoError(t, err)
+		view := maps.Clone(state)
+		mutate(10) // after the transaction began: invisible to it
+		for i := range 8 {
+			for range rng.IntN(12) {
+				k := randIterKey(rng)
+				if rng.IntN(3) == 0 {
+					require.NoError(t, txn.Delete([]byte(k)))
+					delete(view, k)
+				} else {
+					v := randIterValue(rng)
+					require.NoError(t, txn.Put([]byte(k), v))
+					view[k] = v
+				}
+			}
+			o, lo, hi, p := randIterOptions(rng)
+			it, err := txn.NewIter(o)
+			require.NoError(t, err)
+			m := newModelIter(maps.Clone(view), lo, hi, p)
+			// Writes after NewIter are not seen by it.
+			require.NoError(t, txn.Put([]byte("a"), []byte("later")))
+			require.NoError(t, txn.Delete([]byte("b")))
+			view["a"] = []byte("later")
+			delete(view, "b")
+			checkIter(t, rng, it, m, fmt.Sprintf("round %d txn iter %d %+v", round, i, o))
+			require.NoError(t, it.Close())
+		}
+		require.NoError(t, txn.Rollback())
+	}
+}
+
+func TestIteratorMisuse(t *testing.T) {
+	db := openTxnDB(t)
+	require.NoError(t, db.Put([]byte("a"), []byte("1")))
+	it, err := db.NewIter(nil)
+	require.NoError(t, err)
+	// Unpositioned.
+	require.False(t, it.Valid())
+	require.Nil(t, it.Key())
+	v, err := it.Value()
+	require.NoError(t, err)
+	require.Nil(t, v)
+	require.False(t, it.Next())
+	require.False(t, it.Prev())
+	require.True(t, it.First())
+	require.NoError(t, it.Close())
+	require.ErrorIs(t, it.Close(), heapkv.ErrIterClosed)
+	require.False(t, it.First())
+	require.False(t, it.SeekGE([]byte("a")))
+	require.Nil(t, it.Key())
+	_, err = it.Value()
+	require.ErrorIs(t, err, heapkv.ErrIterClosed)
+	require.ErrorIs(t, it.Error(), heapkv.ErrIterClosed)
+
+	// Snapshot misuse; an iterator outlives its snapshot's Close.
+	snap, err := db.NewSnapshot()
+	require.NoError(t, err)
+	it, err = snap.NewIter(&heapkv.IterOptions{LowerBound: []byte("b"), UpperBound: []byte("a")}) // empty
+	require.NoError(t, err)
+	require.False(t, it.First())
+	require.NoError(t, it.Close())
+	it, err = snap.NewIter(nil)
+	require.NoError(t, err)
+	require.NoError(t, db.Put([]byte("b"), []byte("2")))
+	require.NoError(t, snap.Close())
+	require.ErrorIs(t, snap.Close(), heapkv.ErrSnapshotClosed)
+	_, err = snap.Get([]byte("a"))
+	require.ErrorIs(t, err, heapkv.ErrSnapshotClosed)
+	_, err = snap.NewIter(nil)
+	require.ErrorIs(t, err, heapkv.ErrSnapshotClosed)
+	require.True(t, it.Last())
+	require.Equal(t, "a", string(it.Key()))
+	require.NoError(t, it.Close())
+	st, err := db.Stats()
+	require.NoError(t, err)
+	require.Zero(t, st.OpenIterators+st.OpenSnapshots)
+	require.Panics(t, func() { db.Scan(nil, nil) })
+}
+
+func TestScan(t *testing.T) {
+	db := openTxnDB(t)
+	want := map[string][]byte{}
+	for i := range 50 {
+		k := fmt.Sprintf("p%d/%03d", i%3, i)
+		want[k] = val(k, i*60)
+		require.NoError(t, db.Put([]byte(k), want[k]))
+	}
+	var err error
+	var keys []string
+	for k, v := range db.Scan([]byte("p1/"), &err) {
+		require.Equal(t, want[string(k)], v)
+		keys = append(keys, string(k))
+	}
+	require.NoError(t, err)
+	require.Len(t, keys, 17)
+	require.True(t, slices.IsSorted(keys))
+	n := 0
+	for range db.Scan(nil, &err) {
+		if n++; n == 5 {
+			break
+		}
+	}
+	require.NoError(t, err)
+	require.NoError(t, db.View(func(txn *heapkv.Txn) error {
+		n := 0
+		for range txn.Scan([]byte("p2"), &err) {
+			n++
+		}
+		require.Equal(t, 16, n)
+		return err
+	}))
+	st, err := db.Stats()
+	require.NoError(t, err)
+	require.Zero(t, st.OpenIterators) // a broken loop closed its iterator
+	require.NoError(t, db.Close())
+	for range db.Scan(nil, &err) {
+		t.Fatal("yielded after Close")
+	}
+	require.ErrorIs(t, err, heapkv.ErrClosed)
+}
+
+// TestScanCorruptValue: a damaged heap value ends a scan with ErrCorrupt
+// naming the key; a keys-only walk never reads it.
+func TestScanCorruptValue(t *testing.T) {
+	fs, marker := corruptFixture(t, 3)
+	heap := readVFSFile(t, fs, fs.PathJoin(corruptDir, "heap"))
+	at := bytes.Index(heap, marker[:100])
+	require.GreaterOrEqual(t, at, 0)
+	flipFileBit(t, fs, fs.PathJoin(corruptDir, "heap"), at+len(marker)/2)
+	db, err := heapkv.Open(corruptDir, faultOptions(fs))
+	require.NoError(t, err)
+	defer db.Close()
+
+	var serr error
+	var seen []string
+	for k := range db.Scan(nil, &serr) {
+		seen = append(seen, string(k))
+	}
+	require.ErrorIs(t, serr, heapkv.ErrCorrupt)
+	require.Contains(t, serr.Error(), "marker")
+	require.NotContains(t, seen, "marker")
+
+	it, err := db.NewIter(nil)
+	require.NoError(t, err)
+	n := 0
+	for ok := it.First(); ok; ok = it.Next() {
+		n++
+	}
+	require.NoError(t, it.Error())
+	require.True(t, it.SeekGE([]byte("marker")))
+	_, err = it.Value()
+	require.ErrorIs(t, err, heapkv.ErrCorrupt)
+	require.True(t, it.Prev()) // moves on; the error is kept
+	_, err = it.Value()
+	require.NoError(t, err)
+	require.ErrorIs(t, it.Error(), heapkv.ErrCorrupt)
+	require.True(t, errors.Is(it.Close(), heapkv.ErrCorrupt))
+	require.Greater(t, n, 30)
+}
