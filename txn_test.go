@@ -2,6 +2,7 @@ package heapkv_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,6 +17,18 @@ import (
 
 // txnLogger drops the engine's log lines.
 var txnLogger = slog.New(slog.DiscardHandler)
+
+// checkTxnDB runs Check: consistent, no leaked, dangling or doubly used
+// blocks, and the key count Stats reports.
+func checkTxnDB(t testing.TB, db *heapkv.DB) {
+	t.Helper()
+	rep, err := db.Check(context.Background())
+	require.NoError(t, err)
+	require.Zero(t, rep.LeakedBlocks+rep.DanglingBlocks+rep.DoubleRefBlocks, "%v", rep)
+	st, err := db.Stats()
+	require.NoError(t, err)
+	require.Equal(t, st.Keys, rep.Keys)
+}
 
 // openTxnDB opens a database in a temp dir that values above 64 bytes go to
 // the heap of, closed at cleanup.
