@@ -511,9 +511,9 @@ func TestFaultSweep(t *testing.T) {
 	}
 	stride := 1
 	if !*faultSweepFull {
-		stride = max(1, total/(70))
+		stride = max(1, total/40)
 		if testing.Short() {
-			stride = max(1, total/20)
+			stride = max(1, total/15)
 		}
 	}
 	runs := 0
