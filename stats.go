@@ -93,6 +93,14 @@ func (db *DB) Stats() (Stats, error) {
 		s.AvgGroupSize = float64(s.Commits) / float64(s.CommitGroups)
 	}
 	s.Gets = db.stats.gets.Load()
+	s.HeapValuesWritten = db.codecStats.values.Load()
+	s.HeapWrittenBytes = db.codecStats.rawBytes.Load()
+	s.HeapWrittenStored = db.codecStats.stored.Load()
+	s.HeapValuesCompressed = db.codecStats.compressed.Load()
+	if vc := db.vcache; vc != nil {
+		s.ValueCacheHits, s.ValueCacheMisses = vc.hits.Load(), vc.misses.Load()
+		s.ValueCacheEvictions, s.ValueCacheBytes = vc.evictions.Load(), vc.bytes()
+	}
 	db.readerStats(&s)
 	s.HeapValuesWritten = db.codecStats.values.Load()
 	s.HeapWrittenBytes = db.codecStats.rawBytes.Load()
