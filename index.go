@@ -14,7 +14,7 @@ func (db *DB) openIndex(create bool) error {
 	cache := pebble.NewCache(db.opts.IndexCacheSize)
 	defer cache.Unref()
 	popts := &pebble.Options{
-		FS:                          db.fs,
+		FS:                          dirSyncFS{db.fs},
 		Cache:                       cache,
 		MemTableSize:                uint64(db.opts.IndexMemTableSize),
 		DisableWAL:                  true,
