@@ -222,7 +222,7 @@ func FuzzDecodeValue(f *testing.F) {
 		if p.codec != CodecNone && p.storedLen >= p.rawLen {
 			t.Fatalf("accepted a %v pointer storing %d bytes for %d", p.codec, p.storedLen, p.rawLen)
 		}
-		if p.rawLen > 4<<20 {
+		if p.rawLen > 1<<18 {
 			return // bounded by MaxValueSize; keep the fuzzer fast
 		}
 		out, err := decodeValue(p.codec, p.rawLen, stored)

@@ -13,6 +13,7 @@ package enginebench
 import (
 	"flag"
 	"fmt"
+	"log/slog"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -43,6 +44,9 @@ var (
 	ccCodecs   = flag.String("cc.codecs", "none,s2,zstd", "CompressLoadA: codecs")
 	ccKeepData = flag.Bool("cc.keep", false, "keep the data directories")
 )
+
+// ccLogger keeps benchmark output parseable (warnings go to stderr).
+var ccLogger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
 // ---- workload pieces ----
 
@@ -221,7 +225,7 @@ func ccParallel(n, clients int, fn func(r *rand.Rand, i int) error) error {
 }
 
 func ccOpen(b *testing.B, dir string, o heapkv.Options) *heapkv.DB {
-	o.Logger = quietSlog
+	o.Logger = ccLogger
 	db, err := heapkv.Open(dir, &o)
 	if err != nil {
 		b.Fatal(err)
