@@ -1,0 +1,424 @@
+package heapkv_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+	"github.com/heapkv/heapkv"
+	"github.com/stretchr/testify/require"
+)
+
+// Crash enumeration over batches and transactions: every multi-key write
+// is all or nothing after a crash at any file system operation.
+//
+// A planned workload of batches and transactions (read-write with reads
+// and read-your-writes, serializable, conflicting pairs of which the second
+// must fail and leave no trace, reads through iterators), with syncs and
+// checkpoints, runs on a vfs.CrashableMem. pebble's errorfs, with an
+// injector that never injects, serves as a hook before every write-class
+// operation, where the test takes a CrashClone (keeping a random share of
+// unsynced data; and one keeping none). Each clone is reopened and must
+// hold exactly the model state after some prefix of the committed writes
+// that includes every write acknowledged as durable; Check must pass.
+
+var txnCrashStates = flag.Int("heapkv.txncrashstates", 0,
+	"minimum number of crash states TestTxnCrashEnumeration verifies (0: 300, or 40 with -short or -race)")
+
+// txnCrashStep is one planned call.
+type txnCrashStep struct {
+	kind   string // "batch", "txn", "conflict", "sync", "checkpoint"
+	ops    []tcOp  // the writes (a conflict's winner; the loser writes ops2)
+	ops2   []tcOp
+	sync   bool
+	reads  []string // keys a txn reads first (and checks against the model)
+	serial bool
+	iter   bool // a txn also walks its view with an iterator
+}
+
+type txnCrashPlan struct {
+	steps  []txnCrashStep
+	states []map[string][]byte // states[i]: after the first i committed writes
+	keys   []string
+}
+
+func planTxnCrash(seed uint64, n int) *txnCrashPlan {
+	rng := rand.New(rand.NewPCG(seed, 0x7478))
+	p := &txnCrashPlan{}
+	for i := range 10 {
+		p.keys = append(p.keys, fmt.Sprintf("key-%02d", i))
+	}
+	cur := map[string][]byte{}
+	p.states = append(p.states, maps.Clone(cur))
+	randOps := func(n int) []tcOp {
+		var ops []tcOp
+		for range n {
+			op := tcOp{key: p.keys[rng.IntN(len(p.keys))]}
+			if rng.IntN(5) == 0 {
+				op.del = true
+			} else {
+				size := rng.IntN(60)
+				if rng.IntN(2) == 0 {
+					size = 65 + rng.IntN(4000)
+				}
+				op.val = tcBytes(rng, size)
+			}
+			ops = append(ops, op)
+		}
+		return ops
+	}
+	apply := func(ops []tcOp) {
+		for _, op := range ops {
+			if op.del {
+				delete(cur, op.key)
+			} else {
+				cur[op.key] = op.val
+			}
+		}
+		p.states = append(p.states, maps.Clone(cur))
+	}
+	for i := range n {
+		if i == n/3 || i == 2*n/3 {
+			p.steps = append(p.steps, txnCrashStep{kind: "checkpoint"})
+		}
+		if rng.IntN(12) == 0 {
+			p.steps = append(p.steps, txnCrashStep{kind: "sync"})
+		}
+		s := txnCrashStep{sync: rng.IntN(3) == 0, ops: randOps(2 + rng.IntN(5))}
+		switch r := rng.IntN(6); {
+		case r < 2:
+			s.kind = "batch"
+		case r < 5:
+			s.kind = "txn"
+			s.serial = rng.IntN(2) == 0
+			s.iter = rng.IntN(2) == 0
+			for range rng.IntN(3) {
+				s.reads = append(s.reads, p.keys[rng.IntN(len(p.keys))])
+			}
+		default:
+			s.kind = "conflict"
+			s.ops2 = randOps(2)
+			s.ops2[0].key = s.ops[0].key // both write this key: the second fails
+		}
+		apply(s.ops)
+		p.steps = append(p.steps, s)
+	}
+	return p
+}
+
+// txnCrashProgress is read by the crash hook.
+type txnCrashProgress struct {
+	started atomic.Int64
+	durable atomic.Int64
+}
+
+func (p *txnCrashPlan) run(t *testing.T, fs vfs.FS, pr *txnCrashProgress) {
+	opts := txnCrashOptions()
+	heapkv.SetFS(&opts, fs)
+	db, err := heapkv.Open("db", &opts)
+	require.NoError(t, err)
+	writes := 0
+	for _, s := range p.steps {
+		var wo *heapkv.WriteOptions
+		if s.sync {
+			wo = &heapkv.WriteOptions{Sync: true}
+		}
+		switch s.kind {
+		case "sync":
+			require.NoError(t, db.Sync())
+			pr.durable.Store(pr.started.Load())
+			continue
+		case "checkpoint":
+			require.NoError(t, db.Checkpoint())
+			pr.durable.Store(pr.started.Load())
+			continue
+		case "batch":
+			b := db.NewBatch()
+			for _, op := range s.ops {
+				if op.del {
+					b.Delete([]byte(op.key))
+				} else {
+					b.Put([]byte(op.key), op.val)
+				}
+			}
+			pr.started.Add(1)
+			require.NoError(t, db.Apply(b, wo))
+		case "txn":
+			before := p.states[writes]
+			pr.started.Add(1)
+			require.NoError(t, db.UpdateTxn(&heapkv.TxnOptions{Serializable: s.serial, WriteOptions: wo}, func(txn *heapkv.Txn) error {
+				for _, k := range s.reads {
+					v, err := txn.Get([]byte(k))
+					if want, ok := before[k]; ok != (err == nil) || ok && string(v) != string(want) {
+						return fmt.Errorf("txn read %s: %d bytes, %v; model has %v", k, len(v), err, ok)
+					}
+				}
+				if err := txnWrite(txn, s.ops); err != nil {
+					return err
+				}
+				if s.iter {
+					it, err := txn.NewIter(nil)
+					if err != nil {
+						return err
+					}
+					n := 0
+					for ok := it.First(); ok; ok = it.Next() {
+						n++
+					}
+					if n != len(p.states[writes+1]) {
+						return fmt.Errorf("txn iterator saw %d keys, want %d", n, len(p.states[writes+1]))
+					}
+					if err := it.Close(); err != nil {
+						return err
+					}
+				}
+				return nil
+			}))
+		case "conflict":
+			t1, err := db.BeginTxn(&heapkv.TxnOptions{WriteOptions: wo})
+			require.NoError(t, err)
+			t2, err := db.BeginTxn(&heapkv.TxnOptions{WriteOptions: wo})
+			require.NoError(t, err)
+			require.NoError(t, txnWrite(t2, s.ops2))
+			require.NoError(t, txnWrite(t1, s.ops))
+			pr.started.Add(1)
+			require.NoError(t, t1.Commit())
+			require.ErrorIs(t, t2.Commit(), heapkv.ErrConflict)
+		}
+		writes++
+		if s.sync {
+			pr.durable.Store(int64(writes))
+		}
+	}
+	got, err := tcReadAll(db, p.keys)
+	require.NoError(t, err)
+	require.True(t, tcSame(got, p.states[writes]), tcDiff(got, p.states[writes]))
+	require.NoError(t, db.Close())
+	pr.durable.Store(pr.started.Load())
+}
+
+func txnWrite(txn *heapkv.Txn, ops []tcOp) error {
+	for _, op := range ops {
+		var err error
+		if op.del {
+			err = txn.Delete([]byte(op.key))
+		} else {
+			err = txn.Put([]byte(op.key), op.val)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func txnCrashOptions() heapkv.Options {
+	return heapkv.Options{
+		BlockSize:          512,
+		SegmentSize:        64 * 512,
+		IndexMemTableSize:  1 << 20,
+		LogSegmentSize:     64 << 10,
+		InlineThreshold:    64,
+		NoSync:             true,
+		CheckpointLogBytes: -1,
+		Logger:             txnLogger,
+	}
+}
+
+// crashHook is an errorfs injector that never injects: it takes crash
+// clones before write-class operations.
+type crashHook struct {
+	fn func(errorfs.Op)
+}
+
+func (h crashHook) String() string { return "crash hook" }
+func (h crashHook) MaybeError(op errorfs.Op) error {
+	switch op.Kind {
+	case errorfs.OpCreate, errorfs.OpLink, errorfs.OpRemove, errorfs.OpRemoveAll, errorfs.OpRename,
+		errorfs.OpReuseForWrite, errorfs.OpMkdirAll, errorfs.OpFilePreallocate, errorfs.OpFileWrite,
+		errorfs.OpFileWriteAt, errorfs.OpFileSync, errorfs.OpFileSyncData, errorfs.OpFileSyncTo:
+		h.fn(op)
+	}
+	return nil
+}
+
+// verify reopens a crash clone and checks it holds a state in [lo, hi];
+// it returns which.
+func (p *txnCrashPlan) verify(fs vfs.FS, lo, hi int) (int, error) {
+	opts := txnCrashOptions()
+	heapkv.SetFS(&opts, fs)
+	db, err := heapkv.Open("db", &opts)
+	if err != nil {
+		return 0, fmt.Errorf("open: %w", err)
+	}
+	defer db.Close()
+	got, err := tcReadAll(db, p.keys)
+	if err != nil {
+		return 0, err
+	}
+	for i := hi; i >= lo; i-- {
+		if tcSame(got, p.states[i]) {
+			return i, tcCheck(db, len(got))
+		}
+	}
+	return 0, fmt.Errorf("state is no prefix of the commits in [%d, %d]: nearest diff to %d: %s", lo, hi, lo, tcDiff(got, p.states[lo]))
+}
+
+func TestTxnCrashEnumeration(t *testing.T) {
+	target, steps := 300, 30
+	if testing.Short() || txnRace {
+		target = 40 // reopening is slow under the race detector
+	}
+	if *txnCrashStates > 0 {
+		target = *txnCrashStates
+	}
+	var (
+		states, failures atomic.Int64
+		beyond, lost     atomic.Int64 // recovered an undurable write; lost a started one
+		errsMu           sync.Mutex
+		errs             []string
+	)
+	for seed := uint64(0); states.Load() < int64(target) && failures.Load() == 0; seed++ {
+		p := planTxnCrash(seed, steps)
+		// A dry run counts the operations, to spread the clones over them.
+		var dry atomic.Int64
+		p.run(t, errorfs.Wrap(vfs.NewCrashableMem(), crashHook{func(errorfs.Op) { dry.Add(1) }}), &txnCrashProgress{})
+		every := max(1, dry.Load()/int64(target/2))
+
+		mem := vfs.NewCrashableMem()
+		var pr txnCrashProgress
+		type state struct {
+			name   string
+			fs     *vfs.MemFS
+			lo, hi int
+		}
+		ch := make(chan state, 2)
+		var wg sync.WaitGroup
+		for range runtime.GOMAXPROCS(0) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for s := range ch {
+					got, err := p.verify(s.fs, s.lo, s.hi)
+					if got > s.lo {
+						beyond.Add(1)
+					}
+					if got < s.hi {
+						lost.Add(1)
+					}
+					if err != nil {
+						failures.Add(1)
+						errsMu.Lock()
+						errs = append(errs, fmt.Sprintf("seed %d: %s: %v", seed, s.name, err))
+						errsMu.Unlock()
+					}
+					states.Add(1)
+				}
+			}()
+		}
+		var n atomic.Int64
+		hook := func(op errorfs.Op) {
+			k := n.Add(1)
+			if k%every != 0 {
+				return
+			}
+			lo, hi := int(pr.durable.Load()), int(pr.started.Load())
+			rng := rand.New(rand.NewPCG(seed, uint64(k)))
+			pct := rng.IntN(100)
+			name := fmt.Sprintf("crash before op %d (%v %s)", k, op.Kind, op.Path)
+			ch <- state{name + " keeping no unsynced data", mem.CrashClone(vfs.CrashCloneCfg{}), lo, hi}
+			ch <- state{fmt.Sprintf("%s keeping %d%% of unsynced data", name, pct),
+				mem.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: pct, RNG: rng}), lo, hi}
+		}
+		p.run(t, errorfs.Wrap(mem, crashHook{hook}), &pr)
+		close(ch)
+		wg.Wait()
+		t.Logf("seed %d: %d steps, %d file system write ops, %d crash states so far", seed, len(p.steps), n.Load(), states.Load())
+	}
+	slices.Sort(errs)
+	for _, e := range errs[:min(len(errs), 5)] {
+		t.Error(e)
+	}
+	if len(errs) > 0 {
+		t.Fatal(errors.New("crash states failed"))
+	}
+	t.Logf("%d crash states: %d recovered a write not known durable, %d lost a write not yet durable", states.Load(), beyond.Load(), lost.Load())
+	if beyond.Load() == 0 || lost.Load() == 0 {
+		t.Error("the enumeration never recovered an undurable write or never lost one: it proves little")
+	}
+}
+
+// tcOp is one write of a planned batch or transaction.
+type tcOp struct {
+	del bool
+	key string
+	val []byte
+}
+
+func tcBytes(rng *rand.Rand, n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(rng.Uint32())
+	}
+	return b
+}
+
+// tcReadAll reads every key in keys; absent keys are left out.
+func tcReadAll(db *heapkv.DB, keys []string) (map[string][]byte, error) {
+	got := map[string][]byte{}
+	for _, k := range keys {
+		v, err := db.Get([]byte(k))
+		switch {
+		case errors.Is(err, heapkv.ErrNotFound):
+		case err != nil:
+			return nil, fmt.Errorf("get %q: %w", k, err)
+		default:
+			got[k] = v
+		}
+	}
+	return got, nil
+}
+
+func tcSame(a, b map[string][]byte) bool { return maps.EqualFunc(a, b, bytes.Equal) }
+
+func tcDiff(got, want map[string][]byte) string {
+	var d []string
+	for _, k := range slices.Sorted(maps.Keys(maps.Collect(func(yield func(string, struct{}) bool) {
+		for k := range got {
+			yield(k, struct{}{})
+		}
+		for k := range want {
+			yield(k, struct{}{})
+		}
+	}))) {
+		g, gok := got[k]
+		w, wok := want[k]
+		if gok != wok || !bytes.Equal(g, w) {
+			d = append(d, fmt.Sprintf("%s: %d bytes (present %v), want %d bytes (present %v)", k, len(g), gok, len(w), wok))
+		}
+	}
+	return fmt.Sprint(d)
+}
+
+// tcCheck runs Check and compares the key count.
+func tcCheck(db *heapkv.DB, keys int) error {
+	rep, err := db.Check(context.Background())
+	if err != nil {
+		return fmt.Errorf("check: %w", err)
+	}
+	if rep.Keys != int64(keys) || rep.LeakedBlocks != 0 || rep.DanglingBlocks != 0 || rep.DoubleRefBlocks != 0 {
+		return fmt.Errorf("check: want %d keys, no leaks, got\n%s", keys, rep)
+	}
+	return nil
+}
