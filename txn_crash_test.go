@@ -39,7 +39,7 @@ var txnCrashStates = flag.Int("heapkv.txncrashstates", 0,
 // txnCrashStep is one planned call.
 type txnCrashStep struct {
 	kind   string // "batch", "txn", "conflict", "sync", "checkpoint"
-	ops    []tcOp  // the writes (a conflict's winner; the loser writes ops2)
+	ops    []tcOp // the writes (a conflict's winner; the loser writes ops2)
 	ops2   []tcOp
 	sync   bool
 	reads  []string // keys a txn reads first (and checks against the model)
