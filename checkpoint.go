@@ -132,7 +132,7 @@ func (db *DB) Sync() error {
 	defer db.leave()
 	db.commitMu.Lock()
 	defer db.commitMu.Unlock()
-	if err := db.syncDurable(); err != nil {
+	if err := db.vouchLocked(); err != nil {
 		db.fail(err)
 		return err
 	}
@@ -155,7 +155,7 @@ func (db *DB) background() {
 				continue
 			}
 			db.commitMu.Lock()
-			if err := db.syncDurable(); err != nil {
+			if err := db.vouchLocked(); err != nil {
 				db.fail(err)
 			}
 			db.releaseFreesLocked()

@@ -249,19 +249,29 @@ func (db *DB) commitGroup(all []*commitReq) {
 		freed = append(freed, recFreed)
 	}
 	last := first + uint64(len(group)) - 1
-	var nbytes int64
+	var nbytes, heapBytes int64 // log bytes; heap bytes the records point at
 	for _, p := range payloads {
 		nbytes += int64(len(p))
+	}
+	for _, r := range group {
+		for j := range r.ops {
+			if r.ops[j].isHeap {
+				heapBytes += int64(r.ops[j].ptr.storedLen)
+			}
+		}
 	}
 
 	// Step 2: log append and sync (heap first).
 	db.appendMu.Lock()
 	err := func() error {
-		flush := anySync || db.unsynced+nbytes >= db.opts.NoSyncFlushBytes
+		// A NoSync database syncs once NoSyncFlushBytes of log and heap
+		// writes are unsynced, which bounds what a crash can take and how
+		// long freed space waits.
+		flush := anySync || db.unsynced+nbytes+heapBytes >= db.opts.NoSyncFlushBytes
 		if _, err := log.Append(payloads); err != nil {
 			return fmt.Errorf("heapkv: append to log: %w", err)
 		}
-		db.unsynced += nbytes
+		db.unsynced += nbytes + heapBytes
 		if flush {
 			if err := log.Sync(); err != nil { // heap first: BeforeSync
 				return fmt.Errorf("heapkv: sync heap and log: %w", err)
@@ -375,15 +385,24 @@ func (c *counters) remove(v oldValue) {
 	}
 }
 
-// releaseFreesLocked returns to the allocator every deferred free whose
-// record is durable and that no reader can still see.
+// releaseFreesLocked returns to the allocator every deferred free that is
+// safe to reuse (invariant 5):
+//
+//   - its record is durable, and more: vouched for on disk, i.e. at or below
+//     the log's VouchedLSN or the last checkpoint. Recovery reads back the
+//     values of records it cannot prove durable and cuts the log at the
+//     first one that is not intact; had a durable but unvouched record's
+//     freed blocks been reused, a value it superseded would read back
+//     wrong, and an acknowledged write would be dropped as a torn tail;
+//   - no reader pinned below it remains.
+//
 // REQUIRES: db.commitMu held.
 func (db *DB) releaseFreesLocked() {
 	log := db.log.Load()
 	if log == nil {
 		return
 	}
-	limit := uint64(log.SyncedLSN())
+	limit := max(uint64(log.VouchedLSN()), db.ckptLSN.Load())
 	if pinned, n := db.pins.min(); n > 0 {
 		limit = min(limit, pinned)
 	}
@@ -391,6 +410,33 @@ func (db *DB) releaseFreesLocked() {
 		return
 	}
 	db.frees.release(limit, db.alloc, db.geom.BlockSize)
+}
+
+// vouchLocked makes every committed write durable and vouched for on disk
+// (wal.Log.VouchedLSN), so that every deferred free that no reader holds
+// can be reused now: after the sync, it appends a record of no ops, whose
+// stamp vouches for everything before it, and syncs again.
+// REQUIRES: db.commitMu held (the record takes an LSN).
+func (db *DB) vouchLocked() error {
+	if err := db.syncDurable(); err != nil {
+		return err
+	}
+	log := db.log.Load()
+	if log.VouchedLSN() >= log.SyncedLSN() || db.frees.bytes == 0 {
+		return nil
+	}
+	db.appendMu.Lock()
+	defer db.appendMu.Unlock()
+	lsn, err := log.Append([][]byte{appendRecord(nil, nil)})
+	if err == nil {
+		err = log.Sync()
+	}
+	if err != nil {
+		return fmt.Errorf("heapkv: write vouch record: %w", err)
+	}
+	db.appliedLSN = uint64(lsn)
+	db.lastApplied.Store(uint64(lsn))
+	return nil
 }
 
 // syncDurable makes every committed write durable: the heap first, then the

@@ -23,6 +23,9 @@ import (
 //	| 1 B  | uvarint|     | uvarint  |       | 1 B     | uvarint | uvarint   | uvarint| (start, len)uvarint|
 //	+------+--------+-----+----------+-------+---------+---------+-----------+--------+--------------------+
 //
+// A record with nOps = 0 changes nothing; it is written only so that its
+// synced stamp vouches for the records before it (see DB.vouchLocked).
+//
 // kind is opPut or opDelete; entry is the new index entry (see entry.go;
 // empty for a delete). oldKind, oldRaw and oldStored describe the value the
 // key had when the record was committed (for statistics), and the freed
@@ -86,8 +89,9 @@ func decodeRecord(b []byte) ([]logOp, error) {
 	if r.err != nil {
 		return nil, fmt.Errorf("record header: %w", r.err)
 	}
-	// Each op takes at least 7 bytes, which bounds n by the input.
-	if n == 0 || n > uint64(len(r.b))/7 {
+	// Each op takes at least 7 bytes, which bounds n by the input. A record
+	// of no ops is a vouch record (see DB.vouchLocked).
+	if n > uint64(len(r.b))/7 {
 		return nil, fmt.Errorf("record claims %d ops in %d bytes", n, len(r.b))
 	}
 	ops := make([]logOp, n)

@@ -58,6 +58,11 @@ type Log struct {
 	// every record it frames.
 	synced atomic.Uint64
 
+	// vouched is the highest synced stamp carried by a durable record: a
+	// recovery that reads the log will find proof (wal.ProvenDurable) that
+	// every record up to it was durable. It lags synced by one sync.
+	vouched atomic.Uint64
+
 	// mu protects the following. It is never held across I/O.
 	mu struct {
 		sync.Mutex
@@ -71,6 +76,9 @@ type Log struct {
 		// segs lists the segment files on disk, oldest first; the last one
 		// is cur.
 		segs []segmentInfo
+		// stamps lists, for each Append not yet known durable, its last
+		// LSN and the synced stamp its records carry (ascending).
+		stamps []appendStamp
 		// err is the first write or sync error; once set the Log is poisoned.
 		err    error
 		closed bool
@@ -282,6 +290,20 @@ func (l *Log) NextLSN() LSN {
 // survives a crash.
 func (l *Log) SyncedLSN() LSN { return LSN(l.synced.Load()) }
 
+// VouchedLSN returns the highest LSN that a durable record's synced stamp
+// vouches for: after a crash, ProvenDurable will be at least this. It lags
+// SyncedLSN by one sync: the records appended after a sync carry its LSN,
+// and vouch for it once they are synced themselves. Callers that must not
+// let a recovery mistake a durable record for a torn tail (heapkv reuses
+// freed heap blocks only below it) use this rather than SyncedLSN.
+func (l *Log) VouchedLSN() LSN { return LSN(l.vouched.Load()) }
+
+// appendStamp is what one Append vouches for once it is durable.
+type appendStamp struct {
+	last  LSN // last LSN of the append
+	stamp LSN // the synced stamp its records carry
+}
+
 // Append frames payloads as records with consecutive LSNs starting at
 // NextLSN() and writes them with one Write call on the current segment,
 // first rotating to a new segment if the current one is over SegmentSize.
@@ -331,6 +353,7 @@ func (l *Log) Append(payloads [][]byte) (first LSN, err error) {
 		return 0, l.poisonLocked(fmt.Errorf("wal: write %s at LSN %d: %w", cur.path, first, werr))
 	}
 	l.mu.next += LSN(len(payloads))
+	l.mu.stamps = append(l.mu.stamps, appendStamp{last: l.mu.next - 1, stamp: synced})
 	l.mu.stats.Appends++
 	l.mu.stats.Records += uint64(len(payloads))
 	if l.mu.err != nil { // a concurrent Sync failed: do not report success
@@ -372,6 +395,16 @@ func (l *Log) syncCurrent(seg *segment, target LSN) error {
 	if target > l.SyncedLSN() {
 		l.synced.Store(uint64(target))
 	}
+	// The appends through target are durable, and so are the stamps
+	// their records carry.
+	k := 0
+	for k < len(l.mu.stamps) && l.mu.stamps[k].last <= target {
+		if st := uint64(l.mu.stamps[k].stamp); st > l.vouched.Load() {
+			l.vouched.Store(st)
+		}
+		k++
+	}
+	l.mu.stamps = append(l.mu.stamps[:0], l.mu.stamps[k:]...)
 	l.mu.stats.Syncs++
 	if l.mu.err != nil { // a concurrent Append failed
 		return fmt.Errorf("wal: log failed earlier: %w", l.mu.err)
