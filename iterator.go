@@ -73,7 +73,7 @@ func prefixSuccessor(p []byte) []byte {
 // end moves to the last; on an unpositioned iterator both return false.
 //
 // Key and Value return slices that are valid only until the next move or
-// Close: copy them to keep them. Value reads a heap value when it is first
+// Close, and must not be modified: copy them to keep them. Value reads a heap value when it is first
 // asked for (keys-only walks never touch the heap) and verifies its CRC.
 // The first error met (a corrupt value, an index read error) is kept for
 // Error and returned by Close.
@@ -111,6 +111,11 @@ type Iterator struct {
 	valSet bool
 
 	rr *readHull // serializable transaction: what this iterator observed
+
+	// Readahead (iterator_readahead.go): streak counts Next calls in a row
+	// that followed a Value read.
+	streak int
+	ra     readahead
 }
 
 // NewIter returns an iterator over the current state of the database; nil
@@ -227,6 +232,7 @@ func (it *Iterator) release() {
 	} else {
 		it.db.pins.unpin(it.tok)
 	}
+	it.ra.close()
 	it.db.removeReader(it.reg)
 	it.valid, it.val, it.buf = false, nil, nil
 }
@@ -334,13 +340,23 @@ func (it *Iterator) valueLocked() ([]byte, error) {
 		it.val, it.valSet = it.buf[it.bi].value, true
 		return it.val, nil
 	}
+	key := it.pit.Key()
 	raw, err := it.pit.ValueAndErr()
 	if err != nil {
-		return nil, it.setErr(fmt.Errorf("heapkv: iterator: index value of %q: %w", it.pit.Key(), err))
+		return nil, it.setErr(fmt.Errorf("heapkv: iterator: index value of %q: %w", key, err))
 	}
-	v, err := it.db.entryValue(it.pit.Key(), raw, true)
+	// Inline values alias the index's memory; heap values are read from
+	// the heap (not through the value cache, so that a scan does not push
+	// hot values out of it), with readahead during forward scans.
+	e, err := decodeEntry(raw, it.db.geom.BlockSize, it.db.geom.SegmentBlocks)
 	if err != nil {
-		return nil, it.setErr(err)
+		return nil, it.setErr(fmt.Errorf("%w: index entry of key %q: %v", ErrCorrupt, key, err))
+	}
+	v := e.inline
+	if e.isHeap {
+		if v, err = it.heapValueAhead(key, &e.ptr); err != nil {
+			return nil, it.setErr(err)
+		}
 	}
 	it.val, it.valSet = v, true
 	return v, nil
@@ -439,6 +455,11 @@ func (it *Iterator) Next() bool {
 	if it.dir == -1 {
 		return it.reverse(1)
 	}
+	if it.valSet {
+		it.streak++
+	} else {
+		it.streak = 0
+	}
 	it.beginMove()
 	prev := it.rememberKey()
 	if !it.inBuf || it.shadow {
@@ -468,6 +489,7 @@ func (it *Iterator) Prev() bool {
 	if it.dir == 1 {
 		return it.reverse(-1)
 	}
+	it.endScan()
 	it.beginMove()
 	prev := it.rememberKey()
 	if !it.inBuf || it.shadow {
@@ -486,9 +508,18 @@ func (it *Iterator) begin(dir int8) bool {
 	if it.done != nil {
 		return false
 	}
+	it.endScan()
 	it.beginMove()
 	it.dir = dir
 	return true
+}
+
+// endScan ends a forward scan's readahead: the iterator jumped.
+func (it *Iterator) endScan() {
+	if it.streak > 0 || it.ra.la != nil {
+		it.streak = 0
+		it.ra.drop()
+	}
 }
 
 func (it *Iterator) beginMove() {

@@ -30,6 +30,7 @@ func (it *Iterator) rememberKey() []byte {
 // reverse changes direction at the current key: both sources move to the
 // nearest key strictly beyond it in direction dir.
 func (it *Iterator) reverse(dir int8) bool {
+	it.endScan()
 	it.beginMove()
 	k := append(it.kcopy[:0], it.keyLocked()...)
 	it.kcopy = k

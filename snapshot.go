@@ -173,30 +173,20 @@ func (r *snapRef) get(key []byte) ([]byte, error) {
 		return nil, fmt.Errorf("heapkv: get %q: index: %w", key, err)
 	}
 	defer closer.Close()
-	return r.db.entryValue(key, raw, false)
+	return r.db.entryValue(key, raw)
 }
 
-// entryValue returns the value an index entry holds. For a point read
-// (Snapshot.Get, Txn.Get) it is the caller's own copy, and heap values go
-// through the value cache. For an iterator an inline value aliases raw
-// (valid until the iterator moves), and heap values are read from the heap
-// directly, so a scan does not push hot values out of the cache. Heap
-// values are verified against their CRC either way.
-func (db *DB) entryValue(key, raw []byte, forIter bool) ([]byte, error) {
+// entryValue returns a copy of the value an index entry holds, reading a
+// heap value through the value cache (verified against its CRC).
+func (db *DB) entryValue(key, raw []byte) ([]byte, error) {
 	e, err := decodeEntry(raw, db.geom.BlockSize, db.geom.SegmentBlocks)
 	if err != nil {
 		return nil, fmt.Errorf("%w: index entry of key %q: %v", ErrCorrupt, key, err)
 	}
-	switch {
-	case !e.isHeap && forIter:
-		return e.inline, nil
-	case !e.isHeap:
+	if !e.isHeap {
 		return append([]byte{}, e.inline...), nil
-	case forIter:
-		return db.readValue(key, &e.ptr)
-	default:
-		return db.heapValue(key, &e.ptr)
 	}
+	return db.heapValue(key, &e.ptr)
 }
 
 // Snapshot is a consistent, read-only view of the database as of the moment
