@@ -50,8 +50,8 @@ import (
 // history is gone, so it cannot be proven conflict-free).
 
 // maxTrackedKeys bounds the keys the tracker remembers (about 100 bytes of
-// memory each, plus the keys themselves).
-const maxTrackedKeys = 1 << 20
+// memory each, plus the keys themselves). A variable for tests.
+var maxTrackedKeys = 1 << 20
 
 // conflictTracker is the commit history that transactions check against.
 // Lock order: DB.commitMu before mu.
@@ -166,12 +166,12 @@ func (db *DB) checkCommit(r *commitReq, lsn uint64) error {
 	if !t.enabled {
 		return nil
 	}
-	t.pruneLocked(db.appliedLSN)
 	keys := make([][]byte, len(r.ops))
 	for i := range r.ops {
 		keys[i] = r.ops[i].key
 	}
 	t.addLocked(lsn, keys)
+	t.pruneLocked(db.appliedLSN)
 	return nil
 }
 
@@ -183,14 +183,13 @@ type txnCheck struct {
 	ranges []keyRange // ranges read (serializable only)
 }
 
-// checkTxnLocked returns ErrConflict if a commit after c.start wrote a key
+// checkTxn returns ErrConflict if a commit after c.start wrote a key
 // c writes or (serializable) read; otherwise it enters c's writes at lsn.
 // REQUIRES: db.commitMu held (it is a commitReq.check hook).
 func (db *DB) checkTxn(c *txnCheck, lsn uint64) error {
 	t := &db.tx.conflicts
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.pruneLocked(db.appliedLSN)
 	if c.start < t.horizon {
 		return fmt.Errorf("%w: more than %d keys were written since the transaction began (LSN %d); its history is gone",
 			ErrConflict, maxTrackedKeys, c.start)
@@ -221,6 +220,7 @@ func (db *DB) checkTxn(c *txnCheck, lsn uint64) error {
 		}
 	}
 	t.addLocked(lsn, c.writes)
+	t.pruneLocked(db.appliedLSN)
 	return nil
 }
 

@@ -447,3 +447,49 @@ func TestCloseWithOpenReaders(t *testing.T) {
 	require.ErrorIs(t, err, heapkv.ErrClosed)
 	require.ErrorIs(t, db.View(func(*heapkv.Txn) error { return nil }), heapkv.ErrClosed)
 }
+
+// TestTxnTrackerBound: when more keys are written than the conflict
+// tracker keeps while a transaction is open, the oldest history is dropped
+// and that transaction fails with ErrConflict rather than commit unchecked;
+// transactions that began after the dropped history are unaffected.
+func TestTxnTrackerBound(t *testing.T) {
+	defer heapkv.SetMaxTrackedKeys(100)()
+	db := openTxnDB(t)
+	old, err := db.Begin(true)
+	require.NoError(t, err)
+	require.NoError(t, old.Put([]byte("mine"), []byte("1")))
+	for i := range 150 {
+		require.NoError(t, db.Put(fmt.Appendf(nil, "other-%03d", i), nil))
+	}
+	st, err := db.Stats()
+	require.NoError(t, err)
+	require.LessOrEqual(t, st.TxnTrackedKeys, int64(100))
+	young, err := db.Begin(true)
+	require.NoError(t, err)
+	require.NoError(t, young.Put([]byte("yours"), []byte("1")))
+	err = old.Commit()
+	require.ErrorIs(t, err, heapkv.ErrConflict)
+	require.Contains(t, err.Error(), "history")
+	require.NoError(t, young.Commit())
+}
+
+func TestSnapshotScan(t *testing.T) {
+	db := openTxnDB(t)
+	for i := range 20 {
+		require.NoError(t, db.Put(fmt.Appendf(nil, "s%02d", i), val("v", i*20)))
+	}
+	snap, err := db.NewSnapshot()
+	require.NoError(t, err)
+	defer snap.Close()
+	require.NoError(t, db.Delete([]byte("s05")))
+	require.NoError(t, db.Put([]byte("s99"), nil))
+	var serr error
+	var keys []string
+	for k, v := range snap.Scan([]byte("s"), &serr) {
+		require.Equal(t, val("v", len(keys)*20), v)
+		keys = append(keys, string(k))
+	}
+	require.NoError(t, serr)
+	require.Len(t, keys, 20)
+	require.Equal(t, "s05", keys[5])
+}
