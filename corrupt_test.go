@@ -398,7 +398,7 @@ func TestHeapValueBitFlip(t *testing.T) {
 	fs, marker := corruptFixture(t, 2)
 	heap := readVFSFile(t, fs, fs.PathJoin(corruptDir, "heap"))
 	at := bytes.Index(heap, marker[:100])
-	if at < 0 || bytes.Index(heap[at+1:], marker[:100]) >= 0 {
+	if at < 0 || bytes.Contains(heap[at+1:], marker[:100]) {
 		t.Fatal("cannot find the marker value once in the heap file")
 	}
 	flipFileBit(t, fs, fs.PathJoin(corruptDir, "heap"), at+len(marker)/2)

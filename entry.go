@@ -60,15 +60,6 @@ type pointer struct {
 	extents   []alloc.Extent
 }
 
-// blocks returns the number of heap blocks the pointer references.
-func (p *pointer) blocks() int {
-	n := 0
-	for _, e := range p.extents {
-		n += int(e.Len)
-	}
-	return n
-}
-
 // entry is a decoded index entry: either an inline value or a pointer.
 type entry struct {
 	inline []byte // valid when !isHeap; aliases the decoded buffer
