@@ -57,6 +57,23 @@ func (db *DB) checkpoint() error {
 	snap := db.alloc.Snapshot()
 	db.frees.pending(snap.Clear)
 	counters := db.counters
+	// The heap sync inside syncDurable (if it ran at all) ran before the
+	// last group was applied. Sync again, with c applied, so every in-sync
+	// replica holds c durably: one that goes stale later is stale at c or
+	// after, which replay of the log after c covers. Then the tracking
+	// state of replicas not in sync, with every mark of the writes through
+	// c (replay re-marks later ones).
+	if err := db.heap.Sync(); err != nil {
+		db.commitMu.Unlock()
+		err = fmt.Errorf("heapkv: sync heap: %w", err)
+		db.fail(err)
+		return err
+	}
+	trk, err := db.heap.Capture()
+	if err != nil {
+		db.commitMu.Unlock()
+		return fmt.Errorf("heapkv: capture replica tracking state: %w", err)
+	}
 	db.sinceCkpt = 0
 	db.releaseFreesLocked()
 	db.commitMu.Unlock()
@@ -77,23 +94,36 @@ func (db *DB) checkpoint() error {
 	if err := writeFileAtomic(db.fs, db.dir, allocFileName(c), data); err != nil {
 		return fmt.Errorf("heapkv: write allocation snapshot: %w", err)
 	}
+	if trk != nil {
+		if err := writeFileAtomic(db.fs, db.dir, trackingFileName(c), trk); err != nil {
+			return fmt.Errorf("heapkv: write replica tracking state: %w", err)
+		}
+	}
+	// The replica table is the current one, not the one at c: a replica
+	// that went stale since holds every write through c (the heap sync of
+	// step 1 reached it), and replay marks the later ones.
+	db.repl.manifestMu.Lock()
 	m := manifest{
-		seq:           db.manifestSeq + 1,
 		checkpointLSN: c,
 		blockSize:     uint32(db.geom.BlockSize),
 		segmentBlocks: uint32(db.geom.SegmentBlocks),
 		counters:      counters,
-		replicas:      []string{heapFileName},
+		tracking:      trk != nil,
 	}
-	if err := writeFileAtomic(db.fs, db.dir, manifestFileName(m.seq), m.encode(db.id)); err != nil {
-		return fmt.Errorf("heapkv: install manifest: %w", err)
+	m.replicas, m.meta = db.replicaTableLocked()
+	if err := db.installManifestLocked(m); err != nil {
+		db.repl.manifestMu.Unlock()
+		return err
 	}
-	db.manifestSeq = m.seq
 	db.ckptLSN.Store(c)
 	db.stats.checkpoints.Add(1)
 
 	// Step 4. Failures here leave extra files behind, never lost data.
-	if err := db.removeObsolete(m.seq, c); err != nil {
+	// manifestMu keeps replica-table updates (which install MANIFESTs
+	// too) out until the listing is done.
+	err = db.removeObsolete(db.repl.last.seq, c, trk != nil)
+	db.repl.manifestMu.Unlock()
+	if err != nil {
 		db.logger.Warn("removing obsolete files after checkpoint", "err", err)
 	}
 	if err := log.RemoveThrough(wal.LSN(c)); err != nil {
@@ -102,17 +132,22 @@ func (db *DB) checkpoint() error {
 	return nil
 }
 
-// removeObsolete deletes MANIFESTs older than seq, snapshots other than the
-// one for lsn, and leftover temporary files.
-func (db *DB) removeObsolete(seq, lsn uint64) error {
+// removeObsolete deletes MANIFESTs older than seq, allocation snapshots and
+// tracking states other than those for lsn, and leftover temporary files.
+// REQUIRES: repl.manifestMu.
+func (db *DB) removeObsolete(seq, lsn uint64, tracking bool) error {
 	names, err := db.fs.List(db.dir)
 	if err != nil {
 		return err
 	}
-	keepM, keepA := manifestFileName(seq), allocFileName(lsn)
+	keepM, keepA, keepT := manifestFileName(seq), allocFileName(lsn), ""
+	if tracking {
+		keepT = trackingFileName(lsn)
+	}
 	for _, n := range names {
 		obsolete := (strings.HasPrefix(n, manifestPrefix) && n != keepM) ||
 			(strings.HasPrefix(n, allocPrefix) && n != keepA) ||
+			(strings.HasPrefix(n, trackingPrefix) && n != keepT) ||
 			strings.HasSuffix(n, ".tmp")
 		if obsolete {
 			if err := db.fs.Remove(db.fs.PathJoin(db.dir, n)); err != nil {
@@ -144,6 +179,7 @@ func (db *DB) Sync() error {
 // frees, and runs checkpoints when the log has grown.
 func (db *DB) background() {
 	defer db.bg.Done()
+	db.startAutoAttach()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {

@@ -57,10 +57,11 @@ type DB struct {
 	lastApplied atomic.Uint64
 	pins        *pinSet
 
-	// ckptMu serialises checkpoints and guards manifestSeq.
-	ckptMu      sync.Mutex
-	manifestSeq uint64
-	ckptLSN     atomic.Uint64
+	// ckptMu serialises checkpoints.
+	ckptMu  sync.Mutex
+	ckptLSN atomic.Uint64
+
+	repl replicaState // MANIFEST installs, heap replicas (replicas.go)
 
 	tx txnState // open snapshots, iterators, transactions; conflict tracker
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/heapkv/heapkv/internal/filehdr"
+	"github.com/heapkv/heapkv/mirror"
 )
 
 // A MANIFEST names the current checkpoint. A new one is written as
@@ -30,10 +31,22 @@ import (
 //	+-----+---------------+-----------+---------------+------+-------------+--------------+----------------+
 //	| nReplicas uvarint | nReplicas x (pathLen uvarint, path) |
 //	+-------------------+--------------------------------------+
+//	| replica states (optional)                                              |
+//	| nReplicas x (state 1 B, flags 1 B, staleLSN uvarint) | tracking 1 B    |
+//	+-------------------------------------------------------------------------+
 //
 // All integers little-endian. Replica paths are relative to the database
-// directory. The allocation snapshot of the checkpoint is the file
-// allocFileName(checkpointLSN).
+// directory unless absolute (mirrors elsewhere). The allocation snapshot of
+// the checkpoint is the file allocFileName(checkpointLSN).
+//
+// The replica states section is present only when some replica is not in
+// sync (and then always ends the body): state is a mirror.State (0 in sync,
+// 1 stale, 2 resyncing, which reads back as stale), flags bit 0 marks a
+// replica stale by DetachReplica, staleLSN is the LSN a stale replica
+// holds, and tracking is 1 if trackingFileName(checkpointLSN) holds the
+// tracking and sync bitmaps of the replicas not in sync (replicas.go). A
+// MANIFEST without the section (every MANIFEST written before mirrors had
+// states) means every replica is in sync.
 type manifest struct {
 	seq           uint64
 	checkpointLSN uint64
@@ -41,6 +54,22 @@ type manifest struct {
 	segmentBlocks uint32
 	counters      counters
 	replicas      []string
+	meta          []replicaMeta // parallel to replicas; nil: every replica in sync
+	tracking      bool          // trackingFileName(checkpointLSN) exists
+}
+
+// replicaMeta is the durable state of one replica.
+type replicaMeta struct {
+	state    mirror.State
+	detached bool
+	staleLSN uint64
+}
+
+const metaDetached = 1 << 0
+
+// hasStates reports whether the replica states section is written.
+func (m *manifest) hasStates() bool {
+	return m.tracking || slices.ContainsFunc(m.meta, func(r replicaMeta) bool { return r != replicaMeta{} })
 }
 
 // counters are the logical totals Stats reports, kept exactly across
@@ -59,12 +88,21 @@ const (
 	indexDirName   = "index"
 	walDirName     = "wal"
 	lockFileName   = "LOCK"
+	trackingPrefix = "tracking-"
 
 	maxManifestSize = 1 << 20
 )
 
 func manifestFileName(seq uint64) string { return fmt.Sprintf("%s%06d", manifestPrefix, seq) }
 func allocFileName(lsn uint64) string    { return fmt.Sprintf("%s%020d", allocPrefix, lsn) }
+func trackingFileName(lsn uint64) string { return fmt.Sprintf("%s%020d", trackingPrefix, lsn) }
+
+func boolByte(b bool) byte {
+	if b {
+		return 1
+	}
+	return 0
+}
 
 func (m *manifest) encode(id filehdr.DBID) []byte {
 	b := make([]byte, filehdr.Size, 128)
@@ -80,6 +118,21 @@ func (m *manifest) encode(id filehdr.DBID) []byte {
 	for _, p := range m.replicas {
 		b = binary.AppendUvarint(b, uint64(len(p)))
 		b = append(b, p...)
+	}
+	if m.hasStates() {
+		for i := range m.replicas {
+			var r replicaMeta
+			if i < len(m.meta) {
+				r = m.meta[i]
+			}
+			var flags byte
+			if r.detached {
+				flags |= metaDetached
+			}
+			b = append(b, byte(r.state), flags)
+			b = binary.AppendUvarint(b, r.staleLSN)
+		}
+		b = append(b, boolByte(m.tracking))
 	}
 	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b[filehdr.Size:], castagnoli))
 }
@@ -114,6 +167,26 @@ func decodeManifest(b []byte, id filehdr.DBID) (manifest, filehdr.DBID, error) {
 	}
 	for i := uint64(0); i < n && r.err == nil; i++ {
 		m.replicas = append(m.replicas, string(r.bytes(r.uvarint())))
+	}
+	if r.err == nil && len(r.b) > 0 {
+		m.meta = make([]replicaMeta, len(m.replicas))
+		for i := range m.meta {
+			state, flags := r.byte(), r.byte()
+			m.meta[i] = replicaMeta{state: mirror.State(state), detached: flags&metaDetached != 0, staleLSN: r.uvarint()}
+			if r.err == nil && (state > byte(mirror.Resyncing) || flags&^metaDetached != 0) {
+				return m, h.DBID, fmt.Errorf("manifest: replica %d has state %d, flags %#x", i, state, flags)
+			}
+		}
+		switch t := r.byte(); {
+		case r.err != nil:
+		case t > 1:
+			return m, h.DBID, fmt.Errorf("manifest: tracking flag %d", t)
+		default:
+			m.tracking = t == 1
+		}
+		if r.err == nil && !m.hasStates() {
+			return m, h.DBID, fmt.Errorf("manifest: replica states section says nothing")
+		}
 	}
 	if r.err != nil {
 		return m, h.DBID, fmt.Errorf("manifest body: %w", r.err)

@@ -3,6 +3,8 @@ package heapkv
 import (
 	"fmt"
 	"log/slog"
+	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -103,12 +105,33 @@ type Options struct {
 	// segment at a time. Default 2*GOMAXPROCS.
 	Cursors int
 
+	// Mirrors are directories, ideally on other disks, that each hold a
+	// further replica of the heap (a file named heap). A relative path is
+	// relative to the database directory. A mirror new to the database
+	// must not hold a heap file yet (its directory is created if missing)
+	// and is filled with a copy of the allocated blocks in the background
+	// after Open (see Replicas, AttachReplica). Once added, a mirror stays
+	// part of the database even if a later Open does not name it; the
+	// directory of a known mirror is never created (if its disk is not
+	// mounted, it stays stale until it is back). Default none.
+	Mirrors []string
+
+	// ResyncRate limits the copying of AttachReplica (and of the automatic
+	// attach after Open) to this many bytes per second. Default 0: no limit.
+	ResyncRate int64
+
+	// ScrubRate limits Scrub to reading this many bytes per second.
+	// Default 0: no limit.
+	ScrubRate int64
+
 	// Logger receives the database's log lines. Default slog.Default().
 	Logger *slog.Logger
 
 	// fs is the file system every file is opened through; tests swap in
 	// crash-simulating and fault-injecting ones (see export_test.go).
 	fs vfs.FS
+
+	noAutoAttach bool // tests: Open does not attach stale replicas
 }
 
 // withDefaults returns a validated copy of o with every zero field set.
@@ -183,6 +206,17 @@ func (o *Options) withDefaults() (Options, error) {
 	if c.Cursors < 0 {
 		bad = append(bad, fmt.Sprintf("Cursors %d is negative", c.Cursors))
 	}
+	if c.ResyncRate < 0 || c.ScrubRate < 0 {
+		bad = append(bad, fmt.Sprintf("ResyncRate %d or ScrubRate %d is negative", c.ResyncRate, c.ScrubRate))
+	}
+	seen := map[string]bool{}
+	for _, m := range c.Mirrors {
+		if m == "" || seen[filepath.Clean(m)] || filepath.Clean(m) == "." {
+			bad = append(bad, fmt.Sprintf("Mirrors: %q is empty, the database directory or named twice", m))
+		}
+		seen[filepath.Clean(m)] = true
+	}
+	c.Mirrors = slices.Clone(c.Mirrors)
 	if len(bad) > 0 {
 		return c, fmt.Errorf("%w: %s", ErrInvalidOptions, strings.Join(bad, "; "))
 	}

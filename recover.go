@@ -41,15 +41,13 @@ func (db *DB) recover() error {
 		return fmt.Errorf("%w: %s: %w", ErrCorrupt, name, err)
 	}
 	db.id = id
-	db.manifestSeq = m.seq
+	db.repl.last = m
 	db.counters = m.counters
 	db.geom = alloc.Geometry{BlockSize: int(m.blockSize), SegmentBlocks: int(m.segmentBlocks)}
 	db.ckptLSN.Store(m.checkpointLSN)
 
-	if db.heap, err = mirror.Open(db.heapConfig(), db.replicaPaths(m.replicas)); err != nil {
-		// The MANIFEST and the heap disagree (or the heap is damaged):
-		// name both.
-		return fmt.Errorf("%w: heap (listed in %s): %w", ErrCorrupt, name, err)
+	if err := db.openHeap(m, name); err != nil {
+		return err
 	}
 	if err := db.loadAllocSnapshot(m.checkpointLSN); err != nil {
 		return err
@@ -63,14 +61,22 @@ func (db *DB) recover() error {
 		}
 		return fmt.Errorf("heapkv: check log: %w", err)
 	}
+	if err := db.makeMirrorDirs(); err != nil {
+		return err
+	}
 	if err := db.openIndex(false); err != nil {
 		return err
 	}
 	// Records found in the log may not have been synced before the crash
 	// (the OS kept them); make them and their heap blocks durable before the
-	// index can flush anything replayed from them.
+	// index can flush anything replayed from them. The heap's Sync also
+	// records replica state changes found while opening; persistReplicas
+	// records mirrors new to the database.
 	if err := db.heap.Sync(); err != nil {
 		return fmt.Errorf("heapkv: sync heap: %w", err)
+	}
+	if err := db.persistReplicas(); err != nil {
+		return err
 	}
 	if err := wal.SyncAll(db.walOptions()); err != nil {
 		return fmt.Errorf("heapkv: sync log: %w", err)
@@ -152,7 +158,9 @@ func (db *DB) replay(after uint64) (wal.LSN, error) {
 	return last, flush()
 }
 
-// verifyRecordValues reads back every heap value a record writes.
+// verifyRecordValues reads back every heap value a record writes, on every
+// in-sync replica (one may have the blocks and another not; a bad copy is
+// repaired from a good one).
 func (db *DB) verifyRecordValues(lsn wal.LSN, ops []logOp) error {
 	for i := range ops {
 		if ops[i].kind != opPut {
@@ -163,7 +171,7 @@ func (db *DB) verifyRecordValues(lsn wal.LSN, ops []logOp) error {
 			return fmt.Errorf("%w: log record %d, key %q: %v", ErrCorrupt, lsn, ops[i].key, err)
 		}
 		if e.isHeap {
-			if _, err := db.readValue(ops[i].key, &e.ptr); err != nil {
+			if err := db.verifyValue(ops[i].key, &e.ptr); err != nil {
 				return fmt.Errorf("unsynced log record %d: %w", lsn, err)
 			}
 		}
@@ -190,6 +198,9 @@ func (db *DB) redoOp(lsn wal.LSN, op *logOp, batch *pebble.Batch) error {
 			if err := db.alloc.MarkAllocated(x); err != nil {
 				return fmt.Errorf("%w: log record %d allocates %v for key %q: %w", ErrCorrupt, lsn, x, op.key, err)
 			}
+			// Replicas not in sync missed this write (or may have):
+			// re-mark it in their tracking bitmaps.
+			db.heap.MarkWritten(x.Start, int(x.Len))
 		}
 		db.counters.add(oldValue{kind: oldHeap, raw: e.ptr.rawLen, stored: e.ptr.storedLen})
 	} else {
@@ -204,8 +215,14 @@ func (db *DB) create() error {
 	if err != nil {
 		return fmt.Errorf("heapkv: list %s: %w", db.dir, err)
 	}
+	// Mirror directories inside the database directory are the mirrors'
+	// business (removeHalfCreatedMirrors, newMirrorPaths).
+	names = slices.DeleteFunc(names, db.isMirrorDir)
 	if slices.Contains(names, creatingFileName) {
 		db.logger.Warn("removing a database whose creation was interrupted")
+		if err := db.removeHalfCreatedMirrors(); err != nil {
+			return err
+		}
 		for _, n := range names {
 			if n != lockFileName {
 				if err := db.fs.RemoveAll(db.fs.PathJoin(db.dir, n)); err != nil {
@@ -220,17 +237,33 @@ func (db *DB) create() error {
 	}); len(other) > 0 {
 		return fmt.Errorf("%w: %s has no MANIFEST but holds %s", ErrCorrupt, db.dir, strings.Join(other, ", "))
 	}
-	if err := writeFileAtomic(db.fs, db.dir, creatingFileName, nil); err != nil {
-		return fmt.Errorf("heapkv: create %s: %w", db.dir, err)
+	paths, err := db.newMirrorPaths()
+	if err != nil {
+		return err
 	}
 	if _, err := rand.Read(db.id[:]); err != nil {
 		return fmt.Errorf("heapkv: database id: %w", err)
+	}
+	// The marker holds the new database's ID, so that a retry can tell
+	// the mirror files this attempt made from anyone else's.
+	if err := writeFileAtomic(db.fs, db.dir, creatingFileName, db.id[:]); err != nil {
+		return fmt.Errorf("heapkv: create %s: %w", db.dir, err)
 	}
 	db.geom = alloc.Geometry{BlockSize: db.opts.BlockSize, SegmentBlocks: int(db.opts.SegmentSize / int64(db.opts.BlockSize))}
 	if db.alloc, err = alloc.New(db.geom, alloc.Config{Cursors: db.opts.Cursors}); err != nil {
 		return fmt.Errorf("heapkv: allocator: %w", err)
 	}
-	if db.heap, err = mirror.Create(db.heapConfig(), db.replicaPaths([]string{heapFileName})); err != nil {
+	full := make([]string, len(paths))
+	for i, p := range paths {
+		full[i] = db.replicaPath(p)
+		if i > 0 {
+			if err := mkdirAllSynced(db.fs, db.fs.PathDir(full[i])); err != nil {
+				return fmt.Errorf("heapkv: create mirror directory of %s: %w", full[i], err)
+			}
+		}
+	}
+	db.repl.paths = paths
+	if db.heap, err = mirror.Create(db.heapConfig(), full); err != nil {
 		return fmt.Errorf("heapkv: create heap: %w", err)
 	}
 	if err := db.openIndex(true); err != nil {
@@ -251,15 +284,13 @@ func (db *DB) create() error {
 }
 
 func (db *DB) heapConfig() mirror.Config {
-	return mirror.Config{FS: db.fs, DBID: db.id, BlockSize: db.geom.BlockSize, Logger: db.logger}
-}
-
-func (db *DB) replicaPaths(rel []string) []string {
-	out := make([]string, len(rel))
-	for i, p := range rel {
-		out[i] = db.fs.PathJoin(db.dir, p)
+	return mirror.Config{
+		FS: db.fs, DBID: db.id, BlockSize: db.geom.BlockSize, Logger: db.logger,
+		// Every record up to the last applied one had its heap writes
+		// issued before it committed.
+		LSN:           db.lastApplied.Load,
+		OnStateChange: db.persistReplicas,
 	}
-	return out
 }
 
 func (db *DB) walOptions() wal.Options {

@@ -58,6 +58,16 @@ type Stats struct {
 	ValueCacheMisses    int64
 	ValueCacheEvictions int64
 	ValueCacheBytes     int64
+
+	// Heap replicas (replicas.go; details in DB.Replicas): how many there
+	// are and are in sync, bad copies rewritten by reads of this handle,
+	// and the values and bytes the running or last Scrub has verified.
+	Replicas       int
+	ReplicasInSync int
+	ReadRepairs    int64
+	ScrubRunning   bool
+	ScrubValues    int64
+	ScrubBytes     int64
 }
 
 // Stats returns current statistics.
@@ -110,6 +120,10 @@ func (db *DB) Stats() (Stats, error) {
 		s.ValueCacheHits, s.ValueCacheMisses = vc.hits.Load(), vc.misses.Load()
 		s.ValueCacheEvictions, s.ValueCacheBytes = vc.evictions.Load(), vc.bytes()
 	}
+	s.Replicas, s.ReplicasInSync = db.heap.Replicas(), db.heap.InSync()
+	s.ReadRepairs = db.repl.readRepairs.Load()
+	s.ScrubRunning = db.repl.scrub.running.Load()
+	s.ScrubValues, s.ScrubBytes = db.repl.scrub.values.Load(), db.repl.scrub.bytes.Load()
 	m := db.index.Metrics()
 	s.IndexBytes = int64(m.DiskSpaceUsage())
 	if err := db.failed(); err != nil {

@@ -95,20 +95,21 @@ func (db *DB) readValue(key []byte, p *pointer) ([]byte, error) {
 }
 
 // readStored reads the stored bytes of a heap value into buf (of length
-// p.storedLen) and verifies their CRC.
+// p.storedLen) and verifies their CRC; a read error or a bad CRC goes to
+// repairRead (replicas.go), which tries the other replicas.
 func (db *DB) readStored(key []byte, p *pointer, buf []byte) ([]byte, error) {
 	bs := uint64(db.geom.BlockSize)
 	off := uint64(0)
 	for _, e := range p.extents {
 		n := min(uint64(e.Len)*bs, p.storedLen-off)
 		if err := db.heap.ReadAt(buf[off:off+n], e.Start); err != nil {
-			return nil, fmt.Errorf("heapkv: get %q: %w", key, err)
+			return db.repairRead(key, p, buf, fmt.Errorf("heapkv: get %q: %w", key, err))
 		}
 		off += n
 	}
 	if got := crcOf(buf); got != p.crc {
-		return nil, fmt.Errorf("%w: value of key %q at %v (written at LSN %d): checksum %08x, want %08x",
-			ErrCorrupt, key, p.extents, p.lsn, got, p.crc)
+		return db.repairRead(key, p, buf, fmt.Errorf("%w: value of key %q at %v (written at LSN %d): checksum %08x, want %08x",
+			ErrCorrupt, key, p.extents, p.lsn, got, p.crc))
 	}
 	return buf, nil
 }

@@ -12,8 +12,8 @@
 //	0        6      8         12                 28       32
 //
 // magic is "HEAPKV"; kind names the file's role ("MF" MANIFEST, "WL" log
-// segment, "HP" heap replica, "AL" allocation snapshot); the CRC is CRC-32C
-// (Castagnoli) over bytes 0..28.
+// segment, "HP" heap replica, "AL" allocation snapshot, "TR" replica
+// tracking state); the CRC is CRC-32C (Castagnoli) over bytes 0..28.
 package filehdr
 
 import (
@@ -47,6 +47,7 @@ var (
 	KindLog      = Kind{'W', 'L'}
 	KindHeap     = Kind{'H', 'P'}
 	KindAlloc    = Kind{'A', 'L'}
+	KindTracking = Kind{'T', 'R'}
 )
 
 // String returns the kind's two letters.

@@ -1,0 +1,400 @@
+package heapkv_test
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+	"github.com/heapkv/heapkv"
+)
+
+var mirrorLong = flag.Bool("heapkv.mirrorlong", false, "mirror tests: more rounds, more crash points, more writers")
+
+// rounds returns n, or long in -heapkv.mirrorlong mode.
+func rounds(n, long int) int {
+	if *mirrorLong {
+		return long
+	}
+	return n
+}
+
+// waitProgress waits until replica id's resync has copied at least n
+// blocks or is no longer running.
+func waitProgress(db *heapkv.DB, id int, n int64) {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		sts := db.Replicas()
+		if len(sts) <= id || (sts[id].State == heapkv.ReplicaResyncing && sts[id].BlocksCopied >= n) ||
+			sts[id].State == heapkv.ReplicaInSync {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// Must show 5: a resync interrupted many times, by cancellation, by its
+// source failing to read and by a crash, resumes each time where it
+// stopped, never copies a finished block again, and ends identical.
+func TestMirrorResyncInterrupted(t *testing.T) {
+	e := newMirrorEnv(t, 2)
+	e.rate = 2 << 20
+	db := e.open()
+	if err := db.DetachReplica(1); err != nil {
+		t.Fatal(err)
+	}
+	changed := map[string]bool{}
+	for i := range rounds(300, 1500) {
+		k := fmt.Sprintf("k%04d", i)
+		e.put(db, k)
+		changed[k] = true
+	}
+	if err := db.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	need := int64(len(e.liveBlocks(db, changed)))
+	total := int64(0)
+	for round := 0; ; round++ {
+		before := status(t, db, 1).BlocksSynced
+		step := max(need/10, 1) // copy about a tenth per round
+		ctx, cancel := context.WithCancel(t.Context())
+		var err error
+		done := make(chan struct{})
+		go func() { defer close(done); err = db.AttachReplica(ctx, 1) }()
+		waitProgress(db, 1, step)
+		switch round % 3 {
+		case 0:
+			cancel()
+		case 1: // the source can no longer be read
+			e.inj.fail(replicaFile(0), errorfs.OpFileReadAt)
+		case 2: // cancel, checkpoint (which keeps the progress), crash
+			cancel()
+		}
+		<-done
+		cancel()
+		e.inj.heal()
+		st := status(t, db, 1)
+		total += st.BlocksCopied
+		if err == nil {
+			wantState(t, db, 1, heapkv.ReplicaInSync)
+			break
+		}
+		wantState(t, db, 1, heapkv.ReplicaStale)
+		if st.BlocksSynced != before+st.BlocksCopied {
+			t.Fatalf("round %d: synced %d -> %d after copying %d", round, before, st.BlocksSynced, st.BlocksCopied)
+		}
+		if round%3 == 2 {
+			if err := db.Checkpoint(); err != nil {
+				t.Fatal(err)
+			}
+			clone := e.mem.CrashClone(vfs.CrashCloneCfg{})
+			mustClose(t, db)
+			e.setMem(clone)
+			db = e.open()
+			if got := wantState(t, db, 1, heapkv.ReplicaStale); got.BlocksSynced != st.BlocksSynced || got.FullCopy {
+				t.Fatalf("after the crash replica 1 has %d blocks synced (full %v), had %d", got.BlocksSynced, got.FullCopy, st.BlocksSynced)
+			}
+		}
+		t.Logf("round %d: copied %d, %d of %d synced: %v", round, st.BlocksCopied, st.BlocksSynced, need, err)
+		if round > 100 {
+			t.Fatal("the resync never finishes")
+		}
+	}
+	if total != need {
+		t.Fatalf("copied %d blocks over all rounds, want %d: some were copied twice", total, need)
+	}
+	e.checkIdentical(db, 0, 1)
+	if err := db.DetachReplica(0); err != nil {
+		t.Fatal(err)
+	}
+	e.checkModel(db)
+	mustClose(t, db)
+}
+
+// Must show 6: heavy concurrent writes during a resync; it finishes and
+// nothing is lost.
+func TestMirrorResyncConcurrentWrites(t *testing.T) {
+	e := newMirrorEnv(t, 2)
+	e.rate = 4 << 20
+	db := e.open()
+	defer mustClose(t, db)
+	for i := range 200 {
+		e.put(db, fmt.Sprintf("w0-%03d", i))
+	}
+	if err := db.DetachReplica(1); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 200 {
+		e.put(db, fmt.Sprintf("w1-%03d", i))
+	}
+	// Writers each own a key range and a model of it.
+	writers := rounds(4, 8)
+	models := make([]map[string][]byte, writers)
+	ctx, stop := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	var werr error
+	var mu sync.Mutex
+	for w := range writers {
+		models[w] = map[string][]byte{}
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(w), 9))
+			for gen := 1; ctx.Err() == nil; gen++ {
+				k := fmt.Sprintf("c%d-%02d", w, rng.IntN(60))
+				var err error
+				if rng.IntN(4) == 0 {
+					err = db.Delete([]byte(k))
+					delete(models[w], k)
+				} else {
+					v := value(k, gen)
+					err = db.Put([]byte(k), v)
+					models[w][k] = v
+				}
+				if err != nil {
+					mu.Lock()
+					werr = err
+					mu.Unlock()
+					return
+				}
+			}
+		})
+	}
+	time.Sleep(20 * time.Millisecond)
+	err := db.AttachReplica(t.Context(), 1)
+	time.Sleep(20 * time.Millisecond) // writes after the resync too
+	stop()
+	wg.Wait()
+	if err != nil || werr != nil {
+		t.Fatalf("attach: %v; writers: %v", err, werr)
+	}
+	st := wantState(t, db, 1, heapkv.ReplicaInSync)
+	stats, _ := db.Stats()
+	t.Logf("copied %d blocks while %d commits ran", st.BlocksCopied, stats.Commits)
+	for _, m := range models {
+		for k, v := range m {
+			e.model[k] = v
+		}
+	}
+	e.checkIdentical(db, 0, 1)
+	if err := db.DetachReplica(0); err != nil { // replica 1 alone serves every value
+		t.Fatal(err)
+	}
+	e.checkModel(db)
+	if rep, err := db.Scrub(t.Context()); err != nil || rep.BadCopies != 0 {
+		t.Fatalf("scrub: %v, %v", rep, err)
+	}
+}
+
+// Must show 8: crashes (CrashClone, with a random share of unsynced data
+// kept) while degraded and while resyncing: recovery keeps the incremental
+// path, never calls the stale replica in sync, and keeps every
+// acknowledged write.
+func TestMirrorCrash(t *testing.T) {
+	for seed := range uint64(rounds(3, 20)) {
+		t.Run(fmt.Sprint("degraded-", seed), func(t *testing.T) { crashDegraded(t, seed) })
+		t.Run(fmt.Sprint("resyncing-", seed), func(t *testing.T) { crashResyncing(t, seed) })
+	}
+}
+
+func crashDegraded(t *testing.T, seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, 8))
+	e := newMirrorEnv(t, 3)
+	db := e.open()
+	for i := range 50 {
+		e.put(db, fmt.Sprintf("k%02d", i))
+	}
+	if err := db.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	// Replica 1 detached, replica 2 failing its writes.
+	if err := db.DetachReplica(1); err != nil {
+		t.Fatal(err)
+	}
+	e.inj.fail(replicaFile(2), errorfs.OpFileWriteAt)
+	changed := map[string]bool{}
+	for i := range 40 {
+		k := fmt.Sprintf("k%02d", rng.IntN(70))
+		if rng.IntN(5) == 0 {
+			e.del(db, k)
+		} else {
+			e.put(db, k)
+			changed[k] = true
+		}
+		if i == 20 && rng.IntN(2) == 0 {
+			if err := db.Checkpoint(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	clone := e.mem.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: rng.IntN(101), RNG: rand.New(rand.NewPCG(seed, 3))})
+	mustClose(t, db)
+	e.inj.heal()
+	e.setMem(clone)
+	db = e.open()
+	defer mustClose(t, db)
+	e.checkModel(db) // every write was synced: all acknowledged
+	stats, _ := db.Stats()
+	for _, id := range []int{1, 2} {
+		st := wantState(t, db, id, heapkv.ReplicaStale)
+		if st.FullCopy {
+			t.Fatalf("replica %d needs a full copy after the crash: %+v", id, st)
+		}
+	}
+	want := int64(len(e.liveBlocks(db, changed)))
+	for _, id := range []int{2, 1} {
+		st := attach(t, db, id)
+		if st.BlocksCopied < want || st.BlocksCopied >= stats.HeapAllocBytes/mBS || st.LastFullCopy {
+			t.Fatalf("replica %d: copied %d blocks; changed %d, allocated %d", id, st.BlocksCopied, want, stats.HeapAllocBytes/mBS)
+		}
+	}
+	e.checkIdentical(db, 0, 1, 2)
+}
+
+func crashResyncing(t *testing.T, seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, 5))
+	e := newMirrorEnv(t, 2)
+	e.rate = 2 << 20
+	db := e.open()
+	if err := db.DetachReplica(1); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 200 {
+		e.put(db, fmt.Sprintf("k%03d", i))
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- db.AttachReplica(ctx, 1) }()
+	waitProgress(db, 1, 50+rng.Int64N(300))
+	// Writes during the resync, a checkpoint that records its progress,
+	// more writes, then the crash.
+	for i := range 10 {
+		e.put(db, fmt.Sprintf("k%03d", rng.IntN(250)))
+		if i == 4 {
+			if err := db.Checkpoint(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	progress := status(t, db, 1).BlocksSynced
+	clone := e.mem.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: rng.IntN(101), RNG: rand.New(rand.NewPCG(seed, 4))})
+	cancel()
+	if err := <-done; err == nil {
+		t.Log("the resync finished before the crash")
+	}
+	mustClose(t, db)
+	e.setMem(clone)
+	db = e.open()
+	defer mustClose(t, db)
+	e.checkModel(db)
+	st := status(t, db, 1)
+	if st.State == heapkv.ReplicaInSync {
+		// Only if it finished and recorded that before the clone.
+		t.Logf("in sync after the crash")
+	} else if st.FullCopy || st.BlocksSynced > progress {
+		t.Fatalf("after the crash: %+v (progress before %d)", st, progress)
+	}
+	attach(t, db, 1)
+	e.checkIdentical(db, 0, 1)
+	if err := db.DetachReplica(0); err != nil {
+		t.Fatal(err)
+	}
+	e.checkModel(db)
+}
+
+// Must show 9: bit flips, zeroed blocks and truncated replica files are
+// found by reads and repaired from the good copy; Scrub finds, repairs and
+// counts them all; two bad copies of one value give ErrCorrupt.
+func TestMirrorCorruption(t *testing.T) {
+	e := newMirrorEnv(t, 3)
+	db := e.open()
+	defer func() { mustClose(t, db) }()
+	keys := make([]string, 40)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("k%02d", i)
+		e.put(db, keys[i])
+	}
+	if err := db.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	blocks := func(k string) []uint64 {
+		bl, err := heapkv.ValueBlocks(db, []byte(k))
+		if err != nil || len(bl) == 0 {
+			t.Fatalf("blocks of %s: %v %v", k, bl, err)
+		}
+		return bl
+	}
+
+	// A bit flip on replica 0 (the one reads use): Get repairs it.
+	bl := blocks(keys[0])
+	e.writeBlock(0, bl[1], 7, []byte{e.readBlocks(0, bl[1:2])[7] ^ 0x10})
+	e.checkModel(db)
+	if got, want := e.readBlocks(0, bl), e.readBlocks(1, bl); string(got) != string(want) {
+		t.Fatal("the read did not repair replica 0")
+	}
+	if st := status(t, db, 0); st.Repairs != 1 {
+		t.Fatalf("replica 0 repairs: %d", st.Repairs)
+	}
+	if s, _ := db.Stats(); s.ReadRepairs != 1 {
+		t.Fatalf("stats read repairs: %d", s.ReadRepairs)
+	}
+
+	// A zeroed block on replica 1 and a bit flip on replica 2: reads use
+	// replica 0, so only Scrub finds them.
+	e.writeBlock(1, blocks(keys[1])[0], 0, make([]byte, mBS))
+	e.writeBlock(2, blocks(keys[2])[2], 100, []byte{0xff})
+	// Replica 2's file truncated in the middle of the values (while the
+	// database is closed: the MemFS cannot truncate an open file).
+	cut := blocks(keys[30])[0]
+	truncated := 0
+	for _, k := range keys {
+		if bl := blocks(k); bl[len(bl)-1] >= cut {
+			truncated++
+		}
+	}
+	mustClose(t, db)
+	b := readFileMem(t, e, replicaFile(2))
+	f, err := e.mem.Create(replicaFile(2), vfs.WriteCategoryUnspecified)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write(b[:int64(cut+1)*mBS+100])
+	f.Close()
+	db = e.open()
+	rep, err := db.Scrub(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := int64(1 + 1 + truncated)
+	if rep.Values != int64(len(keys)) || rep.BadCopies != want || rep.Repaired != want || rep.Unrecoverable != 0 ||
+		rep.Replicas[1].BadCopies != 1 || rep.Replicas[2].BadCopies != want-1 {
+		t.Fatalf("scrub: %+v, want %d bad copies", rep, want)
+	}
+	if rep, err := db.Scrub(t.Context()); err != nil || rep.BadCopies != 0 {
+		t.Fatalf("second scrub: %v, %v", rep, err)
+	}
+	e.checkIdentical(db, 0, 1, 2)
+
+	// Two bad copies of one value, one good: Get and Scrub repair both.
+	bl = blocks(keys[3])
+	e.writeBlock(0, bl[0], 0, make([]byte, mBS))
+	e.writeBlock(1, bl[0], 0, make([]byte, mBS))
+	e.checkModel(db)
+	// Every copy bad: ErrCorrupt, never wrong bytes, and Scrub says so.
+	bl = blocks(keys[4])
+	for id := range 3 {
+		e.writeBlock(id, bl[0], 3, []byte{byte(id + 1)})
+	}
+	if _, err := db.Get([]byte(keys[4])); !errors.Is(err, heapkv.ErrCorrupt) {
+		t.Fatalf("get with every copy bad: %v", err)
+	}
+	rep, err = db.Scrub(t.Context())
+	if !errors.Is(err, heapkv.ErrCorrupt) || rep.Unrecoverable != 1 || rep.Repaired != 0 {
+		t.Fatalf("scrub with every copy bad: %v, %+v", err, rep)
+	}
+}

@@ -1,0 +1,273 @@
+package heapkv_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+	"github.com/heapkv/heapkv"
+)
+
+// Helpers of the mirror tests: a database with mirrors on a crashable
+// MemFS behind an errorfs that can fail one replica's I/O, a model of what
+// it holds, and direct access to the replica files.
+
+const (
+	mdbDir = "db"
+	mBS    = 512 // block size of the mirror tests
+)
+
+// pathInjector fails, while armed, the operations on paths with a given
+// prefix whose kind is listed.
+type pathInjector struct {
+	mu    sync.Mutex
+	rules map[string][]errorfs.OpKind // prefix -> kinds; guarded by mu
+}
+
+func (p *pathInjector) String() string { return "mirror test injector" }
+
+func (p *pathInjector) MaybeError(op errorfs.Op) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for prefix, kinds := range p.rules {
+		if strings.HasPrefix(op.Path, prefix) && slices.Contains(kinds, op.Kind) {
+			return errorfs.ErrInjected
+		}
+	}
+	return nil
+}
+
+func (p *pathInjector) fail(prefix string, kinds ...errorfs.OpKind) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.rules == nil {
+		p.rules = map[string][]errorfs.OpKind{}
+	}
+	p.rules[prefix] = kinds
+}
+
+func (p *pathInjector) heal() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.rules = nil
+}
+
+var writeKinds = []errorfs.OpKind{errorfs.OpFileWriteAt, errorfs.OpFileSync, errorfs.OpFileSyncData}
+
+// mirrorEnv is a database directory with n-1 mirrors (replica i > 0 lives
+// in db/m<i>).
+type mirrorEnv struct {
+	t       *testing.T
+	mem     *vfs.MemFS
+	inj     *pathInjector
+	fs      vfs.FS
+	mirrors []string
+	rate    int64 // Options.ResyncRate
+	auto    bool  // let Open attach stale replicas
+
+	model map[string][]byte // what the database must hold
+	gen   int
+}
+
+func newMirrorEnv(t *testing.T, replicas int) *mirrorEnv {
+	e := &mirrorEnv{t: t, inj: &pathInjector{}, model: map[string][]byte{}}
+	e.setMem(vfs.NewCrashableMem())
+	for i := 1; i < replicas; i++ {
+		e.mirrors = append(e.mirrors, fmt.Sprintf("m%d", i))
+	}
+	return e
+}
+
+func (e *mirrorEnv) setMem(m *vfs.MemFS) {
+	e.mem = m
+	e.fs = errorfs.Wrap(m, e.inj)
+}
+
+func (e *mirrorEnv) options() *heapkv.Options {
+	o := &heapkv.Options{
+		BlockSize:          mBS,
+		SegmentSize:        64 * mBS,
+		InlineThreshold:    64,
+		LogSegmentSize:     64 << 10,
+		CheckpointLogBytes: -1,
+		IndexCacheSize:     1 << 20,
+		IndexMemTableSize:  1 << 20,
+		ValueCacheSize:     -1, // every Get reads the heap
+		Cursors:            2,
+		Logger:             slog.New(slog.DiscardHandler),
+		Mirrors:            e.mirrors,
+		ResyncRate:         e.rate,
+	}
+	heapkv.SetFS(o, e.fs)
+	if !e.auto {
+		heapkv.SetNoAutoAttach(o)
+	}
+	return o
+}
+
+func (e *mirrorEnv) open() *heapkv.DB {
+	e.t.Helper()
+	db, err := heapkv.Open(mdbDir, e.options())
+	if err != nil {
+		e.t.Fatalf("open: %v", err)
+	}
+	return db
+}
+
+// replicaFile is the heap file of replica id.
+func replicaFile(id int) string {
+	if id == 0 {
+		return mdbDir + "/heap"
+	}
+	return fmt.Sprintf("%s/m%d/heap", mdbDir, id)
+}
+
+// value returns the gen-th value of key: 2 to 6 blocks of recognisable
+// bytes.
+func value(key string, gen int) []byte {
+	n := 600 + (gen*977+len(key)*131)%2400
+	unit := []byte(fmt.Sprintf("<%s#%d>", key, gen))
+	return bytes.Repeat(unit, n/len(unit)+1)[:n]
+}
+
+// put writes key with a new value and records it in the model.
+func (e *mirrorEnv) put(db *heapkv.DB, key string) {
+	e.t.Helper()
+	e.gen++
+	v := value(key, e.gen)
+	if err := db.Put([]byte(key), v); err != nil {
+		e.t.Fatalf("put %s: %v", key, err)
+	}
+	e.model[key] = v
+}
+
+func (e *mirrorEnv) del(db *heapkv.DB, key string) {
+	e.t.Helper()
+	if err := db.Delete([]byte(key)); err != nil {
+		e.t.Fatalf("delete %s: %v", key, err)
+	}
+	delete(e.model, key)
+}
+
+// checkModel reads every key back.
+func (e *mirrorEnv) checkModel(db *heapkv.DB) {
+	e.t.Helper()
+	for _, k := range slices.Sorted(maps.Keys(e.model)) {
+		got, err := db.Get([]byte(k))
+		if err != nil || !bytes.Equal(got, e.model[k]) {
+			e.t.Fatalf("get %s: %v (%d bytes, want %d)", k, err, len(got), len(e.model[k]))
+		}
+	}
+}
+
+// liveBlocks returns the heap blocks of the given keys' live values.
+func (e *mirrorEnv) liveBlocks(db *heapkv.DB, keys map[string]bool) map[uint64]bool {
+	e.t.Helper()
+	out := map[uint64]bool{}
+	for k := range keys {
+		if _, ok := e.model[k]; !ok {
+			continue
+		}
+		bl, err := heapkv.ValueBlocks(db, []byte(k))
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		for _, b := range bl {
+			out[b] = true
+		}
+	}
+	return out
+}
+
+// readBlocks reads blocks straight from replica id's file.
+func (e *mirrorEnv) readBlocks(id int, blocks []uint64) []byte {
+	e.t.Helper()
+	f, err := e.mem.Open(replicaFile(id))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer f.Close()
+	var out []byte
+	for _, b := range blocks {
+		p := make([]byte, mBS)
+		n, _ := f.ReadAt(p, int64(b+1)*mBS)
+		clear(p[n:])
+		out = append(out, p...)
+	}
+	return out
+}
+
+// writeBlock overwrites part of a block straight in replica id's file.
+func (e *mirrorEnv) writeBlock(id int, b uint64, off int, p []byte) {
+	e.t.Helper()
+	f, err := e.mem.OpenReadWrite(replicaFile(id), vfs.WriteCategoryUnspecified)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(p, int64(b+1)*mBS+int64(off)); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// checkIdentical proves that every replica in ids holds every live value's
+// bytes, read straight from its file.
+func (e *mirrorEnv) checkIdentical(db *heapkv.DB, ids ...int) {
+	e.t.Helper()
+	for k, v := range e.model {
+		bl, err := heapkv.ValueBlocks(db, []byte(k))
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		for _, id := range ids {
+			if got := e.readBlocks(id, bl); !bytes.Equal(got[:len(v)], v) {
+				e.t.Fatalf("replica %d does not hold the value of %s (blocks %v)", id, k, bl)
+			}
+		}
+	}
+}
+
+func status(t *testing.T, db *heapkv.DB, id int) heapkv.ReplicaStatus {
+	t.Helper()
+	sts := db.Replicas()
+	if id >= len(sts) {
+		t.Fatalf("replica %d of %d", id, len(sts))
+	}
+	return sts[id]
+}
+
+func wantState(t *testing.T, db *heapkv.DB, id int, want heapkv.ReplicaState) heapkv.ReplicaStatus {
+	t.Helper()
+	st := status(t, db, id)
+	if st.State != want {
+		t.Fatalf("replica %d is %v (cause %q), want %v", id, st.State, st.Cause, want)
+	}
+	return st
+}
+
+func attach(t *testing.T, db *heapkv.DB, id int) heapkv.ReplicaStatus {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	if err := db.AttachReplica(ctx, id); err != nil {
+		t.Fatalf("attach %d: %v", id, err)
+	}
+	return wantState(t, db, id, heapkv.ReplicaInSync)
+}
+
+func mustClose(t *testing.T, db *heapkv.DB) {
+	t.Helper()
+	if err := db.Close(); err != nil && !errors.Is(err, heapkv.ErrClosed) {
+		t.Fatalf("close: %v", err)
+	}
+}

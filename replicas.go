@@ -1,0 +1,482 @@
+package heapkv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/heapkv/heapkv/alloc"
+	"github.com/heapkv/heapkv/internal/filehdr"
+	"github.com/heapkv/heapkv/mirror"
+)
+
+// Heap replicas (DESIGN "Mirrors"; ARCHITECTURE "Mirrors"). The mirror
+// package keeps the replica files in step; this file connects it to the
+// database: the replica table in the MANIFEST, the tracking state in
+// checkpoints, attaching and detaching, and reads that heal.
+
+// ErrNoReplica is returned (wrapped) when no heap replica can serve a
+// request: a write that every in-sync replica refused, or DetachReplica of
+// the last in-sync replica. It is mirror.ErrNoReplica.
+var ErrNoReplica = mirror.ErrNoReplica
+
+// ReplicaState is the state of a heap replica.
+type ReplicaState int
+
+// The replica states: InSync -> Stale -> Resyncing -> InSync.
+const (
+	ReplicaInSync    ReplicaState = iota // read and written; holds every live value
+	ReplicaStale                         // neither read nor written; its tracking bitmap says what it missed
+	ReplicaResyncing                     // written, being brought up to date, not read
+)
+
+func (s ReplicaState) String() string { return mirror.State(s).String() }
+
+// ReplicaStatus describes one heap replica.
+type ReplicaStatus struct {
+	ID           int    // 0 is the heap in the database directory; mirrors follow in the order added
+	Path         string // the replica's heap file
+	State        ReplicaState
+	StaleLSN     uint64 // not in sync: the replica holds every write up to this LSN
+	Detached     bool   // stale by DetachReplica: Open does not attach it automatically
+	Available    bool   // its file is open (a stale replica whose disk is gone is not)
+	FullCopy     bool   // no tracking bitmap covers StaleLSN: the next resync copies every allocated block
+	BlocksToSync int64  // blocks changed and not yet copied (an upper bound: some may be free); -1 if FullCopy
+	BlocksSynced int64  // blocks already brought up to date (the sync bitmap of an interrupted resync)
+	BlocksCopied int64  // blocks copied by the running or last resync
+	BytesCopied  int64
+	Source       int    // replica the running or last resync copies from; -1 if none
+	LastFullCopy bool   // the running or last resync is a full copy
+	Cause        string // why the replica is not in sync
+	ReadErrors   int64  // reads of this replica that failed
+	BadCopies    int64  // copies on it found bad (checksum or read error) by reads and scrubs
+	Repairs      int64  // bad copies on it rewritten from a good one
+}
+
+// replicaState is the database's side of the replicas.
+type replicaState struct {
+	// manifestMu serialises installing MANIFESTs (checkpoints and
+	// replica-table updates) and guards last and paths. Lock order:
+	// ckptMu, commitMu, appendMu, manifestMu, then the heap's own locks.
+	manifestMu sync.Mutex
+	last       manifest // the installed MANIFEST; seq 0 while creating
+	paths      []string // replica paths as the MANIFEST records them, by id
+
+	// attachMu guards attaching.
+	attachMu  sync.Mutex
+	attaching map[int]*attachOp
+
+	readRepairs atomic.Int64 // bad copies rewritten by reads
+	scrub       scrubProgress
+}
+
+// attachOp is a running AttachReplica; others for the same replica wait.
+type attachOp struct {
+	done chan struct{}
+	err  error // set before done is closed
+}
+
+// Replicas returns the status of every heap replica, in id order (nil
+// after Close).
+func (db *DB) Replicas() []ReplicaStatus {
+	if err := db.enter(); err != nil {
+		return nil
+	}
+	defer db.leave()
+	bs := int64(db.geom.BlockSize)
+	var out []ReplicaStatus
+	for _, st := range db.heap.Status() {
+		out = append(out, ReplicaStatus{
+			ID: st.ID, Path: st.Path, State: ReplicaState(st.State), StaleLSN: st.StaleLSN,
+			Detached: st.Detached, Available: st.Available, FullCopy: st.FullCopy,
+			BlocksToSync: st.ToCopy, BlocksSynced: st.Synced, BlocksCopied: st.Copied, BytesCopied: st.Copied * bs,
+			Source: st.Source, LastFullCopy: st.LastFull, Cause: st.Cause,
+			ReadErrors: st.ReadErrs, BadCopies: st.BadCopies, Repairs: st.Repairs,
+		})
+	}
+	return out
+}
+
+// DetachReplica makes in-sync replica id stale at once (a planned removal,
+// for instance to back up its disk): it is synced and closed, and from then
+// on a tracking bitmap records every block written, so that AttachReplica
+// copies only those. The change is durable when DetachReplica returns. A
+// detached replica is not attached again automatically by Open. The last
+// in-sync replica cannot be detached (ErrNoReplica).
+func (db *DB) DetachReplica(id int) error {
+	if err := db.enter(); err != nil {
+		return err
+	}
+	defer db.leave()
+	// Every record up to lastApplied had its heap writes issued before it
+	// committed: the synced replica holds them all.
+	if err := db.heap.Detach(id, db.lastApplied.Load()); err != nil {
+		return fmt.Errorf("heapkv: detach replica %d: %w", id, err)
+	}
+	return nil
+}
+
+// AttachReplica brings stale replica id up to date and makes it in sync,
+// returning when it is (or when ctx is cancelled: the progress made so far
+// is kept for the next attempt). It reopens the replica's file (creating it
+// if its directory exists but the file does not; a file of another database
+// is refused with an error wrapping ErrCorrupt) and copies, from an in-sync
+// replica, only the blocks written since the replica went stale that are
+// still allocated, or every allocated block when no tracking bitmap covers
+// its stale LSN. Writes go on meanwhile and reach it too. Options.ResyncRate
+// paces the copy; Replicas reports progress. If an attach of the same
+// replica is already running (Open starts one for each stale replica whose
+// directory is back), AttachReplica waits for it.
+func (db *DB) AttachReplica(ctx context.Context, id int) error {
+	for {
+		if err := db.enter(); err != nil {
+			return err
+		}
+		if id < 0 || id >= db.heap.Replicas() {
+			db.leave()
+			return fmt.Errorf("heapkv: attach replica %d: there are %d replicas", id, db.heap.Replicas())
+		}
+		db.repl.attachMu.Lock()
+		op, running := db.repl.attaching[id]
+		if !running {
+			op = &attachOp{done: make(chan struct{})}
+			if db.repl.attaching == nil {
+				db.repl.attaching = map[int]*attachOp{}
+			}
+			db.repl.attaching[id] = op
+			db.bg.Add(1) // Close waits for the copy after cancelling it
+		}
+		db.repl.attachMu.Unlock()
+		db.leave()
+		if !running {
+			op.err = db.runAttach(ctx, id)
+			db.repl.attachMu.Lock()
+			delete(db.repl.attaching, id)
+			db.repl.attachMu.Unlock()
+			close(op.done)
+			db.bg.Done()
+			return op.err
+		}
+		select {
+		case <-op.done:
+			if errors.Is(op.err, context.Canceled) && ctx.Err() == nil {
+				continue // the attach we joined was cancelled by its caller
+			}
+			return op.err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (db *DB) runAttach(ctx context.Context, id int) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-db.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	if _, err := db.heap.Reopen(id); err != nil {
+		return fmt.Errorf("heapkv: attach replica %d: %w", id, err)
+	}
+	res, err := db.heap.Resync(ctx, id, mirror.ResyncOptions{
+		Allocated: db.blockAllocated,
+		Blocks:    uint64(db.alloc.Segments()) * uint64(db.geom.SegmentBlocks),
+		Rate:      db.opts.ResyncRate,
+	})
+	if err != nil {
+		select {
+		case <-db.stop:
+			return fmt.Errorf("%w: attach replica %d stopped: %w", ErrClosed, id, err)
+		default:
+		}
+		if errors.Is(err, mirror.ErrCorrupt) {
+			err = fmt.Errorf("%w: %w", ErrCorrupt, err)
+		}
+		return fmt.Errorf("heapkv: attach replica %d: %w", id, err)
+	}
+	db.logger.Info("heap replica attached", "replica", id, "source", res.Source, "full_copy", res.FullCopy, "copied_blocks", res.Copied)
+	return nil
+}
+
+// blockAllocated is the resync's test of whether a block holds live data:
+// allocated, including in-flight claims and frees not yet reusable (an open
+// snapshot may still read them).
+func (db *DB) blockAllocated(b uint64) bool {
+	return db.alloc.IsAllocated(alloc.Extent{Start: b, Len: 1})
+}
+
+// startAutoAttach attaches, in the background, every stale replica that was
+// not detached by hand and whose directory exists (a failed disk that is
+// back, or a mirror new to the database).
+func (db *DB) startAutoAttach() {
+	if db.opts.noAutoAttach {
+		return
+	}
+	var ids []int
+	for _, st := range db.heap.Status() {
+		if st.State == mirror.Stale && !st.Detached {
+			if _, err := db.fs.Stat(db.fs.PathDir(st.Path)); err == nil {
+				ids = append(ids, st.ID)
+			}
+		}
+	}
+	if len(ids) == 0 {
+		return
+	}
+	db.bg.Add(1)
+	go func() {
+		defer db.bg.Done()
+		for _, id := range ids {
+			if err := db.AttachReplica(context.Background(), id); err != nil {
+				if errors.Is(err, ErrClosed) {
+					return
+				}
+				db.logger.Warn("automatic attach of a heap replica failed", "replica", id, "err", err)
+			}
+		}
+	}()
+}
+
+// persistReplicas is the heap's OnStateChange: it installs a MANIFEST with
+// the current replica table (same checkpoint), so a replica that went stale
+// is recorded as stale before any log record that relies on that becomes
+// durable (the heap calls it before its Sync returns, and every log sync
+// follows a heap sync).
+func (db *DB) persistReplicas() error {
+	db.repl.manifestMu.Lock()
+	defer db.repl.manifestMu.Unlock()
+	if db.repl.last.seq == 0 {
+		return nil // creating: the first checkpoint records the table
+	}
+	m := db.repl.last
+	m.replicas, m.meta = db.replicaTableLocked()
+	if slices.Equal(m.replicas, db.repl.last.replicas) && slices.Equal(m.meta, db.repl.last.meta) {
+		return nil
+	}
+	return db.installManifestLocked(m)
+}
+
+// replicaTableLocked returns the replica table to record: paths and, unless
+// every replica is in sync, states. REQUIRES: manifestMu.
+func (db *DB) replicaTableLocked() ([]string, []replicaMeta) {
+	sts := db.heap.Status()
+	meta := make([]replicaMeta, len(sts))
+	all := true
+	for i, st := range sts {
+		if st.State != mirror.InSync {
+			all = false
+			meta[i] = replicaMeta{state: st.State, detached: st.Detached, staleLSN: st.StaleLSN}
+		}
+	}
+	if all {
+		meta = nil
+	}
+	return slices.Clone(db.repl.paths), meta
+}
+
+// installManifestLocked writes m as the next MANIFEST and removes the
+// previous one. REQUIRES: manifestMu.
+func (db *DB) installManifestLocked(m manifest) error {
+	prev := db.repl.last.seq
+	m.seq = prev + 1
+	if err := writeFileAtomic(db.fs, db.dir, manifestFileName(m.seq), m.encode(db.id)); err != nil {
+		return fmt.Errorf("heapkv: install manifest: %w", err)
+	}
+	db.repl.last = m
+	if prev != 0 {
+		if err := db.fs.Remove(db.fs.PathJoin(db.dir, manifestFileName(prev))); err != nil {
+			db.logger.Warn("removing the previous MANIFEST", "err", err)
+		}
+	}
+	return nil
+}
+
+// replicaPath turns a path from the replica table into a file path.
+func (db *DB) replicaPath(p string) string {
+	if filepath.IsAbs(p) {
+		return p
+	}
+	return db.fs.PathJoin(db.dir, p)
+}
+
+// mirrorPath returns how the replica table records a mirror directory's
+// heap file.
+func mirrorPath(dir string) string { return filepath.Join(dir, heapFileName) }
+
+// repairRead is readValue's way out when the first in-sync replica's copy
+// of a value cannot be read or fails its checksum: it reads the other
+// in-sync replicas, returns (in buf, of length p.storedLen) the first copy
+// whose checksum matches, and rewrites every bad copy with it. With no good
+// copy the error wraps ErrCorrupt (or is the read error, if no copy could
+// be read at all): never wrong bytes. With a single in-sync replica it
+// returns cause.
+func (db *DB) repairRead(key []byte, p *pointer, buf []byte, cause error) ([]byte, error) {
+	if db.heap.InSync() < 2 {
+		return nil, cause
+	}
+	data, res, err := db.readCopies(p, false)
+	if err != nil {
+		if len(res.Unreadable) == res.Copies && res.Copies > 0 {
+			return nil, fmt.Errorf("heapkv: get %q: every copy is unreadable: %w", key, err)
+		}
+		return nil, fmt.Errorf("%w: value of key %q at %v (written at LSN %d): no replica holds a good copy (%v); first error: %v",
+			ErrCorrupt, key, p.extents, p.lsn, err, cause)
+	}
+	db.repl.readRepairs.Add(int64(len(res.Repaired)))
+	db.logger.Warn("served a heap value from another replica", "key", fmt.Sprintf("%q", key), "cause", cause,
+		"source", res.Source, "repaired", fmt.Sprint(res.Repaired))
+	copy(buf, data)
+	return buf[:p.storedLen], nil
+}
+
+// readCopies reads the blocks of p, verified against its checksum, through
+// mirror.ReadVerified (every in-sync copy if all). The caller must pin p.
+func (db *DB) readCopies(p *pointer, all bool) ([]byte, mirror.Verified, error) {
+	ranges := make([]mirror.Range, len(p.extents))
+	total := 0
+	for i, e := range p.extents {
+		ranges[i] = mirror.Range{Block: e.Start, Blocks: int(e.Len)}
+		total += int(e.Len)
+	}
+	buf := make([]byte, total*db.geom.BlockSize)
+	if uint64(len(buf)) < p.storedLen {
+		return nil, mirror.Verified{Source: -1}, fmt.Errorf("%w: pointer of %d bytes in %d blocks", ErrCorrupt, p.storedLen, total)
+	}
+	check := func(b []byte) bool { return crcOf(b[:p.storedLen]) == p.crc }
+	res, err := db.heap.ReadVerified(buf, ranges, check, all)
+	return buf, res, err
+}
+
+// verifyValue checks that a heap value is intact, on every in-sync
+// replica: bad copies are repaired from a good one. Recovery uses it for
+// values of records the log does not prove durable.
+func (db *DB) verifyValue(key []byte, p *pointer) error {
+	if db.heap.InSync() < 2 {
+		_, err := db.readValue(key, p)
+		return err
+	}
+	if _, _, err := db.readCopies(p, true); err != nil {
+		return fmt.Errorf("%w: value of key %q at %v (written at LSN %d): %w", ErrCorrupt, key, p.extents, p.lsn, err)
+	}
+	return nil
+}
+
+// openHeap opens the replicas the MANIFEST lists, and the mirrors in
+// Options.Mirrors that it does not (as new, stale replicas: they get a full
+// copy when attached), with the tracking state of the checkpoint.
+func (db *DB) openHeap(m manifest, manifestName string) error {
+	db.repl.paths = slices.Clone(m.replicas)
+	specs := make([]mirror.ReplicaSpec, len(m.replicas))
+	for i, p := range m.replicas {
+		specs[i] = mirror.ReplicaSpec{Path: db.replicaPath(p)}
+		if m.meta != nil {
+			specs[i].State, specs[i].StaleLSN, specs[i].Detached = m.meta[i].state, m.meta[i].staleLSN, m.meta[i].detached
+		}
+	}
+	for _, d := range db.opts.Mirrors {
+		if p := mirrorPath(d); !slices.Contains(db.repl.paths, p) {
+			db.logger.Info("adding a heap mirror", "path", db.replicaPath(p), "replica", len(db.repl.paths))
+			db.repl.paths = append(db.repl.paths, p)
+			specs = append(specs, mirror.ReplicaSpec{Path: db.replicaPath(p), State: mirror.Stale})
+		}
+	}
+	var tracking []byte
+	if m.tracking {
+		name := trackingFileName(m.checkpointLSN)
+		b, err := readFile(db.fs, db.fs.PathJoin(db.dir, name), 1<<40)
+		if err != nil {
+			// It only saves copying: stale replicas fall back to the log
+			// or to a full copy.
+			db.logger.Warn("cannot read the replica tracking state", "file", name, "err", err)
+		}
+		tracking = b
+	}
+	var err error
+	db.heap, err = mirror.Open(db.heapConfig(), mirror.OpenOptions{
+		Replicas:   specs,
+		DurableLSN: m.checkpointLSN,
+		Tracking:   tracking,
+	})
+	if err != nil {
+		// The MANIFEST and the heap disagree (or a replica is damaged or
+		// foreign): name both.
+		return fmt.Errorf("%w: heap (listed in %s): %w", ErrCorrupt, manifestName, err)
+	}
+	return nil
+}
+
+// makeMirrorDirs creates the directories of mirrors new to the database.
+// The directory of a replica already in the table is never created: if its
+// disk is not mounted, creating it would put the replica on the wrong disk.
+func (db *DB) makeMirrorDirs() error {
+	for _, p := range db.repl.paths[len(db.repl.last.replicas):] {
+		if err := mkdirAllSynced(db.fs, db.fs.PathDir(db.replicaPath(p))); err != nil {
+			return fmt.Errorf("heapkv: create mirror directory of %s: %w", p, err)
+		}
+	}
+	return nil
+}
+
+// newMirrorPaths returns the replica table of a new database: the heap in
+// the database directory and one per Options.Mirrors, refusing a mirror
+// directory that already holds a heap file.
+func (db *DB) newMirrorPaths() ([]string, error) {
+	paths := []string{heapFileName}
+	for _, d := range db.opts.Mirrors {
+		p := mirrorPath(d)
+		if _, err := db.fs.Stat(db.replicaPath(p)); err == nil {
+			return nil, fmt.Errorf("%w: mirror %s already holds a heap file (of another database?); give an empty directory", ErrCorrupt, db.replicaPath(p))
+		}
+		paths = append(paths, p)
+	}
+	return paths, nil
+}
+
+// isMirrorDir reports whether name, an entry of the database directory,
+// is (or contains) the directory of one of Options.Mirrors.
+func (db *DB) isMirrorDir(name string) bool {
+	for _, d := range db.opts.Mirrors {
+		if !filepath.IsAbs(d) && strings.SplitN(filepath.ToSlash(filepath.Clean(d)), "/", 2)[0] == name {
+			return true
+		}
+	}
+	return false
+}
+
+// removeHalfCreatedMirrors removes the mirror heap files that an
+// interrupted creation made: those whose header names the database ID in
+// the CREATING marker.
+func (db *DB) removeHalfCreatedMirrors() error {
+	id, err := readFile(db.fs, db.fs.PathJoin(db.dir, creatingFileName), 64)
+	if err != nil || len(id) != len(db.id) {
+		return nil // an older marker, or none: nothing of ours to find
+	}
+	for _, d := range db.opts.Mirrors {
+		p := db.replicaPath(mirrorPath(d))
+		f, err := db.fs.Open(p)
+		if err != nil {
+			continue
+		}
+		b := make([]byte, filehdr.Size)
+		_, err = f.ReadAt(b, 0)
+		f.Close()
+		if err != nil {
+			continue
+		}
+		if h, err := filehdr.Decode(b); err == nil && h.Kind == filehdr.KindHeap && string(h.DBID[:]) == string(id) {
+			if err := db.fs.Remove(p); err != nil {
+				return fmt.Errorf("heapkv: remove half-created mirror %s: %w", p, err)
+			}
+		}
+	}
+	return nil
+}

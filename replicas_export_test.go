@@ -1,0 +1,30 @@
+package heapkv
+
+import "fmt"
+
+// SetNoAutoAttach makes Open leave stale replicas alone, so that a test
+// decides when to attach them.
+func SetNoAutoAttach(o *Options) { o.noAutoAttach = true }
+
+// ValueBlocks returns the heap blocks that hold key's value, in order (nil
+// for an inline value).
+func ValueBlocks(db *DB, key []byte) ([]uint64, error) {
+	raw, closer, err := db.index.Get(key)
+	if err != nil {
+		return nil, err
+	}
+	defer closer.Close()
+	e, err := decodeEntry(raw, db.geom.BlockSize, db.geom.SegmentBlocks)
+	if err != nil {
+		return nil, fmt.Errorf("key %q: %w", key, err)
+	}
+	var out []uint64
+	if e.isHeap {
+		for _, x := range e.ptr.extents {
+			for b := x.Start; b < x.End(); b++ {
+				out = append(out, b)
+			}
+		}
+	}
+	return out, nil
+}

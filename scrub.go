@@ -1,0 +1,232 @@
+package heapkv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// ScrubReport is what Scrub found and fixed.
+type ScrubReport struct {
+	Values        int64 // heap values verified
+	Copies        int64 // copies read: one per value and in-sync replica
+	BytesRead     int64 // bytes read over all copies
+	BadCopies     int64 // copies that failed their checksum or could not be read
+	ReadErrors    int64 // the bad copies that could not be read at all
+	Repaired      int64 // bad copies rewritten from a good copy
+	Unrecoverable int64 // values with no good copy: reading them fails with ErrCorrupt
+	Replicas      []ScrubReplicaReport
+	Problems      []string // the first maxProblems values with no good copy
+	Duration      time.Duration
+}
+
+// ScrubReplicaReport is what Scrub found on one replica.
+type ScrubReplicaReport struct {
+	ID        int
+	BadCopies int64
+	Repaired  int64
+}
+
+// String summarises the report.
+func (r *ScrubReport) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "values %d, copies %d (%d bytes) in %v\n", r.Values, r.Copies, r.BytesRead, r.Duration.Round(time.Millisecond))
+	fmt.Fprintf(&b, "bad copies %d (unreadable %d), repaired %d, unrecoverable values %d", r.BadCopies, r.ReadErrors, r.Repaired, r.Unrecoverable)
+	for _, p := range r.Problems {
+		fmt.Fprintf(&b, "\n  %s", p)
+	}
+	return b.String()
+}
+
+// scrubProgress is the progress of the running (or last) scrub, for Stats.
+type scrubProgress struct {
+	running atomic.Bool
+	values  atomic.Int64
+	bytes   atomic.Int64
+}
+
+// scrubBatchValues bounds how many values one index snapshot (and pin)
+// covers, so that a long scrub does not hold freed space back for long.
+const scrubBatchValues = 4096
+
+// ErrScrubRunning is returned by Scrub while another scrub runs.
+var ErrScrubRunning = errors.New("heapkv: a scrub is already running")
+
+// Scrub verifies every live heap value on every in-sync replica, reading
+// the replica files themselves (never a cache): each copy whose checksum
+// fails or that cannot be read is rewritten from a good copy. It returns
+// what it found; the error wraps ErrCorrupt if some value has no good copy
+// left (the report names them). Writes go on meanwhile; each batch of
+// values is checked as of one moment, and values written after a batch
+// was taken are checked only if a later batch reaches them. Options.ScrubRate
+// paces the reads; Stats reports progress. ctx cancels it, and so does
+// Close.
+func (db *DB) Scrub(ctx context.Context) (*ScrubReport, error) {
+	if err := db.enter(); err != nil {
+		return nil, err
+	}
+	db.bg.Add(1)
+	db.leave()
+	defer db.bg.Done()
+	if !db.repl.scrub.running.CompareAndSwap(false, true) {
+		return nil, ErrScrubRunning
+	}
+	defer db.repl.scrub.running.Store(false)
+	db.repl.scrub.values.Store(0)
+	db.repl.scrub.bytes.Store(0)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-db.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+
+	s := scrubber{db: db, ctx: ctx, rep: &ScrubReport{}, pace: pacer{rate: db.opts.ScrubRate, start: time.Now()}}
+	for _, st := range db.heap.Status() {
+		s.rep.Replicas = append(s.rep.Replicas, ScrubReplicaReport{ID: st.ID})
+	}
+	for {
+		done, err := s.batch()
+		if err != nil {
+			select {
+			case <-db.stop:
+				err = fmt.Errorf("%w: scrub stopped: %w", ErrClosed, err)
+			default:
+			}
+			s.rep.Duration = time.Since(s.pace.start)
+			return s.rep, err
+		}
+		if done {
+			break
+		}
+	}
+	rep := s.rep
+	rep.Duration = time.Since(s.pace.start)
+	db.logger.Info("scrub done", "values", rep.Values, "bad_copies", rep.BadCopies, "repaired", rep.Repaired, "unrecoverable", rep.Unrecoverable)
+	if rep.Unrecoverable > 0 {
+		return rep, fmt.Errorf("%w: scrub found %d values with no good copy; first: %s", ErrCorrupt, rep.Unrecoverable, rep.Problems[0])
+	}
+	return rep, nil
+}
+
+// scrubber is one Scrub call.
+type scrubber struct {
+	db   *DB
+	ctx  context.Context
+	rep  *ScrubReport
+	pace pacer
+	next []byte // the first key of the next batch; nil before the first
+}
+
+// batch verifies up to scrubBatchValues values from s.next on, under one
+// index snapshot and pin. done means the index is exhausted.
+func (s *scrubber) batch() (done bool, err error) {
+	db := s.db
+	db.commitMu.Lock()
+	snap := db.index.NewSnapshot()
+	tok := db.pins.pin(db.appliedLSN)
+	db.commitMu.Unlock()
+	defer db.pins.unpin(tok)
+	defer snap.Close()
+	it, err := snap.NewIter(nil)
+	if err != nil {
+		return false, fmt.Errorf("heapkv: scrub: %w", err)
+	}
+	defer it.Close()
+	valid := false
+	if s.next == nil {
+		valid = it.First()
+	} else {
+		valid = it.SeekGE(s.next)
+	}
+	bs := int64(db.geom.BlockSize)
+	for n := 0; valid; valid = it.Next() {
+		if err := s.ctx.Err(); err != nil {
+			return false, err
+		}
+		key := it.Key()
+		raw, err := it.ValueAndErr()
+		if err != nil {
+			return false, fmt.Errorf("heapkv: scrub: index value of %q: %w", key, err)
+		}
+		e, err := decodeEntry(raw, db.geom.BlockSize, db.geom.SegmentBlocks)
+		if err != nil {
+			s.problem("key %q: undecodable index entry: %v", key, err)
+			continue
+		}
+		if !e.isHeap {
+			continue
+		}
+		var blocks int64
+		for _, x := range e.ptr.extents {
+			blocks += int64(x.Len)
+		}
+		if err := s.pace.wait(s.ctx, blocks*bs*int64(max(db.heap.InSync(), 1))); err != nil {
+			return false, err
+		}
+		_, res, err := db.readCopies(&e.ptr, true)
+		r := s.rep
+		r.Values++
+		r.Copies += int64(res.Copies)
+		r.BytesRead += res.BytesRead
+		r.BadCopies += int64(len(res.Bad))
+		r.ReadErrors += int64(len(res.Unreadable))
+		r.Repaired += int64(len(res.Repaired))
+		for _, id := range res.Bad {
+			r.Replicas[id].BadCopies++
+		}
+		for _, id := range res.Repaired {
+			r.Replicas[id].Repaired++
+		}
+		db.repl.scrub.values.Add(1)
+		db.repl.scrub.bytes.Add(res.BytesRead)
+		if err != nil {
+			s.problem("key %q at %v (written at LSN %d): %v", key, e.ptr.extents, e.ptr.lsn, err)
+		}
+		if n++; n >= scrubBatchValues {
+			s.next = append(append(s.next[:0], key...), 0)
+			return false, nil
+		}
+	}
+	return true, it.Error()
+}
+
+func (s *scrubber) problem(format string, args ...any) {
+	s.rep.Unrecoverable++
+	if len(s.rep.Problems) < maxProblems {
+		s.rep.Problems = append(s.rep.Problems, fmt.Sprintf(format, args...))
+	}
+}
+
+// pacer paces reads or copies at rate bytes per second (0: no limit).
+type pacer struct {
+	rate  int64
+	start time.Time
+	bytes int64
+}
+
+func (p *pacer) wait(ctx context.Context, n int64) error {
+	if p.rate <= 0 {
+		return nil
+	}
+	due := p.start.Add(time.Duration(float64(p.bytes) / float64(p.rate) * float64(time.Second)))
+	p.bytes += n
+	d := time.Until(due)
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
