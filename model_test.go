@@ -1,0 +1,680 @@
+// Model-based tests: DESIGN "How it is tested" (random operation sequences
+// against a map model, with reopens), invariants 5 and 7, and the space
+// promise of the heap (freed blocks come back without any GC).
+//
+//	go test -race -run TestModel -count=1 .
+//	go test -run TestModel -count=1 -heapkv.modelsteps=200000 .   (longer)
+package heapkv_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"flag"
+	"fmt"
+	"hash/crc32"
+	"log/slog"
+	"maps"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/heapkv/heapkv"
+)
+
+var modelStepsFlag = flag.Int("heapkv.modelsteps", 0,
+	"random operations per option set in TestModelRandom (0: 2000, or 500 with -short)")
+
+var modelLogger = slog.New(slog.DiscardHandler)
+
+const modelKeys = 48
+
+func modelKey(i int) string { return fmt.Sprintf("m%03d", i) }
+
+// modelConfig is one option set TestModelRandom runs.
+type modelConfig struct {
+	name    string
+	opts    heapkv.Options
+	onDisk  bool // t.TempDir() instead of a MemFS
+	stepDiv int  // run steps/stepDiv operations (fsyncs on disk are slow)
+}
+
+func modelConfigs() []modelConfig {
+	tiny := heapkv.Options{BlockSize: 512, SegmentSize: 64 * 512, InlineThreshold: 64, Cursors: 2,
+		LogSegmentSize: 64 << 10, IndexMemTableSize: 1 << 20, Logger: modelLogger}
+	memtables := heapkv.Options{IndexMemTableSize: 1 << 20, InlineThreshold: 8 << 10, LogSegmentSize: 64 << 10,
+		CheckpointLogBytes: 512 << 10, Logger: modelLogger}
+	inlineAll := heapkv.Options{InlineThreshold: heapkv.MaxValueSize, IndexMemTableSize: 1 << 20, Logger: modelLogger}
+	heapAll := heapkv.Options{InlineThreshold: -1, BlockSize: 512, SegmentSize: 256 * 512, Logger: modelLogger}
+	compressed := heapkv.Options{InlineThreshold: -1, BlockSize: 512, SegmentSize: 64 * 512,
+		Compression: heapkv.CodecS2, ValueCacheSize: -1, Logger: modelLogger}
+	return []modelConfig{
+		{name: "tinySegments", opts: tiny},
+		{name: "tinyMemtables", opts: memtables},
+		{name: "inlineEverything", opts: inlineAll},
+		{name: "heapEverything", opts: heapAll},
+		{name: "compressedNoCache", opts: compressed},
+		{name: "default", opts: heapkv.Options{Logger: modelLogger}},
+		{name: "tinySegmentsOnDisk", opts: tiny, onDisk: true, stepDiv: 4},
+	}
+}
+
+// modelValue returns n bytes: random, or (half the time) a short random
+// pattern repeated, which compresses.
+func modelValue(rng *rand.Rand, n int) []byte {
+	b := make([]byte, n)
+	if rng.IntN(2) == 0 {
+		for i := 0; i < n; i += 8 {
+			v := rng.Uint64()
+			for j := i; j < min(i+8, n); j++ {
+				b[j] = byte(v)
+				v >>= 8
+			}
+		}
+		return b
+	}
+	pat := make([]byte, 1+rng.IntN(16))
+	for i := range pat {
+		pat[i] = byte(rng.Uint32())
+	}
+	for i := range b {
+		b[i] = pat[i%len(pat)]
+	}
+	if n > 0 {
+		b[rng.IntN(n)] ^= 0x5a // no two values alike
+	}
+	return b
+}
+
+// modelSize draws a value size: empty, small, up to three blocks, a few
+// more blocks, and now and then a few hundred KiB.
+func modelSize(rng *rand.Rand, blockSize int) int {
+	switch r := rng.IntN(1000); {
+	case r < 50:
+		return 0
+	case r < 250:
+		return 1 + rng.IntN(64)
+	case r < 940:
+		return rng.IntN(3*blockSize + 1)
+	case r < 995:
+		return 3*blockSize + rng.IntN(8*blockSize)
+	default:
+		return 100<<10 + rng.IntN(300<<10)
+	}
+}
+
+// modelDB is a database under test and its model.
+type modelDB struct {
+	t     *testing.T
+	name  string
+	dir   string
+	opts  heapkv.Options
+	db    *heapkv.DB
+	model map[string][]byte
+	keys  []string // every key the test may touch
+}
+
+func (m *modelDB) open() {
+	m.t.Helper()
+	db, err := heapkv.Open(m.dir, &m.opts)
+	if err != nil {
+		m.t.Fatalf("%s: open: %v", m.name, err)
+	}
+	m.db = db
+}
+
+func (m *modelDB) reopen() {
+	m.t.Helper()
+	if err := m.db.Close(); err != nil {
+		m.t.Fatalf("%s: close: %v", m.name, err)
+	}
+	m.open()
+	m.verifyAll("after reopen")
+}
+
+// get compares one key with the model.
+func (m *modelDB) get(db interface {
+	Get([]byte) ([]byte, error)
+}, model map[string][]byte, k, when string) {
+	m.t.Helper()
+	got, err := db.Get([]byte(k))
+	want, ok := model[k]
+	switch {
+	case !ok && !errors.Is(err, heapkv.ErrNotFound):
+		m.t.Fatalf("%s %s: Get(%q) = %d bytes, %v; want ErrNotFound", m.name, when, k, len(got), err)
+	case ok && err != nil:
+		m.t.Fatalf("%s %s: Get(%q): %v; want %d bytes", m.name, when, k, err, len(want))
+	case ok && !bytes.Equal(got, want):
+		m.t.Fatalf("%s %s: Get(%q) = %d bytes, want %d bytes (contents differ)", m.name, when, k, len(got), len(want))
+	}
+}
+
+// scan compares a full Scan with the model.
+func (m *modelDB) scan(when string) {
+	m.t.Helper()
+	var err error
+	var keys []string
+	for k, v := range m.db.Scan(nil, &err) {
+		keys = append(keys, string(k))
+		if want, ok := m.model[string(k)]; !ok || !bytes.Equal(v, want) {
+			m.t.Fatalf("%s %s: Scan yields %q (%d bytes); model has %v, %d bytes", m.name, when, k, len(v), ok, len(want))
+		}
+	}
+	if err != nil {
+		m.t.Fatalf("%s %s: Scan: %v", m.name, when, err)
+	}
+	if want := slices.Sorted(maps.Keys(m.model)); !slices.Equal(keys, want) {
+		m.t.Fatalf("%s %s: Scan yields %d keys, model has %d", m.name, when, len(keys), len(want))
+	}
+}
+
+// verifyAll compares every key, scans, and checks the allocation invariant
+// and the counters.
+func (m *modelDB) verifyAll(when string) {
+	m.t.Helper()
+	for _, k := range m.keys {
+		m.get(m.db, m.model, k, when)
+	}
+	m.scan(when)
+	rep, err := m.db.Check(context.Background())
+	if err != nil {
+		m.t.Fatalf("%s %s: Check: %v\n%v", m.name, when, err, rep)
+	}
+	if rep.Keys != int64(len(m.model)) {
+		m.t.Fatalf("%s %s: Check counts %d keys, model has %d", m.name, when, rep.Keys, len(m.model))
+	}
+	st, err := m.db.Stats()
+	if err != nil {
+		m.t.Fatalf("%s %s: Stats: %v", m.name, when, err)
+	}
+	if st.Keys != int64(len(m.model)) {
+		m.t.Fatalf("%s %s: Stats().Keys = %d, model has %d", m.name, when, st.Keys, len(m.model))
+	}
+}
+
+// modelSnap is an open snapshot and the model as of it.
+type modelSnap struct {
+	s     *heapkv.Snapshot
+	model map[string][]byte
+}
+
+func TestModelRandom(t *testing.T) {
+	steps := *modelStepsFlag
+	if steps <= 0 {
+		steps = 2000
+		if testing.Short() {
+			steps = 500
+		}
+	}
+	for i, c := range modelConfigs() {
+		t.Run(c.name, func(t *testing.T) {
+			n := steps
+			if c.stepDiv > 0 {
+				n /= c.stepDiv
+			}
+			runModel(t, c, uint64(i)+1, n)
+		})
+	}
+}
+
+func runModel(t *testing.T, c modelConfig, seed uint64, steps int) {
+	rng := rand.New(rand.NewPCG(seed, 0x6d6f64656c))
+	m := &modelDB{t: t, name: c.name, dir: "db", opts: c.opts, model: map[string][]byte{}}
+	if c.onDisk {
+		m.dir = t.TempDir()
+	} else {
+		heapkv.SetFS(&m.opts, vfs.NewMem())
+	}
+	for i := range modelKeys {
+		m.keys = append(m.keys, modelKey(i))
+	}
+	blockSize := c.opts.BlockSize
+	if blockSize == 0 {
+		blockSize = heapkv.DefaultBlockSize
+	}
+	m.open()
+	defer func() {
+		if m.db != nil {
+			m.db.Close()
+		}
+	}()
+	var snap *modelSnap
+	closeSnap := func() {
+		if snap != nil {
+			if err := snap.s.Close(); err != nil {
+				t.Fatalf("snapshot close: %v", err)
+			}
+			snap = nil
+		}
+	}
+	var reopens, checkpoints, batches, snapReads int
+	for i := range steps {
+		key := m.keys[rng.IntN(len(m.keys))]
+		when := fmt.Sprintf("step %d", i)
+		switch r := rng.IntN(1000); {
+		case r < 330: // Put, synced or not
+			v := modelValue(rng, modelSize(rng, blockSize))
+			var err error
+			if rng.IntN(4) == 0 {
+				b := m.db.NewBatch()
+				b.Put([]byte(key), v)
+				err = m.db.Apply(b, &heapkv.WriteOptions{Sync: false})
+			} else {
+				err = m.db.Put([]byte(key), v)
+			}
+			if err != nil {
+				t.Fatalf("%s: Put(%q, %d bytes): %v", when, key, len(v), err)
+			}
+			m.model[key] = v
+		case r < 430: // Delete (the key may be absent)
+			if err := m.db.Delete([]byte(key)); err != nil {
+				t.Fatalf("%s: Delete(%q): %v", when, key, err)
+			}
+			delete(m.model, key)
+		case r < 700: // Get and compare
+			m.get(m.db, m.model, key, when)
+		case r < 800: // batch of several ops, some on the same key
+			b := m.db.NewBatch()
+			next := maps.Clone(m.model)
+			for j := range 2 + rng.IntN(7) {
+				k := m.keys[rng.IntN(len(m.keys))]
+				if j > 0 && rng.IntN(3) == 0 {
+					k = key
+				}
+				key = k
+				if rng.IntN(4) == 0 {
+					b.Delete([]byte(k))
+					delete(next, k)
+				} else {
+					v := modelValue(rng, modelSize(rng, blockSize))
+					b.Put([]byte(k), v)
+					next[k] = v
+				}
+			}
+			if err := m.db.Apply(b, &heapkv.WriteOptions{Sync: rng.IntN(3) > 0}); err != nil {
+				t.Fatalf("%s: Apply(%d ops): %v", when, b.Len(), err)
+			}
+			m.model = next
+			batches++
+		case r < 830: // Sync
+			if err := m.db.Sync(); err != nil {
+				t.Fatalf("%s: Sync: %v", when, err)
+			}
+		case r < 850: // Checkpoint
+			if err := m.db.Checkpoint(); err != nil {
+				t.Fatalf("%s: Checkpoint: %v", when, err)
+			}
+			checkpoints++
+		case r < 870: // take or drop a snapshot
+			closeSnap()
+			if rng.IntN(2) == 0 {
+				s, err := m.db.NewSnapshot()
+				if err != nil {
+					t.Fatalf("%s: NewSnapshot: %v", when, err)
+				}
+				snap = &modelSnap{s: s, model: maps.Clone(m.model)}
+			}
+		case r < 960: // read through the snapshot: old values stay intact
+			if snap != nil {
+				m.get(snap.s, snap.model, key, when+" (snapshot)")
+				snapReads++
+			}
+		case r < 975: // full scan
+			m.scan(when)
+		case r < 985: // Check without reopening
+			m.verifyAll(when)
+		default: // Close and reopen
+			closeSnap()
+			m.reopen()
+			reopens++
+		}
+	}
+	closeSnap()
+	m.verifyAll("at the end")
+	m.reopen()
+	if err := m.db.Close(); err != nil {
+		t.Fatalf("final close: %v", err)
+	}
+	m.db = nil
+	t.Logf("%s: %d steps, %d keys at the end, %d batches, %d checkpoints, %d reopens, %d snapshot reads",
+		c.name, steps, len(m.model), batches, checkpoints, reopens, snapReads)
+}
+
+// modelSelfValue builds a value that names its key and carries its own
+// CRC, so a concurrent reader can tell a torn or foreign value from a good
+// one without a shared model.
+func modelSelfValue(rng *rand.Rand, key string, n int) []byte {
+	body := modelValue(rng, n)
+	b := make([]byte, 0, len(key)+1+len(body)+4)
+	b = append(b, key...)
+	b = append(b, '|')
+	b = append(b, body...)
+	return binary.LittleEndian.AppendUint32(b, crc32.ChecksumIEEE(b))
+}
+
+func modelSelfCheck(key string, v []byte) error {
+	if len(v) < len(key)+5 || string(v[:len(key)]) != key || v[len(key)] != '|' {
+		return fmt.Errorf("value of %q does not name its key", key)
+	}
+	body, sum := v[:len(v)-4], v[len(v)-4:]
+	if binary.LittleEndian.Uint32(sum) != crc32.ChecksumIEEE(body) {
+		return fmt.Errorf("value of %q (%d bytes) fails its checksum", key, len(v))
+	}
+	return nil
+}
+
+// TestModelConcurrent: writers on disjoint key ranges (puts, deletes,
+// batches, NoSync writes), readers (Get, Scan, snapshots) and a
+// checkpointer run at once; every value read must be whole and belong to
+// its key, snapshots must stay frozen, and at the end the database must
+// equal the union of the writers' models, pass Check, and survive a reopen.
+func TestModelConcurrent(t *testing.T) {
+	const writers, readers, keysPer = 4, 2, 24
+	ops := 1000
+	if testing.Short() {
+		ops = 300
+	}
+	opts := heapkv.Options{BlockSize: 512, SegmentSize: 64 * 512, InlineThreshold: 64, Cursors: 3,
+		IndexMemTableSize: 1 << 20, LogSegmentSize: 64 << 10, CheckpointLogBytes: 256 << 10, Logger: modelLogger}
+	heapkv.SetFS(&opts, vfs.NewMem())
+	db, err := heapkv.Open("db", &opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if db != nil {
+			db.Close()
+		}
+	}()
+	key := func(w, i int) string { return fmt.Sprintf("w%d-%03d", w, i) }
+	models := make([]map[string][]byte, writers)
+	var all []string
+	for w := range writers {
+		for i := range keysPer {
+			all = append(all, key(w, i))
+		}
+	}
+
+	var wg sync.WaitGroup
+	errc := make(chan error, writers+readers+1)
+	stop := make(chan struct{})
+	for w := range writers {
+		models[w] = map[string][]byte{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 99))
+			model := models[w]
+			for range ops {
+				k := key(w, rng.IntN(keysPer))
+				var err error
+				switch r := rng.IntN(10); {
+				case r < 5:
+					v := modelSelfValue(rng, k, modelSize(rng, 512))
+					err = db.Put([]byte(k), v)
+					model[k] = v
+				case r < 6:
+					err = db.Delete([]byte(k))
+					delete(model, k)
+				default:
+					b := db.NewBatch()
+					next := maps.Clone(model)
+					for range 1 + rng.IntN(5) {
+						k := key(w, rng.IntN(keysPer))
+						if rng.IntN(4) == 0 {
+							b.Delete([]byte(k))
+							delete(next, k)
+						} else {
+							v := modelSelfValue(rng, k, modelSize(rng, 512))
+							b.Put([]byte(k), v)
+							next[k] = v
+						}
+					}
+					err = db.Apply(b, &heapkv.WriteOptions{Sync: r < 8})
+					model = next
+				}
+				if err != nil {
+					errc <- fmt.Errorf("writer %d: %w", w, err)
+					return
+				}
+				// Read-your-writes for this writer's own key.
+				got, err := db.Get([]byte(k))
+				if want, ok := model[k]; ok && (err != nil || !bytes.Equal(got, want)) {
+					errc <- fmt.Errorf("writer %d: Get(%q) after its write = %d bytes, %v; want %d bytes", w, k, len(got), err, len(want))
+					return
+				} else if !ok && !errors.Is(err, heapkv.ErrNotFound) {
+					errc <- fmt.Errorf("writer %d: Get(%q) after delete: %v", w, k, err)
+					return
+				}
+			}
+			models[w] = model
+		}()
+	}
+	var rwg sync.WaitGroup
+	for r := range readers {
+		rwg.Add(1)
+		go func() {
+			defer rwg.Done()
+			rng := rand.New(rand.NewPCG(uint64(r), 7))
+			for n := 0; ; n++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if err := modelConcurrentRead(db, rng, all, n); err != nil {
+					errc <- fmt.Errorf("reader %d: %w", r, err)
+					return
+				}
+			}
+		}()
+	}
+	rwg.Add(1)
+	go func() { // checkpoints and syncs meanwhile
+		defer rwg.Done()
+		for n := 0; ; n++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			var err error
+			if n%3 == 0 {
+				err = db.Checkpoint()
+			} else {
+				err = db.Sync()
+			}
+			if err != nil {
+				errc <- fmt.Errorf("checkpointer: %w", err)
+				return
+			}
+		}
+	}()
+	wg.Wait()
+	close(stop)
+	rwg.Wait()
+	close(errc)
+	for err := range errc {
+		t.Fatal(err)
+	}
+
+	union := map[string][]byte{}
+	for _, mm := range models {
+		maps.Copy(union, mm)
+	}
+	m := &modelDB{t: t, name: "concurrent", dir: "db", opts: opts, db: db, model: union, keys: all}
+	m.verifyAll("after the concurrent run")
+	m.reopen()
+	if err := m.db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db = nil
+	t.Logf("%d writers x %d ops, %d readers: %d keys at the end", writers, ops, readers, len(union))
+}
+
+// modelConcurrentRead does one reader step: a Get, a Scan, or a snapshot
+// whose reads must not change while writers run.
+func modelConcurrentRead(db *heapkv.DB, rng *rand.Rand, all []string, n int) error {
+	switch n % 8 {
+	case 0: // a snapshot stays frozen
+		s, err := db.NewSnapshot()
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		keys := make([]string, 6)
+		first := make([][]byte, len(keys))
+		for i := range keys {
+			keys[i] = all[rng.IntN(len(all))]
+			v, err := s.Get([]byte(keys[i]))
+			if err != nil && !errors.Is(err, heapkv.ErrNotFound) {
+				return fmt.Errorf("snapshot Get(%q): %w", keys[i], err)
+			}
+			first[i] = v
+		}
+		for range 3 {
+			for i, k := range keys {
+				v, err := s.Get([]byte(k))
+				if err != nil && !errors.Is(err, heapkv.ErrNotFound) {
+					return fmt.Errorf("snapshot Get(%q): %w", k, err)
+				}
+				if !bytes.Equal(v, first[i]) {
+					return fmt.Errorf("snapshot Get(%q) changed from %d to %d bytes while open", k, len(first[i]), len(v))
+				}
+			}
+		}
+		return nil
+	case 1: // a full scan: ordered, and every value whole
+		var err error
+		prev := ""
+		for k, v := range db.Scan(nil, &err) {
+			if string(k) <= prev {
+				return fmt.Errorf("scan out of order: %q after %q", k, prev)
+			}
+			prev = string(k)
+			if err := modelSelfCheck(string(k), v); err != nil {
+				return fmt.Errorf("scan: %w", err)
+			}
+		}
+		return err
+	default:
+		k := all[rng.IntN(len(all))]
+		v, err := db.Get([]byte(k))
+		if errors.Is(err, heapkv.ErrNotFound) {
+			return nil
+		} else if err != nil {
+			return fmt.Errorf("Get(%q): %w", k, err)
+		}
+		return modelSelfCheck(k, v)
+	}
+}
+
+// TestModelOverwriteSpace: overwriting values gives their blocks back
+// without any garbage collection. N heap values are written and then
+// overwritten five times (sizes change every round, so blocks fragment);
+// after a Sync the heap may hold at most 1.3x the live blocks plus a few
+// segments (one per cursor, plus two), where an allocator that never
+// reused freed blocks would hold six times the live data. With synced
+// writes the heap file must stay within the same bound. With NoSync writes
+// freed blocks wait until a sync makes the freeing records durable
+// (invariant 5a), so the file may grow meanwhile, but by no more than about
+// NoSyncFlushBytes (set to 2 MiB here) per sync window; allowed: three
+// windows (a window's frees come back once a later record vouches for it),
+// where frees that waited for the 1 s background sync would let the file
+// grow to six times the live data.
+func TestModelOverwriteSpace(t *testing.T) {
+	t.Run("synced", func(t *testing.T) { modelOverwriteSpace(t, false) })
+	t.Run("noSync", func(t *testing.T) { modelOverwriteSpace(t, true) })
+}
+
+func modelOverwriteSpace(t *testing.T, noSync bool) {
+	const (
+		blockSize = 4096
+		segBlocks = 64
+		cursors   = 4
+		rounds    = 6 // the first write and five overwrites
+	)
+	n := 400
+	if testing.Short() {
+		n = 150
+	}
+	const noSyncFlush = 2 << 20
+	opts := heapkv.Options{BlockSize: blockSize, SegmentSize: segBlocks * blockSize, InlineThreshold: -1,
+		Cursors: cursors, NoSyncFlushBytes: noSyncFlush, Logger: modelLogger}
+	heapkv.SetFS(&opts, vfs.NewMem())
+	db, err := heapkv.Open("db", &opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rng := rand.New(rand.NewPCG(3, 4))
+	model := map[string][]byte{}
+	var written int64
+	for range rounds {
+		for i := range n {
+			k := fmt.Sprintf("v%04d", i)
+			v := modelValue(rng, 1+rng.IntN(4*blockSize)) // 1..4 blocks
+			var err error
+			if noSync {
+				b := db.NewBatch()
+				b.Put([]byte(k), v)
+				err = db.Apply(b, &heapkv.WriteOptions{Sync: false})
+			} else {
+				err = db.Put([]byte(k), v)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			model[k] = v
+			written += int64((len(v) + blockSize - 1) / blockSize * blockSize)
+		}
+	}
+	if err := db.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	var live int64
+	for _, v := range model {
+		live += int64((len(v) + blockSize - 1) / blockSize * blockSize)
+	}
+	st, err := db.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Failed != "" {
+		t.Fatalf("database failed: %s", st.Failed)
+	}
+	seg := int64(segBlocks * blockSize)
+	bound := live*13/10 + (cursors+2)*seg
+	t.Logf("written %d KiB in %d rounds, live %d KiB, heap allocated %d KiB (pending free %d KiB), heap file %d KiB; bound %d KiB",
+		written>>10, rounds, live>>10, st.HeapAllocBytes>>10, st.HeapPendingFree>>10, st.HeapFileBytes>>10, bound>>10)
+	if st.HeapAllocBytes > bound {
+		t.Errorf("heap holds %d bytes allocated for %d live bytes: more than 1.3x live + %d segments (%d); freed blocks are not coming back",
+			st.HeapAllocBytes, live, cursors+2, bound)
+	}
+	fileBound := bound + blockSize // the header block
+	if noSync {
+		fileBound += 3 * noSyncFlush
+	}
+	if st.HeapFileBytes > fileBound {
+		t.Errorf("heap file grew to %d bytes for %d live bytes (bound %d): freed blocks came back too late", st.HeapFileBytes, live, fileBound)
+	}
+	if st.HeapLiveBytes != live {
+		t.Errorf("Stats().HeapLiveBytes = %d, the live values occupy %d bytes", st.HeapLiveBytes, live)
+	}
+	rep, err := db.Check(context.Background())
+	if err != nil {
+		t.Fatalf("Check: %v\n%v", err, rep)
+	}
+	if rep.Keys != int64(len(model)) || rep.ReferencedBlocks*blockSize != live {
+		t.Errorf("Check: %d keys, %d referenced blocks; want %d keys, %d blocks", rep.Keys, rep.ReferencedBlocks, len(model), live/blockSize)
+	}
+	for k, want := range model {
+		got, err := db.Get([]byte(k))
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("Get(%q) = %d bytes, %v; want %d bytes", k, len(got), err, len(want))
+		}
+	}
+}
