@@ -57,21 +57,27 @@ type raValue struct {
 	val []byte // nil: read the ordinary way
 }
 
-func (ra *readahead) close() {
-	if ra.la != nil {
-		ra.la.Close()
-		ra.la = nil
-	}
-	ra.q, ra.qi = nil, 0
-}
+// raArenas recycles batch buffers between iterators: a short range scan
+// would otherwise touch fresh memory for every batch, which costs more
+// than the reads.
+var raArenas sync.Pool // *[]byte
 
-// drop forgets collected values (the iterator moved other than by Next).
+// close releases the lookahead; the iterator is closing.
+func (ra *readahead) close() { ra.drop() }
+
+// drop forgets collected values (the iterator moved other than by Next, or
+// is closing: the values' slices are no longer valid either way) and
+// recycles the buffer.
 func (ra *readahead) drop() {
 	if ra.la != nil {
 		ra.la.Close()
 		ra.la = nil
 	}
-	ra.q, ra.qi, ra.batch = nil, 0, 0
+	if ra.arena != nil && cap(ra.arena) <= 2*raMaxBytes {
+		a := ra.arena[:0]
+		raArenas.Put(&a)
+	}
+	ra.q, ra.qi, ra.batch, ra.arena = nil, 0, 0, nil
 }
 
 // heapValueAhead returns the value of the heap entry ptr at the current
@@ -116,6 +122,11 @@ func (it *Iterator) fillAhead(key []byte) bool {
 		ra.la, ra.laOK = la, la.SeekGE(key)
 	} else if ra.laOK && bytes.Compare(ra.la.Key(), key) < 0 {
 		ra.laOK = ra.la.SeekGE(key)
+	}
+	if ra.arena == nil {
+		if a, ok := raArenas.Get().(*[]byte); ok {
+			ra.arena = *a
+		}
 	}
 	ra.batch = min(max(2*ra.batch, raMinBatch), raMaxBatch)
 	ra.q, ra.qi = ra.q[:0], 0
