@@ -138,8 +138,8 @@ func TestMirrorResyncConcurrentWrites(t *testing.T) {
 	models := make([]map[string][]byte, writers)
 	ctx, stop := context.WithCancel(t.Context())
 	var wg sync.WaitGroup
+	var mu sync.Mutex // guards werr
 	var werr error
-	var mu sync.Mutex
 	for w := range writers {
 		models[w] = map[string][]byte{}
 		wg.Go(func() {

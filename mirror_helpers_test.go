@@ -62,8 +62,6 @@ func (p *pathInjector) heal() {
 	p.rules = nil
 }
 
-var writeKinds = []errorfs.OpKind{errorfs.OpFileWriteAt, errorfs.OpFileSync, errorfs.OpFileSyncData}
-
 // mirrorEnv is a database directory with n-1 mirrors (replica i > 0 lives
 // in db/m<i>).
 type mirrorEnv struct {
@@ -73,6 +71,7 @@ type mirrorEnv struct {
 	fs      vfs.FS
 	mirrors []string
 	rate    int64 // Options.ResyncRate
+	srate   int64 // Options.ScrubRate
 	auto    bool  // let Open attach stale replicas
 
 	model map[string][]byte // what the database must hold
@@ -107,6 +106,7 @@ func (e *mirrorEnv) options() *heapkv.Options {
 		Logger:             slog.New(slog.DiscardHandler),
 		Mirrors:            e.mirrors,
 		ResyncRate:         e.rate,
+		ScrubRate:          e.srate,
 	}
 	heapkv.SetFS(o, e.fs)
 	if !e.auto {

@@ -443,3 +443,58 @@ func TestMirrorAttachCancel(t *testing.T) {
 		t.Fatalf("progress after cancel: %+v", st)
 	}
 }
+
+// The heap in the data directory lost while closed: Open serves from the
+// mirror, and attaching recreates the file with a full copy. With no
+// in-sync replica left, Open fails and names the file.
+func TestMirrorPrimaryLost(t *testing.T) {
+	e := newMirrorEnv(t, 2)
+	db := e.open()
+	for i := range 30 {
+		e.put(db, fmt.Sprintf("k%02d", i))
+	}
+	mustClose(t, db)
+	if err := e.mem.Remove(replicaFile(0)); err != nil {
+		t.Fatal(err)
+	}
+	db = e.open()
+	st := wantState(t, db, 0, heapkv.ReplicaStale)
+	if st.Available || st.FullCopy {
+		t.Fatalf("lost primary: %+v", st)
+	}
+	e.checkModel(db) // from replica 1
+	stats, _ := db.Stats()
+	if st := attach(t, db, 0); !st.LastFullCopy || st.BlocksCopied != stats.HeapAllocBytes/mBS {
+		t.Fatalf("recreated primary: copied %d (full %v), want %d", st.BlocksCopied, st.LastFullCopy, stats.HeapAllocBytes/mBS)
+	}
+	e.checkIdentical(db, 0, 1)
+	mustClose(t, db)
+	e.mem.Remove(replicaFile(0))
+	e.mem.Remove(replicaFile(1))
+	if _, err := heapkv.Open(mdbDir, e.options()); !errors.Is(err, heapkv.ErrCorrupt) || !strings.Contains(err.Error(), "heap is missing") {
+		t.Fatalf("no replica left: %v", err)
+	}
+}
+
+// Scrub is paced by Options.ScrubRate and reports progress in Stats.
+func TestMirrorScrubRate(t *testing.T) {
+	e := newMirrorEnv(t, 3)
+	e.srate = 400 << 10
+	db := e.open()
+	defer mustClose(t, db)
+	for i := range 40 {
+		e.put(db, fmt.Sprintf("k%02d", i))
+	}
+	start := time.Now()
+	rep, err := db.Scrub(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The last value's read may start once all but it are paid for.
+	if least := time.Duration(float64(rep.BytesRead-20<<10) / float64(e.srate) * float64(time.Second)); time.Since(start) < least {
+		t.Fatalf("scrub of %d bytes at %d B/s took %v, want at least %v", rep.BytesRead, e.srate, time.Since(start), least)
+	}
+	if s, _ := db.Stats(); s.ScrubValues != 40 || s.ScrubBytes != rep.BytesRead || s.ScrubRunning {
+		t.Fatalf("stats after scrub: values %d, bytes %d, running %v", s.ScrubValues, s.ScrubBytes, s.ScrubRunning)
+	}
+}

@@ -80,12 +80,12 @@ func (s *Set) Resync(ctx context.Context, id int, o ResyncOptions) (ResyncResult
 	r.copied.Store(0)
 	r.source.Store(int64(res.Source))
 	r.full.Store(res.FullCopy)
-	track, synced := r.track, r.synced
+	track, synced, staleLSN := r.track, r.synced, r.staleLSN
 	s.copiers++
 	s.changedLocked()
 	s.mu.Unlock()
 	s.cfg.Logger.Info("resyncing heap replica", "replica", id, "source", res.Source, "full", res.FullCopy,
-		"stale_lsn", r.staleLSN, "to_copy", func() int64 {
+		"stale_lsn", staleLSN, "to_copy", func() int64 {
 			if track == nil {
 				return -1
 			}
@@ -160,6 +160,10 @@ func (s *Set) copyRun(r *replica, synced *blockSet, b uint64, n int, buf []byte,
 			target = m
 		}
 	}
+	if target.f == nil { // closed meanwhile
+		s.mu.RUnlock()
+		return ErrClosed
+	}
 	stripes := s.lockStripes(b, n)
 	// A foreground write may have updated some blocks meanwhile (they are
 	// synced now), and some may have been freed.
@@ -225,7 +229,7 @@ func (s *Set) readAny(v *view, p []byte, block uint64) error {
 func (s *Set) finishResync(r *replica) error {
 	s.mu.RLock()
 	f := r.f
-	ok := r.state == Resyncing
+	ok := r.state == Resyncing && f != nil
 	s.mu.RUnlock()
 	if !ok {
 		return fmt.Errorf("mirror: replica %d went stale during its resync: %s", r.id, r.cause)
@@ -264,7 +268,7 @@ func (s *Set) abortResync(r *replica, cause error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if r.state == Resyncing {
-		lost := r.f.SyncData() != nil
+		lost := r.f == nil || r.f.SyncData() != nil
 		s.goStaleLocked(r, cause.Error(), lost)
 	}
 	if r.owned {

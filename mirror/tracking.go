@@ -73,7 +73,7 @@ func (s *Set) Capture() ([]byte, error) {
 				e.track = r.track.Clone()
 			}
 			entries = append(entries, e)
-			if r.state == Resyncing {
+			if r.state == Resyncing && r.f != nil {
 				if err := r.f.SyncData(); err != nil {
 					failed = append(failed, failure{r, fmt.Errorf("sync %s: %w", r.path, err)})
 				} else {
