@@ -498,3 +498,45 @@ func TestMirrorScrubRate(t *testing.T) {
 		t.Fatalf("stats after scrub: values %d, bytes %d, running %v", s.ScrubValues, s.ScrubBytes, s.ScrubRunning)
 	}
 }
+
+// A mirror whose disk is gone at Open stays stale (its directory is not
+// created); when it is back, Open attaches it and copies only what it
+// missed.
+func TestMirrorDiskAway(t *testing.T) {
+	e := newMirrorEnv(t, 2)
+	db := e.open()
+	for i := range 30 {
+		e.put(db, fmt.Sprintf("k%02d", i))
+	}
+	mustClose(t, db)
+	if err := e.mem.Rename(mdbDir+"/m1", "away"); err != nil {
+		t.Fatal(err)
+	}
+	e.auto = true
+	db = e.open()
+	st := wantState(t, db, 1, heapkv.ReplicaStale)
+	if st.Available || st.FullCopy {
+		t.Fatalf("mirror away: %+v", st)
+	}
+	changed := map[string]bool{}
+	for i := range 10 {
+		k := fmt.Sprintf("k%02d", i*3)
+		e.put(db, k)
+		changed[k] = true
+	}
+	e.checkModel(db)
+	mustClose(t, db)
+	if _, err := e.mem.Stat(mdbDir + "/m1"); err == nil {
+		t.Fatal("Open created the directory of a known mirror")
+	}
+	if err := e.mem.Rename("away", mdbDir+"/m1"); err != nil {
+		t.Fatal(err)
+	}
+	db = e.open()
+	defer mustClose(t, db)
+	want := len(e.liveBlocks(db, changed))
+	if st := attach(t, db, 1); st.LastFullCopy || st.BlocksCopied != int64(want) {
+		t.Fatalf("mirror back: copied %d blocks (full %v), %d changed", st.BlocksCopied, st.LastFullCopy, want)
+	}
+	e.checkIdentical(db, 0, 1)
+}
