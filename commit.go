@@ -52,6 +52,13 @@ type preparedOp struct {
 	isHeap bool
 	ptr    pointer // for a heap put; lsn is filled in by the leader
 	claim  alloc.Claim
+
+	// old is what the key held as of LSN oldAt, looked up by the writer
+	// before it queued (prefetched), so that the leader need not read the
+	// index under commitMu unless the key changed since (see recentWrites).
+	old        oldValue
+	oldAt      uint64
+	prefetched bool
 }
 
 // committer is the group-commit queue.
@@ -102,6 +109,16 @@ func (db *DB) applyChecked(bops []batchOp, sync bool, check func(lsn uint64) err
 		if err := db.writeHeapValue(p, op.value); err != nil {
 			db.abortClaims(req.ops[:i+1])
 			return fmt.Errorf("heapkv: write value of key %q: %w", op.key, err)
+		}
+	}
+	// Look up what each key holds now, outside commitMu; the leader uses
+	// the answer unless a commit after oldAt wrote the key.
+	tok := db.writePins.pinLoad(&db.lastApplied)
+	defer db.writePins.unpin(tok)
+	for i := range req.ops {
+		p := &req.ops[i]
+		if old, err := db.lookupOld(p.key); err == nil {
+			p.old, p.oldAt, p.prefetched = old, tok.lsn, true
 		}
 	}
 	return db.commit(req)
@@ -206,7 +223,7 @@ func (db *DB) commitGroup(all []*commitReq) {
 		var recFreed []alloc.Extent
 		for j := range r.ops {
 			p := &r.ops[j]
-			old, err := db.oldValue(seen, p.key)
+			old, err := db.oldValue(seen, p)
 			if err != nil {
 				db.abortAll(group)
 				fail(err)
@@ -298,6 +315,7 @@ func (db *DB) commitGroup(all []*commitReq) {
 	}
 	db.appliedLSN = last
 	db.lastApplied.Store(last)
+	db.noteWrites(group, first)
 	db.counters.keys += delta.keys
 	db.counters.inlineBytes += delta.inlineBytes
 	db.counters.heapRawBytes += delta.heapRawBytes
@@ -331,12 +349,49 @@ func (db *DB) abortAll(group []*commitReq) {
 	}
 }
 
-// oldValue returns what key holds now: from earlier ops of the group being
-// committed, else from the index.
-func (db *DB) oldValue(seen map[string]oldValue, key []byte) (oldValue, error) {
-	if v, ok := seen[string(key)]; ok {
+// oldValue returns what p's key holds now: from earlier ops of the group
+// being committed, else from the writer's prefetch if no commit since wrote
+// the key, else from the index.
+// REQUIRES: db.commitMu held.
+func (db *DB) oldValue(seen map[string]oldValue, p *preparedOp) (oldValue, error) {
+	if v, ok := seen[string(p.key)]; ok {
 		return v, nil
 	}
+	if p.prefetched {
+		if at, ok := db.recentWrites[string(p.key)]; !ok || at <= p.oldAt {
+			return p.old, nil
+		}
+	}
+	return db.lookupOld(p.key)
+}
+
+// noteWrites records the LSN of the last write of each key of a committed
+// group, for oldValue's prefetch check, and forgets what no queued writer
+// can need: entries at or below the smallest LSN a writer prefetched at.
+// REQUIRES: db.commitMu held.
+func (db *DB) noteWrites(group []*commitReq, first uint64) {
+	for i, r := range group {
+		for j := range r.ops {
+			db.recentWrites[string(r.ops[j].key)] = first + uint64(i)
+		}
+	}
+	if len(db.recentWrites) < db.recentLimit {
+		return
+	}
+	bound := db.lastApplied.Load()
+	if m, n := db.writePins.min(); n > 0 {
+		bound = min(bound, m)
+	}
+	for k, lsn := range db.recentWrites {
+		if lsn <= bound {
+			delete(db.recentWrites, k)
+		}
+	}
+	db.recentLimit = max(4096, 2*len(db.recentWrites))
+}
+
+// lookupOld reads what key holds in the index.
+func (db *DB) lookupOld(key []byte) (oldValue, error) {
 	raw, closer, err := db.index.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return oldValue{kind: oldAbsent}, nil

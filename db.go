@@ -53,7 +53,14 @@ type DB struct {
 	appendMu sync.Mutex
 	unsynced int64 // log bytes appended since the last sync
 
-	failure     atomic.Pointer[error] // first write-path I/O error; see fail
+	failure atomic.Pointer[error] // first write-path I/O error; see fail
+	// recentWrites maps keys written by recent commits to the LSN of the
+	// last one, so the leader can trust a writer's prefetched old value
+	// (see oldValue). Guarded by commitMu.
+	recentWrites map[string]uint64
+	recentLimit  int     // prune recentWrites when it reaches this size
+	writePins    *pinSet // LSNs writers prefetched at
+
 	lastApplied atomic.Uint64
 	pins        *pinSet
 
@@ -106,14 +113,17 @@ func Open(dir string, opts *Options) (*DB, error) {
 		return nil, err
 	}
 	db := &DB{
-		opts:     o,
-		dir:      dir,
-		fs:       fs,
-		logger:   o.Logger.With("db", dir),
-		lock:     lock,
-		pins:     newPinSet(),
-		ckptKick: make(chan struct{}, 1),
-		stop:     make(chan struct{}),
+		opts:         o,
+		dir:          dir,
+		fs:           fs,
+		logger:       o.Logger.With("db", dir),
+		lock:         lock,
+		pins:         newPinSet(),
+		writePins:    newPinSet(),
+		recentWrites: make(map[string]uint64),
+		recentLimit:  4096,
+		ckptKick:     make(chan struct{}, 1),
+		stop:         make(chan struct{}),
 	}
 	db.blockPool.New = func() any { b := make([]byte, db.geom.BlockSize); return &b }
 	if db.encoder, err = newEncoder(o.Compression, o.CompressionLevel); err != nil {

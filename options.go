@@ -25,7 +25,7 @@ const (
 	DefaultSegmentSize        = 8 << 20
 	DefaultInlineThreshold    = 2048
 	DefaultLogSegmentSize     = 64 << 20
-	DefaultCheckpointLogBytes = 256 << 20
+	DefaultCheckpointLogBytes = 64 << 20
 	DefaultIndexCacheSize     = 64 << 20
 	DefaultIndexMemTableSize  = 32 << 20
 	DefaultNoSyncFlushBytes   = 16 << 20
@@ -69,7 +69,7 @@ type Options struct {
 
 	// CheckpointLogBytes is how much log may accumulate before a background
 	// checkpoint bounds recovery time and deletes old log files. Default
-	// 256 MiB. Negative disables automatic checkpoints.
+	// 64 MiB. Negative disables automatic checkpoints.
 	CheckpointLogBytes int64
 
 	// IndexCacheSize is the size in bytes of the index's block cache.

@@ -50,6 +50,19 @@ func (p *pinSet) pin(lsn uint64) pinToken {
 	return pinToken{shard: i, lsn: lsn}
 }
 
+// pinLoad pins the value of v, loading it while holding the shard's lock,
+// so that a concurrent min either counts this pin or started its scan of
+// the shard before the load (and so saw a v no larger than this one).
+func (p *pinSet) pinLoad(v *atomic.Uint64) pinToken {
+	i := p.next.Add(1) % uint32(len(p.shards))
+	s := &p.shards[i]
+	s.mu.Lock()
+	lsn := v.Load()
+	s.counts[lsn]++
+	s.mu.Unlock()
+	return pinToken{shard: i, lsn: lsn}
+}
+
 func (p *pinSet) unpin(t pinToken) {
 	s := &p.shards[t.shard]
 	s.mu.Lock()
