@@ -2,6 +2,13 @@ package heapkv
 
 import "fmt"
 
+// Limits on one Batch (one log record). Values stored in the heap count
+// only their pointer towards MaxBatchBytes.
+const (
+	MaxBatchOps   = 100_000
+	MaxBatchBytes = 96 << 20
+)
+
 // Batch collects writes that Apply commits atomically, as one log record:
 // after a crash either all of them are present or none. A Batch copies the
 // keys and values it is given, so callers may reuse their buffers. The zero

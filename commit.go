@@ -90,6 +90,19 @@ func (db *DB) applyChecked(bops []batchOp, sync bool, check func(lsn uint64) err
 	if len(bops) == 0 {
 		return nil
 	}
+	if len(bops) > MaxBatchOps {
+		return fmt.Errorf("%w: %d writes (limit %d)", ErrBatchTooLarge, len(bops), MaxBatchOps)
+	}
+	var recordBytes int
+	for _, op := range bops {
+		recordBytes += len(op.key) + 64
+		if len(op.value) <= db.opts.InlineThreshold {
+			recordBytes += len(op.value)
+		}
+	}
+	if recordBytes > MaxBatchBytes {
+		return fmt.Errorf("%w: about %d bytes of keys and inline values (limit %d)", ErrBatchTooLarge, recordBytes, MaxBatchBytes)
+	}
 	if err := db.enter(); err != nil {
 		return err
 	}

@@ -76,3 +76,22 @@ func TestBadInput(t *testing.T) {
 	_, err = heapkv.Open(t.TempDir(), &heapkv.Options{BlockSize: 1000})
 	require.True(t, errors.Is(err, heapkv.ErrInvalidOptions), err)
 }
+
+func TestBatchTooLarge(t *testing.T) {
+	db, err := heapkv.Open(t.TempDir(), &heapkv.Options{NoSync: true})
+	require.NoError(t, err)
+	defer db.Close()
+	b := db.NewBatch()
+	v := bytes.Repeat([]byte("x"), 2000) // inline
+	for i := 0; i < 50_000; i++ {
+		b.Put([]byte(fmt.Sprintf("k%06d", i)), v)
+	}
+	require.ErrorIs(t, db.Apply(b, nil), heapkv.ErrBatchTooLarge)
+	// The database is not failed by it.
+	require.NoError(t, db.Put([]byte("after"), []byte("ok")))
+	b.Reset()
+	for i := 0; i < heapkv.MaxBatchOps+1; i++ {
+		b.Delete([]byte(fmt.Sprintf("k%06d", i)))
+	}
+	require.ErrorIs(t, db.Apply(b, nil), heapkv.ErrBatchTooLarge)
+}

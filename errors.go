@@ -18,6 +18,11 @@ var (
 	// ErrValueTooLarge is returned for values longer than MaxValueSize.
 	ErrValueTooLarge = errors.New("heapkv: value too large")
 
+	// ErrBatchTooLarge is returned by Apply for a batch of more than
+	// MaxBatchOps writes or MaxBatchBytes of keys and inline values: its
+	// log record would exceed what the log accepts.
+	ErrBatchTooLarge = errors.New("heapkv: batch too large")
+
 	// ErrClosed is returned by every method called after Close.
 	ErrClosed = errors.New("heapkv: database closed")
 
