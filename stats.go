@@ -2,22 +2,28 @@ package heapkv
 
 import (
 	"fmt"
+	"strings"
 	"time"
+
+	"github.com/heapkv/heapkv/internal/filehdr"
 )
 
 // Stats is a point-in-time summary of a database. Byte counts are bytes.
 type Stats struct {
-	Keys            int64 // live keys
-	InlineBytes     int64 // value bytes stored inline in the index
-	HeapValueBytes  int64 // value bytes of heap values (before compression)
-	HeapStoredBytes int64 // bytes those values occupy in the heap (after compression)
-	HeapLiveBytes   int64 // heap blocks referenced by live values, in bytes
-	HeapAllocBytes  int64 // heap blocks allocated (live + deferred frees + in-flight writes), in bytes
-	HeapPendingFree int64 // heap bytes freed but not yet reusable (invariant 5)
-	HeapFileBytes   int64 // heap file size: header block plus every segment
-	HeapSegments    int   // segments in the heap
-	LogBytes        int64 // bytes in log files on disk
-	LogFiles        int   // log files on disk
+	FormatVersion   uint32 // on-disk format version
+	BlockSize       int    // heap block size in bytes, fixed at creation
+	SegmentSize     int64  // heap segment size in bytes, fixed at creation
+	Keys            int64  // live keys
+	InlineBytes     int64  // value bytes stored inline in the index
+	HeapValueBytes  int64  // value bytes of heap values (before compression)
+	HeapStoredBytes int64  // bytes those values occupy in the heap (after compression)
+	HeapLiveBytes   int64  // heap blocks referenced by live values, in bytes
+	HeapAllocBytes  int64  // heap blocks allocated (live + deferred frees + in-flight writes), in bytes
+	HeapPendingFree int64  // heap bytes freed but not yet reusable (invariant 5)
+	HeapFileBytes   int64  // heap file size: header block plus every segment
+	HeapSegments    int    // segments in the heap
+	LogBytes        int64  // bytes in log files on disk
+	LogFiles        int    // log files on disk
 	LSN             uint64
 	CheckpointLSN   uint64
 	Checkpoints     int64 // checkpoints written by this handle
@@ -82,6 +88,9 @@ func (db *DB) Stats() (Stats, error) {
 	s.HeapPendingFree = db.frees.bytes
 	s.LSN = db.appliedLSN
 	db.commitMu.Unlock()
+	s.FormatVersion = filehdr.Version
+	s.BlockSize = db.geom.BlockSize
+	s.SegmentSize = db.geom.SegmentBytes()
 	s.Keys, s.InlineBytes, s.HeapValueBytes, s.HeapStoredBytes = c.keys, c.inlineBytes, c.heapRawBytes, c.heapStoredBytes
 	bs := int64(db.geom.BlockSize)
 	as := db.alloc.Stats()
@@ -103,14 +112,6 @@ func (db *DB) Stats() (Stats, error) {
 		s.AvgGroupSize = float64(s.Commits) / float64(s.CommitGroups)
 	}
 	s.Gets = db.stats.gets.Load()
-	s.HeapValuesWritten = db.codecStats.values.Load()
-	s.HeapWrittenBytes = db.codecStats.rawBytes.Load()
-	s.HeapWrittenStored = db.codecStats.stored.Load()
-	s.HeapValuesCompressed = db.codecStats.compressed.Load()
-	if vc := db.vcache; vc != nil {
-		s.ValueCacheHits, s.ValueCacheMisses = vc.hits.Load(), vc.misses.Load()
-		s.ValueCacheEvictions, s.ValueCacheBytes = vc.evictions.Load(), vc.bytes()
-	}
 	db.readerStats(&s)
 	s.HeapValuesWritten = db.codecStats.values.Load()
 	s.HeapWrittenBytes = db.codecStats.rawBytes.Load()
@@ -134,23 +135,31 @@ func (db *DB) Stats() (Stats, error) {
 
 // String formats the stats as aligned lines.
 func (s Stats) String() string {
-	return fmt.Sprintf(`keys               %d
-inline bytes       %d
-heap value bytes   %d (stored %d)
-heap live bytes    %d
-heap alloc bytes   %d (pending free %d)
-heap file bytes    %d (%d segments)
-log bytes          %d (%d files)
-index bytes        %d
-lsn                %d (checkpoint %d, %d checkpoints)
-commits            %d in %d groups (avg %.2f)
-fsyncs             %d
-gets               %d
-heap values written %d (%d bytes, stored %d; %d compressed)
-value cache        %d hits, %d misses, %d evictions, %d bytes`,
-		s.Keys, s.InlineBytes, s.HeapValueBytes, s.HeapStoredBytes, s.HeapLiveBytes, s.HeapAllocBytes, s.HeapPendingFree,
-		s.HeapFileBytes, s.HeapSegments, s.LogBytes, s.LogFiles, s.IndexBytes,
-		s.LSN, s.CheckpointLSN, s.Checkpoints, s.Commits, s.CommitGroups, s.AvgGroupSize, s.Fsyncs, s.Gets,
-		s.HeapValuesWritten, s.HeapWrittenBytes, s.HeapWrittenStored, s.HeapValuesCompressed,
-		s.ValueCacheHits, s.ValueCacheMisses, s.ValueCacheEvictions, s.ValueCacheBytes)
+	var b strings.Builder
+	line := func(name, format string, args ...any) {
+		fmt.Fprintf(&b, "%-18s "+format+"\n", append([]any{name}, args...)...)
+	}
+	line("format", "v%d, %d-byte blocks, %d-byte segments", s.FormatVersion, s.BlockSize, s.SegmentSize)
+	line("keys", "%d", s.Keys)
+	line("inline bytes", "%d", s.InlineBytes)
+	line("heap value bytes", "%d (stored %d)", s.HeapValueBytes, s.HeapStoredBytes)
+	line("heap live bytes", "%d", s.HeapLiveBytes)
+	line("heap alloc bytes", "%d (pending free %d)", s.HeapAllocBytes, s.HeapPendingFree)
+	line("heap file bytes", "%d (%d segments)", s.HeapFileBytes, s.HeapSegments)
+	line("log bytes", "%d (%d files)", s.LogBytes, s.LogFiles)
+	line("index bytes", "%d", s.IndexBytes)
+	line("lsn", "%d (checkpoint %d, %d checkpoints)", s.LSN, s.CheckpointLSN, s.Checkpoints)
+	line("commits", "%d in %d groups (avg %.2f)", s.Commits, s.CommitGroups, s.AvgGroupSize)
+	line("fsyncs", "%d", s.Fsyncs)
+	line("gets", "%d", s.Gets)
+	line("heap writes", "%d values (%d bytes, stored %d; %d compressed)", s.HeapValuesWritten, s.HeapWrittenBytes, s.HeapWrittenStored, s.HeapValuesCompressed)
+	line("value cache", "%d hits, %d misses, %d evictions, %d bytes", s.ValueCacheHits, s.ValueCacheMisses, s.ValueCacheEvictions, s.ValueCacheBytes)
+	line("readers", "%d snapshots, %d iterators, %d txns (oldest LSN %d, age %v)", s.OpenSnapshots, s.OpenIterators, s.OpenTxns, s.OldestReaderLSN, s.OldestReaderAge)
+	line("transactions", "%d committed, %d conflicts, %d tracked keys", s.TxnCommits, s.TxnConflicts, s.TxnTrackedKeys)
+	line("replicas", "%d (%d in sync), %d read repairs", s.Replicas, s.ReplicasInSync, s.ReadRepairs)
+	line("scrub", "running %v, %d values, %d bytes", s.ScrubRunning, s.ScrubValues, s.ScrubBytes)
+	if s.Failed != "" {
+		line("FAILED", "%s", s.Failed)
+	}
+	return strings.TrimSuffix(b.String(), "\n")
 }
