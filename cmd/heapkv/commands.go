@@ -16,15 +16,16 @@ import (
 // adding an entry in init below; help, completion, argument counting and
 // suggestions for misspellings all come from the table.
 type command struct {
-	name    string
-	aliases []string
-	args    string // argument synopsis for usage lines, e.g. "KEY VALUE"
-	min     int    // fewest arguments
-	max     int    // most arguments; -1 for no limit
-	inBatch bool   // allowed between "batch" and "end"
-	summary string // one line for "help"
-	help    string // more for "help NAME"; may be empty
-	run     func(s *shell, args []word) (result, error)
+	name     string
+	aliases  []string
+	args     string // argument synopsis for usage lines, e.g. "KEY VALUE"
+	min      int    // fewest arguments
+	max      int    // most arguments; -1 for no limit
+	inBatch  bool   // allowed between "batch" and "end"
+	notInTxn bool   // refused between "begin" and "commit" or "rollback"
+	summary  string // one line for "help"
+	help     string // more for "help NAME"; may be empty
+	run      func(s *shell, args []word) (result, error)
 }
 
 func (c *command) usage() string { return strings.TrimSpace(c.name + " " + c.args) }
@@ -60,7 +61,23 @@ func init() {
 			summary: "print true if KEY has a value, else false"},
 		{name: "mput", args: "KEY VALUE [KEY VALUE...]", min: 2, max: -1, run: cmdMput,
 			summary: "store several pairs atomically"},
-		{name: "batch", run: cmdBatch,
+		{name: "scan", aliases: []string{"ls"}, args: "[PREFIX] [--limit N] [--reverse]", max: -1, run: cmdScan,
+			summary: "list keys (with PREFIX) and values in key order",
+			help: "Prints one KEY VALUE line per key. --limit N (or -n N) stops after N keys,\n" +
+				"--reverse (or -r) lists from the last key down. Ctrl-C stops a long scan.\n" +
+				"Inside a transaction the scan sees the transaction's own writes."},
+		{name: "count", args: "[PREFIX]", max: 1, run: cmdCount,
+			summary: "print how many keys there are (with PREFIX)"},
+		{name: "begin", args: "[ro|rw]", max: 1, notInTxn: true, run: cmdBegin,
+			summary: "start a transaction; commit or rollback ends it",
+			help: "Until commit or rollback, get, put, del, exists, mput, scan and count go\n" +
+				"through the transaction: it sees the database as of begin plus its own\n" +
+				"writes, which commit applies atomically. commit fails with a conflict\n" +
+				"if another commit changed a key it used since begin; begin again to retry.\n" +
+				"\"begin ro\" starts a read-only transaction. Quitting rolls back."},
+		{name: "commit", run: cmdCommit, summary: "commit the open transaction"},
+		{name: "rollback", run: cmdRollback, summary: "discard the open transaction"},
+		{name: "batch", notInTxn: true, run: cmdBatch,
 			summary: "start an atomic batch of put and del; finish with end",
 			help: "The writes between batch and end are applied at end, all or none;\n" +
 				"abort discards them. Inside a batch only put, del, end and abort run."},
@@ -70,6 +87,20 @@ func init() {
 		{name: "checkpoint", run: cmdCheckpoint,
 			summary: "write a checkpoint so the next open replays less log"},
 		{name: "stats", run: cmdStats, summary: "print database statistics"},
+		{name: "replicas", run: cmdReplicas, summary: "print the status of each heap replica (see --mirror)"},
+		{name: "detach", args: "ID", min: 1, max: 1, run: cmdDetach,
+			summary: "take in-sync replica ID out of service (it goes stale)",
+			help: "Writes go on to the other replicas and a bitmap records what ID misses,\n" +
+				"so that attach copies only those blocks. The last in-sync replica\n" +
+				"cannot be detached."},
+		{name: "attach", args: "ID", min: 1, max: 1, run: cmdAttach,
+			summary: "resync stale replica ID and put it back in service",
+			help: "Shows progress and an ETA on a terminal. Ctrl-C stops the copy; what was\n" +
+				"copied is kept and the next attach resumes from there."},
+		{name: "scrub", run: cmdScrub,
+			summary: "verify every heap value on every in-sync replica, repairing bad copies",
+			help: "Shows progress on a terminal; Ctrl-C stops it. Values with no good copy\n" +
+				"left are listed and make scrub fail."},
 		{name: "check", run: cmdCheck,
 			summary: "verify every value and the heap allocation (reads everything)"},
 		{name: "info", run: cmdInfo, summary: "print the directory, its files and sizes"},
@@ -168,6 +199,9 @@ func cmdPut(s *shell, args []word) (result, error) {
 		s.batch.Put(k, v)
 		return result{fields: map[string]any{"queued": s.batch.Len()}}, nil
 	}
+	if s.txn != nil {
+		return s.txnWrite(s.txn.Put(k, v))
+	}
 	if err := s.db.Put(k, v); err != nil {
 		return result{}, err
 	}
@@ -179,7 +213,7 @@ func cmdGet(s *shell, args []word) (result, error) {
 	if err != nil {
 		return result{}, err
 	}
-	v, err := s.db.Get(k)
+	v, err := s.get(k)
 	if errors.Is(err, heapkv.ErrNotFound) {
 		return result{}, fmt.Errorf("not found: %s", formatBytes(string(k), s.limit))
 	} else if err != nil {
@@ -200,6 +234,9 @@ func cmdDel(s *shell, args []word) (result, error) {
 		s.batch.Delete(k)
 		return result{fields: map[string]any{"queued": s.batch.Len()}}, nil
 	}
+	if s.txn != nil {
+		return s.txnWrite(s.txn.Delete(k))
+	}
 	if err := s.db.Delete(k); err != nil {
 		return result{}, err
 	}
@@ -211,7 +248,7 @@ func cmdExists(s *shell, args []word) (result, error) {
 	if err != nil {
 		return result{}, err
 	}
-	_, err = s.db.Get(k)
+	_, err = s.get(k)
 	found := err == nil
 	if err != nil && !errors.Is(err, heapkv.ErrNotFound) {
 		return result{}, err
@@ -222,6 +259,9 @@ func cmdExists(s *shell, args []word) (result, error) {
 func cmdMput(s *shell, args []word) (result, error) {
 	if len(args)%2 != 0 {
 		return result{}, fmt.Errorf("mput: KEY %s has no VALUE", formatBytes(args[len(args)-1].text, s.limit))
+	}
+	if s.txn != nil {
+		return s.txnMput(args)
 	}
 	b := s.db.NewBatch()
 	for i := 0; i < len(args); i += 2 {
@@ -239,6 +279,46 @@ func cmdMput(s *shell, args []word) (result, error) {
 		return result{}, err
 	}
 	return result{text: fmt.Sprintf("OK (%d writes)", b.Len()), fields: map[string]any{"writes": b.Len()}}, nil
+}
+
+// get reads key through the open transaction, if any.
+func (s *shell) get(k []byte) ([]byte, error) {
+	if s.txn != nil {
+		return s.txn.Get(k)
+	}
+	return s.db.Get(k)
+}
+
+// txnWrite counts a write buffered in the open transaction.
+func (s *shell) txnWrite(err error) (result, error) {
+	if err != nil {
+		return result{}, err
+	}
+	s.txnWrites++
+	return result{text: "QUEUED", fields: map[string]any{"queued": s.txnWrites}}, nil
+}
+
+// txnMput buffers mput's pairs in the open transaction, all or none.
+func (s *shell) txnMput(args []word) (result, error) {
+	keys, vals := make([][]byte, 0, len(args)/2), make([][]byte, 0, len(args)/2)
+	for i := 0; i < len(args); i += 2 {
+		k, err := key(args[i])
+		if err != nil {
+			return result{}, err
+		}
+		v, err := value(args[i+1])
+		if err != nil {
+			return result{}, err
+		}
+		keys, vals = append(keys, k), append(vals, v)
+	}
+	for i := range keys {
+		if err := s.txn.Put(keys[i], vals[i]); err != nil {
+			return result{}, fmt.Errorf("mput: %w (%d of its writes were queued in the transaction)", err, i)
+		}
+		s.txnWrites++
+	}
+	return result{text: fmt.Sprintf("QUEUED (%d writes)", len(keys)), fields: map[string]any{"queued": s.txnWrites}}, nil
 }
 
 func cmdBatch(s *shell, _ []word) (result, error) {
@@ -289,7 +369,7 @@ func cmdStats(s *shell, _ []word) (result, error) {
 	if err != nil {
 		return result{}, err
 	}
-	return result{text: st.String(), fields: map[string]any{"stats": st}}, nil
+	return result{text: statsTable(st), fields: map[string]any{"stats": st}}, nil
 }
 
 func cmdCheck(s *shell, _ []word) (result, error) {

@@ -7,6 +7,7 @@
 //	heapkv [flags] check [DIR]  verify a database (exit status 1 if damaged)
 //	heapkv [flags] info [DIR]   print a database's directory, files and sizes
 //	heapkv [flags] stats [DIR]  print a database's statistics
+//	heapkv [flags] scrub [DIR]  verify every heap copy, repairing bad ones
 //
 // Flags:
 //
@@ -18,10 +19,14 @@
 //	--nosync    writes return before they are durable (sync or quit makes
 //	            them so); see heapkv.Options.NoSync
 //	--limit N   show at most N bytes of a value (default 1024; 0: all)
+//	--mirror DIR  keep a further replica of the heap in DIR (repeatable);
+//	            a mirror once added stays part of the database
 //
 // Commands: put KEY VALUE, get KEY, del KEY, exists KEY, mput KEY VALUE...,
-// batch ... end (atomic), sync, checkpoint, stats, check, info, help [CMD],
-// quit. "help" in the shell describes each one.
+// scan [PREFIX] [--limit N] [--reverse], count [PREFIX], begin / commit /
+// rollback (a transaction; the prompt shows it), batch ... end (atomic),
+// sync, checkpoint, stats, replicas, detach ID, attach ID, scrub, check,
+// info, help [CMD], quit. "help" in the shell describes each one.
 //
 // Arguments are bare words, "double-quoted" strings with Go escapes (\n,
 // \x00, \"), 'single-quoted' literal strings, 0x-prefixed hex bytes, or
@@ -33,7 +38,8 @@
 // On a terminal the shell offers line editing, tab completion of command
 // names and history kept in ~/.heapkv_history ($HEAPKV_HISTORY overrides;
 // lines are saved as typed, values included). Ctrl-C clears the line or
-// cancels a running check; Ctrl-D closes the database and exits. When stdin
+// cancels a running scan, count, check, attach or scrub; Ctrl-D closes the
+// database and exits (rolling back an open transaction). When stdin
 // is not a terminal, commands are read from it without a prompt.
 //
 // Errors print as one line starting with "error:" on stderr (or as a JSON
@@ -49,6 +55,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 
 	"github.com/heapkv/heapkv"
 	"golang.org/x/term"
@@ -62,7 +69,13 @@ func main() {
 
 // subcommands are the operator subcommands; each runs the shell command of
 // the same name on an existing database.
-var subcommands = map[string]bool{"check": true, "info": true, "stats": true}
+var subcommands = map[string]bool{"check": true, "info": true, "stats": true, "scrub": true}
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, ",") }
+func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 
 // run is the whole program, apart from the process: it parses args, opens
 // the database, runs the shell or a subcommand and returns the exit status.
@@ -74,10 +87,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	jsonOut := fs.Bool("json", false, "print results as JSON, one object per line")
 	nosync := fs.Bool("nosync", false, "do not sync each write (sync, checkpoint or quit does)")
 	limit := fs.Int("limit", 1024, "show at most `N` bytes of a value; 0 shows all")
+	var mirrors stringList
+	fs.Var(&mirrors, "mirror", "keep a further heap replica in `DIR` (repeatable; see heapkv.Options.Mirrors)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `usage: heapkv [flags]                  shell (interactive, or commands piped on stdin)
        heapkv [flags] -c 'CMD; CMD...'  run commands and exit
-       heapkv [flags] check|info|stats [DIR]
+       heapkv [flags] check|info|stats|scrub [DIR]
 flags:
 `)
 		fs.PrintDefaults()
@@ -99,7 +114,7 @@ flags:
 	if rest := fs.Args(); len(rest) > 0 {
 		sub = rest[0]
 		if !subcommands[sub] {
-			fmt.Fprintf(stderr, "error: unknown subcommand %q (want check, info or stats; run the shell with no arguments)\n", rest[0])
+			fmt.Fprintf(stderr, "error: unknown subcommand %q (want check, info, stats or scrub; run the shell with no arguments)\n", rest[0])
 			return 2
 		}
 		// Flags may also follow the subcommand: heapkv check --json DIR.
@@ -124,8 +139,9 @@ flags:
 	}
 
 	opts := &heapkv.Options{
-		NoSync: *nosync,
-		Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		NoSync:  *nosync,
+		Mirrors: mirrors,
+		Logger:  slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
 	db, err := heapkv.Open(*dir, opts)
 	if err != nil {
@@ -149,6 +165,7 @@ flags:
 	default:
 		runErr = s.runPiped(stdin)
 	}
+	s.closeTxn() // left open by quit
 	if err := db.Close(); err != nil {
 		fmt.Fprintf(stderr, "error: close %s: %s\n", *dir, errText(err))
 		return 1

@@ -338,7 +338,8 @@ func TestHelp(t *testing.T) {
 
 func TestComplete(t *testing.T) {
 	require.Equal(t, []string{"checkpoint", "check"}, complete("che"))
-	require.Equal(t, []string{"del", "delete"}, complete("de"))
+	require.Equal(t, []string{"del", "delete", "detach"}, complete("de"))
+	require.Equal(t, []string{"scan"}, complete("sca"))
 	require.Equal(t, []string{"help mput"}, complete("help mp"))
 	require.Equal(t, []string{"put a 1; get"}, complete("put a 1; g"))
 	require.Nil(t, complete("get k"))

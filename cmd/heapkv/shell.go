@@ -28,8 +28,14 @@ type shell struct {
 	limit  int // bytes of a value shown before truncating; 0 for all
 
 	batch *heapkv.Batch // open batch between "batch" and "end", else nil
-	quit  bool          // set by quit
-	ctx   context.Context
+
+	txn       *heapkv.Txn // open transaction between "begin" and "commit" or "rollback", else nil
+	txnWrites int         // puts and dels in txn
+	txnRO     bool        // txn is read-only
+
+	interactive bool // reading a terminal: show progress lines and scan totals
+	quit        bool // set by quit
+	ctx         context.Context
 
 	// mu guards cancel, which stops the running command on Ctrl-C.
 	mu     sync.Mutex
@@ -63,6 +69,8 @@ func (s *shell) call(c *command, name string, args []word) (result, error) {
 		return result{}, unknownCommand(name)
 	case s.batch != nil && !c.inBatch:
 		return result{}, fmt.Errorf("%s: not allowed inside a batch (put, del, end, abort and help are)", c.name)
+	case s.txn != nil && c.notInTxn:
+		return result{}, fmt.Errorf("%s: not allowed inside a transaction (commit or rollback it first)", c.name)
 	case len(args) < c.min:
 		missing := strings.Fields(strings.NewReplacer("[", "", "]", "", "...", "").Replace(c.args))
 		return result{}, fmt.Errorf("%s: missing %s (usage: %s)", c.name, missing[min(len(args), len(missing)-1)], c.usage())
@@ -181,8 +189,13 @@ func (s *shell) runPiped(r io.Reader) error {
 	}
 }
 
-// finish reports a batch left open at the end of the input.
+// finish reports a batch or transaction left open at the end of the input.
 func (s *shell) finish() error {
+	if s.txn != nil {
+		n := s.rollbackTxn()
+		s.fail("", fmt.Errorf(`input ended inside a transaction; rolled back, its %d writes were discarded (finish it with "commit")`, n))
+		return errReported
+	}
 	if s.batch == nil {
 		return nil
 	}
@@ -201,6 +214,12 @@ func (s *shell) prompt() string {
 	}
 	if s.batch != nil {
 		return fmt.Sprintf("heapkv:%s batch(%d)> ", d, s.batch.Len())
+	}
+	if s.txn != nil {
+		if s.txnRO {
+			return "heapkv:" + d + " (txn ro)> "
+		}
+		return "heapkv:" + d + " (txn)> "
 	}
 	return "heapkv:" + d + "> "
 }
@@ -233,6 +252,7 @@ func (s *shell) runInteractive() error {
 		}
 	}()
 
+	s.interactive = true
 	ln := liner.NewLiner()
 	defer ln.Close()
 	ln.SetCompleter(complete)
@@ -279,5 +299,14 @@ func (s *shell) runInteractive() error {
 		fmt.Fprintf(s.errw, "warning: discarded the open batch of %d writes\n", s.batch.Len())
 		s.batch = nil
 	}
+	s.closeTxn()
 	return nil
+}
+
+// closeTxn rolls back a transaction still open when the shell quits, saying so.
+func (s *shell) closeTxn() {
+	if s.txn != nil {
+		n := s.rollbackTxn()
+		fmt.Fprintf(s.errw, "warning: rolled back the open transaction; its %d writes were discarded\n", n)
+	}
 }
