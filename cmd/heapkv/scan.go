@@ -136,7 +136,7 @@ func cmdScan(s *shell, args []word) (result, error) {
 	}
 	res := result{fields: map[string]any{"count": n, "pairs": pairs, "more": more}}
 	if s.interactive {
-		res.text = fmt.Sprintf("(%d keys", n)
+		res.text = fmt.Sprintf("(%d %s", n, plural(n, "key"))
 		if more {
 			res.text += ", more not shown: --limit"
 		}
@@ -175,6 +175,14 @@ func (s *shell) count(ctx context.Context, prefix []byte) (int64, error) {
 		return 0, fmt.Errorf("count: %w", err)
 	}
 	return n, nil
+}
+
+// plural returns word, with an s unless n is 1.
+func plural(n int64, word string) string {
+	if n == 1 {
+		return word
+	}
+	return word + "s"
 }
 
 // Transactions.
