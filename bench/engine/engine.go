@@ -1,0 +1,69 @@
+// Package engine puts the embedded stores compared by the YCSB tool behind
+// one small interface.
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// ErrNotFound is returned by Read for a missing key.
+var ErrNotFound = errors.New("engine: not found")
+
+// DB is what a YCSB client drives. Implementations are safe for
+// concurrent use. Writes are durable before they return when the DB was
+// opened with sync true.
+type DB interface {
+	// Insert stores a new record.
+	Insert(key, value []byte) error
+	// Read returns the record's value (a copy the caller may keep).
+	Read(key []byte) ([]byte, error)
+	// Update overwrites an existing record.
+	Update(key, value []byte) error
+	// Scan reads up to n records in key order starting at start and
+	// returns how many it read.
+	Scan(start []byte, n int) (int, error)
+	// Close flushes and closes the store.
+	Close() error
+}
+
+// Config names an engine configuration.
+type Config struct {
+	Name        string
+	Description string
+	Open        func(dir string, sync bool) (DB, error)
+}
+
+var registry = map[string]Config{}
+
+func register(c Config) { registry[c.Name] = c }
+
+// Names lists the registered engine configurations, sorted.
+func Names() []string {
+	var n []string
+	for k := range registry {
+		n = append(n, k)
+	}
+	sort.Strings(n)
+	return n
+}
+
+// Lookup returns the named configuration.
+func Lookup(name string) (Config, error) {
+	c, ok := registry[name]
+	if !ok {
+		return Config{}, fmt.Errorf("unknown engine %q (have %s)", name, strings.Join(Names(), ", "))
+	}
+	return c, nil
+}
+
+// Open opens the named engine in dir.
+func Open(name, dir string, sync bool) (DB, error) {
+	c, err := Lookup(name)
+	if err != nil {
+		return nil, err
+	}
+	return c.Open(dir, sync)
+}
