@@ -82,8 +82,12 @@ func (s *shell) replicaID(name string, w word) (heapkv.ReplicaStatus, error) {
 	id, err := strconv.Atoi(w.text)
 	rs := s.db.Replicas()
 	if err != nil || id < 0 || id >= len(rs) {
+		shown := w.text
+		if err != nil {
+			shown = formatBytes(w.text, 20)
+		}
 		return heapkv.ReplicaStatus{}, fmt.Errorf("%s: no replica %s (there are %d: ids 0 to %d; see replicas)",
-			name, formatBytes(w.text, 20), len(rs), len(rs)-1)
+			name, shown, len(rs), len(rs)-1)
 	}
 	return rs[id], nil
 }
