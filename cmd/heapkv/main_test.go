@@ -19,7 +19,11 @@ func TestMain(m *testing.M) {
 	if os.Getenv("HEAPKV_TEST_MAIN") == "1" {
 		os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
 }
 
 // cli runs the program in-process with stdin as input.

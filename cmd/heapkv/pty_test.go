@@ -126,13 +126,26 @@ const (
 	keyTab   = "\t"
 )
 
-// buildHeapkv builds the command into a temporary directory.
+var (
+	buildOnce sync.Once
+	buildDir  string // removed by TestMain
+	buildExe  string
+	buildErr  error
+	buildOut  []byte
+)
+
+// buildHeapkv builds the command once into a temporary directory.
 func buildHeapkv(t *testing.T) string {
 	t.Helper()
-	exe := filepath.Join(t.TempDir(), "heapkv")
-	out, err := exec.Command("go", "build", "-o", exe, ".").CombinedOutput()
-	require.NoError(t, err, "go build: %s", out)
-	return exe
+	buildOnce.Do(func() {
+		if buildDir, buildErr = os.MkdirTemp("", "heapkv-pty-test-"); buildErr != nil {
+			return
+		}
+		buildExe = filepath.Join(buildDir, "heapkv")
+		buildOut, buildErr = exec.Command("go", "build", "-o", buildExe, ".").CombinedOutput()
+	})
+	require.NoError(t, buildErr, "go build: %s", buildOut)
+	return buildExe
 }
 
 // TestInteractivePTY drives the shell through a pseudo-terminal as a person
