@@ -21,6 +21,7 @@
 //	--limit N   show at most N bytes of a value (default 1024; 0: all)
 //	--mirror DIR  keep a further replica of the heap in DIR (repeatable);
 //	            a mirror once added stays part of the database
+//	--resync-rate, --scrub-rate RATE  pace attach and scrub (bytes/s, K/M/G)
 //
 // Commands: put KEY VALUE, get KEY, del KEY, exists KEY, mput KEY VALUE...,
 // scan [PREFIX] [--limit N] [--reverse], count [PREFIX], begin / commit /
@@ -55,6 +56,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/heapkv/heapkv"
@@ -77,6 +79,27 @@ type stringList []string
 func (l *stringList) String() string     { return strings.Join(*l, ",") }
 func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 
+// byteRate is a flag of bytes per second with an optional K, M or G
+// (binary) suffix.
+type byteRate int64
+
+func (r *byteRate) String() string { return strconv.FormatInt(int64(*r), 10) }
+func (r *byteRate) Set(v string) error {
+	mult := int64(1)
+	s := strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(v), "B"), "I")
+	if n := len(s); n > 0 {
+		if i := strings.IndexByte("KMG", s[n-1]); i >= 0 {
+			mult, s = int64(1)<<(10*(i+1)), s[:n-1]
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return fmt.Errorf("want bytes per second such as 1048576 or 1M, not %q", v)
+	}
+	*r = byteRate(n * mult)
+	return nil
+}
+
 // run is the whole program, apart from the process: it parses args, opens
 // the database, runs the shell or a subcommand and returns the exit status.
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -88,6 +111,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	nosync := fs.Bool("nosync", false, "do not sync each write (sync, checkpoint or quit does)")
 	limit := fs.Int("limit", 1024, "show at most `N` bytes of a value; 0 shows all")
 	var mirrors stringList
+	var resyncRate, scrubRate byteRate
+	fs.Var(&resyncRate, "resync-rate", "limit attach copying to `RATE` bytes/s (suffix K, M or G; 0: no limit)")
+	fs.Var(&scrubRate, "scrub-rate", "limit scrub reading to `RATE` bytes/s (suffix K, M or G; 0: no limit)")
 	fs.Var(&mirrors, "mirror", "keep a further heap replica in `DIR` (repeatable; see heapkv.Options.Mirrors)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `usage: heapkv [flags]                  shell (interactive, or commands piped on stdin)
@@ -139,9 +165,11 @@ flags:
 	}
 
 	opts := &heapkv.Options{
-		NoSync:  *nosync,
-		Mirrors: mirrors,
-		Logger:  slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		NoSync:     *nosync,
+		Mirrors:    mirrors,
+		ResyncRate: int64(resyncRate),
+		ScrubRate:  int64(scrubRate),
+		Logger:     slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
 	db, err := heapkv.Open(*dir, opts)
 	if err != nil {

@@ -302,3 +302,55 @@ func TestInteractivePTYQuitRollsBack(t *testing.T) {
 	require.Equal(t, 0, code, errs)
 	require.Equal(t, "true\n", out)
 }
+
+// TestInteractivePTYAttachProgress checks that attach shows a progress bar
+// with an ETA on a terminal, that Ctrl-C stops it without ending the shell,
+// and that a second attach finishes the resync.
+func TestInteractivePTYAttachProgress(t *testing.T) {
+	exe := buildHeapkv(t)
+	dir := filepath.Join(t.TempDir(), "db")
+	mirror := filepath.Join(t.TempDir(), "m1")
+	var script strings.Builder
+	script.WriteString("detach 1\n")
+	for i := 0; i < 48; i++ {
+		script.WriteString("put k" + strconv.Itoa(i) + " " + strings.Repeat("x", 64<<10) + "\n")
+	}
+	_, errs, code := cli(t, script.String(), "-d", dir, "--mirror", mirror, "--nosync")
+	require.Equal(t, 0, code, errs)
+
+	cmd := exec.Command(exe, "-d", dir, "--resync-rate", "1M")
+	cmd.Env = append(os.Environ(), "TERM=xterm", "HEAPKV_HISTORY="+filepath.Join(t.TempDir(), "history"))
+	f, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 40, Cols: 120})
+	if err != nil {
+		t.Skipf("skipping: cannot open a pseudo-terminal here (pty.Start: %v)", err)
+	}
+	defer f.Close()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+		}
+	}()
+	tm := newTerm(t, f)
+	tm.expect("> ")
+	tm.send("attach 1\r")
+	tm.expect("attach 1: [")
+	tm.expect("ETA ")
+	tm.send(keyCtrlC)
+	tm.expect("error: attach 1: cancelled (Ctrl-C)")
+	tm.expect("> ")
+	tm.send("replicas\r")
+	tm.expect("stale")
+	tm.expect("> ")
+	tm.send("attach 1\r")
+	tm.expect("OK (replica 1 in-sync")
+	tm.expect("> ")
+	tm.send(keyCtrlD)
+	select {
+	case err := <-exited:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatalf("shell did not exit after Ctrl-D; output %q", tail(tm.output()))
+	}
+}
