@@ -5,6 +5,7 @@ go 1.26.8
 replace github.com/heapkv/heapkv => ../
 
 require (
+	github.com/HdrHistogram/hdrhistogram-go v1.1.2
 	github.com/cockroachdb/pebble/v2 v2.1.7
 	github.com/dgraph-io/badger/v4 v4.9.6
 	github.com/heapkv/heapkv v0.0.0

@@ -1,0 +1,469 @@
+// Package runner runs a YCSB load and run phase against one engine and
+// measures throughput, latency, space and write amplification and memory.
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/heapkv/heapkv/bench/engine"
+	"github.com/heapkv/heapkv/bench/ycsb"
+)
+
+// Config is one run: one engine, one workload.
+type Config struct {
+	Engine   string
+	Workload string // a-f, or "custom" with Mix
+	Mix      string // custom mix, e.g. "read=0.9,update=0.1" (overrides the workload's)
+	// Distribution overrides the workload's request distribution
+	// (uniform, zipfian, latest) when set.
+	Distribution  string
+	MaxScanLength int // 0: 100
+
+	Records  int64         // records loaded
+	Ops      int64         // run-phase operations (0 with Duration 0: Records)
+	Duration time.Duration // run-phase length; with Ops, whichever ends first
+	Threads  int
+
+	FieldCount  int // record = FieldCount x FieldLength bytes
+	FieldLength int
+	Sync        bool
+
+	Dir  string // data directory (must not hold another engine's data)
+	Load bool   // run the load phase
+	Run  bool   // run the run phase
+	Seed uint64
+
+	// Progress receives progress output (nil: none); Terminal selects a
+	// \r progress bar instead of one line per second.
+	Progress io.Writer
+	Terminal bool
+	// ProgressEvery is the progress interval (0: 1s).
+	ProgressEvery time.Duration
+}
+
+// ValueSize is the record size in bytes.
+func (c *Config) ValueSize() int { return c.FieldCount * c.FieldLength }
+
+// Percentiles reported, in percent.
+var Percentiles = []float64{50, 95, 99, 99.9}
+
+// OpStats summarises one operation type in one phase.
+type OpStats struct {
+	Count  int64   `json:"count"`
+	Errors int64   `json:"errors"`
+	MeanUs float64 `json:"mean_us"`
+	P50Us  float64 `json:"p50_us"`
+	P95Us  float64 `json:"p95_us"`
+	P99Us  float64 `json:"p99_us"`
+	P999Us float64 `json:"p999_us"`
+	MaxUs  float64 `json:"max_us"`
+}
+
+// Phase is the result of a load or run phase.
+type Phase struct {
+	Name            string              `json:"name"` // "load" or "run"
+	Ops             int64               `json:"ops"`
+	Errors          int64               `json:"errors"`
+	FirstError      string              `json:"first_error,omitempty"`
+	Seconds         float64             `json:"seconds"`
+	OpsPerSec       float64             `json:"ops_per_sec"`
+	CloseSeconds    float64             `json:"close_seconds"` // closing (flushing) the engine after the phase
+	ByOp            map[string]*OpStats `json:"by_op"`
+	Records         int64               `json:"records"`       // records existing after the phase
+	LogicalBytes    int64               `json:"logical_bytes"` // sum of key+value sizes of the live records
+	DiskBytes       int64               `json:"disk_bytes"`    // allocated bytes under the data dir after closing
+	DiskApparent    int64               `json:"disk_apparent_bytes"`
+	SpaceAmp        float64             `json:"space_amp"`        // DiskBytes / LogicalBytes
+	UserWriteBytes  int64               `json:"user_write_bytes"` // key+value bytes written by inserts/updates
+	DeviceWrite     int64               `json:"device_write_bytes"`
+	DeviceRead      int64               `json:"device_read_bytes"`
+	WriteAmp        float64             `json:"write_amp"` // DeviceWrite / UserWriteBytes
+	IOAccountingOK  bool                `json:"io_accounting_ok"`
+	PeakRSSBytes    int64               `json:"peak_rss_bytes"` // process peak so far
+	GoHeapInuseByte uint64              `json:"go_heap_inuse_bytes"`
+}
+
+// Result is one run of one engine on one workload.
+type Result struct {
+	Engine       string             `json:"engine"`
+	Workload     string             `json:"workload"`
+	Distribution string             `json:"distribution"`
+	Proportions  map[string]float64 `json:"proportions"`
+	Records      int64              `json:"records"`
+	Threads      int                `json:"threads"`
+	FieldCount   int                `json:"field_count"`
+	FieldLength  int                `json:"field_length"`
+	ValueSize    int                `json:"value_size"`
+	Sync         bool               `json:"sync"`
+	Run          int                `json:"run,omitempty"` // repetition number
+	Command      string             `json:"command,omitempty"`
+	Start        time.Time          `json:"start"`
+	GoVersion    string             `json:"go_version"`
+	NumCPU       int                `json:"num_cpu"`
+	Phases       []*Phase           `json:"phases"`
+	PeakRSSBytes int64              `json:"peak_rss_bytes"`
+}
+
+// Execute runs the configured phases.
+func Execute(ctx context.Context, c Config) (*Result, error) {
+	if c.Threads < 1 {
+		c.Threads = 1
+	}
+	if c.FieldCount < 1 || c.FieldLength < 1 {
+		return nil, errors.New("runner: field count and length must be positive")
+	}
+	if c.Records < 1 {
+		return nil, errors.New("runner: need at least one record")
+	}
+	w, err := workloadOf(c)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := engine.Lookup(c.Engine); err != nil {
+		return nil, err
+	}
+	res := &Result{
+		Engine: c.Engine, Workload: w.Name, Distribution: string(w.Distribution),
+		Proportions: map[string]float64{},
+		Records:     c.Records, Threads: c.Threads, FieldCount: c.FieldCount, FieldLength: c.FieldLength,
+		ValueSize: c.ValueSize(), Sync: c.Sync, Start: time.Now().UTC(),
+		GoVersion: runtime.Version(), NumCPU: runtime.NumCPU(),
+	}
+	for op, p := range w.Proportions {
+		if p > 0 {
+			res.Proportions[ycsb.Op(op).String()] = p
+		}
+	}
+	st := &state{c: c, w: w, ks: ycsb.NewKeyspace(0)}
+	if c.Load {
+		p, err := st.phase(ctx, "load")
+		if err != nil {
+			return res, err
+		}
+		res.Phases = append(res.Phases, p)
+	} else {
+		st.ks = ycsb.NewKeyspace(uint64(c.Records))
+		st.logicalBytes.Store(c.Records * int64(avgKeyLen+c.ValueSize()))
+	}
+	if c.Run {
+		p, err := st.phase(ctx, "run")
+		if err != nil {
+			return res, err
+		}
+		res.Phases = append(res.Phases, p)
+	}
+	res.PeakRSSBytes = PeakRSS()
+	return res, nil
+}
+
+// avgKeyLen approximates YCSB key lengths ("user" + up to 19 digits) when
+// the load phase did not run in this process.
+const avgKeyLen = 23
+
+func workloadOf(c Config) (ycsb.Workload, error) {
+	var w ycsb.Workload
+	if c.Workload == "" || c.Workload == "custom" {
+		w = ycsb.Workload{Name: "CUSTOM", Distribution: ycsb.DistZipfian, MaxScanLength: 100}
+		if c.Mix == "" {
+			return w, errors.New("runner: custom workload needs a mix")
+		}
+	} else {
+		var err error
+		if w, err = ycsb.Standard(c.Workload); err != nil {
+			return w, err
+		}
+	}
+	if c.Mix != "" {
+		p, err := ycsb.ParseMix(c.Mix)
+		if err != nil {
+			return w, err
+		}
+		w.Proportions = p
+		if c.Workload != "" && c.Workload != "custom" {
+			w.Name += "+mix"
+		}
+	}
+	if c.Distribution != "" {
+		w.Distribution = ycsb.Distribution(c.Distribution)
+	}
+	if c.MaxScanLength > 0 {
+		w.MaxScanLength = c.MaxScanLength
+	}
+	return w, nil
+}
+
+type state struct {
+	c  Config
+	w  ycsb.Workload
+	ks *ycsb.Keyspace
+
+	logicalBytes atomic.Int64
+}
+
+type client struct {
+	r      *rand.Rand
+	hist   [ycsb.NumOps]*hdrhistogram.Histogram
+	errs   [ycsb.NumOps]int64
+	first  error
+	val    []byte
+	key    []byte
+	wbytes int64
+	seed   uint64
+}
+
+func newClient(seed uint64, valueSize int) *client {
+	cl := &client{r: rand.New(rand.NewPCG(seed, seed^0x5851f42d4c957f2d)), val: make([]byte, valueSize), seed: seed | 1}
+	for i := range cl.hist {
+		// 100 ns .. 1 h at 3 significant digits, in ns.
+		cl.hist[i] = hdrhistogram.New(100, int64(time.Hour), 3)
+	}
+	return cl
+}
+
+// fill writes fresh pseudo-random (incompressible) bytes into the value.
+func (cl *client) fill() []byte {
+	s := cl.r.Uint64() | 1
+	b := cl.val
+	for len(b) >= 8 {
+		s ^= s << 13
+		s ^= s >> 7
+		s ^= s << 17
+		b[0], b[1], b[2], b[3] = byte(s), byte(s>>8), byte(s>>16), byte(s>>24)
+		b[4], b[5], b[6], b[7] = byte(s>>32), byte(s>>40), byte(s>>48), byte(s>>56)
+		b = b[8:]
+	}
+	for i := range b {
+		b[i] = byte(s >> (8 * i))
+	}
+	return cl.val
+}
+
+func (cl *client) record(op ycsb.Op, start time.Time, err error) {
+	d := time.Since(start)
+	if err != nil {
+		cl.errs[op]++
+		if cl.first == nil {
+			cl.first = fmt.Errorf("%v: %w", op, err)
+		}
+		return
+	}
+	_ = cl.hist[op].RecordValue(int64(d))
+}
+
+func (st *state) phase(ctx context.Context, name string) (*Phase, error) {
+	c := st.c
+	db, err := engine.Open(c.Engine, c.Dir, c.Sync)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", c.Engine, err)
+	}
+	io0 := ReadIO()
+	var done atomic.Int64
+	var total int64
+	var deadline time.Time
+	if name == "load" {
+		total = c.Records
+	} else {
+		total = c.Ops
+		if total == 0 && c.Duration == 0 {
+			total = c.Records
+		}
+		if c.Duration > 0 {
+			deadline = time.Now().Add(c.Duration)
+		}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if !deadline.IsZero() {
+		ctx, cancel = context.WithDeadline(ctx, deadline)
+		defer cancel()
+	}
+	var loadNext atomic.Int64
+	var opsLeft atomic.Int64
+	opsLeft.Store(total)
+	unbounded := total == 0
+
+	clients := make([]*client, c.Threads)
+	var wg sync.WaitGroup
+	start := time.Now()
+	stopProgress := st.progress(name, start, &done, total, deadline)
+	for t := range clients {
+		cl := newClient(c.Seed+uint64(t)*7919+uint64(len(name)), c.ValueSize())
+		clients[t] = cl
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if name == "load" {
+				st.loadClient(ctx, db, cl, &loadNext, &done)
+			} else {
+				st.runClient(ctx, db, cl, &opsLeft, unbounded, &done)
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	stopProgress()
+
+	closeStart := time.Now()
+	closeErr := db.Close()
+	closeSecs := time.Since(closeStart).Seconds()
+	io1 := ReadIO()
+
+	p := &Phase{Name: name, Seconds: elapsed.Seconds(), CloseSeconds: closeSecs, ByOp: map[string]*OpStats{}}
+	var hist [ycsb.NumOps]*hdrhistogram.Histogram
+	var errs [ycsb.NumOps]int64
+	for _, cl := range clients {
+		for op := range hist {
+			if hist[op] == nil {
+				hist[op] = cl.hist[op]
+			} else {
+				hist[op].Merge(cl.hist[op])
+			}
+			errs[op] += cl.errs[op]
+		}
+		p.UserWriteBytes += cl.wbytes
+		if cl.first != nil && p.FirstError == "" {
+			p.FirstError = cl.first.Error()
+		}
+	}
+	for op, h := range hist {
+		n := h.TotalCount()
+		if n == 0 && errs[op] == 0 {
+			continue
+		}
+		us := func(v int64) float64 { return float64(v) / 1e3 }
+		p.ByOp[ycsb.Op(op).String()] = &OpStats{
+			Count: n, Errors: errs[op], MeanUs: h.Mean() / 1e3,
+			P50Us: us(h.ValueAtPercentile(50)), P95Us: us(h.ValueAtPercentile(95)),
+			P99Us: us(h.ValueAtPercentile(99)), P999Us: us(h.ValueAtPercentile(99.9)),
+			MaxUs: us(h.Max()),
+		}
+		p.Ops += n
+		p.Errors += errs[op]
+	}
+	if p.Seconds > 0 {
+		p.OpsPerSec = float64(p.Ops) / p.Seconds
+	}
+	p.Records = int64(st.ks.Limit())
+	p.LogicalBytes = st.logicalBytes.Load()
+	p.DiskBytes, p.DiskApparent, err = DiskUsage(c.Dir)
+	if err != nil {
+		return p, err
+	}
+	if p.LogicalBytes > 0 {
+		p.SpaceAmp = float64(p.DiskBytes) / float64(p.LogicalBytes)
+	}
+	p.IOAccountingOK = io0.OK && io1.OK
+	if p.IOAccountingOK {
+		p.DeviceWrite = (io1.WriteBytes - io1.CancelledWriteBytes) - (io0.WriteBytes - io0.CancelledWriteBytes)
+		p.DeviceRead = io1.ReadBytes - io0.ReadBytes
+		if p.UserWriteBytes > 0 {
+			p.WriteAmp = float64(p.DeviceWrite) / float64(p.UserWriteBytes)
+		}
+	}
+	p.PeakRSSBytes = PeakRSS()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	p.GoHeapInuseByte = ms.HeapInuse
+	if closeErr != nil {
+		return p, fmt.Errorf("close %s: %w", c.Engine, closeErr)
+	}
+	return p, nil
+}
+
+func (st *state) loadClient(ctx context.Context, db engine.DB, cl *client, next *atomic.Int64, done *atomic.Int64) {
+	for ctx.Err() == nil {
+		k := next.Add(1) - 1
+		if k >= st.c.Records {
+			return
+		}
+		st.insert(db, cl, uint64(k))
+		done.Add(1)
+	}
+}
+
+func (st *state) insert(db engine.DB, cl *client, keynum uint64) {
+	cl.key = ycsb.AppendKeyName(cl.key[:0], keynum)
+	v := cl.fill()
+	t := time.Now()
+	err := db.Insert(cl.key, v)
+	cl.record(ycsb.OpInsert, t, err)
+	if err == nil {
+		cl.wbytes += int64(len(cl.key) + len(v))
+		st.logicalBytes.Add(int64(len(cl.key) + len(v)))
+	}
+	st.ks.Ack(keynum)
+}
+
+func (st *state) runClient(ctx context.Context, db engine.DB, cl *client, left *atomic.Int64, unbounded bool, done *atomic.Int64) {
+	ops := ycsb.NewOpChooser(st.w.Proportions)
+	// Size the zipfian for the inserts the run may make, as YCSB does.
+	expInserts := uint64(float64(st.c.Ops) * st.w.Proportions[ycsb.OpInsert] * 2)
+	keys, err := ycsb.NewKeyChooser(st.w.Distribution, st.ks, expInserts)
+	if err != nil {
+		cl.first = err
+		cl.errs[ycsb.OpRead]++
+		return
+	}
+	maxScan := st.w.MaxScanLength
+	for ctx.Err() == nil {
+		if !unbounded && left.Add(-1) < 0 {
+			return
+		}
+		switch op := ops.Next(cl.r); op {
+		case ycsb.OpRead:
+			cl.key = ycsb.AppendKeyName(cl.key[:0], keys.Next(cl.r))
+			t := time.Now()
+			_, err := db.Read(cl.key)
+			cl.record(op, t, err)
+		case ycsb.OpUpdate:
+			cl.key = ycsb.AppendKeyName(cl.key[:0], keys.Next(cl.r))
+			v := cl.fill()
+			t := time.Now()
+			err := db.Update(cl.key, v)
+			cl.record(op, t, err)
+			if err == nil {
+				cl.wbytes += int64(len(cl.key) + len(v))
+			}
+		case ycsb.OpInsert:
+			st.insert(db, cl, st.ks.NextInsert())
+		case ycsb.OpScan:
+			cl.key = ycsb.AppendKeyName(cl.key[:0], keys.Next(cl.r))
+			n := 1 + cl.r.IntN(maxScan)
+			t := time.Now()
+			_, err := db.Scan(cl.key, n)
+			cl.record(op, t, err)
+		case ycsb.OpRMW:
+			cl.key = ycsb.AppendKeyName(cl.key[:0], keys.Next(cl.r))
+			t := time.Now()
+			_, err := db.Read(cl.key)
+			if err == nil {
+				v := cl.fill()
+				err = db.Update(cl.key, v)
+				if err == nil {
+					cl.wbytes += int64(len(cl.key) + len(v))
+				}
+			}
+			cl.record(op, t, err)
+		}
+		done.Add(1)
+	}
+}
+
+// SmokeConfig is a tiny configuration that runs in well under a second
+// per engine and workload (the CI smoke mode); set Engine, Workload, Dir.
+func SmokeConfig() Config {
+	return Config{
+		Records: 500, Ops: 500, Threads: 4, FieldCount: 4, FieldLength: 100,
+		MaxScanLength: 20, Load: true, Run: true, Seed: 1,
+	}
+}

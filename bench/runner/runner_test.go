@@ -1,0 +1,87 @@
+package runner
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/heapkv/heapkv/bench/engine"
+)
+
+// TestSmoke runs every core workload against every engine adapter with a
+// tiny data set (the CI smoke test): every operation must succeed and the
+// result must round-trip through JSON.
+func TestSmoke(t *testing.T) {
+	for _, eng := range engine.Names() {
+		for _, wl := range []string{"a", "b", "c", "d", "e", "f"} {
+			t.Run(eng+"/"+wl, func(t *testing.T) {
+				t.Parallel()
+				c := SmokeConfig()
+				c.Engine, c.Workload, c.Dir = eng, wl, t.TempDir()
+				res, err := Execute(context.Background(), c)
+				if err != nil {
+					t.Fatal(err)
+				}
+				checkResult(t, res, c)
+			})
+		}
+	}
+}
+
+func checkResult(t *testing.T, res *Result, c Config) {
+	t.Helper()
+	if len(res.Phases) != 2 {
+		t.Fatalf("%d phases", len(res.Phases))
+	}
+	for _, p := range res.Phases {
+		if p.Errors != 0 {
+			t.Errorf("%s: %d errors, first: %s", p.Name, p.Errors, p.FirstError)
+		}
+		want := c.Records
+		if p.Name == "run" {
+			want = c.Ops
+		}
+		if p.Ops != want {
+			t.Errorf("%s: %d ops, want %d", p.Name, p.Ops, want)
+		}
+		if p.DiskBytes <= 0 || p.LogicalBytes <= 0 || p.SpaceAmp <= 0 {
+			t.Errorf("%s: disk %d logical %d", p.Name, p.DiskBytes, p.LogicalBytes)
+		}
+		for op, s := range p.ByOp {
+			if s.Count > 0 && (s.P50Us <= 0 || s.MaxUs < s.P999Us || s.P999Us < s.P99Us || s.P99Us < s.P95Us || s.P95Us < s.P50Us) {
+				t.Errorf("%s %s: percentiles not ordered: %+v", p.Name, op, s)
+			}
+		}
+	}
+	for op := range res.Proportions {
+		if s := res.Phases[1].ByOp[op]; s == nil || s.Count == 0 {
+			t.Errorf("run phase has no %s", op)
+		}
+	}
+	b, err := json.Marshal(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Result
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatalf("result JSON does not parse: %v", err)
+	}
+	if back.Engine != res.Engine || len(back.Phases) != 2 || back.Phases[1].Ops != res.Phases[1].Ops {
+		t.Fatalf("JSON round trip lost data: %s", b)
+	}
+}
+
+func TestDurationBound(t *testing.T) {
+	c := SmokeConfig()
+	c.Engine, c.Workload, c.Dir = "heapkv", "a", t.TempDir()
+	c.Ops, c.Duration = 0, 300*time.Millisecond
+	res, err := Execute(context.Background(), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := res.Phases[1]
+	if r.Ops == 0 || r.Errors != 0 || r.Seconds < 0.25 || r.Seconds > 5 {
+		t.Fatalf("duration-bound run: %d ops, %d errors in %.2fs", r.Ops, r.Errors, r.Seconds)
+	}
+}

@@ -1,0 +1,84 @@
+package runner
+
+import (
+	"bufio"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// DiskUsage returns the bytes allocated on disk (st_blocks*512) and the
+// apparent size of the regular files under dir.
+func DiskUsage(dir string) (allocated, apparent int64, err error) {
+	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if os.IsNotExist(err) {
+				return nil // files vanish under a running engine
+			}
+			return err
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			if os.IsNotExist(err) {
+				return nil
+			}
+			return err
+		}
+		apparent += info.Size()
+		if st, ok := info.Sys().(*syscall.Stat_t); ok {
+			allocated += st.Blocks * 512
+		} else {
+			allocated += info.Size()
+		}
+		return nil
+	})
+	return allocated, apparent, err
+}
+
+// IOCounters are the process's I/O accounting (/proc/self/io, Linux).
+type IOCounters struct {
+	ReadBytes, WriteBytes, CancelledWriteBytes int64
+	OK                                         bool
+}
+
+// ReadIO reads /proc/self/io; OK is false where it is not available.
+func ReadIO() IOCounters {
+	f, err := os.Open("/proc/self/io")
+	if err != nil {
+		return IOCounters{}
+	}
+	defer f.Close()
+	c := IOCounters{OK: true}
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		k, v, ok := strings.Cut(s.Text(), ":")
+		if !ok {
+			continue
+		}
+		n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		switch k {
+		case "read_bytes":
+			c.ReadBytes = n
+		case "write_bytes":
+			c.WriteBytes = n
+		case "cancelled_write_bytes":
+			c.CancelledWriteBytes = n
+		}
+	}
+	return c
+}
+
+// PeakRSS returns the process's peak resident set size in bytes.
+func PeakRSS() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return ru.Maxrss * 1024 // Linux reports KiB
+}
