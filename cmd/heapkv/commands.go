@@ -98,7 +98,7 @@ func init() {
 			help: "Shows progress and an ETA on a terminal. Ctrl-C stops the copy; what was\n" +
 				"copied is kept and the next attach resumes from there."},
 		{name: "scrub", run: cmdScrub,
-			summary: "verify every heap value on every in-sync replica, repairing bad copies",
+			summary: "verify every heap copy on the in-sync replicas; repair bad ones",
 			help: "Shows progress on a terminal; Ctrl-C stops it. Values with no good copy\n" +
 				"left are listed and make scrub fail."},
 		{name: "check", run: cmdCheck,
@@ -456,8 +456,12 @@ func cmdHelp(s *shell, args []word) (result, error) {
 	}
 	var b strings.Builder
 	b.WriteString("Commands:\n")
+	width := 0
 	for _, c := range commands {
-		fmt.Fprintf(&b, "  %-30s %s\n", c.usage(), c.summary)
+		width = max(width, len(c.usage()))
+	}
+	for _, c := range commands {
+		fmt.Fprintf(&b, "  %-*s  %s\n", width, c.usage(), c.summary)
 	}
 	b.WriteString("\n" + syntaxHelp)
 	return result{text: b.String(), fields: map[string]any{"text": b.String()}}, nil
