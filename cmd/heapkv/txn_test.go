@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -211,4 +212,26 @@ func TestBar(t *testing.T) {
 	require.Equal(t, "[============>           ]  50% ETA 2s", bar(50, 100, 2e9))
 	require.Equal(t, "3s elapsed", bar(5, 0, 3e9))
 	require.Equal(t, "[========================] 100% ETA 0s", bar(100, 100, 1e9))
+}
+
+// TestCorruptDatabase damages a heap file's header: every way in reports
+// one clear line and exits 1, and nothing is overwritten.
+func TestCorruptDatabase(t *testing.T) {
+	dir := t.TempDir()
+	_, errs, code := cli(t, "", "-d", dir, "-c", "put a 1")
+	require.Equal(t, 0, code, errs)
+	f, err := os.OpenFile(filepath.Join(dir, "heap"), os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = f.WriteAt([]byte("garbage!"), 0)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	for _, args := range [][]string{{"-d", dir, "-c", "count"}, {"check", dir}, {"scrub", dir}, {"-d", dir, "-c", "scan"}} {
+		out, errs, code := cli(t, "", args...)
+		require.Equal(t, 1, code, args)
+		require.Empty(t, out, args)
+		requireOneError(t, errs, "corrupt")
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "heap"))
+	require.NoError(t, err)
+	require.Equal(t, "garbage!", string(b[:8]))
 }
