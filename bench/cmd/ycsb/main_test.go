@@ -1,0 +1,61 @@
+package main
+
+import (
+	"encoding/csv"
+	"flag"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/heapkv/heapkv/bench/engine"
+	"github.com/heapkv/heapkv/bench/runner"
+)
+
+// TestSmokeCLI runs the command's -smoke mode for every engine and
+// workload and checks the JSON and CSV it writes.
+func TestSmokeCLI(t *testing.T) {
+	tmp := t.TempDir()
+	js, cs := filepath.Join(tmp, "r.jsonl"), filepath.Join(tmp, "r.csv")
+	os.Args = []string{"ycsb", "-smoke", "-progress=false", "-dir", filepath.Join(tmp, "data"), "-json", js, "-csv", cs}
+	flag.CommandLine = flag.NewFlagSet("ycsb", flag.ContinueOnError)
+	stdout := os.Stdout
+	devnull, _ := os.Open(os.DevNull)
+	os.Stdout = devnull
+	err := run()
+	os.Stdout = stdout
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	res, err := runner.ReadJSONLines(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := 6 * len(engine.Names()); len(res) != want {
+		t.Fatalf("%d results, want %d (6 workloads x every engine)", len(res), want)
+	}
+	for _, r := range res {
+		if len(r.Phases) != 2 || r.Phases[1].Ops != 500 || r.Phases[0].Errors+r.Phases[1].Errors != 0 {
+			t.Errorf("%s/%s: bad result %+v", r.Engine, r.Workload, r.Phases)
+		}
+	}
+	cf, err := os.Open(cs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cf.Close()
+	rows, err := csv.NewReader(cf).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) < 1+len(res)*3 || len(rows[0]) != len(runner.CSVHeader) {
+		t.Fatalf("%d CSV rows, header %v", len(rows), rows[0])
+	}
+	if entries, _ := os.ReadDir(filepath.Join(tmp, "data")); len(entries) != 0 {
+		t.Errorf("data directories left behind: %d", len(entries))
+	}
+}
