@@ -154,7 +154,8 @@ func TestInteractivePTY(t *testing.T) {
 	exe := buildHeapkv(t)
 	dir := filepath.Join(t.TempDir(), "demo-db")
 	cmd := exec.Command(exe, "-d", dir)
-	cmd.Env = append(os.Environ(), "TERM=xterm", "HEAPKV_HISTORY="+filepath.Join(t.TempDir(), "history"))
+	history := filepath.Join(t.TempDir(), "history")
+	cmd.Env = append(os.Environ(), "TERM=xterm", "HEAPKV_HISTORY="+history)
 	f, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 40, Cols: 120})
 	if err != nil {
 		t.Skipf("skipping: cannot open a pseudo-terminal here (pty.Start: %v)", err)
@@ -199,7 +200,11 @@ func TestInteractivePTY(t *testing.T) {
 	tm.expect("(1 key)")
 	tm.expect(prompt + "> ")
 
-	// Ctrl-C on a line being typed clears it; the shell goes on.
+	// Ctrl-C on an empty line, and on a line being typed (which it
+	// clears): the shell goes on.
+	tm.send(keyCtrlC)
+	tm.expect("^C")
+	tm.expect(prompt + "> ")
 	tm.send("del k1" + keyCtrlC)
 	tm.expect("^C")
 	tm.expect(prompt + "> ")
@@ -234,6 +239,9 @@ func TestInteractivePTY(t *testing.T) {
 	out, errs, code := cli(t, "", "-d", dir, "-c", "scan")
 	require.Equal(t, 0, code, errs)
 	require.Equal(t, "\"k1\" \"v1\"\n\"k2\" \"v2\"\n", out)
+	hist, err := os.ReadFile(history)
+	require.NoError(t, err)
+	require.Equal(t, "put k1 v1\nget k1\nscan\nexists k1\nbegin\nput k2 v2\nbogus\ncommit\n", string(hist))
 }
 
 // TestInteractivePTYQuitRollsBack checks that leaving with an open
