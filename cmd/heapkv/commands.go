@@ -103,7 +103,7 @@ func init() {
 				"left are listed and make scrub fail."},
 		{name: "check", run: cmdCheck,
 			summary: "verify every value and the heap allocation (reads everything)"},
-		{name: "info", run: cmdInfo, summary: "print the directory, its files and sizes"},
+		{name: "info", run: cmdInfo, summary: "print the directory, format, geometry, files and sizes"},
 		{name: "help", args: "[COMMAND]", max: 1, inBatch: true, run: cmdHelp,
 			summary: "list commands, or describe one"},
 		{name: "quit", aliases: []string{"exit"}, run: cmdQuit, summary: "close the database and leave"},
@@ -415,6 +415,7 @@ func cmdInfo(s *shell, _ []word) (result, error) {
 	line("dir", "%s", abs)
 	line("files", "%s", strings.Join(files, " "))
 	line("disk", "%s", humanBytes(disk))
+	line("format", "v%d, %s blocks, %s segments", st.FormatVersion, humanBytes(int64(st.BlockSize)), humanBytes(st.SegmentSize))
 	line("keys", "%d", st.Keys)
 	line("heap", "%s in %d segments, %s live", humanBytes(st.HeapFileBytes), st.HeapSegments, humanBytes(st.HeapLiveBytes))
 	line("log", "%s in %d files", humanBytes(st.LogBytes), st.LogFiles)
@@ -427,6 +428,7 @@ func cmdInfo(s *shell, _ []word) (result, error) {
 	}
 	f := map[string]any{
 		"dir": abs, "files": files, "disk_bytes": disk, "keys": st.Keys,
+		"format_version": st.FormatVersion, "block_size": st.BlockSize, "segment_size": st.SegmentSize,
 		"heap_file_bytes": st.HeapFileBytes, "heap_segments": st.HeapSegments,
 		"log_bytes": st.LogBytes, "log_files": st.LogFiles, "index_bytes": st.IndexBytes,
 		"lsn": st.LSN, "checkpoint_lsn": st.CheckpointLSN, "nosync": s.nosync,
