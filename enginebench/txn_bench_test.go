@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -362,9 +361,6 @@ func loadPebbleScan(dir string, n, size int, o *pebble.Options) (scanEngine, err
 	(&pebbleEngine{db: db}).Settle(*flagSettle)
 	return &pebbleScanEngine{db: db}, nil
 }
-
-// scanData caches loaded engines across b.N rounds of one cell.
-var scanData sync.Map
 
 // BenchmarkScan sweeps value size x scan kind x engine.
 func BenchmarkScan(b *testing.B) {

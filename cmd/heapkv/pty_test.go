@@ -35,7 +35,10 @@ func newTerm(t *testing.T, f *os.File) *ptyTerm {
 		defer close(tm.done)
 		b := make([]byte, 4096)
 		for {
+			// Wait here while a test holds paused (it wants the child to
+			// block on a full pty buffer).
 			tm.paused.Lock()
+			//lint:ignore SA2001 the empty critical section is the gate
 			tm.paused.Unlock()
 			n, err := f.Read(b)
 			tm.mu.Lock()
