@@ -26,7 +26,7 @@ func Charts(dir string, cells map[Key]*Cell) ([]string, error) {
 		p.Title.Text = "YCSB throughput, " + s.String()
 		p.Y.Label.Text = "ops/s (median)"
 		p.Legend.Top = true
-		w := vg.Points(float64(60) / float64(len(engines)+1))
+		w := 7 * vg.Millimeter
 		for i, e := range engines {
 			vals := make(plotter.Values, len(wls))
 			for j, wl := range wls {
@@ -45,8 +45,10 @@ func Charts(dir string, cells map[Key]*Cell) ([]string, error) {
 			p.Legend.Add(e, b)
 		}
 		p.NominalX(wls...)
+		p.Y.Min, p.Y.Max = 0, p.Y.Max*1.3 // headroom for the legend
 		f := filepath.Join(dir, "throughput_"+tag+".png")
-		if err := p.Save(vg.Length(140+60*len(wls))*vg.Millimeter/2, 110*vg.Millimeter, f); err != nil {
+		width := vg.Length(40+len(wls)*(7*len(engines)+10)) * vg.Millimeter
+		if err := p.Save(width, 120*vg.Millimeter, f); err != nil {
 			return files, err
 		}
 		files = append(files, f)
@@ -84,7 +86,7 @@ func latencyChart(dir, tag string, s Series, wl, op string, engines []string, ce
 	p.Title.Text = fmt.Sprintf("%s latency, workload %s, %s", op, wl, s)
 	p.Y.Label.Text = "microseconds (median of runs)"
 	p.Legend.Top = true
-	w := vg.Points(12)
+	w := 6 * vg.Millimeter
 	for i := range pctNames {
 		vals := make(plotter.Values, len(engines))
 		for j, e := range engines {
@@ -103,9 +105,10 @@ func latencyChart(dir, tag string, s Series, wl, op string, engines []string, ce
 		p.Legend.Add(pctNames[i], b)
 	}
 	p.NominalX(engines...)
+	p.Y.Min, p.Y.Max = 0, p.Y.Max*1.3
 	name := fmt.Sprintf("latency_%s_%s_%s.png", tag, strings.ToLower(wl), strings.ToLower(strings.ReplaceAll(op, "-", "")))
 	f := filepath.Join(dir, name)
-	return f, p.Save(vg.Length(60+30*len(engines))*vg.Millimeter, 100*vg.Millimeter, f)
+	return f, p.Save(vg.Length(40+30*len(engines))*vg.Millimeter, 100*vg.Millimeter, f)
 }
 
 func shade(i int) color.Color {
