@@ -38,6 +38,12 @@ type Config struct {
 	FieldLength int
 	Sync        bool
 
+	// Existing and ExistingLogicalBytes describe the data already in Dir
+	// when the load phase does not run (from the last phase of the
+	// previous result); zero means Records records of the configured size.
+	Existing             int64
+	ExistingLogicalBytes int64
+
 	Dir  string // data directory (must not hold another engine's data)
 	Load bool   // run the load phase
 	Run  bool   // run the run phase
@@ -152,8 +158,15 @@ func Execute(ctx context.Context, c Config) (*Result, error) {
 		}
 		res.Phases = append(res.Phases, p)
 	} else {
-		st.ks = ycsb.NewKeyspace(uint64(c.Records))
-		st.logicalBytes.Store(c.Records * int64(avgKeyLen+c.ValueSize()))
+		n, lb := c.Existing, c.ExistingLogicalBytes
+		if n == 0 {
+			n = c.Records
+		}
+		if lb == 0 {
+			lb = n * int64(avgKeyLen+c.ValueSize())
+		}
+		st.ks = ycsb.NewKeyspace(uint64(n))
+		st.logicalBytes.Store(lb)
 	}
 	if c.Run {
 		p, err := st.phase(ctx, "run")

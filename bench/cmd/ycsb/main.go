@@ -54,6 +54,7 @@ func run() error {
 		seed        = flag.Uint64("seed", 1, "random seed")
 		runIndex    = flag.Int("run-index", 0, "internal: repetition number of a child process")
 		progress    = flag.Bool("progress", true, "show progress on stderr")
+		sequence    = flag.Bool("sequence", false, "load once per engine and run, then run the workloads in the order given on that data (YCSB's procedure, e.g. -workload a,b,c,f,d); each workload is one result, the first carries the load phase")
 	)
 	flag.Parse()
 	set := map[string]bool{}
@@ -113,8 +114,36 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 
-	multi := len(engList)*len(wlList)**runs > 1
 	failed := 0
+	if *sequence {
+		multi := len(engList)**runs > 1
+		for r := 1; r <= *runs; r++ {
+			for _, eng := range engList {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				idx := r
+				if *runIndex > 0 {
+					idx = *runIndex
+				}
+				var err error
+				if multi && *isolate {
+					err = child(eng, strings.Join(wlList, ","), idx)
+				} else {
+					err = sequenceRun(ctx, base, eng, wlList, idx, *dir, *keep, *progress, *jsonPath, *csvPath)
+				}
+				if err != nil {
+					fmt.Fprintf(os.Stderr, "ycsb: %s sequence run %d: %v\n", eng, idx, err)
+					failed++
+				}
+			}
+		}
+		if failed > 0 {
+			return fmt.Errorf("%d runs failed", failed)
+		}
+		return nil
+	}
+	multi := len(engList)*len(wlList)**runs > 1
 	for r := 1; r <= *runs; r++ {
 		for _, wl := range wlList {
 			for _, eng := range engList {
@@ -139,7 +168,7 @@ func run() error {
 					c.Progress = os.Stderr
 					c.Terminal = term.IsTerminal(int(os.Stderr.Fd()))
 				}
-				if err := one(ctx, c, idx, *keep, *jsonPath, *csvPath); err != nil {
+				if _, err := one(ctx, c, idx, *keep, *jsonPath, *csvPath); err != nil {
 					fmt.Fprintf(os.Stderr, "ycsb: %s/%s run %d: %v\n", eng, wl, idx, err)
 					failed++
 				}
@@ -152,23 +181,50 @@ func run() error {
 	return nil
 }
 
-func one(ctx context.Context, c runner.Config, idx int, keep bool, jsonPath, csvPath string) error {
+// sequenceRun loads engine eng once and runs the workloads in order on
+// the same data.
+func sequenceRun(ctx context.Context, base runner.Config, eng string, wls []string, idx int, dir string, keep, progress bool, jsonPath, csvPath string) error {
+	c := base
+	c.Engine = eng
+	c.Dir = filepath.Join(dir, fmt.Sprintf("%s-seq-r%d", eng, idx))
+	if progress {
+		c.Progress = os.Stderr
+		c.Terminal = term.IsTerminal(int(os.Stderr.Fd()))
+	}
+	if !keep {
+		defer os.RemoveAll(c.Dir)
+	}
+	load := base.Load
+	for i, wl := range wls {
+		c.Workload = wl
+		c.Load, c.Run = load && i == 0, true
+		res, err := one(ctx, c, idx, true, jsonPath, csvPath)
+		if err != nil {
+			return fmt.Errorf("workload %s: %w", wl, err)
+		}
+		last := res.Phases[len(res.Phases)-1]
+		c.Existing, c.ExistingLogicalBytes = last.Records, last.LogicalBytes
+	}
+	return nil
+}
+
+func one(ctx context.Context, c runner.Config, idx int, keep bool, jsonPath, csvPath string) (*runner.Result, error) {
 	if c.Load {
 		if err := os.RemoveAll(c.Dir); err != nil {
-			return err
+			return nil, err
 		}
 	} else if _, err := os.Stat(c.Dir); err != nil {
-		return fmt.Errorf("-phases run needs the data of an earlier load: %w", err)
+		return nil, fmt.Errorf("-phases run needs the data of an earlier load: %w", err)
 	}
 	if err := os.MkdirAll(filepath.Dir(c.Dir), 0o755); err != nil {
-		return err
+		return nil, err
 	}
 	res, err := runner.Execute(ctx, c)
 	if !keep {
 		os.RemoveAll(c.Dir)
 	}
 	if res == nil {
-		return err
+		return nil, err
 	}
 	res.Run = idx
 	res.Command = strings.Join(os.Args, " ")
@@ -188,7 +244,10 @@ func one(ctx context.Context, c runner.Config, idx int, keep bool, jsonPath, csv
 			err = fmt.Errorf("%s phase: %d errors, first: %s", p.Name, p.Errors, p.FirstError)
 		}
 	}
-	return err
+	if err == nil && len(res.Phases) == 0 {
+		err = fmt.Errorf("no phase ran")
+	}
+	return res, err
 }
 
 // child re-runs this command for one engine, workload and repetition in a

@@ -59,3 +59,45 @@ func TestSmokeCLI(t *testing.T) {
 		t.Errorf("data directories left behind: %d", len(entries))
 	}
 }
+
+// TestSequenceCLI loads once per engine and runs several workloads on the
+// same data: only the first result has a load phase, and the record count
+// carries over (D's inserts are visible to E).
+func TestSequenceCLI(t *testing.T) {
+	tmp := t.TempDir()
+	js := filepath.Join(tmp, "r.jsonl")
+	os.Args = []string{"ycsb", "-sequence", "-smoke", "-engine", "heapkv,bbolt", "-workload", "a,d,e", "-progress=false", "-dir", filepath.Join(tmp, "data"), "-json", js}
+	flag.CommandLine = flag.NewFlagSet("ycsb", flag.ContinueOnError)
+	stdout := os.Stdout
+	devnull, _ := os.Open(os.DevNull)
+	os.Stdout = devnull
+	err := run()
+	os.Stdout = stdout
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	res, err := runner.ReadJSONLines(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 6 {
+		t.Fatalf("%d results, want 6", len(res))
+	}
+	for i, r := range res {
+		wantPhases := 1
+		if i%3 == 0 {
+			wantPhases = 2
+		}
+		if len(r.Phases) != wantPhases {
+			t.Errorf("%s/%s: %d phases, want %d", r.Engine, r.Workload, len(r.Phases), wantPhases)
+		}
+		if r.Workload == "E" && r.Phases[0].Records <= res[i-1].Phases[0].Records {
+			t.Errorf("%s: E sees %d records, D ended with %d", r.Engine, r.Phases[0].Records, res[i-1].Phases[0].Records)
+		}
+	}
+}
