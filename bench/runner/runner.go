@@ -282,7 +282,6 @@ func (st *state) phase(ctx context.Context, name string) (*Phase, error) {
 	io0 := ReadIO()
 	var done atomic.Int64
 	var total int64
-	var deadline time.Time
 	if name == "load" {
 		total = c.Records
 	} else {
@@ -290,35 +289,47 @@ func (st *state) phase(ctx context.Context, name string) (*Phase, error) {
 		if total == 0 && c.Duration == 0 {
 			total = c.Records
 		}
-		if c.Duration > 0 {
-			deadline = time.Now().Add(c.Duration)
-		}
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	if !deadline.IsZero() {
-		ctx, cancel = context.WithDeadline(ctx, deadline)
-		defer cancel()
 	}
 	var loadNext atomic.Int64
 	var opsLeft atomic.Int64
 	opsLeft.Store(total)
 	unbounded := total == 0
 
+	// Build the clients (and their key choosers, whose zipfian zeta sum
+	// is O(records)) before the clock starts.
 	clients := make([]*client, c.Threads)
+	keys := make([]*ycsb.KeyChooser, c.Threads)
+	for t := range clients {
+		clients[t] = newClient(c.Seed+uint64(t)*7919+uint64(len(name)), c.ValueSize())
+		if name == "run" {
+			// Size the zipfian for the inserts the run may make, as YCSB does.
+			expInserts := uint64(float64(c.Ops) * st.w.Proportions[ycsb.OpInsert] * 2)
+			if keys[t], err = ycsb.NewKeyChooser(st.w.Distribution, st.ks, expInserts); err != nil {
+				db.Close()
+				return nil, err
+			}
+		}
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var deadline time.Time
+	if name == "run" && c.Duration > 0 {
+		deadline = time.Now().Add(c.Duration)
+		ctx, cancel = context.WithDeadline(ctx, deadline)
+		defer cancel()
+	}
 	var wg sync.WaitGroup
 	start := time.Now()
 	stopProgress := st.progress(name, start, &done, total, deadline)
-	for t := range clients {
-		cl := newClient(c.Seed+uint64(t)*7919+uint64(len(name)), c.ValueSize())
-		clients[t] = cl
+	for t, cl := range clients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			if name == "load" {
 				st.loadClient(ctx, db, cl, &loadNext, &done)
 			} else {
-				st.runClient(ctx, db, cl, &opsLeft, unbounded, &done)
+				st.runClient(ctx, db, cl, keys[t], &opsLeft, unbounded, &done)
 			}
 		}()
 	}
@@ -417,16 +428,8 @@ func (st *state) insert(db engine.DB, cl *client, keynum uint64) {
 	st.ks.Ack(keynum)
 }
 
-func (st *state) runClient(ctx context.Context, db engine.DB, cl *client, left *atomic.Int64, unbounded bool, done *atomic.Int64) {
+func (st *state) runClient(ctx context.Context, db engine.DB, cl *client, keys *ycsb.KeyChooser, left *atomic.Int64, unbounded bool, done *atomic.Int64) {
 	ops := ycsb.NewOpChooser(st.w.Proportions)
-	// Size the zipfian for the inserts the run may make, as YCSB does.
-	expInserts := uint64(float64(st.c.Ops) * st.w.Proportions[ycsb.OpInsert] * 2)
-	keys, err := ycsb.NewKeyChooser(st.w.Distribution, st.ks, expInserts)
-	if err != nil {
-		cl.first = err
-		cl.errs[ycsb.OpRead]++
-		return
-	}
 	maxScan := st.w.MaxScanLength
 	for ctx.Err() == nil {
 		if !unbounded && left.Add(-1) < 0 {
