@@ -185,6 +185,27 @@ func Markdown(w io.Writer, cells map[Key]*Cell) {
 			}
 			fmt.Fprintf(w, "| %s |\n", strings.Join(row, " | "))
 		}
+		if hasEngine(engines, "heapkv") && len(engines) > 1 {
+			row := []string{"heapkv vs best other"}
+			for _, wl := range wls {
+				h := cells[Key{"heapkv", wl, s.ValueSize, s.FieldCount, s.Sync, phaseOf(wl)}]
+				best, bestName := 0.0, ""
+				for _, e := range engines {
+					if e == "heapkv" {
+						continue
+					}
+					if c := cells[Key{e, wl, s.ValueSize, s.FieldCount, s.Sync, phaseOf(wl)}]; c != nil && c.OpsPerSec > best {
+						best, bestName = c.OpsPerSec, e
+					}
+				}
+				if h == nil || best == 0 {
+					row = append(row, "-")
+					continue
+				}
+				row = append(row, fmt.Sprintf("%+.0f%% vs %s", (h.OpsPerSec/best-1)*100, bestName))
+			}
+			fmt.Fprintf(w, "| %s |\n", strings.Join(row, " | "))
+		}
 		fmt.Fprintf(w, "\n### Space and write amplification, %s (medians)\n\n", s)
 		fmt.Fprintf(w, "| engine | space amp after load | write amp of load | space amp after A | write amp of A | peak RSS during A (MiB) |\n|---|---:|---:|---:|---:|---:|\n")
 		for _, e := range engines {
@@ -205,6 +226,15 @@ func Markdown(w io.Writer, cells map[Key]*Cell) {
 		}
 		fmt.Fprintln(w)
 	}
+}
+
+func hasEngine(engines []string, name string) bool {
+	for _, e := range engines {
+		if e == name {
+			return true
+		}
+	}
+	return false
 }
 
 func phaseOf(wl string) string {

@@ -37,7 +37,7 @@ func TestAggregateMarkdownCharts(t *testing.T) {
 	var b bytes.Buffer
 	Markdown(&b, cells)
 	md := b.String()
-	for _, want := range []string{"| engine | LOAD | A | C |", "| heapkv | 500 (4) | 200 (3) | 1000 (1) |", "| pebble | 200 (3) | 100 (3) | - |", "| heapkv | 1.10 | 2.00 | 1.20 | 3.00 |"} {
+	for _, want := range []string{"| engine | LOAD | A | C |", "| heapkv | 500 (4) | 200 (3) | 1000 (1) |", "| pebble | 200 (3) | 100 (3) | - |", "| heapkv | 1.10 | 2.00 | 1.20 | 3.00 |", "| heapkv vs best other | +150% vs pebble | +100% vs pebble | - |"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md)
 		}
