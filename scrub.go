@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/heapkv/heapkv/internal/pace"
 )
 
 // ScrubReport is what Scrub found and fixed.
@@ -87,7 +89,7 @@ func (db *DB) Scrub(ctx context.Context) (*ScrubReport, error) {
 		}
 	}()
 
-	s := scrubber{db: db, ctx: ctx, rep: &ScrubReport{}, pace: pacer{rate: db.opts.ScrubRate, start: time.Now()}}
+	s := scrubber{db: db, ctx: ctx, rep: &ScrubReport{}, pace: pace.New(db.opts.ScrubRate), start: time.Now()}
 	for _, st := range db.heap.Status() {
 		s.rep.Replicas = append(s.rep.Replicas, ScrubReplicaReport{ID: st.ID})
 	}
@@ -99,7 +101,7 @@ func (db *DB) Scrub(ctx context.Context) (*ScrubReport, error) {
 				err = fmt.Errorf("%w: scrub stopped: %w", ErrClosed, err)
 			default:
 			}
-			s.rep.Duration = time.Since(s.pace.start)
+			s.rep.Duration = time.Since(s.start)
 			return s.rep, err
 		}
 		if done {
@@ -107,7 +109,7 @@ func (db *DB) Scrub(ctx context.Context) (*ScrubReport, error) {
 		}
 	}
 	rep := s.rep
-	rep.Duration = time.Since(s.pace.start)
+	rep.Duration = time.Since(s.start)
 	db.logger.Info("scrub done", "values", rep.Values, "bad_copies", rep.BadCopies, "repaired", rep.Repaired, "unrecoverable", rep.Unrecoverable)
 	if rep.Unrecoverable > 0 {
 		return rep, fmt.Errorf("%w: scrub found %d values with no good copy; first: %s", ErrCorrupt, rep.Unrecoverable, rep.Problems[0])
@@ -117,11 +119,12 @@ func (db *DB) Scrub(ctx context.Context) (*ScrubReport, error) {
 
 // scrubber is one Scrub call.
 type scrubber struct {
-	db   *DB
-	ctx  context.Context
-	rep  *ScrubReport
-	pace pacer
-	next []byte // the first key of the next batch; nil before the first
+	db    *DB
+	ctx   context.Context
+	rep   *ScrubReport
+	pace  *pace.Pacer
+	start time.Time // when the scrub began
+	next  []byte    // the first key of the next batch; nil before the first
 }
 
 // batch verifies up to scrubBatchValues values from s.next on, under one
@@ -167,7 +170,7 @@ func (s *scrubber) batch() (done bool, err error) {
 		for _, x := range e.ptr.extents {
 			blocks += int64(x.Len)
 		}
-		if err := s.pace.wait(s.ctx, blocks*bs*int64(max(db.heap.InSync(), 1))); err != nil {
+		if err := s.pace.Wait(s.ctx, blocks*bs*int64(max(db.heap.InSync(), 1))); err != nil {
 			return false, err
 		}
 		_, res, err := db.readCopies(&e.ptr, true)
@@ -201,32 +204,5 @@ func (s *scrubber) problem(format string, args ...any) {
 	s.rep.Unrecoverable++
 	if len(s.rep.Problems) < maxProblems {
 		s.rep.Problems = append(s.rep.Problems, fmt.Sprintf(format, args...))
-	}
-}
-
-// pacer paces reads or copies at rate bytes per second (0: no limit).
-type pacer struct {
-	rate  int64
-	start time.Time
-	bytes int64
-}
-
-func (p *pacer) wait(ctx context.Context, n int64) error {
-	if p.rate <= 0 {
-		return nil
-	}
-	due := p.start.Add(time.Duration(float64(p.bytes) / float64(p.rate) * float64(time.Second)))
-	p.bytes += n
-	d := time.Until(due)
-	if d <= 0 {
-		return nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }

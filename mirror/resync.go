@@ -4,7 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
+
+	"github.com/heapkv/heapkv/internal/pace"
 )
 
 // ResyncOptions control one Resync.
@@ -107,7 +108,7 @@ func (s *Set) Resync(ctx context.Context, id int, o ResyncOptions) (ResyncResult
 // copyAll is the copy pass of Resync.
 func (s *Set) copyAll(ctx context.Context, r *replica, track, synced *blockSet, o ResyncOptions) error {
 	bs := int64(s.cfg.BlockSize)
-	lim := limiter{rate: o.Rate, start: time.Now()}
+	lim := pace.New(o.Rate)
 	limit := ^uint64(0)
 	if track == nil {
 		limit = o.Blocks
@@ -132,7 +133,7 @@ func (s *Set) copyAll(ctx context.Context, r *replica, track, synced *blockSet, 
 		for e < end && (track == nil || track.Test(e)) && !synced.Test(e) && o.Allocated(e) {
 			e++
 		}
-		if err := lim.wait(ctx, int64(e-b)*bs); err != nil {
+		if err := lim.Wait(ctx, int64(e-b)*bs); err != nil {
 			return fmt.Errorf("mirror: resync of replica %d stopped: %w", r.id, err)
 		}
 		if err := s.copyRun(r, synced, b, int(e-b), buf, o.Allocated); err != nil {
@@ -277,31 +278,4 @@ func (s *Set) abortResync(r *replica, cause error) {
 	}
 	s.changedLocked()
 	s.cfg.Logger.Warn("heap replica resync stopped; it stays stale", "replica", r.id, "copied_blocks", r.copied.Load(), "err", cause)
-}
-
-// limiter paces a copy at rate bytes per second.
-type limiter struct {
-	rate  int64
-	start time.Time
-	bytes int64
-}
-
-func (l *limiter) wait(ctx context.Context, n int64) error {
-	if l.rate <= 0 {
-		return nil
-	}
-	due := l.start.Add(time.Duration(float64(l.bytes) / float64(l.rate) * float64(time.Second)))
-	l.bytes += n
-	d := time.Until(due)
-	if d <= 0 {
-		return nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
