@@ -113,6 +113,7 @@ type Result struct {
 	Sync         bool               `json:"sync"`
 	Run          int                `json:"run,omitempty"` // repetition number
 	Command      string             `json:"command,omitempty"`
+	Commit       string             `json:"commit,omitempty"` // git commit of the tree run ("+dirty" if tracked files are modified)
 	Start        time.Time          `json:"start"`
 	GoVersion    string             `json:"go_version"`
 	NumCPU       int                `json:"num_cpu"`

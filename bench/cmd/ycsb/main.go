@@ -228,6 +228,7 @@ func one(ctx context.Context, c runner.Config, idx int, keep bool, jsonPath, csv
 	}
 	res.Run = idx
 	res.Command = strings.Join(os.Args, " ")
+	res.Commit = gitCommit()
 	runner.Summary(os.Stdout, res)
 	if jsonPath != "" {
 		if werr := runner.AppendJSON(jsonPath, res); werr != nil && err == nil {
@@ -280,4 +281,18 @@ func splitList(s string, all []string) []string {
 		}
 	}
 	return out
+}
+
+// gitCommit returns the commit of the git tree holding the working
+// directory, with "+dirty" when tracked files are modified ("" outside git).
+func gitCommit() string {
+	out, err := exec.Command("git", "rev-parse", "HEAD").Output()
+	if err != nil {
+		return ""
+	}
+	c := strings.TrimSpace(string(out))
+	if st, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(strings.TrimSpace(string(st))) > 0 {
+		c += "+dirty"
+	}
+	return c
 }
