@@ -51,7 +51,7 @@ type DB struct {
 	// writes it did not also sync (invariant 1). It never wraps an index
 	// call, so the index's flush hook may take it. It guards unsynced.
 	appendMu sync.Mutex
-	unsynced int64 // log bytes appended since the last sync
+	unsynced int64 // log and heap bytes appended since the last sync
 
 	failure atomic.Pointer[error] // first write-path I/O error; see fail
 	// recentWrites maps keys written by recent commits to the LSN of the
