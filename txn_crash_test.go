@@ -1,8 +1,6 @@
 package heapkv_test
 
 import (
-	"bytes"
-	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -72,7 +70,7 @@ func planTxnCrash(seed uint64, n int) *txnCrashPlan {
 				if rng.IntN(2) == 0 {
 					size = 65 + rng.IntN(4000)
 				}
-				op.val = tcBytes(rng, size)
+				op.val = crashBytes(rng, size)
 			}
 			ops = append(ops, op)
 		}
@@ -201,9 +199,9 @@ func (p *txnCrashPlan) run(t *testing.T, fs vfs.FS, pr *txnCrashProgress) {
 			pr.durable.Store(int64(writes))
 		}
 	}
-	got, err := tcReadAll(db, p.keys)
+	got, err := crashReadAll(db, p.keys)
 	require.NoError(t, err)
-	require.True(t, tcSame(got, p.states[writes]), tcDiff(got, p.states[writes]))
+	require.True(t, crashSameState(got, p.states[writes]), crashStateDiff(got, p.states[writes]))
 	require.NoError(t, db.Close())
 	pr.durable.Store(pr.started.Load())
 }
@@ -263,16 +261,16 @@ func (p *txnCrashPlan) verify(fs vfs.FS, lo, hi int) (int, error) {
 		return 0, fmt.Errorf("open: %w", err)
 	}
 	defer db.Close()
-	got, err := tcReadAll(db, p.keys)
+	got, err := crashReadAll(db, p.keys)
 	if err != nil {
 		return 0, err
 	}
 	for i := hi; i >= lo; i-- {
-		if tcSame(got, p.states[i]) {
-			return i, tcCheck(db, len(got))
+		if crashSameState(got, p.states[i]) {
+			return i, crashCheckDB(db, len(got))
 		}
 	}
-	return 0, fmt.Errorf("state is no prefix of the commits in [%d, %d]: nearest diff to %d: %s", lo, hi, lo, tcDiff(got, p.states[lo]))
+	return 0, fmt.Errorf("state is no prefix of the commits in [%d, %d]: nearest diff to %d: %s", lo, hi, lo, crashStateDiff(got, p.states[lo]))
 }
 
 func TestTxnCrashEnumeration(t *testing.T) {
@@ -364,61 +362,4 @@ type tcOp struct {
 	del bool
 	key string
 	val []byte
-}
-
-func tcBytes(rng *rand.Rand, n int) []byte {
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(rng.Uint32())
-	}
-	return b
-}
-
-// tcReadAll reads every key in keys; absent keys are left out.
-func tcReadAll(db *heapkv.DB, keys []string) (map[string][]byte, error) {
-	got := map[string][]byte{}
-	for _, k := range keys {
-		v, err := db.Get([]byte(k))
-		switch {
-		case errors.Is(err, heapkv.ErrNotFound):
-		case err != nil:
-			return nil, fmt.Errorf("get %q: %w", k, err)
-		default:
-			got[k] = v
-		}
-	}
-	return got, nil
-}
-
-func tcSame(a, b map[string][]byte) bool { return maps.EqualFunc(a, b, bytes.Equal) }
-
-func tcDiff(got, want map[string][]byte) string {
-	var d []string
-	for _, k := range slices.Sorted(maps.Keys(maps.Collect(func(yield func(string, struct{}) bool) {
-		for k := range got {
-			yield(k, struct{}{})
-		}
-		for k := range want {
-			yield(k, struct{}{})
-		}
-	}))) {
-		g, gok := got[k]
-		w, wok := want[k]
-		if gok != wok || !bytes.Equal(g, w) {
-			d = append(d, fmt.Sprintf("%s: %d bytes (present %v), want %d bytes (present %v)", k, len(g), gok, len(w), wok))
-		}
-	}
-	return fmt.Sprint(d)
-}
-
-// tcCheck runs Check and compares the key count.
-func tcCheck(db *heapkv.DB, keys int) error {
-	rep, err := db.Check(context.Background())
-	if err != nil {
-		return fmt.Errorf("check: %w", err)
-	}
-	if rep.Keys != int64(keys) || rep.LeakedBlocks != 0 || rep.DanglingBlocks != 0 || rep.DoubleRefBlocks != 0 {
-		return fmt.Errorf("check: want %d keys, no leaks, got\n%s", keys, rep)
-	}
-	return nil
 }
