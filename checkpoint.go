@@ -144,6 +144,7 @@ func (db *DB) removeObsolete(seq, lsn uint64, tracking bool) error {
 	if tracking {
 		keepT = trackingFileName(lsn)
 	}
+	removed := false
 	for _, n := range names {
 		obsolete := (strings.HasPrefix(n, manifestPrefix) && n != keepM) ||
 			(strings.HasPrefix(n, allocPrefix) && n != keepA) ||
@@ -153,9 +154,15 @@ func (db *DB) removeObsolete(seq, lsn uint64, tracking bool) error {
 			if err := db.fs.Remove(db.fs.PathJoin(db.dir, n)); err != nil {
 				return err
 			}
+			removed = true
 		}
 	}
-	return nil
+	if !removed {
+		return nil
+	}
+	// Not needed for correctness (the newest MANIFEST wins), but without it
+	// a crash can bring removed files back until the next checkpoint.
+	return syncDir(db.fs, db.dir)
 }
 
 // Sync makes every write committed so far durable, including those made
