@@ -9,6 +9,17 @@
 // no value log to compact. heapkv's own write-ahead log gives every change a
 // log sequence number (LSN) and is the redo record for crash recovery.
 //
+// # What it offers
+//
+// Put, Get, Delete and atomic batches (Apply); optimistic transactions
+// (Update, View, Begin) with snapshot isolation or, optionally,
+// serializability; snapshots; ordered, bounded iterators that read heap
+// values lazily; a value cache and per-value s2/zstd compression; and a heap
+// mirrored onto several replica directories (Options.Mirrors), brought back
+// up to date after an outage by copying only the blocks that changed, with
+// reads that repair a bad copy from a good one and a Scrub that checks them
+// all. Check proves the allocation invariants; Stats reports the numbers.
+//
 // # Durability
 //
 // By default every acknowledged write is durable: Put returns after the
