@@ -221,17 +221,14 @@ func txnWrite(txn *heapkv.Txn, ops []tcOp) error {
 	return nil
 }
 
+// txnCrashOptions is crashOptions with NoSync by default (transactions
+// choose per commit), the default value cache, and a quiet logger.
 func txnCrashOptions() heapkv.Options {
-	return heapkv.Options{
-		BlockSize:          512,
-		SegmentSize:        64 * 512,
-		IndexMemTableSize:  1 << 20,
-		LogSegmentSize:     64 << 10,
-		InlineThreshold:    64,
-		NoSync:             true,
-		CheckpointLogBytes: -1,
-		Logger:             txnLogger,
-	}
+	o := crashOptions()
+	o.NoSync = true
+	o.ValueCacheSize = 0
+	o.Logger = txnLogger
+	return o
 }
 
 // crashHook is an errorfs injector that never injects: it takes crash

@@ -105,13 +105,15 @@ func (e *heapEngine) transfer(a, b []byte) error {
 	return err
 }
 
-func (e *heapEngine) scanAll() (int, error) {
+// iterate reads count values from start (every value from the first key
+// when count is 0) and returns the bytes read.
+func (e *heapEngine) iterate(start []byte, count int) (int, error) {
 	it, err := e.db.NewIter(nil)
 	if err != nil {
 		return 0, err
 	}
 	n := 0
-	for ok := it.First(); ok; ok = it.Next() {
+	for ok, i := it.SeekGE(start), 0; ok && (count <= 0 || i < count); ok, i = it.Next(), i+1 {
 		v, err := it.Value()
 		if err != nil {
 			it.Close()
@@ -122,24 +124,9 @@ func (e *heapEngine) scanAll() (int, error) {
 	return n, it.Close()
 }
 
-func (e *heapEngine) scanRange(start []byte, count int) (int, error) {
-	it, err := e.db.NewIter(nil)
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for ok, i := it.SeekGE(start), 0; ok && i < count; ok, i = it.Next(), i+1 {
-		v, err := it.Value()
-		if err != nil {
-			it.Close()
-			return n, err
-		}
-		n += len(v)
-	}
-	return n, it.Close()
-}
-
-func (e *heapEngine) close() error { return e.db.Close() }
+func (e *heapEngine) scanAll() (int, error)                  { return e.iterate(nil, 0) }
+func (e *heapEngine) scanRange(s []byte, c int) (int, error) { return e.iterate(s, c) }
+func (e *heapEngine) close() error                           { return e.db.Close() }
 
 type badgerEngine struct{ db *badger.DB }
 
