@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -54,9 +55,21 @@ func run() error {
 		seed        = flag.Uint64("seed", 1, "random seed")
 		runIndex    = flag.Int("run-index", 0, "internal: repetition number of a child process")
 		progress    = flag.Bool("progress", true, "show progress on stderr")
+		cpuProfile  = flag.String("cpuprofile", "", "write a CPU profile of this process to the file (use with one engine, or -isolate=false)")
 		sequence    = flag.Bool("sequence", false, "load once per engine and run, then run the workloads in the order given on that data (YCSB's procedure, e.g. -workload a,b,c,f,d); each workload is one result, the first carries the load phase")
 	)
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	set := map[string]bool{}
 	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
 
