@@ -73,6 +73,9 @@ type mirrorEnv struct {
 	rate    int64 // Options.ResyncRate
 	srate   int64 // Options.ScrubRate
 	auto    bool  // let Open attach stale replicas
+	// resyncSave is the copy in bytes between saves of resync progress
+	// (0: the default).
+	resyncSave int64
 
 	model map[string][]byte // what the database must hold
 	gen   int
@@ -111,6 +114,9 @@ func (e *mirrorEnv) options() *heapkv.Options {
 	heapkv.SetFS(o, e.fs)
 	if !e.auto {
 		heapkv.SetNoAutoAttach(o)
+	}
+	if e.resyncSave > 0 {
+		heapkv.SetResyncSaveBytes(o, e.resyncSave)
 	}
 	return o
 }

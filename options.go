@@ -131,7 +131,8 @@ type Options struct {
 	// crash-simulating and fault-injecting ones (see export_test.go).
 	fs vfs.FS
 
-	noAutoAttach bool // tests: Open does not attach stale replicas
+	noAutoAttach    bool  // tests: Open does not attach stale replicas
+	resyncSaveBytes int64 // tests: copy between saves of resync progress (0: defaultResyncSaveBytes)
 }
 
 // withDefaults returns a validated copy of o with every zero field set.

@@ -174,6 +174,13 @@ func (db *DB) AttachReplica(ctx context.Context, id int) error {
 	}
 }
 
+// defaultResyncSaveBytes is how much a resync copies between checkpoints
+// that make its progress durable: at the copy rates measured (about
+// 900 MB/s, BENCHMARKS.md) that is a checkpoint every tenth of a second or
+// so at most, whose cost (an index flush, a bitmap snapshot of a few KiB per
+// GiB of heap) is small next to 64 MiB of copying.
+const defaultResyncSaveBytes = 64 << 20
+
 func (db *DB) runAttach(ctx context.Context, id int) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -187,10 +194,18 @@ func (db *DB) runAttach(ctx context.Context, id int) error {
 	if _, err := db.heap.Reopen(id); err != nil {
 		return fmt.Errorf("heapkv: attach replica %d: %w", id, err)
 	}
+	saveBytes := db.opts.resyncSaveBytes
+	if saveBytes <= 0 {
+		saveBytes = defaultResyncSaveBytes
+	}
 	res, err := db.heap.Resync(ctx, id, mirror.ResyncOptions{
 		Allocated: db.blockAllocated,
 		Blocks:    uint64(db.alloc.Segments()) * uint64(db.geom.SegmentBlocks),
 		Rate:      db.opts.ResyncRate,
+		// A checkpoint captures the sync bitmap (after fsyncing the
+		// replica), so a crash mid-resync loses at most saveBytes of copying.
+		Save:      db.Checkpoint,
+		SaveBytes: saveBytes,
 	})
 	if err != nil {
 		select {

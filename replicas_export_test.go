@@ -28,3 +28,7 @@ func ValueBlocks(db *DB, key []byte) ([]uint64, error) {
 	}
 	return out, nil
 }
+
+// SetResyncSaveBytes makes a resync save its progress (by a checkpoint)
+// after every n bytes copied.
+func SetResyncSaveBytes(o *Options, n int64) { o.resyncSaveBytes = n }

@@ -23,6 +23,15 @@ type ResyncOptions struct {
 
 	// Rate limits the copy to this many bytes per second; 0 means no limit.
 	Rate int64
+
+	// Save, if set, is called each time another SaveBytes bytes have been
+	// copied, with no lock of the Set held, so that the caller can make the
+	// progress recorded in the sync bitmap durable (heapkv runs a
+	// checkpoint, whose Capture saves it). A crash then loses at most
+	// SaveBytes of copying. An error from Save is logged and the copy goes
+	// on: the progress is only an optimisation.
+	Save      func() error
+	SaveBytes int64
 }
 
 // ResyncResult says what a Resync did.
@@ -114,6 +123,7 @@ func (s *Set) copyAll(ctx context.Context, r *replica, track, synced *blockSet, 
 		limit = o.Blocks
 	}
 	buf := make([]byte, stripeBlocks*s.cfg.BlockSize)
+	var sinceSave int64
 	for pos := uint64(0); ; {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("mirror: resync of replica %d stopped: %w", r.id, err)
@@ -140,6 +150,12 @@ func (s *Set) copyAll(ctx context.Context, r *replica, track, synced *blockSet, 
 			return err
 		}
 		pos = e
+		if sinceSave += int64(e-b) * bs; o.Save != nil && sinceSave >= o.SaveBytes {
+			sinceSave = 0
+			if err := o.Save(); err != nil {
+				s.cfg.Logger.Warn("saving resync progress failed", "replica", r.id, "err", err)
+			}
+		}
 	}
 }
 
