@@ -87,6 +87,20 @@ func (s *shell) call(c *command, name string, args []word) (result, error) {
 		s.cancel = nil
 		s.mu.Unlock()
 	}()
+	return runGuarded(s, c, args)
+}
+
+// errInternal marks a command that panicked: a bug, reported in one line
+// like any other error instead of a stack trace that kills the shell.
+var errInternal = errors.New("internal error (a bug: please report it)")
+
+// runGuarded runs c, turning a panic into an error wrapping errInternal.
+func runGuarded(s *shell, c *command, args []word) (res result, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			res, err = result{}, fmt.Errorf("%s: %w: %v", c.name, errInternal, p)
+		}
+	}()
 	return c.run(s, args)
 }
 

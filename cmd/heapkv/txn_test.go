@@ -156,6 +156,26 @@ func TestTxnConflict(t *testing.T) {
 	require.Equal(t, "heapkv:db (txn)> ", s.prompt())
 }
 
+// TestCommandPanicIsOneLine checks that a command that panics (a bug)
+// prints one error line and leaves the shell usable.
+func TestCommandPanicIsOneLine(t *testing.T) {
+	db, err := heapkv.Open(t.TempDir(), nil)
+	require.NoError(t, err)
+	defer db.Close()
+	var out, errb bytes.Buffer
+	s := &shell{db: db, dir: "db", out: &out, errw: &errb, limit: 1024}
+	boom := &command{name: "boom", max: -1, run: func(*shell, []word) (result, error) { panic("index out of range") }}
+	_, err = s.call(boom, "boom", nil)
+	require.ErrorIs(t, err, errInternal)
+	require.Equal(t, "boom: internal error (a bug: please report it): index out of range", err.Error())
+	stmts, err := parseLine("put k v; get k")
+	require.NoError(t, err)
+	for _, st := range stmts {
+		require.NoError(t, s.exec(st, ""))
+	}
+	require.Equal(t, "OK\n\"v\"\n", out.String())
+}
+
 func TestReplicaCommands(t *testing.T) {
 	dir := t.TempDir()
 	mirror := filepath.Join(t.TempDir(), "m1")
@@ -234,4 +254,20 @@ func TestCorruptDatabase(t *testing.T) {
 	b, err := os.ReadFile(filepath.Join(dir, "heap"))
 	require.NoError(t, err)
 	require.Equal(t, "garbage!", string(b[:8]))
+}
+
+// TestCheckpointInfo runs checkpoint and checks that info reports it, with
+// the format and geometry.
+func TestCheckpointInfo(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "db")
+	out, errs, code := cli(t, "", "-d", dir, "-c", "put a 1; put b 2; info; checkpoint; info")
+	require.Equal(t, 0, code, errs)
+	before, after, ok := strings.Cut(out, "OK\nOK\ndir")
+	require.True(t, ok, out)
+	require.Empty(t, before)
+	first, second, ok := strings.Cut(after, "\nOK\n")
+	require.True(t, ok, "checkpoint prints OK between the two infos: %q", out)
+	require.Contains(t, first, "lsn          2 (checkpoint 0)")
+	require.Contains(t, second, "lsn          2 (checkpoint 2)")
+	require.Contains(t, second, "format       v1, 4.0 KiB blocks, 8.0 MiB segments")
 }
