@@ -99,6 +99,10 @@ func (e *encoder) encode(value []byte, blockSize int) (stored []byte, codec Code
 		return value, CodecNone, nop
 	}
 	bp := encBufPool.Get().(*[]byte)
+	if incompressible(value, bp) {
+		encBufPool.Put(bp)
+		return value, CodecNone, nop
+	}
 	var out []byte
 	switch e.codec {
 	case CodecS2:
@@ -129,6 +133,38 @@ func (e *encoder) encode(value []byte, blockSize int) (stored []byte, codec Code
 		return value, CodecNone, nop
 	}
 	return out, e.codec, release
+}
+
+// Incompressible values are recognised from two samples before the whole
+// value is compressed: s2's fastest mode on sampleBytes at the start and at
+// the middle of the value. Only a value of at least minSampledValue bytes is
+// sampled (the samples cost at most a quarter of compressing it with s2,
+// and a tiny fraction of zstd), and it is stored as it is only when neither
+// sample shrinks by 1/32: text, JSON, logs and zeros shrink far more than
+// that even in 2 KiB pieces, while random or already compressed bytes grow.
+// A value compressible only outside both samples is stored uncompressed: a
+// loss of space, never of data.
+const (
+	sampleBytes     = 2 << 10
+	minSampledValue = 4 * 2 * sampleBytes
+)
+
+// incompressible reports whether value is large enough to be sampled and
+// both samples fail to shrink by 1/32. bp is scratch space.
+func incompressible(value []byte, bp *[]byte) bool {
+	if len(value) < minSampledValue {
+		return false
+	}
+	if n := s2.MaxEncodedLen(sampleBytes); cap(*bp) < n {
+		*bp = make([]byte, n)
+	}
+	mid := len(value)/2 - sampleBytes/2
+	for _, sample := range [][]byte{value[:sampleBytes], value[mid : mid+sampleBytes]} {
+		if len(s2.Encode(*bp, sample)) < sampleBytes-sampleBytes/32 {
+			return false
+		}
+	}
+	return true
 }
 
 // decodeValue returns the value that stored, written with codec, encodes.

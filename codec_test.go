@@ -424,3 +424,43 @@ func TestCorruptCompressedValue(t *testing.T) {
 		})
 	}
 }
+
+// TestIncompressibleSampling checks the sampling shortcut: random values are
+// recognised without compressing them whole, a value that is compressible
+// past its first bytes is still compressed, and small values are not sampled.
+func TestIncompressibleSampling(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	scratch := new([]byte)
+	mixed := append(randomValue(r, 24<<10), textValue(r, 40<<10)...) // random head, text from 3/8 on
+	for _, tc := range []struct {
+		name  string
+		value []byte
+		want  bool
+	}{
+		{"random 64 KiB", randomValue(r, 64<<10), true},
+		{"random 16 KiB", randomValue(r, 16<<10), true},
+		{"random 16 KiB - 1", randomValue(r, 16<<10-1), false}, // too small to sample
+		{"text 16 KiB", textValue(r, 16<<10), false},
+		{"zeros 1 MiB", make([]byte, 1<<20), false},
+		{"random head, text body", mixed, false},
+	} {
+		if got := incompressible(tc.value, scratch); got != tc.want {
+			t.Errorf("%s: incompressible = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	for _, codec := range []Codec{CodecS2, CodecZstd} {
+		enc, err := newEncoder(codec, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored, c, done := enc.encode(mixed, 4096)
+		if c != codec || len(stored) >= len(mixed)-4096 {
+			t.Errorf("%s: mixed value stored as %s in %d of %d bytes", codec, c, len(stored), len(mixed))
+		}
+		got, err := decodeValue(c, uint64(len(mixed)), stored)
+		if err != nil || !bytes.Equal(got, mixed) {
+			t.Errorf("%s: round trip of the mixed value: %v", codec, err)
+		}
+		done()
+	}
+}
