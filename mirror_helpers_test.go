@@ -271,6 +271,23 @@ func attach(t *testing.T, db *heapkv.DB, id int) heapkv.ReplicaStatus {
 	return wantState(t, db, id, heapkv.ReplicaInSync)
 }
 
+// waitInSync waits, without asking for an attach, until replica id is in
+// sync (Open's automatic attach brings it there), and returns its status.
+func waitInSync(t *testing.T, db *heapkv.DB, id int) heapkv.ReplicaStatus {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		st := status(t, db, id)
+		if st.State == heapkv.ReplicaInSync {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replica %d is still %v (cause %q) a minute after Open", id, st.State, st.Cause)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func mustClose(t *testing.T, db *heapkv.DB) {
 	t.Helper()
 	if err := db.Close(); err != nil && !errors.Is(err, heapkv.ErrClosed) {
