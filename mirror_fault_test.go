@@ -1,11 +1,13 @@
 package heapkv_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -370,10 +372,13 @@ func TestMirrorCorruption(t *testing.T) {
 	e.writeBlock(2, blocks(keys[2])[2], 100, []byte{0xff})
 	// Replica 2's file truncated in the middle of the values (while the
 	// database is closed: the MemFS cannot truncate an open file).
+	// Block b sits at offset (b+1)*mBS (the header has the first block),
+	// so the file keeps blocks 0..cut-1 whole and 100 bytes of block cut: a
+	// value is damaged if any of its blocks is cut or later.
 	cut := blocks(keys[30])[0]
 	truncated := 0
 	for _, k := range keys {
-		if bl := blocks(k); bl[len(bl)-1] >= cut {
+		if slices.Max(blocks(k)) >= cut {
 			truncated++
 		}
 	}
@@ -405,6 +410,9 @@ func TestMirrorCorruption(t *testing.T) {
 	e.writeBlock(0, bl[0], 0, make([]byte, mBS))
 	e.writeBlock(1, bl[0], 0, make([]byte, mBS))
 	e.checkModel(db)
+	if g0, g1, g2 := e.readBlocks(0, bl), e.readBlocks(1, bl), e.readBlocks(2, bl); !bytes.Equal(g0, g2) || !bytes.Equal(g1, g2) {
+		t.Fatal("a read with two bad copies did not rewrite both from the good one")
+	}
 	// Every copy bad: ErrCorrupt, never wrong bytes, and Scrub says so.
 	bl = blocks(keys[4])
 	for id := range 3 {
@@ -417,4 +425,47 @@ func TestMirrorCorruption(t *testing.T) {
 	if !errors.Is(err, heapkv.ErrCorrupt) || rep.Unrecoverable != 1 || rep.Repaired != 0 {
 		t.Fatalf("scrub with every copy bad: %v, %+v", err, rep)
 	}
+	if err := db.Delete([]byte(keys[4])); err != nil { // the lost value, so the rest can be checked
+		t.Fatal(err)
+	}
+	delete(e.model, keys[4])
+
+	// Replica 0, the one reads use, zeroed in one block and then cut short
+	// in the middle of the values: plain Gets (no Scrub) serve every value
+	// from another replica and rewrite replica 0.
+	bl = blocks(keys[5])
+	e.writeBlock(0, bl[0], 0, make([]byte, mBS))
+	e.checkModel(db)
+	if !bytes.Equal(e.readBlocks(0, bl), e.readBlocks(1, bl)) {
+		t.Fatal("the read did not repair the zeroed block")
+	}
+	before, _ := db.Stats()
+	// This time the file keeps blocks 0..cut-2 whole and 37 bytes of
+	// block cut-1, the one before the first block of keys[20].
+	cut = blocks(keys[20])[0]
+	truncated = 0
+	for _, k := range keys {
+		if k == keys[4] {
+			continue
+		}
+		if slices.Max(blocks(k)) >= cut-1 {
+			truncated++
+		}
+	}
+	mustClose(t, db)
+	b = readFileMem(t, e, replicaFile(0))
+	f, err = e.mem.Create(replicaFile(0), vfs.WriteCategoryUnspecified)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write(b[:int64(cut)*mBS+37])
+	f.Close()
+	db = e.open()
+	e.checkModel(db)
+	after, _ := db.Stats()
+	if got := after.ReadRepairs; got != int64(truncated) {
+		t.Fatalf("reads of a truncated replica 0 repaired %d values, want %d (stats before reopen: %d)",
+			got, truncated, before.ReadRepairs)
+	}
+	e.checkIdentical(db, 0, 1, 2)
 }
