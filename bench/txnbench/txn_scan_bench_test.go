@@ -20,6 +20,7 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"sync/atomic"
 	"testing"
 
@@ -119,6 +120,7 @@ func (e *heapEngine) iterate(start []byte, count int) (int, error) {
 			it.Close()
 			return n, err
 		}
+		v = append([]byte(nil), v...) // a copy the caller owns, as Badger's ValueCopy(nil)
 		n += len(v)
 	}
 	return n, it.Close()
@@ -252,7 +254,7 @@ func benchTxn(b *testing.B, ec engineConf, writers int, high, sync bool) {
 		b.Fatal(err)
 	}
 	var next, retries atomic.Uint64
-	b.SetParallelism(max(1, writers/2))
+	b.SetParallelism(max(1, writers/runtime.GOMAXPROCS(0))) // writers goroutines in all
 	if writers == 1 {
 		b.SetParallelism(1)
 	}
