@@ -204,7 +204,12 @@ func (db *DB) runAttach(ctx context.Context, id int) error {
 		Rate:      db.opts.ResyncRate,
 		// A checkpoint captures the sync bitmap (after fsyncing the
 		// replica), so a crash mid-resync loses at most saveBytes of copying.
-		Save:      db.Checkpoint,
+		Save: func() error {
+			if err := db.Checkpoint(); err != nil && !errors.Is(err, ErrClosed) {
+				return err
+			}
+			return nil // closing: Close checkpoints anyway
+		},
 		SaveBytes: saveBytes,
 	})
 	if err != nil {
