@@ -91,7 +91,10 @@ type Options struct {
 	// incompressible data) or CodecZstd (smaller, slower). A value is
 	// stored compressed only when that saves at least one heap block, and
 	// every pointer records its codec, so the setting may change between
-	// opens: values written under any setting read back.
+	// opens: values written under any setting read back. A value of 16 KiB
+	// or more is sampled first (2 KiB at its start and at its middle); if
+	// neither sample compresses, it is stored as it is, so incompressible
+	// data costs almost nothing under either codec.
 	Compression Codec
 
 	// CompressionLevel tunes the codec. For CodecZstd, a zstd level from 1
