@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"runtime/pprof"
 	"strings"
 	"time"
@@ -296,9 +297,29 @@ func splitList(s string, all []string) []string {
 	return out
 }
 
-// gitCommit returns the commit of the git tree holding the working
-// directory, with "+dirty" when tracked files are modified ("" outside git).
+// gitCommit returns the commit the binary was built from, with "+dirty"
+// when tracked files were modified: from the build's VCS stamp (go build
+// inside the repository), else from the git tree holding the working
+// directory (go run does not stamp), else "".
 func gitCommit() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		var rev string
+		var dirty bool
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.modified":
+				dirty = s.Value == "true"
+			}
+		}
+		if rev != "" {
+			if dirty {
+				rev += "+dirty"
+			}
+			return rev
+		}
+	}
 	out, err := exec.Command("git", "rev-parse", "HEAD").Output()
 	if err != nil {
 		return ""
