@@ -284,13 +284,22 @@ func TestMirrorForeignDir(t *testing.T) {
 
 func copyFile(t *testing.T, e *mirrorEnv, from, to string) {
 	t.Helper()
-	b := readFileMem(t, e, from)
-	f, err := e.mem.Create(to, vfs.WriteCategoryUnspecified)
+	writeFileMem(t, e, to, readFileMem(t, e, from))
+}
+
+// writeFileMem makes p hold exactly b (replacing any file there). It writes
+// a copy: under -race (Pebble's invariants) the MemFS scribbles over the
+// buffer a Write was given.
+func writeFileMem(t *testing.T, e *mirrorEnv, p string, b []byte) {
+	t.Helper()
+	f, err := e.mem.Create(p, vfs.WriteCategoryUnspecified)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	if _, err := f.Write(b); err != nil {
+	if _, err := f.Write(bytes.Clone(b)); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -564,22 +573,8 @@ func TestMirrorDamagedHeader(t *testing.T) {
 			case "empty":
 				b = nil
 			}
-			if err := e.mem.Remove(p); err != nil {
-				t.Fatal(err)
-			}
-			f, err := e.mem.Create(p, vfs.WriteCategoryUnspecified)
-			if err != nil {
-				t.Fatal(err)
-			}
-			// A clone: under -race (Pebble's invariants) the MemFS scribbles
-			// over the buffer a Write was given.
-			if _, err := f.Write(bytes.Clone(b)); err != nil {
-				t.Fatal(err)
-			}
-			if err := f.Close(); err != nil {
-				t.Fatal(err)
-			}
-			_, err = heapkv.Open(mdbDir, e.options())
+			writeFileMem(t, e, p, b)
+			_, err := heapkv.Open(mdbDir, e.options())
 			if !errors.Is(err, heapkv.ErrCorrupt) || !strings.Contains(err.Error(), "m1/heap") {
 				t.Fatalf("mirror with a damaged header: Open = %v, want ErrCorrupt naming m1/heap", err)
 			}

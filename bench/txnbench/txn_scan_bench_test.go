@@ -254,10 +254,10 @@ func benchTxn(b *testing.B, ec engineConf, writers int, high, sync bool) {
 		b.Fatal(err)
 	}
 	var next, retries atomic.Uint64
-	b.SetParallelism(max(1, writers/runtime.GOMAXPROCS(0))) // writers goroutines in all
-	if writers == 1 {
-		b.SetParallelism(1)
-	}
+	// RunParallel starts parallelism x GOMAXPROCS goroutines: writers of
+	// them when writers is a multiple of GOMAXPROCS (64 on 1, 2, 4 ... 64
+	// cores). One writer runs in a plain loop below.
+	b.SetParallelism(max(1, writers/runtime.GOMAXPROCS(0)))
 	b.ResetTimer()
 	run := func(pb interface{ Next() bool }, r *rand.Rand) {
 		for pb.Next() {

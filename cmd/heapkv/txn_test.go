@@ -131,18 +131,8 @@ func TestTxnConflict(t *testing.T) {
 	db, err := heapkv.Open(t.TempDir(), nil)
 	require.NoError(t, err)
 	defer db.Close()
-	var out, errb bytes.Buffer
-	s := &shell{db: db, dir: "db", out: &out, errw: &errb, limit: 1024}
-	run := func(line string) error {
-		stmts, err := parseLine(line)
-		require.NoError(t, err)
-		for _, st := range stmts {
-			if err := s.exec(st, ""); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
+	s, _, errb := newTestShell(db)
+	run := func(line string) error { return runLine(t, s, line) }
 	require.NoError(t, run("put k 0; begin; get k; put k 1"))
 	require.NoError(t, db.Put([]byte("k"), []byte("other")))
 	require.Error(t, run("commit"))
@@ -162,18 +152,33 @@ func TestCommandPanicIsOneLine(t *testing.T) {
 	db, err := heapkv.Open(t.TempDir(), nil)
 	require.NoError(t, err)
 	defer db.Close()
-	var out, errb bytes.Buffer
-	s := &shell{db: db, dir: "db", out: &out, errw: &errb, limit: 1024}
+	s, out, _ := newTestShell(db)
 	boom := &command{name: "boom", max: -1, run: func(*shell, []word) (result, error) { panic("index out of range") }}
 	_, err = s.call(boom, "boom", nil)
 	require.ErrorIs(t, err, errInternal)
 	require.Equal(t, "boom: internal error (a bug: please report it): index out of range", err.Error())
-	stmts, err := parseLine("put k v; get k")
+	require.NoError(t, runLine(t, s, "put k v; get k"))
+	require.Equal(t, "OK\n\"v\"\n", out.String())
+}
+
+// newTestShell returns a shell on db (shown as "db") and the buffers it
+// prints results and errors to.
+func newTestShell(db *heapkv.DB) (s *shell, out, errb *bytes.Buffer) {
+	out, errb = new(bytes.Buffer), new(bytes.Buffer)
+	return &shell{db: db, dir: "db", out: out, errw: errb, limit: 1024}, out, errb
+}
+
+// runLine runs the statements of line in s, stopping at the first error.
+func runLine(t *testing.T, s *shell, line string) error {
+	t.Helper()
+	stmts, err := parseLine(line)
 	require.NoError(t, err)
 	for _, st := range stmts {
-		require.NoError(t, s.exec(st, ""))
+		if err := s.exec(st, ""); err != nil {
+			return err
+		}
 	}
-	require.Equal(t, "OK\n\"v\"\n", out.String())
+	return nil
 }
 
 func TestReplicaCommands(t *testing.T) {
