@@ -5,7 +5,12 @@ import (
 	"log/slog"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 )
+
+// indexBloomBitsPerKey sizes the index tables' Bloom filters: 10 bits per
+// key give about a 1% false-positive rate.
+const indexBloomBitsPerKey = 10
 
 // openIndex opens the Pebble index in the index/ subdirectory. Pebble's own
 // WAL is off: our log is the redo record, and the flush hook keeps the index
@@ -27,6 +32,11 @@ func (db *DB) openIndex(create bool) error {
 			FlushBegin: func(pebble.FlushInfo) { db.beforeIndexFlush() },
 		},
 	}
+	// Every write looks up the key's old entry (to free its extents and
+	// keep exact counters), and most lookups during a load are for keys that
+	// do not exist yet: a Bloom filter per table lets such a Get skip a table
+	// without reading its index and data blocks. L1+ inherit L0's policy.
+	popts.Levels[0].FilterPolicy = bloom.FilterPolicy(indexBloomBitsPerKey)
 	popts.EnsureDefaults()
 	idx, err := openPebble(db.fs.PathJoin(db.dir, indexDirName), popts)
 	if err != nil {
