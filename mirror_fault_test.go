@@ -28,14 +28,19 @@ func rounds(n, long int) int {
 }
 
 // waitProgress waits until replica id's resync has copied at least n
-// blocks or is no longer running.
-func waitProgress(db *heapkv.DB, id int, n int64) {
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
+// blocks or is no longer running, and fails the test if neither happens
+// within a minute.
+func waitProgress(t testing.TB, db *heapkv.DB, id int, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
 		sts := db.Replicas()
 		if len(sts) <= id || (sts[id].State == heapkv.ReplicaResyncing && sts[id].BlocksCopied >= n) ||
 			sts[id].State == heapkv.ReplicaInSync {
 			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replica %d: resync did not reach %d copied blocks in a minute: %+v", id, n, sts[id])
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -77,7 +82,7 @@ func TestMirrorResyncInterrupted(t *testing.T) {
 			// A copy run is at most 256 blocks, and the copier saves after
 			// the run that crosses saveBlocks, before it copies the next:
 			// once this much is copied, at least one save has finished.
-			waitProgress(db, 1, saveBlocks+256)
+			waitProgress(t, db, 1, saveBlocks+256)
 			if st := status(t, db, 1); st.State == heapkv.ReplicaResyncing {
 				clone := e.mem.CrashClone(vfs.CrashCloneCfg{})
 				cancel()
@@ -99,7 +104,7 @@ func TestMirrorResyncInterrupted(t *testing.T) {
 				continue
 			}
 		} else {
-			waitProgress(db, 1, step)
+			waitProgress(t, db, 1, step)
 			switch round % 3 {
 			case 0:
 				cancel()
@@ -187,7 +192,9 @@ func TestMirrorResyncConcurrentWrites(t *testing.T) {
 		})
 	}
 	time.Sleep(20 * time.Millisecond)
+	before, _ := db.Stats()
 	err := db.AttachReplica(t.Context(), 1)
+	after, _ := db.Stats()
 	time.Sleep(20 * time.Millisecond) // writes after the resync too
 	stop()
 	wg.Wait()
@@ -195,8 +202,13 @@ func TestMirrorResyncConcurrentWrites(t *testing.T) {
 		t.Fatalf("attach: %v; writers: %v", err, werr)
 	}
 	st := wantState(t, db, 1, heapkv.ReplicaInSync)
-	stats, _ := db.Stats()
-	t.Logf("copied %d blocks while %d commits ran", st.BlocksCopied, stats.Commits)
+	// The point of the test is writes racing the copy: make sure some
+	// commits happened while AttachReplica ran its resync.
+	during := after.Commits - before.Commits
+	if during == 0 {
+		t.Fatalf("no commit ran during the resync (%d blocks copied); the test did not test anything", st.BlocksCopied)
+	}
+	t.Logf("copied %d blocks while %d commits ran", st.BlocksCopied, during)
 	for _, m := range models {
 		for k, v := range m {
 			e.model[k] = v
@@ -292,7 +304,7 @@ func crashResyncing(t *testing.T, seed uint64) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- db.AttachReplica(ctx, 1) }()
-	waitProgress(db, 1, 50+rng.Int64N(300))
+	waitProgress(t, db, 1, 50+rng.Int64N(300))
 	// Writes during the resync, a checkpoint that records its progress,
 	// more writes, then the crash.
 	for i := range 10 {
