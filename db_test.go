@@ -95,3 +95,23 @@ func TestBatchTooLarge(t *testing.T) {
 	}
 	require.ErrorIs(t, db.Apply(b, nil), heapkv.ErrBatchTooLarge)
 }
+
+// A synced write of an inline value costs one fsync (the log's); one of a
+// heap value costs two (heap, then log).
+func TestSyncedInlineWriteOneFsync(t *testing.T) {
+	db, err := heapkv.Open(t.TempDir(), nil)
+	require.NoError(t, err)
+	defer func() { require.NoError(t, db.Close()) }()
+	put := func(v []byte) int64 {
+		before, err := db.Stats()
+		require.NoError(t, err)
+		require.NoError(t, db.Put([]byte("k"), v))
+		after, err := db.Stats()
+		require.NoError(t, err)
+		return after.Fsyncs - before.Fsyncs
+	}
+	put(bytes.Repeat([]byte{1}, 10)) // the first sync after open flushes the heap
+	require.EqualValues(t, 1, put(bytes.Repeat([]byte{2}, 100)), "inline Put")
+	require.EqualValues(t, 2, put(bytes.Repeat([]byte{3}, 10000)), "heap Put")
+	require.EqualValues(t, 1, put(bytes.Repeat([]byte{4}, 100)), "inline Put after a heap Put")
+}

@@ -52,6 +52,7 @@ func (s *Set) WriteAt(p []byte, block uint64) error {
 	if v.multi {
 		s.noteDirty(block, n)
 	}
+	s.written.Add(1)
 	s.unlockStripes(stripes)
 	s.mu.RUnlock()
 	if len(failed) > 0 {
@@ -213,10 +214,17 @@ func (s *Set) Sync() error {
 	s.dirtyMu.Lock()
 	s.syncing, s.dirty = s.dirty, nil
 	s.dirtyMu.Unlock()
+	// Nothing written since the last Sync that reached every replica: the
+	// files hold nothing to flush. Writes that finish after this load move
+	// written again, so the next Sync flushes them.
+	gen := s.written.Load()
+	flush := gen != s.syncedGen
 	errs := make([]error, len(v.writable))
-	if len(v.writable) == 1 {
+	switch {
+	case !flush:
+	case len(v.writable) == 1:
 		errs[0] = v.writable[0].f.SyncData()
-	} else {
+	default:
 		var wg sync.WaitGroup
 		for i, m := range v.writable {
 			wg.Go(func() { errs[i] = m.f.SyncData() })
@@ -230,7 +238,9 @@ func (s *Set) Sync() error {
 			failed = append(failed, failure{m.r, fmt.Errorf("sync %s: %w", m.r.path, errs[i])})
 			continue
 		}
-		s.syncs.Add(1)
+		if flush {
+			s.syncs.Add(1)
+		}
 		if m.r.state == InSync {
 			okInSync++
 			if lsn > m.r.durable.Load() {
@@ -244,6 +254,8 @@ func (s *Set) Sync() error {
 		err = s.fail(failed, okInSync > 0)
 	} else if okInSync == 0 {
 		err = fmt.Errorf("%w: no in-sync replica to sync", ErrNoReplica)
+	} else {
+		s.syncedGen = gen
 	}
 	s.dirtyMu.Lock()
 	s.syncing = nil

@@ -166,6 +166,15 @@ type Set struct {
 	// unit; stripe i guards the units u with u%nStripes == i.
 	stripes [nStripes]sync.Mutex
 
+	// written changes after every write to a replica file (WriteAt, a
+	// resync's copy, a repair) and every new view. Sync reads it before
+	// its fsyncs; syncedGen, guarded by syncMu, is the value read by the
+	// last Sync that succeeded on every writable replica. A Sync that
+	// finds written still at syncedGen has nothing to flush and skips the
+	// fsyncs: a group of inline values costs one fsync (the log's), not two.
+	written   atomic.Uint64
+	syncedGen uint64
+
 	syncs  atomic.Int64 // completed fsyncs across replicas
 	closed atomic.Bool
 }
@@ -224,6 +233,7 @@ type view struct {
 
 // publishLocked rebuilds the view. REQUIRES: s.mu held exclusively.
 func (s *Set) publishLocked() {
+	s.written.Add(1) // a replica may have joined the writable set
 	v := &view{copying: s.copiers > 0, multi: len(s.replicas) > 1}
 	for _, r := range s.replicas {
 		switch {

@@ -245,3 +245,37 @@ func TestReadVerifiedRepairs(t *testing.T) {
 		}
 	}
 }
+
+// Sync flushes only when something was written since the last Sync that
+// reached every replica; a view change (a replica leaving) counts as a
+// write, and a failed Sync is retried by the next one.
+func TestSyncSkipsWhenClean(t *testing.T) {
+	f := newFixture(t, 2)
+	sync := func(want int64) {
+		t.Helper()
+		before := f.set.Syncs()
+		if err := f.set.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		if got := f.set.Syncs() - before; got != want {
+			t.Fatalf("Sync issued %d fsyncs, want %d", got, want)
+		}
+	}
+	sync(2) // the first Sync after open always flushes
+	sync(0)
+	f.mustWrite(0, 2, 1)
+	sync(2)
+	sync(0)
+	// A Sync that fails on one replica does not count as clean.
+	f.mustWrite(4, 1, 2)
+	f.inj.fail(f.paths[1], errorfs.OpFileSyncData)
+	if err := f.set.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	f.inj.heal()
+	mustState(t, f.status(1), Stale)
+	sync(1) // replica 1 left the view: replica 0 is flushed again
+	sync(0)
+	f.mustWrite(8, 1, 3)
+	sync(1)
+}

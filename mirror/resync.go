@@ -209,6 +209,7 @@ func (s *Set) copyRun(r *replica, synced *blockSet, b uint64, n int, buf []byte,
 			s.fail([]failure{{r, err}}, true)
 			return fmt.Errorf("mirror: resync of replica %d: %w", r.id, err)
 		}
+		s.written.Add(1)
 		synced.SetRange(b+uint64(i), j-i)
 		r.copied.Add(int64(j - i))
 		i = j

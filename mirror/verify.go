@@ -117,7 +117,9 @@ func (s *Set) repair(r *replica, p []byte, ranges []Range) bool {
 	var err error
 	for _, rg := range ranges {
 		n := rg.Blocks * s.cfg.BlockSize
-		if _, werr := f.WriteAt(p[off:off+n], s.offset(rg.Block)); werr != nil {
+		_, werr := f.WriteAt(p[off:off+n], s.offset(rg.Block))
+		s.written.Add(1)
+		if werr != nil {
 			err = fmt.Errorf("repair %d blocks at block %d of %s: %w", rg.Blocks, rg.Block, r.path, werr)
 			break
 		}
