@@ -199,6 +199,9 @@ func (s *Set) readFrom(m member, p []byte, block uint64) error {
 // it makes sure OnStateChange has recorded every state change so far, so a
 // log record made durable after a Sync never relies on a replica that the
 // durable replica table still calls in sync but that missed its data.
+// When nothing was written to any replica file and no replica changed
+// state since the last Sync that succeeded on every writable replica, it
+// issues no fsync (Syncs does not move) but still does the rest.
 func (s *Set) Sync() error {
 	if s.closed.Load() {
 		return ErrClosed
