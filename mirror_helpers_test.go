@@ -275,14 +275,23 @@ func attach(t *testing.T, db *heapkv.DB, id int) heapkv.ReplicaStatus {
 // sync (Open's automatic attach brings it there), and returns its status.
 func waitInSync(t *testing.T, db *heapkv.DB, id int) heapkv.ReplicaStatus {
 	t.Helper()
+	return waitReplica(t, db, id, "in sync", func(st heapkv.ReplicaStatus) bool {
+		return st.State == heapkv.ReplicaInSync
+	})
+}
+
+// waitReplica polls replica id's status until done accepts it, and fails
+// the test (saying it waited for what) if that takes more than a minute.
+func waitReplica(t *testing.T, db *heapkv.DB, id int, what string, done func(heapkv.ReplicaStatus) bool) heapkv.ReplicaStatus {
+	t.Helper()
 	deadline := time.Now().Add(time.Minute)
 	for {
 		st := status(t, db, id)
-		if st.State == heapkv.ReplicaInSync {
+		if done(st) {
 			return st
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("replica %d is still %v (cause %q) a minute after Open", id, st.State, st.Cause)
+			t.Fatalf("replica %d: not %s after a minute: %+v", id, what, st)
 		}
 		time.Sleep(time.Millisecond)
 	}
