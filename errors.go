@@ -43,4 +43,12 @@ var (
 	// heap in a state the database cannot vouch for. Reads still work; close
 	// and reopen the database to recover from the log.
 	ErrFailed = errors.New("heapkv: database failed; reopen to recover")
+
+	// ErrDiskFull marks a write, checkpoint or open that ran out of space
+	// on the file system. An error that wraps it also wraps the operating
+	// system's error (errors.Is(err, syscall.ENOSPC)). When the database
+	// sees a full disk it releases its space reserve (Options.DiskReserve)
+	// and fails (ErrFailed); reopened, it can serve reads, take deletes and
+	// checkpoint, which gives the space of deleted values back.
+	ErrDiskFull = errors.New("heapkv: disk full")
 )

@@ -30,6 +30,7 @@ const (
 	DefaultIndexMemTableSize  = 32 << 20
 	DefaultNoSyncFlushBytes   = 16 << 20
 	DefaultValueCacheSize     = 64 << 20
+	DefaultDiskReserve        = 64 << 20
 )
 
 // Options configure a database. A nil *Options means all defaults; a zero
@@ -127,6 +128,15 @@ type Options struct {
 	// Default 0: no limit.
 	ScrubRate int64
 
+	// DiskReserve is the size in bytes of the space reserve: a file,
+	// RESERVE, that Open preallocates in the database directory and that
+	// the database deletes the moment it sees the file system full, so that
+	// closing, reopening, deleting keys and the checkpoint that returns
+	// their space can still write what they must. Open and each checkpoint
+	// make the reserve again when there is room. Default 64 MiB (see
+	// ARCHITECTURE.md); negative disables it.
+	DiskReserve int64
+
 	// Logger receives the database's log lines. Default slog.Default().
 	Logger *slog.Logger
 
@@ -170,6 +180,9 @@ func (o *Options) withDefaults() (Options, error) {
 	}
 	if c.ValueCacheSize == 0 {
 		c.ValueCacheSize = DefaultValueCacheSize
+	}
+	if c.DiskReserve == 0 {
+		c.DiskReserve = DefaultDiskReserve
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
