@@ -20,9 +20,12 @@ func (db *DB) Checkpoint() error {
 	}
 	defer db.leave()
 	if err := db.failed(); err != nil {
-		return fmt.Errorf("%w: %w", ErrFailed, err)
+		return fmt.Errorf("heapkv: checkpoint: %w", err)
 	}
-	return db.checkpoint()
+	if err := db.checkpoint(); err != nil {
+		return fmt.Errorf("heapkv: checkpoint: %w", err)
+	}
+	return nil
 }
 
 // checkpoint runs the steps of DESIGN "Checkpoint and recovery":
@@ -45,14 +48,12 @@ func (db *DB) checkpoint() error {
 	c := db.appliedLSN
 	if err := db.syncDurable(); err != nil {
 		db.commitMu.Unlock()
-		db.fail(err)
-		return err
+		return db.fail(err)
 	}
 	if err := log.Rotate(); err != nil {
 		db.commitMu.Unlock()
-		err = fmt.Errorf("heapkv: rotate log: %w", err)
-		db.fail(err) // a failed rotation poisons the log
-		return err
+		// A failed rotation poisons the log.
+		return db.fail(fmt.Errorf("rotate log: %w", err))
 	}
 	snap := db.alloc.Snapshot()
 	db.frees.pending(snap.Clear)
@@ -65,38 +66,45 @@ func (db *DB) checkpoint() error {
 	// c (replay re-marks later ones).
 	if err := db.heap.Sync(); err != nil {
 		db.commitMu.Unlock()
-		err = fmt.Errorf("heapkv: sync heap: %w", err)
-		db.fail(err)
-		return err
+		return db.fail(fmt.Errorf("sync heap: %w", err))
 	}
 	trk, err := db.heap.Capture()
 	if err != nil {
 		db.commitMu.Unlock()
-		return fmt.Errorf("heapkv: capture replica tracking state: %w", err)
+		return fmt.Errorf("capture replica tracking state: %w", err)
 	}
 	db.sinceCkpt = 0
 	db.releaseFreesLocked()
 	db.commitMu.Unlock()
 
-	// Step 2.
-	if err := db.index.Flush(); err != nil {
-		return fmt.Errorf("heapkv: flush index: %w", err)
+	// Step 2. The marker goes in first, so the flush carries it (index.go).
+	// Pebble retries a failed flush forever: the wait ends when the index
+	// (or anything else) fails the database.
+	if err := db.writeIndexMarker(c, counters); err != nil {
+		return db.fail(err)
+	}
+	flushed, err := db.index.AsyncFlush()
+	if err != nil {
+		return db.fail(fmt.Errorf("flush index: %w", err))
+	}
+	if err := db.waitIndex(flushed); err != nil {
+		return err
 	}
 
 	// Step 3.
 	body, err := snap.MarshalBinary()
 	if err != nil {
-		return fmt.Errorf("heapkv: encode allocation snapshot: %w", err)
+		return fmt.Errorf("encode allocation snapshot: %w", err)
 	}
 	data := make([]byte, filehdr.Size, filehdr.Size+len(body))
 	filehdr.Header{Kind: filehdr.KindAlloc, Version: filehdr.Version, DBID: db.id}.Encode(data)
 	data = append(data, body...)
 	if err := writeFileAtomic(db.fs, db.dir, allocFileName(c), data); err != nil {
-		return fmt.Errorf("heapkv: write allocation snapshot: %w", err)
+		return diskError(fmt.Errorf("write allocation snapshot: %w", err))
 	}
 	if trk != nil {
 		if err := writeFileAtomic(db.fs, db.dir, trackingFileName(c), trk); err != nil {
-			return fmt.Errorf("heapkv: write replica tracking state: %w", err)
+			return diskError(fmt.Errorf("write replica tracking state: %w", err))
 		}
 	}
 	// The replica table is the current one, not the one at c: a replica
@@ -129,6 +137,7 @@ func (db *DB) checkpoint() error {
 	if err := log.RemoveThrough(wal.LSN(c)); err != nil {
 		db.logger.Warn("removing old log files after checkpoint", "err", err)
 	}
+	db.makeReserve()
 	return nil
 }
 
@@ -172,11 +181,13 @@ func (db *DB) Sync() error {
 		return err
 	}
 	defer db.leave()
+	if err := db.failed(); err != nil {
+		return fmt.Errorf("heapkv: sync: %w", err)
+	}
 	db.commitMu.Lock()
 	defer db.commitMu.Unlock()
 	if err := db.vouchLocked(); err != nil {
-		db.fail(err)
-		return err
+		return fmt.Errorf("heapkv: sync: %w", db.fail(err))
 	}
 	db.releaseFreesLocked()
 	return nil
@@ -203,6 +214,9 @@ func (db *DB) background() {
 			}
 			db.releaseFreesLocked()
 			db.commitMu.Unlock()
+			if db.diskFull.Load() {
+				db.makeReserve() // space may be back (or the ENOSPC was a mirror's)
+			}
 		case <-db.ckptKick:
 			if db.failed() != nil {
 				continue

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"math"
+	"slices"
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -107,6 +108,12 @@ func (db *DB) applyChecked(bops []batchOp, sync bool, check func(lsn uint64) err
 		return err
 	}
 	defer db.leave()
+	if err := db.failed(); err != nil {
+		return err
+	}
+	if db.diskFull.Load() && slices.ContainsFunc(bops, func(op batchOp) bool { return op.kind == opPut }) && !db.roomForValues() {
+		return errDiskFull()
+	}
 
 	req := &commitReq{ops: make([]preparedOp, len(bops)), sync: sync, check: check}
 	for i, op := range bops {
@@ -121,7 +128,7 @@ func (db *DB) applyChecked(bops []batchOp, sync bool, check func(lsn uint64) err
 		}
 		if err := db.writeHeapValue(p, op.value); err != nil {
 			db.abortClaims(req.ops[:i+1])
-			return fmt.Errorf("heapkv: write value of key %q: %w", op.key, err)
+			return fmt.Errorf("heapkv: write value of key %q: %w", op.key, diskError(err))
 		}
 	}
 	// Look up what each key holds now, outside commitMu; the leader uses
@@ -216,7 +223,7 @@ func (db *DB) commitGroup(all []*commitReq) {
 	}
 	if err := db.failed(); err != nil {
 		db.abortAll(group)
-		fail(fmt.Errorf("%w: %w", ErrFailed, err))
+		fail(err)
 		return
 	}
 
@@ -314,16 +321,13 @@ func (db *DB) commitGroup(all []*commitReq) {
 	if err != nil {
 		// The records may or may not be on disk: stop writing, keep the
 		// claims allocated (recovery decides from the log), report.
-		db.fail(err)
-		fail(err)
+		fail(db.fail(err))
 		return
 	}
 
 	// Step 3: the index.
 	if err := batch.Commit(pebble.NoSync); err != nil {
-		err = fmt.Errorf("heapkv: apply to index: %w", err)
-		db.fail(err)
-		fail(err)
+		fail(db.fail(fmt.Errorf("apply to index: %w", err)))
 		return
 	}
 	db.appliedLSN = last
@@ -334,7 +338,9 @@ func (db *DB) commitGroup(all []*commitReq) {
 	db.counters.heapRawBytes += delta.heapRawBytes
 	db.counters.heapStoredBytes += delta.heapStoredBytes
 	db.sinceCkpt += nbytes
-	if db.opts.CheckpointLogBytes > 0 && db.sinceCkpt >= db.opts.CheckpointLogBytes {
+	// On a full disk, checkpoints come sooner: each gives log space back.
+	if (db.opts.CheckpointLogBytes > 0 && db.sinceCkpt >= db.opts.CheckpointLogBytes) ||
+		(db.diskFull.Load() && db.sinceCkpt >= db.opts.DiskReserve/8) {
 		select {
 		case db.ckptKick <- struct{}{}:
 		default:
@@ -409,7 +415,7 @@ func (db *DB) lookupOld(key []byte) (oldValue, error) {
 	if errors.Is(err, pebble.ErrNotFound) {
 		return oldValue{kind: oldAbsent}, nil
 	} else if err != nil {
-		return oldValue{}, fmt.Errorf("heapkv: read index for %q: %w", key, err)
+		return oldValue{}, indexError(fmt.Sprintf("read old entry of %q", key), err)
 	}
 	defer closer.Close()
 	e, err := decodeEntry(raw, db.geom.BlockSize, db.geom.SegmentBlocks)

@@ -53,7 +53,11 @@ type DB struct {
 	appendMu sync.Mutex
 	unsynced int64 // log and heap bytes appended since the last sync
 
-	failure atomic.Pointer[error] // first write-path I/O error; see fail
+	failure    failLatch   // the first failure; writes refuse after it (failure.go)
+	indexFence atomic.Bool // set by the first index failure: index/ is read-only
+	rawFS      vfs.FS      // fs without the disk-full hook, for the reserve (reserve.go)
+	diskFull   atomic.Bool // the reserve is in use: values are refused
+	reserveMu  sync.Mutex  // serialises making and releasing the reserve
 	// recentWrites maps keys written by recent commits to the LSN of the
 	// last one, so the leader can trust a writer's prefetched old value
 	// (see oldValue). Guarded by commitMu.
@@ -126,6 +130,9 @@ func Open(dir string, opts *Options) (*DB, error) {
 		stop:         make(chan struct{}),
 	}
 	db.blockPool.New = func() any { b := make([]byte, db.geom.BlockSize); return &b }
+	// Every file goes through the disk-full hook: the first ENOSPC frees
+	// the space reserve and the write is retried (reserve.go).
+	db.rawFS, db.fs = fs, vfs.OnDiskFull(fs, db.onDiskFull)
 	if db.encoder, err = newEncoder(o.Compression, o.CompressionLevel); err != nil {
 		db.closeFiles()
 		return nil, err
@@ -142,6 +149,7 @@ func Open(dir string, opts *Options) (*DB, error) {
 			return nil, err
 		}
 	}
+	db.openReserve()
 	db.bg.Add(1)
 	go db.background()
 	return db, nil
@@ -164,16 +172,19 @@ func (db *DB) Close() error {
 
 	close(db.stop)
 	db.bg.Wait()
-	var err error
-	if db.failed() == nil {
-		if err = db.checkpoint(); err != nil {
-			err = fmt.Errorf("heapkv: close: %w", err)
-		}
+	// A failed database writes no checkpoint (the next Open recovers from
+	// what is durable) and says why it failed.
+	err := db.failed()
+	if err == nil {
+		err = db.checkpoint()
 	}
 	if cerr := db.closeFiles(); err == nil {
 		err = cerr
 	}
-	return err
+	if err != nil {
+		return fmt.Errorf("heapkv: close %s: %w", db.dir, err)
+	}
+	return nil
 }
 
 // closeFiles closes whatever is open, keeping the first error.
@@ -238,7 +249,7 @@ func (db *DB) Get(key []byte) ([]byte, error) {
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, ErrNotFound
 	} else if err != nil {
-		return nil, fmt.Errorf("heapkv: get %q: index: %w", key, err)
+		return nil, indexError(fmt.Sprintf("get %q", key), err)
 	}
 	e, err := decodeEntry(raw, db.geom.BlockSize, db.geom.SegmentBlocks)
 	if err != nil {

@@ -223,7 +223,7 @@ func (db *DB) newIter(opts *IterOptions, snap *snapRef, txn *Txn) (*Iterator, er
 func (it *Iterator) release() {
 	if it.pit != nil {
 		if err := it.pit.Close(); err != nil && it.err == nil {
-			it.err = fmt.Errorf("heapkv: iterator: %w", err)
+			it.err = indexError("close iterator", err)
 		}
 		it.pit = nil
 	}

@@ -54,6 +54,15 @@ func (it *Iterator) reverse(dir int8) bool {
 // the nearer key, the buffered write when both are at the same key, and
 // skipping buffered deletes (and the key they shadow).
 func (it *Iterator) settle() {
+	if !it.pv {
+		// Pebble's iterator stops at an error as at the end: tell them apart
+		// here, so a scan never ends early without an error.
+		if err := it.pit.Error(); err != nil {
+			it.setErr(indexError("iterator", err))
+			it.valid, it.inBuf = false, false
+			return
+		}
+	}
 	if len(it.buf) == 0 {
 		it.valid, it.inBuf = it.pv, false
 		return

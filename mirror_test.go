@@ -349,7 +349,13 @@ func TestMirrorWriteErrors(t *testing.T) {
 			e.inj.heal()
 			e.auto = true
 			db = e.open()
-			defer mustClose(t, db)
+			dbFailed := false
+			defer func() {
+				// A failed sync fails the database: Close says so.
+				if err := db.Close(); (err != nil) != dbFailed || (err != nil && !errors.Is(err, heapkv.ErrFailed)) {
+					t.Errorf("Close: %v (database failed: %v)", err, dbFailed)
+				}
+			}()
 			want := len(e.liveBlocks(db, changed))
 			if st := attach(t, db, 1); st.BlocksCopied != int64(want) {
 				t.Fatalf("resync after the failure copied %d blocks, want %d", st.BlocksCopied, want)
@@ -363,6 +369,7 @@ func TestMirrorWriteErrors(t *testing.T) {
 			if err == nil {
 				t.Fatal("a write that no replica took succeeded")
 			}
+			dbFailed = errors.Is(err, heapkv.ErrFailed)
 		})
 	}
 }

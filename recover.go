@@ -64,7 +64,7 @@ func (db *DB) recover() error {
 	if err := db.makeMirrorDirs(); err != nil {
 		return err
 	}
-	if err := db.openIndex(false); err != nil {
+	if err := db.openIndex(false, &m); err != nil {
 		return err
 	}
 	// Records found in the log may not have been synced before the crash
@@ -266,7 +266,7 @@ func (db *DB) create() error {
 	if db.heap, err = mirror.Create(db.heapConfig(), full); err != nil {
 		return fmt.Errorf("heapkv: create heap: %w", err)
 	}
-	if err := db.openIndex(true); err != nil {
+	if err := db.openIndex(true, nil); err != nil {
 		return err
 	}
 	log, err := wal.Open(db.walOptions(), 1)

@@ -170,7 +170,7 @@ func (r *snapRef) get(key []byte) ([]byte, error) {
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, ErrNotFound
 	} else if err != nil {
-		return nil, fmt.Errorf("heapkv: get %q: index: %w", key, err)
+		return nil, indexError(fmt.Sprintf("get %q", key), err)
 	}
 	defer closer.Close()
 	return r.db.entryValue(key, raw)
