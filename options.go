@@ -30,7 +30,6 @@ const (
 	DefaultIndexMemTableSize  = 32 << 20
 	DefaultNoSyncFlushBytes   = 16 << 20
 	DefaultValueCacheSize     = 64 << 20
-	DefaultDiskReserve        = 64 << 20
 )
 
 // Options configure a database. A nil *Options means all defaults; a zero
@@ -130,10 +129,13 @@ type Options struct {
 
 	// DiskReserve is the size in bytes of the space reserve: a file,
 	// RESERVE, that Open preallocates in the database directory and that
-	// the database deletes the moment it sees the file system full, so that
-	// closing, reopening, deleting keys and the checkpoint that returns
-	// their space can still write what they must. Open and each checkpoint
-	// make the reserve again when there is room. Default 64 MiB (see
+	// the database releases the moment it sees the file system full, so
+	// that closing, reopening (which may replay and flush a whole
+	// checkpoint interval of log into the index), deleting keys and the
+	// checkpoint that returns their space can still write what they must.
+	// Open, checkpoints and the background loop make the reserve again
+	// when there is room. Default IndexMemTableSize + 1.25 x
+	// CheckpointLogBytes + 8 MiB (120 MiB with the other defaults; see
 	// ARCHITECTURE.md); negative disables it.
 	DiskReserve int64
 
@@ -182,7 +184,11 @@ func (o *Options) withDefaults() (Options, error) {
 		c.ValueCacheSize = DefaultValueCacheSize
 	}
 	if c.DiskReserve == 0 {
-		c.DiskReserve = DefaultDiskReserve
+		logBytes := c.CheckpointLogBytes
+		if logBytes < 0 {
+			logBytes = DefaultCheckpointLogBytes
+		}
+		c.DiskReserve = c.IndexMemTableSize + logBytes + logBytes/4 + 8<<20
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
