@@ -24,6 +24,11 @@ type Stats struct {
 	Syncs    uint64 // fsyncs that made records durable (Sync, Rotate, Close)
 	Appends  uint64 // Append calls that wrote records
 	Records  uint64 // records written by Append
+
+	// MarkSyncs counts the fdatasyncs of the sync mark file that followed
+	// those fsyncs (one each, unless the mark is off); Open's are not
+	// counted.
+	MarkSyncs uint64
 }
 
 // Log appends records to the current segment of a log directory. Append is
@@ -415,17 +420,22 @@ func (l *Log) syncCurrent(seg *segment, target LSN) error {
 	if err := l.opts.beforeSync(); err != nil {
 		return err
 	}
+	marked := false
 	err := seg.s.Sync()
 	if err != nil {
 		err = fmt.Errorf("wal: sync %s: %w", seg.path, err)
-	} else {
+	} else if l.mark != nil {
 		// The records through target are durable: the mark may say so.
 		err = l.mark.write(target)
+		marked = err == nil
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if err != nil {
 		return l.poisonLocked(err)
+	}
+	if marked {
+		l.mu.stats.MarkSyncs++
 	}
 	if target > l.SyncedLSN() {
 		l.synced.Store(uint64(target))

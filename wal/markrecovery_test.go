@@ -308,4 +308,7 @@ func TestSyncMarkCost(t *testing.T) {
 			t.Fatalf("Sync with nothing new: %+v, want no I/O", c)
 		}
 	}
+	if s := l.Stats(); s.Syncs != 20 || s.MarkSyncs != 20 {
+		t.Fatalf("Stats: %d syncs, %d mark syncs; want 20 and 20", s.Syncs, s.MarkSyncs)
+	}
 }
