@@ -22,10 +22,12 @@ import (
 //     anything left in the old segment from x on is superseded, again
 //     unless a later record in it carries a synced LSN >= x).
 //
-// In every case x must also be above the sync mark (SyncMarkName), the
-// highest LSN a Sync made durable; the log must reach the mark. A bad or
-// refused record at x <= mark, or a log that ends before the mark (its
-// last segment cut short, emptied or deleted), is corruption.
+// In the first two cases x must also be above the sync mark (SyncMarkName),
+// the highest LSN a Sync made durable, and the log must reach the mark: a
+// bad or refused record at x <= mark, or a log that ends before the mark
+// (its last segment cut short, emptied or deleted), is corruption. (A cut,
+// the third case, is not checked against the mark: the log continues in
+// the next segment.)
 //
 // Anything else is corruption: an error wrapping ErrCorrupt that names the
 // file and offset. So are a missing or overlapping segment, a foreign file
@@ -93,8 +95,9 @@ func Replay(opts Options, after LSN, fn func(lsn LSN, payload []byte) error) (la
 			break
 		}
 	}
-	// The log ended cleanly (torn tails below the mark are refused where
-	// they are found): at the end of the last segment read.
+	// A torn tail at x was checked against the mark where it was found
+	// (x > mark, so the log reaches it); a clean end, at the end of the
+	// last segment read, is checked here.
 	if end := r.expect - 1; end < r.mark {
 		return r.last, fmt.Errorf("%w: log ends at LSN %d at the end of segment %s (%d bytes), but the sync mark %s says it was durable through LSN %d: LSNs %d..%d are missing",
 			ErrCorrupt, end, r.endPath, r.endSize, r.markPath, r.mark, end+1, r.mark)
