@@ -16,6 +16,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/heapkv/heapkv"
+	"github.com/heapkv/heapkv/wal"
 )
 
 // Damaged, missing and foreign files (DESIGN "Checkpoint and recovery":
@@ -167,6 +168,9 @@ func walRecords(t *testing.T, fs vfs.FS) (path string, offs []int) {
 		t.Fatal(err)
 	}
 	for _, n := range names {
+		if !strings.HasSuffix(n, ".log") { // e.g. the sync mark, wal.SyncMarkName
+			continue
+		}
 		p := fs.PathJoin(dir, n)
 		b := readVFSFile(t, fs, p)
 		var o []int
@@ -320,6 +324,19 @@ func TestOpenCorrupt(t *testing.T) {
 			name := fmt.Sprintf("%020d.log", next)
 			writeVFSFile(t, fs, fs.PathJoin(corruptDir, "wal", name), readVFSFile(t, other, src))
 			return name
+		}},
+		{"wal-sync-mark-both-slots", func(t *testing.T, fs vfs.FS) string {
+			// The LSN fields of both slots (at 4096 and 8192; see
+			// wal/syncmark.go).
+			p := fs.PathJoin(corruptDir, "wal", wal.SyncMarkName)
+			flipFileBit(t, fs, p, 4096+16)
+			flipFileBit(t, fs, p, 8192+16)
+			return wal.SyncMarkName
+		}},
+		{"wal-sync-mark-foreign", func(t *testing.T, fs vfs.FS) string {
+			p := fs.PathJoin(corruptDir, "wal", wal.SyncMarkName)
+			writeVFSFile(t, fs, p, readVFSFile(t, other, p))
+			return wal.SyncMarkName
 		}},
 		{"wal-garbage-segment", func(t *testing.T, fs vfs.FS) string {
 			name := "00000000000000000002.log"

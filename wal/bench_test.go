@@ -2,9 +2,11 @@ package wal_test
 
 import (
 	"fmt"
+	"sync/atomic"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/heapkv/heapkv/internal/testfs"
 	"github.com/heapkv/heapkv/wal"
 )
 
@@ -22,13 +24,47 @@ func BenchmarkAppend(b *testing.B) {
 	}
 }
 
+// BenchmarkSyncMark measures what the sync mark costs a synced group: one
+// 4 KiB record appended and synced per operation, on the real file system
+// (b.TempDir, so under $TMPDIR or /tmp), with the mark (a segment fsync
+// plus the mark's pwrite and fdatasync) and without it (the segment fsync
+// only).
+//
+//	go test ./wal -run '^$' -bench BenchmarkSyncMark -count 6
+func BenchmarkSyncMark(b *testing.B) {
+	for _, mark := range []bool{true, false} {
+		b.Run(fmt.Sprintf("mark=%v", mark), func(b *testing.B) {
+			var syncs atomic.Int64 // fsync and fdatasync calls, of any file
+			fs := testfs.Wrap(vfs.Default, func(op testfs.Op) {
+				if op.Kind.IsSync() {
+					syncs.Add(1)
+				}
+			})
+			opts := wal.Options{FS: fs, Dir: b.TempDir(), DBID: testDBID, Logger: quietLogger()}
+			if !mark {
+				opts = wal.WithoutSyncMark(opts)
+			}
+			benchAppendOpts(b, opts, 4096, true, &syncs)
+		})
+	}
+}
+
 func benchAppend(b *testing.B, size int, sync bool) {
 	opts := wal.Options{FS: vfs.Default, Dir: b.TempDir(), DBID: testDBID, Logger: quietLogger()}
+	benchAppendOpts(b, opts, size, sync, nil)
+}
+
+// benchAppendOpts runs the benchmark loop; if syncs is set it counts the
+// sync calls, reported (without Open's) as syncs/op.
+func benchAppendOpts(b *testing.B, opts wal.Options, size int, sync bool, syncs *atomic.Int64) {
 	l, err := wal.Open(opts, 1)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer l.Close()
+	if syncs != nil {
+		syncs.Store(0)
+	}
 	payload := [][]byte{make([]byte, size)}
 	b.SetBytes(int64(size))
 	b.ReportAllocs()
@@ -50,4 +86,7 @@ func benchAppend(b *testing.B, size int, sync bool) {
 	b.StopTimer()
 	s := l.Stats()
 	b.ReportMetric(float64(s.Syncs)/float64(b.N), "fsyncs/op")
+	if syncs != nil {
+		b.ReportMetric(float64(syncs.Load())/float64(b.N), "syncs/op")
+	}
 }

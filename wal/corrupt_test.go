@@ -93,29 +93,39 @@ func wantCorrupt(t *testing.T, err error, mentions ...string) {
 	}
 }
 
-// A damaged synced record followed by records written after it was synced
-// is corruption; the same damage in the newest record is a torn tail.
+// A damaged synced record is corruption: a later record written after it
+// was synced, or the sync mark, vouches for it. The same damage in a newest
+// record that was never synced is a torn tail.
 func TestCorruptSyncedRecord(t *testing.T) {
 	seg1 := "db/wal/" + wal.SegmentName(1)
 	for _, c := range []struct {
-		name   string
-		off    int64
-		last   wal.LSN
-		broken bool
+		name     string
+		off      int64
+		last     wal.LSN
+		broken   bool
+		unsynced bool // LSN 10 was never synced; the Log is abandoned
 	}{
-		{"payload of LSN 5", recOffset(4) + 60, 4, true},
-		{"crc of LSN 5", recOffset(4), 4, true},
-		{"length of LSN 5", recOffset(4) + 5, 4, true},
-		{"lsn of LSN 5", recOffset(4) + 8, 4, true},
-		{"synced of LSN 5", recOffset(4) + 16, 4, true},
-		{"first record", recOffset(0) + 30, 0, true},
-		{"LSN 5 replaced by a copy of LSN 4", -1, 4, true},
-		{"newest record", recOffset(9) + 30, 9, false},
+		{"payload of LSN 5", recOffset(4) + 60, 4, true, false},
+		{"crc of LSN 5", recOffset(4), 4, true, false},
+		{"length of LSN 5", recOffset(4) + 5, 4, true, false},
+		{"lsn of LSN 5", recOffset(4) + 8, 4, true, false},
+		{"synced of LSN 5", recOffset(4) + 16, 4, true, false},
+		{"first record", recOffset(0) + 30, 0, true, false},
+		{"LSN 5 replaced by a copy of LSN 4", -1, 4, true, false},
+		{"newest record (sync mark)", recOffset(9) + 30, 9, true, false},
+		{"newest record, unsynced", recOffset(9) + 30, 9, false, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			opts, logs := testOptions(vfs.NewMem(), 0)
-			if err := writeLog(t, opts, 1, 10, true).Close(); err != nil {
-				t.Fatal(err)
+			if !c.unsynced {
+				if err := writeLog(t, opts, 1, 10, true).Close(); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				l := writeLog(t, opts, 1, 9, true)
+				if _, err := l.Append([][]byte{fixedPayload(10)}); err != nil {
+					t.Fatal(err)
+				}
 			}
 			if c.off >= 0 {
 				flipByte(t, opts.FS, seg1, c.off)
@@ -128,6 +138,9 @@ func TestCorruptSyncedRecord(t *testing.T) {
 			last, seen, err := replayErr(opts, 0)
 			if c.broken {
 				wantCorrupt(t, err, seg1, fmt.Sprintf("offset %d", recOffset(int(c.last))))
+				if c.last == 9 && !strings.Contains(err.Error(), "sync mark") {
+					t.Fatalf("error %q does not mention the sync mark", err)
+				}
 			} else if err != nil {
 				t.Fatal(err)
 			} else if !strings.Contains(logs.String(), "torn tail truncated at LSN 10") {
@@ -210,6 +223,12 @@ func TestWrongDBID(t *testing.T) {
 	other := opts
 	other.DBID[0]++
 	_, _, err := replayErr(other, 0)
+	wantCorrupt(t, err, wal.SyncMarkName, "database") // read first
+	// Without a sync mark, the segment header is checked.
+	if err := opts.FS.Remove("db/wal/" + wal.SyncMarkName); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = replayErr(other, 0)
 	wantCorrupt(t, err, wal.SegmentName(1), "database")
 	// The zero DBID accepts any database.
 	anyDB := opts

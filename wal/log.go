@@ -24,6 +24,11 @@ type Stats struct {
 	Syncs    uint64 // fsyncs that made records durable (Sync, Rotate, Close)
 	Appends  uint64 // Append calls that wrote records
 	Records  uint64 // records written by Append
+
+	// MarkSyncs counts the fdatasyncs of the sync mark file that followed
+	// those fsyncs (one each, unless the mark is off); Open's are not
+	// counted.
+	MarkSyncs uint64
 }
 
 // Log appends records to the current segment of a log directory. Append is
@@ -52,6 +57,11 @@ type Log struct {
 	// handle open while an fsync runs: Rotate and Close take it before they
 	// close a segment. It is held across the fsync; mu is not.
 	syncMu sync.Mutex
+
+	// mark is the sync mark file (nil if Options.noSyncMark). It is written
+	// only with syncMu held (or in Open and Close), after the segment fsync
+	// and before synced is raised, so that it is always >= synced.
+	mark *markFile
 
 	// synced is the highest LSN known durable. It only grows, is stored with
 	// syncMu held (or in Open) and read anywhere; Append stamps it into
@@ -114,7 +124,10 @@ type segmentInfo struct {
 // Open first fsyncs the newest older segment, so that the records Replay
 // returned are durable before any new record claims (through its synced
 // LSN) that they are. Callers must not make the effects of replayed records
-// durable elsewhere before Open returns.
+// durable elsewhere before Open returns. Once the new segment exists, Open
+// makes the sync mark file (SyncMarkName) record next-1, creating the file
+// if the log has none. A sync mark above next-1 means the caller would cut
+// off records known durable: Open refuses it without changing anything.
 func Open(opts Options, next LSN) (*Log, error) {
 	o, err := opts.withDefaults()
 	if err != nil {
@@ -144,6 +157,14 @@ func Open(opts Options, next LSN) (*Log, error) {
 		}
 		segs = append(segs, segmentInfo{first: s.first, path: s.path, size: st.Size()})
 	}
+	mark, markFound, err := readSyncMark(o)
+	if err != nil {
+		return nil, err
+	}
+	if mark.lsn > next-1 {
+		return nil, fmt.Errorf("wal: Open(%d): sync mark %s says LSNs through %d are durable; pass Replay's last LSN + 1",
+			next, o.FS.PathJoin(o.Dir, SyncMarkName), mark.lsn)
+	}
 	if len(segs) > 0 {
 		if err := o.beforeSync(); err != nil {
 			return nil, err
@@ -156,7 +177,16 @@ func Open(opts Options, next LSN) (*Log, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &Log{opts: o}
+	// Everything through next-1 is durable now (see above), and the new
+	// segment shows that the log reaches next-1 even if it stays empty.
+	var mf *markFile
+	if !o.noSyncMark {
+		if mf, err = openMarkFile(o, mark, markFound, next-1); err != nil {
+			_ = seg.close() // the mark error is the one to report
+			return nil, err
+		}
+	}
+	l := &Log{opts: o, mark: mf}
 	l.synced.Store(uint64(next - 1))
 	l.mu.cur = seg
 	l.mu.next = next
@@ -363,9 +393,11 @@ func (l *Log) Append(payloads [][]byte) (first LSN, err error) {
 }
 
 // Sync makes every record appended so far durable by fsyncing the current
-// segment, then raises SyncedLSN. It may be called from any goroutine at
-// any time, also while Append is writing; it returns at once when nothing
-// is unsynced. A failed fsync poisons the Log.
+// segment, records the new synced LSN in the sync mark file (a small
+// overwrite and fdatasync), then raises SyncedLSN. It may be called from
+// any goroutine at any time, also while Append is writing; it returns at
+// once, with no I/O, when nothing is unsynced. A failed fsync or mark
+// update poisons the Log.
 func (l *Log) Sync() error {
 	l.syncMu.Lock()
 	defer l.syncMu.Unlock()
@@ -380,17 +412,30 @@ func (l *Log) Sync() error {
 }
 
 // syncCurrent calls BeforeSync, fsyncs seg, whose records through target
-// are written, and raises the synced watermark to target.
-// REQUIRES: syncMu held, mu not held.
+// are written, makes the sync mark record target (one more small write
+// and fdatasync) and raises the synced watermark to target. A failure of
+// the fsync or of the mark update poisons the Log: after either, what is
+// durable is unknown. REQUIRES: syncMu held, mu not held.
 func (l *Log) syncCurrent(seg *segment, target LSN) error {
 	if err := l.opts.beforeSync(); err != nil {
 		return err
 	}
+	marked := false
 	err := seg.s.Sync()
+	if err != nil {
+		err = fmt.Errorf("wal: sync %s: %w", seg.path, err)
+	} else if l.mark != nil {
+		// The records through target are durable: the mark may say so.
+		err = l.mark.write(target)
+		marked = err == nil
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if err != nil {
-		return l.poisonLocked(fmt.Errorf("wal: sync %s: %w", seg.path, err))
+		return l.poisonLocked(err)
+	}
+	if marked {
+		l.mu.stats.MarkSyncs++
 	}
 	if target > l.SyncedLSN() {
 		l.synced.Store(uint64(target))
@@ -412,8 +457,9 @@ func (l *Log) syncCurrent(seg *segment, target LSN) error {
 	return nil
 }
 
-// Rotate syncs the current segment and starts a new one at NextLSN(). It
-// does nothing if the current segment holds no records.
+// Rotate syncs the current segment (and updates the sync mark, as Sync
+// does) and starts a new one at NextLSN(). It does nothing if the current
+// segment holds no records.
 func (l *Log) Rotate() error {
 	l.appendMu.Lock()
 	defer l.appendMu.Unlock()
@@ -505,8 +551,9 @@ func (l *Log) Stats() Stats {
 	return s
 }
 
-// Close syncs the current segment (unless the Log is poisoned, in which
-// case it returns the failure) and closes it. Later calls return ErrClosed.
+// Close syncs the current segment and updates the sync mark, as Sync does
+// (unless the Log is poisoned, in which case it returns the failure), and
+// closes both files. Later calls return ErrClosed.
 func (l *Log) Close() error {
 	l.removeMu.Lock()
 	defer l.removeMu.Unlock()
@@ -525,7 +572,7 @@ func (l *Log) Close() error {
 	if err == nil && target > l.SyncedLSN() {
 		err = l.syncCurrent(cur, target)
 	}
-	err = errors.Join(err, cur.close())
+	err = errors.Join(err, cur.close(), l.mark.close())
 	l.mu.Lock()
 	l.mu.closed = true
 	l.mu.Unlock()

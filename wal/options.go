@@ -76,6 +76,11 @@ type Options struct {
 	// must not call the Log. An error aborts that fsync and is returned; the
 	// Log is not poisoned, since nothing was written. Default: nil.
 	BeforeSync func() error
+
+	// noSyncMark makes Open neither create nor update the sync mark file,
+	// as logs written before it existed. Tests only (export_test.go): the
+	// benchmark measures the mark's cost with it.
+	noSyncMark bool
 }
 
 // withDefaults returns a copy of o with defaults filled in, or an error

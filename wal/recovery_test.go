@@ -27,10 +27,9 @@ func stopAt(opts wal.Options, x wal.LSN) (wal.LSN, error) {
 // Open(last+1) supersedes the rest, also in later recoveries.
 func TestReplayErrStop(t *testing.T) {
 	opts, logs := testOptions(vfs.NewMem(), 0)
-	// No Sync between appends: no record vouches for another.
-	if err := writeLog(t, opts, 1, 10, false).Close(); err != nil {
-		t.Fatal(err)
-	}
+	// No Sync between appends: no record vouches for another. The Log is
+	// abandoned (a process crash): Close would sync and mark the records.
+	writeLog(t, opts, 1, 10, false)
 	last, err := stopAt(opts, 6)
 	if err != nil || last != 5 {
 		t.Fatalf("Replay with ErrStop at 6: %d, %v; want 5, nil", last, err)
@@ -41,14 +40,11 @@ func TestReplayErrStop(t *testing.T) {
 	m := fixedModel(5)
 	rng := rand.New(rand.NewPCG(1, 1))
 	// Refusing the first record of a segment: Open replaces that segment.
-	l := writeLog(t, opts, 6, 2, false)
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
+	writeLog(t, opts, 6, 2, false) // abandoned too
 	if last, err := stopAt(opts, 6); err != nil || last != 5 {
 		t.Fatalf("ErrStop at a segment's first record: %d, %v", last, err)
 	}
-	l, err = wal.Open(opts, 6)
+	l, err := wal.Open(opts, 6)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,6 +72,19 @@ func TestReplayErrStopOnDurableRecord(t *testing.T) {
 		wantCorrupt(t, err, wal.SegmentName(1), "LSN 6", "durable")
 		if !errors.Is(err, errHeapMissing) || last != 5 {
 			t.Fatalf("last %d, err %v: want 5 and the callback's cause", last, err)
+		}
+	})
+	t.Run("vouched for by the sync mark", func(t *testing.T) {
+		opts, _ := testOptions(vfs.NewMem(), 0)
+		// Only the newest record was never followed by a later one; Close
+		// synced it and recorded it in the sync mark.
+		if err := writeLog(t, opts, 1, 10, false).Close(); err != nil {
+			t.Fatal(err)
+		}
+		last, err := stopAt(opts, 10)
+		wantCorrupt(t, err, wal.SegmentName(1), "LSN 10", "sync mark", wal.SyncMarkName, "durable through LSN 10")
+		if !errors.Is(err, errHeapMissing) || last != 9 {
+			t.Fatalf("last %d, err %v: want 9 and the callback's cause", last, err)
 		}
 	})
 	t.Run("in a non-last segment", func(t *testing.T) {

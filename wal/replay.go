@@ -22,11 +22,18 @@ import (
 //     anything left in the old segment from x on is superseded, again
 //     unless a later record in it carries a synced LSN >= x).
 //
+// In the first two cases x must also be above the sync mark (SyncMarkName),
+// the highest LSN a Sync made durable, and the log must reach the mark: a
+// bad or refused record at x <= mark, or a log that ends before the mark
+// (its last segment cut short, emptied or deleted), is corruption. (A cut,
+// the third case, is not checked against the mark: the log continues in
+// the next segment.)
+//
 // Anything else is corruption: an error wrapping ErrCorrupt that names the
 // file and offset. So are a missing or overlapping segment, a foreign file
-// or one of another database, and a torn header anywhere but in the last
-// segment (a last segment with a torn or short header counts as empty).
-// Torn tails are logged as one-line warnings.
+// or one of another database, a damaged sync mark file, and a torn header
+// anywhere but in the last segment (a last segment with a torn or short
+// header counts as empty). Torn tails are logged as one-line warnings.
 //
 // If fn returns another error Replay stops and returns it wrapped; on any
 // error last is the last LSN passed to fn (or after). Replay never modifies
@@ -36,9 +43,20 @@ func Replay(opts Options, after LSN, fn func(lsn LSN, payload []byte) error) (la
 	if err != nil {
 		return after, err
 	}
-	segs, err := listSegments(o)
-	if err != nil || len(segs) == 0 {
+	mark, err := readMarkLSN(o)
+	if err != nil {
 		return after, err
+	}
+	segs, err := listSegments(o)
+	if err != nil {
+		return after, err
+	}
+	if len(segs) == 0 {
+		if mark > after {
+			return after, fmt.Errorf("%w: %s holds no log segment, but the sync mark %s says the log was durable through LSN %d: LSNs %d..%d are missing",
+				ErrCorrupt, o.Dir, o.FS.PathJoin(o.Dir, SyncMarkName), mark, after+1, mark)
+		}
+		return after, nil
 	}
 	i0 := -1
 	for i, s := range segs {
@@ -62,7 +80,8 @@ func Replay(opts Options, after LSN, fn func(lsn LSN, payload []byte) error) (la
 			return after, err
 		}
 	}
-	r := replayer{o: o, fn: fn, after: after, last: after, expect: segs[i0].first}
+	r := replayer{o: o, fn: fn, after: after, last: after, expect: segs[i0].first,
+		mark: mark, markPath: o.FS.PathJoin(o.Dir, SyncMarkName)}
 	for i := i0; i < len(segs); i++ {
 		var next *segmentFile
 		if i+1 < len(segs) {
@@ -76,10 +95,24 @@ func Replay(opts Options, after LSN, fn func(lsn LSN, payload []byte) error) (la
 			break
 		}
 	}
+	// A torn tail at x was checked against the mark where it was found
+	// (x > mark, so the log reaches it); a clean end, at the end of the
+	// last segment read, is checked here.
+	if end := r.expect - 1; end < r.mark {
+		return r.last, fmt.Errorf("%w: log ends at LSN %d at the end of segment %s (%d bytes), but the sync mark %s says it was durable through LSN %d: LSNs %d..%d are missing",
+			ErrCorrupt, end, r.endPath, r.endSize, r.markPath, r.mark, end+1, r.mark)
+	}
 	if end := r.expect - 1; end < after {
 		o.Logger.Warn(fmt.Sprintf("wal: log ends at LSN %d, before replay start %d", end, after))
 	}
 	return r.last, nil
+}
+
+// readMarkLSN returns the LSN recorded in the sync mark file, 0 if there is
+// none.
+func readMarkLSN(o Options) (LSN, error) {
+	m, _, err := readSyncMark(o)
+	return m.lsn, err
 }
 
 // replayer is the state of one Replay.
@@ -89,6 +122,11 @@ type replayer struct {
 	after  LSN
 	last   LSN // last LSN passed to fn, or after
 	expect LSN // LSN the next record must have
+
+	mark     LSN    // the sync mark: the log is durable through it
+	markPath string // the sync mark file, for messages
+	endPath  string // the segment read last, for messages
+	endSize  int    // its size
 }
 
 // segment replays one segment; next is the segment after it (nil for the
@@ -105,6 +143,7 @@ func (r *replayer) segment(s segmentFile, next *segmentFile) (done bool, err err
 	if err != nil {
 		return true, err
 	}
+	r.endPath, r.endSize = s.path, len(data)
 	if err := checkSegmentHeader(data, r.o.DBID, s.path, s.first); err != nil {
 		if !errors.Is(err, errTornHeader) {
 			return true, err
@@ -114,6 +153,10 @@ func (r *replayer) segment(s segmentFile, next *segmentFile) (done bool, err err
 		}
 		// A last segment whose header never reached the disk is empty,
 		// unless a record in it proves LSNs from s.first on were durable.
+		if r.expect <= r.mark {
+			return true, fmt.Errorf("%w: segment %s (%d bytes): header at offset 0 is torn or missing, but the sync mark %s says the log was durable through LSN %d: LSNs %d..%d are missing",
+				ErrCorrupt, s.path, len(data), r.markPath, r.mark, r.expect, r.mark)
+		}
 		if p, rh, ok := findDurableEvidence(data, SegmentHeaderSize, r.expect); ok {
 			return true, fmt.Errorf("%w: segment %s: header is damaged but the record at offset %d (LSN %d, synced %d) shows LSN %d was durable",
 				ErrCorrupt, s.path, p, rh.lsn, rh.synced, r.expect)
@@ -167,6 +210,10 @@ func (r *replayer) badRecord(s segmentFile, next *segmentFile, data []byte, off 
 		return true, fmt.Errorf("%w: segment %s: bad record at offset %d (LSN %d): %s, and the next segment starts at LSN %d",
 			ErrCorrupt, s.path, off, x, reason, next.first)
 	}
+	if x <= r.mark {
+		return true, fmt.Errorf("%w: segment %s: bad record at offset %d (LSN %d): %s; the sync mark %s says the log was durable through LSN %d",
+			ErrCorrupt, s.path, off, x, reason, r.markPath, r.mark)
+	}
 	if p, rh, ok := findDurableEvidence(data, off, x); ok {
 		return true, fmt.Errorf("%w: segment %s: bad record at offset %d (LSN %d): %s; the record at offset %d (LSN %d, synced %d) shows it was durable",
 			ErrCorrupt, s.path, off, x, reason, p, rh.lsn, rh.synced)
@@ -185,6 +232,10 @@ func (r *replayer) stop(s segmentFile, next *segmentFile, data []byte, off int, 
 	if next != nil {
 		return true, fmt.Errorf("%w: segment %s: replay refused LSN %d at offset %d, but segment %s follows, so it was durable: %w",
 			ErrCorrupt, s.path, x, off, next.path, cause)
+	}
+	if x <= r.mark {
+		return true, fmt.Errorf("%w: segment %s: replay refused LSN %d at offset %d, but the sync mark %s says the log was durable through LSN %d: %w",
+			ErrCorrupt, s.path, x, off, r.markPath, r.mark, cause)
 	}
 	if p, rh, ok := findDurableEvidence(data, off, x); ok {
 		return true, fmt.Errorf("%w: segment %s: replay refused LSN %d at offset %d, but the record at offset %d (LSN %d, synced %d) shows it was durable: %w",
@@ -220,15 +271,19 @@ func findDurableEvidence(data []byte, badOff int, x LSN) (off int, rh recordHead
 	return 0, recordHeader{}, false
 }
 
-// ProvenDurable returns the highest LSN that some valid record's synced
-// stamp proves was durable before the crash: records up to it were
-// acknowledged as synced at some point, records after it may never have
-// been. It checks segment headers like Replay, reads each segment's records
-// up to its first bad one, and modifies nothing. Replay still decides what
-// the log holds; ProvenDurable only tells which of its records a later
-// record vouches for.
+// ProvenDurable returns the highest LSN that the log proves was durable
+// before the crash: the larger of the sync mark and the highest synced
+// stamp of a valid record. Records up to it were acknowledged as synced at
+// some point, records after it may never have been. It checks segment
+// headers like Replay, reads each segment's records up to its first bad
+// one, and modifies nothing. Replay still decides what the log holds;
+// ProvenDurable only tells which of its records are known durable.
 func ProvenDurable(opts Options) (LSN, error) {
 	o, err := opts.withDefaults()
+	if err != nil {
+		return 0, err
+	}
+	proven, err := readMarkLSN(o)
 	if err != nil {
 		return 0, err
 	}
@@ -236,7 +291,6 @@ func ProvenDurable(opts Options) (LSN, error) {
 	if err != nil {
 		return 0, err
 	}
-	var proven LSN
 	for _, s := range segs {
 		data, err := readFile(o.FS, s.path)
 		if err != nil {

@@ -13,7 +13,7 @@
 //
 // magic is "HEAPKV"; kind names the file's role ("MF" MANIFEST, "WL" log
 // segment, "HP" heap replica, "AL" allocation snapshot, "TR" replica
-// tracking state); the CRC is CRC-32C (Castagnoli) over bytes 0..28.
+// tracking state, "SM" the log's sync mark); the CRC is CRC-32C (Castagnoli) over bytes 0..28.
 package filehdr
 
 import (
@@ -48,6 +48,7 @@ var (
 	KindHeap     = Kind{'H', 'P'}
 	KindAlloc    = Kind{'A', 'L'}
 	KindTracking = Kind{'T', 'R'}
+	KindSyncMark = Kind{'S', 'M'}
 )
 
 // String returns the kind's two letters.

@@ -1,0 +1,32 @@
+package wal
+
+import "github.com/heapkv/heapkv/internal/filehdr"
+
+// Sync mark layout, for tests that damage the file.
+const (
+	MarkOffSlot0 = markOffSlot0
+	MarkOffSlot1 = markOffSlot1
+	MarkFileSize = markFileSize
+	MarkSlotSize = markSlotSize
+)
+
+// WithoutSyncMark returns o with the sync mark turned off: Open neither
+// creates nor updates the file, as a log of an older version. For the
+// benchmark and for showing that the tail damage test fails without it.
+func WithoutSyncMark(o Options) Options {
+	o.noSyncMark = true
+	return o
+}
+
+// EncodeSyncMark returns a new sync mark file recording lsn.
+func EncodeSyncMark(id filehdr.DBID, lsn LSN) []byte { return encodeSyncMark(id, lsn) }
+
+// EncodeMarkSlot writes a slot holding seq and lsn into dst.
+func EncodeMarkSlot(dst []byte, seq uint64, lsn LSN) { encodeMarkSlot(dst, seq, lsn) }
+
+// DecodeSyncMark decodes a sync mark file: the sequence number and LSN of
+// its newest valid slot.
+func DecodeSyncMark(b []byte, id filehdr.DBID, path string) (seq uint64, lsn LSN, err error) {
+	m, err := decodeSyncMark(b, id, path)
+	return m.seq, m.lsn, err
+}
