@@ -30,7 +30,7 @@ type Stats struct {
 	Commits         int64 // writes (Put, Delete, Apply) committed by this handle
 	CommitGroups    int64 // log appends those commits were grouped into
 	AvgGroupSize    float64
-	Fsyncs          int64 // fsyncs of the heap and the log by this handle
+	Fsyncs          int64 // fsyncs of the heap, the log and its sync mark by this handle
 	Gets            int64
 	IndexBytes      int64 // index (Pebble) size on disk
 	Failed          string
@@ -101,7 +101,7 @@ func (db *DB) Stats() (Stats, error) {
 	if log := db.log.Load(); log != nil {
 		ls := log.Stats()
 		s.LogBytes, s.LogFiles = ls.Bytes, ls.Segments
-		s.Fsyncs += int64(ls.Syncs)
+		s.Fsyncs += int64(ls.Syncs + ls.MarkSyncs)
 	}
 	s.Fsyncs += db.heap.Syncs()
 	s.CheckpointLSN = db.ckptLSN.Load()
