@@ -13,7 +13,8 @@
 //
 // magic is "HEAPKV"; kind names the file's role ("MF" MANIFEST, "WL" log
 // segment, "HP" heap replica, "AL" allocation snapshot, "TR" replica
-// tracking state); the CRC is CRC-32C (Castagnoli) over bytes 0..28.
+// tracking state, "MR" mirror directory marker); the CRC is CRC-32C
+// (Castagnoli) over bytes 0..28.
 package filehdr
 
 import (
@@ -48,6 +49,7 @@ var (
 	KindHeap     = Kind{'H', 'P'}
 	KindAlloc    = Kind{'A', 'L'}
 	KindTracking = Kind{'T', 'R'}
+	KindMirror   = Kind{'M', 'R'}
 )
 
 // String returns the kind's two letters.
