@@ -21,8 +21,9 @@
 //	--nosync    writes return before they are durable (sync or quit makes
 //	            them so); see heapkv.Options.NoSync
 //	--limit N   show at most N bytes of a value (default 1024; 0: all)
-//	--mirror DIR  keep a further replica of the heap in DIR (repeatable);
-//	            a mirror once added stays part of the database
+//	--mirror DIR  keep a further replica of the heap in DIR (repeatable; its
+//	            parent must exist); a mirror once added stays part of the
+//	            database
 //	--resync-rate, --scrub-rate RATE  pace attach and scrub (bytes/s, K/M/G)
 //
 // Commands: put KEY VALUE, get KEY, del KEY, exists KEY, mput KEY VALUE...,
