@@ -96,11 +96,16 @@ type opStats struct {
 }
 
 // Open opens the database in dir, creating it if dir does not exist or is
-// empty. A nil opts means defaults. Open recovers from the write-ahead log
-// after a crash. It fails with ErrLocked if another handle holds dir, and
-// with an error wrapping ErrCorrupt, naming the file, when a file is missing,
-// foreign or damaged; it never deletes or overwrites anything on that path.
-func Open(dir string, opts *Options) (*DB, error) {
+// empty. Only dir itself is created: a missing parent directory is an error
+// wrapping fs.ErrNotExist. A nil opts means defaults. Open recovers from the
+// write-ahead log after a crash. It fails with ErrLocked only if another
+// handle, in this process or another, holds dir; any other failure to use
+// dir (no permission, a read-only file system, not a directory) wraps the
+// operating system's error. It fails with an error wrapping ErrCorrupt,
+// naming the file, when a file is missing, foreign or damaged; it never
+// deletes or overwrites anything on that path, and a directory it refuses
+// keeps no LOCK file (nor, if it was made by this call, the directory).
+func Open(dir string, opts *Options) (_ *DB, err error) {
 	o, err := opts.withDefaults()
 	if err != nil {
 		return nil, err
@@ -109,13 +114,26 @@ func Open(dir string, opts *Options) (*DB, error) {
 		return nil, fmt.Errorf("%w: empty directory name", ErrInvalidOptions)
 	}
 	fs := o.fs
-	if err := mkdirAllSynced(fs, dir); err != nil {
-		return nil, fmt.Errorf("heapkv: create %s: %w", dir, err)
+	madeDir, err := mkdirLeaf(fs, dir)
+	if err != nil {
+		return nil, err
+	}
+	if madeDir {
+		defer func() {
+			if err != nil {
+				_ = fs.Remove(dir) // fails, as it should, unless still empty
+			}
+		}()
 	}
 	lock, err := lockDir(fs, dir)
 	if err != nil {
 		return nil, err
 	}
+	defer func() {
+		if err == nil {
+			lock.keep() // opened; a refused Open's closeFiles removed a LOCK file lockDir made
+		}
+	}()
 	db := &DB{
 		opts:         o,
 		dir:          dir,

@@ -32,7 +32,10 @@ var (
 	ErrCorrupt = errors.New("heapkv: corruption")
 
 	// ErrLocked is returned by Open when another handle, in this process or
-	// another, holds the database directory.
+	// another, holds the database directory, and only then: a directory
+	// Open cannot use for another reason (no permission, a read-only file
+	// system, not a directory) gives an error wrapping the operating
+	// system's, so a caller that retries on ErrLocked does not retry forever.
 	ErrLocked = errors.New("heapkv: database is locked")
 
 	// ErrInvalidOptions is returned by Open when Options fail validation; the

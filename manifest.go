@@ -280,32 +280,3 @@ func syncDir(fs vfs.FS, dir string) error {
 	}
 	return err
 }
-
-// mkdirAllSynced creates dir and any missing parents, then syncs the parent
-// of each directory it created so that the new entries survive a crash.
-func mkdirAllSynced(fs vfs.FS, dir string) error {
-	var created []string
-	for d := dir; ; {
-		if _, err := fs.Stat(d); err == nil {
-			break
-		}
-		created = append(created, d)
-		parent := fs.PathDir(d)
-		if parent == d {
-			break
-		}
-		d = parent
-	}
-	if len(created) == 0 {
-		return nil
-	}
-	if err := fs.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	for i := len(created) - 1; i >= 0; i-- {
-		if err := syncDir(fs, fs.PathDir(created[i])); err != nil {
-			return err
-		}
-	}
-	return nil
-}

@@ -109,14 +109,18 @@ type Options struct {
 	Cursors int
 
 	// Mirrors are directories, ideally on other disks, that each hold a
-	// further replica of the heap (a file named heap). A relative path is
+	// further replica of the heap (a file named heap) and a small marker
+	// file, MIRROR, naming the database and the replica. A relative path is
 	// relative to the database directory. A mirror new to the database
-	// must not hold a heap file yet (its directory is created if missing)
-	// and is filled with a copy of the allocated blocks in the background
-	// after Open (see Replicas, AttachReplica). Once added, a mirror stays
-	// part of the database even if a later Open does not name it; the
-	// directory of a known mirror is never created (if its disk is not
-	// mounted, it stays stale until it is back). Default none.
+	// must not hold a heap file or another marker yet (its directory is
+	// created if missing, but not a missing parent) and is filled with a
+	// copy of the allocated blocks in the background after Open (see
+	// Replicas, AttachReplica). Once added, a mirror stays part of the
+	// database even if a later Open does not name it. The directory of a
+	// known mirror is never created, and Open makes no heap file in one that
+	// lacks the mirror's marker: if its disk is not mounted (the directory
+	// is missing, or is an empty mount point), the mirror stays stale until
+	// the disk is back or AttachReplica is called. Default none.
 	Mirrors []string
 
 	// ResyncRate limits the copying of AttachReplica (and of the automatic

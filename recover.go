@@ -245,8 +245,10 @@ func (db *DB) create() error {
 		return fmt.Errorf("heapkv: database id: %w", err)
 	}
 	// The marker holds the new database's ID, so that a retry can tell
-	// the mirror files this attempt made from anyone else's.
-	if err := writeFileAtomic(db.fs, db.dir, creatingFileName, db.id[:]); err != nil {
+	// the mirror files this attempt made from anyone else's. It is written
+	// from a copy: a vfs.FS may scribble over a buffer it was given (Pebble's
+	// MemFS does in invariants builds, as under -race), and db.id must stay.
+	if err := writeFileAtomic(db.fs, db.dir, creatingFileName, slices.Clone(db.id[:])); err != nil {
 		return fmt.Errorf("heapkv: create %s: %w", db.dir, err)
 	}
 	db.geom = alloc.Geometry{BlockSize: db.opts.BlockSize, SegmentBlocks: int(db.opts.SegmentSize / int64(db.opts.BlockSize))}
@@ -257,8 +259,8 @@ func (db *DB) create() error {
 	for i, p := range paths {
 		full[i] = db.replicaPath(p)
 		if i > 0 {
-			if err := mkdirAllSynced(db.fs, db.fs.PathDir(full[i])); err != nil {
-				return fmt.Errorf("heapkv: create mirror directory of %s: %w", full[i], err)
+			if err := db.prepareNewMirror(full[i], i); err != nil {
+				return err
 			}
 		}
 	}

@@ -124,15 +124,25 @@ func (db *DB) DetachReplica(id int) error {
 // AttachReplica brings stale replica id up to date and makes it in sync,
 // returning when it is (or when ctx is cancelled: the progress made so far
 // is kept for the next attempt). It reopens the replica's file (creating it
-// if its directory exists but the file does not; a file of another database
-// is refused with an error wrapping ErrCorrupt) and copies, from an in-sync
-// replica, only the blocks written since the replica went stale that are
-// still allocated, or every allocated block when no tracking bitmap covers
-// its stale LSN. Writes go on meanwhile and reach it too. Options.ResyncRate
-// paces the copy; Replicas reports progress. If an attach of the same
-// replica is already running (Open starts one for each stale replica whose
-// directory is back), AttachReplica waits for it.
+// if its directory exists but the file does not, after writing the mirror's
+// marker there; a file or marker of another database is refused with an
+// error wrapping ErrCorrupt) and copies, from an in-sync replica, only the
+// blocks written since the replica went stale that are still allocated, or
+// every allocated block when no tracking bitmap covers its stale LSN.
+// Writes go on meanwhile and reach it too. Options.ResyncRate paces the
+// copy; Replicas reports progress. If an attach of the same replica is
+// already running (Open starts one for each stale replica whose heap file
+// or marker is back), AttachReplica waits for it. Unlike Open's automatic
+// attach, AttachReplica uses a mirror directory that holds neither the heap
+// file nor the marker (a new or replaced disk): call it once the right disk
+// is mounted there.
 func (db *DB) AttachReplica(ctx context.Context, id int) error {
+	return db.attach(ctx, id, true)
+}
+
+// attach is AttachReplica; explicit is false for Open's automatic attaches
+// (see prepareAttach).
+func (db *DB) attach(ctx context.Context, id int, explicit bool) error {
 	for {
 		if err := db.enter(); err != nil {
 			return err
@@ -154,7 +164,7 @@ func (db *DB) AttachReplica(ctx context.Context, id int) error {
 		db.repl.attachMu.Unlock()
 		db.leave()
 		if !running {
-			op.err = db.runAttach(ctx, id)
+			op.err = db.runAttach(ctx, id, explicit)
 			db.repl.attachMu.Lock()
 			delete(db.repl.attaching, id)
 			db.repl.attachMu.Unlock()
@@ -166,6 +176,9 @@ func (db *DB) AttachReplica(ctx context.Context, id int) error {
 		case <-op.done:
 			if errors.Is(op.err, context.Canceled) && ctx.Err() == nil {
 				continue // the attach we joined was cancelled by its caller
+			}
+			if explicit && errors.Is(op.err, errUnmarked) {
+				continue // an automatic attach refused what this one may do
 			}
 			return op.err
 		case <-ctx.Done():
@@ -181,7 +194,7 @@ func (db *DB) AttachReplica(ctx context.Context, id int) error {
 // GiB of heap) is small next to 64 MiB of copying.
 const defaultResyncSaveBytes = 64 << 20
 
-func (db *DB) runAttach(ctx context.Context, id int) error {
+func (db *DB) runAttach(ctx context.Context, id int, explicit bool) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
@@ -191,8 +204,18 @@ func (db *DB) runAttach(ctx context.Context, id int) error {
 		case <-ctx.Done():
 		}
 	}()
+	p := db.replicaFile(id)
+	markAfter, err := db.prepareAttach(id, p, explicit)
+	if err != nil {
+		return fmt.Errorf("heapkv: attach replica %d: %w", id, err)
+	}
 	if _, err := db.heap.Reopen(id); err != nil {
 		return fmt.Errorf("heapkv: attach replica %d: %w", id, err)
+	}
+	if markAfter {
+		if err := db.writeMirrorMarker(p, id); err != nil {
+			return fmt.Errorf("heapkv: attach replica %d: %w", id, err)
+		}
 	}
 	saveBytes := db.opts.resyncSaveBytes
 	if saveBytes <= 0 {
@@ -235,18 +258,16 @@ func (db *DB) blockAllocated(b uint64) bool {
 }
 
 // startAutoAttach attaches, in the background, every stale replica that was
-// not detached by hand and whose directory exists (a failed disk that is
-// back, or a mirror new to the database).
+// not detached by hand and whose heap file or marker is there (a failed disk
+// that is back, or a mirror new to the database): see autoAttachable.
 func (db *DB) startAutoAttach() {
 	if db.opts.noAutoAttach {
 		return
 	}
 	var ids []int
 	for _, st := range db.heap.Status() {
-		if st.State == mirror.Stale && !st.Detached {
-			if _, err := db.fs.Stat(db.fs.PathDir(st.Path)); err == nil {
-				ids = append(ids, st.ID)
-			}
+		if st.State == mirror.Stale && !st.Detached && db.autoAttachable(st) {
+			ids = append(ids, st.ID)
 		}
 	}
 	if len(ids) == 0 {
@@ -256,7 +277,7 @@ func (db *DB) startAutoAttach() {
 	go func() {
 		defer db.bg.Done()
 		for _, id := range ids {
-			if err := db.AttachReplica(context.Background(), id); err != nil {
+			if err := db.attach(context.Background(), id, false); err != nil {
 				if errors.Is(err, ErrClosed) {
 					return
 				}
@@ -318,6 +339,13 @@ func (db *DB) installManifestLocked(m manifest) error {
 		}
 	}
 	return nil
+}
+
+// replicaFile returns the heap file of replica id.
+func (db *DB) replicaFile(id int) string {
+	db.repl.manifestMu.Lock()
+	defer db.repl.manifestMu.Unlock()
+	return db.replicaPath(db.repl.paths[id])
 }
 
 // replicaPath turns a path from the replica table into a file path.
@@ -434,13 +462,26 @@ func (db *DB) openHeap(m manifest, manifestName string) error {
 	return nil
 }
 
-// makeMirrorDirs creates the directories of mirrors new to the database.
-// The directory of a replica already in the table is never created: if its
-// disk is not mounted, creating it would put the replica on the wrong disk.
+// makeMirrorDirs creates the directories (the last element only) of
+// mirrors new to the database and writes their markers. The directory of a
+// replica already in the table is never created: if its disk is not
+// mounted, creating it would put the replica on the wrong disk. A known
+// mirror whose heap file is open but that has no marker (made before
+// markers existed) gets one: mirror.Open checked its header.
 func (db *DB) makeMirrorDirs() error {
-	for _, p := range db.repl.paths[len(db.repl.last.replicas):] {
-		if err := mkdirAllSynced(db.fs, db.fs.PathDir(db.replicaPath(p))); err != nil {
-			return fmt.Errorf("heapkv: create mirror directory of %s: %w", p, err)
+	known := len(db.repl.last.replicas)
+	sts := db.heap.Status()
+	for id := 1; id < len(db.repl.paths); id++ {
+		p := db.replicaPath(db.repl.paths[id])
+		if id >= known {
+			if _, err := mkdirLeaf(db.fs, db.fs.PathDir(p)); err != nil {
+				return fmt.Errorf("heapkv: mirror directory of %s: %w", p, err)
+			}
+		} else if !sts[id].Available {
+			continue
+		}
+		if err := db.markMirror(p, id, known, sts[id].Available); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -448,13 +489,15 @@ func (db *DB) makeMirrorDirs() error {
 
 // newMirrorPaths returns the replica table of a new database: the heap in
 // the database directory and one per Options.Mirrors, refusing a mirror
-// directory that already holds a heap file.
+// directory that already holds a heap file or a mirror marker.
 func (db *DB) newMirrorPaths() ([]string, error) {
 	paths := []string{heapFileName}
 	for _, d := range db.opts.Mirrors {
 		p := mirrorPath(d)
-		if _, err := db.fs.Stat(db.replicaPath(p)); err == nil {
-			return nil, fmt.Errorf("%w: mirror %s already holds a heap file (of another database?); give an empty directory", ErrCorrupt, db.replicaPath(p))
+		for _, f := range []string{db.replicaPath(p), db.markerPath(db.replicaPath(p))} {
+			if _, err := db.fs.Stat(f); err == nil {
+				return nil, fmt.Errorf("%w: mirror %s already holds %s (of another database?); give an empty directory", ErrCorrupt, db.fs.PathDir(f), f)
+			}
 		}
 		paths = append(paths, p)
 	}
@@ -472,9 +515,9 @@ func (db *DB) isMirrorDir(name string) bool {
 	return false
 }
 
-// removeHalfCreatedMirrors removes the mirror heap files that an
-// interrupted creation made: those whose header names the database ID in
-// the CREATING marker.
+// removeHalfCreatedMirrors removes the mirror heap files and markers that
+// an interrupted creation made: those whose header names the database ID
+// in the CREATING marker.
 func (db *DB) removeHalfCreatedMirrors() error {
 	id, err := readFile(db.fs, db.fs.PathJoin(db.dir, creatingFileName), 64)
 	if err != nil || len(id) != len(db.id) {
@@ -482,6 +525,14 @@ func (db *DB) removeHalfCreatedMirrors() error {
 	}
 	for _, d := range db.opts.Mirrors {
 		p := db.replicaPath(mirrorPath(d))
+		mp := db.markerPath(p)
+		if b, err := readFile(db.fs, mp, mirrorMarkerSize); err == nil {
+			if h, err := filehdr.Decode(b); err == nil && h.Kind == filehdr.KindMirror && string(h.DBID[:]) == string(id) {
+				if err := db.fs.Remove(mp); err != nil {
+					return fmt.Errorf("heapkv: remove half-created mirror marker %s: %w", mp, err)
+				}
+			}
+		}
 		f, err := db.fs.Open(p)
 		if err != nil {
 			continue

@@ -104,7 +104,7 @@ func Open(cfg Config, o OpenOptions) (*Set, error) {
 				r.durable.Store(o.DurableLSN)
 				continue
 			}
-			r.state, r.staleLSN, r.cause = Stale, o.DurableLSN, "file missing at open"
+			r.state, r.staleLSN, r.cause = Stale, o.DurableLSN, "replica file missing at open"
 			r.track, r.trackLSN, r.synced = newBlockSet(), o.DurableLSN, newBlockSet()
 			s.version.Add(1) // unacknowledged: the table must record it
 			cfg.Logger.Warn("heap replica is missing; it is stale", "replica", i, "path", sp.Path)
@@ -125,6 +125,9 @@ func Open(cfg Config, o OpenOptions) (*Set, error) {
 			r.cause = "a full copy was pending"
 		default:
 			r.cause = fmt.Sprintf("no tracking bitmap covers stale LSN %d", sp.StaleLSN)
+		}
+		if r.f == nil {
+			r.cause += "; replica file missing"
 		}
 	}
 	s.finishOpen()

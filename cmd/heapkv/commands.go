@@ -96,7 +96,10 @@ func init() {
 		{name: "attach", args: "ID", min: 1, max: 1, run: cmdAttach,
 			summary: "resync stale replica ID and put it back in service",
 			help: "Shows progress and an ETA on a terminal. Ctrl-C stops the copy; what was\n" +
-				"copied is kept and the next attach resumes from there."},
+				"copied is kept and the next attach resumes from there. A mirror whose\n" +
+				"directory is empty (a new disk, or a mount point without its disk) is\n" +
+				"attached only by this command: it fills the directory, so mount the\n" +
+				"right disk first."},
 		{name: "scrub", run: cmdScrub,
 			summary: "verify every heap copy on the in-sync replicas; repair bad ones",
 			help: "Shows progress on a terminal; Ctrl-C stops it. Values with no good copy\n" +

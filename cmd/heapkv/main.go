@@ -12,15 +12,18 @@
 // Flags:
 //
 //	-d DIR      database directory (default ./heapkv-data), created if missing
-//	            by the shell; check, info and stats require an existing one
+//	            by the shell, which says so ("created new database in DIR");
+//	            its parent must exist. check, info and stats require an
+//	            existing database
 //	-c CMDS     run CMDS instead of reading commands from stdin
 //	--json      print one JSON object per command: {"cmd":..., "ok":true, ...}
 //	            or {"cmd":..., "ok":false, "error":...}
 //	--nosync    writes return before they are durable (sync or quit makes
 //	            them so); see heapkv.Options.NoSync
 //	--limit N   show at most N bytes of a value (default 1024; 0: all)
-//	--mirror DIR  keep a further replica of the heap in DIR (repeatable);
-//	            a mirror once added stays part of the database
+//	--mirror DIR  keep a further replica of the heap in DIR (repeatable; its
+//	            parent must exist); a mirror once added stays part of the
+//	            database
 //	--resync-rate, --scrub-rate RATE  pace attach and scrub (bytes/s, K/M/G)
 //
 // Commands: put KEY VALUE, get KEY, del KEY, exists KEY, mput KEY VALUE...,
@@ -46,7 +49,11 @@
 // Errors print as one line starting with "error:" on stderr (or as a JSON
 // object on stdout with --json). With -c or piped input the first error
 // stops the run. The exit status is 0 on success, 1 after an error (a
-// locked or damaged database, a failed command) and 2 for bad usage.
+// locked or damaged database, a failed command) and 2 for bad usage. Only
+// a database that another process (or handle) holds gets the hint "is
+// another heapkv process using it?"; a directory that cannot be used for
+// another reason (no permission, read-only, not a directory, a missing
+// parent) says what the operating system said.
 package main
 
 import (
@@ -171,6 +178,7 @@ flags:
 		ScrubRate:  int64(scrubRate),
 		Logger:     slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
+	isNew := !holdsDatabase(*dir)
 	db, err := heapkv.Open(*dir, opts)
 	if err != nil {
 		msg := errText(err)
@@ -179,6 +187,9 @@ flags:
 		}
 		fmt.Fprintf(stderr, "error: open %s: %s\n", *dir, msg)
 		return 1
+	}
+	if isNew {
+		fmt.Fprintf(stderr, "created new database in %s\n", *dir)
 	}
 	s := &shell{db: db, dir: *dir, out: stdout, errw: stderr, json: *jsonOut, nosync: *nosync, limit: *limit}
 
@@ -217,6 +228,23 @@ func mustExist(dir string) error {
 		return fmt.Errorf("%s is empty, not a heapkv database", dir)
 	}
 	return nil
+}
+
+// holdsDatabase reports whether dir holds a database's MANIFEST. Open
+// creates a database exactly where there is none (it refuses a directory
+// that holds other files), so when dir holds none before a successful Open,
+// that Open created the database.
+func holdsDatabase(dir string) bool {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), "MANIFEST-") {
+			return true
+		}
+	}
+	return false
 }
 
 // isTerminal reports whether r is a terminal.

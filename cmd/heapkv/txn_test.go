@@ -17,7 +17,7 @@ func TestScanCount(t *testing.T) {
 	out, errs, code := cli(t, "", "-d", dir, "-c",
 		`mput user:1 alice user:2 bob user:3 carol zz 0x00ff; scan; scan user: --limit 2; scan user: --reverse -n 1; scan --limit=1 -r; count; count user:; count nope`)
 	require.Equal(t, 0, code, errs)
-	require.Empty(t, errs)
+	require.Equal(t, "created new database in "+dir+"\n", errs)
 	require.Equal(t, `OK (4 writes)
 "user:1" "alice"
 "user:2" "bob"
@@ -187,7 +187,7 @@ func TestReplicaCommands(t *testing.T) {
 	out, errs, code := cli(t, "", "-d", dir, "--mirror", mirror, "-c",
 		"put a 1; put big "+strings.Repeat("x", 20000)+"; replicas; detach 1; put c 3; replicas; attach 1; replicas; scrub")
 	require.Equal(t, 0, code, errs)
-	require.Empty(t, errs)
+	require.Equal(t, "created new database in "+dir+"\n", errs)
 	lines := strings.Split(out, "\n")
 	require.Regexp(t, `^ID +STATE +AVAIL +TO SYNC +COPIED`, lines[2])
 	require.Regexp(t, `^0 +in-sync +yes `, lines[3])

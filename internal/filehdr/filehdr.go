@@ -13,7 +13,8 @@
 //
 // magic is "HEAPKV"; kind names the file's role ("MF" MANIFEST, "WL" log
 // segment, "HP" heap replica, "AL" allocation snapshot, "TR" replica
-// tracking state, "SM" the log's sync mark); the CRC is CRC-32C (Castagnoli) over bytes 0..28.
+// tracking state, "SM" the log's sync mark, "MR" mirror directory marker);
+// the CRC is CRC-32C (Castagnoli) over bytes 0..28.
 package filehdr
 
 import (
@@ -49,6 +50,7 @@ var (
 	KindAlloc    = Kind{'A', 'L'}
 	KindTracking = Kind{'T', 'R'}
 	KindSyncMark = Kind{'S', 'M'}
+	KindMirror   = Kind{'M', 'R'}
 )
 
 // String returns the kind's two letters.
