@@ -104,7 +104,7 @@ func (db *DB) Check(ctx context.Context) (*CheckReport, error) {
 	var got counters
 	it, err := snap.NewIter(nil)
 	if err != nil {
-		return nil, fmt.Errorf("heapkv: check: %w", err)
+		return nil, fmt.Errorf("heapkv: check: %w", indexError("new iterator", err))
 	}
 	defer it.Close()
 	for valid := it.First(); valid; valid = it.Next() {
@@ -155,7 +155,7 @@ func (db *DB) Check(ctx context.Context) (*CheckReport, error) {
 		}
 	}
 	if err := it.Error(); err != nil {
-		return rep, fmt.Errorf("heapkv: check: iterate index: %w", err)
+		return rep, fmt.Errorf("heapkv: check: %w", indexError("iterate", err))
 	}
 	for i := range allocated {
 		rep.AllocatedBlocks += int64(popcount(allocated[i]))

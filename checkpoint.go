@@ -77,18 +77,18 @@ func (db *DB) checkpoint() error {
 	db.releaseFreesLocked()
 	db.commitMu.Unlock()
 
-	// Step 2. The marker goes in first, so the flush carries it (index.go).
-	// Pebble retries a failed flush forever: the wait ends when the index
-	// (or anything else) fails the database.
-	if err := db.writeIndexMarker(c, counters); err != nil {
-		return db.fail(err)
-	}
+	// Step 2. Pebble retries a failed flush forever: the wait ends when the
+	// index (or anything else) fails the database. Then the marker that
+	// Open checks the index against (index.go).
 	flushed, err := db.index.AsyncFlush()
 	if err != nil {
 		return db.fail(fmt.Errorf("flush index: %w", err))
 	}
 	if err := db.waitIndex(flushed); err != nil {
 		return err
+	}
+	if err := db.writeIndexMarker(c, counters); err != nil {
+		return db.fail(err)
 	}
 
 	// Step 3.

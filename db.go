@@ -25,10 +25,11 @@ type DB struct {
 	geom   alloc.Geometry
 	lock   *dirLock
 
-	index *pebble.DB
-	heap  *mirror.Set
-	alloc *alloc.Allocator
-	log   atomic.Pointer[wal.Log] // nil until recovery has replayed the log
+	index     *pebble.DB
+	indexOpts *pebble.Options // what index was opened with (index.go)
+	heap      *mirror.Set
+	alloc     *alloc.Allocator
+	log       atomic.Pointer[wal.Log] // nil until recovery has replayed the log
 
 	// closeMu is held shared by every operation in flight and exclusively
 	// by Close, so Close waits for them and nothing touches closed files.
@@ -55,9 +56,11 @@ type DB struct {
 
 	failure    failLatch   // the first failure; writes refuse after it (failure.go)
 	indexFence atomic.Bool // set by the first index failure: index/ is read-only
-	rawFS      vfs.FS      // fs without the disk-full hook, for the reserve (reserve.go)
-	diskFull   atomic.Bool // the reserve is in use: values are refused
-	reserveMu  sync.Mutex  // serialises making and releasing the reserve
+	// indexAbandoned is set when an index open hung and was given up.
+	indexAbandoned atomic.Bool
+	rawFS          vfs.FS      // fs without the disk-full hook, for the reserve (reserve.go)
+	diskFull       atomic.Bool // the reserve is in use: values are refused
+	reserveMu      sync.Mutex  // serialises making and releasing the reserve
 	// recentWrites maps keys written by recent commits to the LSN of the
 	// last one, so the leader can trust a writer's prefetched old value
 	// (see oldValue). Guarded by commitMu.

@@ -3,6 +3,7 @@ package heapkv
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"sync"
 	"sync/atomic"
@@ -92,16 +93,17 @@ func (db *DB) failed() error {
 // fences the index's files.
 func (db *DB) failIndex(err error) {
 	db.indexFence.Store(true)
-	if errors.Is(err, pebble.ErrCorruption) && !errors.Is(err, ErrCorrupt) {
+	if pebble.IsCorruptionError(err) && !errors.Is(err, ErrCorrupt) {
 		err = fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
 	db.fail(fmt.Errorf("heapkv: index: %w", err))
 }
 
 // indexError wraps an error of an index read, adding ErrCorrupt when Pebble
-// found damage (errors.Is(err, pebble.ErrCorruption)).
+// found damage (pebble.IsCorruptionError: Pebble marks corruption with
+// cockroachdb/errors, which the standard errors.Is does not see).
 func indexError(what string, err error) error {
-	if errors.Is(err, pebble.ErrCorruption) && !errors.Is(err, ErrCorrupt) {
+	if pebble.IsCorruptionError(err) && !errors.Is(err, ErrCorrupt) {
 		return fmt.Errorf("%w: index: %s: %w", ErrCorrupt, what, err)
 	}
 	return fmt.Errorf("heapkv: index: %s: %w", what, err)
@@ -114,6 +116,12 @@ func (db *DB) indexEventListener() *pebble.EventListener {
 		FlushBegin: func(pebble.FlushInfo) { db.beforeIndexFlush() },
 		BackgroundError: func(err error) {
 			if db.indexFence.Load() {
+				if db.indexAbandoned.Load() {
+					// Nobody will close this index (openPebble gave up
+					// on it): park its retrying goroutine for good.
+					var never chan struct{}
+					<-never
+				}
 				// Pebble calls this with its mutex held and retries at
 				// once; a fenced index cannot succeed, so slow it down.
 				time.Sleep(fencedRetryInterval)
@@ -122,7 +130,7 @@ func (db *DB) indexEventListener() *pebble.EventListener {
 			db.failIndex(err)
 		},
 		DataCorruption: func(info pebble.DataCorruptionInfo) {
-			db.failIndex(fmt.Errorf("%w: %s: %w", pebble.ErrCorruption, info.Path, info.Details))
+			db.failIndex(fmt.Errorf("%w: %s: %w", ErrCorrupt, info.Path, info.Details))
 		},
 	}
 }
@@ -231,6 +239,16 @@ func (f fencedFS) MkdirAll(dir string, perm fs.FileMode) error {
 	}
 	return f.FS.MkdirAll(dir, perm)
 }
+
+// Lock takes no lock: the database directory's LOCK (lock.go) already
+// excludes every other handle, and Pebble's own lock would keep a later
+// Open in this process out of an index whose earlier open was abandoned
+// (openPebble).
+func (f fencedFS) Lock(name string) (io.Closer, error) { return noLock{}, nil }
+
+type noLock struct{}
+
+func (noLock) Close() error { return nil }
 
 // Unwrap returns the wrapped file system.
 func (f fencedFS) Unwrap() vfs.FS { return f.FS }

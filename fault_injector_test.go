@@ -85,6 +85,7 @@ func isSyncOp(k errorfs.OpKind) bool {
 var (
 	faultHeapPath = faultDir + "/heap"
 	faultWALDir   = faultDir + "/wal"
+	faultIndexDir = faultDir + "/index"
 )
 
 func inWAL(p string) bool { return p == faultWALDir || strings.HasPrefix(p, faultWALDir+"/") }

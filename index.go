@@ -1,6 +1,7 @@
 package heapkv
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -10,6 +11,9 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/cockroachdb/pebble/v2/objstorage/objstorageprovider"
+	"github.com/cockroachdb/pebble/v2/sstable"
+	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
 // indexBloomBitsPerKey sizes the index tables' Bloom filters: 10 bits per
@@ -30,7 +34,7 @@ func (db *DB) openIndex(create bool, m *manifest) error {
 	cache := pebble.NewCache(db.opts.IndexCacheSize)
 	defer cache.Unref()
 	if !create {
-		ro, err := openPebble(dir, db.indexOptions(cache, false, true))
+		ro, err := db.openPebble(dir, db.indexOptions(cache, false, true))
 		if err != nil {
 			return indexOpenError(err)
 		}
@@ -42,14 +46,15 @@ func (db *DB) openIndex(create bool, m *manifest) error {
 			return err
 		}
 	}
-	idx, err := openPebble(dir, db.indexOptions(cache, create, false))
+	popts := db.indexOptions(cache, create, false)
+	idx, err := db.openPebble(dir, popts)
 	if err != nil {
 		if !create {
 			return indexOpenError(err)
 		}
 		return fmt.Errorf("heapkv: create index: %w", err)
 	}
-	db.index = idx
+	db.index, db.indexOpts = idx, popts
 	return nil
 }
 
@@ -139,14 +144,42 @@ func (p pebbleLogger) Fatalf(format string, args ...any) {
 // openPebble opens Pebble, turning a panic into an error: Pebble panics on
 // some I/O failures during Open (a failed directory fsync while ratcheting
 // its format), and a failed Open must come back to our caller as an error.
-// Nothing of the half-opened index is used afterwards.
-func openPebble(dir string, opts *pebble.Options) (db *pebble.DB, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			db, err = nil, fmt.Errorf("index open failed: %v", r)
-		}
+//
+// It also bounds the wait: Pebble's Open waits for the flush of what its
+// (empty) WAL files replay, and retries a failed flush forever. When the
+// database fails first (a fatal index error fenced the index), the open is
+// abandoned: its goroutines park for good (see indexEventListener), holding
+// nothing but memory, and this Open returns the failure. A later Open in
+// the same process is not locked out, because the index's own LOCK is not
+// taken (fencedFS.Lock): the database directory's LOCK already excludes
+// every other handle.
+func (db *DB) openPebble(dir string, opts *pebble.Options) (*pebble.DB, error) {
+	type result struct {
+		idx *pebble.DB
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				done <- result{err: fmt.Errorf("index open failed: %v", r)}
+			}
+		}()
+		idx, err := pebble.Open(dir, opts)
+		done <- result{idx, err}
 	}()
-	return pebble.Open(dir, opts)
+	select {
+	case r := <-done:
+		return r.idx, r.err
+	case <-db.failure.done():
+		db.indexAbandoned.Store(true)
+		go func() {
+			if r := <-done; r.idx != nil {
+				_ = r.idx.Close()
+			}
+		}()
+		return nil, db.failed()
+	}
 }
 
 // The checkpoint marker.
@@ -154,12 +187,19 @@ func openPebble(dir string, opts *pebble.Options) (db *pebble.DB, err error) {
 // Pebble reads a damaged edit at the end of its MANIFEST as a torn tail
 // and opens without the tables that edit added, so an index can come back
 // older than the checkpoint that flushed it, with nothing said. Each
-// checkpoint therefore writes a marker into the index just before its
-// flush, and Open compares it with the MANIFEST (checkIndexMarker).
+// checkpoint therefore adds a marker to the index once its flush is done,
+// and Open compares it with the MANIFEST (checkIndexMarker). Pebble logs
+// its edits in order, so an index that holds the marker holds every table
+// the flush before it made.
 //
 // The marker is a Pebble range key over [indexMarkerStart, indexMarkerEnd)
 // with an empty suffix: point reads and point iterators never see range
-// keys, so it takes no room in the user's key space. Its value:
+// keys, so it takes no room in the user's key space. It is ingested as a
+// table of its own rather than written to the memtable: a flushed table
+// that held both the marker and user keys would span from \x00 to its last
+// key and overlap, for compactions, nearly every table below it (a
+// sequential load's tables could no longer be moved down without a
+// rewrite). Its value:
 //
 //	+---------+---------------+------+-------------+--------------+-----------------+
 //	| version | checkpointLSN | keys | inlineBytes | heapRawBytes | heapStoredBytes |
@@ -196,13 +236,35 @@ func decodeIndexMarker(b []byte) (lsn uint64, c counters, err error) {
 	return u(0), c, nil
 }
 
+// indexMarkerFileName is the table the marker is written to before Pebble
+// ingests (links) it; the .tmp suffix lets a checkpoint remove a leftover.
+const indexMarkerFileName = "index-marker.sst.tmp"
+
 // writeIndexMarker records in the index that it holds every write through
-// the checkpoint at lsn, whose counters are c. The caller flushes.
-func (db *DB) writeIndexMarker(lsn uint64, c counters) error {
-	if err := db.index.RangeKeySet(indexMarkerStart, indexMarkerEnd, nil, encodeIndexMarker(lsn, c), pebble.NoSync); err != nil {
-		return fmt.Errorf("heapkv: write checkpoint marker into index: %w", err)
+// the checkpoint at lsn, whose counters are c. The caller has flushed.
+func (db *DB) writeIndexMarker(lsn uint64, c counters) (err error) {
+	path := db.fs.PathJoin(db.dir, indexMarkerFileName)
+	defer func() {
+		if rerr := db.fs.Remove(path); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) && err == nil {
+			err = rerr
+		}
+		if err != nil {
+			err = fmt.Errorf("write checkpoint marker into index: %w", err)
+		}
+	}()
+	f, err := db.fs.Create(path, vfs.WriteCategoryUnspecified)
+	if err != nil {
+		return err
 	}
-	return nil
+	w := sstable.NewWriter(objstorageprovider.NewFileWritable(f), db.indexOpts.MakeWriterOptions(0, db.index.TableFormat()))
+	if err := w.RangeKeySet(indexMarkerStart, indexMarkerEnd, nil, encodeIndexMarker(lsn, c)); err != nil {
+		w.Close()
+		return err
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+	return db.index.Ingest(context.Background(), []string{path})
 }
 
 // readIndexMarker returns the marker idx holds; ok is false if it has none.

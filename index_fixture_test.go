@@ -147,7 +147,7 @@ func buildDamageFixture(t *testing.T) map[string][]byte {
 		}
 		switch r {
 		case 0:
-			err = errors.Join(db.Checkpoint(), heapkv.CompactIndex(db))
+			err = errors.Join(db.Checkpoint(), heapkv.CompactIndexParallel(db))
 		case 1:
 			err = db.Checkpoint()
 		case 2:
@@ -345,13 +345,17 @@ func tornTailDamage(files map[string][]byte) (indexDamage, error) {
 	if len(offs) < 2 {
 		return indexDamage{}, fmt.Errorf("%s: %d records", name, len(offs))
 	}
+	// The last record is the ingestion of the last checkpoint's marker, the
+	// one before it the edit of that checkpoint's flush: damaging it makes
+	// Pebble stop reading there, dropping both.
 	last := len(offs) - 1
-	end := offs[last] + 7 + lens[last]
-	if end != len(b) {
+	if end := offs[last] + 7 + lens[last]; end != len(b) {
 		return indexDamage{}, fmt.Errorf("%s: the last record ends at %d of %d bytes", name, end, len(b))
 	}
+	flush := last - 1
+	end := offs[flush] + 7 + lens[flush]
 	return indexDamage{
-		desc: fmt.Sprintf("manifest %s: zero bytes %d..%d (the end of record %d of %d, at %d)", name, end-4, end, last+1, len(offs), offs[last]),
+		desc: fmt.Sprintf("manifest %s: zero bytes %d..%d (the end of record %d of %d, at %d)", name, end-4, end, flush+1, len(offs), offs[flush]),
 		apply: func(files map[string][]byte) {
 			b := slices.Clone(files[p])
 			clear(b[end-4 : end])

@@ -139,7 +139,7 @@ func (s *scrubber) batch() (done bool, err error) {
 	defer snap.Close()
 	it, err := snap.NewIter(nil)
 	if err != nil {
-		return false, fmt.Errorf("heapkv: scrub: %w", err)
+		return false, fmt.Errorf("heapkv: scrub: %w", indexError("new iterator", err))
 	}
 	defer it.Close()
 	valid := false
@@ -197,7 +197,10 @@ func (s *scrubber) batch() (done bool, err error) {
 			return false, nil
 		}
 	}
-	return true, it.Error()
+	if err := it.Error(); err != nil {
+		return false, fmt.Errorf("heapkv: scrub: %w", indexError("iterate", err))
+	}
+	return true, nil
 }
 
 func (s *scrubber) problem(format string, args ...any) {
