@@ -81,14 +81,14 @@ func TestIndexLostFlushRefused(t *testing.T) {
 				t.Fatalf("the checkpoint's flush appended nothing to %s (%d -> %d bytes)", manifest, before, after)
 			}
 			crash := mem.CrashClone(vfs.CrashCloneCfg{})
-			b := readFileFS(t, crash, manifest)
+			b := readVFSFile(t, crash, manifest)
 			switch cut {
 			case "truncate":
 				b = b[:before]
 			case "zero":
 				clear(b[before:])
 			}
-			writeFileFS(t, crash, manifest, b)
+			writeVFSFile(t, crash, manifest, b)
 
 			heapkv.SetFS(&opts, crash)
 			db2, err := heapkv.Open(crashDir, &opts)
@@ -102,44 +102,9 @@ func TestIndexLostFlushRefused(t *testing.T) {
 			}
 			// Refusing deleted nothing: the tables of the lost flush are
 			// still there for a person (or a repaired MANIFEST) to use.
-			if got := readFileFS(t, crash, manifest); len(got) != len(b) {
+			if got := readVFSFile(t, crash, manifest); len(got) != len(b) {
 				t.Fatalf("Open rewrote %s", manifest)
 			}
 		})
-	}
-}
-
-func readFileFS(t *testing.T, fs vfs.FS, p string) []byte {
-	t.Helper()
-	f, err := fs.Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := make([]byte, fi.Size())
-	if _, err := f.ReadAt(b, 0); err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-func writeFileFS(t *testing.T, fs vfs.FS, p string, b []byte) {
-	t.Helper()
-	f, err := fs.Create(p, vfs.WriteCategoryUnspecified)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.Write(b); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
 	}
 }

@@ -3,6 +3,7 @@ package heapkv
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"syscall"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -150,7 +151,9 @@ func writeReserve(fs vfs.FS, path string, size int64) error {
 	if err != nil {
 		return err
 	}
-	_, err = f.Write(reserveHeader)
+	// A copy: a vfs.File may scribble on what it is given (MemFS does
+	// under the race detector).
+	_, err = f.Write(slices.Clone(reserveHeader))
 	if err == nil {
 		if err = f.Preallocate(int64(len(reserveHeader)), size); err != nil {
 			zeros := make([]byte, reserveChunk)
