@@ -377,7 +377,9 @@ func cmdStats(s *shell, _ []word) (result, error) {
 
 func cmdCheck(s *shell, _ []word) (result, error) {
 	rep, err := s.db.Check(s.ctx)
-	if rep == nil {
+	if rep == nil || err != nil {
+		// A check that stopped has no verdict: its partial report would
+		// end in "OK".
 		return result{}, err
 	}
 	return result{text: rep.String(), fields: map[string]any{"report": rep}}, err

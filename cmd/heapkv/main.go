@@ -206,7 +206,7 @@ flags:
 	}
 	s.closeTxn() // left open by quit
 	if err := db.Close(); err != nil {
-		fmt.Fprintf(stderr, "error: close %s: %s\n", *dir, errText(err))
+		fmt.Fprintf(stderr, "error: %s\n", errText(err)) // it names the directory
 		return 1
 	}
 	if runErr != nil {
