@@ -33,7 +33,8 @@ type Stats struct {
 	Fsyncs          int64 // fsyncs of the heap, the log and its sync mark by this handle
 	Gets            int64
 	IndexBytes      int64 // index (Pebble) size on disk
-	Failed          string
+	Failed          string // the failure that stopped writes (ErrFailed), or ""
+	DiskFull        bool   // the space reserve is released (Options.DiskReserve)
 
 	// Readers (snapshot.go): open snapshots, iterators and transactions;
 	// the LSN and age of the oldest, which holds back the reuse of every
@@ -130,6 +131,7 @@ func (db *DB) Stats() (Stats, error) {
 	if err := db.failed(); err != nil {
 		s.Failed = err.Error()
 	}
+	s.DiskFull = db.diskFull.Load()
 	return s, nil
 }
 
@@ -158,6 +160,9 @@ func (s Stats) String() string {
 	line("transactions", "%d committed, %d conflicts, %d tracked keys", s.TxnCommits, s.TxnConflicts, s.TxnTrackedKeys)
 	line("replicas", "%d (%d in sync), %d read repairs", s.Replicas, s.ReplicasInSync, s.ReadRepairs)
 	line("scrub", "running %v, %d values, %d bytes", s.ScrubRunning, s.ScrubValues, s.ScrubBytes)
+	if s.DiskFull {
+		line("DISK FULL", "space reserve released: values are refused while less than half of it is free")
+	}
 	if s.Failed != "" {
 		line("FAILED", "%s", s.Failed)
 	}
