@@ -32,7 +32,7 @@ type Stats struct {
 	AvgGroupSize    float64
 	Fsyncs          int64 // fsyncs of the heap, the log and its sync mark by this handle
 	Gets            int64
-	IndexBytes      int64 // index (Pebble) size on disk
+	IndexBytes      int64  // index (Pebble) size on disk
 	Failed          string // the failure that stopped writes (ErrFailed), or ""
 	DiskFull        bool   // the space reserve is released (Options.DiskReserve)
 
