@@ -55,18 +55,12 @@ func wantMarker(t *testing.T, e *mirrorEnv, id int) {
 // point left) stays stale: nothing is created there, not by Open nor by its
 // automatic attach, until AttachReplica is called.
 func TestMirrorEmptiedDirStaysStale(t *testing.T) {
-	e := newMirrorEnv(t, 2)
-	e.auto = true
-	db := e.open()
-	for i := range 20 {
-		e.put(db, fmt.Sprintf("k%02d", i))
-	}
-	mustClose(t, db)
+	e := filledMirrorEnv(t, true, 20)
 	removeIfThere(t, e, replicaFile(1))
 	removeIfThere(t, e, markerFile(1))
 
 	for round := range 2 {
-		db = e.open()
+		db := e.open()
 		st := wantState(t, db, 1, heapkv.ReplicaStale)
 		if st.Available || !strings.Contains(st.Cause, "replica file missing") {
 			t.Fatalf("round %d: mirror on an empty mount point: %+v", round, st)
@@ -81,7 +75,7 @@ func TestMirrorEmptiedDirStaysStale(t *testing.T) {
 		}
 	}
 
-	db = e.open()
+	db := e.open()
 	defer mustClose(t, db)
 	stats, _ := db.Stats()
 	if st := attach(t, db, 1); !st.LastFullCopy || st.BlocksCopied != stats.HeapAllocBytes/mBS {
@@ -94,15 +88,9 @@ func TestMirrorEmptiedDirStaysStale(t *testing.T) {
 // A mirror whose marker is there but whose heap file is not (removed by
 // hand; the disk is the right one) is recreated by Open's automatic attach.
 func TestMirrorMarkerAllowsRecreate(t *testing.T) {
-	e := newMirrorEnv(t, 2)
-	e.auto = true
-	db := e.open()
-	for i := range 20 {
-		e.put(db, fmt.Sprintf("k%02d", i))
-	}
-	mustClose(t, db)
+	e := filledMirrorEnv(t, true, 20)
 	removeIfThere(t, e, replicaFile(1))
-	db = e.open()
+	db := e.open()
 	defer mustClose(t, db)
 	if st := waitInSync(t, db, 1); !st.LastFullCopy {
 		t.Fatalf("recreated mirror: %+v", st)
@@ -189,15 +177,10 @@ func TestMirrorForeignMarker(t *testing.T) {
 // before it creates the heap file: a crash after the marker, with the heap
 // file's creation failing, leaves the marker.
 func TestMirrorMarkerBeforeHeap(t *testing.T) {
-	e := newMirrorEnv(t, 2)
-	db := e.open()
-	for i := range 10 {
-		e.put(db, fmt.Sprintf("k%02d", i))
-	}
-	mustClose(t, db)
+	e := filledMirrorEnv(t, false, 10)
 	removeIfThere(t, e, replicaFile(1))
 	removeIfThere(t, e, markerFile(1))
-	db = e.open()
+	db := e.open()
 	defer mustClose(t, db)
 	e.inj.fail(replicaFile(1), errorfs.OpCreate, errorfs.OpOpen)
 	if err := db.AttachReplica(t.Context(), 1); err == nil {
@@ -266,4 +249,18 @@ func TestMirrorCreateInterrupted(t *testing.T) {
 	e.put(db, "k")
 	e.checkModel(db)
 	e.checkIdentical(db, 0, 1)
+}
+
+// filledMirrorEnv returns a database with one mirror, n keys written and
+// closed; auto says whether Open attaches stale replicas on its own.
+func filledMirrorEnv(t *testing.T, auto bool, n int) *mirrorEnv {
+	t.Helper()
+	e := newMirrorEnv(t, 2)
+	e.auto = auto
+	db := e.open()
+	for i := range n {
+		e.put(db, fmt.Sprintf("k%02d", i))
+	}
+	mustClose(t, db)
+	return e
 }
