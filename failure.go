@@ -17,8 +17,9 @@ import (
 // How the database fails (fail-stop).
 //
 // An I/O error that leaves the log, the heap or the index in a state the
-// database cannot vouch for, damage Pebble finds in the index, and a full
-// file system all end the same way: the first such error is latched
+// database cannot vouch for, damage Pebble finds in the index, and an
+// ENOSPC that reaches the log or the index all end the same way: the
+// first such error is latched
 // (failLatch), every later write returns an error wrapping ErrFailed and
 // that first cause, reads of intact data go on, and Close returns promptly
 // without the checkpoint it would otherwise write. Reopening recovers from
@@ -31,7 +32,7 @@ import (
 // keep appending edits behind a torn record that a later Open never reads.
 // If it then deleted a compaction's inputs, the index would reopen naming
 // tables that are gone. So the first index failure raises a fence in the
-// file system Pebble writes through (indexFS): from then on every create,
+// file system Pebble writes through (fencedFS): from then on every create,
 // write, sync, rename and remove under index/ fails, and the index on disk
 // stays exactly as the last successful MANIFEST edit left it. Pebble retries
 // a failed flush or compaction at once and forever; its BackgroundError
@@ -39,10 +40,10 @@ import (
 // fencedRetryInterval, so a failed database does not spin a core while it
 // waits to be closed.
 //
-// A full file system is survivable because the database keeps a space
-// reserve (reserve.go): the first ENOSPC deletes it, so that Close, the next
-// Open, the deletes that follow and the checkpoint that returns their space
-// have room to write.
+// A full file system need not get that far: the database keeps a space
+// reserve (reserve.go), and the first ENOSPC releases it and retries, so
+// that the write, Close, the next Open, the deletes that follow and the
+// checkpoint that returns their space have room to write.
 
 // fencedRetryInterval is how often Pebble may retry a flush or compaction
 // once the index is fenced.
