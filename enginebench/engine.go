@@ -250,7 +250,10 @@ func Value(i, ver uint64, size int) []byte {
 }
 
 // DiskUsage returns the apparent size (sum of file sizes) and the
-// allocated size (st_blocks*512, what du reports) of every file under dir.
+// allocated size (st_blocks*512, what du reports) of every file under dir,
+// except heapkv's space reserve (a fixed, fallocated RESERVE file of
+// Options.DiskReserve bytes, 120 MiB by default): space amplification is
+// about what the data costs, and the reserve does not grow with it.
 func DiskUsage(dir string) (apparent, allocated int64, err error) {
 	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -259,7 +262,7 @@ func DiskUsage(dir string) (apparent, allocated int64, err error) {
 			}
 			return err
 		}
-		if d.IsDir() {
+		if d.IsDir() || d.Name() == "RESERVE" {
 			return nil
 		}
 		fi, err := d.Info()

@@ -11,7 +11,9 @@ import (
 )
 
 // DiskUsage returns the bytes allocated on disk (st_blocks*512) and the
-// apparent size of the regular files under dir.
+// apparent size of the regular files under dir, except heapkv's space
+// reserve (RESERVE, a fixed fallocated file of Options.DiskReserve bytes):
+// space amplification is about what the data costs.
 func DiskUsage(dir string) (allocated, apparent int64, err error) {
 	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -20,7 +22,7 @@ func DiskUsage(dir string) (allocated, apparent int64, err error) {
 			}
 			return err
 		}
-		if !d.Type().IsRegular() {
+		if !d.Type().IsRegular() || d.Name() == "RESERVE" {
 			return nil
 		}
 		info, err := d.Info()
