@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -69,10 +68,7 @@ func (l *failLatch) channel() chan struct{} {
 // wrapping the first cause. A cause that is an ENOSPC also wraps
 // ErrDiskFull, and releases the space reserve.
 func (db *DB) fail(err error) error {
-	if errors.Is(err, syscall.ENOSPC) && !errors.Is(err, ErrDiskFull) {
-		err = fmt.Errorf("%w: %w", ErrDiskFull, err)
-	}
-	if errors.Is(err, syscall.ENOSPC) {
+	if err = diskError(err); errors.Is(err, ErrDiskFull) {
 		db.releaseReserve()
 	}
 	if db.failure.err.CompareAndSwap(nil, &err) {
@@ -158,8 +154,11 @@ type fencedFS struct {
 	fence *atomic.Bool
 }
 
-func (f fencedFS) check() error {
-	if f.fence.Load() {
+func (f fencedFS) check() error { return fenceError(f.fence) }
+
+// fenceError is errIndexFenced once fence is set, else nil.
+func fenceError(fence *atomic.Bool) error {
+	if fence.Load() {
 		return errIndexFenced
 	}
 	return nil
@@ -260,12 +259,7 @@ type fencedFile struct {
 	fence *atomic.Bool
 }
 
-func (f fencedFile) check() error {
-	if f.fence.Load() {
-		return errIndexFenced
-	}
-	return nil
-}
+func (f fencedFile) check() error { return fenceError(f.fence) }
 
 // Write fails once fenced.
 func (f fencedFile) Write(p []byte) (int, error) {
