@@ -2,13 +2,6 @@ package heapkv
 
 import "fmt"
 
-// Limits on one Batch (one log record). Values stored in the heap count
-// only their pointer towards MaxBatchBytes.
-const (
-	MaxBatchOps   = 100_000
-	MaxBatchBytes = 96 << 20
-)
-
 // Batch collects writes that Apply commits atomically, as one log record:
 // after a crash either all of them are present or none. A Batch copies the
 // keys and values it is given, so callers may reuse their buffers. The zero
@@ -30,10 +23,8 @@ func (db *DB) NewBatch() *Batch { return &Batch{} }
 // Put adds a write of value under key.
 func (b *Batch) Put(key, value []byte) {
 	if b.err == nil {
-		if err := checkKey(key); err != nil {
+		if err := checkPut(key, value); err != nil {
 			b.err = fmt.Errorf("batch op %d: %w", len(b.ops), err)
-		} else if len(value) > MaxValueSize {
-			b.err = fmt.Errorf("batch op %d: %w: %d bytes (limit %d)", len(b.ops), ErrValueTooLarge, len(value), MaxValueSize)
 		}
 	}
 	b.ops = append(b.ops, batchOp{kind: opPut, key: b.copy(key), value: b.copy(value)})

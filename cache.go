@@ -126,22 +126,3 @@ func (vc *valueCache) close() {
 		vc.c.Close()
 	}
 }
-
-// heapValue returns the value p points at, from the value cache if it
-// holds it, else from the heap (then offering it to the cache). The result
-// is owned by the caller.
-func (db *DB) heapValue(key []byte, p *pointer) ([]byte, error) {
-	vc := db.vcache
-	if vc == nil {
-		return db.readValue(key, p)
-	}
-	if v, ok := vc.get(p); ok {
-		return v, nil
-	}
-	v, err := db.readValue(key, p)
-	if err != nil {
-		return nil, err
-	}
-	vc.put(p, v)
-	return v, nil
-}

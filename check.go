@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/heapkv/heapkv/alloc"
+	"github.com/heapkv/heapkv/internal/bitmap"
 )
 
 // CheckReport is what Check found.
@@ -69,35 +70,34 @@ func (db *DB) Check(ctx context.Context) (*CheckReport, error) {
 	// Capture one moment: index snapshot, allocation bitmaps without
 	// in-flight claims, deferred frees, counters; and pin it so that no
 	// block it references is reused while the check reads it.
-	db.commitMu.Lock()
+	db.commit.mu.Lock()
 	snap := db.index.NewSnapshot()
 	asnap := db.alloc.Snapshot()
 	var pending []alloc.Extent
-	db.frees.pending(func(e alloc.Extent) { pending = append(pending, e) })
-	want := db.counters
-	tok := db.pins.pin(db.appliedLSN)
-	db.commitMu.Unlock()
+	db.commit.frees.pending(func(e alloc.Extent) { pending = append(pending, e) })
+	want := db.commit.counters
+	tok := db.pins.pin(db.applied.Load())
+	db.commit.mu.Unlock()
 	defer db.pins.unpin(tok)
 	defer snap.Close()
 
 	rep := &CheckReport{}
 	segBlocks := uint64(db.geom.SegmentBlocks)
 	total := uint64(asnap.Segments()) * segBlocks
-	referenced := make([]uint64, (total+63)/64)
-	allocated := make([]uint64, (total+63)/64)
+	referenced := bitmap.New(int(total))
+	allocated := bitmap.New(int(total)) // allocated and not waiting in the free queue
 	asnap.ForEachAllocated(func(e alloc.Extent) bool {
-		for b := e.Start; b < e.End(); b++ {
-			allocated[b/64] |= 1 << (b % 64)
-		}
+		allocated.SetRange(int(e.Start), int(e.Len))
 		return true
 	})
 	for _, e := range pending {
 		rep.PendingFreeBlocks += int64(e.Len)
-		for b := e.Start; b < e.End(); b++ {
-			if allocated[b/64]&(1<<(b%64)) == 0 {
-				rep.problem("deferred free %v includes unallocated block %d", e, b)
-			}
-			allocated[b/64] &^= 1 << (b % 64)
+		if e.End() > total {
+			rep.problem("deferred free %v is beyond the heap (%d blocks)", e, total)
+			continue
+		}
+		if wasSet := allocated.ClearRange(int(e.Start), int(e.Len)); wasSet != int(e.Len) {
+			rep.problem("deferred free %v includes %d unallocated blocks", e, int(e.Len)-wasSet)
 		}
 	}
 
@@ -117,18 +117,17 @@ func (db *DB) Check(ctx context.Context) (*CheckReport, error) {
 		if err != nil {
 			return rep, fmt.Errorf("heapkv: check: index value of %q: %w", key, err)
 		}
-		e, err := decodeEntry(raw, db.geom.BlockSize, db.geom.SegmentBlocks)
+		e, err := db.decodeEntry(key, raw)
 		if err != nil {
-			rep.problem("key %q: undecodable index entry: %v", key, err)
+			rep.problem("%v", err)
 			continue
 		}
+		got.add(e.state())
 		if !e.isHeap {
 			rep.InlineValues++
-			got.add(oldValue{kind: oldInline, raw: uint64(len(e.inline))})
 			continue
 		}
 		rep.HeapValues++
-		got.add(oldValue{kind: oldHeap, raw: e.ptr.rawLen, stored: e.ptr.storedLen})
 		for _, x := range e.ptr.extents {
 			for b := x.Start; b < x.End(); b++ {
 				rep.ReferencedBlocks++
@@ -137,12 +136,11 @@ func (db *DB) Check(ctx context.Context) (*CheckReport, error) {
 					rep.problem("key %q: block %d is beyond the heap (%d blocks)", key, b, total)
 					continue
 				}
-				if referenced[b/64]&(1<<(b%64)) != 0 {
+				if referenced.Set(int(b)) {
 					rep.DoubleRefBlocks++
 					rep.problem("key %q: block %d is referenced twice", key, b)
 				}
-				referenced[b/64] |= 1 << (b % 64)
-				if allocated[b/64]&(1<<(b%64)) == 0 {
+				if !allocated.Test(int(b)) {
 					rep.DanglingBlocks++
 					rep.problem("key %q: block %d is referenced but not allocated", key, b)
 				}
@@ -157,13 +155,13 @@ func (db *DB) Check(ctx context.Context) (*CheckReport, error) {
 	if err := it.Error(); err != nil {
 		return rep, fmt.Errorf("heapkv: check: %w", indexError("iterate", err))
 	}
-	for i := range allocated {
-		rep.AllocatedBlocks += int64(popcount(allocated[i]))
-		if leak := allocated[i] &^ referenced[i]; leak != 0 {
-			rep.LeakedBlocks += int64(popcount(leak))
-			rep.problem("blocks allocated but unreferenced in word %d (blocks %d..%d): mask %#x", i, i*64, i*64+63, leak)
+	for w := range bitmap.WordsFor(int(total)) {
+		if leak := allocated.Word(w) &^ referenced.Word(w); leak != 0 {
+			rep.LeakedBlocks += int64(bits.OnesCount64(leak))
+			rep.problem("blocks allocated but unreferenced in word %d (blocks %d..%d): mask %#x", w, w*64, w*64+63, leak)
 		}
 	}
+	rep.AllocatedBlocks = int64(allocated.Count())
 	rep.AllocatedBlocks += rep.PendingFreeBlocks
 	if got != want {
 		rep.problem("counters %+v, but the index holds %+v", want, got)
@@ -173,5 +171,3 @@ func (db *DB) Check(ctx context.Context) (*CheckReport, error) {
 	}
 	return rep, nil
 }
-
-func popcount(x uint64) int { return bits.OnesCount64(x) }

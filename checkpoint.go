@@ -3,7 +3,6 @@ package heapkv
 import (
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/heapkv/heapkv/internal/filehdr"
 	"github.com/heapkv/heapkv/wal"
@@ -30,7 +29,7 @@ func (db *DB) Checkpoint() error {
 
 // checkpoint runs the steps of DESIGN "Checkpoint and recovery":
 //
-//  1. Under commitMu (no group in flight): c = last applied LSN; sync the
+//  1. Under commit.mu (no group in flight): c = last applied LSN; sync the
 //     heap and the log through c; start a new log file at c+1; copy the
 //     allocation bitmaps, leaving out claims not yet logged and the frees
 //     still deferred (they are free as of c).
@@ -39,25 +38,25 @@ func (db *DB) Checkpoint() error {
 //     fsync directory).
 //  4. Delete the previous MANIFEST, snapshot and the log files <= c.
 func (db *DB) checkpoint() error {
-	db.ckptMu.Lock()
-	defer db.ckptMu.Unlock()
+	db.ckpt.mu.Lock()
+	defer db.ckpt.mu.Unlock()
 	log := db.log.Load()
 
 	// Step 1.
-	db.commitMu.Lock()
-	c := db.appliedLSN
+	db.commit.mu.Lock()
+	c := db.applied.Load()
 	if err := db.syncDurable(); err != nil {
-		db.commitMu.Unlock()
+		db.commit.mu.Unlock()
 		return db.fail(err)
 	}
 	if err := log.Rotate(); err != nil {
-		db.commitMu.Unlock()
+		db.commit.mu.Unlock()
 		// A failed rotation poisons the log.
 		return db.fail(fmt.Errorf("rotate log: %w", err))
 	}
 	snap := db.alloc.Snapshot()
-	db.frees.pending(snap.Clear)
-	counters := db.counters
+	db.commit.frees.pending(snap.Clear)
+	counters := db.commit.counters
 	// The heap sync inside syncDurable (if it ran at all) ran before the
 	// last group was applied. Sync again, with c applied, so every in-sync
 	// replica holds c durably: one that goes stale later is stale at c or
@@ -65,17 +64,17 @@ func (db *DB) checkpoint() error {
 	// state of replicas not in sync, with every mark of the writes through
 	// c (replay re-marks later ones).
 	if err := db.heap.Sync(); err != nil {
-		db.commitMu.Unlock()
+		db.commit.mu.Unlock()
 		return db.fail(fmt.Errorf("sync heap: %w", err))
 	}
 	trk, err := db.heap.Capture()
 	if err != nil {
-		db.commitMu.Unlock()
+		db.commit.mu.Unlock()
 		return fmt.Errorf("capture replica tracking state: %w", err)
 	}
-	db.sinceCkpt = 0
+	db.commit.sinceCkpt = 0
 	db.releaseFreesLocked()
-	db.commitMu.Unlock()
+	db.commit.mu.Unlock()
 
 	// Step 2. Pebble retries a failed flush forever: the wait ends when the
 	// index (or anything else) fails the database. Then the marker that
@@ -110,7 +109,7 @@ func (db *DB) checkpoint() error {
 	// The replica table is the current one, not the one at c: a replica
 	// that went stale since holds every write through c (the heap sync of
 	// step 1 reached it), and replay marks the later ones.
-	db.repl.manifestMu.Lock()
+	db.manifest.mu.Lock()
 	m := manifest{
 		checkpointLSN: c,
 		blockSize:     uint32(db.geom.BlockSize),
@@ -120,17 +119,17 @@ func (db *DB) checkpoint() error {
 	}
 	m.replicas, m.meta = db.replicaTableLocked()
 	if err := db.installManifestLocked(m); err != nil {
-		db.repl.manifestMu.Unlock()
+		db.manifest.mu.Unlock()
 		return err
 	}
-	db.ckptLSN.Store(c)
+	db.ckpt.lsn.Store(c)
 	db.stats.checkpoints.Add(1)
 
 	// Step 4. Failures here leave extra files behind, never lost data.
-	// manifestMu keeps replica-table updates (which install MANIFESTs
+	// manifest.mu keeps replica-table updates (which install MANIFESTs
 	// too) out until the listing is done.
-	err = db.removeObsolete(db.repl.last.seq, c, trk != nil)
-	db.repl.manifestMu.Unlock()
+	err = db.removeObsolete(db.manifest.last.seq, c, trk != nil)
+	db.manifest.mu.Unlock()
 	if err != nil {
 		db.logger.Warn("removing obsolete files after checkpoint", "err", err)
 	}
@@ -143,7 +142,7 @@ func (db *DB) checkpoint() error {
 
 // removeObsolete deletes MANIFESTs older than seq, allocation snapshots and
 // tracking states other than those for lsn, and leftover temporary files.
-// REQUIRES: repl.manifestMu.
+// REQUIRES: db.manifest.mu held.
 func (db *DB) removeObsolete(seq, lsn uint64, tracking bool) error {
 	names, err := db.fs.List(db.dir)
 	if err != nil {
@@ -172,58 +171,4 @@ func (db *DB) removeObsolete(seq, lsn uint64, tracking bool) error {
 	// Not needed for correctness (the newest MANIFEST wins), but without it
 	// a crash can bring removed files back until the next checkpoint.
 	return syncDir(db.fs, db.dir)
-}
-
-// Sync makes every write committed so far durable, including those made
-// with NoSync.
-func (db *DB) Sync() error {
-	if err := db.enter(); err != nil {
-		return err
-	}
-	defer db.leave()
-	if err := db.failed(); err != nil {
-		return fmt.Errorf("heapkv: sync: %w", err)
-	}
-	db.commitMu.Lock()
-	defer db.commitMu.Unlock()
-	if err := db.vouchLocked(); err != nil {
-		return fmt.Errorf("heapkv: sync: %w", db.fail(err))
-	}
-	db.releaseFreesLocked()
-	return nil
-}
-
-// background syncs NoSync writes about once a second, releases deferred
-// frees, and runs checkpoints when the log has grown.
-func (db *DB) background() {
-	defer db.bg.Done()
-	db.startAutoAttach()
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for {
-		select {
-		case <-db.stop:
-			return
-		case <-tick.C:
-			if db.failed() != nil {
-				continue
-			}
-			db.commitMu.Lock()
-			if err := db.vouchLocked(); err != nil {
-				db.fail(err)
-			}
-			db.releaseFreesLocked()
-			db.commitMu.Unlock()
-			if db.diskFull.Load() {
-				db.makeReserve() // space may be back (or the ENOSPC was a mirror's)
-			}
-		case <-db.ckptKick:
-			if db.failed() != nil {
-				continue
-			}
-			if err := db.checkpoint(); err != nil {
-				db.logger.Error("background checkpoint failed", "err", err)
-			}
-		}
-	}
 }

@@ -214,7 +214,7 @@ func FuzzDecodeValue(f *testing.F) {
 		extents: []alloc.Extent{{Start: 1, Len: 1}}}),
 		[]byte{0x28, 0xb5, 0x2f, 0xfd, 0xe4, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
 	f.Fuzz(func(t *testing.T, entry, stored []byte) {
-		e, err := decodeEntry(entry, 512, 64)
+		e, err := decodeEntry(entry, alloc.Geometry{BlockSize: 512, SegmentBlocks: 64})
 		if err != nil || !e.isHeap {
 			return
 		}
@@ -331,7 +331,7 @@ func heapPointer(t *testing.T, db *DB, key string) pointer {
 		t.Fatal(err)
 	}
 	defer closer.Close()
-	e, err := decodeEntry(raw, db.geom.BlockSize, db.geom.SegmentBlocks)
+	e, err := decodeEntry(raw, db.geom)
 	if err != nil || !e.isHeap {
 		t.Fatalf("key %s: entry %v, heap %v", key, err, e.isHeap)
 	}

@@ -1,41 +1,37 @@
 package heapkv
 
 import (
-	"errors"
 	"fmt"
-	"hash/crc32"
-	"math"
-	"slices"
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/heapkv/heapkv/alloc"
 )
 
-// The write path. Apply prepares each heap value outside any shared lock
-// (allocate blocks through a cursor, write them to the heap), then queues
-// the batch for group commit. One leader at a time takes everything queued
-// and, holding commitMu:
+// Group commit. A writer prepares its request outside any shared lock
+// (write.go), then queues it. One leader at a time takes everything queued
+// and, holding commit.mu, runs the group through four steps:
 //
-//  1. looks up each key's current entry, so the record names the extents
-//     the write frees, and assigns LSNs;
-//  2. appends the group's records with one write and, if any write in the
-//     group wants durability, syncs the log; every log fsync first fsyncs
-//     the heap (wal.Options.BeforeSync), so the heap is durable before the
-//     log that points at it (invariant 1), including the fsync a log
-//     rotation does on its own;
-//  3. applies the group to the index as one batch;
-//  4. publishes the new extents and queues the freed ones for deferred
-//     reuse.
+//  1. build: work out what each key held before each op (priorState), so
+//     the record names the extents the write frees; assign LSNs; encode
+//     the records and the index batch;
+//  2. log: append the group's records with one write and, if any write in
+//     the group wants durability, sync the log; every log fsync first
+//     fsyncs the heap (wal.Options.BeforeSync), so the heap is durable
+//     before the log that points at it (invariant 1), including the fsync
+//     a log rotation does on its own;
+//  3. apply: commit the index batch and advance the applied LSN;
+//  4. finish: publish the new extents, queue the freed ones for deferred
+//     reuse (pins.go), count.
 //
 // Followers sleep until the leader finishes their group; leadership then
 // passes to the first request that queued meanwhile.
 
-// commitReq is one Apply call waiting for group commit.
+// commitReq is one write waiting for group commit.
 type commitReq struct {
 	ops  []preparedOp
 	sync bool
-	// check, if set, runs in the leader under commitMu, in queue order,
+	// check, if set, runs in the leader under commit.mu, in queue order,
 	// before the group's records are built, with the LSN the request will
 	// take if it passes; an error fails this request alone and it takes no
 	// LSN (transactions use it to detect conflicts against every commit
@@ -54,11 +50,11 @@ type preparedOp struct {
 	ptr    pointer // for a heap put; lsn is filled in by the leader
 	claim  alloc.Claim
 
-	// old is what the key held as of LSN oldAt, looked up by the writer
-	// before it queued (prefetched), so that the leader need not read the
-	// index under commitMu unless the key changed since (see recentWrites).
-	old        oldValue
-	oldAt      uint64
+	// prior is what the key held as of LSN priorAt, looked up by the
+	// writer before it queued (prefetchPrior), so that the leader need not
+	// read the index under commit.mu unless the key changed since.
+	prior      keyState
+	priorAt    uint64
 	prefetched bool
 }
 
@@ -70,93 +66,11 @@ type committer struct {
 	leading bool
 }
 
-func crcOf(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
-
-// Apply commits every write in b atomically. A nil wo means the database's
-// default durability. The batch may be reused after Apply returns.
-func (db *DB) Apply(b *Batch, wo *WriteOptions) error {
-	if b.err != nil {
-		return b.err
-	}
-	return db.apply(b.ops, wo)
-}
-
-// apply commits validated ops atomically.
-func (db *DB) apply(bops []batchOp, wo *WriteOptions) error {
-	return db.applyChecked(bops, db.syncFor(wo), nil)
-}
-
-// applyChecked is apply with a check hook for the request (Txn.Commit).
-func (db *DB) applyChecked(bops []batchOp, sync bool, check func(lsn uint64) error) error {
-	if len(bops) == 0 {
-		return nil
-	}
-	if len(bops) > MaxBatchOps {
-		return fmt.Errorf("%w: %d writes (limit %d)", ErrBatchTooLarge, len(bops), MaxBatchOps)
-	}
-	var recordBytes int
-	for _, op := range bops {
-		recordBytes += len(op.key) + 64
-		if len(op.value) <= db.opts.InlineThreshold {
-			recordBytes += len(op.value)
-		}
-	}
-	if recordBytes > MaxBatchBytes {
-		return fmt.Errorf("%w: about %d bytes of keys and inline values (limit %d)", ErrBatchTooLarge, recordBytes, MaxBatchBytes)
-	}
-	if err := db.enter(); err != nil {
-		return err
-	}
-	defer db.leave()
-	if err := db.failed(); err != nil {
-		return err
-	}
-	if db.diskFull.Load() && slices.ContainsFunc(bops, func(op batchOp) bool { return op.kind == opPut }) && !db.roomForValues() {
-		return errDiskFull()
-	}
-
-	req := &commitReq{ops: make([]preparedOp, len(bops)), sync: sync, check: check}
-	for i, op := range bops {
-		p := &req.ops[i]
-		p.kind, p.key = op.kind, op.key
-		if op.kind != opPut {
-			continue
-		}
-		if len(op.value) == 0 || len(op.value) <= db.opts.InlineThreshold {
-			p.inline = op.value
-			continue
-		}
-		if err := db.writeHeapValue(p, op.value); err != nil {
-			db.abortClaims(req.ops[:i+1])
-			return fmt.Errorf("heapkv: write value of key %q: %w", op.key, diskError(err))
-		}
-	}
-	// Look up what each key holds now, outside commitMu; the leader uses
-	// the answer unless a commit after oldAt wrote the key.
-	tok := db.writePins.pinLoad(&db.lastApplied)
-	defer db.writePins.unpin(tok)
-	for i := range req.ops {
-		p := &req.ops[i]
-		if old, err := db.lookupOld(p.key); err == nil {
-			p.old, p.oldAt, p.prefetched = old, tok.lsn, true
-		}
-	}
-	return db.commit(req)
-}
-
-func (db *DB) abortClaims(ops []preparedOp) {
-	for i := range ops {
-		if ops[i].isHeap {
-			db.alloc.Abort(ops[i].claim)
-			ops[i].isHeap = false
-		}
-	}
-}
-
-// commit queues req and returns once its group has committed (or failed).
-func (db *DB) commit(req *commitReq) error {
+// commitRequest queues req and returns once its group has committed (or
+// failed).
+func (db *DB) commitRequest(req *commitReq) error {
 	req.wake = make(chan bool, 1)
-	c := &db.committer
+	c := &db.queue
 	c.mu.Lock()
 	c.queue = append(c.queue, req)
 	if c.leading {
@@ -168,11 +82,11 @@ func (db *DB) commit(req *commitReq) error {
 	} else {
 		c.leading = true
 	}
-	group := c.queue
+	reqs := c.queue
 	c.queue = nil
 	c.mu.Unlock()
 
-	db.commitGroup(group)
+	db.commitGroup(reqs)
 
 	c.mu.Lock()
 	if len(c.queue) > 0 {
@@ -181,7 +95,7 @@ func (db *DB) commit(req *commitReq) error {
 		c.leading = false
 	}
 	c.mu.Unlock()
-	for _, r := range group {
+	for _, r := range reqs {
 		if r != req {
 			r.wake <- false
 		}
@@ -189,345 +103,232 @@ func (db *DB) commit(req *commitReq) error {
 	return req.err
 }
 
-// oldValue is what a key held before an op in the group being committed.
-type oldValue struct {
-	kind   byte
-	raw    uint64
-	stored uint64
-	freed  []alloc.Extent
+// group is one commit group on its way through the leader's steps.
+type group struct {
+	reqs     []*commitReq     // the requests that passed their checks, in LSN order
+	first    uint64           // LSN of reqs[0]; reqs[i] takes first+i
+	records  [][]byte         // the log record of each request
+	freed    [][]alloc.Extent // the extents each record frees
+	batch    *pebble.Batch    // the index writes of the whole group
+	delta    counters         // what the group changes in the counters
+	sync     bool             // some request wants durability
+	logBytes int64            // bytes of records
+	heapSize int64            // heap bytes the records point at
 }
 
-// commitGroup runs the leader's steps for group; it sets every req.err.
-func (db *DB) commitGroup(all []*commitReq) {
-	db.commitMu.Lock()
-	defer db.commitMu.Unlock()
-	log := db.log.Load()
-	first := uint64(log.NextLSN())
-	// Requests whose check fails drop out before they take an LSN.
-	group := make([]*commitReq, 0, len(all))
-	for _, r := range all {
-		if err := db.checkCommit(r, first+uint64(len(group))); err != nil {
+func (g *group) last() uint64 { return g.first + uint64(len(g.reqs)) - 1 }
+
+// fail sets err as the outcome of every request of g.
+func (g *group) fail(err error) {
+	for _, r := range g.reqs {
+		r.err = err
+	}
+}
+
+// commitGroup runs the leader's steps for reqs; it sets every req.err.
+func (db *DB) commitGroup(reqs []*commitReq) {
+	db.commit.mu.Lock()
+	defer db.commit.mu.Unlock()
+	g := db.admit(reqs)
+	if len(g.reqs) == 0 {
+		return
+	}
+	abort := func(err error) {
+		for _, r := range g.reqs {
+			db.abortClaims(r.ops)
+		}
+		g.fail(err)
+	}
+	if err := db.failed(); err != nil {
+		abort(err)
+		return
+	}
+	g.batch = db.index.NewBatch()
+	defer g.batch.Close()
+	if err := db.buildGroup(g); err != nil {
+		abort(err)
+		return
+	}
+	if err := db.logGroup(g); err != nil {
+		// The records may or may not be on disk: stop writing, keep the
+		// claims allocated (recovery decides from the log), report.
+		g.fail(db.fail(err))
+		return
+	}
+	if err := g.batch.Commit(pebble.NoSync); err != nil {
+		g.fail(db.fail(fmt.Errorf("apply to index: %w", err)))
+		return
+	}
+	db.applied.Store(g.last())
+	db.finishGroup(g)
+}
+
+// admit runs each request's check with the LSN it would take; requests
+// whose check fails drop out before they take one.
+// REQUIRES: db.commit.mu held.
+func (db *DB) admit(reqs []*commitReq) *group {
+	g := &group{first: uint64(db.log.Load().NextLSN()), reqs: make([]*commitReq, 0, len(reqs))}
+	for _, r := range reqs {
+		if err := db.checkCommit(r, g.first+uint64(len(g.reqs))); err != nil {
 			r.err = err
 			db.abortClaims(r.ops)
 			continue
 		}
-		group = append(group, r)
+		g.reqs = append(g.reqs, r)
 	}
-	if len(group) == 0 {
-		return
-	}
-	fail := func(err error) {
-		for _, r := range group {
-			r.err = err
-		}
-	}
-	if err := db.failed(); err != nil {
-		db.abortAll(group)
-		fail(err)
-		return
-	}
+	return g
+}
 
-	// Step 1: old values, records and the index batch.
-	seen := make(map[string]oldValue)
-	payloads := make([][]byte, len(group))
-	batch := db.index.NewBatch()
-	defer batch.Close()
-	var freed [][]alloc.Extent // per record, in order
-	delta := counters{}
-	anySync := false
+// buildGroup is step 1: for every op, what its key held before it, the
+// record op and the index write.
+// REQUIRES: db.commit.mu held.
+func (db *DB) buildGroup(g *group) error {
+	seen := make(map[string]keyState) // what earlier ops of the group left
+	g.records = make([][]byte, len(g.reqs))
+	g.freed = make([][]alloc.Extent, len(g.reqs))
 	var entryBuf []byte
-	for i, r := range group {
-		lsn := first + uint64(i)
-		anySync = anySync || r.sync
+	for i, r := range g.reqs {
+		lsn := g.first + uint64(i)
+		g.sync = g.sync || r.sync
 		ops := make([]logOp, len(r.ops))
-		var recFreed []alloc.Extent
 		for j := range r.ops {
 			p := &r.ops[j]
-			old, err := db.oldValue(seen, p)
+			prior, err := db.priorState(seen, p)
 			if err != nil {
-				db.abortAll(group)
-				fail(err)
-				return
+				return err
 			}
 			op := &ops[j]
 			op.kind, op.key = p.kind, p.key
-			op.oldKind, op.oldRaw, op.oldStored, op.freed = old.kind, old.raw, old.stored, old.freed
-			recFreed = append(recFreed, old.freed...)
-			delta.remove(old)
-			var now oldValue
+			op.oldKind, op.oldRaw, op.oldStored, op.freed = prior.kind, prior.raw, prior.stored, prior.extents
+			g.freed[i] = append(g.freed[i], prior.extents...)
+			g.delta.remove(prior)
+			var now keyState
 			switch {
 			case p.kind == opDelete:
-				now = oldValue{kind: oldAbsent}
-				if err := batch.Delete(p.key, nil); err != nil {
-					db.abortAll(group)
-					fail(fmt.Errorf("heapkv: index batch: %w", err))
-					return
+				now = keyState{kind: keyAbsent}
+				if err := g.batch.Delete(p.key, nil); err != nil {
+					return fmt.Errorf("heapkv: index batch: %w", err)
 				}
 			case p.isHeap:
 				p.ptr.lsn = lsn
 				entryBuf = appendHeapEntry(entryBuf[:0], &p.ptr)
-				now = oldValue{kind: oldHeap, raw: p.ptr.rawLen, stored: p.ptr.storedLen, freed: p.ptr.extents}
+				now = keyState{kind: keyHeap, raw: p.ptr.rawLen, stored: p.ptr.storedLen, extents: p.ptr.extents}
+				g.heapSize += int64(p.ptr.storedLen)
 			default:
 				entryBuf = appendInlineEntry(entryBuf[:0], p.inline)
-				now = oldValue{kind: oldInline, raw: uint64(len(p.inline))}
+				now = keyState{kind: keyInline, raw: uint64(len(p.inline))}
 			}
 			if p.kind == opPut {
 				op.entry = append([]byte(nil), entryBuf...)
-				if err := batch.Set(p.key, op.entry, nil); err != nil {
-					db.abortAll(group)
-					fail(fmt.Errorf("heapkv: index batch: %w", err))
-					return
+				if err := g.batch.Set(p.key, op.entry, nil); err != nil {
+					return fmt.Errorf("heapkv: index batch: %w", err)
 				}
 			}
-			delta.add(now)
+			g.delta.add(now)
 			seen[string(p.key)] = now
 		}
-		payloads[i] = appendRecord(nil, ops)
-		freed = append(freed, recFreed)
+		g.records[i] = appendRecord(nil, ops)
+		g.logBytes += int64(len(g.records[i]))
 	}
-	last := first + uint64(len(group)) - 1
-	var nbytes, heapBytes int64 // log bytes; heap bytes the records point at
-	for _, p := range payloads {
-		nbytes += int64(len(p))
-	}
-	for _, r := range group {
-		for j := range r.ops {
-			if r.ops[j].isHeap {
-				heapBytes += int64(r.ops[j].ptr.storedLen)
-			}
-		}
-	}
+	return nil
+}
 
-	// Step 2: log append and sync (heap first).
-	db.appendMu.Lock()
-	err := func() error {
-		// A NoSync database syncs once NoSyncFlushBytes of log and heap
-		// writes are unsynced, which bounds what a crash can take and how
-		// long freed space waits.
-		flush := anySync || db.unsynced+nbytes+heapBytes >= db.opts.NoSyncFlushBytes
-		if _, err := log.Append(payloads); err != nil {
-			return fmt.Errorf("heapkv: append to log: %w", err)
-		}
-		db.unsynced += nbytes + heapBytes
-		if flush {
-			if err := log.Sync(); err != nil { // heap first: BeforeSync
-				return fmt.Errorf("heapkv: sync heap and log: %w", err)
-			}
-			db.unsynced = 0
-		}
-		return nil
-	}()
-	db.appendMu.Unlock()
-	if err != nil {
-		// The records may or may not be on disk: stop writing, keep the
-		// claims allocated (recovery decides from the log), report.
-		fail(db.fail(err))
-		return
+// logGroup is step 2: append the records and, if the group or the amount
+// of unsynced data asks for it, sync heap then log.
+// REQUIRES: db.commit.mu held.
+func (db *DB) logGroup(g *group) error {
+	log := db.log.Load()
+	db.durable.mu.Lock()
+	defer db.durable.mu.Unlock()
+	// A NoSync database syncs once NoSyncFlushBytes of log and heap writes
+	// are unsynced, which bounds what a crash can take and how long freed
+	// space waits.
+	flush := g.sync || db.durable.unsynced+g.logBytes+g.heapSize >= db.opts.NoSyncFlushBytes
+	if _, err := log.Append(g.records); err != nil {
+		return fmt.Errorf("heapkv: append to log: %w", err)
 	}
+	db.durable.unsynced += g.logBytes + g.heapSize
+	if flush {
+		if err := log.Sync(); err != nil { // heap first: BeforeSync
+			return fmt.Errorf("heapkv: sync heap and log: %w", err)
+		}
+		db.durable.unsynced = 0
+	}
+	return nil
+}
 
-	// Step 3: the index.
-	if err := batch.Commit(pebble.NoSync); err != nil {
-		fail(db.fail(fmt.Errorf("apply to index: %w", err)))
-		return
-	}
-	db.appliedLSN = last
-	db.lastApplied.Store(last)
-	db.noteWrites(group, first)
-	db.counters.keys += delta.keys
-	db.counters.inlineBytes += delta.inlineBytes
-	db.counters.heapRawBytes += delta.heapRawBytes
-	db.counters.heapStoredBytes += delta.heapStoredBytes
-	db.sinceCkpt += nbytes
+// finishGroup is step 4, after the group is in the index: remember the
+// keys written, count, ask for a checkpoint when the log has grown, publish
+// the new extents and queue the freed ones.
+// REQUIRES: db.commit.mu held.
+func (db *DB) finishGroup(g *group) {
+	db.noteWrites(g)
+	db.commit.counters = db.commit.counters.plus(g.delta)
+	db.commit.sinceCkpt += g.logBytes
 	// On a full disk, checkpoints come sooner: each gives log space back.
-	if (db.opts.CheckpointLogBytes > 0 && db.sinceCkpt >= db.opts.CheckpointLogBytes) ||
-		(db.diskFull.Load() && db.sinceCkpt >= db.opts.DiskReserve/8) {
+	if (db.opts.CheckpointLogBytes > 0 && db.commit.sinceCkpt >= db.opts.CheckpointLogBytes) ||
+		(db.reserve.diskFull.Load() && db.commit.sinceCkpt >= db.opts.DiskReserve/8) {
 		select {
-		case db.ckptKick <- struct{}{}:
+		case db.bg.kick <- struct{}{}:
 		default:
 		}
 	}
-
-	// Step 4: publish and defer frees.
-	for i, r := range group {
+	for i, r := range g.reqs {
 		for j := range r.ops {
 			if r.ops[j].isHeap {
 				db.alloc.Publish(r.ops[j].claim)
 			}
 		}
-		db.frees.push(first+uint64(i), freed[i], db.geom.BlockSize)
-		db.vcache.drop(freed[i])
+		db.commit.frees.push(g.first+uint64(i), g.freed[i], db.geom.BlockSize)
+		db.vcache.drop(g.freed[i])
 	}
 	db.releaseFreesLocked()
-	db.stats.commits.Add(int64(len(group)))
+	db.stats.commits.Add(int64(len(g.reqs)))
 	db.stats.groups.Add(1)
 }
 
-func (db *DB) abortAll(group []*commitReq) {
-	for _, r := range group {
-		db.abortClaims(r.ops)
-	}
-}
+// minRecentLimit is the size at which recentWrites is first pruned.
+const minRecentLimit = 4096
 
-// oldValue returns what p's key holds now: from earlier ops of the group
-// being committed, else from the writer's prefetch if no commit since wrote
-// the key, else from the index.
-// REQUIRES: db.commitMu held.
-func (db *DB) oldValue(seen map[string]oldValue, p *preparedOp) (oldValue, error) {
+// priorState returns what p's key holds before p: from earlier ops of the
+// group being committed, else from the writer's prefetch if no commit
+// since wrote the key, else from the index.
+// REQUIRES: db.commit.mu held.
+func (db *DB) priorState(seen map[string]keyState, p *preparedOp) (keyState, error) {
 	if v, ok := seen[string(p.key)]; ok {
 		return v, nil
 	}
 	if p.prefetched {
-		if at, ok := db.recentWrites[string(p.key)]; !ok || at <= p.oldAt {
-			return p.old, nil
+		if at, ok := db.commit.recentWrites[string(p.key)]; !ok || at <= p.priorAt {
+			return p.prior, nil
 		}
 	}
-	return db.lookupOld(p.key)
+	return db.indexState(p.key)
 }
 
 // noteWrites records the LSN of the last write of each key of a committed
-// group, for oldValue's prefetch check, and forgets what no queued writer
-// can need: entries at or below the smallest LSN a writer prefetched at.
-// REQUIRES: db.commitMu held.
-func (db *DB) noteWrites(group []*commitReq, first uint64) {
-	for i, r := range group {
+// group, for priorState's prefetch check, and forgets what no queued
+// writer can need: entries at or below the smallest LSN a writer
+// prefetched at.
+// REQUIRES: db.commit.mu held.
+func (db *DB) noteWrites(g *group) {
+	recent := db.commit.recentWrites
+	for i, r := range g.reqs {
 		for j := range r.ops {
-			db.recentWrites[string(r.ops[j].key)] = first + uint64(i)
+			recent[string(r.ops[j].key)] = g.first + uint64(i)
 		}
 	}
-	if len(db.recentWrites) < db.recentLimit {
+	if len(recent) < db.commit.recentLimit {
 		return
 	}
-	bound := db.lastApplied.Load()
+	bound := db.applied.Load()
 	if m, n := db.writePins.min(); n > 0 {
 		bound = min(bound, m)
 	}
-	for k, lsn := range db.recentWrites {
+	for k, lsn := range recent {
 		if lsn <= bound {
-			delete(db.recentWrites, k)
+			delete(recent, k)
 		}
 	}
-	db.recentLimit = max(4096, 2*len(db.recentWrites))
-}
-
-// lookupOld reads what key holds in the index.
-func (db *DB) lookupOld(key []byte) (oldValue, error) {
-	raw, closer, err := db.index.Get(key)
-	if errors.Is(err, pebble.ErrNotFound) {
-		return oldValue{kind: oldAbsent}, nil
-	} else if err != nil {
-		return oldValue{}, indexError(fmt.Sprintf("read old entry of %q", key), err)
-	}
-	defer closer.Close()
-	e, err := decodeEntry(raw, db.geom.BlockSize, db.geom.SegmentBlocks)
-	if err != nil {
-		return oldValue{}, fmt.Errorf("%w: index entry of key %q: %v", ErrCorrupt, key, err)
-	}
-	if !e.isHeap {
-		return oldValue{kind: oldInline, raw: uint64(len(e.inline))}, nil
-	}
-	for _, x := range e.ptr.extents {
-		// The extents will be freed; make sure they are extents of this
-		// heap and allocated before trusting them.
-		if err := db.alloc.CheckExtent(x); err != nil || !db.alloc.IsAllocated(x) {
-			return oldValue{}, fmt.Errorf("%w: index entry of key %q points at %v, which is not an allocated extent of the heap", ErrCorrupt, key, x)
-		}
-	}
-	return oldValue{kind: oldHeap, raw: e.ptr.rawLen, stored: e.ptr.storedLen, freed: e.ptr.extents}, nil
-}
-
-func (c *counters) add(v oldValue) {
-	switch v.kind {
-	case oldInline:
-		c.keys++
-		c.inlineBytes += int64(v.raw)
-	case oldHeap:
-		c.keys++
-		c.heapRawBytes += int64(v.raw)
-		c.heapStoredBytes += int64(v.stored)
-	}
-}
-
-func (c *counters) remove(v oldValue) {
-	switch v.kind {
-	case oldInline:
-		c.keys--
-		c.inlineBytes -= int64(v.raw)
-	case oldHeap:
-		c.keys--
-		c.heapRawBytes -= int64(v.raw)
-		c.heapStoredBytes -= int64(v.stored)
-	}
-}
-
-// releaseFreesLocked returns to the allocator every deferred free that is
-// safe to reuse (invariant 5):
-//
-//   - its record is durable, and more: vouched for on disk, i.e. at or below
-//     the log's VouchedLSN or the last checkpoint. Recovery reads back the
-//     values of records it cannot prove durable and cuts the log at the
-//     first one that is not intact; had a durable but unvouched record's
-//     freed blocks been reused, a value it superseded would read back
-//     wrong, and an acknowledged write would be dropped as a torn tail;
-//   - no reader pinned below it remains.
-//
-// REQUIRES: db.commitMu held.
-func (db *DB) releaseFreesLocked() {
-	log := db.log.Load()
-	if log == nil {
-		return
-	}
-	limit := max(uint64(log.VouchedLSN()), db.ckptLSN.Load())
-	if pinned, n := db.pins.min(); n > 0 {
-		limit = min(limit, pinned)
-	}
-	if limit == math.MaxUint64 {
-		return
-	}
-	db.frees.release(limit, db.alloc, db.geom.BlockSize)
-}
-
-// vouchLocked makes every committed write durable and vouched for on disk
-// (wal.Log.VouchedLSN), so that every deferred free that no reader holds
-// can be reused now: after the sync, it appends a record of no ops, whose
-// stamp vouches for everything before it, and syncs again.
-// REQUIRES: db.commitMu held (the record takes an LSN).
-func (db *DB) vouchLocked() error {
-	if err := db.syncDurable(); err != nil {
-		return err
-	}
-	log := db.log.Load()
-	if log.VouchedLSN() >= log.SyncedLSN() || db.frees.bytes == 0 {
-		return nil
-	}
-	db.appendMu.Lock()
-	defer db.appendMu.Unlock()
-	lsn, err := log.Append([][]byte{appendRecord(nil, nil)})
-	if err == nil {
-		err = log.Sync()
-	}
-	if err != nil {
-		return fmt.Errorf("heapkv: write vouch record: %w", err)
-	}
-	db.appliedLSN = uint64(lsn)
-	db.lastApplied.Store(uint64(lsn))
-	return nil
-}
-
-// syncDurable makes every committed write durable: the heap first, then the
-// log (invariant 1).
-func (db *DB) syncDurable() error {
-	log := db.log.Load()
-	if log == nil {
-		return nil
-	}
-	db.appendMu.Lock()
-	defer db.appendMu.Unlock()
-	if db.unsynced == 0 {
-		return nil // every appended record is already durable
-	}
-	if err := log.Sync(); err != nil { // syncs the heap first (wal.Options.BeforeSync)
-		return fmt.Errorf("heapkv: sync heap and log: %w", err)
-	}
-	db.unsynced = 0
-	return nil
+	db.commit.recentLimit = max(minRecentLimit, 2*len(recent))
 }

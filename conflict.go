@@ -12,7 +12,7 @@ import (
 //
 // A transaction reads at the snapshot it took when it began (start LSN s)
 // and commits as one group-commit request whose check hook runs in the
-// leader, under commitMu, in commit order, just before the request takes
+// leader, under commit.mu, in commit order, just before the request takes
 // its LSN c. The hook asks the conflict tracker whether any commit with an
 // LSN in (s, c) wrote
 //
@@ -38,7 +38,7 @@ import (
 // plain Put, Delete and Apply included (checkCommit, called by the leader
 // for every request): a transaction must conflict with a concurrent plain
 // write as well. Before that, plain writes skip the tracker entirely. The
-// switch happens under commitMu, so each commit is either tracked or was
+// switch happens under commit.mu, so each commit is either tracked or was
 // applied before the switch (and so before any transaction's snapshot).
 //
 // Pruning: a tracked commit at LSN l is dropped once l <= min(start of every
@@ -54,13 +54,13 @@ import (
 var maxTrackedKeys = 1 << 20
 
 // conflictTracker is the commit history that transactions check against.
-// Lock order: DB.commitMu before mu.
+// Lock order (db.go): DB.commit.mu before mu.
 type conflictTracker struct {
 	seed maphash.Seed
 
 	// mu protects the following.
 	mu sync.Mutex
-	// enabled is set (under commitMu and mu) when the first read-write
+	// enabled is set (under commit.mu and mu) when the first read-write
 	// transaction begins; from then on every commit is tracked.
 	enabled bool
 	// starts counts the open read-write transactions by registered start
@@ -115,20 +115,20 @@ func (t *conflictTracker) initLocked() {
 // the LSN of any index snapshot the caller takes afterwards, so nothing
 // the transaction could conflict with is pruned before it ends.
 func (db *DB) registerTxn() uint64 {
-	t := &db.tx.conflicts
+	t := &db.conflicts
 	t.mu.Lock()
 	if !t.enabled {
-		// Switch tracking on under commitMu (lock order), so that every
+		// Switch tracking on under commit.mu (lock order), so that every
 		// commit is either tracked or applied before this returns.
 		t.mu.Unlock()
-		db.commitMu.Lock()
+		db.commit.mu.Lock()
 		t.mu.Lock()
 		t.initLocked()
 		t.enabled = true
-		db.commitMu.Unlock()
+		db.commit.mu.Unlock()
 	}
 	defer t.mu.Unlock()
-	s := db.lastApplied.Load()
+	s := db.applied.Load()
 	t.starts[s]++
 	t.minStart = min(t.minStart, s)
 	return s
@@ -136,7 +136,7 @@ func (db *DB) registerTxn() uint64 {
 
 // unregisterTxn drops a transaction registered with start s and prunes.
 func (db *DB) unregisterTxn(s uint64) {
-	t := &db.tx.conflicts
+	t := &db.conflicts
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.starts[s]--; t.starts[s] <= 0 {
@@ -148,19 +148,19 @@ func (db *DB) unregisterTxn(s uint64) {
 			}
 		}
 	}
-	t.pruneLocked(db.lastApplied.Load())
+	t.pruneLocked(db.applied.Load())
 }
 
 // checkCommit runs in the commit leader for every request before it takes
 // lsn: the request's own check hook (transactions), or else, once tracking
 // is on, it enters a plain write's keys in the tracker. An error fails the
 // request alone.
-// REQUIRES: db.commitMu held.
+// REQUIRES: db.commit.mu held.
 func (db *DB) checkCommit(r *commitReq, lsn uint64) error {
 	if r.check != nil {
 		return r.check(lsn)
 	}
-	t := &db.tx.conflicts
+	t := &db.conflicts
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if !t.enabled {
@@ -171,7 +171,7 @@ func (db *DB) checkCommit(r *commitReq, lsn uint64) error {
 		keys[i] = r.ops[i].key
 	}
 	t.addLocked(lsn, keys)
-	t.pruneLocked(db.appliedLSN)
+	t.pruneLocked(db.applied.Load())
 	return nil
 }
 
@@ -185,9 +185,9 @@ type txnCheck struct {
 
 // checkTxn returns ErrConflict if a commit after c.start wrote a key
 // c writes or (serializable) read; otherwise it enters c's writes at lsn.
-// REQUIRES: db.commitMu held (it is a commitReq.check hook).
+// REQUIRES: db.commit.mu held (it is a commitReq.check hook).
 func (db *DB) checkTxn(c *txnCheck, lsn uint64) error {
-	t := &db.tx.conflicts
+	t := &db.conflicts
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if c.start < t.horizon {
@@ -220,7 +220,7 @@ func (db *DB) checkTxn(c *txnCheck, lsn uint64) error {
 		}
 	}
 	t.addLocked(lsn, c.writes)
-	t.pruneLocked(db.appliedLSN)
+	t.pruneLocked(db.applied.Load())
 	return nil
 }
 
@@ -281,4 +281,51 @@ func (t *conflictTracker) trackedKeys() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.nkeys
+}
+
+// readHull is the smallest range [lo, hi) covering everything an iterator
+// of a serializable transaction looked at; hiInf means no upper limit.
+type readHull struct {
+	set   bool
+	lo    []byte
+	hi    []byte
+	hiInf bool
+}
+
+// extend widens the hull by [lo, hiKey] when incl (the key itself was
+// seen), else by [lo, hiBound) where a nil hiBound means no upper limit.
+func (h *readHull) extend(lo, hiKey, hiBound []byte, incl bool) {
+	if !h.set || bytes.Compare(lo, h.lo) < 0 {
+		h.lo = append(h.lo[:0], lo...)
+	}
+	switch {
+	case h.hiInf:
+	case incl:
+		// hiKey's successor is hiKey + 0x00.
+		if !h.set || bytes.Compare(hiKey, h.hi) >= 0 {
+			h.hi = append(append(h.hi[:0], hiKey...), 0)
+		}
+	case hiBound == nil:
+		h.hiInf, h.hi = true, nil
+	default:
+		if !h.set || bytes.Compare(hiBound, h.hi) > 0 {
+			h.hi = append(h.hi[:0], hiBound...)
+		}
+	}
+	h.set = true
+}
+
+// keyRange returns the hull as a range for the conflict check.
+func (h *readHull) keyRange() (keyRange, bool) {
+	if !h.set {
+		return keyRange{}, false
+	}
+	r := keyRange{lo: h.lo}
+	if !h.hiInf {
+		r.hi = h.hi
+		if r.hi == nil {
+			r.hi = []byte{}
+		}
+	}
+	return r, true
 }

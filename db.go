@@ -1,6 +1,7 @@
 package heapkv
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,87 +16,128 @@ import (
 	"github.com/heapkv/heapkv/wal"
 )
 
+// Lock order. A goroutine holding one of these locks takes only locks
+// further down the list:
+//
+//  1. a reader's own mu (Snapshot.mu, Iterator.mu, Txn.mu): held by each
+//     of its methods, which may then enter the database (closing.mu);
+//  2. DB.closing.mu: held shared by every operation in flight (enter,
+//     leave), exclusively by Close only to set closed;
+//  3. DB.attaching.mu: the running AttachReplica calls;
+//  4. DB.ckpt.mu: one checkpoint at a time;
+//  5. DB.commit.mu: the commit leader for a whole group, a checkpoint's
+//     capture step, Sync and Check's capture;
+//  6. conflictTracker.mu (DB.conflicts);
+//  7. DB.durable.mu: appending to the log and syncing heap then log. Pebble's
+//     flush hook takes it with Pebble's own mutex held, so no index call
+//     is made while holding it;
+//  8. the log's locks (wal.Log), then the heap's (mirror.Set: its sync and
+//     acknowledgement locks), whose state-change callback takes
+//  9. DB.manifest.mu, under which the heap's state lock is read-locked
+//     (mirror.Set.Status);
+//  10. locks that are only ever taken last, holding nothing else: the
+//     group-commit queue (DB.queue.mu), the reader registry
+//     (DB.readers.mu), the pin shards, and DB.reserve.mu (the disk-full
+//     hook may run inside any write of the database, and then does I/O
+//     only on the raw file system).
+
 // DB is an open heapkv database. All methods are safe for concurrent use.
 type DB struct {
-	opts   Options
-	dir    string
-	fs     vfs.FS
-	logger *slog.Logger
-	id     filehdr.DBID
-	geom   alloc.Geometry
-	lock   *dirLock
-
+	// Set by Open and not changed after it returns.
+	opts      Options
+	dir       string
+	fs        vfs.FS // every file, through the disk-full hook (reserve.go)
+	rawFS     vfs.FS // fs without the hook, for the reserve itself
+	logger    *slog.Logger
+	id        filehdr.DBID
+	geom      alloc.Geometry
+	lock      *dirLock
 	index     *pebble.DB
 	indexOpts *pebble.Options // what index was opened with (index.go)
 	heap      *mirror.Set
 	alloc     *alloc.Allocator
+	encoder   *encoder                // Options.Compression; nil for none (codec.go)
+	vcache    *valueCache             // nil when disabled (cache.go)
+	blockPool sync.Pool               // *[]byte of one block, for padding tails
 	log       atomic.Pointer[wal.Log] // nil until recovery has replayed the log
 
-	// closeMu is held shared by every operation in flight and exclusively
-	// by Close, so Close waits for them and nothing touches closed files.
-	closeMu sync.RWMutex
-	closed  bool // guarded by closeMu
+	// applied is the LSN of the last record applied to the index. Only the
+	// holder of commit.mu (or recovery) stores it; anyone may load it.
+	applied atomic.Uint64
 
-	committer committer
+	// closing makes Close wait for the operations in flight: each holds
+	// mu shared (enter, leave), so nothing touches a closed file.
+	closing struct {
+		mu     sync.RWMutex
+		closed bool
+	}
 
-	// commitMu serialises commit groups (held by the leader for a whole
-	// group), the capture step of a checkpoint, Check's capture, and the
-	// release of deferred frees. It guards the fields below.
-	commitMu   sync.Mutex
-	counters   counters
-	frees      freeQueue
-	sinceCkpt  int64  // log bytes appended since the last checkpoint
-	appliedLSN uint64 // last LSN applied to the index; mirrored in lastApplied
+	queue committer // group-commit queue (commit.go)
 
-	// appendMu is held while appending to the log and while syncing heap
-	// then log, so that a sync never makes durable a record whose heap
-	// writes it did not also sync (invariant 1). It never wraps an index
-	// call, so the index's flush hook may take it. It guards unsynced.
-	appendMu sync.Mutex
-	unsynced int64 // log and heap bytes appended since the last sync
+	// commit is the state of the commit leader (commit.go). mu serialises
+	// commit groups, the capture step of a checkpoint, Sync, Check's
+	// capture and the release of deferred frees.
+	commit struct {
+		mu        sync.Mutex
+		counters  counters  // exact logical totals (stats.go)
+		frees     freeQueue // freed extents not yet reusable (pins.go)
+		sinceCkpt int64     // log bytes appended since the last checkpoint
+		// recentWrites maps keys written by recent commits to the LSN of
+		// the last one, so the leader can trust a writer's prefetched
+		// value (see priorValue); pruned at recentLimit entries.
+		recentWrites map[string]uint64
+		recentLimit  int
+	}
 
-	failure    failLatch   // the first failure; writes refuse after it (failure.go)
-	indexFence atomic.Bool // set by the first index failure: index/ is read-only
-	// indexAbandoned is set when an index open hung and was given up.
-	indexAbandoned atomic.Bool
-	rawFS          vfs.FS      // fs without the disk-full hook, for the reserve (reserve.go)
-	diskFull       atomic.Bool // the reserve is in use: values are refused
-	reserveMu      sync.Mutex  // serialises making and releasing the reserve
-	// recentWrites maps keys written by recent commits to the LSN of the
-	// last one, so the leader can trust a writer's prefetched old value
-	// (see oldValue). Guarded by commitMu.
-	recentWrites map[string]uint64
-	recentLimit  int     // prune recentWrites when it reaches this size
-	writePins    *pinSet // LSNs writers prefetched at
+	// durable orders appends and syncs: mu is held while appending to the
+	// log and while syncing heap then log, so that a sync never makes
+	// durable a record whose heap writes it did not also sync (invariant 1).
+	durable struct {
+		mu       sync.Mutex
+		unsynced int64 // log and heap bytes appended since the last sync
+	}
 
-	lastApplied atomic.Uint64
-	pins        *pinSet
+	// ckpt serialises checkpoints (checkpoint.go); lsn is the newest
+	// checkpoint's LSN, stored under mu and loaded anywhere.
+	ckpt struct {
+		mu  sync.Mutex
+		lsn atomic.Uint64
+	}
 
-	// ckptMu serialises checkpoints.
-	ckptMu  sync.Mutex
-	ckptLSN atomic.Uint64
+	manifest manifestState // the installed MANIFEST (manifest.go)
 
-	repl replicaState // MANIFEST installs, heap replicas (replicas.go)
+	// attaching holds the running AttachReplica calls (replicas.go).
+	attaching struct {
+		mu  sync.Mutex
+		ops map[int]*attachOp
+	}
 
-	tx txnState // open snapshots, iterators, transactions; conflict tracker
+	readers   readerRegistry  // open snapshots, iterators, transactions (readers.go)
+	conflicts conflictTracker // commit history for transactions (conflict.go)
+	pins      *pinSet         // LSNs readers see the index as of (pins.go)
+	writePins *pinSet         // LSNs writers prefetched prior values at (write.go)
 
-	blockPool sync.Pool // *[]byte of one block, for padding tails
-	stats     opStats
-	ckptKick  chan struct{}
-	stop      chan struct{}
-	bg        sync.WaitGroup
+	failure        failLatch   // the first failure; writes refuse after it (failure.go)
+	indexFence     atomic.Bool // set by the first index failure: index/ is read-only
+	indexAbandoned atomic.Bool // an index open hung and was given up (index.go)
 
-	encoder    *encoder    // Options.Compression; nil for none (codec.go)
-	codecStats codecStats  // heap values written, before/after compression
-	vcache     *valueCache // nil when disabled (cache.go)
-}
+	// reserve is the space reserve's state (reserve.go); mu serialises
+	// making and releasing it.
+	reserve struct {
+		mu       sync.Mutex
+		diskFull atomic.Bool // the reserve is released: values may be refused
+	}
 
-// opStats are monotonically increasing counters read by Stats.
-type opStats struct {
-	commits     atomic.Int64
-	groups      atomic.Int64
-	checkpoints atomic.Int64
-	gets        atomic.Int64
+	stats opStats // counters for Stats (stats.go)
+
+	// bg runs the background loop (durable.go) and every other goroutine
+	// that Close must wait for; stop is closed by Close, and a send on kick
+	// asks for a checkpoint.
+	bg struct {
+		wg   sync.WaitGroup
+		stop chan struct{}
+		kick chan struct{}
+	}
 }
 
 // Open opens the database in dir, creating it if dir does not exist or is
@@ -138,18 +180,17 @@ func Open(dir string, opts *Options) (_ *DB, err error) {
 		}
 	}()
 	db := &DB{
-		opts:         o,
-		dir:          dir,
-		fs:           fs,
-		logger:       o.Logger.With("db", dir),
-		lock:         lock,
-		pins:         newPinSet(),
-		writePins:    newPinSet(),
-		recentWrites: make(map[string]uint64),
-		recentLimit:  4096,
-		ckptKick:     make(chan struct{}, 1),
-		stop:         make(chan struct{}),
+		opts:      o,
+		dir:       dir,
+		logger:    o.Logger.With("db", dir),
+		lock:      lock,
+		pins:      newPinSet(),
+		writePins: newPinSet(),
 	}
+	db.commit.recentWrites = make(map[string]uint64)
+	db.commit.recentLimit = minRecentLimit
+	db.bg.kick = make(chan struct{}, 1)
+	db.bg.stop = make(chan struct{})
 	db.blockPool.New = func() any { b := make([]byte, db.geom.BlockSize); return &b }
 	// Every file goes through the disk-full hook: the first ENOSPC frees
 	// the space reserve and the write is retried (reserve.go).
@@ -171,7 +212,7 @@ func Open(dir string, opts *Options) (_ *DB, err error) {
 		}
 	}
 	db.openReserve()
-	db.bg.Add(1)
+	db.bg.wg.Add(1)
 	go db.background()
 	return db, nil
 }
@@ -182,17 +223,17 @@ func Open(dir string, opts *Options) (_ *DB, err error) {
 // transaction's buffered writes are discarded); their methods then return
 // ErrClosed.
 func (db *DB) Close() error {
-	db.closeMu.Lock()
-	if db.closed {
-		db.closeMu.Unlock()
+	db.closing.mu.Lock()
+	if db.closing.closed {
+		db.closing.mu.Unlock()
 		return ErrClosed
 	}
-	db.closed = true
-	db.closeMu.Unlock()
+	db.closing.closed = true
+	db.closing.mu.Unlock()
 	db.closeReaders() // snapshots, iterators, transactions still open
 
-	close(db.stop)
-	db.bg.Wait()
+	close(db.bg.stop)
+	db.bg.wg.Wait()
 	// A failed database writes no checkpoint (the next Open recovers from
 	// what is durable) and says why it failed.
 	err := db.failed()
@@ -232,77 +273,36 @@ func (db *DB) closeFiles() error {
 
 // enter marks the start of an operation; the caller must call db.leave.
 func (db *DB) enter() error {
-	db.closeMu.RLock()
-	if db.closed {
-		db.closeMu.RUnlock()
+	db.closing.mu.RLock()
+	if db.closing.closed {
+		db.closing.mu.RUnlock()
 		return ErrClosed
 	}
 	return nil
 }
 
-func (db *DB) leave() { db.closeMu.RUnlock() }
+func (db *DB) leave() { db.closing.mu.RUnlock() }
 
-func checkKey(key []byte) error {
-	switch {
-	case len(key) == 0:
-		return ErrEmptyKey
-	case len(key) > MaxKeySize:
-		return fmt.Errorf("%w: %d bytes (limit %d)", ErrKeyTooLarge, len(key), MaxKeySize)
-	}
-	return nil
+// untilClose returns a context derived from ctx that Close also cancels,
+// for long operations (AttachReplica, Scrub) that Close must not wait out.
+func (db *DB) untilClose(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-db.bg.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
 }
 
-// Get returns a copy of the value stored under key, or an error wrapping
-// ErrNotFound if there is none.
-func (db *DB) Get(key []byte) ([]byte, error) {
-	if err := checkKey(key); err != nil {
-		return nil, err
+// stopping reports whether Close has begun.
+func (db *DB) stopping() bool {
+	select {
+	case <-db.bg.stop:
+		return true
+	default:
+		return false
 	}
-	if err := db.enter(); err != nil {
-		return nil, err
-	}
-	defer db.leave()
-	db.stats.gets.Add(1)
-	tok := db.pins.pin(db.lastApplied.Load())
-	defer db.pins.unpin(tok)
-
-	raw, closer, err := db.index.Get(key)
-	if errors.Is(err, pebble.ErrNotFound) {
-		return nil, ErrNotFound
-	} else if err != nil {
-		return nil, indexError(fmt.Sprintf("get %q", key), err)
-	}
-	e, err := decodeEntry(raw, db.geom.BlockSize, db.geom.SegmentBlocks)
-	if err != nil {
-		closer.Close()
-		return nil, fmt.Errorf("%w: index entry of key %q: %v", ErrCorrupt, key, err)
-	}
-	if !e.isHeap {
-		v := append([]byte(nil), e.inline...)
-		closer.Close()
-		return v, nil
-	}
-	closer.Close() // e.ptr holds no reference into raw
-	return db.heapValue(key, &e.ptr)
-}
-
-// Put stores value under key with the database's default durability.
-func (db *DB) Put(key, value []byte) error {
-	if err := checkKey(key); err != nil {
-		return err
-	}
-	if len(value) > MaxValueSize {
-		return fmt.Errorf("%w: %d bytes (limit %d)", ErrValueTooLarge, len(value), MaxValueSize)
-	}
-	// Apply finishes with the caller's slices before it returns, so a
-	// single write needs no copy.
-	return db.apply([]batchOp{{kind: opPut, key: key, value: value}}, nil)
-}
-
-// Delete removes key. Deleting a missing key is not an error.
-func (db *DB) Delete(key []byte) error {
-	if err := checkKey(key); err != nil {
-		return err
-	}
-	return db.apply([]batchOp{{kind: opDelete, key: key}}, nil)
 }

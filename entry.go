@@ -86,10 +86,29 @@ func appendHeapEntry(dst []byte, p *pointer) []byte {
 	return dst
 }
 
-// decodeEntry parses an index entry. blockSize and segBlocks validate the
+// state returns what a key whose index entry is e holds.
+func (e *entry) state() keyState {
+	if !e.isHeap {
+		return keyState{kind: keyInline, raw: uint64(len(e.inline))}
+	}
+	return keyState{kind: keyHeap, raw: e.ptr.rawLen, stored: e.ptr.storedLen, extents: e.ptr.extents}
+}
+
+// decodeEntry decodes the index entry raw of key, wrapping ErrCorrupt with
+// the key if it does not decode. The entry aliases raw.
+func (db *DB) decodeEntry(key, raw []byte) (entry, error) {
+	e, err := decodeEntry(raw, db.geom)
+	if err != nil {
+		return e, fmt.Errorf("%w: index entry of key %q: %w", ErrCorrupt, key, err)
+	}
+	return e, nil
+}
+
+// decodeEntry parses an index entry. The heap geometry g validates the
 // pointer's shape; an entry that does not parse is an error (the caller
-// wraps ErrCorrupt with the key). The returned entry aliases b.
-func decodeEntry(b []byte, blockSize, segBlocks int) (entry, error) {
+// wraps ErrCorrupt with the key: see DB.decodeEntry). The returned entry
+// aliases b.
+func decodeEntry(b []byte, g alloc.Geometry) (entry, error) {
 	var e entry
 	if len(b) == 0 {
 		return e, fmt.Errorf("empty index entry")
@@ -137,13 +156,17 @@ func decodeEntry(b []byte, blockSize, segBlocks int) (entry, error) {
 		if r.err != nil {
 			return e, fmt.Errorf("heap pointer: extent %d: %w", i, r.err)
 		}
-		if l == 0 || l > uint64(segBlocks) || start/uint64(segBlocks) != (start+l-1)/uint64(segBlocks) {
-			return e, fmt.Errorf("heap pointer: extent %d [%d+%d] crosses a segment or is empty", i, start, l)
+		x := alloc.Extent{Start: start, Len: uint32(l)}
+		if l > uint64(g.SegmentBlocks) {
+			return e, fmt.Errorf("heap pointer: extent %d [%d+%d] is longer than a segment", i, start, l)
+		}
+		if err := g.CheckExtent(x); err != nil {
+			return e, fmt.Errorf("heap pointer: extent %d: %w", i, err)
 		}
 		total += l
-		p.extents = append(p.extents, alloc.Extent{Start: start, Len: uint32(l)})
+		p.extents = append(p.extents, x)
 	}
-	if want := (p.storedLen + uint64(blockSize) - 1) / uint64(blockSize); total != want {
+	if want := uint64(g.BlocksFor(int64(p.storedLen))); total != want {
 		return e, fmt.Errorf("heap pointer: %d blocks for %d stored bytes, want %d", total, p.storedLen, want)
 	}
 	if len(r.b) != 0 {

@@ -1,6 +1,11 @@
 package heapkv
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+
+	"github.com/heapkv/heapkv/mirror"
+)
 
 // Sentinel errors. Every error heapkv returns that has one of these causes
 // wraps the sentinel, so callers test with errors.Is; the wrapping text says
@@ -54,4 +59,92 @@ var (
 	// and fails (ErrFailed); reopened, it can serve reads, take deletes and
 	// checkpoint, which gives the space of deleted values back.
 	ErrDiskFull = errors.New("heapkv: disk full")
+
+	// ErrNoReplica is returned (wrapped) when no heap replica can serve a
+	// request: a write that every in-sync replica refused, or DetachReplica
+	// of the last in-sync replica. It is mirror.ErrNoReplica.
+	ErrNoReplica = mirror.ErrNoReplica
+
+	// ErrScrubRunning is returned by Scrub while another scrub runs.
+	ErrScrubRunning = errors.New("heapkv: a scrub is already running")
 )
+
+// Errors of transactions, snapshots and iterators.
+var (
+	// ErrConflict is returned by Commit when another commit, after this
+	// transaction began, wrote a key it writes (or, for a serializable
+	// transaction, a key or range it read). Nothing was written; run the
+	// transaction again.
+	ErrConflict = errors.New("heapkv: transaction conflict")
+
+	// ErrTxnClosed is returned by every method of a transaction after
+	// Commit or Rollback (except Rollback, which is then a no-op), and by
+	// a transaction's iterators once it ended.
+	ErrTxnClosed = errors.New("heapkv: transaction already committed or rolled back")
+
+	// ErrTxnTooLarge is returned by Put or Delete when the write would take
+	// the transaction past MaxTxnOps keys or MaxTxnBytes bytes. The write
+	// is not buffered; the transaction stays usable.
+	ErrTxnTooLarge = errors.New("heapkv: transaction too large")
+
+	// ErrReadOnlyTxn is returned by Put and Delete of a read-only
+	// transaction (View, Begin(false)).
+	ErrReadOnlyTxn = errors.New("heapkv: write in a read-only transaction")
+
+	// ErrIterClosed is returned by an iterator's methods after its Close.
+	ErrIterClosed = errors.New("heapkv: iterator closed")
+
+	// ErrSnapshotClosed is returned by a snapshot's methods after its Close.
+	ErrSnapshotClosed = errors.New("heapkv: snapshot closed")
+)
+
+// Limits on keys and values.
+const (
+	// MaxKeySize is the longest key accepted, in bytes.
+	MaxKeySize = 64 << 10
+	// MaxValueSize is the longest value accepted, in bytes.
+	MaxValueSize = 64 << 20
+)
+
+// Limits on one Batch (one log record). Values stored in the heap count
+// only their pointer towards MaxBatchBytes.
+const (
+	// MaxBatchOps is the most writes one Batch may hold.
+	MaxBatchOps = 100_000
+	// MaxBatchBytes bounds the keys and inline values of one Batch.
+	MaxBatchBytes = 96 << 20
+)
+
+// Limits on one transaction. Its writes are buffered in memory and commit
+// as one log record, which must stay below the log's record limit.
+const (
+	// MaxTxnOps is the most distinct keys one transaction may write.
+	MaxTxnOps = 100_000
+	// MaxTxnBytes is the most bytes of keys plus values one transaction
+	// may buffer (a key written twice counts once, with its last value).
+	MaxTxnBytes = 96 << 20
+)
+
+// checkKey returns an error wrapping ErrEmptyKey or ErrKeyTooLarge for a
+// key outside the limits.
+func checkKey(key []byte) error {
+	switch {
+	case len(key) == 0:
+		return ErrEmptyKey
+	case len(key) > MaxKeySize:
+		return fmt.Errorf("%w: %d bytes (limit %d)", ErrKeyTooLarge, len(key), MaxKeySize)
+	}
+	return nil
+}
+
+// checkPut is checkKey, and an error wrapping ErrValueTooLarge for a value
+// longer than MaxValueSize: what every Put (DB, Batch, Txn) accepts.
+func checkPut(key, value []byte) error {
+	if err := checkKey(key); err != nil {
+		return err
+	}
+	if len(value) > MaxValueSize {
+		return fmt.Errorf("%w: %d bytes (limit %d)", ErrValueTooLarge, len(value), MaxValueSize)
+	}
+	return nil
+}

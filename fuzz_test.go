@@ -53,7 +53,7 @@ func FuzzDecodeEntry(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte, bsSel, segSel uint8) {
 		bs, seg := fuzzGeometry(bsSel, segSel)
 		in := append([]byte(nil), b...)
-		e, err := decodeEntry(b, bs, seg)
+		e, err := decodeEntry(b, alloc.Geometry{BlockSize: bs, SegmentBlocks: seg})
 		if !bytes.Equal(in, b) {
 			t.Fatal("decodeEntry modified its input")
 		}
@@ -82,7 +82,7 @@ func FuzzDecodeEntry(f *testing.F) {
 			t.Fatalf("accepted %d blocks for %d bytes of %d-byte blocks", blocks, p.storedLen, bs)
 		}
 		enc := appendHeapEntry(nil, p)
-		e2, err := decodeEntry(enc, bs, seg)
+		e2, err := decodeEntry(enc, alloc.Geometry{BlockSize: bs, SegmentBlocks: seg})
 		if err != nil {
 			t.Fatalf("re-encoded entry %x does not decode: %v (input %x)", enc, err, b)
 		}
@@ -122,9 +122,9 @@ func recordSeeds() [][]byte {
 	return [][]byte{
 		appendRecord(nil, []logOp{{kind: opPut, key: []byte("k"), entry: appendInlineEntry(nil, []byte("v"))}}),
 		appendRecord(nil, []logOp{
-			{kind: opPut, key: []byte("a"), entry: appendHeapEntry(nil, &p), oldKind: oldHeap, oldRaw: 700, oldStored: 700,
+			{kind: opPut, key: []byte("a"), entry: appendHeapEntry(nil, &p), oldKind: keyHeap, oldRaw: 700, oldStored: 700,
 				freed: []alloc.Extent{{Start: 1, Len: 1}, {Start: 70, Len: 1}}},
-			{kind: opDelete, key: []byte("b"), oldKind: oldInline, oldRaw: 3},
+			{kind: opDelete, key: []byte("b"), oldKind: keyInline, oldRaw: 3},
 			{kind: opPut, key: bytes.Repeat([]byte("x"), 300), entry: appendInlineEntry(nil, nil)},
 		}),
 		{recordVersion, 0},
@@ -152,8 +152,8 @@ func FuzzDecodeRecord(f *testing.F) {
 		}
 		for i, op := range ops {
 			if (op.kind != opPut && op.kind != opDelete) || len(op.key) == 0 || len(op.key) > MaxKeySize ||
-				(op.kind == opPut) != (len(op.entry) > 0) || op.oldKind > oldHeap ||
-				(op.oldKind == oldHeap) != (len(op.freed) > 0) {
+				(op.kind == opPut) != (len(op.entry) > 0) || op.oldKind > keyHeap ||
+				(op.oldKind == keyHeap) != (len(op.freed) > 0) {
 				t.Fatalf("accepted op %d: %+v", i, op)
 			}
 			for _, x := range op.freed {

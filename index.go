@@ -98,7 +98,7 @@ func indexOpenError(err error) error {
 
 // beforeIndexFlush runs on Pebble's flush goroutine, with Pebble's mutex
 // held, before a memtable is written to a table: it makes the heap and the
-// log durable through every record applied so far. It takes only appendMu,
+// log durable through every record applied so far. It takes only durable.mu,
 // which is never held across an index call, so it cannot deadlock.
 func (db *DB) beforeIndexFlush() {
 	if err := db.syncDurable(); err != nil {
@@ -235,10 +235,6 @@ func decodeIndexMarker(b []byte) (lsn uint64, c counters, err error) {
 	c = counters{keys: int64(u(1)), inlineBytes: int64(u(2)), heapRawBytes: int64(u(3)), heapStoredBytes: int64(u(4))}
 	return u(0), c, nil
 }
-
-// indexMarkerFileName is the table the marker is written to before Pebble
-// ingests (links) it; the .tmp suffix lets a checkpoint remove a leftover.
-const indexMarkerFileName = "index-marker.sst.tmp"
 
 // writeIndexMarker records in the index that it holds every write through
 // the checkpoint at lsn, whose counters are c. The caller has flushed.

@@ -188,7 +188,7 @@ func (db *DB) newIter(opts *IterOptions, snap *snapRef, txn *Txn) (*Iterator, er
 	it.lo, it.hi = opts.bounds()
 	it.mu.Lock()
 	defer it.mu.Unlock()
-	lsn := db.lastApplied.Load()
+	lsn := db.applied.Load()
 	if snap != nil {
 		lsn = snap.lsn
 	}
@@ -348,9 +348,9 @@ func (it *Iterator) valueLocked() ([]byte, error) {
 	// Inline values alias the index's memory; heap values are read from
 	// the heap (not through the value cache, so that a scan does not push
 	// hot values out of it), with readahead during forward scans.
-	e, err := decodeEntry(raw, it.db.geom.BlockSize, it.db.geom.SegmentBlocks)
+	e, err := it.db.decodeEntry(key, raw)
 	if err != nil {
-		return nil, it.setErr(fmt.Errorf("%w: index entry of key %q: %v", ErrCorrupt, key, err))
+		return nil, it.setErr(err)
 	}
 	v := e.inline
 	if e.isHeap {

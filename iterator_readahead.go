@@ -138,7 +138,7 @@ func (it *Iterator) fillAhead(key []byte) bool {
 			return false
 		}
 		if len(raw) > 0 && raw[0] == entryHeap {
-			if e, err := decodeEntry(raw, it.db.geom.BlockSize, it.db.geom.SegmentBlocks); err == nil {
+			if e, err := decodeEntry(raw, it.db.geom); err == nil {
 				ra.q = append(ra.q, raValue{key: bytes.Clone(ra.la.Key()), ptr: e.ptr})
 				stored += e.ptr.storedLen
 			}

@@ -4,12 +4,13 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
-	"io"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/heapkv/heapkv/alloc"
 	"github.com/heapkv/heapkv/internal/filehdr"
 	"github.com/heapkv/heapkv/mirror"
 )
@@ -17,7 +18,8 @@ import (
 // A MANIFEST names the current checkpoint. A new one is written as
 // MANIFEST-<seq>.tmp, synced, renamed to MANIFEST-<seq> and the directory
 // synced, so the highest-numbered MANIFEST is always complete; older ones are
-// deleted afterwards. Wire format (never change; bump filehdr.Version):
+// deleted afterwards. Wire format (fields are never changed, reordered or
+// removed; see "Versions" below):
 //
 //	+-------------------+------------------------------------------+--------+
 //	| filehdr.Header    | body                                     | CRC-32C|
@@ -47,6 +49,15 @@ import (
 // tracking and sync bitmaps of the replicas not in sync (replicas.go). A
 // MANIFEST without the section (every MANIFEST written before mirrors had
 // states) means every replica is in sync.
+//
+// Versions. A section may be appended to the end of the body without
+// bumping filehdr.Version only if both hold: a file without it means
+// exactly what it meant before (so every older file reads correctly), and
+// a reader that predates it refuses a file that has it rather than
+// misreading it (every version so far rejects trailing bytes, naming
+// them). The replica states section was added under this rule. A database
+// whose MANIFEST holds a section cannot be opened by an older heapkv; any
+// other change bumps filehdr.Version, which older readers refuse by name.
 type manifest struct {
 	seq           uint64
 	checkpointLSN uint64
@@ -56,6 +67,19 @@ type manifest struct {
 	replicas      []string
 	meta          []replicaMeta // parallel to replicas; nil: every replica in sync
 	tracking      bool          // trackingFileName(checkpointLSN) exists
+}
+
+// manifestState is the installed MANIFEST; mu serialises installing
+// MANIFESTs (checkpoints and replica-table updates: persistReplicas).
+type manifestState struct {
+	mu    sync.Mutex
+	last  manifest // the installed MANIFEST; seq 0 while creating
+	paths []string // replica paths as the MANIFEST records them, by id
+}
+
+// geometry is the heap geometry m records.
+func (m *manifest) geometry() alloc.Geometry {
+	return alloc.Geometry{BlockSize: int(m.blockSize), SegmentBlocks: int(m.segmentBlocks)}
 }
 
 // replicaMeta is the durable state of one replica.
@@ -71,31 +95,6 @@ const metaDetached = 1 << 0
 func (m *manifest) hasStates() bool {
 	return m.tracking || slices.ContainsFunc(m.meta, func(r replicaMeta) bool { return r != replicaMeta{} })
 }
-
-// counters are the logical totals Stats reports, kept exactly across
-// checkpoints and replay.
-type counters struct {
-	keys            int64
-	inlineBytes     int64
-	heapRawBytes    int64
-	heapStoredBytes int64
-}
-
-const (
-	manifestPrefix = "MANIFEST-"
-	allocPrefix    = "alloc-"
-	heapFileName   = "heap"
-	indexDirName   = "index"
-	walDirName     = "wal"
-	lockFileName   = "LOCK"
-	trackingPrefix = "tracking-"
-
-	maxManifestSize = 1 << 20
-)
-
-func manifestFileName(seq uint64) string { return fmt.Sprintf("%s%06d", manifestPrefix, seq) }
-func allocFileName(lsn uint64) string    { return fmt.Sprintf("%s%020d", allocPrefix, lsn) }
-func trackingFileName(lsn uint64) string { return fmt.Sprintf("%s%020d", trackingPrefix, lsn) }
 
 func boolByte(b bool) byte {
 	if b {
@@ -194,9 +193,8 @@ func decodeManifest(b []byte, id filehdr.DBID) (manifest, filehdr.DBID, error) {
 	if len(r.b) != 0 {
 		return m, h.DBID, fmt.Errorf("manifest has %d trailing bytes", len(r.b))
 	}
-	if m.blockSize < 512 || m.blockSize > 1<<20 || m.blockSize&(m.blockSize-1) != 0 ||
-		m.segmentBlocks == 0 || m.segmentBlocks%64 != 0 || m.segmentBlocks > 1<<24 {
-		return m, h.DBID, fmt.Errorf("manifest geometry %d-byte blocks x %d per segment is invalid", m.blockSize, m.segmentBlocks)
+	if err := m.geometry().Validate(); err != nil {
+		return m, h.DBID, fmt.Errorf("manifest geometry: %w", err)
 	}
 	if len(m.replicas) == 0 {
 		return m, h.DBID, fmt.Errorf("manifest lists no heap replica")
@@ -225,58 +223,19 @@ func listManifests(fs vfs.FS, dir string) ([]uint64, error) {
 	return seqs, nil
 }
 
-// readFile reads a whole (small) file.
-func readFile(fs vfs.FS, path string, limit int64) ([]byte, error) {
-	f, err := fs.Open(path)
-	if err != nil {
-		return nil, err
+// installManifestLocked writes m as the next MANIFEST and removes the
+// previous one. REQUIRES: db.manifest.mu held.
+func (db *DB) installManifestLocked(m manifest) error {
+	prev := db.manifest.last.seq
+	m.seq = prev + 1
+	if err := writeFileAtomic(db.fs, db.dir, manifestFileName(m.seq), m.encode(db.id)); err != nil {
+		return fmt.Errorf("heapkv: install manifest: %w", err)
 	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
+	db.manifest.last = m
+	if prev != 0 {
+		if err := db.fs.Remove(db.fs.PathJoin(db.dir, manifestFileName(prev))); err != nil {
+			db.logger.Warn("removing the previous MANIFEST", "err", err)
+		}
 	}
-	if fi.Size() > limit {
-		return nil, fmt.Errorf("%s is %d bytes, more than the %d expected", path, fi.Size(), limit)
-	}
-	b := make([]byte, fi.Size())
-	if _, err := io.ReadFull(f, b); err != nil {
-		return nil, err
-	}
-	return b, nil
-}
-
-// writeFileAtomic writes data to name in dir via a synced temporary file, a
-// rename and a directory sync.
-func writeFileAtomic(fs vfs.FS, dir, name string, data []byte) error {
-	tmp := fs.PathJoin(dir, name+".tmp")
-	f, err := fs.Create(tmp, vfs.WriteCategoryUnspecified)
-	if err != nil {
-		return err
-	}
-	if _, err = f.Write(data); err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err := fs.Rename(tmp, fs.PathJoin(dir, name)); err != nil {
-		return err
-	}
-	return syncDir(fs, dir)
-}
-
-func syncDir(fs vfs.FS, dir string) error {
-	d, err := fs.OpenDir(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return nil
 }

@@ -39,10 +39,7 @@ import (
 //
 // The header carries the database ID (with its own CRC over bytes 0..28);
 // the trailing CRC covers bytes 32..36.
-const (
-	mirrorMarkerName = "MIRROR"
-	mirrorMarkerSize = filehdr.Size + 8
-)
+const mirrorMarkerSize = filehdr.Size + 8
 
 // errUnmarked is the cause of an automatic attach that found a mirror's
 // directory holding neither its heap file nor its marker.

@@ -8,14 +8,7 @@ import (
 	"strings"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
-)
-
-// Limits on keys and values.
-const (
-	// MaxKeySize is the longest key accepted, in bytes.
-	MaxKeySize = 64 << 10
-	// MaxValueSize is the longest value accepted, in bytes.
-	MaxValueSize = 64 << 20
+	"github.com/heapkv/heapkv/alloc"
 )
 
 // Defaults used for zero Options fields. ARCHITECTURE.md explains how each
@@ -44,8 +37,9 @@ type Options struct {
 	// WriteOptions.Sync overrides it per write.
 	NoSync bool
 
-	// NoSyncFlushBytes is how much unsynced log a NoSync database lets
-	// build up before it syncs on its own. Default 16 MiB.
+	// NoSyncFlushBytes is how many bytes of unsynced writes (log records
+	// and the heap values they point at) a NoSync database lets build up
+	// before it syncs on its own. Default 16 MiB.
 	NoSyncFlushBytes int64
 
 	// InlineThreshold is the largest value, in bytes, kept inline in the
@@ -202,12 +196,10 @@ func (o *Options) withDefaults() (Options, error) {
 	}
 
 	var bad []string
-	if c.BlockSize < 512 || c.BlockSize > 1<<20 || c.BlockSize&(c.BlockSize-1) != 0 {
-		bad = append(bad, fmt.Sprintf("BlockSize %d is not a power of two from 512 to 1 MiB", c.BlockSize))
-	} else if c.SegmentSize <= 0 || c.SegmentSize%(64*int64(c.BlockSize)) != 0 {
-		bad = append(bad, fmt.Sprintf("SegmentSize %d is not a positive multiple of 64 blocks (%d bytes)", c.SegmentSize, 64*c.BlockSize))
-	} else if c.SegmentSize/int64(c.BlockSize) > 1<<24 {
-		bad = append(bad, fmt.Sprintf("SegmentSize %d has more than 2^24 blocks", c.SegmentSize))
+	if g := (alloc.Geometry{BlockSize: c.BlockSize, SegmentBlocks: 64}); g.Validate() != nil {
+		bad = append(bad, fmt.Sprintf("BlockSize %d is not a power of two from %d to %d", c.BlockSize, alloc.MinBlockSize, alloc.MaxBlockSize))
+	} else if c.SegmentSize <= 0 || c.SegmentSize%int64(c.BlockSize) != 0 || c.geometry().Validate() != nil {
+		bad = append(bad, fmt.Sprintf("SegmentSize %d is not a multiple of 64 blocks (%d bytes) of at most %d blocks", c.SegmentSize, 64*c.BlockSize, alloc.MaxSegmentBlocks))
 	}
 	if c.InlineThreshold > MaxValueSize {
 		bad = append(bad, fmt.Sprintf("InlineThreshold %d exceeds MaxValueSize", c.InlineThreshold))
@@ -250,16 +242,7 @@ func (o *Options) withDefaults() (Options, error) {
 	return c, nil
 }
 
-// WriteOptions control one write. A nil *WriteOptions means the database's
-// default durability (Options.NoSync).
-type WriteOptions struct {
-	// Sync makes the write durable before it returns.
-	Sync bool
-}
-
-func (db *DB) syncFor(wo *WriteOptions) bool {
-	if wo == nil {
-		return !db.opts.NoSync
-	}
-	return wo.Sync
+// geometry is the heap geometry a new database gets from o.
+func (o *Options) geometry() alloc.Geometry {
+	return alloc.Geometry{BlockSize: o.BlockSize, SegmentBlocks: int(o.SegmentSize / int64(o.BlockSize))}
 }

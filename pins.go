@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/heapkv/heapkv/alloc"
 )
@@ -19,11 +20,19 @@ type pinSet struct {
 	shards []pinShard
 }
 
+// pinShard is one shard of a pinSet, padded to 64 bytes, the cache line
+// of amd64 and arm64: the shard array's allocation size class is a
+// multiple of 64 bytes, which starts it on a line, so no two shards share
+// one.
 type pinShard struct {
+	pinShardState
+	_ [64 - unsafe.Sizeof(pinShardState{})]byte
+}
+
+type pinShardState struct {
 	// mu guards counts.
 	mu     sync.Mutex
 	counts map[uint64]int // pinned LSN -> number of readers holding it
-	_      [40]byte       // keep shards on separate cache lines
 }
 
 // pinToken is returned by pin and passed back to unpin.
@@ -91,7 +100,7 @@ func (p *pinSet) min() (uint64, int) {
 // freeQueue holds heap extents freed by committed records but not yet
 // reusable: they wait until the freeing record is durable and no reader
 // pinned below it remains (DESIGN invariant 5). Only the holder of
-// DB.commitMu pushes or releases, which keeps a checkpoint's allocation
+// DB.commit.mu pushes or releases, which keeps a checkpoint's allocation
 // snapshot and the queue consistent with each other.
 type freeQueue struct {
 	items []pendingFree // ascending LSN
@@ -131,4 +140,31 @@ func (q *freeQueue) pending(fn func(alloc.Extent)) {
 	for _, it := range q.items[q.head:] {
 		fn(it.ext)
 	}
+}
+
+// releaseFreesLocked returns to the allocator every deferred free that is
+// safe to reuse (invariant 5):
+//
+//   - its record is durable, and more: vouched for on disk, i.e. at or below
+//     the log's VouchedLSN or the last checkpoint. Recovery reads back the
+//     values of records it cannot prove durable and cuts the log at the
+//     first one that is not intact; had a durable but unvouched record's
+//     freed blocks been reused, a value it superseded would read back
+//     wrong, and an acknowledged write would be dropped as a torn tail;
+//   - no reader pinned below it remains.
+//
+// REQUIRES: db.commit.mu held.
+func (db *DB) releaseFreesLocked() {
+	log := db.log.Load()
+	if log == nil {
+		return
+	}
+	limit := max(uint64(log.VouchedLSN()), db.ckpt.lsn.Load())
+	if pinned, n := db.pins.min(); n > 0 {
+		limit = min(limit, pinned)
+	}
+	if limit == math.MaxUint64 {
+		return
+	}
+	db.commit.frees.release(limit, db.alloc, db.geom.BlockSize)
 }

@@ -38,12 +38,24 @@ const (
 	opDelete byte = 2
 )
 
-// Old-value kinds in a record op.
+// What a key holds (keyState.kind; oldKind in a record op).
 const (
-	oldAbsent byte = 0
-	oldInline byte = 1
-	oldHeap   byte = 2
+	keyAbsent byte = 0
+	keyInline byte = 1
+	keyHeap   byte = 2
 )
+
+// keyState is what a key holds at one moment: nothing, an inline value of
+// raw bytes, or a heap value of raw bytes stored in stored bytes over
+// extents. A record op carries the state its write replaced (oldKind,
+// oldRaw, oldStored, freed); the commit leader computes it (priorState)
+// and the state the write leaves, for the counters.
+type keyState struct {
+	kind    byte
+	raw     uint64
+	stored  uint64
+	extents []alloc.Extent // heap only: the blocks the value occupies
+}
 
 // logOp is one decoded op of a record.
 type logOp struct {
@@ -129,9 +141,9 @@ func decodeRecord(b []byte) ([]logOp, error) {
 			return nil, fmt.Errorf("op %d: put without an entry", i)
 		case op.kind == opDelete && len(op.entry) != 0:
 			return nil, fmt.Errorf("op %d: delete with an entry", i)
-		case op.oldKind > oldHeap:
+		case op.oldKind > keyHeap:
 			return nil, fmt.Errorf("op %d: unknown old kind %d", i, op.oldKind)
-		case (op.oldKind == oldHeap) != (len(op.freed) > 0):
+		case (op.oldKind == keyHeap) != (len(op.freed) > 0):
 			return nil, fmt.Errorf("op %d: old kind %d with %d freed extents", i, op.oldKind, len(op.freed))
 		}
 	}

@@ -14,11 +14,6 @@ import (
 	"github.com/heapkv/heapkv/wal"
 )
 
-// creatingFileName marks a directory whose creation has not finished. Open
-// removes such a half-made database and starts again; a directory with data
-// but neither this marker nor a MANIFEST is refused as corrupt.
-const creatingFileName = "CREATING"
-
 // replayBatchOps bounds how many ops recovery buffers in one index batch.
 const replayBatchOps = 4096
 
@@ -41,10 +36,10 @@ func (db *DB) recover() error {
 		return fmt.Errorf("%w: %s: %w", ErrCorrupt, name, err)
 	}
 	db.id = id
-	db.repl.last = m
-	db.counters = m.counters
-	db.geom = alloc.Geometry{BlockSize: int(m.blockSize), SegmentBlocks: int(m.segmentBlocks)}
-	db.ckptLSN.Store(m.checkpointLSN)
+	db.manifest.last = m
+	db.commit.counters = m.counters
+	db.geom = m.geometry()
+	db.ckpt.lsn.Store(m.checkpointLSN)
 
 	if err := db.openHeap(m, name); err != nil {
 		return err
@@ -90,8 +85,7 @@ func (db *DB) recover() error {
 		return fmt.Errorf("heapkv: open log: %w", err)
 	}
 	db.log.Store(log)
-	db.appliedLSN = uint64(last)
-	db.lastApplied.Store(uint64(last))
+	db.applied.Store(uint64(last))
 	if uint64(last) > m.checkpointLSN {
 		db.logger.Info("recovered from log", "checkpoint", m.checkpointLSN, "last", uint64(last))
 		if err := db.checkpoint(); err != nil {
@@ -166,9 +160,9 @@ func (db *DB) verifyRecordValues(lsn wal.LSN, ops []logOp) error {
 		if ops[i].kind != opPut {
 			continue
 		}
-		e, err := decodeEntry(ops[i].entry, db.geom.BlockSize, db.geom.SegmentBlocks)
+		e, err := db.decodeEntry(ops[i].key, ops[i].entry)
 		if err != nil {
-			return fmt.Errorf("%w: log record %d, key %q: %v", ErrCorrupt, lsn, ops[i].key, err)
+			return fmt.Errorf("log record %d: %w", lsn, err)
 		}
 		if e.isHeap {
 			if err := db.verifyValue(ops[i].key, &e.ptr); err != nil {
@@ -185,13 +179,13 @@ func (db *DB) redoOp(lsn wal.LSN, op *logOp, batch *pebble.Batch) error {
 			return fmt.Errorf("%w: log record %d frees %v of key %q: %w", ErrCorrupt, lsn, e, op.key, err)
 		}
 	}
-	db.counters.remove(oldValue{kind: op.oldKind, raw: op.oldRaw, stored: op.oldStored})
+	db.commit.counters.remove(keyState{kind: op.oldKind, raw: op.oldRaw, stored: op.oldStored})
 	if op.kind == opDelete {
 		return batch.Delete(op.key, nil)
 	}
-	e, err := decodeEntry(op.entry, db.geom.BlockSize, db.geom.SegmentBlocks)
+	e, err := db.decodeEntry(op.key, op.entry)
 	if err != nil {
-		return fmt.Errorf("%w: log record %d, key %q: %v", ErrCorrupt, lsn, op.key, err)
+		return fmt.Errorf("log record %d: %w", lsn, err)
 	}
 	if e.isHeap {
 		for _, x := range e.ptr.extents {
@@ -202,10 +196,8 @@ func (db *DB) redoOp(lsn wal.LSN, op *logOp, batch *pebble.Batch) error {
 			// re-mark it in their tracking bitmaps.
 			db.heap.MarkWritten(x.Start, int(x.Len))
 		}
-		db.counters.add(oldValue{kind: oldHeap, raw: e.ptr.rawLen, stored: e.ptr.storedLen})
-	} else {
-		db.counters.add(oldValue{kind: oldInline, raw: uint64(len(e.inline))})
 	}
+	db.commit.counters.add(e.state())
 	return batch.Set(op.key, op.entry, nil)
 }
 
@@ -251,7 +243,7 @@ func (db *DB) create() error {
 	if err := writeFileAtomic(db.fs, db.dir, creatingFileName, slices.Clone(db.id[:])); err != nil {
 		return fmt.Errorf("heapkv: create %s: %w", db.dir, err)
 	}
-	db.geom = alloc.Geometry{BlockSize: db.opts.BlockSize, SegmentBlocks: int(db.opts.SegmentSize / int64(db.opts.BlockSize))}
+	db.geom = db.opts.geometry()
 	if db.alloc, err = alloc.New(db.geom, alloc.Config{Cursors: db.opts.Cursors}); err != nil {
 		return fmt.Errorf("heapkv: allocator: %w", err)
 	}
@@ -264,7 +256,7 @@ func (db *DB) create() error {
 			}
 		}
 	}
-	db.repl.paths = paths
+	db.manifest.paths = paths
 	if db.heap, err = mirror.Create(db.heapConfig(), full); err != nil {
 		return fmt.Errorf("heapkv: create heap: %w", err)
 	}
@@ -290,7 +282,7 @@ func (db *DB) heapConfig() mirror.Config {
 		FS: db.fs, DBID: db.id, BlockSize: db.geom.BlockSize, Logger: db.logger,
 		// Every record up to the last applied one had its heap writes
 		// issued before it committed.
-		LSN:           db.lastApplied.Load,
+		LSN:           db.applied.Load,
 		OnStateChange: db.persistReplicas,
 	}
 }
@@ -304,7 +296,7 @@ func (db *DB) walOptions() wal.Options {
 		Logger:      db.logger,
 		// Invariant 1: whatever fsync makes records durable (a Sync, or a
 		// rotation inside Append) first makes the heap durable. Every
-		// caller that can make the log sync holds appendMu (or commitMu
+		// caller that can make the log sync holds durable.mu (or commit.mu
 		// with no leader running), so no record can be appended between
 		// the two fsyncs.
 		BeforeSync: func() error { return db.heap.Sync() },
@@ -314,7 +306,7 @@ func (db *DB) walOptions() wal.Options {
 // loadAllocSnapshot restores the allocator from the checkpoint's snapshot.
 func (db *DB) loadAllocSnapshot(lsn uint64) error {
 	name := allocFileName(lsn)
-	b, err := readFile(db.fs, db.fs.PathJoin(db.dir, name), 1<<40)
+	b, err := readFile(db.fs, db.fs.PathJoin(db.dir, name), maxStateFileSize)
 	if err != nil {
 		return fmt.Errorf("%w: %s: %w", ErrCorrupt, name, err)
 	}

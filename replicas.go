@@ -7,8 +7,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 
 	"github.com/heapkv/heapkv/alloc"
 	"github.com/heapkv/heapkv/internal/filehdr"
@@ -19,11 +17,6 @@ import (
 // package keeps the replica files in step; this file connects it to the
 // database: the replica table in the MANIFEST, the tracking state in
 // checkpoints, attaching and detaching, and reads that heal.
-
-// ErrNoReplica is returned (wrapped) when no heap replica can serve a
-// request: a write that every in-sync replica refused, or DetachReplica of
-// the last in-sync replica. It is mirror.ErrNoReplica.
-var ErrNoReplica = mirror.ErrNoReplica
 
 // ReplicaState is the state of a heap replica.
 type ReplicaState int
@@ -56,23 +49,6 @@ type ReplicaStatus struct {
 	ReadErrors   int64  // reads of this replica that failed
 	BadCopies    int64  // copies on it found bad (checksum or read error) by reads and scrubs
 	Repairs      int64  // bad copies on it rewritten from a good one
-}
-
-// replicaState is the database's side of the replicas.
-type replicaState struct {
-	// manifestMu serialises installing MANIFESTs (checkpoints and
-	// replica-table updates) and guards last and paths. Lock order:
-	// ckptMu, commitMu, appendMu, manifestMu, then the heap's own locks.
-	manifestMu sync.Mutex
-	last       manifest // the installed MANIFEST; seq 0 while creating
-	paths      []string // replica paths as the MANIFEST records them, by id
-
-	// attachMu guards attaching.
-	attachMu  sync.Mutex
-	attaching map[int]*attachOp
-
-	readRepairs atomic.Int64 // bad copies rewritten by reads
-	scrub       scrubProgress
 }
 
 // attachOp is a running AttachReplica; others for the same replica wait.
@@ -113,9 +89,9 @@ func (db *DB) DetachReplica(id int) error {
 		return err
 	}
 	defer db.leave()
-	// Every record up to lastApplied had its heap writes issued before it
+	// Every record up to the applied LSN had its heap writes issued before it
 	// committed: the synced replica holds them all.
-	if err := db.heap.Detach(id, db.lastApplied.Load()); err != nil {
+	if err := db.heap.Detach(id, db.applied.Load()); err != nil {
 		return fmt.Errorf("heapkv: detach replica %d: %w", id, err)
 	}
 	return nil
@@ -151,25 +127,25 @@ func (db *DB) attach(ctx context.Context, id int, explicit bool) error {
 			db.leave()
 			return fmt.Errorf("heapkv: attach replica %d: there are %d replicas", id, db.heap.Replicas())
 		}
-		db.repl.attachMu.Lock()
-		op, running := db.repl.attaching[id]
+		db.attaching.mu.Lock()
+		op, running := db.attaching.ops[id]
 		if !running {
 			op = &attachOp{done: make(chan struct{})}
-			if db.repl.attaching == nil {
-				db.repl.attaching = map[int]*attachOp{}
+			if db.attaching.ops == nil {
+				db.attaching.ops = map[int]*attachOp{}
 			}
-			db.repl.attaching[id] = op
-			db.bg.Add(1) // Close waits for the copy after cancelling it
+			db.attaching.ops[id] = op
+			db.bg.wg.Add(1) // Close waits for the copy after cancelling it
 		}
-		db.repl.attachMu.Unlock()
+		db.attaching.mu.Unlock()
 		db.leave()
 		if !running {
 			op.err = db.runAttach(ctx, id, explicit)
-			db.repl.attachMu.Lock()
-			delete(db.repl.attaching, id)
-			db.repl.attachMu.Unlock()
+			db.attaching.mu.Lock()
+			delete(db.attaching.ops, id)
+			db.attaching.mu.Unlock()
 			close(op.done)
-			db.bg.Done()
+			db.bg.wg.Done()
 			return op.err
 		}
 		select {
@@ -195,15 +171,8 @@ func (db *DB) attach(ctx context.Context, id int, explicit bool) error {
 const defaultResyncSaveBytes = 64 << 20
 
 func (db *DB) runAttach(ctx context.Context, id int, explicit bool) error {
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := db.untilClose(ctx)
 	defer cancel()
-	go func() {
-		select {
-		case <-db.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	p := db.replicaFile(id)
 	markAfter, err := db.prepareAttach(id, p, explicit)
 	if err != nil {
@@ -236,10 +205,8 @@ func (db *DB) runAttach(ctx context.Context, id int, explicit bool) error {
 		SaveBytes: saveBytes,
 	})
 	if err != nil {
-		select {
-		case <-db.stop:
+		if db.stopping() {
 			return fmt.Errorf("%w: attach replica %d stopped: %w", ErrClosed, id, err)
-		default:
 		}
 		if errors.Is(err, mirror.ErrCorrupt) {
 			err = fmt.Errorf("%w: %w", ErrCorrupt, err)
@@ -273,9 +240,9 @@ func (db *DB) startAutoAttach() {
 	if len(ids) == 0 {
 		return
 	}
-	db.bg.Add(1)
+	db.bg.wg.Add(1)
 	go func() {
-		defer db.bg.Done()
+		defer db.bg.wg.Done()
 		for _, id := range ids {
 			if err := db.attach(context.Background(), id, false); err != nil {
 				if errors.Is(err, ErrClosed) {
@@ -293,21 +260,21 @@ func (db *DB) startAutoAttach() {
 // durable (the heap calls it before its Sync returns, and every log sync
 // follows a heap sync).
 func (db *DB) persistReplicas() error {
-	db.repl.manifestMu.Lock()
-	defer db.repl.manifestMu.Unlock()
-	if db.repl.last.seq == 0 {
+	db.manifest.mu.Lock()
+	defer db.manifest.mu.Unlock()
+	if db.manifest.last.seq == 0 {
 		return nil // creating: the first checkpoint records the table
 	}
-	m := db.repl.last
+	m := db.manifest.last
 	m.replicas, m.meta = db.replicaTableLocked()
-	if slices.Equal(m.replicas, db.repl.last.replicas) && slices.Equal(m.meta, db.repl.last.meta) {
+	if slices.Equal(m.replicas, db.manifest.last.replicas) && slices.Equal(m.meta, db.manifest.last.meta) {
 		return nil
 	}
 	return db.installManifestLocked(m)
 }
 
 // replicaTableLocked returns the replica table to record: paths and, unless
-// every replica is in sync, states. REQUIRES: manifestMu.
+// every replica is in sync, states. REQUIRES: db.manifest.mu held.
 func (db *DB) replicaTableLocked() ([]string, []replicaMeta) {
 	sts := db.heap.Status()
 	meta := make([]replicaMeta, len(sts))
@@ -321,31 +288,14 @@ func (db *DB) replicaTableLocked() ([]string, []replicaMeta) {
 	if all {
 		meta = nil
 	}
-	return slices.Clone(db.repl.paths), meta
-}
-
-// installManifestLocked writes m as the next MANIFEST and removes the
-// previous one. REQUIRES: manifestMu.
-func (db *DB) installManifestLocked(m manifest) error {
-	prev := db.repl.last.seq
-	m.seq = prev + 1
-	if err := writeFileAtomic(db.fs, db.dir, manifestFileName(m.seq), m.encode(db.id)); err != nil {
-		return fmt.Errorf("heapkv: install manifest: %w", err)
-	}
-	db.repl.last = m
-	if prev != 0 {
-		if err := db.fs.Remove(db.fs.PathJoin(db.dir, manifestFileName(prev))); err != nil {
-			db.logger.Warn("removing the previous MANIFEST", "err", err)
-		}
-	}
-	return nil
+	return slices.Clone(db.manifest.paths), meta
 }
 
 // replicaFile returns the heap file of replica id.
 func (db *DB) replicaFile(id int) string {
-	db.repl.manifestMu.Lock()
-	defer db.repl.manifestMu.Unlock()
-	return db.replicaPath(db.repl.paths[id])
+	db.manifest.mu.Lock()
+	defer db.manifest.mu.Unlock()
+	return db.replicaPath(db.manifest.paths[id])
 }
 
 // replicaPath turns a path from the replica table into a file path.
@@ -360,69 +310,11 @@ func (db *DB) replicaPath(p string) string {
 // heap file.
 func mirrorPath(dir string) string { return filepath.Join(dir, heapFileName) }
 
-// repairRead is readValue's way out when the first in-sync replica's copy
-// of a value cannot be read or fails its checksum: it reads the other
-// in-sync replicas, returns (in buf, of length p.storedLen) the first copy
-// whose checksum matches, and rewrites every bad copy with it. With no good
-// copy the error wraps ErrCorrupt (or is the read error, if no copy could
-// be read at all): never wrong bytes. With a single in-sync replica it
-// returns cause.
-func (db *DB) repairRead(key []byte, p *pointer, buf []byte, cause error) ([]byte, error) {
-	if db.heap.InSync() < 2 {
-		return nil, cause
-	}
-	data, res, err := db.readCopies(p, false)
-	if err != nil {
-		if len(res.Unreadable) == res.Copies && res.Copies > 0 {
-			return nil, fmt.Errorf("heapkv: get %q: every copy is unreadable: %w", key, err)
-		}
-		return nil, fmt.Errorf("%w: value of key %q at %v (written at LSN %d): no replica holds a good copy (%v); first error: %v",
-			ErrCorrupt, key, p.extents, p.lsn, err, cause)
-	}
-	db.repl.readRepairs.Add(int64(len(res.Repaired)))
-	db.logger.Warn("served a heap value from another replica", "key", fmt.Sprintf("%q", key), "cause", cause,
-		"source", res.Source, "repaired", fmt.Sprint(res.Repaired))
-	copy(buf, data)
-	return buf[:p.storedLen], nil
-}
-
-// readCopies reads the blocks of p, verified against its checksum, through
-// mirror.ReadVerified (every in-sync copy if all). The caller must pin p.
-func (db *DB) readCopies(p *pointer, all bool) ([]byte, mirror.Verified, error) {
-	ranges := make([]mirror.Range, len(p.extents))
-	total := 0
-	for i, e := range p.extents {
-		ranges[i] = mirror.Range{Block: e.Start, Blocks: int(e.Len)}
-		total += int(e.Len)
-	}
-	buf := make([]byte, total*db.geom.BlockSize)
-	if uint64(len(buf)) < p.storedLen {
-		return nil, mirror.Verified{Source: -1}, fmt.Errorf("%w: pointer of %d bytes in %d blocks", ErrCorrupt, p.storedLen, total)
-	}
-	check := func(b []byte) bool { return crcOf(b[:p.storedLen]) == p.crc }
-	res, err := db.heap.ReadVerified(buf, ranges, check, all)
-	return buf, res, err
-}
-
-// verifyValue checks that a heap value is intact, on every in-sync
-// replica: bad copies are repaired from a good one. Recovery uses it for
-// values of records the log does not prove durable.
-func (db *DB) verifyValue(key []byte, p *pointer) error {
-	if db.heap.InSync() < 2 {
-		_, err := db.readValue(key, p)
-		return err
-	}
-	if _, _, err := db.readCopies(p, true); err != nil {
-		return fmt.Errorf("%w: value of key %q at %v (written at LSN %d): %w", ErrCorrupt, key, p.extents, p.lsn, err)
-	}
-	return nil
-}
-
 // openHeap opens the replicas the MANIFEST lists, and the mirrors in
 // Options.Mirrors that it does not (as new, stale replicas: they get a full
 // copy when attached), with the tracking state of the checkpoint.
 func (db *DB) openHeap(m manifest, manifestName string) error {
-	db.repl.paths = slices.Clone(m.replicas)
+	db.manifest.paths = slices.Clone(m.replicas)
 	specs := make([]mirror.ReplicaSpec, len(m.replicas))
 	for i, p := range m.replicas {
 		specs[i] = mirror.ReplicaSpec{Path: db.replicaPath(p)}
@@ -431,16 +323,16 @@ func (db *DB) openHeap(m manifest, manifestName string) error {
 		}
 	}
 	for _, d := range db.opts.Mirrors {
-		if p := mirrorPath(d); !slices.Contains(db.repl.paths, p) {
-			db.logger.Info("adding a heap mirror", "path", db.replicaPath(p), "replica", len(db.repl.paths))
-			db.repl.paths = append(db.repl.paths, p)
+		if p := mirrorPath(d); !slices.Contains(db.manifest.paths, p) {
+			db.logger.Info("adding a heap mirror", "path", db.replicaPath(p), "replica", len(db.manifest.paths))
+			db.manifest.paths = append(db.manifest.paths, p)
 			specs = append(specs, mirror.ReplicaSpec{Path: db.replicaPath(p), State: mirror.Stale})
 		}
 	}
 	var tracking []byte
 	if m.tracking {
 		name := trackingFileName(m.checkpointLSN)
-		b, err := readFile(db.fs, db.fs.PathJoin(db.dir, name), 1<<40)
+		b, err := readFile(db.fs, db.fs.PathJoin(db.dir, name), maxStateFileSize)
 		if err != nil {
 			// It only saves copying: stale replicas fall back to the log
 			// or to a full copy.
@@ -469,10 +361,10 @@ func (db *DB) openHeap(m manifest, manifestName string) error {
 // mirror whose heap file is open but that has no marker (made before
 // markers existed) gets one: mirror.Open checked its header.
 func (db *DB) makeMirrorDirs() error {
-	known := len(db.repl.last.replicas)
+	known := len(db.manifest.last.replicas)
 	sts := db.heap.Status()
-	for id := 1; id < len(db.repl.paths); id++ {
-		p := db.replicaPath(db.repl.paths[id])
+	for id := 1; id < len(db.manifest.paths); id++ {
+		p := db.replicaPath(db.manifest.paths[id])
 		if id >= known {
 			if _, err := mkdirLeaf(db.fs, db.fs.PathDir(p)); err != nil {
 				return fmt.Errorf("heapkv: mirror directory of %s: %w", p, err)

@@ -14,7 +14,7 @@ func ValueBlocks(db *DB, key []byte) ([]uint64, error) {
 		return nil, err
 	}
 	defer closer.Close()
-	e, err := decodeEntry(raw, db.geom.BlockSize, db.geom.SegmentBlocks)
+	e, err := decodeEntry(raw, db.geom)
 	if err != nil {
 		return nil, fmt.Errorf("key %q: %w", key, err)
 	}

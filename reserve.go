@@ -19,7 +19,7 @@ import (
 // goes through vfs.OnDiskFull: the first write that meets ENOSPC releases
 // the reserve (onDiskFull), then retries once, and so gets through.
 //
-// From then on the database is in the disk-full state (DB.diskFull): it
+// From then on the database is in the disk-full state (DB.reserve.diskFull): it
 // goes on serving reads, deletes and checkpoints, and takes writes that
 // store values only while at least half the reserve's size is free on the
 // file system (roomForValues): values that reuse the heap blocks of deleted
@@ -47,8 +47,6 @@ import (
 // the record that it was released. On file systems without fallocate the
 // reserve is written with zeros (and is then DiskReserve bytes long).
 
-const reserveFileName = "RESERVE"
-
 // reserveHeader starts a made reserve.
 var reserveHeader = []byte("heapkv reserve\n\x01")
 
@@ -69,9 +67,9 @@ func (db *DB) releaseReserve() {
 	if db.rawFS == nil {
 		return
 	}
-	db.reserveMu.Lock()
-	defer db.reserveMu.Unlock()
-	if db.diskFull.Swap(true) {
+	db.reserve.mu.Lock()
+	defer db.reserve.mu.Unlock()
+	if db.reserve.diskFull.Swap(true) {
 		return
 	}
 	fs := db.rawFS
@@ -100,7 +98,7 @@ func (db *DB) releaseReserve() {
 func (db *DB) openReserve() {
 	p := db.rawFS.PathJoin(db.dir, reserveFileName)
 	if fi, err := db.rawFS.Stat(p); err == nil && fi.Size() == 0 {
-		db.diskFull.Store(true)
+		db.reserve.diskFull.Store(true)
 	}
 	db.makeReserve()
 }
@@ -110,8 +108,8 @@ func (db *DB) openReserve() {
 // reserve is made. Failures are logged: a database without its reserve
 // works, it only loses its cushion.
 func (db *DB) makeReserve() {
-	db.reserveMu.Lock()
-	defer db.reserveMu.Unlock()
+	db.reserve.mu.Lock()
+	defer db.reserve.mu.Unlock()
 	fs, size := db.rawFS, db.opts.DiskReserve
 	p := fs.PathJoin(db.dir, reserveFileName)
 	fi, err := fs.Stat(p)
@@ -121,15 +119,15 @@ func (db *DB) makeReserve() {
 				db.logger.Warn("removing the space reserve (DiskReserve is off)", "path", p, "err", err)
 			}
 		}
-		db.diskFull.Store(false)
+		db.reserve.diskFull.Store(false)
 		return
 	}
 	if err == nil && fi.Size() > 0 {
-		db.diskFull.Store(false)
+		db.reserve.diskFull.Store(false)
 		return
 	}
 	if du, err := fs.GetDiskUsage(db.dir); err == nil && du.AvailBytes < uint64(size+size/8) {
-		if !db.diskFull.Load() {
+		if !db.reserve.diskFull.Load() {
 			db.logger.Warn("not enough free space for the space reserve", "reserve", size, "available", du.AvailBytes)
 		}
 		return
@@ -138,7 +136,7 @@ func (db *DB) makeReserve() {
 		db.logger.Warn("could not make the space reserve", "path", p, "err", err)
 		return
 	}
-	if db.diskFull.Swap(false) {
+	if db.reserve.diskFull.Swap(false) {
 		db.logger.Info("space reserve made again; new values are accepted")
 	}
 }

@@ -2,7 +2,6 @@ package heapkv
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"sync/atomic"
@@ -54,9 +53,6 @@ type scrubProgress struct {
 // covers, so that a long scrub does not hold freed space back for long.
 const scrubBatchValues = 4096
 
-// ErrScrubRunning is returned by Scrub while another scrub runs.
-var ErrScrubRunning = errors.New("heapkv: a scrub is already running")
-
 // Scrub verifies every live heap value on every in-sync replica, reading
 // the replica files themselves (never a cache): each copy whose checksum
 // fails or that cannot be read is rewritten from a good copy. It returns
@@ -70,24 +66,17 @@ func (db *DB) Scrub(ctx context.Context) (*ScrubReport, error) {
 	if err := db.enter(); err != nil {
 		return nil, err
 	}
-	db.bg.Add(1)
+	db.bg.wg.Add(1)
 	db.leave()
-	defer db.bg.Done()
-	if !db.repl.scrub.running.CompareAndSwap(false, true) {
+	defer db.bg.wg.Done()
+	if !db.stats.scrub.running.CompareAndSwap(false, true) {
 		return nil, ErrScrubRunning
 	}
-	defer db.repl.scrub.running.Store(false)
-	db.repl.scrub.values.Store(0)
-	db.repl.scrub.bytes.Store(0)
-	ctx, cancel := context.WithCancel(ctx)
+	defer db.stats.scrub.running.Store(false)
+	db.stats.scrub.values.Store(0)
+	db.stats.scrub.bytes.Store(0)
+	ctx, cancel := db.untilClose(ctx)
 	defer cancel()
-	go func() {
-		select {
-		case <-db.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 
 	s := scrubber{db: db, ctx: ctx, rep: &ScrubReport{}, pace: pace.New(db.opts.ScrubRate), start: time.Now()}
 	for _, st := range db.heap.Status() {
@@ -96,10 +85,8 @@ func (db *DB) Scrub(ctx context.Context) (*ScrubReport, error) {
 	for {
 		done, err := s.batch()
 		if err != nil {
-			select {
-			case <-db.stop:
+			if db.stopping() {
 				err = fmt.Errorf("%w: scrub stopped: %w", ErrClosed, err)
-			default:
 			}
 			s.rep.Duration = time.Since(s.start)
 			return s.rep, err
@@ -131,10 +118,10 @@ type scrubber struct {
 // index snapshot and pin. done means the index is exhausted.
 func (s *scrubber) batch() (done bool, err error) {
 	db := s.db
-	db.commitMu.Lock()
+	db.commit.mu.Lock()
 	snap := db.index.NewSnapshot()
-	tok := db.pins.pin(db.appliedLSN)
-	db.commitMu.Unlock()
+	tok := db.pins.pin(db.applied.Load())
+	db.commit.mu.Unlock()
 	defer db.pins.unpin(tok)
 	defer snap.Close()
 	it, err := snap.NewIter(nil)
@@ -158,9 +145,9 @@ func (s *scrubber) batch() (done bool, err error) {
 		if err != nil {
 			return false, fmt.Errorf("heapkv: scrub: index value of %q: %w", key, err)
 		}
-		e, err := decodeEntry(raw, db.geom.BlockSize, db.geom.SegmentBlocks)
+		e, err := db.decodeEntry(key, raw)
 		if err != nil {
-			s.problem("key %q: undecodable index entry: %v", key, err)
+			s.problem("%v", err)
 			continue
 		}
 		if !e.isHeap {
@@ -187,8 +174,8 @@ func (s *scrubber) batch() (done bool, err error) {
 		for _, id := range res.Repaired {
 			r.Replicas[id].Repaired++
 		}
-		db.repl.scrub.values.Add(1)
-		db.repl.scrub.bytes.Add(res.BytesRead)
+		db.stats.scrub.values.Add(1)
+		db.stats.scrub.bytes.Add(res.BytesRead)
 		if err != nil {
 			s.problem("key %q at %v (written at LSN %d): %v", key, e.ptr.extents, e.ptr.lsn, err)
 		}

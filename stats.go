@@ -3,10 +3,71 @@ package heapkv
 import (
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/heapkv/heapkv/internal/filehdr"
 )
+
+// counters are the logical totals Stats reports, kept exactly across
+// checkpoints (the MANIFEST and the index marker record them) and replay
+// (every record op says what its write replaced).
+type counters struct {
+	keys            int64
+	inlineBytes     int64
+	heapRawBytes    int64
+	heapStoredBytes int64
+}
+
+// add counts a key that now holds v.
+func (c *counters) add(v keyState) {
+	switch v.kind {
+	case keyInline:
+		c.keys++
+		c.inlineBytes += int64(v.raw)
+	case keyHeap:
+		c.keys++
+		c.heapRawBytes += int64(v.raw)
+		c.heapStoredBytes += int64(v.stored)
+	}
+}
+
+// remove uncounts a key that held v.
+func (c *counters) remove(v keyState) {
+	switch v.kind {
+	case keyInline:
+		c.keys--
+		c.inlineBytes -= int64(v.raw)
+	case keyHeap:
+		c.keys--
+		c.heapRawBytes -= int64(v.raw)
+		c.heapStoredBytes -= int64(v.stored)
+	}
+}
+
+// plus returns c with d added.
+func (c counters) plus(d counters) counters {
+	return counters{
+		keys:            c.keys + d.keys,
+		inlineBytes:     c.inlineBytes + d.inlineBytes,
+		heapRawBytes:    c.heapRawBytes + d.heapRawBytes,
+		heapStoredBytes: c.heapStoredBytes + d.heapStoredBytes,
+	}
+}
+
+// opStats are the monotonically increasing counters of this handle that
+// Stats reports.
+type opStats struct {
+	commits      atomic.Int64
+	groups       atomic.Int64
+	checkpoints  atomic.Int64
+	gets         atomic.Int64
+	txnCommits   atomic.Int64
+	txnConflicts atomic.Int64
+	readRepairs  atomic.Int64  // bad heap copies rewritten by reads
+	codec        codecStats    // heap values written (codec.go)
+	scrub        scrubProgress // the running or last Scrub (scrub.go)
+}
 
 // Stats is a point-in-time summary of a database. Byte counts are bytes.
 type Stats struct {
@@ -84,11 +145,11 @@ func (db *DB) Stats() (Stats, error) {
 	}
 	defer db.leave()
 	var s Stats
-	db.commitMu.Lock()
-	c := db.counters
-	s.HeapPendingFree = db.frees.bytes
-	s.LSN = db.appliedLSN
-	db.commitMu.Unlock()
+	db.commit.mu.Lock()
+	c := db.commit.counters
+	s.HeapPendingFree = db.commit.frees.bytes
+	s.LSN = db.applied.Load()
+	db.commit.mu.Unlock()
 	s.FormatVersion = filehdr.Version
 	s.BlockSize = db.geom.BlockSize
 	s.SegmentSize = db.geom.SegmentBytes()
@@ -105,7 +166,7 @@ func (db *DB) Stats() (Stats, error) {
 		s.Fsyncs += int64(ls.Syncs + ls.MarkSyncs)
 	}
 	s.Fsyncs += db.heap.Syncs()
-	s.CheckpointLSN = db.ckptLSN.Load()
+	s.CheckpointLSN = db.ckpt.lsn.Load()
 	s.Checkpoints = db.stats.checkpoints.Load()
 	s.Commits = db.stats.commits.Load()
 	s.CommitGroups = db.stats.groups.Load()
@@ -114,24 +175,24 @@ func (db *DB) Stats() (Stats, error) {
 	}
 	s.Gets = db.stats.gets.Load()
 	db.readerStats(&s)
-	s.HeapValuesWritten = db.codecStats.values.Load()
-	s.HeapWrittenBytes = db.codecStats.rawBytes.Load()
-	s.HeapWrittenStored = db.codecStats.stored.Load()
-	s.HeapValuesCompressed = db.codecStats.compressed.Load()
+	s.HeapValuesWritten = db.stats.codec.values.Load()
+	s.HeapWrittenBytes = db.stats.codec.rawBytes.Load()
+	s.HeapWrittenStored = db.stats.codec.stored.Load()
+	s.HeapValuesCompressed = db.stats.codec.compressed.Load()
 	if vc := db.vcache; vc != nil {
 		s.ValueCacheHits, s.ValueCacheMisses = vc.hits.Load(), vc.misses.Load()
 		s.ValueCacheEvictions, s.ValueCacheBytes = vc.evictions.Load(), vc.bytes()
 	}
 	s.Replicas, s.ReplicasInSync = db.heap.Replicas(), db.heap.InSync()
-	s.ReadRepairs = db.repl.readRepairs.Load()
-	s.ScrubRunning = db.repl.scrub.running.Load()
-	s.ScrubValues, s.ScrubBytes = db.repl.scrub.values.Load(), db.repl.scrub.bytes.Load()
+	s.ReadRepairs = db.stats.readRepairs.Load()
+	s.ScrubRunning = db.stats.scrub.running.Load()
+	s.ScrubValues, s.ScrubBytes = db.stats.scrub.values.Load(), db.stats.scrub.bytes.Load()
 	m := db.index.Metrics()
 	s.IndexBytes = int64(m.DiskSpaceUsage())
 	if err := db.failed(); err != nil {
 		s.Failed = err.Error()
 	}
-	s.DiskFull = db.diskFull.Load()
+	s.DiskFull = db.reserve.diskFull.Load()
 	return s, nil
 }
 

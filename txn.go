@@ -18,45 +18,6 @@ import (
 // (TxnOptions.Serializable); if so Commit fails with ErrConflict and
 // nothing is written.
 
-// Errors of transactions, snapshots and iterators.
-var (
-	// ErrConflict is returned by Commit when another commit, after this
-	// transaction began, wrote a key it writes (or, for a serializable
-	// transaction, a key or range it read). Nothing was written; run the
-	// transaction again.
-	ErrConflict = errors.New("heapkv: transaction conflict")
-
-	// ErrTxnClosed is returned by every method of a transaction after
-	// Commit or Rollback (except Rollback, which is then a no-op), and by
-	// a transaction's iterators once it ended.
-	ErrTxnClosed = errors.New("heapkv: transaction already committed or rolled back")
-
-	// ErrTxnTooLarge is returned by Put or Delete when the write would take
-	// the transaction past MaxTxnOps keys or MaxTxnBytes bytes. The write
-	// is not buffered; the transaction stays usable.
-	ErrTxnTooLarge = errors.New("heapkv: transaction too large")
-
-	// ErrReadOnlyTxn is returned by Put and Delete of a read-only
-	// transaction (View, Begin(false)).
-	ErrReadOnlyTxn = errors.New("heapkv: write in a read-only transaction")
-
-	// ErrIterClosed is returned by an iterator's methods after its Close.
-	ErrIterClosed = errors.New("heapkv: iterator closed")
-
-	// ErrSnapshotClosed is returned by a snapshot's methods after its Close.
-	ErrSnapshotClosed = errors.New("heapkv: snapshot closed")
-)
-
-// Limits on one transaction. Its writes are buffered in memory and commit
-// as one log record, which must stay below the log's record limit.
-const (
-	// MaxTxnOps is the most distinct keys one transaction may write.
-	MaxTxnOps = 100_000
-	// MaxTxnBytes is the most bytes of keys plus values one transaction
-	// may buffer (a key written twice counts once, with its last value).
-	MaxTxnBytes = 96 << 20
-)
-
 // TxnOptions configure a transaction. A nil *TxnOptions means a read-write
 // transaction with snapshot isolation and the database's default
 // durability.
@@ -136,7 +97,7 @@ func (db *DB) BeginTxn(opts *TxnOptions) (*Txn, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if o.ReadOnly {
-		t.start = db.lastApplied.Load()
+		t.start = db.applied.Load()
 	} else {
 		t.start = db.registerTxn()
 		t.registered = true
@@ -206,18 +167,15 @@ func (t *Txn) Get(key []byte) ([]byte, error) {
 		if t.reads == nil {
 			t.reads = make(map[uint64]struct{})
 		}
-		t.reads[t.db.tx.conflicts.hash(key)] = struct{}{}
+		t.reads[t.db.conflicts.hash(key)] = struct{}{}
 	}
 	return t.snap.get(key)
 }
 
 // Put buffers a write of value under key (both copied).
 func (t *Txn) Put(key, value []byte) error {
-	if err := checkKey(key); err != nil {
+	if err := checkPut(key, value); err != nil {
 		return err
-	}
-	if len(value) > MaxValueSize {
-		return fmt.Errorf("%w: %d bytes (limit %d)", ErrValueTooLarge, len(value), MaxValueSize)
 	}
 	return t.set(key, value, false)
 }
@@ -358,12 +316,12 @@ func (t *Txn) Commit() error {
 		}
 	}
 	db := t.db
-	err := db.applyChecked(ops, t.sync, func(lsn uint64) error { return db.checkTxn(c, lsn) })
+	err := db.apply(ops, t.sync, func(lsn uint64) error { return db.checkTxn(c, lsn) })
 	switch {
 	case err == nil:
-		db.tx.txnCommits.Add(1)
+		db.stats.txnCommits.Add(1)
 	case errors.Is(err, ErrConflict):
-		db.tx.txnConflicts.Add(1)
+		db.stats.txnConflicts.Add(1)
 	}
 	return err
 }

@@ -1,66 +1,74 @@
 package heapkv
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
 
-// The heap side of values: writing a value's blocks and reading them back.
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/heapkv/heapkv/mirror"
+)
 
-// writeHeapValue allocates blocks for value and writes it to the heap,
-// compressed with Options.Compression when that saves at least one block
-// (codec.go).
-func (db *DB) writeHeapValue(p *preparedOp, value []byte) error {
-	stored, codec, done := db.encoder.encode(value, db.geom.BlockSize)
-	defer done()
-	nblocks := db.geom.BlocksFor(int64(len(stored)))
-	claim, err := db.alloc.Allocate(nblocks)
-	if err != nil {
-		return err
+// The read path. Get pins the applied LSN (so no block it may read is
+// reused meanwhile: pins.go), reads the key's index entry and, for a heap
+// value, asks the value cache (cache.go) and else reads the blocks from
+// the first in-sync heap replica and verifies their CRC. A copy that cannot
+// be read or fails its CRC is read from the other replicas, and the bad
+// copies are rewritten from a good one (repairRead).
+
+// Get returns a copy of the value stored under key, or an error wrapping
+// ErrNotFound if there is none.
+func (db *DB) Get(key []byte) ([]byte, error) {
+	if err := checkKey(key); err != nil {
+		return nil, err
 	}
-	p.isHeap, p.claim = true, claim
-	p.ptr = pointer{
-		codec:     codec,
-		rawLen:    uint64(len(value)),
-		storedLen: uint64(len(stored)),
-		crc:       crcOf(stored),
-		extents:   claim.Extents,
+	if err := db.enter(); err != nil {
+		return nil, err
 	}
-	cs := &db.codecStats
-	cs.values.Add(1)
-	cs.rawBytes.Add(int64(len(value)))
-	cs.stored.Add(int64(len(stored)))
-	if codec != CodecNone {
-		cs.compressed.Add(1)
+	defer db.leave()
+	db.stats.gets.Add(1)
+	tok := db.pins.pin(db.applied.Load())
+	defer db.pins.unpin(tok)
+
+	raw, closer, err := db.index.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, ErrNotFound
+	} else if err != nil {
+		return nil, indexError(fmt.Sprintf("get %q", key), err)
 	}
-	bs := db.geom.BlockSize
-	off := 0
-	for _, e := range claim.Extents {
-		n := min(int(e.Len)*bs, len(stored)-off)
-		if err := db.writeBlocks(stored[off:off+n], e.Start); err != nil {
-			return err
-		}
-		off += n
-	}
-	return nil
+	defer closer.Close()
+	return db.entryValue(key, raw)
 }
 
-// writeBlocks writes p at block start, padding the last block with zeros so
-// that the heap only ever sees whole-block writes: with 4 KiB blocks the
-// kernel never has to read a page to update part of it.
-func (db *DB) writeBlocks(p []byte, start uint64) error {
-	bs := db.geom.BlockSize
-	full := len(p) / bs * bs
-	if full > 0 {
-		if err := db.heap.WriteAt(p[:full], start); err != nil {
-			return err
-		}
+// entryValue returns a copy of the value an index entry holds, reading a
+// heap value through the value cache (verified against its CRC).
+func (db *DB) entryValue(key, raw []byte) ([]byte, error) {
+	e, err := db.decodeEntry(key, raw)
+	if err != nil {
+		return nil, err
 	}
-	if full == len(p) {
-		return nil
+	if !e.isHeap {
+		return append([]byte{}, e.inline...), nil
 	}
-	tail := db.blockPool.Get().(*[]byte)
-	defer db.blockPool.Put(tail)
-	n := copy(*tail, p[full:])
-	clear((*tail)[n:])
-	return db.heap.WriteAt(*tail, start+uint64(full/bs))
+	return db.heapValue(key, &e.ptr)
+}
+
+// heapValue returns the value p points at, from the value cache if it
+// holds it, else from the heap (then offering it to the cache). The result
+// is owned by the caller.
+func (db *DB) heapValue(key []byte, p *pointer) ([]byte, error) {
+	vc := db.vcache
+	if vc == nil {
+		return db.readValue(key, p)
+	}
+	if v, ok := vc.get(p); ok {
+		return v, nil
+	}
+	v, err := db.readValue(key, p)
+	if err != nil {
+		return nil, err
+	}
+	vc.put(p, v)
+	return v, nil
 }
 
 // readValue reads a heap value from the heap, verifies the CRC of its
@@ -96,7 +104,7 @@ func (db *DB) readValue(key []byte, p *pointer) ([]byte, error) {
 
 // readStored reads the stored bytes of a heap value into buf (of length
 // p.storedLen) and verifies their CRC; a read error or a bad CRC goes to
-// repairRead (replicas.go), which tries the other replicas.
+// repairRead, which tries the other replicas.
 func (db *DB) readStored(key []byte, p *pointer, buf []byte) ([]byte, error) {
 	bs := uint64(db.geom.BlockSize)
 	off := uint64(0)
@@ -112,4 +120,62 @@ func (db *DB) readStored(key []byte, p *pointer, buf []byte) ([]byte, error) {
 			ErrCorrupt, key, p.extents, p.lsn, got, p.crc))
 	}
 	return buf, nil
+}
+
+// repairRead is readValue's way out when the first in-sync replica's copy
+// of a value cannot be read or fails its checksum: it reads the other
+// in-sync replicas, returns (in buf, of length p.storedLen) the first copy
+// whose checksum matches, and rewrites every bad copy with it. With no good
+// copy the error wraps ErrCorrupt (or is the read error, if no copy could
+// be read at all): never wrong bytes. With a single in-sync replica it
+// returns cause.
+func (db *DB) repairRead(key []byte, p *pointer, buf []byte, cause error) ([]byte, error) {
+	if db.heap.InSync() < 2 {
+		return nil, cause
+	}
+	data, res, err := db.readCopies(p, false)
+	if err != nil {
+		if len(res.Unreadable) == res.Copies && res.Copies > 0 {
+			return nil, fmt.Errorf("heapkv: get %q: every copy is unreadable: %w", key, err)
+		}
+		return nil, fmt.Errorf("%w: value of key %q at %v (written at LSN %d): no replica holds a good copy (%v); first error: %v",
+			ErrCorrupt, key, p.extents, p.lsn, err, cause)
+	}
+	db.stats.readRepairs.Add(int64(len(res.Repaired)))
+	db.logger.Warn("served a heap value from another replica", "key", fmt.Sprintf("%q", key), "cause", cause,
+		"source", res.Source, "repaired", fmt.Sprint(res.Repaired))
+	copy(buf, data)
+	return buf[:p.storedLen], nil
+}
+
+// readCopies reads the blocks of p, verified against its checksum, through
+// mirror.ReadVerified (every in-sync copy if all). The caller must pin p.
+func (db *DB) readCopies(p *pointer, all bool) ([]byte, mirror.Verified, error) {
+	ranges := make([]mirror.Range, len(p.extents))
+	total := 0
+	for i, e := range p.extents {
+		ranges[i] = mirror.Range{Block: e.Start, Blocks: int(e.Len)}
+		total += int(e.Len)
+	}
+	buf := make([]byte, total*db.geom.BlockSize)
+	if uint64(len(buf)) < p.storedLen {
+		return nil, mirror.Verified{Source: -1}, fmt.Errorf("%w: pointer of %d bytes in %d blocks", ErrCorrupt, p.storedLen, total)
+	}
+	check := func(b []byte) bool { return crcOf(b[:p.storedLen]) == p.crc }
+	res, err := db.heap.ReadVerified(buf, ranges, check, all)
+	return buf, res, err
+}
+
+// verifyValue checks that a heap value is intact, on every in-sync
+// replica: bad copies are repaired from a good one. Recovery uses it for
+// values of records the log does not prove durable.
+func (db *DB) verifyValue(key []byte, p *pointer) error {
+	if db.heap.InSync() < 2 {
+		_, err := db.readValue(key, p)
+		return err
+	}
+	if _, _, err := db.readCopies(p, true); err != nil {
+		return fmt.Errorf("%w: value of key %q at %v (written at LSN %d): %w", ErrCorrupt, key, p.extents, p.lsn, err)
+	}
+	return nil
 }

@@ -1,0 +1,225 @@
+package heapkv
+
+import (
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"slices"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// The writer's side of the write path. Put, Delete, Apply and Txn.Commit
+// all end in apply, which does everything it can outside any shared lock:
+// it validates the batch, writes each heap value to blocks it allocates
+// through a cursor (no allocator lock is shared), and looks up what each
+// key holds now (the prefetch the leader trusts unless the key changed
+// since). Then it queues the request for group commit (commit.go).
+
+// WriteOptions control one write. A nil *WriteOptions means the database's
+// default durability (Options.NoSync).
+type WriteOptions struct {
+	// Sync makes the write durable before it returns.
+	Sync bool
+}
+
+// syncFor says whether a write with options wo must be durable.
+func (db *DB) syncFor(wo *WriteOptions) bool {
+	if wo == nil {
+		return !db.opts.NoSync
+	}
+	return wo.Sync
+}
+
+// Put stores value under key with the database's default durability.
+func (db *DB) Put(key, value []byte) error {
+	if err := checkPut(key, value); err != nil {
+		return err
+	}
+	// apply finishes with the caller's slices before it returns, so a
+	// single write needs no copy.
+	return db.apply([]batchOp{{kind: opPut, key: key, value: value}}, db.syncFor(nil), nil)
+}
+
+// Delete removes key. Deleting a missing key is not an error.
+func (db *DB) Delete(key []byte) error {
+	if err := checkKey(key); err != nil {
+		return err
+	}
+	return db.apply([]batchOp{{kind: opDelete, key: key}}, db.syncFor(nil), nil)
+}
+
+// Apply commits every write in b atomically. A nil wo means the database's
+// default durability. The batch may be reused after Apply returns.
+func (db *DB) Apply(b *Batch, wo *WriteOptions) error {
+	if b.err != nil {
+		return b.err
+	}
+	return db.apply(b.ops, db.syncFor(wo), nil)
+}
+
+// apply commits validated ops atomically, durably if sync. check, if not
+// nil, is the request's conflict check (Txn.Commit; see commitReq.check).
+func (db *DB) apply(bops []batchOp, sync bool, check func(lsn uint64) error) error {
+	if len(bops) == 0 {
+		return nil
+	}
+	if err := db.checkBatchSize(bops); err != nil {
+		return err
+	}
+	if err := db.enter(); err != nil {
+		return err
+	}
+	defer db.leave()
+	if err := db.failed(); err != nil {
+		return err
+	}
+	if db.reserve.diskFull.Load() && slices.ContainsFunc(bops, func(op batchOp) bool { return op.kind == opPut }) && !db.roomForValues() {
+		return errDiskFull()
+	}
+
+	req := &commitReq{ops: make([]preparedOp, len(bops)), sync: sync, check: check}
+	for i, op := range bops {
+		p := &req.ops[i]
+		p.kind, p.key = op.kind, op.key
+		if op.kind != opPut {
+			continue
+		}
+		if len(op.value) == 0 || len(op.value) <= db.opts.InlineThreshold {
+			p.inline = op.value
+			continue
+		}
+		if err := db.writeHeapValue(p, op.value); err != nil {
+			db.abortClaims(req.ops[:i+1])
+			return fmt.Errorf("heapkv: write value of key %q: %w", op.key, diskError(err))
+		}
+	}
+	db.prefetchPrior(req.ops)
+	return db.commitRequest(req)
+}
+
+// checkBatchSize refuses a batch whose log record would be too large.
+func (db *DB) checkBatchSize(bops []batchOp) error {
+	if len(bops) > MaxBatchOps {
+		return fmt.Errorf("%w: %d writes (limit %d)", ErrBatchTooLarge, len(bops), MaxBatchOps)
+	}
+	var recordBytes int
+	for _, op := range bops {
+		recordBytes += len(op.key) + 64
+		if len(op.value) <= db.opts.InlineThreshold {
+			recordBytes += len(op.value)
+		}
+	}
+	if recordBytes > MaxBatchBytes {
+		return fmt.Errorf("%w: about %d bytes of keys and inline values (limit %d)", ErrBatchTooLarge, recordBytes, MaxBatchBytes)
+	}
+	return nil
+}
+
+// prefetchPrior looks up what each op's key holds now, outside
+// commit.mu, pinning the applied LSN it looked at; the leader uses the
+// answer unless a commit after that LSN wrote the key (priorState).
+func (db *DB) prefetchPrior(ops []preparedOp) {
+	tok := db.writePins.pinLoad(&db.applied)
+	defer db.writePins.unpin(tok)
+	for i := range ops {
+		p := &ops[i]
+		if st, err := db.indexState(p.key); err == nil {
+			p.prior, p.priorAt, p.prefetched = st, tok.lsn, true
+		}
+	}
+}
+
+// indexState reads what key holds in the index. The extents of a heap
+// value will be freed by the write that replaces it, so they are checked
+// against the allocator first.
+func (db *DB) indexState(key []byte) (keyState, error) {
+	raw, closer, err := db.index.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return keyState{kind: keyAbsent}, nil
+	} else if err != nil {
+		return keyState{}, indexError(fmt.Sprintf("read the entry of %q", key), err)
+	}
+	defer closer.Close()
+	e, err := db.decodeEntry(key, raw)
+	if err != nil {
+		return keyState{}, err
+	}
+	for _, x := range e.ptr.extents {
+		if err := db.alloc.CheckExtent(x); err != nil || !db.alloc.IsAllocated(x) {
+			return keyState{}, fmt.Errorf("%w: index entry of key %q points at %v, which is not an allocated extent of the heap", ErrCorrupt, key, x)
+		}
+	}
+	return e.state(), nil
+}
+
+// abortClaims gives back the blocks the heap values of ops were written to.
+func (db *DB) abortClaims(ops []preparedOp) {
+	for i := range ops {
+		if ops[i].isHeap {
+			db.alloc.Abort(ops[i].claim)
+			ops[i].isHeap = false
+		}
+	}
+}
+
+func crcOf(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
+
+// writeHeapValue allocates blocks for value and writes it to the heap,
+// compressed with Options.Compression when that saves at least one block
+// (codec.go).
+func (db *DB) writeHeapValue(p *preparedOp, value []byte) error {
+	stored, codec, done := db.encoder.encode(value, db.geom.BlockSize)
+	defer done()
+	nblocks := db.geom.BlocksFor(int64(len(stored)))
+	claim, err := db.alloc.Allocate(nblocks)
+	if err != nil {
+		return err
+	}
+	p.isHeap, p.claim = true, claim
+	p.ptr = pointer{
+		codec:     codec,
+		rawLen:    uint64(len(value)),
+		storedLen: uint64(len(stored)),
+		crc:       crcOf(stored),
+		extents:   claim.Extents,
+	}
+	cs := &db.stats.codec
+	cs.values.Add(1)
+	cs.rawBytes.Add(int64(len(value)))
+	cs.stored.Add(int64(len(stored)))
+	if codec != CodecNone {
+		cs.compressed.Add(1)
+	}
+	bs := db.geom.BlockSize
+	off := 0
+	for _, e := range claim.Extents {
+		n := min(int(e.Len)*bs, len(stored)-off)
+		if err := db.writeBlocks(stored[off:off+n], e.Start); err != nil {
+			return err
+		}
+		off += n
+	}
+	return nil
+}
+
+// writeBlocks writes p at block start, padding the last block with zeros so
+// that the heap only ever sees whole-block writes: with 4 KiB blocks the
+// kernel never has to read a page to update part of it.
+func (db *DB) writeBlocks(p []byte, start uint64) error {
+	bs := db.geom.BlockSize
+	full := len(p) / bs * bs
+	if full > 0 {
+		if err := db.heap.WriteAt(p[:full], start); err != nil {
+			return err
+		}
+	}
+	if full == len(p) {
+		return nil
+	}
+	tail := db.blockPool.Get().(*[]byte)
+	defer db.blockPool.Put(tail)
+	n := copy(*tail, p[full:])
+	clear((*tail)[n:])
+	return db.heap.WriteAt(*tail, start+uint64(full/bs))
+}
