@@ -1,6 +1,10 @@
 package heapkv
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/heapkv/heapkv/internal/base"
+)
 
 // Sentinel errors. Every error heapkv returns that has one of these causes
 // wraps the sentinel, so callers test with errors.Is; the wrapping text says
@@ -28,8 +32,11 @@ var (
 
 	// ErrCorrupt marks damage found on disk: a bad checksum, a foreign or
 	// truncated file, an index entry that does not decode. The wrapping text
-	// names the file, key or extent.
-	ErrCorrupt = errors.New("heapkv: corruption")
+	// names the file, key or extent. It is internal/base's marker, which
+	// every package's corruption error carries (the log's, the allocator's,
+	// the heap replicas', the file headers'), so errors.Is(err, ErrCorrupt)
+	// holds for corruption found at any layer.
+	ErrCorrupt = base.ErrCorrupt
 
 	// ErrLocked is returned by Open when another handle, in this process or
 	// another, holds the database directory, and only then: a directory

@@ -2,13 +2,13 @@ package heapkv
 
 import (
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/heapkv/heapkv/alloc"
+	"github.com/heapkv/heapkv/internal/base"
 	"github.com/heapkv/heapkv/internal/filehdr"
 	"github.com/heapkv/heapkv/mirror"
 	"github.com/heapkv/heapkv/wal"
@@ -56,9 +56,6 @@ func (db *DB) recover() error {
 	// rewrites its MANIFEST, OPTIONS and marker files, and a database whose
 	// log is damaged or foreign must be left exactly as it was found.
 	if _, err := wal.Replay(db.walOptions(), wal.LSN(m.checkpointLSN), func(wal.LSN, []byte) error { return nil }); err != nil {
-		if errors.Is(err, wal.ErrCorrupt) && !errors.Is(err, ErrCorrupt) {
-			err = fmt.Errorf("%w: %w", ErrCorrupt, err)
-		}
 		return fmt.Errorf("heapkv: check log: %w", err)
 	}
 	if err := db.makeMirrorDirs(); err != nil {
@@ -150,9 +147,6 @@ func (db *DB) replay(after uint64) (wal.LSN, error) {
 		return nil
 	})
 	if err != nil {
-		if errors.Is(err, wal.ErrCorrupt) && !errors.Is(err, ErrCorrupt) {
-			err = fmt.Errorf("%w: %w", ErrCorrupt, err)
-		}
 		return 0, fmt.Errorf("heapkv: replay log: %w", err)
 	}
 	return last, flush()
@@ -290,7 +284,7 @@ func (db *DB) heapConfig() mirror.Config {
 		FS: db.fs, DBID: db.id, BlockSize: db.geom.BlockSize, Logger: db.logger,
 		// Every record up to the last applied one had its heap writes
 		// issued before it committed.
-		LSN:           db.lastApplied.Load,
+		LSN:           func() base.LSN { return base.LSN(db.lastApplied.Load()) },
 		OnStateChange: db.persistReplicas,
 	}
 }

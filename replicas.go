@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 
 	"github.com/heapkv/heapkv/alloc"
+	"github.com/heapkv/heapkv/internal/base"
 	"github.com/heapkv/heapkv/internal/filehdr"
 	"github.com/heapkv/heapkv/mirror"
 )
@@ -92,7 +93,7 @@ func (db *DB) Replicas() []ReplicaStatus {
 	var out []ReplicaStatus
 	for _, st := range db.heap.Status() {
 		out = append(out, ReplicaStatus{
-			ID: st.ID, Path: st.Path, State: ReplicaState(st.State), StaleLSN: st.StaleLSN,
+			ID: st.ID, Path: st.Path, State: ReplicaState(st.State), StaleLSN: uint64(st.StaleLSN),
 			Detached: st.Detached, Available: st.Available, FullCopy: st.FullCopy,
 			BlocksToSync: st.ToCopy, BlocksSynced: st.Synced, BlocksCopied: st.Copied, BytesCopied: st.Copied * bs,
 			Source: st.Source, LastFullCopy: st.LastFull, Cause: st.Cause,
@@ -115,7 +116,7 @@ func (db *DB) DetachReplica(id int) error {
 	defer db.leave()
 	// Every record up to lastApplied had its heap writes issued before it
 	// committed: the synced replica holds them all.
-	if err := db.heap.Detach(id, db.lastApplied.Load()); err != nil {
+	if err := db.heap.Detach(id, base.LSN(db.lastApplied.Load())); err != nil {
 		return fmt.Errorf("heapkv: detach replica %d: %w", id, err)
 	}
 	return nil
@@ -241,9 +242,6 @@ func (db *DB) runAttach(ctx context.Context, id int, explicit bool) error {
 			return fmt.Errorf("%w: attach replica %d stopped: %w", ErrClosed, id, err)
 		default:
 		}
-		if errors.Is(err, mirror.ErrCorrupt) {
-			err = fmt.Errorf("%w: %w", ErrCorrupt, err)
-		}
 		return fmt.Errorf("heapkv: attach replica %d: %w", id, err)
 	}
 	db.logger.Info("heap replica attached", "replica", id, "source", res.Source, "full_copy", res.FullCopy, "copied_blocks", res.Copied)
@@ -315,7 +313,7 @@ func (db *DB) replicaTableLocked() ([]string, []replicaMeta) {
 	for i, st := range sts {
 		if st.State != mirror.InSync {
 			all = false
-			meta[i] = replicaMeta{state: st.State, detached: st.Detached, staleLSN: st.StaleLSN}
+			meta[i] = replicaMeta{state: st.State, detached: st.Detached, staleLSN: uint64(st.StaleLSN)}
 		}
 	}
 	if all {
@@ -427,7 +425,7 @@ func (db *DB) openHeap(m manifest, manifestName string) error {
 	for i, p := range m.replicas {
 		specs[i] = mirror.ReplicaSpec{Path: db.replicaPath(p)}
 		if m.meta != nil {
-			specs[i].State, specs[i].StaleLSN, specs[i].Detached = m.meta[i].state, m.meta[i].staleLSN, m.meta[i].detached
+			specs[i].State, specs[i].StaleLSN, specs[i].Detached = m.meta[i].state, base.LSN(m.meta[i].staleLSN), m.meta[i].detached
 		}
 	}
 	for _, d := range db.opts.Mirrors {
@@ -451,7 +449,7 @@ func (db *DB) openHeap(m manifest, manifestName string) error {
 	var err error
 	db.heap, err = mirror.Open(db.heapConfig(), mirror.OpenOptions{
 		Replicas:   specs,
-		DurableLSN: m.checkpointLSN,
+		DurableLSN: base.LSN(m.checkpointLSN),
 		Tracking:   tracking,
 	})
 	if err != nil {
