@@ -6,6 +6,7 @@ import (
 
 	"github.com/dgraph-io/ristretto/v2"
 	"github.com/heapkv/heapkv/alloc"
+	"github.com/heapkv/heapkv/internal/base"
 )
 
 // The value cache keeps decoded heap values in memory
@@ -33,7 +34,7 @@ import (
 const cacheEntryOverhead = 40
 
 type cachedValue struct {
-	lsn  uint64
+	lsn  base.LSN
 	crc  uint32
 	data []byte
 }

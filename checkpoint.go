@@ -4,8 +4,9 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/heapkv/heapkv/internal/base"
 	"github.com/heapkv/heapkv/internal/filehdr"
-	"github.com/heapkv/heapkv/wal"
+	"github.com/heapkv/heapkv/internal/vfsutil"
 )
 
 // Checkpoint makes every committed write durable, flushes the index, writes
@@ -133,7 +134,7 @@ func (db *DB) checkpoint() error {
 	if err != nil {
 		db.logger.Warn("removing obsolete files after checkpoint", "err", err)
 	}
-	if err := log.RemoveThrough(wal.LSN(c)); err != nil {
+	if err := log.RemoveThrough(c); err != nil {
 		db.logger.Warn("removing old log files after checkpoint", "err", err)
 	}
 	db.makeReserve()
@@ -143,7 +144,7 @@ func (db *DB) checkpoint() error {
 // removeObsolete deletes MANIFESTs older than seq, allocation snapshots and
 // tracking states other than those for lsn, and leftover temporary files.
 // REQUIRES: db.manifest.mu held.
-func (db *DB) removeObsolete(seq, lsn uint64, tracking bool) error {
+func (db *DB) removeObsolete(seq uint64, lsn base.LSN, tracking bool) error {
 	names, err := db.fs.List(db.dir)
 	if err != nil {
 		return err
@@ -170,5 +171,5 @@ func (db *DB) removeObsolete(seq, lsn uint64, tracking bool) error {
 	}
 	// Not needed for correctness (the newest MANIFEST wins), but without it
 	// a crash can bring removed files back until the next checkpoint.
-	return syncDir(db.fs, db.dir)
+	return vfsutil.SyncDir(db.fs, db.dir)
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/heapkv/heapkv/alloc"
+	"github.com/heapkv/heapkv/internal/base"
 )
 
 // Group commit. A writer prepares its request outside any shared lock
@@ -36,7 +37,7 @@ type commitReq struct {
 	// take if it passes; an error fails this request alone and it takes no
 	// LSN (transactions use it to detect conflicts against every commit
 	// before it, including earlier ones of the group). See checkCommit.
-	check func(lsn uint64) error
+	check func(lsn base.LSN) error
 	err   error
 	wake  chan bool // receives true to lead, false when committed
 }
@@ -54,7 +55,7 @@ type preparedOp struct {
 	// writer before it queued (prefetchPrior), so that the leader need not
 	// read the index under commit.mu unless the key changed since.
 	prior      keyState
-	priorAt    uint64
+	priorAt    base.LSN
 	prefetched bool
 }
 
@@ -106,7 +107,7 @@ func (db *DB) commitRequest(req *commitReq) error {
 // group is one commit group on its way through the leader's steps.
 type group struct {
 	reqs     []*commitReq     // the requests that passed their checks, in LSN order
-	first    uint64           // LSN of reqs[0]; reqs[i] takes first+i
+	first    base.LSN         // LSN of reqs[0]; reqs[i] takes first+i
 	records  [][]byte         // the log record of each request
 	freed    [][]alloc.Extent // the extents each record frees
 	batch    *pebble.Batch    // the index writes of the whole group
@@ -116,7 +117,7 @@ type group struct {
 	heapSize int64            // heap bytes the records point at
 }
 
-func (g *group) last() uint64 { return g.first + uint64(len(g.reqs)) - 1 }
+func (g *group) last() base.LSN { return g.first + base.LSN(len(g.reqs)) - 1 }
 
 // fail sets err as the outcome of every request of g.
 func (g *group) fail(err error) {
@@ -167,9 +168,9 @@ func (db *DB) commitGroup(reqs []*commitReq) {
 // whose check fails drop out before they take one.
 // REQUIRES: db.commit.mu held.
 func (db *DB) admit(reqs []*commitReq) *group {
-	g := &group{first: uint64(db.log.Load().NextLSN()), reqs: make([]*commitReq, 0, len(reqs))}
+	g := &group{first: db.log.Load().NextLSN(), reqs: make([]*commitReq, 0, len(reqs))}
 	for _, r := range reqs {
-		if err := db.checkCommit(r, g.first+uint64(len(g.reqs))); err != nil {
+		if err := db.checkCommit(r, g.first+base.LSN(len(g.reqs))); err != nil {
 			r.err = err
 			db.abortClaims(r.ops)
 			continue
@@ -188,7 +189,7 @@ func (db *DB) buildGroup(g *group) error {
 	g.freed = make([][]alloc.Extent, len(g.reqs))
 	var entryBuf []byte
 	for i, r := range g.reqs {
-		lsn := g.first + uint64(i)
+		lsn := g.first + base.LSN(i)
 		g.sync = g.sync || r.sync
 		ops := make([]logOp, len(r.ops))
 		for j := range r.ops {
@@ -279,7 +280,7 @@ func (db *DB) finishGroup(g *group) {
 				db.alloc.Publish(r.ops[j].claim)
 			}
 		}
-		db.commit.frees.push(g.first+uint64(i), g.freed[i], db.geom.BlockSize)
+		db.commit.frees.push(g.first+base.LSN(i), g.freed[i], db.geom.BlockSize)
 		db.vcache.drop(g.freed[i])
 	}
 	db.releaseFreesLocked()
@@ -315,7 +316,7 @@ func (db *DB) noteWrites(g *group) {
 	recent := db.commit.recentWrites
 	for i, r := range g.reqs {
 		for j := range r.ops {
-			recent[string(r.ops[j].key)] = g.first + uint64(i)
+			recent[string(r.ops[j].key)] = g.first + base.LSN(i)
 		}
 	}
 	if len(recent) < db.commit.recentLimit {

@@ -6,6 +6,8 @@ import (
 	"hash/maphash"
 	"math"
 	"sync"
+
+	"github.com/heapkv/heapkv/internal/base"
 )
 
 // Conflict detection for optimistic transactions.
@@ -65,10 +67,10 @@ type conflictTracker struct {
 	enabled bool
 	// starts counts the open read-write transactions by registered start
 	// LSN; minStart caches the smallest key (math.MaxUint64 when empty).
-	starts   map[uint64]int
-	minStart uint64
+	starts   map[base.LSN]int
+	minStart base.LSN
 	// last maps a key fingerprint to the newest tracked LSN that wrote it.
-	last map[uint64]uint64
+	last map[uint64]base.LSN
 	// commits are the tracked commits in ascending LSN; head is the first
 	// one not yet pruned.
 	commits []trackedCommit
@@ -76,12 +78,12 @@ type conflictTracker struct {
 	nkeys   int // keys in commits[head:]
 	// horizon is the newest LSN whose history was dropped for space:
 	// transactions that began before it cannot be checked.
-	horizon uint64
+	horizon base.LSN
 }
 
 // trackedCommit is one commit's write set.
 type trackedCommit struct {
-	lsn    uint64
+	lsn    base.LSN
 	hashes []uint64
 	keys   [][]byte // copies (slices of one arena), for range checks
 }
@@ -104,8 +106,8 @@ func (t *conflictTracker) hash(key []byte) uint64 {
 func (t *conflictTracker) initLocked() {
 	if t.starts == nil {
 		t.seed = maphash.MakeSeed()
-		t.starts = make(map[uint64]int)
-		t.last = make(map[uint64]uint64)
+		t.starts = make(map[base.LSN]int)
+		t.last = make(map[uint64]base.LSN)
 		t.minStart = math.MaxUint64
 	}
 }
@@ -114,7 +116,7 @@ func (t *conflictTracker) initLocked() {
 // LSN it registered: the last applied LSN read under mu, which is at most
 // the LSN of any index snapshot the caller takes afterwards, so nothing
 // the transaction could conflict with is pruned before it ends.
-func (db *DB) registerTxn() uint64 {
+func (db *DB) registerTxn() base.LSN {
 	t := &db.conflicts
 	t.mu.Lock()
 	if !t.enabled {
@@ -135,7 +137,7 @@ func (db *DB) registerTxn() uint64 {
 }
 
 // unregisterTxn drops a transaction registered with start s and prunes.
-func (db *DB) unregisterTxn(s uint64) {
+func (db *DB) unregisterTxn(s base.LSN) {
 	t := &db.conflicts
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -156,7 +158,7 @@ func (db *DB) unregisterTxn(s uint64) {
 // is on, it enters a plain write's keys in the tracker. An error fails the
 // request alone.
 // REQUIRES: db.commit.mu held.
-func (db *DB) checkCommit(r *commitReq, lsn uint64) error {
+func (db *DB) checkCommit(r *commitReq, lsn base.LSN) error {
 	if r.check != nil {
 		return r.check(lsn)
 	}
@@ -177,7 +179,7 @@ func (db *DB) checkCommit(r *commitReq, lsn uint64) error {
 
 // txnCheck is what a committing transaction asks of the tracker.
 type txnCheck struct {
-	start  uint64     // the transaction's snapshot LSN (lower bound)
+	start  base.LSN   // the transaction's snapshot LSN (lower bound)
 	writes [][]byte   // keys written
 	reads  []uint64   // fingerprints of keys read (serializable only)
 	ranges []keyRange // ranges read (serializable only)
@@ -186,7 +188,7 @@ type txnCheck struct {
 // checkTxn returns ErrConflict if a commit after c.start wrote a key
 // c writes or (serializable) read; otherwise it enters c's writes at lsn.
 // REQUIRES: db.commit.mu held (it is a commitReq.check hook).
-func (db *DB) checkTxn(c *txnCheck, lsn uint64) error {
+func (db *DB) checkTxn(c *txnCheck, lsn base.LSN) error {
 	t := &db.conflicts
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -226,7 +228,7 @@ func (db *DB) checkTxn(c *txnCheck, lsn uint64) error {
 
 // addLocked enters a commit's keys (copied) at lsn.
 // REQUIRES: t.mu held; lsn above every tracked LSN.
-func (t *conflictTracker) addLocked(lsn uint64, keys [][]byte) {
+func (t *conflictTracker) addLocked(lsn base.LSN, keys [][]byte) {
 	n := 0
 	for _, k := range keys {
 		n += len(k)
@@ -248,7 +250,7 @@ func (t *conflictTracker) addLocked(lsn uint64, keys [][]byte) {
 // conflict with (at most applied and at most every registered start), and
 // the oldest ones beyond maxTrackedKeys (raising horizon).
 // REQUIRES: t.mu held.
-func (t *conflictTracker) pruneLocked(applied uint64) {
+func (t *conflictTracker) pruneLocked(applied base.LSN) {
 	limit := min(t.minStart, applied)
 	for t.head < len(t.commits) {
 		tc := &t.commits[t.head]

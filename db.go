@@ -11,6 +11,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/heapkv/heapkv/alloc"
+	"github.com/heapkv/heapkv/internal/base"
 	"github.com/heapkv/heapkv/internal/filehdr"
 	"github.com/heapkv/heapkv/mirror"
 	"github.com/heapkv/heapkv/wal"
@@ -63,7 +64,7 @@ type DB struct {
 
 	// applied is the LSN of the last record applied to the index. Only the
 	// holder of commit.mu (or recovery) stores it; anyone may load it.
-	applied atomic.Uint64
+	applied base.AtomicLSN
 
 	// closing makes Close wait for the operations in flight: each holds
 	// mu shared (enter, leave), so nothing touches a closed file.
@@ -85,7 +86,7 @@ type DB struct {
 		// recentWrites maps keys written by recent commits to the LSN of
 		// the last one, so the leader can trust a writer's prefetched
 		// value (see priorValue); pruned at recentLimit entries.
-		recentWrites map[string]uint64
+		recentWrites map[string]base.LSN
 		recentLimit  int
 	}
 
@@ -101,7 +102,7 @@ type DB struct {
 	// checkpoint's LSN, stored under mu and loaded anywhere.
 	ckpt struct {
 		mu  sync.Mutex
-		lsn atomic.Uint64
+		lsn base.AtomicLSN
 	}
 
 	manifest manifestState // the installed MANIFEST (manifest.go)
@@ -187,7 +188,7 @@ func Open(dir string, opts *Options) (_ *DB, err error) {
 		pins:      newPinSet(),
 		writePins: newPinSet(),
 	}
-	db.commit.recentWrites = make(map[string]uint64)
+	db.commit.recentWrites = make(map[string]base.LSN)
 	db.commit.recentLimit = minRecentLimit
 	db.bg.kick = make(chan struct{}, 1)
 	db.bg.stop = make(chan struct{})

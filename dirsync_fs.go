@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/heapkv/heapkv/internal/vfsutil"
 )
 
 // dirSyncFS is the file system Pebble sees: it makes every new directory
@@ -24,7 +25,7 @@ type dirSyncFS struct {
 }
 
 func (fs dirSyncFS) syncParent(name string) error {
-	if err := syncDir(fs.FS, fs.FS.PathDir(name)); err != nil {
+	if err := vfsutil.SyncDir(fs.FS, fs.FS.PathDir(name)); err != nil {
 		return fmt.Errorf("sync directory of %s: %w", name, err)
 	}
 	return nil

@@ -88,7 +88,7 @@ func (db *DB) vouchLocked() error {
 	if err != nil {
 		return fmt.Errorf("heapkv: write vouch record: %w", err)
 	}
-	db.applied.Store(uint64(lsn))
+	db.applied.Store(lsn)
 	return nil
 }
 

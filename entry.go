@@ -6,6 +6,7 @@ import (
 	"hash/crc32"
 
 	"github.com/heapkv/heapkv/alloc"
+	"github.com/heapkv/heapkv/internal/base"
 )
 
 // An index entry is the Pebble value stored under a user key. Wire format
@@ -53,7 +54,7 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // pointer locates a heap value.
 type pointer struct {
 	codec     Codec
-	lsn       uint64
+	lsn       base.LSN
 	rawLen    uint64
 	storedLen uint64
 	crc       uint32
@@ -74,7 +75,7 @@ func appendInlineEntry(dst, value []byte) []byte {
 
 func appendHeapEntry(dst []byte, p *pointer) []byte {
 	dst = append(dst, entryHeap, byte(p.codec))
-	dst = binary.AppendUvarint(dst, p.lsn)
+	dst = binary.AppendUvarint(dst, uint64(p.lsn))
 	dst = binary.AppendUvarint(dst, p.rawLen)
 	dst = binary.AppendUvarint(dst, p.storedLen)
 	dst = binary.LittleEndian.AppendUint32(dst, p.crc)
@@ -125,7 +126,7 @@ func decodeEntry(b []byte, g alloc.Geometry) (entry, error) {
 	r := byteReader{b: b[1:]}
 	p := &e.ptr
 	p.codec = Codec(r.byte())
-	p.lsn = r.uvarint()
+	p.lsn = base.LSN(r.uvarint())
 	p.rawLen = r.uvarint()
 	p.storedLen = r.uvarint()
 	p.crc = r.uint32()

@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"github.com/heapkv/heapkv/mirror"
+
+	"github.com/heapkv/heapkv/internal/base"
 )
 
 // Sentinel errors. Every error heapkv returns that has one of these causes
@@ -33,8 +35,11 @@ var (
 
 	// ErrCorrupt marks damage found on disk: a bad checksum, a foreign or
 	// truncated file, an index entry that does not decode. The wrapping text
-	// names the file, key or extent.
-	ErrCorrupt = errors.New("heapkv: corruption")
+	// names the file, key or extent. It is internal/base's marker, which
+	// every package's corruption error carries (the log's, the allocator's,
+	// the heap replicas', the file headers'), so errors.Is(err, ErrCorrupt)
+	// holds for corruption found at any layer.
+	ErrCorrupt = base.ErrCorrupt
 
 	// ErrLocked is returned by Open when another handle, in this process or
 	// another, holds the database directory, and only then: a directory

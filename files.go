@@ -5,6 +5,8 @@ import (
 	"io"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/heapkv/heapkv/internal/base"
+	"github.com/heapkv/heapkv/internal/vfsutil"
 )
 
 // The files of a database directory (ARCHITECTURE.md "On disk" draws the
@@ -32,9 +34,9 @@ const (
 	maxStateFileSize = 1 << 34
 )
 
-func manifestFileName(seq uint64) string { return fmt.Sprintf("%s%06d", manifestPrefix, seq) }
-func allocFileName(lsn uint64) string    { return fmt.Sprintf("%s%020d", allocPrefix, lsn) }
-func trackingFileName(lsn uint64) string { return fmt.Sprintf("%s%020d", trackingPrefix, lsn) }
+func manifestFileName(seq uint64) string   { return fmt.Sprintf("%s%06d", manifestPrefix, seq) }
+func allocFileName(lsn base.LSN) string    { return fmt.Sprintf("%s%020d", allocPrefix, lsn) }
+func trackingFileName(lsn base.LSN) string { return fmt.Sprintf("%s%020d", trackingPrefix, lsn) }
 
 // readFile reads a whole file into memory, refusing one of more than
 // limit bytes: a damaged or foreign file must not make Open allocate
@@ -79,17 +81,5 @@ func writeFileAtomic(fs vfs.FS, dir, name string, data []byte) error {
 	if err := fs.Rename(tmp, fs.PathJoin(dir, name)); err != nil {
 		return err
 	}
-	return syncDir(fs, dir)
-}
-
-func syncDir(fs vfs.FS, dir string) error {
-	d, err := fs.OpenDir(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return vfsutil.SyncDir(fs, dir)
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/objstorage/objstorageprovider"
 	"github.com/cockroachdb/pebble/v2/sstable"
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/heapkv/heapkv/internal/base"
 )
 
 // indexBloomBitsPerKey sizes the index tables' Bloom filters: 10 bits per
@@ -218,27 +219,27 @@ const (
 	indexMarkerSize    = 1 + 8*5
 )
 
-func encodeIndexMarker(lsn uint64, c counters) []byte {
+func encodeIndexMarker(lsn base.LSN, c counters) []byte {
 	b := make([]byte, 1, indexMarkerSize)
 	b[0] = indexMarkerVersion
-	for _, v := range []uint64{lsn, uint64(c.keys), uint64(c.inlineBytes), uint64(c.heapRawBytes), uint64(c.heapStoredBytes)} {
+	for _, v := range []uint64{uint64(lsn), uint64(c.keys), uint64(c.inlineBytes), uint64(c.heapRawBytes), uint64(c.heapStoredBytes)} {
 		b = binary.LittleEndian.AppendUint64(b, v)
 	}
 	return b
 }
 
-func decodeIndexMarker(b []byte) (lsn uint64, c counters, err error) {
+func decodeIndexMarker(b []byte) (lsn base.LSN, c counters, err error) {
 	if len(b) != indexMarkerSize || b[0] != indexMarkerVersion {
 		return 0, c, fmt.Errorf("checkpoint marker of %d bytes, version %d", len(b), b[0])
 	}
 	u := func(i int) uint64 { return binary.LittleEndian.Uint64(b[1+8*i:]) }
 	c = counters{keys: int64(u(1)), inlineBytes: int64(u(2)), heapRawBytes: int64(u(3)), heapStoredBytes: int64(u(4))}
-	return u(0), c, nil
+	return base.LSN(u(0)), c, nil
 }
 
 // writeIndexMarker records in the index that it holds every write through
 // the checkpoint at lsn, whose counters are c. The caller has flushed.
-func (db *DB) writeIndexMarker(lsn uint64, c counters) (err error) {
+func (db *DB) writeIndexMarker(lsn base.LSN, c counters) (err error) {
 	path := db.fs.PathJoin(db.dir, indexMarkerFileName)
 	defer func() {
 		if rerr := db.fs.Remove(path); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) && err == nil {
@@ -264,7 +265,7 @@ func (db *DB) writeIndexMarker(lsn uint64, c counters) (err error) {
 }
 
 // readIndexMarker returns the marker idx holds; ok is false if it has none.
-func readIndexMarker(idx *pebble.DB) (lsn uint64, c counters, ok bool, err error) {
+func readIndexMarker(idx *pebble.DB) (lsn base.LSN, c counters, ok bool, err error) {
 	it, err := idx.NewIter(&pebble.IterOptions{
 		KeyTypes: pebble.IterKeyTypeRangesOnly, LowerBound: indexMarkerStart, UpperBound: indexMarkerEnd,
 	})

@@ -11,6 +11,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/heapkv/heapkv/alloc"
+	"github.com/heapkv/heapkv/internal/base"
 	"github.com/heapkv/heapkv/internal/filehdr"
 	"github.com/heapkv/heapkv/mirror"
 )
@@ -60,7 +61,7 @@ import (
 // other change bumps filehdr.Version, which older readers refuse by name.
 type manifest struct {
 	seq           uint64
-	checkpointLSN uint64
+	checkpointLSN base.LSN
 	blockSize     uint32
 	segmentBlocks uint32
 	counters      counters
@@ -86,7 +87,7 @@ func (m *manifest) geometry() alloc.Geometry {
 type replicaMeta struct {
 	state    mirror.State
 	detached bool
-	staleLSN uint64
+	staleLSN base.LSN
 }
 
 const metaDetached = 1 << 0
@@ -107,7 +108,7 @@ func (m *manifest) encode(id filehdr.DBID) []byte {
 	b := make([]byte, filehdr.Size, 128)
 	filehdr.Header{Kind: filehdr.KindManifest, Version: filehdr.Version, DBID: id}.Encode(b)
 	b = binary.LittleEndian.AppendUint64(b, m.seq)
-	b = binary.LittleEndian.AppendUint64(b, m.checkpointLSN)
+	b = binary.LittleEndian.AppendUint64(b, uint64(m.checkpointLSN))
 	b = binary.LittleEndian.AppendUint32(b, m.blockSize)
 	b = binary.LittleEndian.AppendUint32(b, m.segmentBlocks)
 	for _, c := range []int64{m.counters.keys, m.counters.inlineBytes, m.counters.heapRawBytes, m.counters.heapStoredBytes} {
@@ -129,7 +130,7 @@ func (m *manifest) encode(id filehdr.DBID) []byte {
 				flags |= metaDetached
 			}
 			b = append(b, byte(r.state), flags)
-			b = binary.AppendUvarint(b, r.staleLSN)
+			b = binary.AppendUvarint(b, uint64(r.staleLSN))
 		}
 		b = append(b, boolByte(m.tracking))
 	}
@@ -153,7 +154,7 @@ func decodeManifest(b []byte, id filehdr.DBID) (manifest, filehdr.DBID, error) {
 	}
 	r := byteReader{b: body}
 	m.seq = r.uint64()
-	m.checkpointLSN = r.uint64()
+	m.checkpointLSN = base.LSN(r.uint64())
 	m.blockSize = r.uint32()
 	m.segmentBlocks = r.uint32()
 	m.counters.keys = int64(r.uint64())
@@ -171,7 +172,7 @@ func decodeManifest(b []byte, id filehdr.DBID) (manifest, filehdr.DBID, error) {
 		m.meta = make([]replicaMeta, len(m.replicas))
 		for i := range m.meta {
 			state, flags := r.byte(), r.byte()
-			m.meta[i] = replicaMeta{state: mirror.State(state), detached: flags&metaDetached != 0, staleLSN: r.uvarint()}
+			m.meta[i] = replicaMeta{state: mirror.State(state), detached: flags&metaDetached != 0, staleLSN: base.LSN(r.uvarint())}
 			if r.err == nil && (state > byte(mirror.Resyncing) || flags&^metaDetached != 0) {
 				return m, h.DBID, fmt.Errorf("manifest: replica %d has state %d, flags %#x", i, state, flags)
 			}

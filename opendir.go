@@ -6,6 +6,7 @@ import (
 
 	"github.com/cockroachdb/errors/oserror"
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/heapkv/heapkv/internal/vfsutil"
 )
 
 // mkdirLeaf makes sure dir is a directory, creating it (and syncing its
@@ -37,7 +38,7 @@ func mkdirLeaf(fs vfs.FS, dir string) (created bool, err error) {
 	if err := fs.MkdirAll(dir, 0o755); err != nil {
 		return false, fmt.Errorf("heapkv: create %s: %w", dir, err)
 	}
-	if err := syncDir(fs, parent); err != nil {
+	if err := vfsutil.SyncDir(fs, parent); err != nil {
 		return true, fmt.Errorf("heapkv: create %s: sync %s: %w", dir, parent, err)
 	}
 	return true, nil

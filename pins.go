@@ -8,6 +8,7 @@ import (
 	"unsafe"
 
 	"github.com/heapkv/heapkv/alloc"
+	"github.com/heapkv/heapkv/internal/base"
 )
 
 // pinSet records the LSNs that open readers may still see the index as of.
@@ -32,25 +33,25 @@ type pinShard struct {
 type pinShardState struct {
 	// mu guards counts.
 	mu     sync.Mutex
-	counts map[uint64]int // pinned LSN -> number of readers holding it
+	counts map[base.LSN]int // pinned LSN -> number of readers holding it
 }
 
 // pinToken is returned by pin and passed back to unpin.
 type pinToken struct {
 	shard uint32
-	lsn   uint64
+	lsn   base.LSN
 }
 
 func newPinSet() *pinSet {
 	n := 2 * runtime.GOMAXPROCS(0)
 	p := &pinSet{shards: make([]pinShard, n)}
 	for i := range p.shards {
-		p.shards[i].counts = make(map[uint64]int)
+		p.shards[i].counts = make(map[base.LSN]int)
 	}
 	return p
 }
 
-func (p *pinSet) pin(lsn uint64) pinToken {
+func (p *pinSet) pin(lsn base.LSN) pinToken {
 	i := p.next.Add(1) % uint32(len(p.shards))
 	s := &p.shards[i]
 	s.mu.Lock()
@@ -62,7 +63,7 @@ func (p *pinSet) pin(lsn uint64) pinToken {
 // pinLoad pins the value of v, loading it while holding the shard's lock,
 // so that a concurrent min either counts this pin or started its scan of
 // the shard before the load (and so saw a v no larger than this one).
-func (p *pinSet) pinLoad(v *atomic.Uint64) pinToken {
+func (p *pinSet) pinLoad(v *base.AtomicLSN) pinToken {
 	i := p.next.Add(1) % uint32(len(p.shards))
 	s := &p.shards[i]
 	s.mu.Lock()
@@ -83,8 +84,8 @@ func (p *pinSet) unpin(t pinToken) {
 
 // min returns the smallest pinned LSN, or math.MaxUint64 when nothing is
 // pinned, and the number of pins.
-func (p *pinSet) min() (uint64, int) {
-	m, n := uint64(math.MaxUint64), 0
+func (p *pinSet) min() (base.LSN, int) {
+	m, n := base.LSN(math.MaxUint64), 0
 	for i := range p.shards {
 		s := &p.shards[i]
 		s.mu.Lock()
@@ -109,11 +110,11 @@ type freeQueue struct {
 }
 
 type pendingFree struct {
-	lsn uint64
+	lsn base.LSN
 	ext alloc.Extent
 }
 
-func (q *freeQueue) push(lsn uint64, exts []alloc.Extent, blockSize int) {
+func (q *freeQueue) push(lsn base.LSN, exts []alloc.Extent, blockSize int) {
 	for _, e := range exts {
 		q.items = append(q.items, pendingFree{lsn: lsn, ext: e})
 		q.bytes += int64(e.Len) * int64(blockSize)
@@ -121,7 +122,7 @@ func (q *freeQueue) push(lsn uint64, exts []alloc.Extent, blockSize int) {
 }
 
 // release frees every extent whose LSN is at most limit.
-func (q *freeQueue) release(limit uint64, a *alloc.Allocator, blockSize int) {
+func (q *freeQueue) release(limit base.LSN, a *alloc.Allocator, blockSize int) {
 	for q.head < len(q.items) && q.items[q.head].lsn <= limit {
 		e := q.items[q.head].ext
 		a.Free(e)
@@ -159,7 +160,7 @@ func (db *DB) releaseFreesLocked() {
 	if log == nil {
 		return
 	}
-	limit := max(uint64(log.VouchedLSN()), db.ckpt.lsn.Load())
+	limit := max(log.VouchedLSN(), db.ckpt.lsn.Load())
 	if pinned, n := db.pins.min(); n > 0 {
 		limit = min(limit, pinned)
 	}

@@ -3,6 +3,8 @@ package heapkv
 import (
 	"sync"
 	"time"
+
+	"github.com/heapkv/heapkv/internal/base"
 )
 
 // The registry of readers: every open snapshot, iterator and transaction.
@@ -47,7 +49,7 @@ const (
 // readerEntry is one open reader in db.readers.open.
 type readerEntry struct {
 	kind  readerKind
-	lsn   uint64
+	lsn   base.LSN
 	since time.Time
 	force func() // closes the reader because the DB is closing
 }
@@ -56,7 +58,7 @@ type readerEntry struct {
 // has begun to close the open readers. A reader registers before it takes
 // any resource, holding its own mutex, so that force (which takes that
 // mutex) finds the resources in place.
-func (db *DB) addReader(kind readerKind, lsn uint64, force func()) (*readerEntry, error) {
+func (db *DB) addReader(kind readerKind, lsn base.LSN, force func()) (*readerEntry, error) {
 	e := &readerEntry{kind: kind, lsn: lsn, since: time.Now(), force: force}
 	db.readers.mu.Lock()
 	defer db.readers.mu.Unlock()
@@ -116,7 +118,7 @@ func (db *DB) readerStats(s *Stats) {
 	}
 	db.readers.mu.Unlock()
 	if oldest != nil {
-		s.OldestReaderLSN = oldest.lsn
+		s.OldestReaderLSN = uint64(oldest.lsn)
 		s.OldestReaderAge = time.Since(oldest.since)
 	}
 	s.TxnCommits = db.stats.txnCommits.Load()

@@ -2,14 +2,15 @@ package heapkv
 
 import (
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/heapkv/heapkv/alloc"
+	"github.com/heapkv/heapkv/internal/base"
 	"github.com/heapkv/heapkv/internal/filehdr"
+	"github.com/heapkv/heapkv/internal/vfsutil"
 	"github.com/heapkv/heapkv/mirror"
 	"github.com/heapkv/heapkv/wal"
 )
@@ -50,10 +51,7 @@ func (db *DB) recover() error {
 	// Check the log's framing before the index is opened: Pebble's Open
 	// rewrites its MANIFEST, OPTIONS and marker files, and a database whose
 	// log is damaged or foreign must be left exactly as it was found.
-	if _, err := wal.Replay(db.walOptions(), wal.LSN(m.checkpointLSN), func(wal.LSN, []byte) error { return nil }); err != nil {
-		if errors.Is(err, wal.ErrCorrupt) && !errors.Is(err, ErrCorrupt) {
-			err = fmt.Errorf("%w: %w", ErrCorrupt, err)
-		}
+	if _, err := wal.Replay(db.walOptions(), m.checkpointLSN, func(base.LSN, []byte) error { return nil }); err != nil {
 		return fmt.Errorf("heapkv: check log: %w", err)
 	}
 	if err := db.makeMirrorDirs(); err != nil {
@@ -85,9 +83,9 @@ func (db *DB) recover() error {
 		return fmt.Errorf("heapkv: open log: %w", err)
 	}
 	db.log.Store(log)
-	db.applied.Store(uint64(last))
-	if uint64(last) > m.checkpointLSN {
-		db.logger.Info("recovered from log", "checkpoint", m.checkpointLSN, "last", uint64(last))
+	db.applied.Store(last)
+	if last > m.checkpointLSN {
+		db.logger.Info("recovered from log", "checkpoint", m.checkpointLSN, "last", last)
 		if err := db.checkpoint(); err != nil {
 			return fmt.Errorf("heapkv: checkpoint after recovery: %w", err)
 		}
@@ -105,7 +103,7 @@ func (db *DB) recover() error {
 // written them without the heap blocks they point at. Their values are read
 // back and verified first; the first record whose value is not intact ends
 // the log there, as a torn tail.
-func (db *DB) replay(after uint64) (wal.LSN, error) {
+func (db *DB) replay(after base.LSN) (base.LSN, error) {
 	proven, err := wal.ProvenDurable(db.walOptions())
 	if err != nil {
 		return 0, fmt.Errorf("heapkv: scan log: %w", err)
@@ -123,7 +121,7 @@ func (db *DB) replay(after uint64) (wal.LSN, error) {
 		batch = db.index.NewBatch()
 		return nil
 	}
-	last, err := wal.Replay(db.walOptions(), wal.LSN(after), func(lsn wal.LSN, payload []byte) error {
+	last, err := wal.Replay(db.walOptions(), after, func(lsn base.LSN, payload []byte) error {
 		ops, err := decodeRecord(payload)
 		if err != nil {
 			return fmt.Errorf("%w: log record %d: %v", ErrCorrupt, lsn, err)
@@ -144,9 +142,6 @@ func (db *DB) replay(after uint64) (wal.LSN, error) {
 		return nil
 	})
 	if err != nil {
-		if errors.Is(err, wal.ErrCorrupt) && !errors.Is(err, ErrCorrupt) {
-			err = fmt.Errorf("%w: %w", ErrCorrupt, err)
-		}
 		return 0, fmt.Errorf("heapkv: replay log: %w", err)
 	}
 	return last, flush()
@@ -155,7 +150,7 @@ func (db *DB) replay(after uint64) (wal.LSN, error) {
 // verifyRecordValues reads back every heap value a record writes, on every
 // in-sync replica (one may have the blocks and another not; a bad copy is
 // repaired from a good one).
-func (db *DB) verifyRecordValues(lsn wal.LSN, ops []logOp) error {
+func (db *DB) verifyRecordValues(lsn base.LSN, ops []logOp) error {
 	for i := range ops {
 		if ops[i].kind != opPut {
 			continue
@@ -173,7 +168,7 @@ func (db *DB) verifyRecordValues(lsn wal.LSN, ops []logOp) error {
 	return nil
 }
 
-func (db *DB) redoOp(lsn wal.LSN, op *logOp, batch *pebble.Batch) error {
+func (db *DB) redoOp(lsn base.LSN, op *logOp, batch *pebble.Batch) error {
 	for _, e := range op.freed {
 		if err := db.alloc.MarkFree(e); err != nil {
 			return fmt.Errorf("%w: log record %d frees %v of key %q: %w", ErrCorrupt, lsn, e, op.key, err)
@@ -274,7 +269,7 @@ func (db *DB) create() error {
 	if err := db.fs.Remove(db.fs.PathJoin(db.dir, creatingFileName)); err != nil {
 		return fmt.Errorf("heapkv: finish creating %s: %w", db.dir, err)
 	}
-	return syncDir(db.fs, db.dir)
+	return vfsutil.SyncDir(db.fs, db.dir)
 }
 
 func (db *DB) heapConfig() mirror.Config {
@@ -304,7 +299,7 @@ func (db *DB) walOptions() wal.Options {
 }
 
 // loadAllocSnapshot restores the allocator from the checkpoint's snapshot.
-func (db *DB) loadAllocSnapshot(lsn uint64) error {
+func (db *DB) loadAllocSnapshot(lsn base.LSN) error {
 	name := allocFileName(lsn)
 	b, err := readFile(db.fs, db.fs.PathJoin(db.dir, name), maxStateFileSize)
 	if err != nil {

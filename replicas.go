@@ -68,7 +68,7 @@ func (db *DB) Replicas() []ReplicaStatus {
 	var out []ReplicaStatus
 	for _, st := range db.heap.Status() {
 		out = append(out, ReplicaStatus{
-			ID: st.ID, Path: st.Path, State: ReplicaState(st.State), StaleLSN: st.StaleLSN,
+			ID: st.ID, Path: st.Path, State: ReplicaState(st.State), StaleLSN: uint64(st.StaleLSN),
 			Detached: st.Detached, Available: st.Available, FullCopy: st.FullCopy,
 			BlocksToSync: st.ToCopy, BlocksSynced: st.Synced, BlocksCopied: st.Copied, BytesCopied: st.Copied * bs,
 			Source: st.Source, LastFullCopy: st.LastFull, Cause: st.Cause,
@@ -207,9 +207,6 @@ func (db *DB) runAttach(ctx context.Context, id int, explicit bool) error {
 	if err != nil {
 		if db.stopping() {
 			return fmt.Errorf("%w: attach replica %d stopped: %w", ErrClosed, id, err)
-		}
-		if errors.Is(err, mirror.ErrCorrupt) {
-			err = fmt.Errorf("%w: %w", ErrCorrupt, err)
 		}
 		return fmt.Errorf("heapkv: attach replica %d: %w", id, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"syscall"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/heapkv/heapkv/internal/vfsutil"
 )
 
 // The space reserve.
@@ -170,7 +171,7 @@ func writeReserve(fs vfs.FS, path string, size int64) error {
 		err = fs.Rename(tmp, path)
 	}
 	if err == nil {
-		err = syncDir(fs, fs.PathDir(path))
+		err = vfsutil.SyncDir(fs, fs.PathDir(path))
 	}
 	if err != nil {
 		_ = fs.Remove(tmp)

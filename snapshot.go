@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/heapkv/heapkv/internal/base"
 )
 
 // Snapshots. A Snapshot is a registered reader (readers.go) holding a
@@ -18,7 +19,7 @@ import (
 type snapRef struct {
 	db    *DB
 	psnap *pebble.Snapshot
-	lsn   uint64 // pinned; at most the LSN the snapshot sees
+	lsn   base.LSN // pinned; at most the LSN the snapshot sees
 	tok   pinToken
 	refs  atomic.Int32
 }
@@ -26,7 +27,7 @@ type snapRef struct {
 // newSnapRef pins lsn and takes a Pebble snapshot. lsn must have been read
 // from db.applied before the call (see the comment at the top).
 // REQUIRES: db.enter held.
-func (db *DB) newSnapRef(lsn uint64) *snapRef {
+func (db *DB) newSnapRef(lsn base.LSN) *snapRef {
 	r := &snapRef{db: db, lsn: lsn, tok: db.pins.pin(lsn)}
 	r.psnap = db.index.NewSnapshot()
 	r.refs.Store(1)

@@ -148,7 +148,7 @@ func (db *DB) Stats() (Stats, error) {
 	db.commit.mu.Lock()
 	c := db.commit.counters
 	s.HeapPendingFree = db.commit.frees.bytes
-	s.LSN = db.applied.Load()
+	s.LSN = uint64(db.applied.Load())
 	db.commit.mu.Unlock()
 	s.FormatVersion = filehdr.Version
 	s.BlockSize = db.geom.BlockSize
@@ -166,7 +166,7 @@ func (db *DB) Stats() (Stats, error) {
 		s.Fsyncs += int64(ls.Syncs + ls.MarkSyncs)
 	}
 	s.Fsyncs += db.heap.Syncs()
-	s.CheckpointLSN = db.ckpt.lsn.Load()
+	s.CheckpointLSN = uint64(db.ckpt.lsn.Load())
 	s.Checkpoints = db.stats.checkpoints.Load()
 	s.Commits = db.stats.commits.Load()
 	s.CommitGroups = db.stats.groups.Load()

@@ -7,6 +7,8 @@ import (
 	"iter"
 	"slices"
 	"sync"
+
+	"github.com/heapkv/heapkv/internal/base"
 )
 
 // Optimistic transactions. A Txn reads at the snapshot it took when it
@@ -56,8 +58,8 @@ type Txn struct {
 	// mu protects the following (and serialises with DB.Close).
 	mu         sync.Mutex
 	snap       *snapRef
-	start      uint64 // LSN the snapshot sees at least; conflicts are commits after it
-	registered bool   // with the conflict tracker (read-write transactions)
+	start      base.LSN // LSN the snapshot sees at least; conflicts are commits after it
+	registered bool     // with the conflict tracker (read-write transactions)
 	reg        *readerEntry
 	done       error // nil while open; ErrTxnClosed or ErrClosed after
 	writes     map[string]*txnWrite
@@ -316,7 +318,7 @@ func (t *Txn) Commit() error {
 		}
 	}
 	db := t.db
-	err := db.apply(ops, t.sync, func(lsn uint64) error { return db.checkTxn(c, lsn) })
+	err := db.apply(ops, t.sync, func(lsn base.LSN) error { return db.checkTxn(c, lsn) })
 	switch {
 	case err == nil:
 		db.stats.txnCommits.Add(1)

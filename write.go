@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/heapkv/heapkv/internal/base"
 )
 
 // The writer's side of the write path. Put, Delete, Apply and Txn.Commit
@@ -60,7 +61,7 @@ func (db *DB) Apply(b *Batch, wo *WriteOptions) error {
 
 // apply commits validated ops atomically, durably if sync. check, if not
 // nil, is the request's conflict check (Txn.Commit; see commitReq.check).
-func (db *DB) apply(bops []batchOp, sync bool, check func(lsn uint64) error) error {
+func (db *DB) apply(bops []batchOp, sync bool, check func(lsn base.LSN) error) error {
 	if len(bops) == 0 {
 		return nil
 	}

@@ -24,7 +24,7 @@ type Config struct {
 	// MaxSegments caps the heap size in segments. Allocate returns ErrFull
 	// rather than grow past it; MarkAllocated reports an extent past it as
 	// ErrCorrupt, which bounds the memory a corrupt log record can make
-	// recovery spend. Default (0): no limit.
+	// recovery spend. Default (0): no limit, on either.
 	MaxSegments int
 }
 

@@ -4,12 +4,16 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+
+	"github.com/heapkv/heapkv/internal/base"
 )
 
 // ErrCorrupt is carried (errors.Is) by every error that reports inconsistent
 // allocation state: a recovery step that contradicts the bitmaps, an extent
 // that does not fit the geometry, or a snapshot encoding that fails to decode.
-var ErrCorrupt = errors.New("alloc: corrupt allocation state")
+// It is marked with base.MarkCorrupt, so those errors also satisfy
+// errors.Is(err, base.ErrCorrupt).
+var ErrCorrupt = base.MarkCorrupt(errors.New("alloc: corrupt allocation state"))
 
 // ErrInvalid is returned (wrapped) for invalid arguments: a bad Geometry or
 // Config, or an Allocate of fewer than one block.

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/heapkv/heapkv/alloc"
+	"github.com/heapkv/heapkv/internal/base"
 )
 
 // small is the geometry most tests use: tiny segments, so that trades,
@@ -79,6 +80,10 @@ func wantErr(t testing.TB, err, target error, format string, args ...any) {
 	t.Helper()
 	if !errors.Is(err, target) {
 		t.Fatalf("%s: got error %v, want %v", fmt.Sprintf(format, args...), err, target)
+	}
+	// Every alloc.ErrCorrupt is corruption to every layer.
+	if errors.Is(target, alloc.ErrCorrupt) && !base.IsCorrupt(err) {
+		t.Fatalf("%s: error %v is not base.ErrCorrupt", fmt.Sprintf(format, args...), err)
 	}
 }
 

@@ -9,7 +9,16 @@ import (
 // MarkAllocated redoes an allocation found in the log: it sets the bits of e,
 // growing the heap to include e's segment if needed. It returns an error
 // wrapping ErrCorrupt, and changes nothing, if e does not fit the geometry,
-// lies beyond Config.MaxSegments, or any block of e is already allocated.
+// lies beyond Config.MaxSegments (when that is set), or any block of e is
+// already allocated.
+//
+// Only MaxSegments bounds the growth. With MaxSegments 0 (no limit; heapkv
+// sets none) an extent that passes every other check but names a far
+// segment grows the heap to that segment: memory in proportion to the
+// segment number (a bitmap of SegmentBlocks bits per segment), up to the
+// sanity limit of 1<<40 segments, which is far beyond any memory. A caller
+// that wants a damaged but checksummed log record to fail cleanly instead
+// must set MaxSegments to the most segments its heap can have.
 //
 // MarkAllocated and MarkFree are for recovery: call them from one goroutine,
 // before any Allocate (they set bits in segments no cursor owns yet).
@@ -22,8 +31,8 @@ func (a *Allocator) MarkAllocated(e Extent) error {
 		return fmt.Errorf("%w: mark allocated %v: segment %d is beyond the maximum of %d segments",
 			ErrCorrupt, e, si, max)
 	}
-	// Guard the int conversion below. (Without MaxSegments a corrupt record
-	// can still make this grow the table absurdly: set it.)
+	// Guard the int conversion below. This keeps the arithmetic sound; it
+	// does not bound memory (see above).
 	if si >= 1<<40 {
 		return fmt.Errorf("%w: mark allocated %v: segment %d is absurdly far", ErrCorrupt, e, si)
 	}

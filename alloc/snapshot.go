@@ -188,6 +188,8 @@ func UnmarshalSnapshot(b []byte) (*Snapshot, error) {
 	}
 	g := Geometry{BlockSize: int(bs), SegmentBlocks: int(sb)}
 	if err := g.Validate(); err != nil {
+		// %v: Validate's ErrInvalid (a caller's bad argument) does not
+		// apply to a damaged snapshot.
 		return nil, fmt.Errorf("%w: snapshot: geometry at offset %d: %v", ErrCorrupt, offBlockSize, err)
 	}
 	nseg := binary.LittleEndian.Uint64(b[offSegments:])

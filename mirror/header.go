@@ -54,7 +54,7 @@ func decodeHeader(b []byte, id filehdr.DBID) (blockSize, replicaID int, err erro
 func checkHeader(cfg Config, f vfs.File, id int) error {
 	b := make([]byte, headerSize)
 	if n, err := f.ReadAt(b, 0); n < headerSize {
-		return fmt.Errorf("replica header: read %d of %d bytes: %v", n, headerSize, err)
+		return fmt.Errorf("replica header: read %d of %d bytes: %w", n, headerSize, err)
 	}
 	bs, rid, err := decodeHeader(b, cfg.DBID)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+	"github.com/heapkv/heapkv/internal/base"
 	"github.com/heapkv/heapkv/internal/filehdr"
 )
 
@@ -67,7 +68,7 @@ type fixture struct {
 	fs    vfs.FS
 	paths []string
 	set   *Set
-	lsn   atomic.Uint64
+	lsn   atomic.Uint64 // the LSN counter; curLSN reads it
 	acks  atomic.Int64
 
 	mu      sync.Mutex        // guards content
@@ -101,10 +102,13 @@ func newFixture(t *testing.T, replicas int) *fixture {
 func (f *fixture) config() Config {
 	return Config{
 		FS: f.fs, DBID: testID, BlockSize: testBS, Logger: slog.New(slog.DiscardHandler),
-		LSN:           f.lsn.Load,
+		LSN:           f.curLSN,
 		OnStateChange: func() error { f.acks.Add(1); return nil },
 	}
 }
+
+// curLSN returns the LSN counter: every write so far was issued before it.
+func (f *fixture) curLSN() base.LSN { return base.LSN(f.lsn.Load()) }
 
 // block returns the bytes of a block holding tag.
 func block(b, tag uint64) []byte {

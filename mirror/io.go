@@ -6,6 +6,8 @@ import (
 	"io"
 	"math/bits"
 	"sync"
+
+	"github.com/heapkv/heapkv/internal/base"
 )
 
 // WriteAt writes p starting at the first byte of block on every replica
@@ -150,7 +152,7 @@ func (s *Set) fail(failed []failure, othersOK bool) error {
 // exclusively; the caller calls changedLocked.
 func (s *Set) goStaleLocked(r *replica, cause string, lost bool) {
 	if r.state == InSync {
-		r.staleLSN = r.durable.Load()
+		r.staleLSN = base.LSN(r.durable.Load())
 		r.track, r.trackLSN = newBlockSet(), r.staleLSN
 		r.synced = newBlockSet()
 	}
@@ -208,7 +210,7 @@ func (s *Set) Sync() error {
 	}
 	s.syncMu.Lock()
 	defer s.syncMu.Unlock()
-	var lsn uint64
+	var lsn base.LSN
 	if s.cfg.LSN != nil {
 		lsn = s.cfg.LSN()
 	}
@@ -246,8 +248,8 @@ func (s *Set) Sync() error {
 		}
 		if m.r.state == InSync {
 			okInSync++
-			if lsn > m.r.durable.Load() {
-				m.r.durable.Store(lsn)
+			if uint64(lsn) > m.r.durable.Load() {
+				m.r.durable.Store(uint64(lsn))
 			}
 		}
 	}

@@ -63,11 +63,15 @@ import (
 	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/heapkv/heapkv/internal/base"
 	"github.com/heapkv/heapkv/internal/filehdr"
+	"github.com/heapkv/heapkv/internal/vfsutil"
 )
 
-// ErrCorrupt marks a replica file whose header cannot be trusted.
-var ErrCorrupt = errors.New("mirror: corrupt replica")
+// ErrCorrupt marks a replica file whose header cannot be trusted. It is
+// marked with base.MarkCorrupt, so errors wrapping it also satisfy
+// errors.Is(err, base.ErrCorrupt).
+var ErrCorrupt = base.MarkCorrupt(errors.New("mirror: corrupt replica"))
 
 // ErrNoReplica is returned when no replica can take a write or serve a read.
 var ErrNoReplica = errors.New("mirror: no usable replica")
@@ -98,7 +102,7 @@ type Config struct {
 	// before the call (heapkv: the last LSN applied). Sync records it as
 	// the LSN each replica that synced holds durably; a replica that fails
 	// later goes stale at that LSN.
-	LSN func() uint64
+	LSN func() base.LSN
 
 	// OnStateChange, if set, is called after replicas changed state, outside
 	// the set's locks, before the call that changed them returns, and by
@@ -198,10 +202,10 @@ type replica struct {
 	// Guarded by Set.mu.
 	f        vfs.File // nil while unavailable
 	state    State
-	staleLSN uint64    // LSN it holds (valid while not in sync)
+	staleLSN base.LSN  // LSN it holds (valid while not in sync)
 	detached bool      // made stale by Detach: not attached automatically
 	track    *blockSet // blocks written since tracking began; nil: all of them
-	trackLSN uint64    // LSN the tracking began at
+	trackLSN base.LSN  // LSN the tracking began at
 	synced   *blockSet // blocks up to date (resync progress); nil while in sync
 	cause    string    // why it is stale
 	owned    bool      // a Resync call owns the replica
@@ -324,7 +328,7 @@ func createFile(cfg Config, p string, id int) (vfs.File, error) {
 		f.Close()
 		return nil, fmt.Errorf("mirror: sync header of %s: %w", p, err)
 	}
-	if err := syncDir(cfg.FS, p); err != nil {
+	if err := vfsutil.SyncDir(cfg.FS, cfg.FS.PathDir(p)); err != nil {
 		f.Close()
 		return nil, err
 	}
@@ -358,21 +362,6 @@ func (s *Set) finishOpen() {
 	s.mu.Lock()
 	s.publishLocked()
 	s.mu.Unlock()
-}
-
-func syncDir(fs vfs.FS, p string) error {
-	d, err := fs.OpenDir(fs.PathDir(p))
-	if err != nil {
-		return fmt.Errorf("mirror: open directory of %s: %w", p, err)
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("mirror: sync directory of %s: %w", p, err)
-	}
-	return nil
 }
 
 func (s *Set) offset(block uint64) int64 {

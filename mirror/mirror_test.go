@@ -33,12 +33,12 @@ func TestWriteReadAllReplicas(t *testing.T) {
 func TestDetachAttachNoWrites(t *testing.T) {
 	f := newFixture(t, 2)
 	f.mustWrite(0, 50, 1)
-	if err := f.set.Detach(1, f.lsn.Load()); err != nil {
+	if err := f.set.Detach(1, f.curLSN()); err != nil {
 		t.Fatal(err)
 	}
 	st := f.status(1)
 	mustState(t, st, Stale)
-	if !st.Detached || st.Available || st.Marked != 0 || st.StaleLSN != f.lsn.Load() {
+	if !st.Detached || st.Available || st.Marked != 0 || st.StaleLSN != f.curLSN() {
 		t.Fatalf("after detach: %+v", st)
 	}
 	if _, err := f.set.Reopen(1); err != nil {
@@ -60,7 +60,7 @@ func TestDetachAttachNoWrites(t *testing.T) {
 func TestResyncCopiesChangedLiveBlocks(t *testing.T) {
 	f := newFixture(t, 2)
 	f.mustWrite(0, 100, 1)
-	if err := f.set.Detach(1, f.lsn.Load()); err != nil {
+	if err := f.set.Detach(1, f.curLSN()); err != nil {
 		t.Fatal(err)
 	}
 	f.mustWrite(10, 5, 2)  // overwrite in place (a reused block)
@@ -95,7 +95,7 @@ func TestWriteErrorGoesStale(t *testing.T) {
 	if err := f.set.Sync(); err != nil {
 		t.Fatal(err)
 	}
-	synced := f.lsn.Load()
+	synced := f.curLSN()
 	f.mustWrite(4, 2, 1) // unsynced: replica 1 may lose it
 	f.inj.fail(f.paths[1], errorfs.OpFileWriteAt)
 	f.mustWrite(20, 1, 2)
@@ -165,7 +165,7 @@ func TestLastReplicaErrorFails(t *testing.T) {
 // the replica is stale, across other replicas going stale and coming back.
 func TestTrackingKeepsMarks(t *testing.T) {
 	f := newFixture(t, 3)
-	if err := f.set.Detach(2, f.lsn.Load()); err != nil {
+	if err := f.set.Detach(2, f.curLSN()); err != nil {
 		t.Fatal(err)
 	}
 	want := int64(0)
@@ -174,7 +174,7 @@ func TestTrackingKeepsMarks(t *testing.T) {
 		want += 2
 		switch i {
 		case 10:
-			if err := f.set.Detach(1, f.lsn.Load()); err != nil {
+			if err := f.set.Detach(1, f.curLSN()); err != nil {
 				t.Fatal(err)
 			}
 		case 30:

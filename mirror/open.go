@@ -1,10 +1,12 @@
 package mirror
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 
-	"github.com/cockroachdb/errors/oserror"
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/heapkv/heapkv/internal/base"
 )
 
 // ReplicaSpec describes one replica to Open, as the caller's durable replica
@@ -12,7 +14,7 @@ import (
 type ReplicaSpec struct {
 	Path     string
 	State    State // Resyncing is opened as Stale: a resync resumes only when asked
-	StaleLSN uint64
+	StaleLSN base.LSN
 	Detached bool
 }
 
@@ -26,7 +28,7 @@ type OpenOptions struct {
 	// whose stale LSN is at least DurableLSN and that has no tracking
 	// bitmap in Tracking gets an empty one (replay fills it); one whose
 	// stale LSN is older needs a full copy.
-	DurableLSN uint64
+	DurableLSN base.LSN
 
 	// Tracking is the tracking state a checkpoint captured (Capture), or
 	// nil. If it does not decode, Open logs why and ignores it.
@@ -101,7 +103,7 @@ func Open(cfg Config, o OpenOptions) (*Set, error) {
 		s.replicas = append(s.replicas, r)
 		if sp.State == InSync {
 			if r.f != nil {
-				r.durable.Store(o.DurableLSN)
+				r.durable.Store(uint64(o.DurableLSN))
 				continue
 			}
 			r.state, r.staleLSN, r.cause = Stale, o.DurableLSN, "replica file missing at open"
@@ -140,7 +142,7 @@ func Open(cfg Config, o OpenOptions) (*Set, error) {
 func openReplicaFile(cfg Config, p string, id int, inSync bool) (vfs.File, error) {
 	// OpenReadWrite would create a missing file: look first.
 	if _, err := cfg.FS.Stat(p); err != nil {
-		if oserror.IsNotExist(err) {
+		if errors.Is(err, fs.ErrNotExist) {
 			return nil, nil
 		}
 		return nil, fmt.Errorf("mirror: open replica %d: %w", id, err)

@@ -18,7 +18,7 @@ import (
 func TestResyncInterrupted(t *testing.T) {
 	f := newFixture(t, 2)
 	f.mustWrite(0, 10, 1)
-	if err := f.set.Detach(1, f.lsn.Load()); err != nil {
+	if err := f.set.Detach(1, f.curLSN()); err != nil {
 		t.Fatal(err)
 	}
 	const n = 2000
@@ -86,7 +86,7 @@ func TestResyncInterrupted(t *testing.T) {
 // With several in-sync replicas a source read error falls back to another.
 func TestResyncSourceFallback(t *testing.T) {
 	f := newFixture(t, 3)
-	if err := f.set.Detach(2, f.lsn.Load()); err != nil {
+	if err := f.set.Detach(2, f.curLSN()); err != nil {
 		t.Fatal(err)
 	}
 	f.mustWrite(0, 300, 1)
@@ -110,7 +110,7 @@ func TestResyncConcurrentWrites(t *testing.T) {
 	for b := uint64(0); b < span; b += 64 {
 		f.mustWrite(b, 64, 0)
 	}
-	if err := f.set.Detach(1, f.lsn.Load()); err != nil {
+	if err := f.set.Detach(1, f.curLSN()); err != nil {
 		t.Fatal(err)
 	}
 	var tag atomic.Uint64
@@ -194,16 +194,16 @@ func TestCaptureOpen(t *testing.T) {
 	if err := f.set.Sync(); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.set.Detach(1, f.lsn.Load()); err != nil {
+	if err := f.set.Detach(1, f.curLSN()); err != nil {
 		t.Fatal(err)
 	}
-	stale1 := f.lsn.Load()
+	stale1 := f.curLSN()
 	f.mustWrite(5, 10, 2)
 	f.mustWrite(500, 3, 2)
-	if err := f.set.Detach(2, f.lsn.Load()); err != nil {
+	if err := f.set.Detach(2, f.curLSN()); err != nil {
 		t.Fatal(err)
 	}
-	stale2 := f.lsn.Load()
+	stale2 := f.curLSN()
 	f.mustWrite(40, 2, 3)
 	// Part of replica 1's resync, then a checkpoint.
 	if _, err := f.set.Reopen(1); err != nil {
@@ -216,7 +216,7 @@ func TestCaptureOpen(t *testing.T) {
 	if err != nil || trk == nil {
 		t.Fatalf("capture: %v", err)
 	}
-	ckpt := f.lsn.Load()
+	ckpt := f.curLSN()
 	f.mustWrite(60, 1, 4) // after the checkpoint: replay must re-mark it
 	if err := f.set.Sync(); err != nil {
 		t.Fatal(err)

@@ -1,6 +1,10 @@
 package mirror
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/heapkv/heapkv/internal/base"
+)
 
 // Detach makes in-sync replica id stale, as a planned removal: its file is
 // synced and closed, it is not written again until a Resync, and its
@@ -10,7 +14,7 @@ import "fmt"
 // last in-sync replica cannot be detached. Detaching a stale replica only
 // marks it detached; a resyncing one is ErrBusy. Detach returns after
 // OnStateChange has recorded the change.
-func (s *Set) Detach(id int, lsn uint64) error {
+func (s *Set) Detach(id int, lsn base.LSN) error {
 	if s.closed.Load() {
 		return ErrClosed
 	}
@@ -44,8 +48,8 @@ func (s *Set) Detach(id int, lsn uint64) error {
 		err := r.f.SyncData()
 		if err == nil {
 			s.syncs.Add(1)
-			if lsn > r.durable.Load() {
-				r.durable.Store(lsn)
+			if uint64(lsn) > r.durable.Load() {
+				r.durable.Store(uint64(lsn))
 			}
 		}
 		s.goStaleLocked(r, "detached", err != nil)
@@ -81,21 +85,21 @@ type Status struct {
 	ID        int
 	Path      string
 	State     State
-	StaleLSN  uint64 // LSN the replica holds (not in sync)
-	Detached  bool   // made stale by Detach
-	Available bool   // its file is open
-	FullCopy  bool   // no tracking bitmap: a resync copies every allocated block
-	TrackLSN  uint64 // LSN its tracking bitmap starts at (not a full copy)
-	Marked    int64  // blocks marked in its tracking bitmap
-	ToCopy    int64  // marked blocks not yet synced (some may be free); -1 for a full copy
-	Synced    int64  // blocks its sync bitmap holds
-	Copied    int64  // blocks copied by the running or last resync
-	Source    int    // source replica of the running or last resync; -1 if none
-	LastFull  bool   // the running or last resync is a full copy
-	Cause     string // why it is stale
-	ReadErrs  int64  // failed reads of this replica
-	BadCopies int64  // copies found bad by verified reads and scrubs
-	Repairs   int64  // bad copies rewritten
+	StaleLSN  base.LSN // LSN the replica holds (not in sync)
+	Detached  bool     // made stale by Detach
+	Available bool     // its file is open
+	FullCopy  bool     // no tracking bitmap: a resync copies every allocated block
+	TrackLSN  base.LSN // LSN its tracking bitmap starts at (not a full copy)
+	Marked    int64    // blocks marked in its tracking bitmap
+	ToCopy    int64    // marked blocks not yet synced (some may be free); -1 for a full copy
+	Synced    int64    // blocks its sync bitmap holds
+	Copied    int64    // blocks copied by the running or last resync
+	Source    int      // source replica of the running or last resync; -1 if none
+	LastFull  bool     // the running or last resync is a full copy
+	Cause     string   // why it is stale
+	ReadErrs  int64    // failed reads of this replica
+	BadCopies int64    // copies found bad by verified reads and scrubs
+	Repairs   int64    // bad copies rewritten
 }
 
 // Status returns the status of every replica, in id order.

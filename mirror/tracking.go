@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 
+	"github.com/heapkv/heapkv/internal/base"
 	"github.com/heapkv/heapkv/internal/filehdr"
 )
 
@@ -44,7 +45,7 @@ var errShort = errors.New("truncated")
 // trackEntry is the decoded state of one replica.
 type trackEntry struct {
 	id       int
-	trackLSN uint64
+	trackLSN base.LSN
 	track    *blockSet // nil: a full copy is needed
 	synced   *blockSet
 }
@@ -108,7 +109,7 @@ func encodeTracking(id filehdr.DBID, entries []trackEntry) []byte {
 			flags |= flagHasTrack
 		}
 		b = append(b, flags)
-		b = binary.AppendUvarint(b, e.trackLSN)
+		b = binary.AppendUvarint(b, uint64(e.trackLSN))
 		if e.track != nil {
 			b = appendRuns(b, e.track)
 		}
@@ -155,7 +156,7 @@ func decodeTracking(b []byte, id filehdr.DBID, limit uint64) (map[int]trackEntry
 		var e trackEntry
 		rid := d.uvarint()
 		flags := d.byte()
-		e.trackLSN = d.uvarint()
+		e.trackLSN = base.LSN(d.uvarint())
 		if flags&flagHasTrack != 0 {
 			e.track = d.runs()
 		}

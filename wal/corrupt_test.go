@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/heapkv/heapkv/internal/base"
 	"github.com/heapkv/heapkv/internal/filehdr"
 	"github.com/heapkv/heapkv/wal"
 )
@@ -83,13 +84,28 @@ func replayErr(opts wal.Options, after wal.LSN) (wal.LSN, []wal.LSN, error) {
 
 func wantCorrupt(t *testing.T, err error, mentions ...string) {
 	t.Helper()
-	if !errors.Is(err, wal.ErrCorrupt) {
-		t.Fatalf("got %v, want ErrCorrupt", err)
+	if !errors.Is(err, wal.ErrCorrupt) || !errors.Is(err, base.ErrCorrupt) {
+		t.Fatalf("got %v, want ErrCorrupt (and base.ErrCorrupt)", err)
 	}
 	for _, s := range mentions {
 		if !strings.Contains(err.Error(), s) {
 			t.Fatalf("error %q does not mention %q", err, s)
 		}
+	}
+}
+
+// The log's corruption sentinel keeps its text and is the shared marker; a
+// bad record, which may be a harmless torn tail, is not marked.
+func TestCorruptSentinels(t *testing.T) {
+	if got := wal.ErrCorrupt.Error(); got != "wal: corrupt log" {
+		t.Fatalf("ErrCorrupt text %q", got)
+	}
+	if !errors.Is(wal.ErrCorrupt, base.ErrCorrupt) {
+		t.Fatal("wal.ErrCorrupt is not base.ErrCorrupt")
+	}
+	_, _, _, _, err := wal.DecodeRecord(make([]byte, 10))
+	if !errors.Is(err, wal.ErrBadRecord) || base.IsCorrupt(err) {
+		t.Fatalf("a torn record: %v, want ErrBadRecord and not corruption", err)
 	}
 }
 

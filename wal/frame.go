@@ -43,7 +43,9 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // ErrBadRecord is matched (errors.Is) by the *RecordError the decoders
 // return for a record that is torn, truncated, zeroed or fails its checksum.
 // Whether a bad record is a harmless torn tail or corruption is decided by
-// Replay, not by the framing layer.
+// Replay, not by the framing layer, so ErrBadRecord is not marked as
+// corruption (base.ErrCorrupt): the errors Replay returns for a bad record
+// that is damage wrap ErrCorrupt instead.
 var ErrBadRecord = errors.New("wal: bad record")
 
 // RecordError describes a bad record: where it starts and what is wrong.

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/heapkv/heapkv/internal/vfsutil"
 )
 
 // writeCategory tags the log's writes for vfs implementations that account
@@ -220,7 +221,7 @@ func ensureDir(o Options) error {
 		return fmt.Errorf("wal: create %s: %w", o.Dir, err)
 	}
 	for i := len(created) - 1; i >= 0; i-- {
-		if err := syncDir(o.FS, o.FS.PathDir(created[i])); err != nil {
+		if err := vfsutil.SyncDir(o.FS, o.FS.PathDir(created[i])); err != nil {
 			return err
 		}
 	}
@@ -268,7 +269,7 @@ func (s *segment) create(o Options) (err error) {
 	if err = s.s.Sync(); err != nil {
 		return fmt.Errorf("wal: sync %s: %w", s.path, err)
 	}
-	return syncDir(o.FS, o.Dir)
+	return vfsutil.SyncDir(o.FS, o.Dir)
 }
 
 // close closes both handles of a segment.
@@ -534,7 +535,7 @@ func (l *Log) RemoveThrough(lsn LSN) error {
 		l.mu.Lock()
 		l.mu.segs = append([]segmentInfo(nil), l.mu.segs[removed:]...)
 		l.mu.Unlock()
-		err = errors.Join(err, syncDir(l.opts.FS, l.opts.Dir))
+		err = errors.Join(err, vfsutil.SyncDir(l.opts.FS, l.opts.Dir))
 	}
 	return err
 }

@@ -4,31 +4,31 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/heapkv/heapkv/internal/base"
 	"github.com/heapkv/heapkv/internal/filehdr"
 )
 
-// LSN is a log sequence number. LSNs are dense and monotonic: the first
-// record of a log is LSN 1 and every record is one more than the last.
-type LSN uint64
+// LSN is a log sequence number (base.LSN, shared by every layer). LSNs are
+// dense and monotonic: the first record of a log is LSN 1 and every record
+// is one more than the last.
+type LSN = base.LSN
 
 // InvalidLSN is the zero LSN; no record has it. Replay(after=InvalidLSN)
 // replays the whole log.
 const InvalidLSN LSN = 0
 
-// String formats the LSN as a decimal number.
-func (l LSN) String() string { return strconv.FormatUint(uint64(l), 10) }
-
 // Errors. Every error that reports damage on disk wraps ErrCorrupt and names
-// the file (and offset where there is one).
+// the file (and offset where there is one); ErrCorrupt is marked with
+// base.MarkCorrupt, so those errors also satisfy errors.Is(err,
+// base.ErrCorrupt).
 var (
 	// ErrCorrupt is wrapped by every error Replay or Open returns for damage
 	// that is not a torn tail: a bad record that a later record proves was
 	// durable, a bad record in the middle of a non-last segment, a missing or
 	// overlapping segment, a foreign file or one of another database.
-	ErrCorrupt = errors.New("wal: corrupt log")
+	ErrCorrupt = base.MarkCorrupt(errors.New("wal: corrupt log"))
 
 	// ErrStop, returned (possibly wrapped) by a Replay callback, ends the
 	// log before the record it was given: a caller that finds a record's

@@ -175,20 +175,3 @@ func readPrefix(fsys vfs.FS, path string, n int) ([]byte, error) {
 	}
 	return b[:m], nil
 }
-
-// syncDir fsyncs a directory so that entries created or removed in it are
-// durable.
-func syncDir(fsys vfs.FS, dir string) error {
-	d, err := fsys.OpenDir(dir)
-	if err != nil {
-		return fmt.Errorf("wal: open directory %s: %w", dir, err)
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("wal: sync directory %s: %w", dir, err)
-	}
-	return nil
-}

@@ -1,5 +1,7 @@
 package wal
 
+import "github.com/heapkv/heapkv/internal/vfsutil"
+
 // SyncAll fsyncs every segment file in opts.Dir and the directory itself.
 // Recovery calls it before replaying: records that reached the file system
 // but were never synced before a process crash must be durable before
@@ -28,5 +30,5 @@ func SyncAll(opts Options) error {
 	if len(segs) == 0 {
 		return nil
 	}
-	return syncDir(o.FS, o.Dir)
+	return vfsutil.SyncDir(o.FS, o.Dir)
 }

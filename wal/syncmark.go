@@ -9,6 +9,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/heapkv/heapkv/internal/filehdr"
+	"github.com/heapkv/heapkv/internal/vfsutil"
 )
 
 // SyncMarkName is the name of the sync mark file in the log directory: a
@@ -213,7 +214,7 @@ func createMarkFile(o Options, path string, lsn LSN) error {
 	if err := o.FS.Rename(tmp, path); err != nil {
 		return fmt.Errorf("wal: rename %s to %s: %w", tmp, path, err)
 	}
-	return syncDir(o.FS, o.Dir)
+	return vfsutil.SyncDir(o.FS, o.Dir)
 }
 
 // write makes the file record lsn durably: it overwrites the older slot

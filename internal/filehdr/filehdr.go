@@ -23,6 +23,8 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+
+	"github.com/heapkv/heapkv/internal/base"
 )
 
 // Size is the encoded size of a Header in bytes.
@@ -71,8 +73,11 @@ type Header struct {
 
 // ErrBadHeader is returned (wrapped) when a header is short, has the wrong
 // magic, fails its checksum, has an unknown version, or names another kind
-// or database than the caller expected.
-var ErrBadHeader = errors.New("filehdr: bad file header")
+// or database than the caller expected. A bad header is damage (or a file
+// that does not belong where it was found), so ErrBadHeader is marked as
+// corruption: errors that wrap it also satisfy errors.Is(err,
+// base.ErrCorrupt).
+var ErrBadHeader = base.MarkCorrupt(errors.New("filehdr: bad file header"))
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
