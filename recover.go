@@ -124,7 +124,7 @@ func (db *DB) replay(after base.LSN) (base.LSN, error) {
 	last, err := wal.Replay(db.walOptions(), after, func(lsn base.LSN, payload []byte) error {
 		ops, err := decodeRecord(payload)
 		if err != nil {
-			return fmt.Errorf("%w: log record %d: %v", ErrCorrupt, lsn, err)
+			return fmt.Errorf("%w: log record %d: %w", ErrCorrupt, lsn, err)
 		}
 		if lsn > proven {
 			if err := db.verifyRecordValues(lsn, ops); err != nil {

@@ -96,7 +96,7 @@ func (db *DB) readValue(key []byte, p *pointer) ([]byte, error) {
 	}
 	v, err := decodeValue(p.codec, p.rawLen, stored)
 	if err != nil {
-		return nil, fmt.Errorf("%w: value of key %q at %v (written at LSN %d): %v value of %d bytes stored in %d does not decode: %v",
+		return nil, fmt.Errorf("%w: value of key %q at %v (written at LSN %d): %v value of %d bytes stored in %d does not decode: %w",
 			ErrCorrupt, key, p.extents, p.lsn, p.codec, p.rawLen, p.storedLen, err)
 	}
 	return v, nil
@@ -138,7 +138,7 @@ func (db *DB) repairRead(key []byte, p *pointer, buf []byte, cause error) ([]byt
 		if len(res.Unreadable) == res.Copies && res.Copies > 0 {
 			return nil, fmt.Errorf("heapkv: get %q: every copy is unreadable: %w", key, err)
 		}
-		return nil, fmt.Errorf("%w: value of key %q at %v (written at LSN %d): no replica holds a good copy (%v); first error: %v",
+		return nil, fmt.Errorf("%w: value of key %q at %v (written at LSN %d): no replica holds a good copy (%w); first error: %w",
 			ErrCorrupt, key, p.extents, p.lsn, err, cause)
 	}
 	db.stats.readRepairs.Add(int64(len(res.Repaired)))
