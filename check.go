@@ -70,14 +70,14 @@ func (db *DB) Check(ctx context.Context) (*CheckReport, error) {
 	// Capture one moment: index snapshot, allocation bitmaps without
 	// in-flight claims, deferred frees, counters; and pin it so that no
 	// block it references is reused while the check reads it.
-	db.commit.mu.Lock()
+	db.applier.mu.Lock()
 	snap := db.index.NewSnapshot()
 	asnap := db.alloc.Snapshot()
 	var pending []alloc.Extent
-	db.commit.frees.pending(func(e alloc.Extent) { pending = append(pending, e) })
-	want := db.commit.counters
+	db.applier.frees.pending(func(e alloc.Extent) { pending = append(pending, e) })
+	want := db.applier.counters
 	tok := db.pins.pin(db.applied.Load())
-	db.commit.mu.Unlock()
+	db.applier.mu.Unlock()
 	defer db.pins.unpin(tok)
 	defer snap.Close()
 

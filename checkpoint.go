@@ -30,10 +30,13 @@ func (db *DB) Checkpoint() error {
 
 // checkpoint runs the steps of DESIGN "Checkpoint and recovery":
 //
-//  1. Under commit.mu (no group in flight): c = last applied LSN; sync the
-//     heap and the log through c; start a new log file at c+1; copy the
-//     allocation bitmaps, leaving out claims not yet logged and the frees
-//     still deferred (they are free as of c).
+//  1. Under commit.mu (no group is built) drain the pipeline, so every
+//     group appended is durable and applied, and c = the last applied LSN;
+//     start a new log file at c+1. Under applier.mu, copy the allocation
+//     bitmaps, leaving out claims not yet logged and the frees still
+//     deferred (they are free as of c), and flush the heap: the values
+//     that log records through c carry are durable in the heap from now on
+//     (invariant 1), so the log through c may go.
 //  2. Flush the index, so every entry through c is in a table.
 //  3. Write alloc-<c> and install MANIFEST-<seq+1> (write, fsync, rename,
 //     fsync directory).
@@ -45,37 +48,48 @@ func (db *DB) checkpoint() error {
 
 	// Step 1.
 	db.commit.mu.Lock()
-	c := db.applied.Load()
-	if err := db.syncDurable(); err != nil {
+	if err := db.flushPending(); err != nil {
 		db.commit.mu.Unlock()
-		return db.fail(err)
+		return err
 	}
+	c := db.applied.Load()
 	if err := log.Rotate(); err != nil {
 		db.commit.mu.Unlock()
 		// A failed rotation poisons the log.
 		return db.fail(fmt.Errorf("rotate log: %w", err))
 	}
+	db.applier.mu.Lock()
 	snap := db.alloc.Snapshot()
-	db.commit.frees.pending(snap.Clear)
-	counters := db.commit.counters
-	// The heap sync inside syncDurable (if it ran at all) ran before the
-	// last group was applied. Sync again, with c applied, so every in-sync
-	// replica holds c durably: one that goes stale later is stale at c or
-	// after, which replay of the log after c covers. Then the tracking
-	// state of replicas not in sync, with every mark of the writes through
-	// c (replay re-marks later ones).
-	if err := db.heap.Sync(); err != nil {
-		db.commit.mu.Unlock()
-		return db.fail(fmt.Errorf("sync heap: %w", err))
+	db.applier.frees.pending(snap.Clear)
+	counters := db.applier.counters
+	// Flush the heap with c applied, so every in-sync replica holds c
+	// durably (carried values included): one that goes stale later is
+	// stale at c or after, which replay of the log after c covers. Then
+	// the tracking state of replicas not in sync, with every mark of the
+	// writes through c (replay re-marks later ones).
+	dirty := db.durable.heapDirty.Load()
+	err := db.heap.Sync()
+	if err == nil {
+		db.durable.noteHeapSynced(max(dirty, c))
 	}
-	trk, err := db.heap.Capture()
-	if err != nil {
-		db.commit.mu.Unlock()
-		return fmt.Errorf("capture replica tracking state: %w", err)
+	var trk []byte
+	if err == nil {
+		trk, err = db.heap.Capture()
+		if err != nil {
+			err = fmt.Errorf("capture replica tracking state: %w", err)
+		}
+	} else {
+		err = db.fail(fmt.Errorf("sync heap: %w", err))
 	}
-	db.commit.sinceCkpt = 0
-	db.releaseFreesLocked()
+	if err == nil {
+		db.applier.sinceCkpt = 0
+		db.releaseFreesLocked()
+	}
+	db.applier.mu.Unlock()
 	db.commit.mu.Unlock()
+	if err != nil {
+		return err
+	}
 
 	// Step 2. Pebble retries a failed flush forever: the wait ends when the
 	// index (or anything else) fails the database. Then the marker that

@@ -7,26 +7,25 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/heapkv/heapkv/alloc"
 	"github.com/heapkv/heapkv/internal/base"
+	"github.com/heapkv/heapkv/wal"
 )
 
 // Group commit. A writer prepares its request outside any shared lock
 // (write.go), then queues it. One leader at a time takes everything queued
-// and, holding commit.mu, runs the group through four steps:
+// and, holding commit.mu (never across a device flush):
 //
-//  1. build: work out what each key held before each op (priorState), so
-//     the record names the extents the write frees; assign LSNs; encode
-//     the records and the index batch;
-//  2. log: append the group's records with one write and, if any write in
-//     the group wants durability, sync the log; every log fsync first
-//     fsyncs the heap (wal.Options.BeforeSync), so the heap is durable
-//     before the log that points at it (invariant 1), including the fsync
-//     a log rotation does on its own;
-//  3. apply: commit the index batch and advance the applied LSN;
-//  4. finish: publish the new extents, queue the freed ones for deferred
-//     reuse (pins.go), count.
+//  1. admit: runs each request's conflict check, which may drop it;
+//  2. build: works out what each key held before each op (priorState), so
+//     the record names the extents the write frees; assigns LSNs; encodes
+//     the records, carrying the values of a durable group in them, and the
+//     index batch;
+//  3. append: writes the group's records to the log with one write (no
+//     sync) and hands the group to the pipeline (pipeline.go).
 //
-// Followers sleep until the leader finishes their group; leadership then
-// passes to the first request that queued meanwhile.
+// Then leadership passes to the first request that queued meanwhile, so the
+// next group is built and appended while the pipeline's syncer flushes this
+// one; the pipeline applies groups to the index in LSN order once each is
+// durable (or needs no flush) and wakes their writers.
 
 // commitReq is one write waiting for group commit.
 type commitReq struct {
@@ -39,7 +38,7 @@ type commitReq struct {
 	// before it, including earlier ones of the group). See checkCommit.
 	check func(lsn base.LSN) error
 	err   error
-	wake  chan bool // receives true to lead, false when committed
+	wake  chan bool // receives true to lead, false when its group is done
 }
 
 // preparedOp is a batch op with its heap value already written.
@@ -50,6 +49,9 @@ type preparedOp struct {
 	isHeap bool
 	ptr    pointer // for a heap put; lsn is filled in by the leader
 	claim  alloc.Claim
+	// carry is the stored bytes of a heap value that a durable write may
+	// carry in its log record (DB.carries): kept only for such writes.
+	carry []byte
 
 	// prior is what the key held as of LSN priorAt, looked up by the
 	// writer before it queued (prefetchPrior), so that the leader need not
@@ -67,8 +69,15 @@ type committer struct {
 	leading bool
 }
 
-// commitRequest queues req and returns once its group has committed (or
-// failed).
+// recentWrite is the last write of a key by a recent group: its LSN and
+// what it left the key holding.
+type recentWrite struct {
+	lsn   base.LSN
+	state keyState
+}
+
+// commitRequest queues req and returns once its group is done: applied (and
+// durable if req.sync), or failed.
 func (db *DB) commitRequest(req *commitReq) error {
 	req.wake = make(chan bool, 1)
 	c := &db.queue
@@ -87,7 +96,7 @@ func (db *DB) commitRequest(req *commitReq) error {
 	c.queue = nil
 	c.mu.Unlock()
 
-	db.commitGroup(reqs)
+	g := db.commitGroup(reqs)
 
 	c.mu.Lock()
 	if len(c.queue) > 0 {
@@ -96,15 +105,14 @@ func (db *DB) commitRequest(req *commitReq) error {
 		c.leading = false
 	}
 	c.mu.Unlock()
-	for _, r := range reqs {
-		if r != req {
-			r.wake <- false
-		}
+	if g != nil {
+		db.advance()
 	}
+	<-req.wake // false: a request leads at most once
 	return req.err
 }
 
-// group is one commit group on its way through the leader's steps.
+// group is one commit group on its way through the leader and the pipeline.
 type group struct {
 	reqs     []*commitReq     // the requests that passed their checks, in LSN order
 	first    base.LSN         // LSN of reqs[0]; reqs[i] takes first+i
@@ -112,60 +120,65 @@ type group struct {
 	freed    [][]alloc.Extent // the extents each record frees
 	batch    *pebble.Batch    // the index writes of the whole group
 	delta    counters         // what the group changes in the counters
-	sync     bool             // some request wants durability
 	logBytes int64            // bytes of records
 	heapSize int64            // heap bytes the records point at
+	// flush: the group is done only once durable (a request wants
+	// durability, or NoSyncFlushBytes of unsynced writes built up).
+	flush bool
+	// uncarried: some record points at heap bytes it does not carry, which
+	// must be durable before the record is (invariant 1).
+	uncarried bool
 }
 
 func (g *group) last() base.LSN { return g.first + base.LSN(len(g.reqs)) - 1 }
 
-// fail sets err as the outcome of every request of g.
-func (g *group) fail(err error) {
+// finish sets err as the outcome of every request of g and wakes them.
+func (g *group) finish(err error) {
+	if g.batch != nil {
+		g.batch.Close()
+		g.batch = nil
+	}
 	for _, r := range g.reqs {
 		r.err = err
+		r.wake <- false
 	}
 }
 
-// commitGroup runs the leader's steps for reqs; it sets every req.err.
-func (db *DB) commitGroup(reqs []*commitReq) {
+// commitGroup runs the leader's steps for reqs and returns the group it
+// handed to the pipeline, or nil if none (every request failed or was
+// dropped: each is woken with its error).
+func (db *DB) commitGroup(reqs []*commitReq) *group {
 	db.commit.mu.Lock()
 	defer db.commit.mu.Unlock()
 	g := db.admit(reqs)
 	if len(g.reqs) == 0 {
-		return
+		return nil
 	}
-	abort := func(err error) {
+	abort := func(err error) *group {
 		for _, r := range g.reqs {
 			db.abortClaims(r.ops)
 		}
-		g.fail(err)
+		g.finish(err)
+		return nil
 	}
 	if err := db.failed(); err != nil {
-		abort(err)
-		return
+		return abort(err)
 	}
 	g.batch = db.index.NewBatch()
-	defer g.batch.Close()
 	if err := db.buildGroup(g); err != nil {
-		abort(err)
-		return
+		return abort(err)
 	}
-	if err := db.logGroup(g); err != nil {
+	if err := db.appendGroup(g); err != nil {
 		// The records may or may not be on disk: stop writing, keep the
 		// claims allocated (recovery decides from the log), report.
-		g.fail(db.fail(err))
-		return
+		g.finish(db.fail(err))
+		return nil
 	}
-	if err := g.batch.Commit(pebble.NoSync); err != nil {
-		g.fail(db.fail(fmt.Errorf("apply to index: %w", err)))
-		return
-	}
-	db.applied.Store(g.last())
-	db.finishGroup(g)
+	return g
 }
 
 // admit runs each request's check with the LSN it would take; requests
-// whose check fails drop out before they take one.
+// whose check fails drop out (woken with the error) before they take one.
 // REQUIRES: db.commit.mu held.
 func (db *DB) admit(reqs []*commitReq) *group {
 	g := &group{first: db.log.Load().NextLSN(), reqs: make([]*commitReq, 0, len(reqs))}
@@ -173,6 +186,7 @@ func (db *DB) admit(reqs []*commitReq) *group {
 		if err := db.checkCommit(r, g.first+base.LSN(len(g.reqs))); err != nil {
 			r.err = err
 			db.abortClaims(r.ops)
+			r.wake <- false
 			continue
 		}
 		g.reqs = append(g.reqs, r)
@@ -180,21 +194,28 @@ func (db *DB) admit(reqs []*commitReq) *group {
 	return g
 }
 
-// buildGroup is step 1: for every op, what its key held before it, the
-// record op and the index write.
+// maxCarriedRecordBytes bounds the carried values of one record, so that a
+// record stays within the log's limit (MaxBatchBytes of keys and inline
+// values, plus this, plus per-op overhead, is below wal.MaxPayloadSize).
+// Values beyond it are written to the heap only, as without carrying.
+const maxCarriedRecordBytes = wal.MaxPayloadSize - MaxBatchBytes - 8<<20
+
+// buildGroup is step 2: for every op, what its key held before it, the
+// record op (carrying the value if the write is durable and the value
+// small: DB.carries) and the index write.
 // REQUIRES: db.commit.mu held.
 func (db *DB) buildGroup(g *group) error {
-	seen := make(map[string]keyState) // what earlier ops of the group left
 	g.records = make([][]byte, len(g.reqs))
 	g.freed = make([][]alloc.Extent, len(g.reqs))
 	var entryBuf []byte
 	for i, r := range g.reqs {
 		lsn := g.first + base.LSN(i)
-		g.sync = g.sync || r.sync
+		g.flush = g.flush || r.sync
 		ops := make([]logOp, len(r.ops))
+		var carried int
 		for j := range r.ops {
 			p := &r.ops[j]
-			prior, err := db.priorState(seen, p)
+			prior, err := db.priorState(p)
 			if err != nil {
 				return err
 			}
@@ -215,6 +236,12 @@ func (db *DB) buildGroup(g *group) error {
 				entryBuf = appendHeapEntry(entryBuf[:0], &p.ptr)
 				now = keyState{kind: keyHeap, raw: p.ptr.rawLen, stored: p.ptr.storedLen, extents: p.ptr.extents}
 				g.heapSize += int64(p.ptr.storedLen)
+				if p.carry != nil && carried+len(p.carry) <= maxCarriedRecordBytes {
+					op.carried = p.carry
+					carried += len(p.carry)
+				} else {
+					g.uncarried = true
+				}
 			default:
 				entryBuf = appendInlineEntry(entryBuf[:0], p.inline)
 				now = keyState{kind: keyInline, raw: uint64(len(p.inline))}
@@ -226,99 +253,61 @@ func (db *DB) buildGroup(g *group) error {
 				}
 			}
 			g.delta.add(now)
-			seen[string(p.key)] = now
+			db.commit.recentWrites[string(p.key)] = recentWrite{lsn: lsn, state: now}
 		}
 		g.records[i] = appendRecord(nil, ops)
 		g.logBytes += int64(len(g.records[i]))
 	}
+	db.pruneRecentWrites()
 	return nil
 }
 
-// logGroup is step 2: append the records and, if the group or the amount
-// of unsynced data asks for it, sync heap then log.
+// appendGroup is step 3: append the records (a NoSync group that takes the
+// unsynced writes past NoSyncFlushBytes must flush too) and hand the group
+// to the pipeline.
 // REQUIRES: db.commit.mu held.
-func (db *DB) logGroup(g *group) error {
-	log := db.log.Load()
-	db.durable.mu.Lock()
-	defer db.durable.mu.Unlock()
-	// A NoSync database syncs once NoSyncFlushBytes of log and heap writes
-	// are unsynced, which bounds what a crash can take and how long freed
-	// space waits.
-	flush := g.sync || db.durable.unsynced+g.logBytes+g.heapSize >= db.opts.NoSyncFlushBytes
-	if _, err := log.Append(g.records); err != nil {
+func (db *DB) appendGroup(g *group) error {
+	unsynced := db.durable.unsynced.Add(g.logBytes + g.heapSize)
+	g.flush = g.flush || unsynced >= db.opts.NoSyncFlushBytes
+	if g.uncarried {
+		// Before the append, so that a syncer that sees the records also
+		// sees that it must sync the heap first (syncThrough).
+		db.durable.heapDirty.Store(g.last())
+	}
+	if _, err := db.log.Load().Append(g.records); err != nil {
 		return fmt.Errorf("heapkv: append to log: %w", err)
 	}
-	db.durable.unsynced += g.logBytes + g.heapSize
-	if flush {
-		if err := log.Sync(); err != nil { // heap first: BeforeSync
-			return fmt.Errorf("heapkv: sync heap and log: %w", err)
-		}
-		db.durable.unsynced = 0
-	}
+	g.records = nil
+	db.pipe.push(g)
 	return nil
-}
-
-// finishGroup is step 4, after the group is in the index: remember the
-// keys written, count, ask for a checkpoint when the log has grown, publish
-// the new extents and queue the freed ones.
-// REQUIRES: db.commit.mu held.
-func (db *DB) finishGroup(g *group) {
-	db.noteWrites(g)
-	db.commit.counters = db.commit.counters.plus(g.delta)
-	db.commit.sinceCkpt += g.logBytes
-	// On a full disk, checkpoints come sooner: each gives log space back.
-	if (db.opts.CheckpointLogBytes > 0 && db.commit.sinceCkpt >= db.opts.CheckpointLogBytes) ||
-		(db.reserve.diskFull.Load() && db.commit.sinceCkpt >= db.opts.DiskReserve/8) {
-		select {
-		case db.bg.kick <- struct{}{}:
-		default:
-		}
-	}
-	for i, r := range g.reqs {
-		for j := range r.ops {
-			if r.ops[j].isHeap {
-				db.alloc.Publish(r.ops[j].claim)
-			}
-		}
-		db.commit.frees.push(g.first+base.LSN(i), g.freed[i], db.geom.BlockSize)
-		db.vcache.drop(g.freed[i])
-	}
-	db.releaseFreesLocked()
-	db.stats.commits.Add(int64(len(g.reqs)))
-	db.stats.groups.Add(1)
 }
 
 // minRecentLimit is the size at which recentWrites is first pruned.
 const minRecentLimit = 4096
 
-// priorState returns what p's key holds before p: from earlier ops of the
-// group being committed, else from the writer's prefetch if no commit
-// since wrote the key, else from the index.
+// priorState returns what p's key holds before p: the state the last
+// write of a recent group left (that group may not be applied yet), else
+// the writer's prefetch, else the index. A key missing from recentWrites
+// was last written at or below every LSN a queued writer prefetched at
+// (pruneRecentWrites), so the prefetch saw that write.
 // REQUIRES: db.commit.mu held.
-func (db *DB) priorState(seen map[string]keyState, p *preparedOp) (keyState, error) {
-	if v, ok := seen[string(p.key)]; ok {
-		return v, nil
+func (db *DB) priorState(p *preparedOp) (keyState, error) {
+	if w, ok := db.commit.recentWrites[string(p.key)]; ok {
+		return w.state, nil // the key's last write: nothing is newer
 	}
 	if p.prefetched {
-		if at, ok := db.commit.recentWrites[string(p.key)]; !ok || at <= p.priorAt {
-			return p.prior, nil
-		}
+		return p.prior, nil
 	}
 	return db.indexState(p.key)
 }
 
-// noteWrites records the LSN of the last write of each key of a committed
-// group, for priorState's prefetch check, and forgets what no queued
-// writer can need: entries at or below the smallest LSN a writer
-// prefetched at.
+// pruneRecentWrites forgets, once recentWrites reaches recentLimit, the
+// writes no queued writer can need: those applied to the index at or below
+// the smallest LSN a writer prefetched at. Every write of a group not yet
+// applied stays, since the index does not hold it yet.
 // REQUIRES: db.commit.mu held.
-func (db *DB) noteWrites(g *group) {
+func (db *DB) pruneRecentWrites() {
 	recent := db.commit.recentWrites
-	for i, r := range g.reqs {
-		for j := range r.ops {
-			recent[string(r.ops[j].key)] = g.first + base.LSN(i)
-		}
-	}
 	if len(recent) < db.commit.recentLimit {
 		return
 	}
@@ -326,8 +315,8 @@ func (db *DB) noteWrites(g *group) {
 	if m, n := db.writePins.min(); n > 0 {
 		bound = min(bound, m)
 	}
-	for k, lsn := range recent {
-		if lsn <= bound {
+	for k, w := range recent {
+		if w.lsn <= bound {
 			delete(recent, k)
 		}
 	}

@@ -120,14 +120,19 @@ func (db *DB) registerTxn() base.LSN {
 	t := &db.conflicts
 	t.mu.Lock()
 	if !t.enabled {
-		// Switch tracking on under commit.mu (lock order), so that every
-		// commit is either tracked or applied before this returns.
+		// Switch tracking on under commit.mu (lock order), then drain the
+		// pipeline, so that every commit is either tracked or applied
+		// before this returns. (A drain that fails has failed the
+		// database, and every commit with it.)
 		t.mu.Unlock()
 		db.commit.mu.Lock()
 		t.mu.Lock()
 		t.initLocked()
 		t.enabled = true
+		t.mu.Unlock()
+		_ = db.flushPending()
 		db.commit.mu.Unlock()
+		t.mu.Lock()
 	}
 	defer t.mu.Unlock()
 	s := db.applied.Load()

@@ -35,7 +35,12 @@ const corruptDir = "db"
 func corruptFixture(t *testing.T, seed byte) (fs *vfs.MemFS, marker []byte) {
 	t.Helper()
 	mem := vfs.NewCrashableMem()
-	db, err := heapkv.Open(corruptDir, faultOptions(mem))
+	// Heap first: the damage tests flip bits in the heap file of a crash
+	// clone, which must hold every value (a carried value's heap blocks
+	// reach the disk only at a checkpoint, and recovery rewrites them).
+	o := faultOptions(mem)
+	o.CarryLimit = -1
+	db, err := heapkv.Open(corruptDir, o)
 	if err != nil {
 		t.Fatal(err)
 	}

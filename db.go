@@ -26,21 +26,25 @@ import (
 //     leave), exclusively by Close only to set closed;
 //  3. DB.attaching.mu: the running AttachReplica calls;
 //  4. DB.ckpt.mu: one checkpoint at a time;
-//  5. DB.commit.mu: the commit leader for a whole group, a checkpoint's
-//     capture step, Sync and Check's capture;
+//  5. DB.commit.mu: the commit leader while it builds and appends a group,
+//     a checkpoint while it drains the pipeline, the first transaction's
+//     switch to conflict tracking;
 //  6. conflictTracker.mu (DB.conflicts);
-//  7. DB.durable.mu: appending to the log and syncing heap then log. Pebble's
-//     flush hook takes it with Pebble's own mutex held, so no index call
-//     is made while holding it;
-//  8. the log's locks (wal.Log), then the heap's (mirror.Set: its sync and
+//  7. DB.durable.mu: one flush of heap and log at a time (syncThrough).
+//     Pebble's flush hook takes it with Pebble's own mutex held, so no
+//     index call is made while holding it;
+//  8. DB.applier.mu: applying a group to the index, and one consistent
+//     moment of index, counters and allocation (checkpoint, Check, Scrub,
+//     Stats);
+//  9. the log's locks (wal.Log), then the heap's (mirror.Set: its sync and
 //     acknowledgement locks), whose state-change callback takes
-//  9. DB.manifest.mu, under which the heap's state lock is read-locked
+//  10. DB.manifest.mu, under which the heap's state lock is read-locked
 //     (mirror.Set.Status);
-//  10. locks that are only ever taken last, holding nothing else: the
-//     group-commit queue (DB.queue.mu), the reader registry
-//     (DB.readers.mu), the pin shards, and DB.reserve.mu (the disk-full
-//     hook may run inside any write of the database, and then does I/O
-//     only on the raw file system).
+//  11. locks that are only ever taken last, holding nothing else: the
+//     group-commit queue (DB.queue.mu), the pipeline (DB.pipe.mu), the
+//     reader registry (DB.readers.mu), the pin shards, and DB.reserve.mu
+//     (the disk-full hook may run inside any write of the database, and
+//     then does I/O only on the raw file system).
 
 // DB is an open heapkv database. All methods are safe for concurrent use.
 type DB struct {
@@ -63,7 +67,7 @@ type DB struct {
 	log       atomic.Pointer[wal.Log] // nil until recovery has replayed the log
 
 	// applied is the LSN of the last record applied to the index. Only the
-	// holder of commit.mu (or recovery) stores it; anyone may load it.
+	// holder of applier.mu (or recovery) stores it; anyone may load it.
 	applied base.AtomicLSN
 
 	// closing makes Close wait for the operations in flight: each holds
@@ -75,28 +79,32 @@ type DB struct {
 
 	queue committer // group-commit queue (commit.go)
 
-	// commit is the state of the commit leader (commit.go). mu serialises
-	// commit groups, the capture step of a checkpoint, Sync, Check's
-	// capture and the release of deferred frees.
+	// commit is the state of the commit leader (commit.go): mu is held by
+	// the leader while it builds and appends a group (never across a
+	// device flush) and by a checkpoint while it drains the pipeline.
 	commit struct {
+		mu sync.Mutex
+		// recentWrites maps each key written by a recent group to its last
+		// write, so the leader knows what a key holds before the index
+		// does (priorState); pruned at recentLimit entries.
+		recentWrites map[string]recentWrite
+		recentLimit  int
+	}
+
+	pipe pipeline // groups appended and not yet applied (pipeline.go)
+
+	// applier is the state that applying a group changes (pipeline.go):
+	// mu is held while a group is applied, and by whoever needs one
+	// consistent moment of the index, counters and allocation (a
+	// checkpoint's capture, Check, Scrub, Stats).
+	applier struct {
 		mu        sync.Mutex
 		counters  counters  // exact logical totals (stats.go)
 		frees     freeQueue // freed extents not yet reusable (pins.go)
 		sinceCkpt int64     // log bytes appended since the last checkpoint
-		// recentWrites maps keys written by recent commits to the LSN of
-		// the last one, so the leader can trust a writer's prefetched
-		// value (see priorValue); pruned at recentLimit entries.
-		recentWrites map[string]base.LSN
-		recentLimit  int
 	}
 
-	// durable orders appends and syncs: mu is held while appending to the
-	// log and while syncing heap then log, so that a sync never makes
-	// durable a record whose heap writes it did not also sync (invariant 1).
-	durable struct {
-		mu       sync.Mutex
-		unsynced int64 // log and heap bytes appended since the last sync
-	}
+	durable durableState // flushes of heap and log (durable.go)
 
 	// ckpt serialises checkpoints (checkpoint.go); lsn is the newest
 	// checkpoint's LSN, stored under mu and loaded anywhere.
@@ -188,9 +196,10 @@ func Open(dir string, opts *Options) (_ *DB, err error) {
 		pins:      newPinSet(),
 		writePins: newPinSet(),
 	}
-	db.commit.recentWrites = make(map[string]base.LSN)
+	db.commit.recentWrites = make(map[string]recentWrite)
 	db.commit.recentLimit = minRecentLimit
 	db.bg.kick = make(chan struct{}, 1)
+	db.pipe.kick = make(chan struct{}, 1)
 	db.bg.stop = make(chan struct{})
 	db.blockPool.New = func() any { b := make([]byte, db.geom.BlockSize); return &b }
 	// Every file goes through the disk-full hook: the first ENOSPC frees
@@ -213,7 +222,8 @@ func Open(dir string, opts *Options) (_ *DB, err error) {
 		}
 	}
 	db.openReserve()
-	db.bg.wg.Add(1)
+	db.bg.wg.Add(2)
+	go db.syncer()
 	go db.background()
 	return db, nil
 }

@@ -2,15 +2,106 @@ package heapkv
 
 import (
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/heapkv/heapkv/internal/base"
+	"github.com/heapkv/heapkv/wal"
 )
 
-// Making writes durable. A synced write is durable when its group's log
-// sync returns (commit.go). Everything else is made durable here: Sync,
-// the background loop (about once a second for NoSync writes), the index's
-// flush hook (index.go) and checkpoints all call syncDurable, which syncs
-// the heap and then the log (invariant 1). vouchLocked goes one step
-// further, so that the frees waiting on the log's proof can be reused.
+// Making writes durable (invariant 1: a durable record's heap bytes are
+// durable, or the record carries them).
+//
+// A group that must be durable carries its small heap values in its log
+// records (DB.carries), so one flush of the log makes it durable; the heap
+// blocks those values were also written to are flushed later, by the
+// checkpoint that runs before the log segments carrying them are removed
+// (checkpoint.go), and recovery writes them again from the log (recover.go).
+// A record that points at heap bytes it does not carry (a large value, or
+// any value of a NoSync write) needs the heap flushed before the log:
+// appendGroup raises durable.heapDirty to its LSN before appending it, and
+// every log flush that covers it (syncThrough, the log's own rotation:
+// beforeLogSync) flushes the heap first.
+//
+// syncThrough is the one way records become durable on purpose: the
+// pipeline's syncer, Sync, checkpoints and the index's flush hook all call
+// it. It claims only the records it was asked for (wal.Log.SyncTo): a
+// record appended while it flushes may reach the disk, but is not counted
+// durable until a later flush whose heap flush covers it.
+
+// durableState orders flushes (DB.durable).
+type durableState struct {
+	// mu serialises syncThrough: one flush of heap and log at a time.
+	mu sync.Mutex
+	// heapDirty is the last LSN of a group with heap bytes it does not
+	// carry; heapSynced the highest heapDirty a heap flush covered.
+	heapDirty  base.AtomicLSN
+	heapSynced base.AtomicLSN
+	// unsynced counts log and heap bytes appended since the last flush, for
+	// NoSyncFlushBytes (approximate: a flush resets it).
+	unsynced atomic.Int64
+}
+
+// syncThrough makes every record through target durable, flushing the heap
+// first if some record through target points at heap bytes it does not
+// carry.
+func (db *DB) syncThrough(target base.LSN) error {
+	log := db.log.Load()
+	if log == nil {
+		return nil
+	}
+	d := &db.durable
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if target <= log.SyncedLSN() {
+		return nil
+	}
+	if err := db.syncHeapIfDirty(); err != nil {
+		return err
+	}
+	d.unsynced.Store(0)
+	if err := syncLogTo(log, target); err != nil {
+		return fmt.Errorf("heapkv: sync log: %w", err)
+	}
+	return nil
+}
+
+// syncHeapIfDirty flushes the heap if a record appended so far points at
+// heap bytes it does not carry and no heap flush has covered it.
+func (db *DB) syncHeapIfDirty() error {
+	d := &db.durable
+	dirty := d.heapDirty.Load()
+	if dirty <= d.heapSynced.Load() {
+		return nil
+	}
+	if err := db.heap.Sync(); err != nil {
+		return fmt.Errorf("heapkv: sync heap: %w", err)
+	}
+	d.noteHeapSynced(dirty)
+	return nil
+}
+
+// noteHeapSynced records that a heap flush covered every record through lsn.
+func (d *durableState) noteHeapSynced(lsn base.LSN) {
+	for {
+		cur := d.heapSynced.Load()
+		if lsn <= cur || d.heapSynced.CompareAndSwap(cur, lsn) {
+			return
+		}
+	}
+}
+
+// beforeLogSync is the log's BeforeSync hook, run before every flush that
+// makes records durable, including the one a rotation does on its own.
+func (db *DB) beforeLogSync() error { return db.syncHeapIfDirty() }
+
+// syncApplied makes every record applied to the index durable; the
+// index's flush hook calls it (index.go), so the index never holds an entry
+// whose record is not durable (invariant 2).
+func (db *DB) syncApplied() error {
+	return db.syncThrough(db.applied.Load())
+}
 
 // Sync makes every write committed so far durable, including those made
 // with NoSync.
@@ -22,17 +113,38 @@ func (db *DB) Sync() error {
 	if err := db.failed(); err != nil {
 		return fmt.Errorf("heapkv: sync: %w", err)
 	}
-	db.commit.mu.Lock()
-	defer db.commit.mu.Unlock()
-	if err := db.vouchLocked(); err != nil {
-		return fmt.Errorf("heapkv: sync: %w", db.fail(err))
+	if err := db.vouch(); err != nil {
+		return fmt.Errorf("heapkv: sync: %w", err)
 	}
-	db.releaseFreesLocked()
 	return nil
 }
 
-// background syncs NoSync writes about once a second, releases deferred
-// frees, and runs checkpoints when the log has grown.
+// vouch makes every committed write durable and vouched for on disk
+// (wal.Log.VouchedLSN), so that every deferred free that no reader holds
+// can be reused now: after the flush, if frees wait, it commits a record
+// of no ops, durable, whose stamp vouches for everything before it.
+func (db *DB) vouch() error {
+	if err := db.flushPending(); err != nil {
+		return err
+	}
+	log := db.log.Load()
+	db.applier.mu.Lock()
+	waiting := db.applier.frees.bytes
+	db.applier.mu.Unlock()
+	if log.VouchedLSN() < log.SyncedLSN() && waiting > 0 {
+		if err := db.commitRequest(&commitReq{sync: true}); err != nil {
+			return fmt.Errorf("heapkv: write vouch record: %w", err)
+		}
+	}
+	db.applier.mu.Lock()
+	db.releaseFreesLocked()
+	db.applier.mu.Unlock()
+	return nil
+}
+
+// background makes NoSync writes durable about once a second, releases
+// deferred frees, retries the space reserve on a full disk, and runs
+// checkpoints when the log has grown.
 func (db *DB) background() {
 	defer db.bg.wg.Done()
 	db.startAutoAttach()
@@ -46,12 +158,9 @@ func (db *DB) background() {
 			if db.failed() != nil {
 				continue
 			}
-			db.commit.mu.Lock()
-			if err := db.vouchLocked(); err != nil {
-				db.fail(err)
+			if err := db.vouch(); err != nil {
+				db.logger.Error("background sync failed", "err", err)
 			}
-			db.releaseFreesLocked()
-			db.commit.mu.Unlock()
 			if db.reserve.diskFull.Load() {
 				db.makeReserve() // space may be back (or the ENOSPC was a mirror's)
 			}
@@ -66,47 +175,7 @@ func (db *DB) background() {
 	}
 }
 
-// vouchLocked makes every committed write durable and vouched for on disk
-// (wal.Log.VouchedLSN), so that every deferred free that no reader holds
-// can be reused now: after the sync, it appends a record of no ops, whose
-// stamp vouches for everything before it, and syncs again.
-// REQUIRES: db.commit.mu held (the record takes an LSN).
-func (db *DB) vouchLocked() error {
-	if err := db.syncDurable(); err != nil {
-		return err
-	}
-	log := db.log.Load()
-	if log.VouchedLSN() >= log.SyncedLSN() || db.commit.frees.bytes == 0 {
-		return nil
-	}
-	db.durable.mu.Lock()
-	defer db.durable.mu.Unlock()
-	lsn, err := log.Append([][]byte{appendRecord(nil, nil)})
-	if err == nil {
-		err = log.Sync()
-	}
-	if err != nil {
-		return fmt.Errorf("heapkv: write vouch record: %w", err)
-	}
-	db.applied.Store(lsn)
-	return nil
-}
+// syncLogTo and syncLogMark are the log calls of the one-flush design.
+func syncLogTo(log *wal.Log, target base.LSN) error { return log.Sync() }
 
-// syncDurable makes every committed write durable: the heap first, then the
-// log (invariant 1).
-func (db *DB) syncDurable() error {
-	log := db.log.Load()
-	if log == nil {
-		return nil
-	}
-	db.durable.mu.Lock()
-	defer db.durable.mu.Unlock()
-	if db.durable.unsynced == 0 {
-		return nil // every appended record is already durable
-	}
-	if err := log.Sync(); err != nil { // syncs the heap first (wal.Options.BeforeSync)
-		return fmt.Errorf("heapkv: sync heap and log: %w", err)
-	}
-	db.durable.unsynced = 0
-	return nil
-}
+func syncLogMark(log *wal.Log) error { return nil }

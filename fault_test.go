@@ -275,34 +275,41 @@ func TestFaultInjection(t *testing.T) {
 		match func(op errorfs.Op) bool
 		// sticky: after the fault every write fails with ErrFailed.
 		sticky bool
+		// heapFirst: values are not carried in the log (Options.CarryLimit
+		// -1), so every durable group flushes the heap before the log.
+		heapFirst bool
 	}{
 		{"heap-write", func(op errorfs.Op) bool {
 			return op.Kind == errorfs.OpFileWriteAt && op.Path == faultHeapPath
-		}, false},
+		}, false, false},
 		{"heap-sync", func(op errorfs.Op) bool {
 			return isSyncOp(op.Kind) && op.Path == faultHeapPath
-		}, true},
+		}, true, true},
 		{"wal-write", func(op errorfs.Op) bool {
 			return op.Kind == errorfs.OpFileWrite && inWAL(op.Path)
-		}, true},
+		}, true, false},
 		{"wal-sync", func(op errorfs.Op) bool {
 			return isSyncOp(op.Kind) && inWAL(op.Path)
-		}, true},
+		}, true, false},
 	}
 	for _, c := range cases {
 		for seed := range uint64(3) {
 			t.Run(fmt.Sprintf("%s/seed=%d", c.name, seed), func(t *testing.T) {
-				runTargetedFault(t, seed, c.match, c.sticky)
+				runTargetedFault(t, seed, c.match, c.sticky, c.heapFirst)
 			})
 		}
 	}
 }
 
-func runTargetedFault(t *testing.T, seed uint64, match func(errorfs.Op) bool, sticky bool) {
+func runTargetedFault(t *testing.T, seed uint64, match func(errorfs.Op) bool, sticky, heapFirst bool) {
 	rng := rand.New(rand.NewPCG(seed, 0xFA17))
 	mem := vfs.NewCrashableMem()
 	inj := &faultInjector{match: match, limit: 1}
-	db, err := heapkv.Open(faultDir, faultOptions(errorfs.Wrap(mem, inj)))
+	opts := faultOptions(errorfs.Wrap(mem, inj))
+	if heapFirst {
+		opts.CarryLimit = -1
+	}
+	db, err := heapkv.Open(faultDir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

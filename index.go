@@ -102,7 +102,7 @@ func indexOpenError(err error) error {
 // log durable through every record applied so far. It takes only durable.mu,
 // which is never held across an index call, so it cannot deadlock.
 func (db *DB) beforeIndexFlush() {
-	if err := db.syncDurable(); err != nil {
+	if err := db.syncApplied(); err != nil {
 		// The table may now hold entries whose log records are not durable.
 		// Fail the write path so nothing more is acknowledged; reopening
 		// recovers from what is durable.

@@ -76,6 +76,7 @@ type mirrorEnv struct {
 	// resyncSave is the copy in bytes between saves of resync progress
 	// (0: the default).
 	resyncSave int64
+	carry      bool // durable writes carry their values (Options.CarryLimit default)
 
 	model map[string][]byte // what the database must hold
 	gen   int
@@ -110,6 +111,14 @@ func (e *mirrorEnv) options() *heapkv.Options {
 		Mirrors:            e.mirrors,
 		ResyncRate:         e.rate,
 		ScrubRate:          e.srate,
+		// Values go heap first, each group flushing the heap, so that a
+		// replica's stale LSN (its last heap flush) is per write and the
+		// blocks it missed are exactly those the tests count. With carried
+		// values (e.carry) the heap is flushed at checkpoints only.
+		CarryLimit: -1,
+	}
+	if e.carry {
+		o.CarryLimit = 0
 	}
 	heapkv.SetFS(o, e.fs)
 	if !e.auto {

@@ -23,6 +23,7 @@ const (
 	DefaultIndexMemTableSize  = 32 << 20
 	DefaultNoSyncFlushBytes   = 16 << 20
 	DefaultValueCacheSize     = 64 << 20
+	DefaultCarryLimit         = 64 << 10
 )
 
 // Options configure a database. A nil *Options means all defaults; a zero
@@ -46,6 +47,16 @@ type Options struct {
 	// index rather than in the heap. Default 2 KiB. A negative value sends
 	// every non-empty value to the heap.
 	InlineThreshold int
+
+	// CarryLimit is the largest heap value, in stored (possibly
+	// compressed) bytes, that a durable write carries in its log record as
+	// well as writing it to the heap. A group of durable writes whose heap
+	// values all fit then costs one device flush, of the log; the heap
+	// blocks are flushed later, by a checkpoint, and recovery writes them
+	// again from the log. Larger values, and every value of a NoSync
+	// write, have their heap blocks flushed before the log record that
+	// points at them. Default 64 KiB; negative carries nothing.
+	CarryLimit int
 
 	// BlockSize is the heap's allocation unit in bytes, a power of two from
 	// 512 to 1 MiB. Fixed when the database is created; ignored afterwards.
@@ -177,6 +188,9 @@ func (o *Options) withDefaults() (Options, error) {
 	}
 	if c.IndexMemTableSize == 0 {
 		c.IndexMemTableSize = DefaultIndexMemTableSize
+	}
+	if c.CarryLimit == 0 {
+		c.CarryLimit = DefaultCarryLimit
 	}
 	if c.ValueCacheSize == 0 {
 		c.ValueCacheSize = DefaultValueCacheSize

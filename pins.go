@@ -101,7 +101,7 @@ func (p *pinSet) min() (base.LSN, int) {
 // freeQueue holds heap extents freed by committed records but not yet
 // reusable: they wait until the freeing record is durable and no reader
 // pinned below it remains (DESIGN invariant 5). Only the holder of
-// DB.commit.mu pushes or releases, which keeps a checkpoint's allocation
+// DB.applier.mu pushes or releases, which keeps a checkpoint's allocation
 // snapshot and the queue consistent with each other.
 type freeQueue struct {
 	items []pendingFree // ascending LSN
@@ -154,7 +154,7 @@ func (q *freeQueue) pending(fn func(alloc.Extent)) {
 //     wrong, and an acknowledged write would be dropped as a torn tail;
 //   - no reader pinned below it remains.
 //
-// REQUIRES: db.commit.mu held.
+// REQUIRES: db.applier.mu held.
 func (db *DB) releaseFreesLocked() {
 	log := db.log.Load()
 	if log == nil {
@@ -167,5 +167,5 @@ func (db *DB) releaseFreesLocked() {
 	if limit == math.MaxUint64 {
 		return
 	}
-	db.commit.frees.release(limit, db.alloc, db.geom.BlockSize)
+	db.applier.frees.release(limit, db.alloc, db.geom.BlockSize)
 }

@@ -12,16 +12,31 @@ import (
 // with its LSN and a CRC; this is the payload. Wire format (never change;
 // add a new version instead):
 //
-//	+---------+---------+-------+-------+-----
-//	| version | nOps    | op 1  | op 2  | ...
-//	| 1 B = 1 | uvarint |       |       |
-//	+---------+---------+-------+-------+-----
+//	+-----------+---------+-------+-------+-----
+//	| version   | nOps    | op 1  | op 2  | ...
+//	| 1 B: 1, 2 | uvarint |       |       |
+//	+-----------+---------+-------+-------+-----
 //
 //	op:
 //	+------+--------+-----+----------+-------+---------+---------+-----------+--------+--------------------+
 //	| kind | keyLen | key | entryLen | entry | oldKind | oldRaw  | oldStored | nFreed | nFreed x           |
 //	| 1 B  | uvarint|     | uvarint  |       | 1 B     | uvarint | uvarint   | uvarint| (start, len)uvarint|
 //	+------+--------+-----+----------+-------+---------+---------+-----------+--------+--------------------+
+//
+//	version 2 only, after each op:
+//	+------------+-----------------------------------------------+
+//	| carriedLen | carried: the heap value's stored bytes, or     |
+//	| uvarint    | nothing (carriedLen 0)                         |
+//	+------------+-----------------------------------------------+
+//
+// A record is written as version 2 only when some op carries its value
+// (a heap put of a group that must be durable: see DB.carries), so
+// records without carried values keep version 1's bytes. A carried value
+// is exactly the storedLen bytes the op's heap pointer names, with the
+// pointer's CRC: its heap blocks were written but may not have been
+// flushed when the record was, and recovery writes them again from here
+// (invariant 1: a durable record's heap bytes are durable, or the record
+// carries them).
 //
 // A record with nOps = 0 changes nothing; it is written only so that its
 // synced stamp vouches for the records before it (see DB.vouchLocked).
@@ -31,7 +46,10 @@ import (
 // key had when the record was committed (for statistics), and the freed
 // extents are the heap blocks that value occupied: replay frees exactly
 // those, so recovery never has to consult the index to redo allocation.
-const recordVersion byte = 1
+const (
+	recordVersion        byte = 1 // no op carries its value
+	recordVersionCarried byte = 2 // every op ends with carriedLen and carried
+)
 
 const (
 	opPut    byte = 1
@@ -66,10 +84,18 @@ type logOp struct {
 	oldRaw    uint64
 	oldStored uint64
 	freed     []alloc.Extent
+	carried   []byte // a heap put's stored bytes, if the record carries them
 }
 
 func appendRecord(dst []byte, ops []logOp) []byte {
-	dst = append(dst, recordVersion)
+	version := recordVersion
+	for i := range ops {
+		if len(ops[i].carried) > 0 {
+			version = recordVersionCarried
+			break
+		}
+	}
+	dst = append(dst, version)
 	dst = binary.AppendUvarint(dst, uint64(len(ops)))
 	for i := range ops {
 		op := &ops[i]
@@ -86,6 +112,10 @@ func appendRecord(dst []byte, ops []logOp) []byte {
 			dst = binary.AppendUvarint(dst, e.Start)
 			dst = binary.AppendUvarint(dst, uint64(e.Len))
 		}
+		if version == recordVersionCarried {
+			dst = binary.AppendUvarint(dst, uint64(len(op.carried)))
+			dst = append(dst, op.carried...)
+		}
 	}
 	return dst
 }
@@ -94,8 +124,9 @@ func appendRecord(dst []byte, ops []logOp) []byte {
 // what is wrong; the caller wraps ErrCorrupt with the LSN.
 func decodeRecord(b []byte) ([]logOp, error) {
 	r := byteReader{b: b}
-	if v := r.byte(); r.err == nil && v != recordVersion {
-		return nil, fmt.Errorf("record version %d, want %d", v, recordVersion)
+	version := r.byte()
+	if r.err == nil && version != recordVersion && version != recordVersionCarried {
+		return nil, fmt.Errorf("record version %d, want %d or %d", version, recordVersion, recordVersionCarried)
 	}
 	n := r.uvarint()
 	if r.err != nil {
@@ -129,6 +160,9 @@ func decodeRecord(b []byte) ([]logOp, error) {
 			}
 			op.freed = append(op.freed, alloc.Extent{Start: start, Len: uint32(l)})
 		}
+		if version == recordVersionCarried {
+			op.carried = r.bytes(r.uvarint())
+		}
 		if r.err != nil {
 			return nil, fmt.Errorf("op %d: %w", i, r.err)
 		}
@@ -145,6 +179,8 @@ func decodeRecord(b []byte) ([]logOp, error) {
 			return nil, fmt.Errorf("op %d: unknown old kind %d", i, op.oldKind)
 		case (op.oldKind == keyHeap) != (len(op.freed) > 0):
 			return nil, fmt.Errorf("op %d: old kind %d with %d freed extents", i, op.oldKind, len(op.freed))
+		case len(op.carried) > 0 && (op.kind != opPut || op.entry[0] != entryHeap):
+			return nil, fmt.Errorf("op %d: carried value of %d bytes on an op that writes no heap value", i, len(op.carried))
 		}
 	}
 	if len(r.b) != 0 {

@@ -1,8 +1,11 @@
 package heapkv
 
 import (
+	"bytes"
+	"cmp"
 	"crypto/rand"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -38,7 +41,7 @@ func (db *DB) recover() error {
 	}
 	db.id = id
 	db.manifest.last = m
-	db.commit.counters = m.counters
+	db.applier.counters = m.counters
 	db.geom = m.geometry()
 	db.ckpt.lsn.Store(m.checkpointLSN)
 
@@ -101,8 +104,17 @@ func (db *DB) recover() error {
 // Records past the last one the log proves was synced (wal.ProvenDurable)
 // were never acknowledged as durable, and the operating system may have
 // written them without the heap blocks they point at. Their values are read
-// back and verified first; the first record whose value is not intact ends
-// the log there, as a torn tail.
+// back and verified first (a value the record carries needs no check); the
+// first record whose value is not intact ends the log there, as a torn
+// tail.
+//
+// A value a record carries may never have reached its heap blocks: the
+// heap is flushed for them only by the next checkpoint. Once the log's end
+// is known, replay writes every carried value that is still live (no later
+// record freed its blocks) to its blocks, on every writable heap replica,
+// marking the tracking bitmaps of the others as a live write does
+// (redoCarried). Values freed later are skipped: their blocks may hold a
+// newer value by now.
 func (db *DB) replay(after base.LSN) (base.LSN, error) {
 	proven, err := wal.ProvenDurable(db.walOptions())
 	if err != nil {
@@ -121,6 +133,7 @@ func (db *DB) replay(after base.LSN) (base.LSN, error) {
 		batch = db.index.NewBatch()
 		return nil
 	}
+	carried := make(map[uint64]carriedValue) // by the value's first block
 	last, err := wal.Replay(db.walOptions(), after, func(lsn base.LSN, payload []byte) error {
 		ops, err := decodeRecord(payload)
 		if err != nil {
@@ -132,7 +145,7 @@ func (db *DB) replay(after base.LSN) (base.LSN, error) {
 			}
 		}
 		for i := range ops {
-			if err := db.redoOp(lsn, &ops[i], batch); err != nil {
+			if err := db.redoOp(lsn, &ops[i], batch, carried); err != nil {
 				return err
 			}
 		}
@@ -144,7 +157,34 @@ func (db *DB) replay(after base.LSN) (base.LSN, error) {
 	if err != nil {
 		return 0, fmt.Errorf("heapkv: replay log: %w", err)
 	}
+	if err := db.redoCarried(carried); err != nil {
+		return 0, err
+	}
 	return last, flush()
+}
+
+// carriedValue is a value a replayed record carries, to be written to its
+// heap blocks once the log's end is known.
+type carriedValue struct {
+	lsn    base.LSN
+	key    []byte
+	ptr    pointer
+	stored []byte
+}
+
+// redoCarried writes the live carried values to the heap, in LSN order.
+func (db *DB) redoCarried(carried map[uint64]carriedValue) error {
+	vs := slices.SortedFunc(maps.Values(carried), func(a, b carriedValue) int { return cmp.Compare(a.lsn, b.lsn) })
+	for _, v := range vs {
+		if uint64(len(v.stored)) != v.ptr.storedLen || crcOf(v.stored) != v.ptr.crc {
+			return fmt.Errorf("%w: log record %d carries %d bytes for key %q, whose pointer names %d bytes with checksum %08x",
+				ErrCorrupt, v.lsn, len(v.stored), v.key, v.ptr.storedLen, v.ptr.crc)
+		}
+		if err := db.writeStored(v.stored, v.ptr.extents); err != nil {
+			return fmt.Errorf("heapkv: write the value log record %d carries for key %q: %w", v.lsn, v.key, diskError(err))
+		}
+	}
+	return nil
 }
 
 // verifyRecordValues reads back every heap value a record writes, on every
@@ -159,7 +199,7 @@ func (db *DB) verifyRecordValues(lsn base.LSN, ops []logOp) error {
 		if err != nil {
 			return fmt.Errorf("log record %d: %w", lsn, err)
 		}
-		if e.isHeap {
+		if e.isHeap && len(ops[i].carried) == 0 {
 			if err := db.verifyValue(ops[i].key, &e.ptr); err != nil {
 				return fmt.Errorf("unsynced log record %d: %w", lsn, err)
 			}
@@ -168,13 +208,16 @@ func (db *DB) verifyRecordValues(lsn base.LSN, ops []logOp) error {
 	return nil
 }
 
-func (db *DB) redoOp(lsn base.LSN, op *logOp, batch *pebble.Batch) error {
+// redoOp redoes one op of record lsn: frees, allocation, counters and the
+// index entry; a value the op carries joins carried.
+func (db *DB) redoOp(lsn base.LSN, op *logOp, batch *pebble.Batch, carried map[uint64]carriedValue) error {
 	for _, e := range op.freed {
 		if err := db.alloc.MarkFree(e); err != nil {
 			return fmt.Errorf("%w: log record %d frees %v of key %q: %w", ErrCorrupt, lsn, e, op.key, err)
 		}
+		delete(carried, e.Start)
 	}
-	db.commit.counters.remove(keyState{kind: op.oldKind, raw: op.oldRaw, stored: op.oldStored})
+	db.applier.counters.remove(keyState{kind: op.oldKind, raw: op.oldRaw, stored: op.oldStored})
 	if op.kind == opDelete {
 		return batch.Delete(op.key, nil)
 	}
@@ -191,8 +234,11 @@ func (db *DB) redoOp(lsn base.LSN, op *logOp, batch *pebble.Batch) error {
 			// re-mark it in their tracking bitmaps.
 			db.heap.MarkWritten(x.Start, int(x.Len))
 		}
+		if len(op.carried) > 0 {
+			carried[e.ptr.extents[0].Start] = carriedValue{lsn: lsn, key: bytes.Clone(op.key), ptr: e.ptr, stored: bytes.Clone(op.carried)}
+		}
 	}
-	db.commit.counters.add(e.state())
+	db.applier.counters.add(e.state())
 	return batch.Set(op.key, op.entry, nil)
 }
 
@@ -289,12 +335,11 @@ func (db *DB) walOptions() wal.Options {
 		DBID:        db.id,
 		SegmentSize: db.opts.LogSegmentSize,
 		Logger:      db.logger,
-		// Invariant 1: whatever fsync makes records durable (a Sync, or a
-		// rotation inside Append) first makes the heap durable. Every
-		// caller that can make the log sync holds durable.mu (or commit.mu
-		// with no leader running), so no record can be appended between
-		// the two fsyncs.
-		BeforeSync: func() error { return db.heap.Sync() },
+		// Invariant 1: whatever flush makes records durable (syncThrough,
+		// or a rotation inside Append) first flushes the heap if some
+		// record appended so far points at heap bytes it does not carry
+		// (durable.go).
+		BeforeSync: db.beforeLogSync,
 	}
 }
 

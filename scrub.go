@@ -118,10 +118,10 @@ type scrubber struct {
 // index snapshot and pin. done means the index is exhausted.
 func (s *scrubber) batch() (done bool, err error) {
 	db := s.db
-	db.commit.mu.Lock()
+	db.applier.mu.Lock()
 	snap := db.index.NewSnapshot()
 	tok := db.pins.pin(db.applied.Load())
-	db.commit.mu.Unlock()
+	db.applier.mu.Unlock()
 	defer db.pins.unpin(tok)
 	defer snap.Close()
 	it, err := snap.NewIter(nil)

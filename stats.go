@@ -145,11 +145,11 @@ func (db *DB) Stats() (Stats, error) {
 	}
 	defer db.leave()
 	var s Stats
-	db.commit.mu.Lock()
-	c := db.commit.counters
-	s.HeapPendingFree = db.commit.frees.bytes
+	db.applier.mu.Lock()
+	c := db.applier.counters
+	s.HeapPendingFree = db.applier.frees.bytes
 	s.LSN = uint64(db.applied.Load())
-	db.commit.mu.Unlock()
+	db.applier.mu.Unlock()
 	s.FormatVersion = filehdr.Version
 	s.BlockSize = db.geom.BlockSize
 	s.SegmentSize = db.geom.SegmentBytes()

@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/heapkv/heapkv/alloc"
 	"github.com/heapkv/heapkv/internal/base"
 )
 
@@ -90,7 +91,7 @@ func (db *DB) apply(bops []batchOp, sync bool, check func(lsn base.LSN) error) e
 			p.inline = op.value
 			continue
 		}
-		if err := db.writeHeapValue(p, op.value); err != nil {
+		if err := db.writeHeapValue(p, op.value, sync); err != nil {
 			db.abortClaims(req.ops[:i+1])
 			return fmt.Errorf("heapkv: write value of key %q: %w", op.key, diskError(err))
 		}
@@ -168,10 +169,17 @@ func crcOf(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
 
 // writeHeapValue allocates blocks for value and writes it to the heap,
 // compressed with Options.Compression when that saves at least one block
-// (codec.go).
-func (db *DB) writeHeapValue(p *preparedOp, value []byte) error {
+// (codec.go). For a durable write whose stored bytes the log record may
+// carry (carries), it keeps them in p.carry.
+func (db *DB) writeHeapValue(p *preparedOp, value []byte, sync bool) error {
 	stored, codec, done := db.encoder.encode(value, db.geom.BlockSize)
 	defer done()
+	if sync && db.carries(len(stored)) {
+		p.carry = stored
+		if codec != CodecNone { // stored is the encoder's buffer, reused after done
+			p.carry = append([]byte(nil), stored...)
+		}
+	}
 	nblocks := db.geom.BlocksFor(int64(len(stored)))
 	claim, err := db.alloc.Allocate(nblocks)
 	if err != nil {
@@ -192,9 +200,20 @@ func (db *DB) writeHeapValue(p *preparedOp, value []byte) error {
 	if codec != CodecNone {
 		cs.compressed.Add(1)
 	}
+	return db.writeStored(stored, claim.Extents)
+}
+
+// carries reports whether a durable write carries a heap value of stored
+// bytes in its log record (Options.CarryLimit): its group then needs one
+// flush, of the log, instead of the heap's and then the log's.
+func (db *DB) carries(stored int) bool { return stored <= db.opts.CarryLimit }
+
+// writeStored writes a value's stored bytes to the extents that hold them,
+// in order, filling every block but the last.
+func (db *DB) writeStored(stored []byte, extents []alloc.Extent) error {
 	bs := db.geom.BlockSize
 	off := 0
-	for _, e := range claim.Extents {
+	for _, e := range extents {
 		n := min(int(e.Len)*bs, len(stored)-off)
 		if err := db.writeBlocks(stored[off:off+n], e.Start); err != nil {
 			return err

@@ -23,3 +23,8 @@ func (a *AtomicLSN) Load() LSN { return LSN(a.v.Load()) }
 
 // Store sets the LSN.
 func (a *AtomicLSN) Store(l LSN) { a.v.Store(uint64(l)) }
+
+// CompareAndSwap stores new if the LSN is old, and reports whether it did.
+func (a *AtomicLSN) CompareAndSwap(old, new LSN) bool {
+	return a.v.CompareAndSwap(uint64(old), uint64(new))
+}

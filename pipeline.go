@@ -1,0 +1,182 @@
+package heapkv
+
+import (
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/heapkv/heapkv/internal/base"
+)
+
+// The commit pipeline: groups appended to the log and not yet applied to
+// the index, in LSN order (DB.pipe). The leader appends a group and moves
+// on; a group that must be durable waits for the syncer, a goroutine that
+// flushes everything appended so far with one device flush (syncThrough)
+// while the next leader builds and appends the next group. A group is
+// applied (advance) once every group before it is, and once it is durable
+// if it must be: its index batch is committed, the applied LSN moves to
+// its last LSN, its new extents are published and the ones it freed are
+// queued, and its writers wake. So the next group never waits behind a
+// device flush, only the writers of the groups the flush covers do, and
+// they are released together.
+//
+// Readers see a group once it is applied, so a durable write is never
+// visible before it is durable, and every reader sees a prefix of the
+// commit order.
+
+// pipeline is the queue of appended groups.
+type pipeline struct {
+	// mu guards pending and appended; it is held for no I/O.
+	mu       sync.Mutex
+	pending  []*group      // appended, not applied; ascending LSN
+	appended base.LSN      // the last LSN appended
+	kick     chan struct{} // wakes the syncer; capacity 1
+}
+
+// push queues g, just appended, and wakes the syncer if g must be flushed.
+func (p *pipeline) push(g *group) {
+	p.mu.Lock()
+	p.pending = append(p.pending, g)
+	p.appended = g.last()
+	p.mu.Unlock()
+	if g.flush {
+		select {
+		case p.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// appendedLSN returns the last LSN appended.
+func (p *pipeline) appendedLSN() base.LSN {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.appended
+}
+
+// next removes and returns the first pending group if it may be applied:
+// it need not be flushed, or the log is durable through it.
+func (p *pipeline) next(synced base.LSN) *group {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.pending) == 0 {
+		return nil
+	}
+	g := p.pending[0]
+	if g.flush && g.last() > synced {
+		return nil
+	}
+	p.pending[0] = nil
+	p.pending = p.pending[1:]
+	return g
+}
+
+// takeAll removes and returns every pending group.
+func (p *pipeline) takeAll() []*group {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	gs := p.pending
+	p.pending = nil
+	return gs
+}
+
+// advance applies, in LSN order, every pending group that may be applied.
+// After a failure it fails every pending group instead: their records may
+// be on disk, so their claims stay allocated and recovery decides.
+func (db *DB) advance() {
+	db.applier.mu.Lock()
+	defer db.applier.mu.Unlock()
+	for {
+		if err := db.failed(); err != nil {
+			for _, g := range db.pipe.takeAll() {
+				g.finish(err)
+			}
+			return
+		}
+		g := db.pipe.next(db.log.Load().SyncedLSN())
+		if g == nil {
+			return
+		}
+		if err := g.batch.Commit(pebble.NoSync); err != nil {
+			g.finish(db.fail(fmt.Errorf("apply to index: %w", err)))
+			continue
+		}
+		db.applied.Store(g.last())
+		db.finishGroup(g)
+	}
+}
+
+// finishGroup is the last step of a group, once it is in the index: count,
+// ask for a checkpoint when the log has grown, publish the new extents,
+// queue the freed ones, and wake the writers.
+// REQUIRES: db.applier.mu held.
+func (db *DB) finishGroup(g *group) {
+	a := &db.applier
+	a.counters = a.counters.plus(g.delta)
+	a.sinceCkpt += g.logBytes
+	// On a full disk, checkpoints come sooner: each gives log space back.
+	if (db.opts.CheckpointLogBytes > 0 && a.sinceCkpt >= db.opts.CheckpointLogBytes) ||
+		(db.reserve.diskFull.Load() && a.sinceCkpt >= db.opts.DiskReserve/8) {
+		select {
+		case db.bg.kick <- struct{}{}:
+		default:
+		}
+	}
+	for i, r := range g.reqs {
+		for j := range r.ops {
+			if r.ops[j].isHeap {
+				db.alloc.Publish(r.ops[j].claim)
+			}
+		}
+		a.frees.push(g.first+base.LSN(i), g.freed[i], db.geom.BlockSize)
+		db.vcache.drop(g.freed[i])
+	}
+	db.releaseFreesLocked()
+	db.stats.commits.Add(int64(len(g.reqs)))
+	db.stats.groups.Add(1)
+	g.finish(nil)
+}
+
+// flushPending makes every group appended so far durable and applies every
+// pending group. It is how Sync, checkpoints and the syncer drain the
+// pipeline; a failure fails the database.
+func (db *DB) flushPending() error {
+	err := db.syncThrough(db.pipe.appendedLSN())
+	if err != nil {
+		err = db.fail(err)
+	}
+	db.advance()
+	return err
+}
+
+// markDelay is how long the log must stay idle after a flush before the
+// syncer brings the log's sync mark up to date with a flush of its own
+// (wal.Log.SyncMark). Under load the mark rides along: every record of the
+// next group vouches for the flush before it.
+const markDelay = 2 * time.Millisecond
+
+// syncer flushes the groups that must be durable, one device flush for
+// everything appended when it starts, until Close.
+func (db *DB) syncer() {
+	defer db.bg.wg.Done()
+	idle := time.NewTimer(time.Hour)
+	idle.Stop()
+	defer idle.Stop()
+	for {
+		select {
+		case <-db.bg.stop:
+			return
+		case <-db.pipe.kick:
+			if db.flushPending() == nil {
+				idle.Reset(markDelay)
+			}
+		case <-idle.C:
+			if log := db.log.Load(); log != nil && db.failed() == nil {
+				if err := syncLogMark(log); err != nil {
+					db.fail(fmt.Errorf("heapkv: update the log's sync mark: %w", err))
+				}
+			}
+		}
+	}
+}
