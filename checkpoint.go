@@ -46,7 +46,12 @@ func (db *DB) checkpoint() error {
 	defer db.ckpt.mu.Unlock()
 	log := db.log.Load()
 
-	// Step 1.
+	// Step 1. Flush the heap once before taking any lock, so that the
+	// flush under the locks below (which holds up the commit leader)
+	// writes back only what arrived meanwhile.
+	if err := db.heap.Sync(); err != nil {
+		return db.fail(fmt.Errorf("sync heap: %w", err))
+	}
 	db.commit.mu.Lock()
 	if err := db.flushPending(); err != nil {
 		db.commit.mu.Unlock()

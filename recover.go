@@ -87,6 +87,7 @@ func (db *DB) recover() error {
 	}
 	db.log.Store(log)
 	db.applied.Store(last)
+	db.pipe.appended = last
 	if last > m.checkpointLSN {
 		db.logger.Info("recovered from log", "checkpoint", m.checkpointLSN, "last", last)
 		if err := db.checkpoint(); err != nil {
