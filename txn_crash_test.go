@@ -15,7 +15,6 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	"github.com/heapkv/heapkv"
-	"github.com/stretchr/testify/require"
 )
 
 // Crash enumeration over batches and transactions: every multi-key write
@@ -125,7 +124,9 @@ func (p *txnCrashPlan) run(t *testing.T, fs vfs.FS, pr *txnCrashProgress) {
 	opts := txnCrashOptions()
 	heapkv.SetFS(&opts, fs)
 	db, err := heapkv.Open("db", &opts)
-	require.NoError(t, err)
+	if err != nil {
+		t.Fatal(err)
+	}
 	writes := 0
 	for _, s := range p.steps {
 		var wo *heapkv.WriteOptions
@@ -134,11 +135,15 @@ func (p *txnCrashPlan) run(t *testing.T, fs vfs.FS, pr *txnCrashProgress) {
 		}
 		switch s.kind {
 		case "sync":
-			require.NoError(t, db.Sync())
+			if err := db.Sync(); err != nil {
+				t.Fatal(err)
+			}
 			pr.durable.Store(pr.started.Load())
 			continue
 		case "checkpoint":
-			require.NoError(t, db.Checkpoint())
+			if err := db.Checkpoint(); err != nil {
+				t.Fatal(err)
+			}
 			pr.durable.Store(pr.started.Load())
 			continue
 		case "batch":
@@ -151,11 +156,13 @@ func (p *txnCrashPlan) run(t *testing.T, fs vfs.FS, pr *txnCrashProgress) {
 				}
 			}
 			pr.started.Add(1)
-			require.NoError(t, db.Apply(b, wo))
+			if err := db.Apply(b, wo); err != nil {
+				t.Fatal(err)
+			}
 		case "txn":
 			before := p.states[writes]
 			pr.started.Add(1)
-			require.NoError(t, db.UpdateTxn(&heapkv.TxnOptions{Serializable: s.serial, WriteOptions: wo}, func(txn *heapkv.Txn) error {
+			if err := db.UpdateTxn(&heapkv.TxnOptions{Serializable: s.serial, WriteOptions: wo}, func(txn *heapkv.Txn) error {
 				for _, k := range s.reads {
 					v, err := txn.Get([]byte(k))
 					if want, ok := before[k]; ok != (err == nil) || ok && string(v) != string(want) {
@@ -182,17 +189,31 @@ func (p *txnCrashPlan) run(t *testing.T, fs vfs.FS, pr *txnCrashProgress) {
 					}
 				}
 				return nil
-			}))
+			}); err != nil {
+				t.Fatal(err)
+			}
 		case "conflict":
 			t1, err := db.BeginTxn(&heapkv.TxnOptions{WriteOptions: wo})
-			require.NoError(t, err)
+			if err != nil {
+				t.Fatal(err)
+			}
 			t2, err := db.BeginTxn(&heapkv.TxnOptions{WriteOptions: wo})
-			require.NoError(t, err)
-			require.NoError(t, txnWrite(t2, s.ops2))
-			require.NoError(t, txnWrite(t1, s.ops))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := txnWrite(t2, s.ops2); err != nil {
+				t.Fatal(err)
+			}
+			if err := txnWrite(t1, s.ops); err != nil {
+				t.Fatal(err)
+			}
 			pr.started.Add(1)
-			require.NoError(t, t1.Commit())
-			require.ErrorIs(t, t2.Commit(), heapkv.ErrConflict)
+			if err := t1.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			if err := t2.Commit(); !errors.Is(err, heapkv.ErrConflict) {
+				t.Fatalf("t2.Commit() = %v, want %v", err, heapkv.ErrConflict)
+			}
 		}
 		writes++
 		if s.sync {
@@ -200,9 +221,15 @@ func (p *txnCrashPlan) run(t *testing.T, fs vfs.FS, pr *txnCrashProgress) {
 		}
 	}
 	got, err := crashReadAll(db, p.keys)
-	require.NoError(t, err)
-	require.True(t, crashSameState(got, p.states[writes]), crashStateDiff(got, p.states[writes]))
-	require.NoError(t, db.Close())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !crashSameState(got, p.states[writes]) {
+		t.Fatal(crashStateDiff(got, p.states[writes]))
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
 	pr.durable.Store(pr.started.Load())
 }
 
