@@ -147,11 +147,7 @@ func TestBankTransfers(t *testing.T) {
 		Logger:             txnLogger,
 	}
 	heapkv.SetFS(opts, mem)
-	db, err := heapkv.Open("bank", opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openTestDB(t, "bank", opts)
 	rng := rand.New(rand.NewPCG(1, 1))
 	b := db.NewBatch()
 	for i := range bankAccounts {
@@ -236,10 +232,7 @@ func TestBankTransfers(t *testing.T) {
 	for i, c := range clones {
 		o := *opts
 		heapkv.SetFS(&o, c)
-		db, err := heapkv.Open("bank", &o)
-		if err != nil {
-			t.Fatalf("crash clone %d: %v", i, err)
-		}
+		db := openTestDB(t, "bank", &o)
 		if err := bankAudit(db); err != nil {
 			t.Fatalf("crash clone %d: %v", i, err)
 		}

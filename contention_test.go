@@ -18,11 +18,7 @@ import (
 // twice or never, and Check would find double references or leaks.
 func TestHotKeyContention(t *testing.T) {
 	opts := &heapkv.Options{NoSync: true, InlineThreshold: 100, SegmentSize: 64 * 4096}
-	db, err := heapkv.Open(t.TempDir(), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openTestDB(t, t.TempDir(), opts)
 	const writers, keys, rounds = 8, 6, 400
 	var wg sync.WaitGroup
 	for w := 0; w < writers; w++ {

@@ -12,10 +12,7 @@ import (
 
 func TestPutGetDeleteReopen(t *testing.T) {
 	dir := t.TempDir()
-	db, err := heapkv.Open(dir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openTestDB(t, dir, nil)
 	vals := map[string][]byte{}
 	for i := 0; i < 200; i++ {
 		k := fmt.Sprintf("key-%03d", i)
@@ -64,19 +61,14 @@ func TestPutGetDeleteReopen(t *testing.T) {
 	if err := db.Close(); !errors.Is(err, heapkv.ErrClosed) {
 		t.Fatalf("db.Close() = %v, want %v", err, heapkv.ErrClosed)
 	}
-	_, err = db.Get([]byte("x"))
-	if !errors.Is(err, heapkv.ErrClosed) {
-		t.Fatalf("err = %v, want %v", err, heapkv.ErrClosed)
+	if _, err := db.Get([]byte("x")); !errors.Is(err, heapkv.ErrClosed) {
+		t.Fatalf("Get after Close: %v, want %v", err, heapkv.ErrClosed)
 	}
 
-	db, err = heapkv.Open(dir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db = openTestDB(t, dir, nil)
 	verify(db)
-	_, err = heapkv.Open(dir, nil)
-	if !errors.Is(err, heapkv.ErrLocked) {
-		t.Fatalf("err = %v, want %v", err, heapkv.ErrLocked)
+	if _, err := heapkv.Open(dir, nil); !errors.Is(err, heapkv.ErrLocked) {
+		t.Fatalf("second Open: %v, want %v", err, heapkv.ErrLocked)
 	}
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
@@ -84,11 +76,7 @@ func TestPutGetDeleteReopen(t *testing.T) {
 }
 
 func TestBadInput(t *testing.T) {
-	db, err := heapkv.Open(t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openTestDB(t, t.TempDir(), nil)
 	if err := db.Put(nil, []byte("v")); !errors.Is(err, heapkv.ErrEmptyKey) {
 		t.Fatalf("db.Put(nil, []byte(\"v\")) = %v, want %v", err, heapkv.ErrEmptyKey)
 	}
@@ -98,9 +86,8 @@ func TestBadInput(t *testing.T) {
 	if err := db.Put([]byte("k"), make([]byte, heapkv.MaxValueSize+1)); !errors.Is(err, heapkv.ErrValueTooLarge) {
 		t.Fatalf("err = %v, want %v", err, heapkv.ErrValueTooLarge)
 	}
-	_, err = db.Get(nil)
-	if !errors.Is(err, heapkv.ErrEmptyKey) {
-		t.Fatalf("err = %v, want %v", err, heapkv.ErrEmptyKey)
+	if _, err := db.Get(nil); !errors.Is(err, heapkv.ErrEmptyKey) {
+		t.Fatalf("Get(nil): %v, want %v", err, heapkv.ErrEmptyKey)
 	}
 	big := make([]byte, heapkv.MaxValueSize)
 	for i := range big {
@@ -116,18 +103,13 @@ func TestBadInput(t *testing.T) {
 	if !bytes.Equal(big, got) {
 		t.Fatalf("Get(big) returned %d bytes that differ from the %d put", len(got), len(big))
 	}
-	_, err = heapkv.Open(t.TempDir(), &heapkv.Options{BlockSize: 1000})
-	if !errors.Is(err, heapkv.ErrInvalidOptions) {
+	if _, err := heapkv.Open(t.TempDir(), &heapkv.Options{BlockSize: 1000}); !errors.Is(err, heapkv.ErrInvalidOptions) {
 		t.Fatalf("Open with BlockSize 1000: %v, want ErrInvalidOptions", err)
 	}
 }
 
 func TestBatchTooLarge(t *testing.T) {
-	db, err := heapkv.Open(t.TempDir(), &heapkv.Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openTestDB(t, t.TempDir(), &heapkv.Options{NoSync: true})
 	b := db.NewBatch()
 	v := bytes.Repeat([]byte("x"), 2000) // inline
 	for i := 0; i < 50_000; i++ {
@@ -152,15 +134,7 @@ func TestBatchTooLarge(t *testing.T) {
 // A synced write of an inline value costs two fsyncs (the log's, then its
 // sync mark's); one of a heap value costs three (heap, log, mark).
 func TestSyncedInlineWriteOneFsync(t *testing.T) {
-	db, err := heapkv.Open(t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := db.Close(); err != nil {
-			t.Fatal(err)
-		}
-	}()
+	db := openTestDB(t, t.TempDir(), nil)
 	put := func(v []byte) int64 {
 		before, err := db.Stats()
 		if err != nil {

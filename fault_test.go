@@ -242,10 +242,7 @@ func (m kvModel) record(o wOp, acked bool) {
 // m, proves it takes writes again, and closes it.
 func reopenAndVerify(t testing.TB, fs vfs.FS, m kvModel, label string) (failedShown int) {
 	t.Helper()
-	db, err := heapkv.Open(faultDir, faultOptions(fs))
-	if err != nil {
-		t.Fatalf("%s: reopen: %v", label, err)
-	}
+	db := openTestDB(t, faultDir, faultOptions(fs))
 	failedShown = m.verify(t, db, label)
 	probe := []byte("after-reopen")
 	val := bytes.Repeat([]byte{0xA5}, 700)
@@ -302,10 +299,7 @@ func runTargetedFault(t *testing.T, seed uint64, match func(errorfs.Op) bool, st
 	rng := rand.New(rand.NewPCG(seed, 0xFA17))
 	mem := vfs.NewCrashableMem()
 	inj := &faultInjector{match: match, limit: 1}
-	db, err := heapkv.Open(faultDir, faultOptions(errorfs.Wrap(mem, inj)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openTestDBNoCheck(t, faultDir, faultOptions(errorfs.Wrap(mem, inj)))
 	m := kvModel{}
 	const nkeys = 24
 	// Acknowledged history, with a checkpoint in the middle so that recovery

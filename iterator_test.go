@@ -470,11 +470,7 @@ func TestScanCorruptValue(t *testing.T) {
 		t.Fatalf("at = %v, want >= 0 = %v", at, 0)
 	}
 	flipFileBit(t, fs, fs.PathJoin(corruptDir, "heap"), at+len(marker)/2)
-	db, err := heapkv.Open(corruptDir, faultOptions(fs))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openTestDBNoCheck(t, corruptDir, faultOptions(fs))
 
 	var serr error
 	var seen []string
@@ -542,10 +538,7 @@ func TestIteratorReadahead(t *testing.T) {
 			Compression:     codec,
 			Logger:          txnLogger,
 		}
-		db, err := heapkv.Open(t.TempDir(), opts)
-		if err != nil {
-			t.Fatal(err)
-		}
+		db := openTestDB(t, t.TempDir(), opts)
 		want := map[string][]byte{}
 		var mu sync.Mutex
 		var wg sync.WaitGroup

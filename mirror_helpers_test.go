@@ -123,10 +123,7 @@ func (e *mirrorEnv) options() *heapkv.Options {
 
 func (e *mirrorEnv) open() *heapkv.DB {
 	e.t.Helper()
-	db, err := heapkv.Open(mdbDir, e.options())
-	if err != nil {
-		e.t.Fatalf("open: %v", err)
-	}
+	db := openTestDB(e.t, mdbDir, e.options())
 	return db
 }
 

@@ -252,10 +252,7 @@ func TestMirrorForeignDir(t *testing.T) {
 	other := newMirrorEnv(t, 1)
 	other.mem = e.mem
 	other.fs = e.fs
-	db, err := heapkv.Open("other", other.options())
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openTestDB(t, "other", other.options())
 	mustClose(t, db)
 	if err := e.mem.MkdirAll(mdbDir+"/m1", 0o755); err != nil {
 		t.Fatal(err)

@@ -137,10 +137,7 @@ func TestMirrorForeignMarker(t *testing.T) {
 	other := newMirrorEnv(t, 1)
 	other.setMem(e.mem)
 	other.mirrors = []string{"om"}
-	db, err := heapkv.Open("other", other.options())
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openTestDB(t, "other", other.options())
 	mustClose(t, db)
 	foreign := readFileMem(t, e, "other/om/MIRROR")
 

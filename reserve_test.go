@@ -68,10 +68,7 @@ func TestDiskReserveStates(t *testing.T) {
 	opts := crashOptions()
 	opts.DiskReserve = reserve
 	heapkv.SetFS(&opts, errorfs.Wrap(mem, inj))
-	db, err := heapkv.Open(crashDir, &opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openTestDB(t, crashDir, &opts)
 	if n := reserveSize(t, mem); n <= 0 {
 		t.Fatalf("RESERVE after Open: size %d, want the made reserve", n)
 	}
@@ -94,7 +91,7 @@ func TestDiskReserveStates(t *testing.T) {
 
 	// Little room left: values refused, deletes taken, nothing failed.
 	mem.TestingSetDiskUsage(tight)
-	err = db.Put([]byte("second"), big)
+	err := db.Put([]byte("second"), big)
 	if !errors.Is(err, heapkv.ErrDiskFull) || !errors.Is(err, syscall.ENOSPC) || errors.Is(err, heapkv.ErrFailed) {
 		t.Fatalf("Put on a full disk: %v; want ErrDiskFull and ENOSPC, not ErrFailed", err)
 	}
@@ -115,10 +112,7 @@ func TestDiskReserveStates(t *testing.T) {
 	}
 
 	// Reopened while still full: the 0-byte RESERVE says it was used.
-	db, err = heapkv.Open(crashDir, &opts)
-	if err != nil {
-		t.Fatalf("Open on a full disk: %v", err)
-	}
+	db = openTestDB(t, crashDir, &opts)
 	wantDiskFull(t, db, true)
 	if _, err := db.Get([]byte("first")); !errors.Is(err, heapkv.ErrNotFound) {
 		t.Fatalf("Get(first) after its delete: %v", err)
@@ -145,10 +139,7 @@ func TestDiskReserveStates(t *testing.T) {
 
 	// DiskReserve < 0 gives the reserve back.
 	opts.DiskReserve = -1
-	db, err = heapkv.Open(crashDir, &opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db = openTestDB(t, crashDir, &opts)
 	if v, err := db.Get([]byte("second")); err != nil || !bytes.Equal(v, big) {
 		t.Fatalf("Get(second) = %d bytes, %v", len(v), err)
 	}

@@ -29,11 +29,7 @@ func snapshotTestDB(t *testing.T) *heapkv.DB {
 		Logger:             txnLogger,
 	}
 	heapkv.SetFS(opts, vfs.NewMem()) // durable writes, cheap fsyncs
-	db, err := heapkv.Open("db", opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db := openTestDB(t, "db", opts)
 	return db
 }
 

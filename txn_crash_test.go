@@ -123,10 +123,7 @@ type txnCrashProgress struct {
 func (p *txnCrashPlan) run(t *testing.T, fs vfs.FS, pr *txnCrashProgress) {
 	opts := txnCrashOptions()
 	heapkv.SetFS(&opts, fs)
-	db, err := heapkv.Open("db", &opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openTestDB(t, "db", &opts)
 	writes := 0
 	for _, s := range p.steps {
 		var wo *heapkv.WriteOptions

@@ -41,11 +41,7 @@ func checkTxnDB(t testing.TB, db *heapkv.DB) {
 // the heap of, closed at cleanup.
 func openTxnDB(t testing.TB) *heapkv.DB {
 	t.Helper()
-	db, err := heapkv.Open(t.TempDir(), &heapkv.Options{InlineThreshold: 64, NoSync: true, Logger: txnLogger})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db := openTestDB(t, t.TempDir(), &heapkv.Options{InlineThreshold: 64, NoSync: true, Logger: txnLogger})
 	return db
 }
 
@@ -676,10 +672,7 @@ func TestTxnSameGroup(t *testing.T) {
 // TestCloseWithOpenReaders: Close does not wait for open snapshots,
 // iterators and transactions: it closes them, and they report ErrClosed.
 func TestCloseWithOpenReaders(t *testing.T) {
-	db, err := heapkv.Open(t.TempDir(), &heapkv.Options{InlineThreshold: 64, Logger: txnLogger})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openTestDB(t, t.TempDir(), &heapkv.Options{InlineThreshold: 64, Logger: txnLogger})
 	for i := range 10 {
 		if err := db.Put(fmt.Appendf(nil, "k%d", i), val("v", 100*i)); err != nil {
 			t.Fatal(err)
