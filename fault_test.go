@@ -298,7 +298,7 @@ func TestFaultInjection(t *testing.T) {
 func runTargetedFault(t *testing.T, seed uint64, match func(errorfs.Op) bool, sticky bool) {
 	rng := rand.New(rand.NewPCG(seed, 0xFA17))
 	mem := vfs.NewCrashableMem()
-	inj := &faultInjector{match: match, limit: 1}
+	inj := newInjector(injectRule{match: match, limit: 1})
 	db := openTestDBNoCheck(t, faultDir, faultOptions(errorfs.Wrap(mem, inj)))
 	m := kvModel{}
 	const nkeys = 24
@@ -433,9 +433,9 @@ func runSweep(t *testing.T, n int) int {
 	t.Helper()
 	label := fmt.Sprintf("sweep n=%d", n)
 	var count atomic.Int64
-	inj := &faultInjector{limit: 1, match: func(op errorfs.Op) bool {
+	inj := newInjector(injectRule{limit: 1, match: func(op errorfs.Op) bool {
 		return sweepCountable(op) && count.Add(1)-1 == int64(n)
-	}}
+	}})
 	inj.armed.Store(true)
 	mem := vfs.NewCrashableMem()
 	m := kvModel{}

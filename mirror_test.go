@@ -327,7 +327,7 @@ func TestMirrorWriteErrors(t *testing.T) {
 			for i := range 20 {
 				e.put(db, fmt.Sprintf("k%02d", i))
 			}
-			e.inj.fail(replicaFile(1), kind)
+			e.inj.failPath(replicaFile(1), kind)
 			changed := map[string]bool{}
 			for i := range 10 {
 				k := fmt.Sprintf("k%02d", i)
@@ -360,7 +360,7 @@ func TestMirrorWriteErrors(t *testing.T) {
 			e.checkIdentical(db, 0, 1)
 
 			// Every replica failing: the write fails.
-			e.inj.fail(mdbDir, kind)
+			e.inj.failPath(mdbDir, kind)
 			err := db.Put([]byte("x"), value("x", 1))
 			e.inj.heal()
 			if err == nil {
@@ -393,10 +393,10 @@ func TestMirrorThreeReplicasStaggered(t *testing.T) {
 		}
 	}
 	// Replica 1 fails (writes) at one LSN, replica 2 (syncs) later.
-	e.inj.fail(replicaFile(1), errorfs.OpFileWriteAt)
+	e.inj.failPath(replicaFile(1), errorfs.OpFileWriteAt)
 	keys(0, 10)
 	note([]int{1}, 0, 10)
-	e.inj.fail(replicaFile(2), errorfs.OpFileSyncData)
+	e.inj.failPath(replicaFile(2), errorfs.OpFileSyncData)
 	keys(10, 10)
 	note([]int{1, 2}, 10, 10)
 	e.inj.heal()

@@ -13,8 +13,8 @@ import (
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
-	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	"github.com/heapkv/heapkv"
+	"github.com/heapkv/heapkv/internal/testfs"
 )
 
 // Crash enumeration over batches and transactions: every multi-key write
@@ -23,9 +23,9 @@ import (
 // A planned workload of batches and transactions (read-write with reads
 // and read-your-writes, serializable, conflicting pairs of which the second
 // must fail and leave no trace, reads through iterators), with syncs and
-// checkpoints, runs on a vfs.CrashableMem. pebble's errorfs, with an
-// injector that never injects, serves as a hook before every write-class
-// operation, where the test takes a CrashClone (keeping a random share of
+// checkpoints, runs on a vfs.CrashableMem seen through internal/testfs,
+// whose hook runs before every write-class operation, where the test takes
+// a CrashClone (keeping a random share of
 // unsynced data; and one keeping none). Each clone is reopened and must
 // hold exactly the model state after some prefix of the committed writes
 // that includes every write acknowledged as durable; Check must pass.
@@ -255,21 +255,14 @@ func txnCrashOptions() heapkv.Options {
 	return o
 }
 
-// crashHook is an errorfs injector that never injects: it takes crash
-// clones before write-class operations.
-type crashHook struct {
-	fn func(errorfs.Op)
-}
-
-func (h crashHook) String() string { return "crash hook" }
-func (h crashHook) MaybeError(op errorfs.Op) error {
-	switch op.Kind {
-	case errorfs.OpCreate, errorfs.OpLink, errorfs.OpRemove, errorfs.OpRemoveAll, errorfs.OpRename,
-		errorfs.OpReuseForWrite, errorfs.OpMkdirAll, errorfs.OpFilePreallocate, errorfs.OpFileWrite,
-		errorfs.OpFileWriteAt, errorfs.OpFileSync, errorfs.OpFileSyncData, errorfs.OpFileSyncTo:
-		h.fn(op)
-	}
-	return nil
+// crashFS wraps mem so that hook runs before each write-class operation
+// (the lock file's creation and opens for writing left out).
+func crashFS(mem *vfs.MemFS, hook func(testfs.Op)) vfs.FS {
+	return testfs.Wrap(mem, func(op testfs.Op) {
+		if op.Kind != testfs.Lock && op.Kind != testfs.OpenReadWrite {
+			hook(op)
+		}
+	})
 }
 
 // verify reopens a crash clone and checks it holds a state in [lo, hi];
@@ -312,7 +305,7 @@ func TestTxnCrashEnumeration(t *testing.T) {
 		p := planTxnCrash(seed, steps)
 		// A dry run counts the operations, to spread the clones over them.
 		var dry atomic.Int64
-		p.run(t, errorfs.Wrap(vfs.NewCrashableMem(), crashHook{func(errorfs.Op) { dry.Add(1) }}), &txnCrashProgress{})
+		p.run(t, crashFS(vfs.NewCrashableMem(), func(testfs.Op) { dry.Add(1) }), &txnCrashProgress{})
 		every := max(1, dry.Load()/int64(target/2))
 
 		mem := vfs.NewCrashableMem()
@@ -347,7 +340,7 @@ func TestTxnCrashEnumeration(t *testing.T) {
 			}()
 		}
 		var n atomic.Int64
-		hook := func(op errorfs.Op) {
+		hook := func(op testfs.Op) {
 			k := n.Add(1)
 			if k%every != 0 {
 				return
@@ -360,7 +353,7 @@ func TestTxnCrashEnumeration(t *testing.T) {
 			ch <- state{fmt.Sprintf("%s keeping %d%% of unsynced data", name, pct),
 				mem.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: pct, RNG: rng}), lo, hi}
 		}
-		p.run(t, errorfs.Wrap(mem, crashHook{hook}), &pr)
+		p.run(t, crashFS(mem, hook), &pr)
 		close(ch)
 		wg.Wait()
 		t.Logf("seed %d: %d steps, %d file system write ops, %d crash states so far", seed, len(p.steps), n.Load(), states.Load())
