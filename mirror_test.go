@@ -444,8 +444,12 @@ func TestMirrorAttachCancel(t *testing.T) {
 	if err := db.DetachReplica(1); err != nil {
 		t.Fatal(err)
 	}
-	for i := range 60 {
-		e.put(db, fmt.Sprintf("k%02d", i))
+	// Enough to copy that the copy spans several 256-block stripe runs: at
+	// 64 KiB/s it cannot finish within the 300 ms (with 60 keys the blocks
+	// to copy sometimes fit one run, copied at once, and the attach
+	// finished).
+	for i := range 200 {
+		e.put(db, fmt.Sprintf("k%03d", i))
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
 	defer cancel()
