@@ -11,7 +11,6 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/heapkv/heapkv"
-	"github.com/stretchr/testify/require"
 )
 
 // The bank: goroutines move money between accounts in serializable
@@ -148,15 +147,15 @@ func TestBankTransfers(t *testing.T) {
 		Logger:             txnLogger,
 	}
 	heapkv.SetFS(opts, mem)
-	db, err := heapkv.Open("bank", opts)
-	require.NoError(t, err)
-	defer db.Close()
+	db := openTestDB(t, "bank", opts)
 	rng := rand.New(rand.NewPCG(1, 1))
 	b := db.NewBatch()
 	for i := range bankAccounts {
 		b.Put(bankKey(i), bankValue(i, bankInitial, rng))
 	}
-	require.NoError(t, db.Apply(b, &heapkv.WriteOptions{Sync: true}))
+	if err := db.Apply(b, &heapkv.WriteOptions{Sync: true}); err != nil {
+		t.Fatal(err)
+	}
 
 	const workers, perWorker = 8, 150
 	var (
@@ -208,28 +207,47 @@ func TestBankTransfers(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	require.NoError(t, bankAudit(db))
+	if err := bankAudit(db); err != nil {
+		t.Fatal(err)
+	}
 	st, err := db.Stats()
-	require.NoError(t, err)
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Logf("%d transfers, %d conflicts retried, %d audits; stats: %d txn commits, %d txn conflicts",
 		workers*perWorker, conflicts.Load(), audits.Load(), st.TxnCommits, st.TxnConflicts)
-	require.EqualValues(t, conflicts.Load(), st.TxnConflicts)
-	require.Zero(t, st.OpenTxns+st.OpenIterators)
+	if st.TxnConflicts != conflicts.Load() {
+		t.Fatalf("Stats.TxnConflicts = %d, want the %d conflicts retried", st.TxnConflicts, conflicts.Load())
+	}
+	if st.OpenTxns+st.OpenIterators != 0 {
+		t.Fatalf("st.OpenTxns+st.OpenIterators = %v, want 0", st.OpenTxns+st.OpenIterators)
+	}
 	checkTxnDB(t, db)
-	require.NoError(t, db.Close())
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
 
 	// Every crash state reopens to the same total; so does the clean close.
 	clones = append(clones, mem.CrashClone(vfs.CrashCloneCfg{}))
 	for i, c := range clones {
 		o := *opts
 		heapkv.SetFS(&o, c)
-		db, err := heapkv.Open("bank", &o)
-		require.NoError(t, err, "crash clone %d", i)
-		require.NoError(t, bankAudit(db), "crash clone %d", i)
+		db := openTestDB(t, "bank", &o)
+		if err := bankAudit(db); err != nil {
+			t.Fatalf("crash clone %d: %v", i, err)
+		}
 		checkTxnDB(t, db)
-		require.NoError(t, transfer(db, rng, true), "crash clone %d", i) // still works
-		require.NoError(t, bankAudit(db), "crash clone %d", i)
-		require.NoError(t, db.Close())
+		if err := transfer(db, rng, true); err != nil {
+			t.Fatalf("crash clone %d: %v", i, err)
+		} // still works
+		if err := bankAudit(db); err != nil {
+			t.Fatalf("crash clone %d: %v", i, err)
+		}
+		if err := db.Close(); err != nil {
+			t.Fatal(err)
+		}
 	}
-	require.Greater(t, conflicts.Load(), int64(0), "the test should exercise conflicts")
+	if conflicts.Load() <= int64(0) {
+		t.Fatalf("the test should exercise conflicts: conflicts.Load() = %v, want > int64(0) = %v", conflicts.Load(), int64(0))
+	}
 }

@@ -15,11 +15,7 @@ import (
 )
 
 func TestValueCacheHitsAndCopies(t *testing.T) {
-	db, err := Open("db", memOptions(vfs.NewMem(), CodecNone))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openTestDB(t, "db", memOptions(vfs.NewMem(), CodecNone))
 	val := bytes.Repeat([]byte("0123456789"), 300)
 	if err := db.Put([]byte("k"), val); err != nil {
 		t.Fatal(err)
@@ -58,11 +54,7 @@ func TestValueCacheHitsAndCopies(t *testing.T) {
 func TestValueCacheDisabled(t *testing.T) {
 	o := memOptions(vfs.NewMem(), CodecS2)
 	o.ValueCacheSize = -1
-	db, err := Open("db", o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openTestDB(t, "db", o)
 	if db.vcache != nil {
 		t.Fatal("negative ValueCacheSize left a cache")
 	}
@@ -86,11 +78,7 @@ func TestValueCacheDisabled(t *testing.T) {
 // applied asynchronously, after the delete that the free issued). Get must
 // still return the new value.
 func TestValueCacheStaleEntry(t *testing.T) {
-	db, err := Open("db", memOptions(vfs.NewMem(), CodecNone))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openTestDB(t, "db", memOptions(vfs.NewMem(), CodecNone))
 	old := bytes.Repeat([]byte("old!"), 250) // 1000 bytes: 2 blocks of 512
 	if err := db.Put([]byte("victim"), old); err != nil {
 		t.Fatal(err)
@@ -190,11 +178,7 @@ func TestValueCacheRace(t *testing.T) {
 	o.ValueCacheSize = 48 << 10
 	o.NoSync = true
 	o.NoSyncFlushBytes = 32 << 10
-	db, err := Open("db", o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openTestDB(t, "db", o)
 
 	var started, committed [keys]atomic.Int64
 	var isDelete [keys][]atomic.Bool

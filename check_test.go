@@ -21,11 +21,7 @@ import (
 func TestCheckFindsPlantedFaults(t *testing.T) {
 	for _, fault := range []string{"none", "leak", "dangling", "double"} {
 		t.Run(fault, func(t *testing.T) {
-			db, err := Open("db", memOptions(vfs.NewMem(), CodecNone))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer db.Close()
+			db := openTestDBNoCheck(t, "db", memOptions(vfs.NewMem(), CodecNone))
 			for i := range 8 {
 				v := bytes.Repeat([]byte{byte('a' + i)}, 700) // two 512-byte blocks
 				if err := db.Put([]byte(fmt.Sprintf("k%d", i)), v); err != nil {

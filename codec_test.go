@@ -252,10 +252,7 @@ func TestCompressionMixedReopen(t *testing.T) {
 	for round, st := range steps {
 		o := memOptions(fs, st.codec)
 		o.CompressionLevel = st.level
-		db, err := Open("db", o)
-		if err != nil {
-			t.Fatal(err)
-		}
+		db := openTestDB(t, "db", o)
 		// Everything written so far reads back.
 		for k, v := range want {
 			got, err := db.Get([]byte(k))
@@ -307,11 +304,7 @@ func TestCompressionMixedReopen(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	db, err := Open("db", memOptions(fs, CodecNone))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openTestDB(t, "db", memOptions(fs, CodecNone))
 	s, _ := db.Stats()
 	if s.HeapStoredBytes >= s.HeapValueBytes {
 		t.Fatalf("after %d compressed writes the heap stores %d bytes for %d", compressed, s.HeapStoredBytes, s.HeapValueBytes)
@@ -350,10 +343,7 @@ func TestCorruptCompressedValue(t *testing.T) {
 			r := rand.New(rand.NewPCG(9, uint64(codec)))
 			o := memOptions(fs, codec)
 			o.ValueCacheSize = -1
-			db, err := Open("db", o)
-			if err != nil {
-				t.Fatal(err)
-			}
+			db := openTestDB(t, "db", o)
 			vals := map[string][]byte{}
 			for i := 0; i < 4; i++ {
 				k := fmt.Sprintf("key-%d", i)
@@ -384,11 +374,7 @@ func TestCorruptCompressedValue(t *testing.T) {
 				t.Fatal(err)
 			}
 			f.Close()
-			db, err = Open("db", o)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer db.Close()
+			db = openTestDBNoCheck(t, "db", o)
 			_, err = db.Get([]byte("key-0"))
 			if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), `"key-0"`) || !strings.Contains(err.Error(), "checksum") {
 				t.Fatalf("flipped heap byte: Get = %v, want ErrCorrupt naming key-0 and the checksum", err)

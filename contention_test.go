@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/heapkv/heapkv"
-	"github.com/stretchr/testify/require"
 )
 
 // TestHotKeyContention has many writers overwrite and delete the same few
@@ -19,9 +18,7 @@ import (
 // twice or never, and Check would find double references or leaks.
 func TestHotKeyContention(t *testing.T) {
 	opts := &heapkv.Options{NoSync: true, InlineThreshold: 100, SegmentSize: 64 * 4096}
-	db, err := heapkv.Open(t.TempDir(), opts)
-	require.NoError(t, err)
-	defer db.Close()
+	db := openTestDB(t, t.TempDir(), opts)
 	const writers, keys, rounds = 8, 6, 400
 	var wg sync.WaitGroup
 	for w := 0; w < writers; w++ {
@@ -51,12 +48,24 @@ func TestHotKeyContention(t *testing.T) {
 		}(w)
 	}
 	wg.Wait()
-	require.NoError(t, db.Sync())
+	if err := db.Sync(); err != nil {
+		t.Fatal(err)
+	}
 	rep, err := db.Check(context.Background())
-	require.NoError(t, err)
-	require.Zero(t, rep.LeakedBlocks)
-	require.Zero(t, rep.DoubleRefBlocks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.LeakedBlocks != 0 {
+		t.Fatalf("rep.LeakedBlocks = %v, want 0", rep.LeakedBlocks)
+	}
+	if rep.DoubleRefBlocks != 0 {
+		t.Fatalf("rep.DoubleRefBlocks = %v, want 0", rep.DoubleRefBlocks)
+	}
 	st, err := db.Stats()
-	require.NoError(t, err)
-	require.Equal(t, rep.Keys, st.Keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Keys != rep.Keys {
+		t.Fatalf("st.Keys = %v, want %v", st.Keys, rep.Keys)
+	}
 }

@@ -40,10 +40,7 @@ func corruptFixture(t *testing.T, seed byte) (fs *vfs.MemFS, marker []byte) {
 	// reach the disk only at a checkpoint, and recovery rewrites them).
 	o := faultOptions(mem)
 	o.CarryLimit = -1
-	db, err := heapkv.Open(corruptDir, o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openTestDB(t, corruptDir, o)
 	put := func(k string, v []byte) {
 		if err := db.Put([]byte(k), v); err != nil {
 			t.Fatal(err)
@@ -373,11 +370,7 @@ func TestOpenCorrupt(t *testing.T) {
 	// The control: the undamaged fixture opens and holds its data.
 	t.Run("undamaged", func(t *testing.T) {
 		fs, marker := corruptFixture(t, 1)
-		db, err := heapkv.Open(corruptDir, faultOptions(fs))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer db.Close()
+		db := openTestDB(t, corruptDir, faultOptions(fs))
 		if v, err := db.Get([]byte("marker")); err != nil || !bytes.Equal(v, marker) {
 			t.Fatalf("marker: %v", err)
 		}
@@ -425,11 +418,7 @@ func TestHeapValueBitFlip(t *testing.T) {
 	}
 	flipFileBit(t, fs, fs.PathJoin(corruptDir, "heap"), at+len(marker)/2)
 
-	db, err := heapkv.Open(corruptDir, faultOptions(fs))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openTestDBNoCheck(t, corruptDir, faultOptions(fs))
 	v, getErr := db.Get([]byte("marker"))
 	if !errors.Is(getErr, heapkv.ErrCorrupt) || !strings.Contains(getErr.Error(), "marker") {
 		t.Fatalf("Get of the damaged value: %d bytes, %v; want ErrCorrupt naming the key", len(v), getErr)
@@ -454,10 +443,7 @@ func TestHeapValueBitFlip(t *testing.T) {
 // this process (on a MemFS and on real files) and from another process.
 func TestOpenLocked(t *testing.T) {
 	mem := vfs.NewMem()
-	db, err := heapkv.Open(corruptDir, faultOptions(mem))
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openTestDB(t, corruptDir, faultOptions(mem))
 	if _, err := heapkv.Open(corruptDir, faultOptions(mem)); !errors.Is(err, heapkv.ErrLocked) {
 		t.Fatalf("second Open on a MemFS: %v, want ErrLocked", err)
 	}
@@ -466,9 +452,7 @@ func TestOpenLocked(t *testing.T) {
 	}
 
 	dir := filepath.Join(t.TempDir(), "db")
-	if db, err = heapkv.Open(dir, nil); err != nil {
-		t.Fatal(err)
-	}
+	db = openTestDB(t, dir, nil)
 	// Another path to the same directory is the same database.
 	if _, err := heapkv.Open(dir+"/./", nil); !errors.Is(err, heapkv.ErrLocked) {
 		t.Fatalf("second Open: %v, want ErrLocked", err)
@@ -483,10 +467,7 @@ func TestOpenLocked(t *testing.T) {
 	if got := lockChild(t, dir); got != "opened" {
 		t.Fatalf("another process opening the closed database: %s, want opened", got)
 	}
-	db, err = heapkv.Open(dir, nil)
-	if err != nil {
-		t.Fatalf("reopen after the child: %v", err)
-	}
+	db = openTestDB(t, dir, nil)
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}

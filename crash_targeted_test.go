@@ -102,11 +102,7 @@ func crashReusedSupersededValue(t *testing.T) bool {
 	opts := crashOptions()
 	opts.Cursors = 1 // one segment at a time: freed blocks are reused at once
 	heapkv.SetFS(&opts, mem)
-	db, err := heapkv.Open(crashDir, &opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openTestDB(t, crashDir, &opts)
 	rng := rand.New(rand.NewPCG(1, 2))
 	fill := crashBytes(rng, 52*512) // blocks 0..51 of the 64-block segment
 	v := crashBytes(rng, 12*512)    // blocks 52..63
@@ -176,11 +172,7 @@ func TestCrashIndexFlushAheadOfLog(t *testing.T) {
 		}
 	})
 	heapkv.SetFS(&opts, fs)
-	db, err := heapkv.Open(crashDir, &opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openTestDB(t, crashDir, &opts)
 	rng := rand.New(rand.NewPCG(5, 6))
 	states := []map[string][]byte{{}}
 	cur := map[string][]byte{}

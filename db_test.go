@@ -8,23 +8,25 @@ import (
 	"testing"
 
 	"github.com/heapkv/heapkv"
-	"github.com/stretchr/testify/require"
 )
 
 func TestPutGetDeleteReopen(t *testing.T) {
 	dir := t.TempDir()
-	db, err := heapkv.Open(dir, nil)
-	require.NoError(t, err)
+	db := openTestDB(t, dir, nil)
 	vals := map[string][]byte{}
 	for i := 0; i < 200; i++ {
 		k := fmt.Sprintf("key-%03d", i)
 		v := bytes.Repeat([]byte{byte(i)}, i*97)
-		require.NoError(t, db.Put([]byte(k), v))
+		if err := db.Put([]byte(k), v); err != nil {
+			t.Fatal(err)
+		}
 		vals[k] = v
 	}
 	for i := 0; i < 200; i += 3 {
 		k := fmt.Sprintf("key-%03d", i)
-		require.NoError(t, db.Delete([]byte(k)))
+		if err := db.Delete([]byte(k)); err != nil {
+			t.Fatal(err)
+		}
 		delete(vals, k)
 	}
 	verify := func(db *heapkv.DB) {
@@ -32,87 +34,130 @@ func TestPutGetDeleteReopen(t *testing.T) {
 			k := fmt.Sprintf("key-%03d", i)
 			got, err := db.Get([]byte(k))
 			if want, ok := vals[k]; ok {
-				require.NoError(t, err, k)
-				require.Equal(t, want, got, k)
+				if err != nil {
+					t.Fatalf("%v: %v", k, err)
+				}
+				if !bytes.Equal(got, want) {
+					t.Fatalf("%v: got = %.64q, want %.64q", k, got, want)
+				}
 			} else {
-				require.ErrorIs(t, err, heapkv.ErrNotFound, k)
+				if !errors.Is(err, heapkv.ErrNotFound) {
+					t.Fatalf("%v: err = %v, want %v", k, err, heapkv.ErrNotFound)
+				}
 			}
 		}
 		rep, err := db.Check(context.Background())
-		require.NoError(t, err)
-		require.Equal(t, int64(len(vals)), rep.Keys)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Keys != int64(len(vals)) {
+			t.Fatalf("rep.Keys = %v, want %v", rep.Keys, int64(len(vals)))
+		}
 	}
 	verify(db)
-	require.NoError(t, db.Close())
-	require.ErrorIs(t, db.Close(), heapkv.ErrClosed)
-	_, err = db.Get([]byte("x"))
-	require.ErrorIs(t, err, heapkv.ErrClosed)
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); !errors.Is(err, heapkv.ErrClosed) {
+		t.Fatalf("db.Close() = %v, want %v", err, heapkv.ErrClosed)
+	}
+	if _, err := db.Get([]byte("x")); !errors.Is(err, heapkv.ErrClosed) {
+		t.Fatalf("Get after Close: %v, want %v", err, heapkv.ErrClosed)
+	}
 
-	db, err = heapkv.Open(dir, nil)
-	require.NoError(t, err)
+	db = openTestDB(t, dir, nil)
 	verify(db)
-	_, err = heapkv.Open(dir, nil)
-	require.ErrorIs(t, err, heapkv.ErrLocked)
-	require.NoError(t, db.Close())
+	if _, err := heapkv.Open(dir, nil); !errors.Is(err, heapkv.ErrLocked) {
+		t.Fatalf("second Open: %v, want %v", err, heapkv.ErrLocked)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestBadInput(t *testing.T) {
-	db, err := heapkv.Open(t.TempDir(), nil)
-	require.NoError(t, err)
-	defer db.Close()
-	require.ErrorIs(t, db.Put(nil, []byte("v")), heapkv.ErrEmptyKey)
-	require.ErrorIs(t, db.Put(make([]byte, heapkv.MaxKeySize+1), nil), heapkv.ErrKeyTooLarge)
-	require.ErrorIs(t, db.Put([]byte("k"), make([]byte, heapkv.MaxValueSize+1)), heapkv.ErrValueTooLarge)
-	_, err = db.Get(nil)
-	require.ErrorIs(t, err, heapkv.ErrEmptyKey)
+	db := openTestDB(t, t.TempDir(), nil)
+	if err := db.Put(nil, []byte("v")); !errors.Is(err, heapkv.ErrEmptyKey) {
+		t.Fatalf("db.Put(nil, []byte(\"v\")) = %v, want %v", err, heapkv.ErrEmptyKey)
+	}
+	if err := db.Put(make([]byte, heapkv.MaxKeySize+1), nil); !errors.Is(err, heapkv.ErrKeyTooLarge) {
+		t.Fatalf("db.Put(make([]byte, heapkv.MaxKeySize+1), nil) = %v, want %v", err, heapkv.ErrKeyTooLarge)
+	}
+	if err := db.Put([]byte("k"), make([]byte, heapkv.MaxValueSize+1)); !errors.Is(err, heapkv.ErrValueTooLarge) {
+		t.Fatalf("err = %v, want %v", err, heapkv.ErrValueTooLarge)
+	}
+	if _, err := db.Get(nil); !errors.Is(err, heapkv.ErrEmptyKey) {
+		t.Fatalf("Get(nil): %v, want %v", err, heapkv.ErrEmptyKey)
+	}
 	big := make([]byte, heapkv.MaxValueSize)
 	for i := range big {
 		big[i] = byte(i * 7)
 	}
-	require.NoError(t, db.Put([]byte("big"), big))
+	if err := db.Put([]byte("big"), big); err != nil {
+		t.Fatal(err)
+	}
 	got, err := db.Get([]byte("big"))
-	require.NoError(t, err)
-	require.True(t, bytes.Equal(big, got))
-	_, err = heapkv.Open(t.TempDir(), &heapkv.Options{BlockSize: 1000})
-	require.True(t, errors.Is(err, heapkv.ErrInvalidOptions), err)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(big, got) {
+		t.Fatalf("Get(big) returned %d bytes that differ from the %d put", len(got), len(big))
+	}
+	if _, err := heapkv.Open(t.TempDir(), &heapkv.Options{BlockSize: 1000}); !errors.Is(err, heapkv.ErrInvalidOptions) {
+		t.Fatalf("Open with BlockSize 1000: %v, want ErrInvalidOptions", err)
+	}
 }
 
 func TestBatchTooLarge(t *testing.T) {
-	db, err := heapkv.Open(t.TempDir(), &heapkv.Options{NoSync: true})
-	require.NoError(t, err)
-	defer db.Close()
+	db := openTestDB(t, t.TempDir(), &heapkv.Options{NoSync: true})
 	b := db.NewBatch()
 	v := bytes.Repeat([]byte("x"), 2000) // inline
 	for i := 0; i < 50_000; i++ {
 		b.Put([]byte(fmt.Sprintf("k%06d", i)), v)
 	}
-	require.ErrorIs(t, db.Apply(b, nil), heapkv.ErrBatchTooLarge)
+	if err := db.Apply(b, nil); !errors.Is(err, heapkv.ErrBatchTooLarge) {
+		t.Fatalf("db.Apply(b, nil) = %v, want %v", err, heapkv.ErrBatchTooLarge)
+	}
 	// The database is not failed by it.
-	require.NoError(t, db.Put([]byte("after"), []byte("ok")))
+	if err := db.Put([]byte("after"), []byte("ok")); err != nil {
+		t.Fatal(err)
+	}
 	b.Reset()
 	for i := 0; i < heapkv.MaxBatchOps+1; i++ {
 		b.Delete([]byte(fmt.Sprintf("k%06d", i)))
 	}
-	require.ErrorIs(t, db.Apply(b, nil), heapkv.ErrBatchTooLarge)
+	if err := db.Apply(b, nil); !errors.Is(err, heapkv.ErrBatchTooLarge) {
+		t.Fatalf("db.Apply(b, nil) = %v, want %v", err, heapkv.ErrBatchTooLarge)
+	}
 }
 
 // A synced write of an inline value costs two fsyncs (the log's, then its
 // sync mark's); so does one of a heap value its record carries (the heap
 // is flushed by checkpoints).
 func TestSyncedInlineWriteOneFsync(t *testing.T) {
-	db, err := heapkv.Open(t.TempDir(), nil)
-	require.NoError(t, err)
-	defer func() { require.NoError(t, db.Close()) }()
+	db := openTestDB(t, t.TempDir(), nil)
 	put := func(v []byte) int64 {
 		before, err := db.Stats()
-		require.NoError(t, err)
-		require.NoError(t, db.Put([]byte("k"), v))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Put([]byte("k"), v); err != nil {
+			t.Fatal(err)
+		}
 		after, err := db.Stats()
-		require.NoError(t, err)
+		if err != nil {
+			t.Fatal(err)
+		}
 		return after.Fsyncs - before.Fsyncs
 	}
 	put(bytes.Repeat([]byte{1}, 10)) // the first sync after open flushes the heap
-	require.EqualValues(t, 2, put(bytes.Repeat([]byte{2}, 100)), "inline Put")
-	require.EqualValues(t, 2, put(bytes.Repeat([]byte{3}, 10000)), "heap Put")
-	require.EqualValues(t, 2, put(bytes.Repeat([]byte{4}, 100)), "inline Put after a heap Put")
+	if n := put(bytes.Repeat([]byte{2}, 100)); n != 2 {
+		t.Fatalf("inline Put: %d fsyncs, want 2", n)
+	}
+	if n := put(bytes.Repeat([]byte{3}, 10000)); n != 2 {
+		t.Fatalf("heap Put: %d fsyncs, want 2", n)
+	}
+	if n := put(bytes.Repeat([]byte{4}, 100)); n != 2 {
+		t.Fatalf("inline Put after a heap Put: %d fsyncs, want 2", n)
+	}
 }

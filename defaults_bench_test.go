@@ -61,10 +61,7 @@ func BenchmarkDefaultsSegmentSize(b *testing.B) {
 
 func benchPutGet(b *testing.B, opts *heapkv.Options, size, writers int) {
 	dir := b.TempDir()
-	db, err := heapkv.Open(dir, opts)
-	if err != nil {
-		b.Fatal(err)
-	}
+	db := openTestDB(b, dir, opts)
 	// Values are windows of a random pool, so they do not compress.
 	pool := make([]byte, 1<<20+size)
 	for i := range pool {
@@ -100,11 +97,7 @@ func benchPutGet(b *testing.B, opts *heapkv.Options, size, writers int) {
 	}
 	b.ReportMetric(float64(dirBytes(b, dir))/float64(n), "disk-B/value")
 	// Read everything back once after reopening (cold index cache).
-	db, err = heapkv.Open(dir, opts)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer db.Close()
+	db = openTestDB(b, dir, opts)
 	start := nowNanos()
 	for i := uint64(1); i <= n; i++ {
 		if _, err := db.Get(key(i)); err != nil {

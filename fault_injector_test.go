@@ -1,9 +1,13 @@
 package heapkv_test
 
-// The fault injector the I/O fault tests run the database under.
+// The one errorfs injector of the root tests: the I/O fault tests, the
+// index fatal-path tests, the mirror tests and the disk-reserve test all
+// fail file operations through it. (Tests that only watch operations, to
+// take crash clones, use internal/testfs.)
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -11,17 +15,36 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 )
 
-// faultInjector fails, while armed, the first limit operations (every one if
-// limit < 0) that match accepts, and records them with the phase the test
-// was in.
-type faultInjector struct {
+// injector is an errorfs.Injector: while armed, an operation that matches
+// one of its rules fails with the rule's error, each rule failing at most
+// its limit of operations. It records every failed operation with the
+// phase the test was in.
+type injector struct {
 	armed atomic.Bool
-	match func(op errorfs.Op) bool
-	limit int
 	phase atomic.Pointer[string]
 
 	mu    sync.Mutex
-	fired []firedOp
+	rules []*injectRule // guarded by mu
+	fired []firedOp     // guarded by mu
+}
+
+// injectRule says which operations an injector fails, how many, and how.
+type injectRule struct {
+	match func(op errorfs.Op) bool // called, while armed, on each operation no earlier rule failed
+	limit int                      // fail at most this many (< 0: every one)
+	err   error                    // what they return; nil: errorfs.ErrInjected
+	n     int                      // how many it failed
+}
+
+var _ errorfs.Injector = (*injector)(nil)
+
+// newInjector returns an injector with rules, not armed.
+func newInjector(rules ...injectRule) *injector {
+	inj := &injector{}
+	for _, r := range rules {
+		inj.add(r)
+	}
+	return inj
 }
 
 type firedOp struct {
@@ -33,31 +56,62 @@ func (f firedOp) String() string {
 	return fmt.Sprintf("%v %s (during %s)", opKindName(f.op.Kind), f.op.Path, f.phase)
 }
 
-func (f *faultInjector) String() string { return "heapkv fault injector" }
+func (inj *injector) String() string { return "heapkv test injector" }
 
-func (f *faultInjector) MaybeError(op errorfs.Op) error {
-	if !f.armed.Load() || !f.match(op) {
+// MaybeError implements errorfs.Injector.
+func (inj *injector) MaybeError(op errorfs.Op) error {
+	if !inj.armed.Load() {
 		return nil
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.limit >= 0 && len(f.fired) >= f.limit {
-		return nil
+	inj.mu.Lock()
+	defer inj.mu.Unlock()
+	for _, r := range inj.rules {
+		if !r.match(op) || (r.limit >= 0 && r.n >= r.limit) {
+			continue
+		}
+		r.n++
+		phase := ""
+		if p := inj.phase.Load(); p != nil {
+			phase = *p
+		}
+		inj.fired = append(inj.fired, firedOp{op: op, phase: phase})
+		if r.err != nil {
+			return r.err
+		}
+		return errorfs.ErrInjected
 	}
-	phase := ""
-	if p := f.phase.Load(); p != nil {
-		phase = *p
-	}
-	f.fired = append(f.fired, firedOp{op: op, phase: phase})
-	return errorfs.ErrInjected
+	return nil
 }
 
-func (f *faultInjector) setPhase(s string) { f.phase.Store(&s) }
+// add adds a rule.
+func (inj *injector) add(r injectRule) {
+	inj.mu.Lock()
+	defer inj.mu.Unlock()
+	inj.rules = append(inj.rules, &r)
+}
 
-func (f *faultInjector) firedOps() []firedOp {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return append([]firedOp(nil), f.fired...)
+// failPath adds a rule that fails every operation of one of kinds on a
+// path starting with prefix.
+func (inj *injector) failPath(prefix string, kinds ...errorfs.OpKind) {
+	inj.add(injectRule{limit: -1, match: func(op errorfs.Op) bool {
+		return strings.HasPrefix(op.Path, prefix) && slices.Contains(kinds, op.Kind)
+	}})
+}
+
+// heal drops every rule.
+func (inj *injector) heal() {
+	inj.mu.Lock()
+	defer inj.mu.Unlock()
+	inj.rules = nil
+}
+
+func (inj *injector) setPhase(s string) { inj.phase.Store(&s) }
+
+// firedOps returns the operations failed so far, in order.
+func (inj *injector) firedOps() []firedOp {
+	inj.mu.Lock()
+	defer inj.mu.Unlock()
+	return slices.Clone(inj.fired)
 }
 
 func opKindName(k errorfs.OpKind) string {

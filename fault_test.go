@@ -242,10 +242,7 @@ func (m kvModel) record(o wOp, acked bool) {
 // m, proves it takes writes again, and closes it.
 func reopenAndVerify(t testing.TB, fs vfs.FS, m kvModel, label string) (failedShown int) {
 	t.Helper()
-	db, err := heapkv.Open(faultDir, faultOptions(fs))
-	if err != nil {
-		t.Fatalf("%s: reopen: %v", label, err)
-	}
+	db := openTestDB(t, faultDir, faultOptions(fs))
 	failedShown = m.verify(t, db, label)
 	probe := []byte("after-reopen")
 	val := bytes.Repeat([]byte{0xA5}, 700)
@@ -304,15 +301,12 @@ func TestFaultInjection(t *testing.T) {
 func runTargetedFault(t *testing.T, seed uint64, match func(errorfs.Op) bool, sticky, heapFirst bool) {
 	rng := rand.New(rand.NewPCG(seed, 0xFA17))
 	mem := vfs.NewCrashableMem()
-	inj := &faultInjector{match: match, limit: 1}
+	inj := newInjector(injectRule{match: match, limit: 1})
 	opts := faultOptions(errorfs.Wrap(mem, inj))
 	if heapFirst {
 		opts.CarryLimit = -1
 	}
-	db, err := heapkv.Open(faultDir, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openTestDBNoCheck(t, faultDir, opts)
 	m := kvModel{}
 	const nkeys = 24
 	// Acknowledged history, with a checkpoint in the middle so that recovery
@@ -446,9 +440,9 @@ func runSweep(t *testing.T, n int) int {
 	t.Helper()
 	label := fmt.Sprintf("sweep n=%d", n)
 	var count atomic.Int64
-	inj := &faultInjector{limit: 1, match: func(op errorfs.Op) bool {
+	inj := newInjector(injectRule{limit: 1, match: func(op errorfs.Op) bool {
 		return sweepCountable(op) && count.Add(1)-1 == int64(n)
-	}}
+	}})
 	inj.armed.Store(true)
 	mem := vfs.NewCrashableMem()
 	m := kvModel{}

@@ -148,7 +148,7 @@ func runFatalCase(phase, fault string, step func(string, time.Duration)) (notes 
 	note := func(format string, args ...any) { notes = append(notes, fmt.Sprintf(format, args...)) }
 	rng := rand.New(rand.NewPCG(11, 0xFA7A1))
 	mem := vfs.NewCrashableMem()
-	inj := &faultInjector{match: fatalMatch(fault), limit: -1}
+	inj := newInjector(injectRule{match: fatalMatch(fault), limit: -1})
 	m := kvModel{}
 
 	step("setup", fatalSetup)
@@ -225,7 +225,7 @@ func runFatalCase(phase, fault string, step func(string, time.Duration)) (notes 
 		if err := db.Close(); err != nil {
 			return notes, fmt.Errorf("close before the crash clone is opened: %w", err)
 		}
-		inj = &faultInjector{match: fatalMatch(fault), limit: -1}
+		inj = newInjector(injectRule{match: fatalMatch(fault), limit: -1})
 		inj.armed.Store(true)
 		step("Open, with the fault", fatalStepLimit)
 		db, err := heapkv.Open(faultDir, faultOptions(errorfs.Wrap(fs, inj)))

@@ -127,10 +127,8 @@ func damageOptions(fs vfs.FS) *heapkv.Options {
 func buildDamageFixture(t *testing.T) map[string][]byte {
 	t.Helper()
 	mem := vfs.NewMem()
-	db, err := heapkv.Open(damageDir, damageOptions(mem))
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openTestDB(t, damageDir, damageOptions(mem))
+	var err error
 	for r, ops := range damageRounds() {
 		for chunk := range slices.Chunk(ops, 100) {
 			var b heapkv.Batch
@@ -155,7 +153,7 @@ func buildDamageFixture(t *testing.T) map[string][]byte {
 			// starts a new MANIFEST (the old one is kept, obsolete), and
 			// the reopen writes a new OPTIONS file.
 			if err = db.Close(); err == nil {
-				db, err = heapkv.Open(damageDir, damageOptions(mem))
+				db = openTestDB(t, damageDir, damageOptions(mem))
 			}
 		case 3:
 			err = db.Close()

@@ -50,11 +50,7 @@ func TestIndexLostFlushRefused(t *testing.T) {
 			opts := crashOptions()
 			opts.CheckpointLogBytes = -1
 			heapkv.SetFS(&opts, mem)
-			db, err := heapkv.Open(crashDir, &opts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer db.Close()
+			db := openTestDB(t, crashDir, &opts)
 			for i := range 50 {
 				if err := db.Put(fmt.Appendf(nil, "a%03d", i), []byte("first")); err != nil {
 					t.Fatal(err)

@@ -13,7 +13,6 @@ import (
 	"testing"
 
 	"github.com/heapkv/heapkv"
-	"github.com/stretchr/testify/require"
 )
 
 // Iterators checked against a model: random keys over a small alphabet
@@ -132,9 +131,13 @@ func checkIter(t *testing.T, rng *rand.Rand, it *heapkv.Iterator, m *modelIter, 
 		if got != want {
 			t.Fatalf("%s: after %v: valid %v, want %v (model at %d of %q)", label, trace, got, want, m.pos, m.keys)
 		}
-		require.Equal(t, got, it.Valid())
+		if it.Valid() != got {
+			t.Fatalf("it.Valid() = %v, want %v", it.Valid(), got)
+		}
 		if !got {
-			require.Nil(t, it.Key())
+			if it.Key() != nil {
+				t.Fatalf("it.Key() = %v, want nil", it.Key())
+			}
 			continue
 		}
 		k := m.keys[m.pos]
@@ -143,13 +146,17 @@ func checkIter(t *testing.T, rng *rand.Rand, it *heapkv.Iterator, m *modelIter, 
 		}
 		if rng.IntN(2) == 0 {
 			v, err := it.Value()
-			require.NoError(t, err)
+			if err != nil {
+				t.Fatal(err)
+			}
 			if !bytes.Equal(v, m.vals[k]) {
 				t.Fatalf("%s: after %v: value of %q differs (%d bytes, want %d)", label, trace, k, len(v), len(m.vals[k]))
 			}
 		}
 	}
-	require.NoError(t, it.Error())
+	if err := it.Error(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func randIterOptions(rng *rand.Rand) (*heapkv.IterOptions, []byte, []byte, string) {
@@ -175,11 +182,15 @@ func TestIteratorModel(t *testing.T) {
 		for range n {
 			k := randIterKey(rng)
 			if rng.IntN(4) == 0 {
-				require.NoError(t, db.Delete([]byte(k)))
+				if err := db.Delete([]byte(k)); err != nil {
+					t.Fatal(err)
+				}
 				delete(state, k)
 			} else {
 				v := randIterValue(rng)
-				require.NoError(t, db.Put([]byte(k), v))
+				if err := db.Put([]byte(k), v); err != nil {
+					t.Fatal(err)
+				}
 				state[k] = v
 			}
 		}
@@ -188,102 +199,199 @@ func TestIteratorModel(t *testing.T) {
 		mutate(40)
 		old := maps.Clone(state)
 		snap, err := db.NewSnapshot()
-		require.NoError(t, err)
+		if err != nil {
+			t.Fatal(err)
+		}
 		mutate(20)
 
 		// Over the DB, and over the snapshot.
 		for i := range 8 {
 			o, lo, hi, p := randIterOptions(rng)
 			it, err := db.NewIter(o)
-			require.NoError(t, err)
+			if err != nil {
+				t.Fatal(err)
+			}
 			checkIter(t, rng, it, newModelIter(state, lo, hi, p), fmt.Sprintf("round %d db iter %d %+v", round, i, o))
-			require.NoError(t, it.Close())
+			if err := it.Close(); err != nil {
+				t.Fatal(err)
+			}
 			it, err = snap.NewIter(o)
-			require.NoError(t, err)
+			if err != nil {
+				t.Fatal(err)
+			}
 			checkIter(t, rng, it, newModelIter(old, lo, hi, p), fmt.Sprintf("round %d snapshot iter %d %+v", round, i, o))
-			require.NoError(t, it.Close())
+			if err := it.Close(); err != nil {
+				t.Fatal(err)
+			}
 		}
-		require.NoError(t, snap.Close())
+		if err := snap.Close(); err != nil {
+			t.Fatal(err)
+		}
 
 		// Over a transaction: its snapshot plus its writes as of NewIter.
 		txn, err := db.Begin(true)
-		require.NoError(t, err)
+		if err != nil {
+			t.Fatal(err)
+		}
 		view := maps.Clone(state)
 		mutate(10) // after the transaction began: invisible to it
 		for i := range 8 {
 			for range rng.IntN(12) {
 				k := randIterKey(rng)
 				if rng.IntN(3) == 0 {
-					require.NoError(t, txn.Delete([]byte(k)))
+					if err := txn.Delete([]byte(k)); err != nil {
+						t.Fatal(err)
+					}
 					delete(view, k)
 				} else {
 					v := randIterValue(rng)
-					require.NoError(t, txn.Put([]byte(k), v))
+					if err := txn.Put([]byte(k), v); err != nil {
+						t.Fatal(err)
+					}
 					view[k] = v
 				}
 			}
 			o, lo, hi, p := randIterOptions(rng)
 			it, err := txn.NewIter(o)
-			require.NoError(t, err)
+			if err != nil {
+				t.Fatal(err)
+			}
 			m := newModelIter(maps.Clone(view), lo, hi, p)
 			// Writes after NewIter are not seen by it.
-			require.NoError(t, txn.Put([]byte("a"), []byte("later")))
-			require.NoError(t, txn.Delete([]byte("b")))
+			if err := txn.Put([]byte("a"), []byte("later")); err != nil {
+				t.Fatal(err)
+			}
+			if err := txn.Delete([]byte("b")); err != nil {
+				t.Fatal(err)
+			}
 			view["a"] = []byte("later")
 			delete(view, "b")
 			checkIter(t, rng, it, m, fmt.Sprintf("round %d txn iter %d %+v", round, i, o))
-			require.NoError(t, it.Close())
+			if err := it.Close(); err != nil {
+				t.Fatal(err)
+			}
 		}
-		require.NoError(t, txn.Rollback())
+		if err := txn.Rollback(); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
 func TestIteratorMisuse(t *testing.T) {
 	db := openTxnDB(t)
-	require.NoError(t, db.Put([]byte("a"), []byte("1")))
+	if err := db.Put([]byte("a"), []byte("1")); err != nil {
+		t.Fatal(err)
+	}
 	it, err := db.NewIter(nil)
-	require.NoError(t, err)
+	if err != nil {
+		t.Fatal(err)
+	}
 	// Unpositioned.
-	require.False(t, it.Valid())
-	require.Nil(t, it.Key())
+	if it.Valid() {
+		t.Fatal("it.Valid() is true")
+	}
+	if it.Key() != nil {
+		t.Fatalf("it.Key() = %v, want nil", it.Key())
+	}
 	v, err := it.Value()
-	require.NoError(t, err)
-	require.Nil(t, v)
-	require.False(t, it.Next())
-	require.False(t, it.Prev())
-	require.True(t, it.First())
-	require.NoError(t, it.Close())
-	require.ErrorIs(t, it.Close(), heapkv.ErrIterClosed)
-	require.False(t, it.First())
-	require.False(t, it.SeekGE([]byte("a")))
-	require.Nil(t, it.Key())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v != nil {
+		t.Fatalf("v = %v, want nil", v)
+	}
+	if it.Next() {
+		t.Fatal("it.Next() is true")
+	}
+	if it.Prev() {
+		t.Fatal("it.Prev() is true")
+	}
+	if !it.First() {
+		t.Fatal("it.First() is false")
+	}
+	if err := it.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := it.Close(); !errors.Is(err, heapkv.ErrIterClosed) {
+		t.Fatalf("it.Close() = %v, want %v", err, heapkv.ErrIterClosed)
+	}
+	if it.First() {
+		t.Fatal("it.First() is true")
+	}
+	if it.SeekGE([]byte("a")) {
+		t.Fatal("it.SeekGE([]byte(\"a\")) is true")
+	}
+	if it.Key() != nil {
+		t.Fatalf("it.Key() = %v, want nil", it.Key())
+	}
 	_, err = it.Value()
-	require.ErrorIs(t, err, heapkv.ErrIterClosed)
-	require.ErrorIs(t, it.Error(), heapkv.ErrIterClosed)
+	if !errors.Is(err, heapkv.ErrIterClosed) {
+		t.Fatalf("err = %v, want %v", err, heapkv.ErrIterClosed)
+	}
+	if err := it.Error(); !errors.Is(err, heapkv.ErrIterClosed) {
+		t.Fatalf("it.Error() = %v, want %v", err, heapkv.ErrIterClosed)
+	}
 
 	// Snapshot misuse; an iterator outlives its snapshot's Close.
 	snap, err := db.NewSnapshot()
-	require.NoError(t, err)
+	if err != nil {
+		t.Fatal(err)
+	}
 	it, err = snap.NewIter(&heapkv.IterOptions{LowerBound: []byte("b"), UpperBound: []byte("a")}) // empty
-	require.NoError(t, err)
-	require.False(t, it.First())
-	require.NoError(t, it.Close())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if it.First() {
+		t.Fatal("it.First() is true")
+	}
+	if err := it.Close(); err != nil {
+		t.Fatal(err)
+	}
 	it, err = snap.NewIter(nil)
-	require.NoError(t, err)
-	require.NoError(t, db.Put([]byte("b"), []byte("2")))
-	require.NoError(t, snap.Close())
-	require.ErrorIs(t, snap.Close(), heapkv.ErrSnapshotClosed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Put([]byte("b"), []byte("2")); err != nil {
+		t.Fatal(err)
+	}
+	if err := snap.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := snap.Close(); !errors.Is(err, heapkv.ErrSnapshotClosed) {
+		t.Fatalf("snap.Close() = %v, want %v", err, heapkv.ErrSnapshotClosed)
+	}
 	_, err = snap.Get([]byte("a"))
-	require.ErrorIs(t, err, heapkv.ErrSnapshotClosed)
+	if !errors.Is(err, heapkv.ErrSnapshotClosed) {
+		t.Fatalf("err = %v, want %v", err, heapkv.ErrSnapshotClosed)
+	}
 	_, err = snap.NewIter(nil)
-	require.ErrorIs(t, err, heapkv.ErrSnapshotClosed)
-	require.True(t, it.Last())
-	require.Equal(t, "a", string(it.Key()))
-	require.NoError(t, it.Close())
+	if !errors.Is(err, heapkv.ErrSnapshotClosed) {
+		t.Fatalf("err = %v, want %v", err, heapkv.ErrSnapshotClosed)
+	}
+	if !it.Last() {
+		t.Fatal("it.Last() is false")
+	}
+	if string(it.Key()) != "a" {
+		t.Fatalf("string(it.Key()) = %v, want %v", string(it.Key()), "a")
+	}
+	if err := it.Close(); err != nil {
+		t.Fatal(err)
+	}
 	st, err := db.Stats()
-	require.NoError(t, err)
-	require.Zero(t, st.OpenIterators+st.OpenSnapshots)
-	require.Panics(t, func() { db.Scan(nil, nil) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.OpenIterators+st.OpenSnapshots != 0 {
+		t.Fatalf("st.OpenIterators+st.OpenSnapshots = %v, want 0", st.OpenIterators+st.OpenSnapshots)
+	}
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Fatal("Scan with a nil error pointer did not panic")
+			}
+		}()
+		db.Scan(nil, nil)
+	}()
 }
 
 func TestScan(t *testing.T) {
@@ -292,40 +400,64 @@ func TestScan(t *testing.T) {
 	for i := range 50 {
 		k := fmt.Sprintf("p%d/%03d", i%3, i)
 		want[k] = val(k, i*60)
-		require.NoError(t, db.Put([]byte(k), want[k]))
+		if err := db.Put([]byte(k), want[k]); err != nil {
+			t.Fatal(err)
+		}
 	}
 	var err error
 	var keys []string
 	for k, v := range db.Scan([]byte("p1/"), &err) {
-		require.Equal(t, want[string(k)], v)
+		if !bytes.Equal(v, want[string(k)]) {
+			t.Fatalf("v = %.64q, want %.64q", v, want[string(k)])
+		}
 		keys = append(keys, string(k))
 	}
-	require.NoError(t, err)
-	require.Len(t, keys, 17)
-	require.True(t, slices.IsSorted(keys))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != 17 {
+		t.Fatalf("len(keys) = %d, want %d", len(keys), 17)
+	}
+	if !slices.IsSorted(keys) {
+		t.Fatal("slices.IsSorted(keys) is false")
+	}
 	n := 0
 	for range db.Scan(nil, &err) {
 		if n++; n == 5 {
 			break
 		}
 	}
-	require.NoError(t, err)
-	require.NoError(t, db.View(func(txn *heapkv.Txn) error {
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.View(func(txn *heapkv.Txn) error {
 		n := 0
 		for range txn.Scan([]byte("p2"), &err) {
 			n++
 		}
-		require.Equal(t, 16, n)
+		if n != 16 {
+			t.Fatalf("n = %v, want %v", n, 16)
+		}
 		return err
-	}))
+	}); err != nil {
+		t.Fatal(err)
+	}
 	st, err := db.Stats()
-	require.NoError(t, err)
-	require.Zero(t, st.OpenIterators) // a broken loop closed its iterator
-	require.NoError(t, db.Close())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.OpenIterators != 0 {
+		t.Fatalf("st.OpenIterators = %v, want 0", st.OpenIterators)
+	} // a broken loop closed its iterator
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
 	for range db.Scan(nil, &err) {
 		t.Fatal("yielded after Close")
 	}
-	require.ErrorIs(t, err, heapkv.ErrClosed)
+	if !errors.Is(err, heapkv.ErrClosed) {
+		t.Fatalf("err = %v, want %v", err, heapkv.ErrClosed)
+	}
 }
 
 // TestScanCorruptValue: a damaged heap value ends a scan with ErrCorrupt
@@ -334,37 +466,61 @@ func TestScanCorruptValue(t *testing.T) {
 	fs, marker := corruptFixture(t, 3)
 	heap := readVFSFile(t, fs, fs.PathJoin(corruptDir, "heap"))
 	at := bytes.Index(heap, marker[:100])
-	require.GreaterOrEqual(t, at, 0)
+	if at < 0 {
+		t.Fatalf("at = %v, want >= 0 = %v", at, 0)
+	}
 	flipFileBit(t, fs, fs.PathJoin(corruptDir, "heap"), at+len(marker)/2)
-	db, err := heapkv.Open(corruptDir, faultOptions(fs))
-	require.NoError(t, err)
-	defer db.Close()
+	db := openTestDBNoCheck(t, corruptDir, faultOptions(fs))
 
 	var serr error
 	var seen []string
 	for k := range db.Scan(nil, &serr) {
 		seen = append(seen, string(k))
 	}
-	require.ErrorIs(t, serr, heapkv.ErrCorrupt)
-	require.Contains(t, serr.Error(), "marker")
-	require.NotContains(t, seen, "marker")
+	if !errors.Is(serr, heapkv.ErrCorrupt) {
+		t.Fatalf("serr = %v, want %v", serr, heapkv.ErrCorrupt)
+	}
+	if !strings.Contains(serr.Error(), "marker") {
+		t.Fatalf("Scan error %q does not name the key", serr)
+	}
+	if slices.Contains(seen, "marker") {
+		t.Fatalf("Scan yielded the corrupt key: %q", seen)
+	}
 
 	it, err := db.NewIter(nil)
-	require.NoError(t, err)
+	if err != nil {
+		t.Fatal(err)
+	}
 	n := 0
 	for ok := it.First(); ok; ok = it.Next() {
 		n++
 	}
-	require.NoError(t, it.Error())
-	require.True(t, it.SeekGE([]byte("marker")))
+	if err := it.Error(); err != nil {
+		t.Fatal(err)
+	}
+	if !it.SeekGE([]byte("marker")) {
+		t.Fatal("it.SeekGE([]byte(\"marker\")) is false")
+	}
 	_, err = it.Value()
-	require.ErrorIs(t, err, heapkv.ErrCorrupt)
-	require.True(t, it.Prev()) // moves on; the error is kept
+	if !errors.Is(err, heapkv.ErrCorrupt) {
+		t.Fatalf("err = %v, want %v", err, heapkv.ErrCorrupt)
+	}
+	if !it.Prev() {
+		t.Fatal("it.Prev() is false")
+	} // moves on; the error is kept
 	_, err = it.Value()
-	require.NoError(t, err)
-	require.ErrorIs(t, it.Error(), heapkv.ErrCorrupt)
-	require.True(t, errors.Is(it.Close(), heapkv.ErrCorrupt))
-	require.Greater(t, n, 30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := it.Error(); !errors.Is(err, heapkv.ErrCorrupt) {
+		t.Fatalf("it.Error() = %v, want %v", err, heapkv.ErrCorrupt)
+	}
+	if !errors.Is(it.Close(), heapkv.ErrCorrupt) {
+		t.Fatal("Close did not return the iterator's ErrCorrupt")
+	}
+	if n <= 30 {
+		t.Fatalf("n = %v, want > 30 = %v", n, 30)
+	}
 }
 
 // TestIteratorReadahead: forward scans that read every value switch to
@@ -382,8 +538,7 @@ func TestIteratorReadahead(t *testing.T) {
 			Compression:     codec,
 			Logger:          txnLogger,
 		}
-		db, err := heapkv.Open(t.TempDir(), opts)
-		require.NoError(t, err)
+		db := openTestDB(t, t.TempDir(), opts)
 		want := map[string][]byte{}
 		var mu sync.Mutex
 		var wg sync.WaitGroup
@@ -410,7 +565,11 @@ func TestIteratorReadahead(t *testing.T) {
 						binary.LittleEndian.PutUint64(v, rng.Uint64())
 					}
 					mu.Lock()
-					require.NoError(t, db.Put([]byte(k), v))
+					if err := db.Put([]byte(k), v); err != nil {
+						mu.Unlock()
+						t.Error(err) // not Fatal: this is not the test's goroutine
+						return
+					}
 					want[k] = v
 					mu.Unlock()
 				}
@@ -425,12 +584,18 @@ func TestIteratorReadahead(t *testing.T) {
 			}
 			n++
 		}
-		require.NoError(t, serr)
-		require.Equal(t, len(want), n)
+		if serr != nil {
+			t.Fatal(serr)
+		}
+		if n != len(want) {
+			t.Fatalf("n = %v, want %v", n, len(want))
+		}
 
 		rng := rand.New(rand.NewPCG(9, 9))
 		it, err := db.NewIter(nil)
-		require.NoError(t, err)
+		if err != nil {
+			t.Fatal(err)
+		}
 		for ok := it.First(); ok; ok = it.Next() {
 			if rng.IntN(40) == 0 {
 				k := randIterKey(rng)
@@ -443,12 +608,18 @@ func TestIteratorReadahead(t *testing.T) {
 				continue // skip a value
 			}
 			v, err := it.Value()
-			require.NoError(t, err)
+			if err != nil {
+				t.Fatal(err)
+			}
 			if !bytes.Equal(v, want[string(it.Key())]) {
 				t.Fatalf("codec %d: iterator: value of %s differs", codec, it.Key())
 			}
 		}
-		require.NoError(t, it.Close())
-		require.NoError(t, db.Close())
+		if err := it.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Close(); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -12,7 +12,6 @@ import (
 	"testing"
 
 	"github.com/heapkv/heapkv"
-	"github.com/stretchr/testify/require"
 )
 
 // History checking. Concurrent clients record each operation with the
@@ -360,12 +359,14 @@ func TestSerializableTxnHistory(t *testing.T) {
 		ops := runTxnClients(t, db, true, 5, 40)
 		requireLinearizable(t, ops, fmt.Sprintf("round %d: serializable transactions", round))
 		// The next round starts from an empty map.
-		require.NoError(t, db.Update(func(txn *heapkv.Txn) error {
+		if err := db.Update(func(txn *heapkv.Txn) error {
 			for _, k := range []string{"x", "y", "z", "w"} {
 				txn.Delete([]byte(k))
 			}
 			return nil
-		}))
+		}); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
@@ -379,11 +380,15 @@ func TestCheckerCatchesViolations(t *testing.T) {
 		{client: 1, call: 5, ret: 6, reads: w("x", "1")},
 	}
 	ok, _ := linearizable(stale)
-	require.False(t, ok, "stale read accepted")
+	if ok {
+		t.Fatal("stale read accepted")
+	}
 	// The same reads overlapping the second Put are fine.
 	stale[2].call = 3
 	ok, _ = linearizable(stale)
-	require.True(t, ok)
+	if !ok {
+		t.Fatal("the same reads overlapping the second Put rejected")
+	}
 
 	// Write skew: both read x and y absent, each writes one; no serial
 	// order gives both their reads.
@@ -392,7 +397,9 @@ func TestCheckerCatchesViolations(t *testing.T) {
 		{client: 1, call: 2, ret: 3, reads: map[string]string{"x": "", "y": ""}, writes: w("y", "1")},
 	}
 	ok, _ = linearizable(skew)
-	require.False(t, ok, "write skew accepted")
+	if ok {
+		t.Fatal("write skew accepted")
+	}
 
 	// The engine under snapshot isolation really commits write skew, and
 	// the checker catches it; the same interleaving under serializable
@@ -402,9 +409,13 @@ func TestCheckerCatchesViolations(t *testing.T) {
 		var h histRecorder
 		opts := &heapkv.TxnOptions{Serializable: ser}
 		t1, err := db.BeginTxn(opts)
-		require.NoError(t, err)
+		if err != nil {
+			t.Fatal(err)
+		}
 		t2, err := db.BeginTxn(opts)
-		require.NoError(t, err)
+		if err != nil {
+			t.Fatal(err)
+		}
 		o1 := histOp{client: 1, call: h.now(), reads: map[string]string{}, writes: w("x", "1")}
 		o2 := histOp{client: 2, call: h.now(), reads: map[string]string{}, writes: w("y", "1")}
 		for _, p := range []struct {
@@ -416,10 +427,14 @@ func TestCheckerCatchesViolations(t *testing.T) {
 				p.o.reads[k] = string(v)
 			}
 			for k, v := range p.o.writes {
-				require.NoError(t, p.txn.Put([]byte(k), []byte(v)))
+				if err := p.txn.Put([]byte(k), []byte(v)); err != nil {
+					t.Fatal(err)
+				}
 			}
 		}
-		require.NoError(t, t1.Commit())
+		if err := t1.Commit(); err != nil {
+			t.Fatal(err)
+		}
 		o1.ret = h.now()
 		err = t2.Commit()
 		o2.ret = h.now()
@@ -429,11 +444,19 @@ func TestCheckerCatchesViolations(t *testing.T) {
 		}
 		ok, _ := linearizable(ops)
 		if ser {
-			require.ErrorIs(t, err, heapkv.ErrConflict)
-			require.True(t, ok)
+			if !errors.Is(err, heapkv.ErrConflict) {
+				t.Fatalf("err = %v, want %v", err, heapkv.ErrConflict)
+			}
+			if !ok {
+				t.Fatal("checker rejected the serializable history")
+			}
 		} else {
-			require.NoError(t, err)
-			require.False(t, ok, "checker accepted the write skew snapshot isolation committed")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ok {
+				t.Fatal("checker accepted the write skew snapshot isolation committed")
+			}
 		}
 	}
 }

@@ -29,10 +29,7 @@ func TestLogTailDamage(t *testing.T) {
 	rng := rand.New(rand.NewPCG(11, 5))
 	mem := vfs.NewCrashableMem()
 	opts := logTailOptions(mem)
-	db, err := Open("db", &opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openTestDB(t, "db", &opts)
 	want := map[string][]byte{}
 	var keys []string
 	// Writes before a checkpoint live in the index; the ones after it (the

@@ -99,7 +99,7 @@ func TestMirrorResyncInterrupted(t *testing.T) {
 			case 0:
 				cancel()
 			case 1: // the source can no longer be read
-				e.inj.fail(replicaFile(0), errorfs.OpFileReadAt)
+				e.inj.failPath(replicaFile(0), errorfs.OpFileReadAt)
 			}
 		}
 		<-done
@@ -239,7 +239,7 @@ func crashDegraded(t *testing.T, seed uint64) {
 	if err := db.DetachReplica(1); err != nil {
 		t.Fatal(err)
 	}
-	e.inj.fail(replicaFile(2), errorfs.OpFileWriteAt)
+	e.inj.failPath(replicaFile(2), errorfs.OpFileWriteAt)
 	changed := map[string]bool{}
 	for i := range 40 {
 		k := fmt.Sprintf("k%02d", rng.IntN(70))

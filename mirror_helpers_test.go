@@ -8,8 +8,6 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -27,47 +25,12 @@ const (
 	mBS    = 512 // block size of the mirror tests
 )
 
-// pathInjector fails, while armed, the operations on paths with a given
-// prefix whose kind is listed.
-type pathInjector struct {
-	mu    sync.Mutex
-	rules map[string][]errorfs.OpKind // prefix -> kinds; guarded by mu
-}
-
-func (p *pathInjector) String() string { return "mirror test injector" }
-
-func (p *pathInjector) MaybeError(op errorfs.Op) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for prefix, kinds := range p.rules {
-		if strings.HasPrefix(op.Path, prefix) && slices.Contains(kinds, op.Kind) {
-			return errorfs.ErrInjected
-		}
-	}
-	return nil
-}
-
-func (p *pathInjector) fail(prefix string, kinds ...errorfs.OpKind) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.rules == nil {
-		p.rules = map[string][]errorfs.OpKind{}
-	}
-	p.rules[prefix] = kinds
-}
-
-func (p *pathInjector) heal() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.rules = nil
-}
-
 // mirrorEnv is a database directory with n-1 mirrors (replica i > 0 lives
 // in db/m<i>).
 type mirrorEnv struct {
 	t       *testing.T
 	mem     *vfs.MemFS
-	inj     *pathInjector
+	inj     *injector // armed; failPath and heal set what fails
 	fs      vfs.FS
 	mirrors []string
 	rate    int64 // Options.ResyncRate
@@ -83,7 +46,8 @@ type mirrorEnv struct {
 }
 
 func newMirrorEnv(t *testing.T, replicas int) *mirrorEnv {
-	e := &mirrorEnv{t: t, inj: &pathInjector{}, model: map[string][]byte{}}
+	e := &mirrorEnv{t: t, inj: newInjector(), model: map[string][]byte{}}
+	e.inj.armed.Store(true)
 	e.setMem(vfs.NewCrashableMem())
 	for i := 1; i < replicas; i++ {
 		e.mirrors = append(e.mirrors, fmt.Sprintf("m%d", i))
@@ -132,10 +96,7 @@ func (e *mirrorEnv) options() *heapkv.Options {
 
 func (e *mirrorEnv) open() *heapkv.DB {
 	e.t.Helper()
-	db, err := heapkv.Open(mdbDir, e.options())
-	if err != nil {
-		e.t.Fatalf("open: %v", err)
-	}
+	db := openTestDB(e.t, mdbDir, e.options())
 	return db
 }
 

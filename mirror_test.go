@@ -252,10 +252,7 @@ func TestMirrorForeignDir(t *testing.T) {
 	other := newMirrorEnv(t, 1)
 	other.mem = e.mem
 	other.fs = e.fs
-	db, err := heapkv.Open("other", other.options())
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openTestDB(t, "other", other.options())
 	mustClose(t, db)
 	if err := e.mem.MkdirAll(mdbDir+"/m1", 0o755); err != nil {
 		t.Fatal(err)
@@ -330,7 +327,7 @@ func TestMirrorWriteErrors(t *testing.T) {
 			for i := range 20 {
 				e.put(db, fmt.Sprintf("k%02d", i))
 			}
-			e.inj.fail(replicaFile(1), kind)
+			e.inj.failPath(replicaFile(1), kind)
 			changed := map[string]bool{}
 			for i := range 10 {
 				k := fmt.Sprintf("k%02d", i)
@@ -363,7 +360,7 @@ func TestMirrorWriteErrors(t *testing.T) {
 			e.checkIdentical(db, 0, 1)
 
 			// Every replica failing: the write fails.
-			e.inj.fail(mdbDir, kind)
+			e.inj.failPath(mdbDir, kind)
 			err := db.Put([]byte("x"), value("x", 1))
 			e.inj.heal()
 			if err == nil {
@@ -396,10 +393,10 @@ func TestMirrorThreeReplicasStaggered(t *testing.T) {
 		}
 	}
 	// Replica 1 fails (writes) at one LSN, replica 2 (syncs) later.
-	e.inj.fail(replicaFile(1), errorfs.OpFileWriteAt)
+	e.inj.failPath(replicaFile(1), errorfs.OpFileWriteAt)
 	keys(0, 10)
 	note([]int{1}, 0, 10)
-	e.inj.fail(replicaFile(2), errorfs.OpFileSyncData)
+	e.inj.failPath(replicaFile(2), errorfs.OpFileSyncData)
 	keys(10, 10)
 	note([]int{1, 2}, 10, 10)
 	e.inj.heal()
@@ -447,8 +444,12 @@ func TestMirrorAttachCancel(t *testing.T) {
 	if err := db.DetachReplica(1); err != nil {
 		t.Fatal(err)
 	}
-	for i := range 60 {
-		e.put(db, fmt.Sprintf("k%02d", i))
+	// Enough to copy that the copy spans several 256-block stripe runs: at
+	// 64 KiB/s it cannot finish within the 300 ms (with 60 keys the blocks
+	// to copy sometimes fit one run, copied at once, and the attach
+	// finished).
+	for i := range 200 {
+		e.put(db, fmt.Sprintf("k%03d", i))
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
 	defer cancel()

@@ -107,7 +107,7 @@ func TestMirrorLegacyNoMarker(t *testing.T) {
 	for i := range 20 {
 		e.put(db, fmt.Sprintf("k%02d", i))
 	}
-	e.inj.fail(replicaFile(2), errorfs.OpFileWriteAt)
+	e.inj.failPath(replicaFile(2), errorfs.OpFileWriteAt)
 	for i := range 5 {
 		e.put(db, fmt.Sprintf("k%02d", i))
 	}
@@ -137,10 +137,7 @@ func TestMirrorForeignMarker(t *testing.T) {
 	other := newMirrorEnv(t, 1)
 	other.setMem(e.mem)
 	other.mirrors = []string{"om"}
-	db, err := heapkv.Open("other", other.options())
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openTestDB(t, "other", other.options())
 	mustClose(t, db)
 	foreign := readFileMem(t, e, "other/om/MIRROR")
 
@@ -182,7 +179,7 @@ func TestMirrorMarkerBeforeHeap(t *testing.T) {
 	removeIfThere(t, e, markerFile(1))
 	db := e.open()
 	defer mustClose(t, db)
-	e.inj.fail(replicaFile(1), errorfs.OpCreate, errorfs.OpOpen)
+	e.inj.failPath(replicaFile(1), errorfs.OpCreate, errorfs.OpOpen)
 	if err := db.AttachReplica(t.Context(), 1); err == nil {
 		t.Fatal("attach succeeded without its heap file")
 	}
@@ -231,7 +228,7 @@ func TestMirrorMarkerWritten(t *testing.T) {
 // than refusing the directory as another database's.
 func TestMirrorCreateInterrupted(t *testing.T) {
 	e := newMirrorEnv(t, 2)
-	e.inj.fail(replicaFile(1), errorfs.OpCreate)
+	e.inj.failPath(replicaFile(1), errorfs.OpCreate)
 	if _, err := heapkv.Open(mdbDir, e.options()); err == nil {
 		t.Fatal("Open succeeded without the mirror's heap file")
 	}

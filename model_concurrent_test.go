@@ -55,15 +55,7 @@ func TestModelConcurrent(t *testing.T) {
 	opts := heapkv.Options{BlockSize: 512, SegmentSize: 64 * 512, InlineThreshold: 64, Cursors: 3,
 		IndexMemTableSize: 1 << 20, LogSegmentSize: 64 << 10, CheckpointLogBytes: 256 << 10, Logger: modelLogger}
 	heapkv.SetFS(&opts, vfs.NewMem())
-	db, err := heapkv.Open("db", &opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if db != nil {
-			db.Close()
-		}
-	}()
+	db := openTestDB(t, "db", &opts)
 	key := func(w, i int) string { return fmt.Sprintf("w%d-%03d", w, i) }
 	models := make([]map[string][]byte, writers)
 	var all []string
@@ -186,7 +178,6 @@ func TestModelConcurrent(t *testing.T) {
 	if err := m.db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	db = nil
 	t.Logf("%d writers x %d ops, %d readers: %d keys at the end", writers, ops, readers, len(union))
 }
 

@@ -116,10 +116,7 @@ type modelDB struct {
 
 func (m *modelDB) open() {
 	m.t.Helper()
-	db, err := heapkv.Open(m.dir, &m.opts)
-	if err != nil {
-		m.t.Fatalf("%s: open: %v", m.name, err)
-	}
+	db := openTestDB(m.t, m.dir, &m.opts)
 	m.db = db
 }
 
@@ -364,11 +361,7 @@ func modelOverwriteSpace(t *testing.T, noSync bool) {
 	opts := heapkv.Options{BlockSize: blockSize, SegmentSize: segBlocks * blockSize, InlineThreshold: -1,
 		Cursors: cursors, NoSyncFlushBytes: noSyncFlush, Logger: modelLogger}
 	heapkv.SetFS(&opts, vfs.NewMem())
-	db, err := heapkv.Open("db", &opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openTestDB(t, "db", &opts)
 	rng := rand.New(rand.NewPCG(3, 4))
 	model := map[string][]byte{}
 	var written int64

@@ -79,10 +79,7 @@ func TestOpenMissingParent(t *testing.T) {
 	// The leaf alone is created (the shell's ./heapkv-data on a fresh
 	// machine).
 	dir := filepath.Join(base, "db")
-	db, err := heapkv.Open(dir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openTestDB(t, dir, nil)
 	mustClose(t, db)
 }
 
@@ -169,11 +166,7 @@ func TestOpenLockedThroughAnotherFS(t *testing.T) {
 	o1, o2 := &heapkv.Options{}, &heapkv.Options{}
 	heapkv.SetFS(o1, &ptrFS{vfs.Default})
 	heapkv.SetFS(o2, &ptrFS{vfs.Default})
-	db, err := heapkv.Open(dir, o1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mustClose(t, db)
+	openTestDB(t, dir, o1)
 	if _, err := heapkv.Open(dir, o2); !errors.Is(err, heapkv.ErrLocked) {
 		t.Fatalf("second Open through another FS value: %v, want ErrLocked", err)
 	}
@@ -293,10 +286,7 @@ func TestOpenReadOnlyMount(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		db, err := heapkv.Open(filepath.Join(dir, "db"), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		db := openTestDB(t, filepath.Join(dir, "db"), nil)
 		if err := db.Put([]byte("k"), []byte("v")); err != nil {
 			t.Fatal(err)
 		}

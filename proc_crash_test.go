@@ -269,10 +269,7 @@ func TestProcCrash(t *testing.T) {
 		inflightShown += pcVerify(t, dir, round, r, prev)
 	}
 	// The original directory, recovered in this process, must agree too.
-	db, err := heapkv.Open(dir, pcOptions())
-	if err != nil {
-		t.Fatalf("final open: %v", err)
-	}
+	db := openTestDB(t, dir, pcOptions())
 	m := kvModel{}
 	for k, s := range prev {
 		m.ack(k, s)
@@ -380,10 +377,7 @@ func pcVerify(t *testing.T, dir string, round int, r *pcRound, prev map[string]k
 	if err := copyDirTree(dir, cp); err != nil {
 		t.Fatalf("%s: copy: %v", label, err)
 	}
-	db, err := heapkv.Open(cp, pcOptions())
-	if err != nil {
-		t.Fatalf("%s: reopen: %v", label, err)
-	}
+	db := openTestDB(t, cp, pcOptions())
 	defer func() {
 		if err := db.Close(); err != nil {
 			t.Errorf("%s: close: %v", label, err)

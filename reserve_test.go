@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sync/atomic"
 	"syscall"
 	"testing"
 
@@ -13,21 +12,6 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	"github.com/heapkv/heapkv"
 )
-
-// enospcOnce fails the next write to one file with ENOSPC, once armed.
-type enospcOnce struct {
-	path  string
-	armed atomic.Bool
-}
-
-func (e *enospcOnce) String() string { return "ENOSPC once" }
-
-func (e *enospcOnce) MaybeError(op errorfs.Op) error {
-	if op.Path != e.path || (op.Kind != errorfs.OpFileWrite && op.Kind != errorfs.OpFileWriteAt) || !e.armed.CompareAndSwap(true, false) {
-		return nil
-	}
-	return &os.PathError{Op: "write", Path: op.Path, Err: syscall.ENOSPC}
-}
 
 func reserveSize(t *testing.T, fs vfs.FS) int64 {
 	t.Helper()
@@ -64,14 +48,16 @@ func TestDiskReserveStates(t *testing.T) {
 	plenty := vfs.DiskUsage{AvailBytes: 1 << 30, TotalBytes: 2 << 30}
 	tight := vfs.DiskUsage{AvailBytes: reserve / 4, TotalBytes: 2 << 30}
 	mem.TestingSetDiskUsage(plenty)
-	inj := &enospcOnce{path: crashDir + "/heap"}
+	heap := crashDir + "/heap"
+	// Once armed, the next write to the heap fails with ENOSPC.
+	inj := newInjector(injectRule{limit: 1, err: &os.PathError{Op: "write", Path: heap, Err: syscall.ENOSPC},
+		match: func(op errorfs.Op) bool {
+			return op.Path == heap && (op.Kind == errorfs.OpFileWrite || op.Kind == errorfs.OpFileWriteAt)
+		}})
 	opts := crashOptions()
 	opts.DiskReserve = reserve
 	heapkv.SetFS(&opts, errorfs.Wrap(mem, inj))
-	db, err := heapkv.Open(crashDir, &opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openTestDB(t, crashDir, &opts)
 	if n := reserveSize(t, mem); n <= 0 {
 		t.Fatalf("RESERVE after Open: size %d, want the made reserve", n)
 	}
@@ -84,7 +70,7 @@ func TestDiskReserveStates(t *testing.T) {
 	if err := db.Put([]byte("first"), big); err != nil {
 		t.Fatalf("Put meeting ENOSPC once: %v", err)
 	}
-	if inj.armed.Load() {
+	if len(inj.firedOps()) == 0 {
 		t.Fatal("the ENOSPC was never injected")
 	}
 	if n := reserveSize(t, mem); n != 0 {
@@ -94,7 +80,7 @@ func TestDiskReserveStates(t *testing.T) {
 
 	// Little room left: values refused, deletes taken, nothing failed.
 	mem.TestingSetDiskUsage(tight)
-	err = db.Put([]byte("second"), big)
+	err := db.Put([]byte("second"), big)
 	if !errors.Is(err, heapkv.ErrDiskFull) || !errors.Is(err, syscall.ENOSPC) || errors.Is(err, heapkv.ErrFailed) {
 		t.Fatalf("Put on a full disk: %v; want ErrDiskFull and ENOSPC, not ErrFailed", err)
 	}
@@ -115,10 +101,7 @@ func TestDiskReserveStates(t *testing.T) {
 	}
 
 	// Reopened while still full: the 0-byte RESERVE says it was used.
-	db, err = heapkv.Open(crashDir, &opts)
-	if err != nil {
-		t.Fatalf("Open on a full disk: %v", err)
-	}
+	db = openTestDB(t, crashDir, &opts)
 	wantDiskFull(t, db, true)
 	if _, err := db.Get([]byte("first")); !errors.Is(err, heapkv.ErrNotFound) {
 		t.Fatalf("Get(first) after its delete: %v", err)
@@ -145,10 +128,7 @@ func TestDiskReserveStates(t *testing.T) {
 
 	// DiskReserve < 0 gives the reserve back.
 	opts.DiskReserve = -1
-	db, err = heapkv.Open(crashDir, &opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db = openTestDB(t, crashDir, &opts)
 	if v, err := db.Get([]byte("second")); err != nil || !bytes.Equal(v, big) {
 		t.Fatalf("Get(second) = %d bytes, %v", len(v), err)
 	}

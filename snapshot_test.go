@@ -10,7 +10,6 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/heapkv/heapkv"
-	"github.com/stretchr/testify/require"
 )
 
 // Snapshot isolation of heap values (DESIGN invariant 5): a snapshot, an
@@ -30,9 +29,7 @@ func snapshotTestDB(t *testing.T) *heapkv.DB {
 		Logger:             txnLogger,
 	}
 	heapkv.SetFS(opts, vfs.NewMem()) // durable writes, cheap fsyncs
-	db, err := heapkv.Open("db", opts)
-	require.NoError(t, err)
-	t.Cleanup(func() { db.Close() })
+	db := openTestDB(t, "db", opts)
 	return db
 }
 
@@ -82,7 +79,9 @@ func TestSnapshotHeapIsolation(t *testing.T) {
 	for i := range keys {
 		keys[i] = fmt.Sprintf("key-%03d", i)
 		old[keys[i]] = randHeapValue(rng)
-		require.NoError(t, db.Put([]byte(keys[i]), old[keys[i]]))
+		if err := db.Put([]byte(keys[i]), old[keys[i]]); err != nil {
+			t.Fatal(err)
+		}
 	}
 	churn(t, db, keys[:10], 3, 1) // some reuse before the snapshot
 	for _, k := range keys[:10] {
@@ -95,16 +94,30 @@ func TestSnapshotHeapIsolation(t *testing.T) {
 	}
 
 	snap, err := db.NewSnapshot()
-	require.NoError(t, err)
+	if err != nil {
+		t.Fatal(err)
+	}
 	it, err := db.NewIter(nil)
-	require.NoError(t, err)
+	if err != nil {
+		t.Fatal(err)
+	}
 	view, err := db.Begin(false)
-	require.NoError(t, err)
+	if err != nil {
+		t.Fatal(err)
+	}
 	before, err := db.Stats()
-	require.NoError(t, err)
-	require.Equal(t, 1, before.OpenSnapshots)
-	require.Equal(t, 1, before.OpenIterators)
-	require.Equal(t, 1, before.OpenTxns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before.OpenSnapshots != 1 {
+		t.Fatalf("before.OpenSnapshots = %v, want %v", before.OpenSnapshots, 1)
+	}
+	if before.OpenIterators != 1 {
+		t.Fatalf("before.OpenIterators = %v, want %v", before.OpenIterators, 1)
+	}
+	if before.OpenTxns != 1 {
+		t.Fatalf("before.OpenTxns = %v, want %v", before.OpenTxns, 1)
+	}
 
 	verify := func(get func([]byte) ([]byte, error), what string) {
 		for _, k := range keys {
@@ -156,30 +169,58 @@ func TestSnapshotHeapIsolation(t *testing.T) {
 	verify(snap.Get, "snapshot after churn")
 
 	during, err := db.Stats()
-	require.NoError(t, err)
+	if err != nil {
+		t.Fatal(err)
+	}
 	// Every value overwritten since the snapshot is held back: at least one
 	// round of overwrites (about 1.3 KiB each, in 512-byte blocks).
-	require.Greater(t, during.HeapPendingFree, int64(nkeys*512))
-	require.Greater(t, during.HeapFileBytes, before.HeapFileBytes)
-	require.Equal(t, before.OldestReaderLSN, during.OldestReaderLSN)
-	require.Greater(t, during.LSN, during.OldestReaderLSN)
+	if during.HeapPendingFree <= int64(nkeys*512) {
+		t.Fatalf("during.HeapPendingFree = %v, want > int64(nkeys*512) = %v", during.HeapPendingFree, int64(nkeys*512))
+	}
+	if during.HeapFileBytes <= before.HeapFileBytes {
+		t.Fatalf("during.HeapFileBytes = %v, want > before.HeapFileBytes = %v", during.HeapFileBytes, before.HeapFileBytes)
+	}
+	if during.OldestReaderLSN != before.OldestReaderLSN {
+		t.Fatalf("during.OldestReaderLSN = %v, want %v", during.OldestReaderLSN, before.OldestReaderLSN)
+	}
+	if during.LSN <= during.OldestReaderLSN {
+		t.Fatalf("during.LSN = %v, want > during.OldestReaderLSN = %v", during.LSN, during.OldestReaderLSN)
+	}
 	t.Logf("with readers open: pending free %d bytes, heap file %d -> %d bytes",
 		during.HeapPendingFree, before.HeapFileBytes, during.HeapFileBytes)
 
-	require.NoError(t, it.Close())
-	require.NoError(t, view.Rollback())
-	require.NoError(t, snap.Close())
-	require.NoError(t, db.Put([]byte("release"), nil)) // a commit releases deferred frees
+	if err := it.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := view.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if err := snap.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Put([]byte("release"), nil); err != nil {
+		t.Fatal(err)
+	} // a commit releases deferred frees
 	after, err := db.Stats()
-	require.NoError(t, err)
-	require.Zero(t, after.OpenSnapshots+after.OpenIterators+after.OpenTxns)
-	require.Less(t, after.HeapPendingFree, int64(nkeys*3000/8)) // only the last group's frees
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := after.OpenSnapshots + after.OpenIterators + after.OpenTxns; n != 0 {
+		t.Fatalf("%d readers still open, want 0", n)
+	}
+	if after.HeapPendingFree >= int64(nkeys*3000/8) {
+		t.Fatalf("after.HeapPendingFree = %v, want < int64(nkeys*3000/8) = %v", after.HeapPendingFree, int64(nkeys*3000/8))
+	} // only the last group's frees
 	// The same churn again now reuses the freed space: the heap barely grows.
 	churn(t, db, keys, rounds, 3)
 	final, err := db.Stats()
-	require.NoError(t, err)
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Logf("after close: pending free %d bytes; the same churn again: heap file %d -> %d bytes",
 		after.HeapPendingFree, after.HeapFileBytes, final.HeapFileBytes)
-	require.LessOrEqual(t, final.HeapFileBytes-after.HeapFileBytes, (during.HeapFileBytes-before.HeapFileBytes)/4)
+	if final.HeapFileBytes-after.HeapFileBytes > (during.HeapFileBytes-before.HeapFileBytes)/4 {
+		t.Fatalf("final.HeapFileBytes-after.HeapFileBytes = %v, want <= (during.HeapFileBytes-before.HeapFileBytes)/4 = %v", final.HeapFileBytes-after.HeapFileBytes, (during.HeapFileBytes-before.HeapFileBytes)/4)
+	}
 	checkTxnDB(t, db)
 }

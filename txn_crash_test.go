@@ -13,9 +13,8 @@ import (
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
-	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	"github.com/heapkv/heapkv"
-	"github.com/stretchr/testify/require"
+	"github.com/heapkv/heapkv/internal/testfs"
 )
 
 // Crash enumeration over batches and transactions: every multi-key write
@@ -24,9 +23,9 @@ import (
 // A planned workload of batches and transactions (read-write with reads
 // and read-your-writes, serializable, conflicting pairs of which the second
 // must fail and leave no trace, reads through iterators), with syncs and
-// checkpoints, runs on a vfs.CrashableMem. pebble's errorfs, with an
-// injector that never injects, serves as a hook before every write-class
-// operation, where the test takes a CrashClone (keeping a random share of
+// checkpoints, runs on a vfs.CrashableMem seen through internal/testfs,
+// whose hook runs before every write-class operation, where the test takes
+// a CrashClone (keeping a random share of
 // unsynced data; and one keeping none). Each clone is reopened and must
 // hold exactly the model state after some prefix of the committed writes
 // that includes every write acknowledged as durable; Check must pass.
@@ -124,8 +123,7 @@ type txnCrashProgress struct {
 func (p *txnCrashPlan) run(t *testing.T, fs vfs.FS, pr *txnCrashProgress) {
 	opts := txnCrashOptions()
 	heapkv.SetFS(&opts, fs)
-	db, err := heapkv.Open("db", &opts)
-	require.NoError(t, err)
+	db := openTestDB(t, "db", &opts)
 	writes := 0
 	for _, s := range p.steps {
 		var wo *heapkv.WriteOptions
@@ -134,11 +132,15 @@ func (p *txnCrashPlan) run(t *testing.T, fs vfs.FS, pr *txnCrashProgress) {
 		}
 		switch s.kind {
 		case "sync":
-			require.NoError(t, db.Sync())
+			if err := db.Sync(); err != nil {
+				t.Fatal(err)
+			}
 			pr.durable.Store(pr.started.Load())
 			continue
 		case "checkpoint":
-			require.NoError(t, db.Checkpoint())
+			if err := db.Checkpoint(); err != nil {
+				t.Fatal(err)
+			}
 			pr.durable.Store(pr.started.Load())
 			continue
 		case "batch":
@@ -151,11 +153,13 @@ func (p *txnCrashPlan) run(t *testing.T, fs vfs.FS, pr *txnCrashProgress) {
 				}
 			}
 			pr.started.Add(1)
-			require.NoError(t, db.Apply(b, wo))
+			if err := db.Apply(b, wo); err != nil {
+				t.Fatal(err)
+			}
 		case "txn":
 			before := p.states[writes]
 			pr.started.Add(1)
-			require.NoError(t, db.UpdateTxn(&heapkv.TxnOptions{Serializable: s.serial, WriteOptions: wo}, func(txn *heapkv.Txn) error {
+			if err := db.UpdateTxn(&heapkv.TxnOptions{Serializable: s.serial, WriteOptions: wo}, func(txn *heapkv.Txn) error {
 				for _, k := range s.reads {
 					v, err := txn.Get([]byte(k))
 					if want, ok := before[k]; ok != (err == nil) || ok && string(v) != string(want) {
@@ -182,17 +186,31 @@ func (p *txnCrashPlan) run(t *testing.T, fs vfs.FS, pr *txnCrashProgress) {
 					}
 				}
 				return nil
-			}))
+			}); err != nil {
+				t.Fatal(err)
+			}
 		case "conflict":
 			t1, err := db.BeginTxn(&heapkv.TxnOptions{WriteOptions: wo})
-			require.NoError(t, err)
+			if err != nil {
+				t.Fatal(err)
+			}
 			t2, err := db.BeginTxn(&heapkv.TxnOptions{WriteOptions: wo})
-			require.NoError(t, err)
-			require.NoError(t, txnWrite(t2, s.ops2))
-			require.NoError(t, txnWrite(t1, s.ops))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := txnWrite(t2, s.ops2); err != nil {
+				t.Fatal(err)
+			}
+			if err := txnWrite(t1, s.ops); err != nil {
+				t.Fatal(err)
+			}
 			pr.started.Add(1)
-			require.NoError(t, t1.Commit())
-			require.ErrorIs(t, t2.Commit(), heapkv.ErrConflict)
+			if err := t1.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			if err := t2.Commit(); !errors.Is(err, heapkv.ErrConflict) {
+				t.Fatalf("t2.Commit() = %v, want %v", err, heapkv.ErrConflict)
+			}
 		}
 		writes++
 		if s.sync {
@@ -200,9 +218,15 @@ func (p *txnCrashPlan) run(t *testing.T, fs vfs.FS, pr *txnCrashProgress) {
 		}
 	}
 	got, err := crashReadAll(db, p.keys)
-	require.NoError(t, err)
-	require.True(t, crashSameState(got, p.states[writes]), crashStateDiff(got, p.states[writes]))
-	require.NoError(t, db.Close())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !crashSameState(got, p.states[writes]) {
+		t.Fatal(crashStateDiff(got, p.states[writes]))
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
 	pr.durable.Store(pr.started.Load())
 }
 
@@ -231,21 +255,14 @@ func txnCrashOptions() heapkv.Options {
 	return o
 }
 
-// crashHook is an errorfs injector that never injects: it takes crash
-// clones before write-class operations.
-type crashHook struct {
-	fn func(errorfs.Op)
-}
-
-func (h crashHook) String() string { return "crash hook" }
-func (h crashHook) MaybeError(op errorfs.Op) error {
-	switch op.Kind {
-	case errorfs.OpCreate, errorfs.OpLink, errorfs.OpRemove, errorfs.OpRemoveAll, errorfs.OpRename,
-		errorfs.OpReuseForWrite, errorfs.OpMkdirAll, errorfs.OpFilePreallocate, errorfs.OpFileWrite,
-		errorfs.OpFileWriteAt, errorfs.OpFileSync, errorfs.OpFileSyncData, errorfs.OpFileSyncTo:
-		h.fn(op)
-	}
-	return nil
+// crashFS wraps mem so that hook runs before each write-class operation
+// (the lock file's creation and opens for writing left out).
+func crashFS(mem *vfs.MemFS, hook func(testfs.Op)) vfs.FS {
+	return testfs.Wrap(mem, func(op testfs.Op) {
+		if op.Kind != testfs.Lock && op.Kind != testfs.OpenReadWrite {
+			hook(op)
+		}
+	})
 }
 
 // verify reopens a crash clone and checks it holds a state in [lo, hi];
@@ -288,7 +305,7 @@ func TestTxnCrashEnumeration(t *testing.T) {
 		p := planTxnCrash(seed, steps)
 		// A dry run counts the operations, to spread the clones over them.
 		var dry atomic.Int64
-		p.run(t, errorfs.Wrap(vfs.NewCrashableMem(), crashHook{func(errorfs.Op) { dry.Add(1) }}), &txnCrashProgress{})
+		p.run(t, crashFS(vfs.NewCrashableMem(), func(testfs.Op) { dry.Add(1) }), &txnCrashProgress{})
 		every := max(1, dry.Load()/int64(target/2))
 
 		mem := vfs.NewCrashableMem()
@@ -323,7 +340,7 @@ func TestTxnCrashEnumeration(t *testing.T) {
 			}()
 		}
 		var n atomic.Int64
-		hook := func(op errorfs.Op) {
+		hook := func(op testfs.Op) {
 			k := n.Add(1)
 			if k%every != 0 {
 				return
@@ -336,7 +353,7 @@ func TestTxnCrashEnumeration(t *testing.T) {
 			ch <- state{fmt.Sprintf("%s keeping %d%% of unsynced data", name, pct),
 				mem.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: pct, RNG: rng}), lo, hi}
 		}
-		p.run(t, errorfs.Wrap(mem, crashHook{hook}), &pr)
+		p.run(t, crashFS(mem, hook), &pr)
 		close(ch)
 		wg.Wait()
 		t.Logf("seed %d: %d steps, %d file system write ops, %d crash states so far", seed, len(p.steps), n.Load(), states.Load())

@@ -10,7 +10,6 @@ import (
 	"testing"
 
 	"github.com/heapkv/heapkv"
-	"github.com/stretchr/testify/require"
 )
 
 // Black-box tests of transactions: the API, its misuse, conflicts.
@@ -23,20 +22,26 @@ var txnLogger = slog.New(slog.DiscardHandler)
 func checkTxnDB(t testing.TB, db *heapkv.DB) {
 	t.Helper()
 	rep, err := db.Check(context.Background())
-	require.NoError(t, err)
-	require.Zero(t, rep.LeakedBlocks+rep.DanglingBlocks+rep.DoubleRefBlocks, "%v", rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.LeakedBlocks+rep.DanglingBlocks+rep.DoubleRefBlocks != 0 {
+		t.Fatalf("Check: %v", rep)
+	}
 	st, err := db.Stats()
-	require.NoError(t, err)
-	require.Equal(t, st.Keys, rep.Keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Keys != st.Keys {
+		t.Fatalf("rep.Keys = %v, want %v", rep.Keys, st.Keys)
+	}
 }
 
 // openTxnDB opens a database in a temp dir that values above 64 bytes go to
 // the heap of, closed at cleanup.
 func openTxnDB(t testing.TB) *heapkv.DB {
 	t.Helper()
-	db, err := heapkv.Open(t.TempDir(), &heapkv.Options{InlineThreshold: 64, NoSync: true, Logger: txnLogger})
-	require.NoError(t, err)
-	t.Cleanup(func() { db.Close() })
+	db := openTestDB(t, t.TempDir(), &heapkv.Options{InlineThreshold: 64, NoSync: true, Logger: txnLogger})
 	return db
 }
 
@@ -46,172 +51,350 @@ func val(key string, n int) []byte {
 
 func TestTxnUpdateView(t *testing.T) {
 	db := openTxnDB(t)
-	require.NoError(t, db.Put([]byte("a"), []byte("old")))
+	if err := db.Put([]byte("a"), []byte("old")); err != nil {
+		t.Fatal(err)
+	}
 	err := db.Update(func(txn *heapkv.Txn) error {
 		v, err := txn.Get([]byte("a"))
-		require.NoError(t, err)
-		require.Equal(t, "old", string(v))
-		require.NoError(t, txn.Put([]byte("a"), val("a", 5000))) // heap
-		require.NoError(t, txn.Put([]byte("b"), []byte("inline")))
-		require.NoError(t, txn.Delete([]byte("c")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(v) != "old" {
+			t.Fatalf("string(v) = %v, want %v", string(v), "old")
+		}
+		if err := txn.Put([]byte("a"), val("a", 5000)); err != nil {
+			t.Fatal(err)
+		} // heap
+		if err := txn.Put([]byte("b"), []byte("inline")); err != nil {
+			t.Fatal(err)
+		}
+		if err := txn.Delete([]byte("c")); err != nil {
+			t.Fatal(err)
+		}
 		v, err = txn.Get([]byte("a")) // reads its own writes
-		require.NoError(t, err)
-		require.Equal(t, val("a", 5000), v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(v, val("a", 5000)) {
+			t.Fatalf("v = %.64q, want %.64q", v, val("a", 5000))
+		}
 		v[0] = 'X' // a copy: the buffered write is unaffected
 		v, _ = txn.Get([]byte("a"))
-		require.Equal(t, val("a", 5000), v)
+		if !bytes.Equal(v, val("a", 5000)) {
+			t.Fatalf("v = %.64q, want %.64q", v, val("a", 5000))
+		}
 		_, err = txn.Get([]byte("c"))
-		require.ErrorIs(t, err, heapkv.ErrNotFound)
+		if !errors.Is(err, heapkv.ErrNotFound) {
+			t.Fatalf("err = %v, want %v", err, heapkv.ErrNotFound)
+		}
 		// Not visible outside before commit.
 		v, err = db.Get([]byte("a"))
-		require.NoError(t, err)
-		require.Equal(t, "old", string(v))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(v) != "old" {
+			t.Fatalf("string(v) = %v, want %v", string(v), "old")
+		}
 		return nil
 	})
-	require.NoError(t, err)
-	require.NoError(t, db.View(func(txn *heapkv.Txn) error {
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.View(func(txn *heapkv.Txn) error {
 		v, err := txn.Get([]byte("a"))
-		require.NoError(t, err)
-		require.Equal(t, val("a", 5000), v)
-		require.ErrorIs(t, txn.Put([]byte("x"), nil), heapkv.ErrReadOnlyTxn)
-		require.ErrorIs(t, txn.Delete([]byte("x")), heapkv.ErrReadOnlyTxn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(v, val("a", 5000)) {
+			t.Fatalf("v = %.64q, want %.64q", v, val("a", 5000))
+		}
+		if err := txn.Put([]byte("x"), nil); !errors.Is(err, heapkv.ErrReadOnlyTxn) {
+			t.Fatalf("txn.Put([]byte(\"x\"), nil) = %v, want %v", err, heapkv.ErrReadOnlyTxn)
+		}
+		if err := txn.Delete([]byte("x")); !errors.Is(err, heapkv.ErrReadOnlyTxn) {
+			t.Fatalf("txn.Delete([]byte(\"x\")) = %v, want %v", err, heapkv.ErrReadOnlyTxn)
+		}
 		return nil
-	}))
+	}); err != nil {
+		t.Fatal(err)
+	}
 
 	// An error from fn rolls back; View returns fn's error.
 	boom := errors.New("boom")
-	require.ErrorIs(t, db.Update(func(txn *heapkv.Txn) error {
-		require.NoError(t, txn.Put([]byte("b"), []byte("never")))
+	if err := db.Update(func(txn *heapkv.Txn) error {
+		if err := txn.Put([]byte("b"), []byte("never")); err != nil {
+			t.Fatal(err)
+		}
 		return boom
-	}), boom)
-	require.ErrorIs(t, db.View(func(*heapkv.Txn) error { return boom }), boom)
+	}); !errors.Is(err, boom) {
+		t.Fatalf("err = %v, want %v", err, boom)
+	}
+	if err := db.View(func(*heapkv.Txn) error { return boom }); !errors.Is(err, boom) {
+		t.Fatalf("db.View(func(*heapkv.Txn) error { return boom }) = %v, want %v", err, boom)
+	}
 	// A panic rolls back too.
 	func() {
-		defer func() { require.NotNil(t, recover()) }()
+		defer func() {
+			if recover() == nil {
+				t.Fatal("the panic in fn did not reach the caller")
+			}
+		}()
 		db.Update(func(txn *heapkv.Txn) error {
 			txn.Put([]byte("b"), []byte("never"))
 			panic("in fn")
 		})
 	}()
 	v, err := db.Get([]byte("b"))
-	require.NoError(t, err)
-	require.Equal(t, "inline", string(v))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(v) != "inline" {
+		t.Fatalf("string(v) = %v, want %v", string(v), "inline")
+	}
 	st, err := db.Stats()
-	require.NoError(t, err)
-	require.Zero(t, st.OpenTxns)
-	require.EqualValues(t, 1, st.TxnCommits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.OpenTxns != 0 {
+		t.Fatalf("st.OpenTxns = %v, want 0", st.OpenTxns)
+	}
+	if st.TxnCommits != 1 {
+		t.Fatalf("Stats.TxnCommits = %d, want 1", st.TxnCommits)
+	}
 }
 
 func TestTxnMisuse(t *testing.T) {
 	db := openTxnDB(t)
 	txn, err := db.Begin(true)
-	require.NoError(t, err)
-	require.NoError(t, txn.Put([]byte("k"), []byte("v")))
-	require.ErrorIs(t, txn.Put(nil, []byte("v")), heapkv.ErrEmptyKey)
-	require.ErrorIs(t, txn.Put(make([]byte, heapkv.MaxKeySize+1), nil), heapkv.ErrKeyTooLarge)
-	require.ErrorIs(t, txn.Put([]byte("k"), make([]byte, heapkv.MaxValueSize+1)), heapkv.ErrValueTooLarge)
-	require.ErrorIs(t, txn.Delete(nil), heapkv.ErrEmptyKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := txn.Put([]byte("k"), []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	if err := txn.Put(nil, []byte("v")); !errors.Is(err, heapkv.ErrEmptyKey) {
+		t.Fatalf("txn.Put(nil, []byte(\"v\")) = %v, want %v", err, heapkv.ErrEmptyKey)
+	}
+	if err := txn.Put(make([]byte, heapkv.MaxKeySize+1), nil); !errors.Is(err, heapkv.ErrKeyTooLarge) {
+		t.Fatalf("txn.Put(make([]byte, heapkv.MaxKeySize+1), nil) = %v, want %v", err, heapkv.ErrKeyTooLarge)
+	}
+	if err := txn.Put([]byte("k"), make([]byte, heapkv.MaxValueSize+1)); !errors.Is(err, heapkv.ErrValueTooLarge) {
+		t.Fatalf("err = %v, want %v", err, heapkv.ErrValueTooLarge)
+	}
+	if err := txn.Delete(nil); !errors.Is(err, heapkv.ErrEmptyKey) {
+		t.Fatalf("txn.Delete(nil) = %v, want %v", err, heapkv.ErrEmptyKey)
+	}
 	_, err = txn.Get(nil)
-	require.ErrorIs(t, err, heapkv.ErrEmptyKey)
+	if !errors.Is(err, heapkv.ErrEmptyKey) {
+		t.Fatalf("err = %v, want %v", err, heapkv.ErrEmptyKey)
+	}
 	it, err := txn.NewIter(nil)
-	require.NoError(t, err)
-	require.True(t, it.First())
-	require.NoError(t, txn.Commit())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !it.First() {
+		t.Fatal("it.First() is false")
+	}
+	if err := txn.Commit(); err != nil {
+		t.Fatal(err)
+	}
 
 	// Everything after the end fails with ErrTxnClosed; Rollback is a no-op.
-	require.NoError(t, txn.Rollback())
-	require.NoError(t, txn.Rollback())
-	require.ErrorIs(t, txn.Commit(), heapkv.ErrTxnClosed)
+	if err := txn.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if err := txn.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if err := txn.Commit(); !errors.Is(err, heapkv.ErrTxnClosed) {
+		t.Fatalf("txn.Commit() = %v, want %v", err, heapkv.ErrTxnClosed)
+	}
 	_, err = txn.Get([]byte("k"))
-	require.ErrorIs(t, err, heapkv.ErrTxnClosed)
-	require.ErrorIs(t, txn.Put([]byte("k"), nil), heapkv.ErrTxnClosed)
-	require.ErrorIs(t, txn.Delete([]byte("k")), heapkv.ErrTxnClosed)
+	if !errors.Is(err, heapkv.ErrTxnClosed) {
+		t.Fatalf("err = %v, want %v", err, heapkv.ErrTxnClosed)
+	}
+	if err := txn.Put([]byte("k"), nil); !errors.Is(err, heapkv.ErrTxnClosed) {
+		t.Fatalf("txn.Put([]byte(\"k\"), nil) = %v, want %v", err, heapkv.ErrTxnClosed)
+	}
+	if err := txn.Delete([]byte("k")); !errors.Is(err, heapkv.ErrTxnClosed) {
+		t.Fatalf("txn.Delete([]byte(\"k\")) = %v, want %v", err, heapkv.ErrTxnClosed)
+	}
 	_, err = txn.NewIter(nil)
-	require.ErrorIs(t, err, heapkv.ErrTxnClosed)
+	if !errors.Is(err, heapkv.ErrTxnClosed) {
+		t.Fatalf("err = %v, want %v", err, heapkv.ErrTxnClosed)
+	}
 	var serr error
 	for range txn.Scan(nil, &serr) {
 		t.Fatal("scan of an ended transaction yielded")
 	}
-	require.ErrorIs(t, serr, heapkv.ErrTxnClosed)
+	if !errors.Is(serr, heapkv.ErrTxnClosed) {
+		t.Fatalf("serr = %v, want %v", serr, heapkv.ErrTxnClosed)
+	}
 	// Its iterator was closed with it.
-	require.False(t, it.Next())
-	require.ErrorIs(t, it.Error(), heapkv.ErrTxnClosed)
+	if it.Next() {
+		t.Fatal("it.Next() is true")
+	}
+	if err := it.Error(); !errors.Is(err, heapkv.ErrTxnClosed) {
+		t.Fatalf("it.Error() = %v, want %v", err, heapkv.ErrTxnClosed)
+	}
 	_, err = it.Value()
-	require.ErrorIs(t, err, heapkv.ErrTxnClosed)
-	require.NoError(t, it.Close()) // closed by the txn: harmless
+	if !errors.Is(err, heapkv.ErrTxnClosed) {
+		t.Fatalf("err = %v, want %v", err, heapkv.ErrTxnClosed)
+	}
+	if err := it.Close(); err != nil {
+		t.Fatal(err)
+	} // closed by the txn: harmless
 
 	// Commit after Rollback.
 	txn, err = db.Begin(true)
-	require.NoError(t, err)
-	require.NoError(t, txn.Put([]byte("k"), []byte("rolled back")))
-	require.NoError(t, txn.Rollback())
-	require.ErrorIs(t, txn.Commit(), heapkv.ErrTxnClosed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := txn.Put([]byte("k"), []byte("rolled back")); err != nil {
+		t.Fatal(err)
+	}
+	if err := txn.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if err := txn.Commit(); !errors.Is(err, heapkv.ErrTxnClosed) {
+		t.Fatalf("txn.Commit() = %v, want %v", err, heapkv.ErrTxnClosed)
+	}
 	v, err := db.Get([]byte("k"))
-	require.NoError(t, err)
-	require.Equal(t, "v", string(v))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(v) != "v" {
+		t.Fatalf("string(v) = %v, want %v", string(v), "v")
+	}
 
 	// A read-only transaction and a read-write one without writes commit.
 	for _, update := range []bool{false, true} {
 		txn, err = db.Begin(update)
-		require.NoError(t, err)
+		if err != nil {
+			t.Fatal(err)
+		}
 		_, err = txn.Get([]byte("k"))
-		require.NoError(t, err)
-		require.NoError(t, txn.Commit())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := txn.Commit(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	st, err := db.Stats()
-	require.NoError(t, err)
-	require.Zero(t, st.OpenTxns+st.OpenIterators+st.OpenSnapshots)
-	require.Zero(t, st.TxnTrackedKeys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.OpenTxns+st.OpenIterators+st.OpenSnapshots != 0 {
+		t.Fatalf("st.OpenTxns+st.OpenIterators+st.OpenSnapshots = %v, want 0", st.OpenTxns+st.OpenIterators+st.OpenSnapshots)
+	}
+	if st.TxnTrackedKeys != 0 {
+		t.Fatalf("st.TxnTrackedKeys = %v, want 0", st.TxnTrackedKeys)
+	}
 }
 
 func TestTxnTooLarge(t *testing.T) {
 	db := openTxnDB(t)
 	txn, err := db.Begin(true)
-	require.NoError(t, err)
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer txn.Rollback()
 	for i := range heapkv.MaxTxnOps {
-		require.NoError(t, txn.Put(fmt.Appendf(nil, "k%06d", i), nil))
+		if err := txn.Put(fmt.Appendf(nil, "k%06d", i), nil); err != nil {
+			t.Fatal(err)
+		}
 	}
-	require.NoError(t, txn.Put([]byte("k000000"), []byte("rewrite: no new key")))
-	require.ErrorIs(t, txn.Put([]byte("one-too-many"), nil), heapkv.ErrTxnTooLarge)
-	require.ErrorIs(t, txn.Delete([]byte("one-too-many")), heapkv.ErrTxnTooLarge)
-	require.NoError(t, txn.Commit()) // still usable: commits what it holds
+	if err := txn.Put([]byte("k000000"), []byte("rewrite: no new key")); err != nil {
+		t.Fatal(err)
+	}
+	if err := txn.Put([]byte("one-too-many"), nil); !errors.Is(err, heapkv.ErrTxnTooLarge) {
+		t.Fatalf("txn.Put([]byte(\"one-too-many\"), nil) = %v, want %v", err, heapkv.ErrTxnTooLarge)
+	}
+	if err := txn.Delete([]byte("one-too-many")); !errors.Is(err, heapkv.ErrTxnTooLarge) {
+		t.Fatalf("txn.Delete([]byte(\"one-too-many\")) = %v, want %v", err, heapkv.ErrTxnTooLarge)
+	}
+	if err := txn.Commit(); err != nil {
+		t.Fatal(err)
+	} // still usable: commits what it holds
 	st, err := db.Stats()
-	require.NoError(t, err)
-	require.EqualValues(t, heapkv.MaxTxnOps, st.Keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Keys != heapkv.MaxTxnOps {
+		t.Fatalf("Stats.Keys = %d, want %d", st.Keys, heapkv.MaxTxnOps)
+	}
 
 	txn, err = db.Begin(true)
-	require.NoError(t, err)
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer txn.Rollback()
 	big := make([]byte, heapkv.MaxTxnBytes/2)
-	require.NoError(t, txn.Put([]byte("big1"), big))
-	require.ErrorIs(t, txn.Put([]byte("big2"), big), heapkv.ErrTxnTooLarge)
-	require.NoError(t, txn.Put([]byte("big1"), big[:10])) // replacing frees room
-	require.NoError(t, txn.Put([]byte("big2"), big))
-	require.NoError(t, txn.Commit())
+	if err := txn.Put([]byte("big1"), big); err != nil {
+		t.Fatal(err)
+	}
+	if err := txn.Put([]byte("big2"), big); !errors.Is(err, heapkv.ErrTxnTooLarge) {
+		t.Fatalf("txn.Put([]byte(\"big2\"), big) = %v, want %v", err, heapkv.ErrTxnTooLarge)
+	}
+	if err := txn.Put([]byte("big1"), big[:10]); err != nil {
+		t.Fatal(err)
+	} // replacing frees room
+	if err := txn.Put([]byte("big2"), big); err != nil {
+		t.Fatal(err)
+	}
+	if err := txn.Commit(); err != nil {
+		t.Fatal(err)
+	}
 	v, err := db.Get([]byte("big2"))
-	require.NoError(t, err)
-	require.Len(t, v, len(big))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(v) != len(big) {
+		t.Fatalf("len(v) = %d, want %d", len(v), len(big))
+	}
 }
 
 func TestTxnSnapshotReads(t *testing.T) {
 	db := openTxnDB(t)
-	require.NoError(t, db.Put([]byte("a"), val("a1", 3000)))
-	require.NoError(t, db.Put([]byte("b"), []byte("b1")))
+	if err := db.Put([]byte("a"), val("a1", 3000)); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Put([]byte("b"), []byte("b1")); err != nil {
+		t.Fatal(err)
+	}
 	txn, err := db.Begin(false)
-	require.NoError(t, err)
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer txn.Rollback()
-	require.NoError(t, db.Put([]byte("a"), val("a2", 3000)))
-	require.NoError(t, db.Delete([]byte("b")))
-	require.NoError(t, db.Put([]byte("c"), []byte("c2")))
+	if err := db.Put([]byte("a"), val("a2", 3000)); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Delete([]byte("b")); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Put([]byte("c"), []byte("c2")); err != nil {
+		t.Fatal(err)
+	}
 	v, err := txn.Get([]byte("a"))
-	require.NoError(t, err)
-	require.Equal(t, val("a1", 3000), v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(v, val("a1", 3000)) {
+		t.Fatalf("v = %.64q, want %.64q", v, val("a1", 3000))
+	}
 	v, err = txn.Get([]byte("b"))
-	require.NoError(t, err)
-	require.Equal(t, "b1", string(v))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(v) != "b1" {
+		t.Fatalf("string(v) = %v, want %v", string(v), "b1")
+	}
 	_, err = txn.Get([]byte("c"))
-	require.ErrorIs(t, err, heapkv.ErrNotFound)
+	if !errors.Is(err, heapkv.ErrNotFound) {
+		t.Fatalf("err = %v, want %v", err, heapkv.ErrNotFound)
+	}
 }
 
 // commitBoth runs first and second as concurrent transactions: both begin,
@@ -219,12 +402,18 @@ func TestTxnSnapshotReads(t *testing.T) {
 func commitBoth(t *testing.T, db *heapkv.DB, opts *heapkv.TxnOptions, first, second func(*heapkv.Txn)) error {
 	t.Helper()
 	t1, err := db.BeginTxn(opts)
-	require.NoError(t, err)
+	if err != nil {
+		t.Fatal(err)
+	}
 	t2, err := db.BeginTxn(opts)
-	require.NoError(t, err)
+	if err != nil {
+		t.Fatal(err)
+	}
 	first(t1)
 	second(t2)
-	require.NoError(t, t1.Commit())
+	if err := t1.Commit(); err != nil {
+		t.Fatal(err)
+	}
 	return t2.Commit()
 }
 
@@ -252,54 +441,98 @@ func TestTxnConflicts(t *testing.T) {
 	db := openTxnDB(t)
 	si := &heapkv.TxnOptions{}
 	ser := &heapkv.TxnOptions{Serializable: true}
-	require.NoError(t, db.Put([]byte("x"), []byte("0")))
-	require.NoError(t, db.Put([]byte("y"), []byte("0")))
+	if err := db.Put([]byte("x"), []byte("0")); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Put([]byte("y"), []byte("0")); err != nil {
+		t.Fatal(err)
+	}
 
 	// Write-write: the later committer fails and writes nothing.
 	err := commitBoth(t, db, si, put("x", "1"), both(put("x", "2"), put("z", "2")))
-	require.ErrorIs(t, err, heapkv.ErrConflict)
-	require.True(t, strings.Contains(err.Error(), `"x"`), err)
+	if !errors.Is(err, heapkv.ErrConflict) {
+		t.Fatalf("err = %v, want %v", err, heapkv.ErrConflict)
+	}
+	if !strings.Contains(err.Error(), `"x"`) {
+		t.Fatalf("conflict error %q does not name the key", err)
+	}
 	v, _ := db.Get([]byte("x"))
-	require.Equal(t, "1", string(v))
+	if string(v) != "1" {
+		t.Fatalf("string(v) = %v, want %v", string(v), "1")
+	}
 	_, err = db.Get([]byte("z"))
-	require.ErrorIs(t, err, heapkv.ErrNotFound)
+	if !errors.Is(err, heapkv.ErrNotFound) {
+		t.Fatalf("err = %v, want %v", err, heapkv.ErrNotFound)
+	}
 
 	// Disjoint writes both commit.
-	require.NoError(t, commitBoth(t, db, si, put("x", "3"), put("y", "3")))
+	if err := commitBoth(t, db, si, put("x", "3"), put("y", "3")); err != nil {
+		t.Fatal(err)
+	}
 
 	// Write skew: each reads both and writes one. Snapshot isolation lets
 	// both commit; serializable fails the second.
 	skew := func(w string) func(*heapkv.Txn) { return both(get("x"), get("y"), put(w, "skew")) }
-	require.NoError(t, commitBoth(t, db, si, skew("x"), skew("y")))
-	require.ErrorIs(t, commitBoth(t, db, ser, skew("x"), skew("y")), heapkv.ErrConflict)
+	if err := commitBoth(t, db, si, skew("x"), skew("y")); err != nil {
+		t.Fatal(err)
+	}
+	if err := commitBoth(t, db, ser, skew("x"), skew("y")); !errors.Is(err, heapkv.ErrConflict) {
+		t.Fatalf("commitBoth(t, db, ser, skew(\"x\"), skew(\"y\")) = %v, want %v", err, heapkv.ErrConflict)
+	}
 
 	// Serializable: reading a missing key that another commit creates.
-	require.ErrorIs(t, commitBoth(t, db, ser, put("new", "1"), both(get("new"), put("other", "1"))), heapkv.ErrConflict)
+	if err := commitBoth(t, db, ser, put("new", "1"), both(get("new"), put("other", "1"))); !errors.Is(err, heapkv.ErrConflict) {
+		t.Fatalf("err = %v, want %v", err, heapkv.ErrConflict)
+	}
 	// A read of a key written by a commit before the transaction began is
 	// no conflict.
-	require.NoError(t, commitBoth(t, db, ser, put("a", "1"), both(get("y"), put("b", "1"))))
+	if err := commitBoth(t, db, ser, put("a", "1"), both(get("y"), put("b", "1"))); err != nil {
+		t.Fatal(err)
+	}
 
 	// A plain Put conflicts with a transaction that writes (SI) or read
 	// (serializable) the key; a read-only transaction never conflicts.
 	txn, err := db.Begin(true)
-	require.NoError(t, err)
-	require.NoError(t, txn.Put([]byte("x"), []byte("txn")))
-	require.NoError(t, db.Put([]byte("x"), []byte("plain")))
-	require.ErrorIs(t, txn.Commit(), heapkv.ErrConflict)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := txn.Put([]byte("x"), []byte("txn")); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Put([]byte("x"), []byte("plain")); err != nil {
+		t.Fatal(err)
+	}
+	if err := txn.Commit(); !errors.Is(err, heapkv.ErrConflict) {
+		t.Fatalf("txn.Commit() = %v, want %v", err, heapkv.ErrConflict)
+	}
 	txn, err = db.BeginTxn(ser)
-	require.NoError(t, err)
+	if err != nil {
+		t.Fatal(err)
+	}
 	txn.Get([]byte("x"))
-	require.NoError(t, txn.Put([]byte("y"), []byte("txn")))
+	if err := txn.Put([]byte("y"), []byte("txn")); err != nil {
+		t.Fatal(err)
+	}
 	b := db.NewBatch()
 	b.Put([]byte("q"), nil)
 	b.Delete([]byte("x"))
-	require.NoError(t, db.Apply(b, nil))
-	require.ErrorIs(t, txn.Commit(), heapkv.ErrConflict)
+	if err := db.Apply(b, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := txn.Commit(); !errors.Is(err, heapkv.ErrConflict) {
+		t.Fatalf("txn.Commit() = %v, want %v", err, heapkv.ErrConflict)
+	}
 
 	st, err := db.Stats()
-	require.NoError(t, err)
-	require.EqualValues(t, 5, st.TxnConflicts)
-	require.Zero(t, st.TxnTrackedKeys) // no transaction open: pruned
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.TxnConflicts != 5 {
+		t.Fatalf("Stats.TxnConflicts = %d, want 5", st.TxnConflicts)
+	}
+	if st.TxnTrackedKeys != 0 {
+		t.Fatalf("st.TxnTrackedKeys = %v, want 0", st.TxnTrackedKeys)
+	} // no transaction open: pruned
 }
 
 // TestTxnSerializableRanges: a serializable transaction conflicts with a
@@ -308,13 +541,17 @@ func TestTxnConflicts(t *testing.T) {
 func TestTxnSerializableRanges(t *testing.T) {
 	db := openTxnDB(t)
 	for _, k := range []string{"b", "d", "f", "h"} {
-		require.NoError(t, db.Put([]byte(k), []byte(k)))
+		if err := db.Put([]byte(k), []byte(k)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	ser := &heapkv.TxnOptions{Serializable: true}
 	// walk reads keys from c up to and including f, then stops.
 	walk := func(txn *heapkv.Txn) {
 		it, err := txn.NewIter(&heapkv.IterOptions{LowerBound: []byte("c"), UpperBound: []byte("z")})
-		require.NoError(t, err)
+		if err != nil {
+			t.Fatal(err)
+		}
 		defer it.Close()
 		n := 0
 		for ok := it.First(); ok; ok = it.Next() {
@@ -322,7 +559,9 @@ func TestTxnSerializableRanges(t *testing.T) {
 				break
 			}
 		}
-		require.NoError(t, txn.Put([]byte("sum"), []byte("x")))
+		if err := txn.Put([]byte("sum"), []byte("x")); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for _, tc := range []struct {
 		key      string
@@ -332,14 +571,22 @@ func TestTxnSerializableRanges(t *testing.T) {
 	} {
 		err := commitBoth(t, db, ser, put(tc.key, "new"), walk)
 		if tc.conflict {
-			require.ErrorIs(t, err, heapkv.ErrConflict, tc.key)
+			if !errors.Is(err, heapkv.ErrConflict) {
+				t.Fatalf("%v: err = %v, want %v", tc.key, err, heapkv.ErrConflict)
+			}
 		} else {
-			require.NoError(t, err, tc.key)
+			if err != nil {
+				t.Fatalf("%v: %v", tc.key, err)
+			}
 		}
 		if strings.Contains("bdfh", tc.key) {
-			require.NoError(t, db.Put([]byte(tc.key), []byte(tc.key)))
+			if err := db.Put([]byte(tc.key), []byte(tc.key)); err != nil {
+				t.Fatal(err)
+			}
 		} else {
-			require.NoError(t, db.Delete([]byte(tc.key)))
+			if err := db.Delete([]byte(tc.key)); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	// A walk that runs off the end read everything to the upper bound;
@@ -347,7 +594,9 @@ func TestTxnSerializableRanges(t *testing.T) {
 	full := func(rev bool) func(txn *heapkv.Txn) {
 		return func(txn *heapkv.Txn) {
 			it, err := txn.NewIter(&heapkv.IterOptions{Prefix: []byte("p")})
-			require.NoError(t, err)
+			if err != nil {
+				t.Fatal(err)
+			}
 			if rev {
 				for ok := it.Last(); ok; ok = it.Prev() {
 				}
@@ -355,18 +604,32 @@ func TestTxnSerializableRanges(t *testing.T) {
 				for ok := it.First(); ok; ok = it.Next() {
 				}
 			}
-			require.NoError(t, it.Close())
-			require.NoError(t, txn.Put([]byte("sum"), []byte("x")))
+			if err := it.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if err := txn.Put([]byte("sum"), []byte("x")); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	for _, rev := range []bool{false, true} {
-		require.ErrorIs(t, commitBoth(t, db, ser, put("pzzz", "1"), full(rev)), heapkv.ErrConflict)
-		require.ErrorIs(t, commitBoth(t, db, ser, put("p", "1"), full(rev)), heapkv.ErrConflict)
-		require.NoError(t, commitBoth(t, db, ser, put("q", "1"), full(rev)))
-		require.NoError(t, commitBoth(t, db, ser, put("o\xff", "1"), full(rev)))
+		if err := commitBoth(t, db, ser, put("pzzz", "1"), full(rev)); !errors.Is(err, heapkv.ErrConflict) {
+			t.Fatalf("err = %v, want %v", err, heapkv.ErrConflict)
+		}
+		if err := commitBoth(t, db, ser, put("p", "1"), full(rev)); !errors.Is(err, heapkv.ErrConflict) {
+			t.Fatalf("commitBoth(t, db, ser, put(\"p\", \"1\"), full(rev)) = %v, want %v", err, heapkv.ErrConflict)
+		}
+		if err := commitBoth(t, db, ser, put("q", "1"), full(rev)); err != nil {
+			t.Fatal(err)
+		}
+		if err := commitBoth(t, db, ser, put("o\xff", "1"), full(rev)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	// With snapshot isolation ranges do not count.
-	require.NoError(t, commitBoth(t, db, &heapkv.TxnOptions{}, put("e", "1"), walk))
+	if err := commitBoth(t, db, &heapkv.TxnOptions{}, put("e", "1"), walk); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestTxnSameGroup: conflicting transactions that commit in the same group
@@ -379,8 +642,12 @@ func TestTxnSameGroup(t *testing.T) {
 		for i := range txns {
 			var err error
 			txns[i], err = db.Begin(true)
-			require.NoError(t, err)
-			require.NoError(t, txns[i].Put([]byte("hot"), fmt.Appendf(nil, "%d-%d", round, i)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := txns[i].Put([]byte("hot"), fmt.Appendf(nil, "%d-%d", round, i)); err != nil {
+				t.Fatal(err)
+			}
 		}
 		errs := make(chan error, n)
 		for _, txn := range txns {
@@ -391,61 +658,118 @@ func TestTxnSameGroup(t *testing.T) {
 			if err := <-errs; err == nil {
 				ok++
 			} else {
-				require.ErrorIs(t, err, heapkv.ErrConflict)
+				if !errors.Is(err, heapkv.ErrConflict) {
+					t.Fatalf("err = %v, want %v", err, heapkv.ErrConflict)
+				}
 			}
 		}
-		require.Equal(t, 1, ok, "round %d: exactly one of the conflicting transactions commits", round)
+		if ok != 1 {
+			t.Fatalf("round %d: exactly one of the conflicting transactions commits: ok = %v, want %v", round, ok, 1)
+		}
 	}
 }
 
 // TestCloseWithOpenReaders: Close does not wait for open snapshots,
 // iterators and transactions: it closes them, and they report ErrClosed.
 func TestCloseWithOpenReaders(t *testing.T) {
-	db, err := heapkv.Open(t.TempDir(), &heapkv.Options{InlineThreshold: 64, Logger: txnLogger})
-	require.NoError(t, err)
+	db := openTestDB(t, t.TempDir(), &heapkv.Options{InlineThreshold: 64, Logger: txnLogger})
 	for i := range 10 {
-		require.NoError(t, db.Put(fmt.Appendf(nil, "k%d", i), val("v", 100*i)))
+		if err := db.Put(fmt.Appendf(nil, "k%d", i), val("v", 100*i)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	snap, err := db.NewSnapshot()
-	require.NoError(t, err)
-	it, err := db.NewIter(nil)
-	require.NoError(t, err)
-	require.True(t, it.First())
-	sit, err := snap.NewIter(nil)
-	require.NoError(t, err)
-	txn, err := db.Begin(true)
-	require.NoError(t, err)
-	require.NoError(t, txn.Put([]byte("t"), []byte("lost")))
-	tit, err := txn.NewIter(nil)
-	require.NoError(t, err)
-	st, err := db.Stats()
-	require.NoError(t, err)
-	require.Equal(t, [3]int{1, 3, 1}, [3]int{st.OpenSnapshots, st.OpenIterators, st.OpenTxns})
-	require.NotZero(t, st.OldestReaderAge)
-
-	require.NoError(t, db.Close())
-	_, err = snap.Get([]byte("k1"))
-	require.ErrorIs(t, err, heapkv.ErrClosed)
-	_, err = snap.NewIter(nil)
-	require.ErrorIs(t, err, heapkv.ErrClosed)
-	for _, it := range []*heapkv.Iterator{it, sit, tit} {
-		require.False(t, it.Next())
-		require.False(t, it.First())
-		require.Nil(t, it.Key())
-		require.ErrorIs(t, it.Error(), heapkv.ErrClosed)
-		require.NoError(t, it.Close())
-		require.ErrorIs(t, it.Close(), heapkv.ErrIterClosed)
+	if err != nil {
+		t.Fatal(err)
 	}
-	require.ErrorIs(t, txn.Commit(), heapkv.ErrClosed)
-	require.NoError(t, txn.Rollback())
-	require.NoError(t, snap.Close())
+	it, err := db.NewIter(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !it.First() {
+		t.Fatal("it.First() is false")
+	}
+	sit, err := snap.NewIter(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	txn, err := db.Begin(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := txn.Put([]byte("t"), []byte("lost")); err != nil {
+		t.Fatal(err)
+	}
+	tit, err := txn.NewIter(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := db.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := [3]int{st.OpenSnapshots, st.OpenIterators, st.OpenTxns}; got != [3]int{1, 3, 1} {
+		t.Fatalf("open snapshots, iterators, txns = %v, want [1 3 1]", got)
+	}
+	if st.OldestReaderAge == 0 {
+		t.Fatal("Stats.OldestReaderAge = 0 with readers open")
+	}
+
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, err = snap.Get([]byte("k1"))
+	if !errors.Is(err, heapkv.ErrClosed) {
+		t.Fatalf("err = %v, want %v", err, heapkv.ErrClosed)
+	}
+	_, err = snap.NewIter(nil)
+	if !errors.Is(err, heapkv.ErrClosed) {
+		t.Fatalf("err = %v, want %v", err, heapkv.ErrClosed)
+	}
+	for _, it := range []*heapkv.Iterator{it, sit, tit} {
+		if it.Next() {
+			t.Fatal("it.Next() is true")
+		}
+		if it.First() {
+			t.Fatal("it.First() is true")
+		}
+		if it.Key() != nil {
+			t.Fatalf("it.Key() = %v, want nil", it.Key())
+		}
+		if err := it.Error(); !errors.Is(err, heapkv.ErrClosed) {
+			t.Fatalf("it.Error() = %v, want %v", err, heapkv.ErrClosed)
+		}
+		if err := it.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := it.Close(); !errors.Is(err, heapkv.ErrIterClosed) {
+			t.Fatalf("it.Close() = %v, want %v", err, heapkv.ErrIterClosed)
+		}
+	}
+	if err := txn.Commit(); !errors.Is(err, heapkv.ErrClosed) {
+		t.Fatalf("txn.Commit() = %v, want %v", err, heapkv.ErrClosed)
+	}
+	if err := txn.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if err := snap.Close(); err != nil {
+		t.Fatal(err)
+	}
 	_, err = db.Begin(true)
-	require.ErrorIs(t, err, heapkv.ErrClosed)
+	if !errors.Is(err, heapkv.ErrClosed) {
+		t.Fatalf("err = %v, want %v", err, heapkv.ErrClosed)
+	}
 	_, err = db.NewSnapshot()
-	require.ErrorIs(t, err, heapkv.ErrClosed)
+	if !errors.Is(err, heapkv.ErrClosed) {
+		t.Fatalf("err = %v, want %v", err, heapkv.ErrClosed)
+	}
 	_, err = db.NewIter(nil)
-	require.ErrorIs(t, err, heapkv.ErrClosed)
-	require.ErrorIs(t, db.View(func(*heapkv.Txn) error { return nil }), heapkv.ErrClosed)
+	if !errors.Is(err, heapkv.ErrClosed) {
+		t.Fatalf("err = %v, want %v", err, heapkv.ErrClosed)
+	}
+	if err := db.View(func(*heapkv.Txn) error { return nil }); !errors.Is(err, heapkv.ErrClosed) {
+		t.Fatalf("db.View(func(*heapkv.Txn) error { return nil }) = %v, want %v", err, heapkv.ErrClosed)
+	}
 }
 
 // TestTxnTrackerBound: when more keys are written than the conflict
@@ -456,40 +780,76 @@ func TestTxnTrackerBound(t *testing.T) {
 	defer heapkv.SetMaxTrackedKeys(100)()
 	db := openTxnDB(t)
 	old, err := db.Begin(true)
-	require.NoError(t, err)
-	require.NoError(t, old.Put([]byte("mine"), []byte("1")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Put([]byte("mine"), []byte("1")); err != nil {
+		t.Fatal(err)
+	}
 	for i := range 150 {
-		require.NoError(t, db.Put(fmt.Appendf(nil, "other-%03d", i), nil))
+		if err := db.Put(fmt.Appendf(nil, "other-%03d", i), nil); err != nil {
+			t.Fatal(err)
+		}
 	}
 	st, err := db.Stats()
-	require.NoError(t, err)
-	require.LessOrEqual(t, st.TxnTrackedKeys, int64(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.TxnTrackedKeys > int64(100) {
+		t.Fatalf("st.TxnTrackedKeys = %v, want <= int64(100) = %v", st.TxnTrackedKeys, int64(100))
+	}
 	young, err := db.Begin(true)
-	require.NoError(t, err)
-	require.NoError(t, young.Put([]byte("yours"), []byte("1")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := young.Put([]byte("yours"), []byte("1")); err != nil {
+		t.Fatal(err)
+	}
 	err = old.Commit()
-	require.ErrorIs(t, err, heapkv.ErrConflict)
-	require.Contains(t, err.Error(), "history")
-	require.NoError(t, young.Commit())
+	if !errors.Is(err, heapkv.ErrConflict) {
+		t.Fatalf("err = %v, want %v", err, heapkv.ErrConflict)
+	}
+	if !strings.Contains(err.Error(), "history") {
+		t.Fatalf("conflict error %q does not say the history was pruned", err)
+	}
+	if err := young.Commit(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestSnapshotScan(t *testing.T) {
 	db := openTxnDB(t)
 	for i := range 20 {
-		require.NoError(t, db.Put(fmt.Appendf(nil, "s%02d", i), val("v", i*20)))
+		if err := db.Put(fmt.Appendf(nil, "s%02d", i), val("v", i*20)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	snap, err := db.NewSnapshot()
-	require.NoError(t, err)
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer snap.Close()
-	require.NoError(t, db.Delete([]byte("s05")))
-	require.NoError(t, db.Put([]byte("s99"), nil))
+	if err := db.Delete([]byte("s05")); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Put([]byte("s99"), nil); err != nil {
+		t.Fatal(err)
+	}
 	var serr error
 	var keys []string
 	for k, v := range snap.Scan([]byte("s"), &serr) {
-		require.Equal(t, val("v", len(keys)*20), v)
+		if !bytes.Equal(v, val("v", len(keys)*20)) {
+			t.Fatalf("v = %.64q, want %.64q", v, val("v", len(keys)*20))
+		}
 		keys = append(keys, string(k))
 	}
-	require.NoError(t, serr)
-	require.Len(t, keys, 20)
-	require.Equal(t, "s05", keys[5])
+	if serr != nil {
+		t.Fatal(serr)
+	}
+	if len(keys) != 20 {
+		t.Fatalf("len(keys) = %d, want %d", len(keys), 20)
+	}
+	if keys[5] != "s05" {
+		t.Fatalf("keys[5] = %v, want %v", keys[5], "s05")
+	}
 }

@@ -51,8 +51,8 @@ type Config struct {
 // Configs are the engines compared, in the order they run.
 var Configs = []Config{
 	{"heapkv", openHeapKV},
-	{"pebble-tuned", func(dir string, _ bool) (Engine, error) { return openPebble(dir, TunedPebbleOptions()) }},
-	{"pebble-vsep", func(dir string, _ bool) (Engine, error) { return openPebble(dir, ValueSepPebbleOptions()) }},
+	{"pebble-tuned", func(dir string, _ bool) (Engine, error) { return openPebble(dir, TunedPebbleOptions(quietLogger{})) }},
+	{"pebble-vsep", func(dir string, _ bool) (Engine, error) { return openPebble(dir, ValueSepPebbleOptions(quietLogger{})) }},
 	{"pebble-default", func(dir string, _ bool) (Engine, error) { return openPebble(dir, DefaultPebbleOptions()) }},
 }
 
@@ -115,25 +115,28 @@ func DefaultPebbleOptions() *pebble.Options {
 
 // TunedPebbleOptions is Pebble as a user would run it for this workload:
 // 1 GiB block cache, 64 MiB memtable, newest format, its WAL on; L0 and
-// compaction settings left at their defaults.
-func TunedPebbleOptions() *pebble.Options {
+// compaction settings left at their defaults; Pebble logs to logger. It is
+// the one definition of "pebble-tuned": the bench module's engine uses it
+// too. The caller owns a reference to the cache (Unref it after Open).
+func TunedPebbleOptions(logger pebble.Logger) *pebble.Options {
 	o := &pebble.Options{
 		Cache:              pebble.NewCache(1 << 30),
 		MemTableSize:       64 << 20,
 		FormatMajorVersion: pebble.FormatNewest,
-		Logger:             quietLogger{},
+		Logger:             logger,
 	}
 	o.EnsureDefaults()
 	return o
 }
 
 // ValueSepPebbleOptions is TunedPebbleOptions with value separation (blob
-// files, needs FormatValueSeparation, which FormatNewest includes). The
-// policy is cmd/pebble's except MinimumSize 256 (CockroachDB's default)
-// and blob rewrites enabled at 20% garbage after one minute, so that
-// Pebble can reclaim overwritten values within a run.
-func ValueSepPebbleOptions() *pebble.Options {
-	o := TunedPebbleOptions()
+// files, needs FormatValueSeparation, which FormatNewest includes): the
+// "pebble-vsep" engine here and in the bench module. The policy is
+// cmd/pebble's except MinimumSize 256 (CockroachDB's default) and blob
+// rewrites enabled at 20% garbage after one minute, so that Pebble can
+// reclaim overwritten values within a run.
+func ValueSepPebbleOptions(logger pebble.Logger) *pebble.Options {
+	o := TunedPebbleOptions(logger)
 	o.Experimental.ValueSeparationPolicy = func() pebble.ValueSeparationPolicy {
 		return pebble.ValueSeparationPolicy{
 			Enabled:               true,

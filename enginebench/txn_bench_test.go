@@ -161,7 +161,7 @@ var txnEngines = []struct {
 		return e, err
 	}},
 	{"pebble-batch", func(dir string) (txnEngine, error) {
-		o := TunedPebbleOptions()
+		o := TunedPebbleOptions(quietLogger{})
 		db, err := pebble.Open(dir, o)
 		o.Cache.Unref()
 		if err != nil {
@@ -315,10 +315,10 @@ var scanEngines = []struct {
 }{
 	{"heapkv", loadHeapScan},
 	{"pebble-tuned", func(dir string, n, size int) (scanEngine, error) {
-		return loadPebbleScan(dir, n, size, TunedPebbleOptions())
+		return loadPebbleScan(dir, n, size, TunedPebbleOptions(quietLogger{}))
 	}},
 	{"pebble-vsep", func(dir string, n, size int) (scanEngine, error) {
-		return loadPebbleScan(dir, n, size, ValueSepPebbleOptions())
+		return loadPebbleScan(dir, n, size, ValueSepPebbleOptions(quietLogger{}))
 	}},
 }
 

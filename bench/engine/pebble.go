@@ -2,9 +2,9 @@ package engine
 
 import (
 	"errors"
-	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/heapkv/heapkv/enginebench"
 )
 
 func init() {
@@ -12,31 +12,14 @@ func init() {
 		o := &pebble.Options{Logger: quietLogger{}}
 		return openPebble(dir, sync, o)
 	}})
+	// The tuned settings are enginebench's, so that both benchmark suites
+	// run the same Pebble.
 	register(Config{"pebble-tuned", "Pebble v2, 1 GiB block cache, 64 MiB memtable, FormatNewest, values inline", func(dir string, sync bool) (DB, error) {
-		return openPebble(dir, sync, tunedPebble())
+		return openPebble(dir, sync, enginebench.TunedPebbleOptions(quietLogger{}))
 	}})
 	register(Config{"pebble-vsep", "pebble-tuned with value separation (blob files for values >= 256 B)", func(dir string, sync bool) (DB, error) {
-		o := tunedPebble()
-		o.Experimental.ValueSeparationPolicy = func() pebble.ValueSeparationPolicy {
-			return pebble.ValueSeparationPolicy{
-				Enabled:               true,
-				MinimumSize:           256,
-				MaxBlobReferenceDepth: 10,
-				RewriteMinimumAge:     time.Minute,
-				TargetGarbageRatio:    0.2,
-			}
-		}
-		return openPebble(dir, sync, o)
+		return openPebble(dir, sync, enginebench.ValueSepPebbleOptions(quietLogger{}))
 	}})
-}
-
-func tunedPebble() *pebble.Options {
-	return &pebble.Options{
-		Cache:              pebble.NewCache(1 << 30),
-		MemTableSize:       64 << 20,
-		FormatMajorVersion: pebble.FormatNewest,
-		Logger:             quietLogger{},
-	}
 }
 
 type quietLogger struct{}
