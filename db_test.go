@@ -130,34 +130,3 @@ func TestBatchTooLarge(t *testing.T) {
 		t.Fatalf("db.Apply(b, nil) = %v, want %v", err, heapkv.ErrBatchTooLarge)
 	}
 }
-
-// A synced write of an inline value costs two fsyncs (the log's, then its
-// sync mark's); so does one of a heap value its record carries (the heap
-// is flushed by checkpoints).
-func TestSyncedInlineWriteOneFsync(t *testing.T) {
-	db := openTestDB(t, t.TempDir(), nil)
-	put := func(v []byte) int64 {
-		before, err := db.Stats()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := db.Put([]byte("k"), v); err != nil {
-			t.Fatal(err)
-		}
-		after, err := db.Stats()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return after.Fsyncs - before.Fsyncs
-	}
-	put(bytes.Repeat([]byte{1}, 10)) // the first sync after open flushes the heap
-	if n := put(bytes.Repeat([]byte{2}, 100)); n != 2 {
-		t.Fatalf("inline Put: %d fsyncs, want 2", n)
-	}
-	if n := put(bytes.Repeat([]byte{3}, 10000)); n != 2 {
-		t.Fatalf("heap Put: %d fsyncs, want 2", n)
-	}
-	if n := put(bytes.Repeat([]byte{4}, 100)); n != 2 {
-		t.Fatalf("inline Put after a heap Put: %d fsyncs, want 2", n)
-	}
-}

@@ -1,7 +1,15 @@
 package heapkv
 
-import "github.com/cockroachdb/pebble/v2/vfs"
+import (
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
 
 // SetFS makes Open use fs for every file; tests pass crash-simulating and
 // fault-injecting file systems.
 func SetFS(o *Options, fs vfs.FS) { o.fs = fs }
+
+// SetMarkDelay sets how long the log must be idle before the syncer
+// flushes its sync mark.
+func SetMarkDelay(o *Options, d time.Duration) { o.markDelay = d }

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/heapkv/heapkv/alloc"
@@ -155,8 +156,9 @@ type Options struct {
 	// crash-simulating and fault-injecting ones (see export_test.go).
 	fs vfs.FS
 
-	noAutoAttach    bool  // tests: Open does not attach stale replicas
-	resyncSaveBytes int64 // tests: copy between saves of resync progress (0: defaultResyncSaveBytes)
+	noAutoAttach    bool          // tests: Open does not attach stale replicas
+	markDelay       time.Duration // tests: idle time before the sync mark is flushed (0: markDelay)
+	resyncSaveBytes int64         // tests: copy between saves of resync progress (0: defaultResyncSaveBytes)
 }
 
 // withDefaults returns a validated copy of o with every zero field set.

@@ -1,6 +1,7 @@
 package heapkv
 
 import (
+	"cmp"
 	"fmt"
 	"sync"
 	"time"
@@ -169,7 +170,7 @@ func (db *DB) syncer() {
 			return
 		case <-db.pipe.kick:
 			if db.flushPending() == nil {
-				idle.Reset(markDelay)
+				idle.Reset(cmp.Or(db.opts.markDelay, markDelay))
 			}
 		case <-idle.C:
 			if log := db.log.Load(); log != nil && db.failed() == nil {

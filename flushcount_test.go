@@ -1,0 +1,142 @@
+package heapkv_test
+
+// Device flushes per synced commit group, counted by a file system that
+// sees every Sync and SyncData, not by a timer.
+
+import (
+	"bytes"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/heapkv/heapkv"
+	"github.com/heapkv/heapkv/internal/testfs"
+)
+
+// flushCounter counts the flushes of each kind of file of a database.
+type flushCounter struct {
+	heap, log, mark, other atomic.Int64
+}
+
+func (c *flushCounter) hook(op testfs.Op) {
+	if !op.Kind.IsSync() {
+		return
+	}
+	switch name := filepath.Base(op.Path); {
+	case name == "heap":
+		c.heap.Add(1)
+	case name == "SYNCED":
+		c.mark.Add(1)
+	case strings.HasSuffix(name, ".log"):
+		c.log.Add(1)
+	default:
+		c.other.Add(1)
+	}
+}
+
+type flushes struct{ heap, log, mark int64 }
+
+func (c *flushCounter) now() flushes {
+	return flushes{c.heap.Load(), c.log.Load(), c.mark.Load()}
+}
+
+func (f flushes) minus(g flushes) flushes {
+	return flushes{f.heap - g.heap, f.log - g.log, f.mark - g.mark}
+}
+
+func openCounted(t *testing.T, markDelay time.Duration) (*heapkv.DB, *flushCounter) {
+	t.Helper()
+	c := &flushCounter{}
+	o := &heapkv.Options{}
+	heapkv.SetFS(o, testfs.Wrap(vfs.Default, c.hook))
+	heapkv.SetMarkDelay(o, markDelay)
+	return openTestDB(t, t.TempDir(), o), c
+}
+
+// TestSyncedGroupFlushes: a synced group whose values are inline or
+// carried costs one device flush, of the log; a group with a value above
+// CarryLimit costs two, the heap's and then the log's.
+func TestSyncedGroupFlushes(t *testing.T) {
+	db, c := openCounted(t, time.Hour) // no idle mark flush in the way
+	put := func(v []byte) flushes {
+		t.Helper()
+		before := c.now()
+		if err := db.Put([]byte("k"), v); err != nil {
+			t.Fatal(err)
+		}
+		return c.now().minus(before)
+	}
+	put([]byte("first")) // the first group after Open
+	for _, tc := range []struct {
+		name string
+		size int
+		want flushes
+	}{
+		{"inline 100 B", 100, flushes{log: 1}},
+		{"carried 4 KiB", 4 << 10, flushes{log: 1}},
+		{"carried 4,100 B", 4100, flushes{log: 1}},
+		{"carried 64 KiB", heapkv.DefaultCarryLimit, flushes{log: 1}},
+		{"heap first 100 KiB", 100 << 10, flushes{heap: 1, log: 1}},
+		{"inline after a heap-first value", 100, flushes{log: 1}},
+	} {
+		if got := put(bytes.Repeat([]byte{byte(tc.size)}, tc.size)); got != tc.want {
+			t.Errorf("%s: %+v flushes, want %+v", tc.name, got, tc.want)
+		}
+	}
+
+	// Concurrent writers: no heap flush at all, and at most one log flush
+	// per commit group (groups share flushes).
+	st0, err := db.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := c.now()
+	var wg sync.WaitGroup
+	for w := range 16 {
+		wg.Go(func() {
+			for i := range 50 {
+				if err := db.Put([]byte(fmt.Sprintf("w%d-%d", w, i)), bytes.Repeat([]byte{byte(i)}, 4<<10)); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	got := c.now().minus(before)
+	st1, err := db.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	groups := st1.CommitGroups - st0.CommitGroups
+	if got.heap != 0 || got.log == 0 || got.log > groups || got.mark != 0 {
+		t.Fatalf("800 concurrent synced 4 KiB Puts in %d groups: %+v flushes, want no heap or mark flush and 1 to %d log flushes", groups, got, groups)
+	}
+	t.Logf("800 synced Puts from 16 writers: %d groups, %d log flushes", groups, got.log)
+}
+
+// TestIdleSyncMark: once the log is idle, the syncer brings the sync mark
+// up to date with one flush of its own, and then leaves it alone.
+func TestIdleSyncMark(t *testing.T) {
+	db, c := openCounted(t, time.Millisecond)
+	if err := db.Put([]byte("k"), []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for c.mark.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the sync mark was never flushed after the log went idle")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	marks := c.mark.Load()
+	time.Sleep(50 * time.Millisecond)
+	if n := c.mark.Load(); n != marks {
+		t.Fatalf("the mark was flushed %d more times with nothing new to mark", n-marks)
+	}
+}
