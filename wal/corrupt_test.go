@@ -14,7 +14,7 @@ import (
 	"github.com/heapkv/heapkv/wal"
 )
 
-const recSize = wal.RecordHeaderSize + 100 // every record in these tests
+const recSize = wal.SaltedRecordHeaderSize + 100 // every record in these tests
 
 // fixedPayload is the 100-byte payload of lsn.
 func fixedPayload(lsn wal.LSN) []byte {
@@ -22,7 +22,7 @@ func fixedPayload(lsn wal.LSN) []byte {
 }
 
 // recOffset is the file offset of the i-th record (0-based) of a segment.
-func recOffset(i int) int64 { return int64(wal.SegmentHeaderSize + i*recSize) }
+func recOffset(i int) int64 { return int64(wal.SaltedSegmentHeaderSize + i*recSize) }
 
 // writeLog opens a log at first, appends n records one by one (syncing
 // after each if sync), and returns it open (the caller may Close or
@@ -126,10 +126,10 @@ func TestCorruptSyncedRecord(t *testing.T) {
 		{"length of LSN 5", recOffset(4) + 5, 4, true, false},
 		{"lsn of LSN 5", recOffset(4) + 8, 4, true, false},
 		{"synced of LSN 5", recOffset(4) + 16, 4, true, false},
-		{"first record", recOffset(0) + 30, 0, true, false},
+		{"first record", recOffset(0) + 40, 0, true, false},
 		{"LSN 5 replaced by a copy of LSN 4", -1, 4, true, false},
-		{"newest record (sync mark)", recOffset(9) + 30, 9, true, false},
-		{"newest record, unsynced", recOffset(9) + 30, 9, false, true},
+		{"newest record (sync mark)", recOffset(9) + 40, 9, true, false},
+		{"newest record, unsynced", recOffset(9) + 40, 9, false, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			opts, logs := testOptions(vfs.NewMem(), 0)
@@ -203,8 +203,8 @@ func TestTornTailHoleThenValidRecords(t *testing.T) {
 }
 
 func TestCorruptNonLastSegment(t *testing.T) {
-	// 4 records per segment: rotation when over 48+3*124 bytes.
-	opts, _ := testOptions(vfs.NewMem(), wal.SegmentHeaderSize+3*recSize)
+	// 4 records per segment: a fifth does not fit.
+	opts, _ := testOptions(vfs.NewMem(), wal.SaltedSegmentHeaderSize+4*recSize)
 	if err := writeLog(t, opts, 1, 20, false).Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -269,7 +269,7 @@ func TestForeignFile(t *testing.T) {
 			}
 			path := "db/wal/" + wal.SegmentName(4)
 			if content == nil {
-				content = make([]byte, wal.SegmentHeaderSize+10)
+				content = make([]byte, wal.SaltedSegmentHeaderSize+10)
 				filehdr.Header{Kind: filehdr.KindLog, Version: filehdr.Version + 1, DBID: testDBID}.Encode(content)
 			}
 			writeFile(t, opts.FS, path, content)
@@ -338,7 +338,7 @@ func TestSegmentGapAndOverlap(t *testing.T) {
 		})
 	}
 	t.Run("missing middle segment", func(t *testing.T) {
-		opts, _ := testOptions(vfs.NewMem(), wal.SegmentHeaderSize+3*recSize)
+		opts, _ := testOptions(vfs.NewMem(), wal.SaltedSegmentHeaderSize+4*recSize)
 		if err := writeLog(t, opts, 1, 12, false).Close(); err != nil {
 			t.Fatal(err)
 		}

@@ -30,3 +30,19 @@ func DecodeSyncMark(b []byte, id filehdr.DBID, path string) (seq uint64, lsn LSN
 	m, err := decodeSyncMark(b, id, path)
 	return m.seq, m.lsn, err
 }
+
+// WithInlinePrepare returns o with spares prepared inside Append instead of
+// on a background goroutine, so that a test's file operations come in a
+// fixed order on one goroutine.
+func WithInlinePrepare(o Options) Options {
+	o.inlinePrepare = true
+	return o
+}
+
+// WithFixedSalt returns o with every new segment salted with salt (not 0)
+// instead of a random value: with it, the frames of a recycled file's
+// earlier use carry the salt of its new one, as if frames had no salt.
+func WithFixedSalt(o Options, salt uint64) Options {
+	o.fixedSalt = salt
+	return o
+}

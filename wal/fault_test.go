@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -13,14 +14,14 @@ import (
 	"github.com/heapkv/heapkv/wal"
 )
 
-// failOn returns a switchable injector that fails operations of the given
-// kinds on log segment files.
-func failOn(kinds ...errorfs.OpKind) *errorfs.Toggle {
+// failOn returns a switchable injector that fails operations of kind k
+// on files whose path ends in suffix (".log": segments; ".spare": the
+// rename of a spare into a segment, whose path errorfs reports as the
+// spare's).
+func failOn(k errorfs.OpKind, suffix string) *errorfs.Toggle {
 	return &errorfs.Toggle{Injector: errorfs.InjectorFunc(func(op errorfs.Op) error {
-		for _, k := range kinds {
-			if op.Kind == k && strings.HasSuffix(op.Path, ".log") {
-				return errorfs.ErrInjected
-			}
+		if op.Kind == k && strings.HasSuffix(op.Path, suffix) {
+			return errorfs.ErrInjected
 		}
 		return nil
 	})}
@@ -76,13 +77,15 @@ func crashReplay(t *testing.T, mem *vfs.MemFS, opts wal.Options, m model, rng *r
 
 func TestFaultWriteAndSync(t *testing.T) {
 	for _, c := range []struct {
-		name string
-		op   errorfs.OpKind
-		fail func(*wal.Log, model, *rand.Rand) error
+		name   string
+		op     errorfs.OpKind
+		suffix string
+		fail   func(*wal.Log, model, *rand.Rand) error
 	}{
-		{"write", errorfs.OpFileWrite, func(l *wal.Log, m model, rng *rand.Rand) error { return tryAppend(l, m, rng, 3, 500) }},
-		{"sync", errorfs.OpFileSync, func(l *wal.Log, _ model, _ *rand.Rand) error { return l.Sync() }},
-		{"rotate", errorfs.OpCreate, func(l *wal.Log, m model, rng *rand.Rand) error {
+		{"write", errorfs.OpFileWriteAt, ".log", func(l *wal.Log, m model, rng *rand.Rand) error { return tryAppend(l, m, rng, 3, 500) }},
+		{"sync", errorfs.OpFileSyncData, ".log", func(l *wal.Log, _ model, _ *rand.Rand) error { return l.Sync() }},
+		{"syncto", errorfs.OpFileSyncData, ".log", func(l *wal.Log, _ model, _ *rand.Rand) error { return l.SyncTo(l.NextLSN() - 1) }},
+		{"rotate", errorfs.OpRename, ".spare", func(l *wal.Log, m model, rng *rand.Rand) error {
 			for {
 				if err := tryAppend(l, m, rng, 1, 500); err != nil {
 					return err
@@ -94,7 +97,7 @@ func TestFaultWriteAndSync(t *testing.T) {
 			t.Run(fmt.Sprintf("%s/keep%d%%", c.name, pct), func(t *testing.T) {
 				rng := rand.New(rand.NewPCG(uint64(pct), 77))
 				mem := vfs.NewCrashableMem()
-				tog := failOn(c.op)
+				tog := failOn(c.op, c.suffix)
 				opts, _ := testOptions(errorfs.Wrap(mem, tog), 4096)
 				l, err := wal.Open(opts, 1)
 				if err != nil {
@@ -115,7 +118,7 @@ func TestFaultWriteAndSync(t *testing.T) {
 				}
 				tog.Off() // the disk "recovers"; the log must not
 				synced := l.SyncedLSN()
-				if c.op != errorfs.OpCreate && synced != before {
+				if c.name != "rotate" && synced != before {
 					// (A failed rotation has synced the old segment first.)
 					t.Fatalf("failed %s moved SyncedLSN from %d to %d", c.name, before, synced)
 				}
@@ -132,11 +135,19 @@ func TestFaultWriteAndSync(t *testing.T) {
 func TestFaultRandom(t *testing.T) {
 	rng := rand.New(rand.NewPCG(11, 12))
 	mem := vfs.NewCrashableMem()
-	var failures int
+	// The injector also runs on the Log's spare preparation goroutine.
+	var (
+		injMu    sync.Mutex
+		injRNG   = rand.New(rand.NewPCG(13, 14))
+		failures int
+	)
 	inj := errorfs.InjectorFunc(func(op errorfs.Op) error {
 		switch op.Kind {
-		case errorfs.OpFileWrite, errorfs.OpFileSync, errorfs.OpCreate, errorfs.OpOpenDir:
-			if rng.IntN(40) == 0 {
+		case errorfs.OpFileWrite, errorfs.OpFileWriteAt, errorfs.OpFileSync, errorfs.OpFileSyncData,
+			errorfs.OpCreate, errorfs.OpRename, errorfs.OpOpenDir:
+			injMu.Lock()
+			defer injMu.Unlock()
+			if injRNG.IntN(40) == 0 {
 				failures++
 				return errorfs.ErrInjected
 			}
@@ -173,21 +184,24 @@ func TestFaultRandom(t *testing.T) {
 			}
 		}
 	}
+	injMu.Lock()
+	defer injMu.Unlock()
 	if failures < 20 {
 		t.Fatalf("only %d injected failures", failures)
 	}
 }
 
-// shortWriteFS writes only half of a buffer and fails, when armed.
+// shortWriteFS writes only half of a buffer into a segment and fails,
+// when armed.
 type shortWriteFS struct {
 	vfs.FS
 	armed *atomic.Bool
 }
 
-func (s shortWriteFS) Create(name string, c vfs.DiskWriteCategory) (vfs.File, error) {
-	f, err := s.FS.Create(name, c)
-	if err != nil {
-		return nil, err
+func (s shortWriteFS) OpenReadWrite(name string, c vfs.DiskWriteCategory, opts ...vfs.OpenOption) (vfs.File, error) {
+	f, err := s.FS.OpenReadWrite(name, c, opts...)
+	if err != nil || !strings.HasSuffix(name, ".log") {
+		return f, err
 	}
 	return &shortWriteFile{File: f, armed: s.armed}, nil
 }
@@ -199,12 +213,12 @@ type shortWriteFile struct {
 
 var errShort = errors.New("short write")
 
-func (f *shortWriteFile) Write(p []byte) (int, error) {
+func (f *shortWriteFile) WriteAt(p []byte, off int64) (int, error) {
 	if f.armed.Load() {
-		n, _ := f.File.Write(p[:len(p)/2])
+		n, _ := f.File.WriteAt(p[:len(p)/2], off)
 		return n, errShort
 	}
-	return f.File.Write(p)
+	return f.File.WriteAt(p, off)
 }
 
 // A write that lands half a group: the log is poisoned, and recovery

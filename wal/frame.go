@@ -9,7 +9,13 @@ import (
 	"io"
 )
 
-// Record framing. Wire format (never change; bump filehdr.Version instead):
+// Record framing. There are two frame formats, one per segment format (see
+// segment.go): plain frames in format 0 segments (written by earlier
+// versions, still read) and salted frames in format 1 segments (every
+// segment this version writes). Wire formats (never change; add a segment
+// format instead).
+//
+// Plain frame:
 //
 //	+---------+------------+----------+-----------+-------------------+
 //	| crc32c  | payloadLen | lsn      | syncedLSN | payload           |
@@ -17,19 +23,41 @@ import (
 //	+---------+------------+----------+-----------+-------------------+
 //	0         4            8          16          24                  24+payloadLen
 //
-// crc32c is CRC-32C (Castagnoli) over bytes [4, 24+payloadLen): the length,
-// both LSNs and the payload, so a record cannot be moved, renumbered or
-// resized without detection. syncedLSN is the highest LSN that was durable
-// (fsynced) when the record was framed; it is always < lsn. Records follow
-// each other with no padding.
+// Salted frame:
+//
+//	+---------+------------+----------+-----------+----------+------------------+
+//	| crc32c  | payloadLen | lsn      | syncedLSN | salt     | payload          |
+//	| 4 B LE  | 4 B LE     | 8 B LE   | 8 B LE    | 8 B LE   | payloadLen bytes |
+//	+---------+------------+----------+-----------+----------+------------------+
+//	0         4            8          16          24         32                 32+payloadLen
+//
+// crc32c is CRC-32C (Castagnoli) over every byte after it: the length, both
+// LSNs, the salt (salted frames) and the payload, so a record cannot be
+// moved, renumbered or resized without detection. syncedLSN is the highest
+// LSN that was durable (fsynced) when the record was framed; it is always
+// < lsn. Records follow each other with no padding.
+//
+// The salt is the random 64-bit value in the header of the segment the
+// record was written to, drawn anew each time a file becomes a segment. A
+// recycled segment file (see spare.go) still holds the frames of its
+// previous use after the new records; their salt is the old one, so the
+// decoder refuses them (and their CRC, which covers the salt, fails if the
+// salt field is overwritten with the new one) even when their LSNs would
+// continue the log. This is how Pebble's recyclable record format carries
+// the log number in every chunk.
 const (
 	recOffCRC    = 0
 	recOffLen    = 4
 	recOffLSN    = 8
 	recOffSynced = 16
+	recOffSalt   = 24
 
-	// RecordHeaderSize is the size in bytes of a record's fixed header.
+	// RecordHeaderSize is the size in bytes of a plain frame's fixed header.
 	RecordHeaderSize = 24
+
+	// SaltedRecordHeaderSize is the size in bytes of a salted frame's fixed
+	// header.
+	SaltedRecordHeaderSize = 32
 )
 
 // MaxPayloadSize is the largest payload a record may carry (128 MiB plus
@@ -63,8 +91,8 @@ func (e *RecordError) Error() string {
 // Is reports whether target is ErrBadRecord.
 func (e *RecordError) Is(target error) bool { return target == ErrBadRecord }
 
-// AppendRecord appends one framed record to dst and returns the extended
-// slice. It panics if lsn is InvalidLSN, if synced >= lsn, or if the payload
+// AppendRecord appends one plain frame (the format of format 0 segments) to
+// dst and returns the extended slice. It panics if lsn is InvalidLSN, if synced >= lsn, or if the payload
 // is longer than MaxPayloadSize: those are programmer errors (Log.Append
 // checks the size and returns ErrRecordTooLarge first).
 func AppendRecord(dst []byte, lsn, synced LSN, payload []byte) []byte {
@@ -86,12 +114,45 @@ func AppendRecord(dst []byte, lsn, synced LSN, payload []byte) []byte {
 	return dst
 }
 
+// AppendSaltedRecord appends one salted frame (the format of current
+// segments) carrying salt to dst and returns the extended slice. It panics
+// on misuse, as AppendRecord does.
+func AppendSaltedRecord(dst []byte, salt uint64, lsn, synced LSN, payload []byte) []byte {
+	if lsn == InvalidLSN || synced >= lsn {
+		panic(fmt.Sprintf("wal: AppendSaltedRecord with lsn %d, synced %d", lsn, synced))
+	}
+	if len(payload) > MaxPayloadSize {
+		panic(fmt.Sprintf("wal: AppendSaltedRecord payload of %d bytes exceeds %d", len(payload), MaxPayloadSize))
+	}
+	start := len(dst)
+	dst = append(dst, make([]byte, SaltedRecordHeaderSize)...)
+	h := dst[start:]
+	binary.LittleEndian.PutUint32(h[recOffLen:], uint32(len(payload)))
+	binary.LittleEndian.PutUint64(h[recOffLSN:], uint64(lsn))
+	binary.LittleEndian.PutUint64(h[recOffSynced:], uint64(synced))
+	binary.LittleEndian.PutUint64(h[recOffSalt:], salt)
+	dst = append(dst, payload...)
+	crc := crc32.Update(0, castagnoli, dst[start+recOffLen:])
+	binary.LittleEndian.PutUint32(dst[start+recOffCRC:], crc)
+	return dst
+}
+
+// saltedSize returns the encoded size of salted frames holding payloads.
+func saltedSize(payloads [][]byte) int64 {
+	n := int64(0)
+	for _, p := range payloads {
+		n += SaltedRecordHeaderSize + int64(len(p))
+	}
+	return n
+}
+
 // recordHeader is a parsed, not yet verified record header.
 type recordHeader struct {
 	crc    uint32
 	n      uint32 // payload length
 	lsn    LSN
 	synced LSN
+	salt   uint64 // salted frames only
 }
 
 func parseHeader(h []byte) recordHeader {
@@ -149,7 +210,55 @@ func decodeRecord(b []byte) (rh recordHeader, payload []byte, n int, reason stri
 	return rh, b[RecordHeaderSize:n], n, ""
 }
 
-// DecodeRecord decodes the record at the start of b and returns its LSNs,
+// decodeSaltedRecord decodes the salted frame at the start of b, which must
+// carry salt. It returns the record's size n, or reason != "" for a bad
+// record; stale reports a whole, valid frame that carries another salt (a
+// frame of an earlier use of the file). b must not be empty.
+func decodeSaltedRecord(b []byte, salt uint64) (rh recordHeader, payload []byte, n int, reason string, stale bool) {
+	if len(b) < SaltedRecordHeaderSize {
+		if allZero(b) {
+			return rh, nil, 0, "zero header", false
+		}
+		return rh, nil, 0, fmt.Sprintf("truncated header (%d bytes)", len(b)), false
+	}
+	rh = parseHeader(b)
+	rh.salt = binary.LittleEndian.Uint64(b[recOffSalt:])
+	if reason = rh.check(); reason != "" {
+		if reason == "zero header" && rh.salt != 0 {
+			reason = "zero header but for the salt"
+		}
+		return rh, nil, 0, reason, false
+	}
+	n = SaltedRecordHeaderSize + int(rh.n)
+	if len(b) < n {
+		return rh, nil, 0, fmt.Sprintf("truncated payload (%d of %d bytes)", len(b)-SaltedRecordHeaderSize, rh.n), false
+	}
+	if reason = verify(b[:n], rh.crc); reason != "" {
+		return rh, nil, 0, reason, false
+	}
+	if rh.salt != salt {
+		return rh, nil, 0, fmt.Sprintf("stale frame of an earlier use of the file (salt %016x, segment's is %016x)", rh.salt, salt), true
+	}
+	return rh, b[SaltedRecordHeaderSize:n], n, "", false
+}
+
+// DecodeSaltedRecord decodes the salted frame at the start of b, which must
+// carry salt (that of its segment), and returns its LSNs, its payload
+// (aliasing b) and its encoded size n. It returns io.EOF if b is empty and a
+// *RecordError (Offset 0) if b does not start with a whole, valid frame
+// carrying salt: a valid frame with another salt is a bad record too.
+func DecodeSaltedRecord(b []byte, salt uint64) (lsn, synced LSN, payload []byte, n int, err error) {
+	if len(b) == 0 {
+		return 0, 0, nil, 0, io.EOF
+	}
+	rh, payload, n, reason, _ := decodeSaltedRecord(b, salt)
+	if reason != "" {
+		return 0, 0, nil, 0, &RecordError{Offset: 0, Reason: reason}
+	}
+	return rh.lsn, rh.synced, payload, n, nil
+}
+
+// DecodeRecord decodes the plain frame at the start of b and returns its LSNs,
 // its payload (aliasing b) and its encoded size n. It returns io.EOF if b is
 // empty and a *RecordError (Offset 0) if b does not start with a whole,
 // valid record.
@@ -164,7 +273,7 @@ func DecodeRecord(b []byte) (lsn, synced LSN, payload []byte, n int, err error) 
 	return rh.lsn, rh.synced, payload, n, nil
 }
 
-// Decoder reads framed records one after another from an io.Reader.
+// Decoder reads plain frames one after another from an io.Reader.
 // It does not check that LSNs are dense; that is Replay's job.
 type Decoder struct {
 	r   io.Reader

@@ -35,7 +35,16 @@ func (l *logBuf) String() string {
 	return l.b.String()
 }
 
+// testSegmentSize is the segment size of tests that do not care: small,
+// since every segment file is preallocated at its full size.
+const testSegmentSize = 64 << 10
+
+// testOptions returns options for a log in db/wal on fs with segments of
+// segSize bytes (testSegmentSize if 0), and the buffer its logger writes.
 func testOptions(fs vfs.FS, segSize int64) (wal.Options, *logBuf) {
+	if segSize == 0 {
+		segSize = testSegmentSize
+	}
 	lb := &logBuf{}
 	return wal.Options{
 		FS:          fs,

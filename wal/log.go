@@ -20,22 +20,35 @@ const maxRetainedBuf = 1 << 20
 
 // Stats are counters of a Log since Open.
 type Stats struct {
-	Segments int    // segment files on disk, the current one included
-	Bytes    int64  // total size of those files in bytes
-	Syncs    uint64 // fsyncs that made records durable (Sync, Rotate, Close)
-	Appends  uint64 // Append calls that wrote records
-	Records  uint64 // records written by Append
+	Segments int   // segment files on disk, the current one included
+	Bytes    int64 // total size of those files in bytes (preallocated: SegmentSize each)
 
-	// MarkSyncs counts the fdatasyncs of the sync mark file that followed
-	// those fsyncs (one each, unless the mark is off); Open's are not
-	// counted.
+	Spares     int   // spare files ready to become segments (see spare.go)
+	SpareBytes int64 // their total size in bytes
+
+	// Syncs counts the flushes of the current segment that made records
+	// durable (SyncTo, Sync, rotation, Close). Most are fdatasyncs of
+	// preallocated blocks; FullSyncs counts those that were full fsyncs,
+	// because an Append larger than a whole segment had grown the file.
+	Syncs     uint64
+	FullSyncs uint64
+
+	// MarkSyncs counts the fdatasyncs of the sync mark file (Sync,
+	// SyncMark, rotation, Close; Open's are not counted). With SyncTo and
+	// SyncMark, most synced groups cost none.
 	MarkSyncs uint64
+
+	Appends uint64 // Append calls that wrote records
+	Records uint64 // records written by Append
+
+	SparesPrepared   uint64 // spares zero-filled since Open (Open's own included)
+	SegmentsRecycled uint64 // obsolete segments RemoveThrough kept as spares
 }
 
 // Log appends records to the current segment of a log directory. Append is
 // meant to be called by one goroutine at a time (calls are serialized, not
-// interleaved); Sync, SyncedLSN, NextLSN and Stats may be called from any
-// goroutine at any time.
+// interleaved); SyncTo, Sync, SyncMark, SyncedLSN, NextLSN and Stats may be
+// called from any goroutine at any time.
 //
 // After a write or sync error the Log is poisoned: every later Append, Sync
 // and Rotate returns that first error (wrapped), and the synced watermark
@@ -49,20 +62,23 @@ type Log struct {
 	removeMu sync.Mutex
 
 	// appendMu serializes the writers of the current segment: Append,
-	// Rotate and Close. It is held across the segment Write and across
+	// Rotate and Close. It is held across the segment write and across
 	// rotation, and guards buf.
 	appendMu sync.Mutex
 	buf      []byte // framing buffer, reused between Appends
 
-	// syncMu serializes fsyncs of the current segment and keeps its sync
-	// handle open while an fsync runs: Rotate and Close take it before they
-	// close a segment. It is held across the fsync; mu is not.
+	// syncMu serializes flushes of the current segment and of the sync
+	// mark, and keeps the segment's sync handle open while a flush runs:
+	// Rotate and Close take it before they close a segment. It is held
+	// across the flush; mu is not.
 	syncMu sync.Mutex
 
 	// mark is the sync mark file (nil if Options.noSyncMark). It is written
-	// only with syncMu held (or in Open and Close), after the segment fsync
-	// and before synced is raised, so that it is always >= synced.
+	// only with syncMu held (or in Open and Close), after the segment flush
+	// that made its LSN durable, so that it is always <= synced.
 	mark *markFile
+	// markLSN is what the mark file records; stored with syncMu held.
+	markLSN atomic.Uint64
 
 	// synced is the highest LSN known durable. It only grows, is stored with
 	// syncMu held (or in Open) and read anywhere; Append stamps it into
@@ -74,6 +90,11 @@ type Log struct {
 	// every record up to it was durable. It lags synced by one sync.
 	vouched atomic.Uint64
 
+	// closing is set when Close begins: a running spare preparation gives
+	// up. prepWG counts the preparation goroutines (at most one).
+	closing atomic.Bool
+	prepWG  sync.WaitGroup
+
 	// mu protects the following. It is never held across I/O.
 	mu struct {
 		sync.Mutex
@@ -82,38 +103,50 @@ type Log struct {
 		// the pointer without mu.
 		cur *segment
 		// next is the LSN the next record gets; every record below it has
-		// been written in full (its Write returned).
+		// been written in full (its write returned).
 		next LSN
 		// segs lists the segment files on disk, oldest first; the last one
 		// is cur.
 		segs []segmentInfo
-		// stamps lists, for each Append not yet known durable, its last
-		// LSN and the synced stamp its records carry (ascending).
+		// stamps lists, for each Append not yet known durable, its LSNs
+		// and the synced stamp its records carry (ascending).
 		stamps []appendStamp
 		// err is the first write or sync error; once set the Log is poisoned.
 		err    error
 		closed bool
-		stats  Stats // Syncs, Appends, Records; the rest is computed
+		stats  Stats // the counters; Segments, Bytes, Spares, SpareBytes are computed
+
+		spareState // see spare.go
 	}
 }
 
-// segment is the open current segment. Writes go through w and fsyncs
-// through s: a vfs.File allows only one Write or Sync at a time, and an
-// fsync covers the file, not the descriptor, so two handles let Sync run
-// while Append writes. (The FS must make Sync on one handle cover writes
+// segment is the open current segment. Writes go through w and flushes
+// through s: a vfs.File allows only one write or sync at a time, and a
+// flush covers the file, not the descriptor, so two handles let SyncTo run
+// while Append writes. (The FS must make a sync on one handle cover writes
 // made through another handle of the same file, as OS files and MemFS do.)
 type segment struct {
 	first LSN
 	path  string
-	w     vfs.File // write handle; used only with appendMu held
-	s     vfs.File // sync handle; used only with syncMu held
+	salt  uint64 // every record of this segment carries it
+	start int64  // offset of the first record: the header size
+	w     vfs.File
+	s     vfs.File
+
+	// Protected by Log.mu; changed only with appendMu (end) or syncMu
+	// (size) held as well.
+	end  int64 // offset after the last record written
+	size int64 // file size known durable: preallocated, or covered by a full Sync
 }
+
+// fileSize returns the size of the segment file. REQUIRES: Log.mu held.
+func (s *segment) fileSize() int64 { return max(s.size, s.end) }
 
 // segmentInfo describes one segment file on disk.
 type segmentInfo struct {
 	first LSN
 	path  string
-	size  int64
+	size  int64 // file size (for cur, see segment.fileSize)
 }
 
 // Open starts a new segment whose first LSN is next (pass the last LSN
@@ -121,6 +154,11 @@ type segmentInfo struct {
 // directory and returns a Log ready to append. Dir is created if absent.
 // An existing segment named for next (an empty or torn one that Replay
 // ended in) is replaced; a segment starting after next is an error.
+//
+// The new segment is a spare file (a recycled segment, or one a Log
+// prepared ahead) if the directory holds one; otherwise Open zero-fills a
+// new file of SegmentSize bytes first. Spare files of the wrong size and
+// leftovers of interrupted preparations are deleted.
 //
 // Open first fsyncs the newest older segment, so that the records Replay
 // returned are durable before any new record claims (through its synced
@@ -166,6 +204,10 @@ func Open(opts Options, next LSN) (*Log, error) {
 		return nil, fmt.Errorf("wal: Open(%d): sync mark %s says LSNs through %d are durable; pass Replay's last LSN + 1",
 			next, o.FS.PathJoin(o.Dir, SyncMarkName), mark.lsn)
 	}
+	spares, lastID, err := adoptSpares(o)
+	if err != nil {
+		return nil, err
+	}
 	if len(segs) > 0 {
 		if err := o.beforeSync(); err != nil {
 			return nil, err
@@ -174,7 +216,19 @@ func Open(opts Options, next LSN) (*Log, error) {
 			return nil, err
 		}
 	}
-	seg, err := createSegment(o, next)
+	var sp spareFile
+	prepared := uint64(0)
+	if n := len(spares); n > 0 {
+		sp, spares = spares[n-1], spares[:n-1]
+	} else {
+		lastID++
+		sp = spareFile{path: o.FS.PathJoin(o.Dir, SpareName(lastID)), size: o.SegmentSize}
+		if err := prepareSpare(o, sp, nil); err != nil {
+			return nil, err
+		}
+		prepared++
+	}
+	seg, err := installSpare(o, sp, next)
 	if err != nil {
 		return nil, err
 	}
@@ -189,9 +243,15 @@ func Open(opts Options, next LSN) (*Log, error) {
 	}
 	l := &Log{opts: o, mark: mf}
 	l.synced.Store(uint64(next - 1))
+	if mf != nil {
+		l.markLSN.Store(uint64(mf.cur.lsn))
+	}
 	l.mu.cur = seg
 	l.mu.next = next
-	l.mu.segs = append(segs, segmentInfo{first: next, path: seg.path, size: SegmentHeaderSize})
+	l.mu.segs = append(segs, segmentInfo{first: next, path: seg.path, size: seg.size})
+	l.mu.spares = spares
+	l.mu.spareID = lastID
+	l.mu.stats.SparesPrepared = prepared
 	return l, nil
 }
 
@@ -242,34 +302,6 @@ func syncFile(fsys vfs.FS, path string) error {
 		return fmt.Errorf("wal: sync %s: %w", path, err)
 	}
 	return nil
-}
-
-// createSegment creates the segment file for first, writes and syncs its
-// header and syncs the directory.
-func createSegment(o Options, first LSN) (*segment, error) {
-	path := o.FS.PathJoin(o.Dir, SegmentName(first))
-	seg := &segment{first: first, path: path}
-	if err := seg.create(o); err != nil {
-		_ = seg.close() // the error above is the one to report
-		return nil, err
-	}
-	return seg, nil
-}
-
-func (s *segment) create(o Options) (err error) {
-	if s.w, err = o.FS.Create(s.path, writeCategory); err != nil {
-		return fmt.Errorf("wal: create %s: %w", s.path, err)
-	}
-	if s.s, err = o.FS.OpenReadWrite(s.path, writeCategory); err != nil {
-		return fmt.Errorf("wal: open %s: %w", s.path, err)
-	}
-	if _, err = s.w.Write(encodeSegmentHeader(o.DBID, s.first)); err != nil {
-		return fmt.Errorf("wal: write header of %s: %w", s.path, err)
-	}
-	if err = s.s.Sync(); err != nil {
-		return fmt.Errorf("wal: sync %s: %w", s.path, err)
-	}
-	return vfsutil.SyncDir(o.FS, o.Dir)
 }
 
 // close closes both handles of a segment.
@@ -329,19 +361,29 @@ func (l *Log) SyncedLSN() LSN { return LSN(l.synced.Load()) }
 // freed heap blocks only below it) use this rather than SyncedLSN.
 func (l *Log) VouchedLSN() LSN { return LSN(l.vouched.Load()) }
 
+// MarkLSN returns the LSN the sync mark file records (0 without one):
+// after a crash, ProvenDurable will be at least this, and damage to a
+// record at or below it is reported as corruption. It is at most
+// SyncedLSN; Sync, SyncMark, rotation and Close bring it up to SyncedLSN,
+// SyncTo leaves it behind.
+func (l *Log) MarkLSN() LSN { return LSN(l.markLSN.Load()) }
+
 // appendStamp is what one Append vouches for once it is durable.
 type appendStamp struct {
-	last  LSN // last LSN of the append
-	stamp LSN // the synced stamp its records carry
+	first, last LSN // LSNs of the append
+	stamp       LSN // the synced stamp its records carry
 }
 
 // Append frames payloads as records with consecutive LSNs starting at
-// NextLSN() and writes them with one Write call on the current segment,
-// first rotating to a new segment if the current one is over SegmentSize.
-// It returns the first record's LSN (NextLSN() and no write if payloads is
-// empty). The records are not durable until Sync returns. Append does not
-// keep payloads. Calls must not overlap each other (the caller's commit
-// leader serializes them); they may overlap Sync.
+// NextLSN() and writes them with one write call into the current segment,
+// first rotating to a new segment if they do not fit in the rest of the
+// current one (unless it holds no record yet: an Append larger than a
+// whole segment extends its segment). It returns the first record's LSN
+// (NextLSN() and no write if payloads is empty). The records are not
+// durable until SyncTo or Sync returns. Append does not keep payloads.
+// Calls must not overlap each other (the caller's commit leader serializes
+// them); they may overlap SyncTo, Sync and SyncMark, and neither waits for
+// the other's I/O (a rotation waits for a flush in progress).
 func (l *Log) Append(payloads [][]byte) (first LSN, err error) {
 	for i, p := range payloads {
 		if len(p) > MaxPayloadSize {
@@ -352,8 +394,8 @@ func (l *Log) Append(payloads [][]byte) (first LSN, err error) {
 	defer l.appendMu.Unlock()
 	l.mu.Lock()
 	err = l.usableLocked()
-	first = l.mu.next
-	full := l.mu.segs[len(l.mu.segs)-1].size > l.opts.SegmentSize
+	first, cur := l.mu.next, l.mu.cur
+	end, size := cur.end, cur.fileSize()
 	l.mu.Unlock()
 	if err != nil {
 		return 0, err
@@ -361,113 +403,56 @@ func (l *Log) Append(payloads [][]byte) (first LSN, err error) {
 	if len(payloads) == 0 {
 		return first, nil
 	}
-	if full {
+	if end+saltedSize(payloads) > size && end > cur.start {
 		if err := l.rotate(); err != nil {
 			return 0, err
 		}
+		cur, end = l.mu.cur, l.mu.cur.start // appendMu held: cur cannot change
 	}
 	synced := LSN(l.synced.Load())
 	buf := l.buf[:0]
 	for i, p := range payloads {
-		buf = AppendRecord(buf, first+LSN(i), synced, p)
+		buf = AppendSaltedRecord(buf, cur.salt, first+LSN(i), synced, p)
 	}
 	if cap(buf) <= maxRetainedBuf {
 		l.buf = buf
 	}
-	cur := l.mu.cur // appendMu held: cur cannot change
-	n, werr := cur.w.Write(buf)
+	n, werr := cur.w.WriteAt(buf, end)
 
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.mu.segs[len(l.mu.segs)-1].size += int64(n)
+	cur.end = end + int64(n)
 	if werr != nil {
-		return 0, l.poisonLocked(fmt.Errorf("wal: write %s at LSN %d: %w", cur.path, first, werr))
+		err = l.poisonLocked(fmt.Errorf("wal: write %s at LSN %d (offset %d): %w", cur.path, first, end, werr))
+		l.mu.Unlock()
+		return 0, err
 	}
 	l.mu.next += LSN(len(payloads))
-	l.mu.stamps = append(l.mu.stamps, appendStamp{last: l.mu.next - 1, stamp: synced})
+	l.mu.stamps = append(l.mu.stamps, appendStamp{first: first, last: l.mu.next - 1, stamp: synced})
 	l.mu.stats.Appends++
 	l.mu.stats.Records += uint64(len(payloads))
-	if l.mu.err != nil { // a concurrent Sync failed: do not report success
-		return 0, fmt.Errorf("wal: log failed earlier: %w", l.mu.err)
+	prep := l.startPrepareLocked(cur)
+	err = l.mu.err // a concurrent flush failed: do not report success
+	l.mu.Unlock()
+	if prep != nil {
+		prep()
+	}
+	if err != nil {
+		return 0, fmt.Errorf("wal: log failed earlier: %w", err)
 	}
 	return first, nil
 }
 
-// Sync makes every record appended so far durable by fsyncing the current
-// segment, records the new synced LSN in the sync mark file (a small
-// overwrite and fdatasync), then raises SyncedLSN. It may be called from
-// any goroutine at any time, also while Append is writing; it returns at
-// once, with no I/O, when nothing is unsynced. A failed fsync or mark
-// update poisons the Log.
-func (l *Log) Sync() error {
-	l.syncMu.Lock()
-	defer l.syncMu.Unlock()
-	l.mu.Lock()
-	err := l.usableLocked()
-	target, cur := l.mu.next-1, l.mu.cur
-	l.mu.Unlock()
-	if err != nil || target <= l.SyncedLSN() {
-		return err
-	}
-	return l.syncCurrent(cur, target)
-}
-
-// syncCurrent calls BeforeSync, fsyncs seg, whose records through target
-// are written, makes the sync mark record target (one more small write
-// and fdatasync) and raises the synced watermark to target. A failure of
-// the fsync or of the mark update poisons the Log: after either, what is
-// durable is unknown. REQUIRES: syncMu held, mu not held.
-func (l *Log) syncCurrent(seg *segment, target LSN) error {
-	if err := l.opts.beforeSync(); err != nil {
-		return err
-	}
-	marked := false
-	err := seg.s.Sync()
-	if err != nil {
-		err = fmt.Errorf("wal: sync %s: %w", seg.path, err)
-	} else if l.mark != nil {
-		// The records through target are durable: the mark may say so.
-		err = l.mark.write(target)
-		marked = err == nil
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if err != nil {
-		return l.poisonLocked(err)
-	}
-	if marked {
-		l.mu.stats.MarkSyncs++
-	}
-	if target > l.SyncedLSN() {
-		l.synced.Store(uint64(target))
-	}
-	// The appends through target are durable, and so are the stamps
-	// their records carry.
-	k := 0
-	for k < len(l.mu.stamps) && l.mu.stamps[k].last <= target {
-		if st := uint64(l.mu.stamps[k].stamp); st > l.vouched.Load() {
-			l.vouched.Store(st)
-		}
-		k++
-	}
-	l.mu.stamps = append(l.mu.stamps[:0], l.mu.stamps[k:]...)
-	l.mu.stats.Syncs++
-	if l.mu.err != nil { // a concurrent Append failed
-		return fmt.Errorf("wal: log failed earlier: %w", l.mu.err)
-	}
-	return nil
-}
-
-// Rotate syncs the current segment (and updates the sync mark, as Sync
-// does) and starts a new one at NextLSN(). It does nothing if the current
-// segment holds no records.
+// Rotate flushes the current segment (calling BeforeSync first), updates
+// the sync mark, as Sync does, and starts a new segment at NextLSN(). It
+// does nothing if the current segment holds no records.
 func (l *Log) Rotate() error {
 	l.appendMu.Lock()
 	defer l.appendMu.Unlock()
 	return l.rotate()
 }
 
-// rotate syncs the current segment and starts a new one. A failure poisons
+// rotate flushes the current segment, brings the mark up to date and
+// starts a new segment in a spare file (see spare.go). A failure poisons
 // the Log: a half-made segment must not be followed by more records in the
 // old one. REQUIRES: appendMu held.
 func (l *Log) rotate() error {
@@ -481,19 +466,28 @@ func (l *Log) rotate() error {
 		return err
 	}
 	if next-1 > l.SyncedLSN() {
-		if err := l.syncCurrent(old, next-1); err != nil {
+		if err := l.flush(old, next-1, true); err != nil {
 			return err
 		}
 	}
-	seg, err := createSegment(l.opts, next)
+	if err := l.syncMarkLocked(); err != nil {
+		return err
+	}
+	sp, err := l.takeSpare()
+	var seg *segment
+	if err == nil {
+		seg, err = installSpare(l.opts, sp, next)
+	}
 	l.mu.Lock()
 	if err != nil {
 		err = l.poisonLocked(err)
 		l.mu.Unlock()
 		return err
 	}
+	l.mu.segs[len(l.mu.segs)-1].size = old.fileSize()
 	l.mu.cur = seg
-	l.mu.segs = append(l.mu.segs, segmentInfo{first: next, path: seg.path, size: SegmentHeaderSize})
+	l.mu.segs = append(l.mu.segs, segmentInfo{first: next, path: seg.path, size: seg.size})
+	l.mu.prepFailed = false
 	l.mu.Unlock()
 	if err := old.close(); err != nil {
 		// The old segment is synced; a failed close loses nothing.
@@ -502,59 +496,27 @@ func (l *Log) rotate() error {
 	return nil
 }
 
-// RemoveThrough deletes the segments all of whose records have LSNs <= lsn
-// (typically after a checkpoint at lsn), oldest first, then syncs the
-// directory. The current segment is never deleted. It may run concurrently
-// with Append and Sync.
-func (l *Log) RemoveThrough(lsn LSN) error {
-	l.removeMu.Lock()
-	defer l.removeMu.Unlock()
-	l.mu.Lock()
-	if l.mu.closed {
-		l.mu.Unlock()
-		return ErrClosed
-	}
-	var victims []segmentInfo
-	for i := 0; i+1 < len(l.mu.segs) && l.mu.segs[i+1].first-1 <= lsn; i++ {
-		victims = append(victims, l.mu.segs[i])
-	}
-	l.mu.Unlock()
-
-	removed := 0
-	var err error
-	for _, v := range victims {
-		if err = l.opts.FS.Remove(v.path); err != nil {
-			err = fmt.Errorf("wal: remove %s: %w", v.path, err)
-			break
-		}
-		removed++
-	}
-	if removed > 0 {
-		// Only RemoveThrough shortens segs, so the removed ones are still
-		// its prefix.
-		l.mu.Lock()
-		l.mu.segs = append([]segmentInfo(nil), l.mu.segs[removed:]...)
-		l.mu.Unlock()
-		err = errors.Join(err, vfsutil.SyncDir(l.opts.FS, l.opts.Dir))
-	}
-	return err
-}
-
 // Stats returns the Log's counters.
 func (l *Log) Stats() Stats {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	s := l.mu.stats
 	s.Segments = len(l.mu.segs)
-	for _, seg := range l.mu.segs {
+	for _, seg := range l.mu.segs[:len(l.mu.segs)-1] {
 		s.Bytes += seg.size
+	}
+	s.Bytes += l.mu.cur.fileSize()
+	s.Spares = len(l.mu.spares)
+	for _, sp := range l.mu.spares {
+		s.SpareBytes += sp.size
 	}
 	return s
 }
 
-// Close syncs the current segment and updates the sync mark, as Sync does
-// (unless the Log is poisoned, in which case it returns the failure), and
-// closes both files. Later calls return ErrClosed.
+// Close flushes the current segment and updates the sync mark, as Sync
+// does (unless the Log is poisoned, in which case it returns the failure),
+// stops a spare preparation in progress, and closes the files. Spares stay
+// on disk for the next Open. Later calls return ErrClosed.
 func (l *Log) Close() error {
 	l.removeMu.Lock()
 	defer l.removeMu.Unlock()
@@ -570,9 +532,14 @@ func (l *Log) Close() error {
 	err := l.usableLocked()
 	cur, target := l.mu.cur, l.mu.next-1
 	l.mu.Unlock()
+	l.closing.Store(true)
 	if err == nil && target > l.SyncedLSN() {
-		err = l.syncCurrent(cur, target)
+		err = l.flush(cur, target, true)
 	}
+	if err == nil {
+		err = l.syncMarkLocked()
+	}
+	l.prepWG.Wait()
 	err = errors.Join(err, cur.close(), l.mark.close())
 	l.mu.Lock()
 	l.mu.closed = true

@@ -79,6 +79,7 @@ func markCrashLoop(t *testing.T, seed uint64) (rounds, inMark int) {
 			}
 		})
 		opts, _ := testOptions(fs, int64(1500+rng.IntN(4000)))
+		opts = wal.WithInlinePrepare(opts) // the hook runs on this goroutine only
 		opts.Logger = quietLogger()
 		markCrashWorkload(t, opts, rng, m, &pr, func() bool { return clone != nil })
 		if clone == nil { // the workload ended first: crash now

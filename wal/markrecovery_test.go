@@ -19,7 +19,7 @@ import (
 func TestSyncMarkLogEndsEarly(t *testing.T) {
 	// Segments of 4 records: 1..4, 5..8, 9..10 (all synced and marked).
 	newLog := func(t *testing.T) wal.Options {
-		opts, _ := testOptions(vfs.NewMem(), wal.SegmentHeaderSize+3*recSize)
+		opts, _ := testOptions(vfs.NewMem(), wal.SaltedSegmentHeaderSize+4*recSize)
 		if err := writeLog(t, opts, 1, 10, true).Close(); err != nil {
 			t.Fatal(err)
 		}
@@ -226,16 +226,20 @@ func TestSyncMarkWriteFailurePoisons(t *testing.T) {
 				if err := l.Sync(); err != nil {
 					t.Fatal(err)
 				}
-				appendGroup(t, l, m, rng, 3, 300)
-				before := l.SyncedLSN()
+				last := appendGroup(t, l, m, rng, 3, 300) + 2
 				tog.On()
 				if err := l.Sync(); !errors.Is(err, errorfs.ErrInjected) || !strings.Contains(err.Error(), wal.SyncMarkName) {
 					t.Fatalf("Sync with a failing mark update: %v", err)
 				}
 				tog.Off()
-				checkPoisoned(t, l, rng, errorfs.ErrInjected, before)
+				// The segment flush before the mark update succeeded: the
+				// records are durable, and SyncedLSN says so.
+				if got := l.SyncedLSN(); got != last {
+					t.Fatalf("SyncedLSN %d after the segment flush, want %d", got, last)
+				}
+				checkPoisoned(t, l, rng, errorfs.ErrInjected, last)
 				opts.FS = mem
-				crashReplay(t, mem, opts, m, rng, pct, before, false)
+				crashReplay(t, mem, opts, m, rng, pct, last, false)
 			})
 		}
 	}
@@ -265,22 +269,24 @@ func TestSyncMarkWriteFailurePoisons(t *testing.T) {
 	})
 }
 
-// The mark costs exactly one extra SyncData per Sync that advances the
-// synced LSN, and nothing when there is nothing new to sync.
+// A synced group costs one fdatasync of the segment with SyncTo, and two
+// with Sync (the segment's and the mark's); the mark catches up in
+// SyncMark, which costs nothing when it is up to date; nothing costs
+// anything when there is nothing new to sync.
 func TestSyncMarkCost(t *testing.T) {
 	type count struct{ segSync, markSync, markWrite, other int }
 	var c count
 	fs := testfs.Wrap(vfs.NewMem(), func(op testfs.Op) {
 		isMark := strings.HasSuffix(op.Path, wal.SyncMarkName)
 		switch {
-		case op.Kind == testfs.Sync && strings.HasSuffix(op.Path, ".log"):
+		case op.Kind == testfs.SyncData && strings.HasSuffix(op.Path, ".log"):
 			c.segSync++
 		case op.Kind == testfs.SyncData && isMark:
 			c.markSync++
 		case op.Kind == testfs.WriteAt && isMark:
 			c.markWrite++
-		case op.Kind != testfs.Write:
-			c.other++
+		case op.Kind != testfs.WriteAt:
+			c.other++ // a full Sync of the segment among them
 		}
 	})
 	opts, _ := testOptions(fs, 0)
@@ -289,26 +295,43 @@ func TestSyncMarkCost(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
+	step := func(what string, f func() error, want count) {
+		t.Helper()
+		c = count{}
+		if err := f(); err != nil {
+			t.Fatal(err)
+		}
+		if c != want {
+			t.Fatalf("%s: %+v, want %+v", what, c, want)
+		}
+	}
 	for i := 1; i <= 20; i++ {
 		if _, err := l.Append([][]byte{fixedPayload(wal.LSN(i))}); err != nil {
 			t.Fatal(err)
 		}
-		c = count{}
-		if err := l.Sync(); err != nil {
-			t.Fatal(err)
+		if i%2 == 0 {
+			step("Sync", l.Sync, count{segSync: 1, markSync: 1, markWrite: 1})
+		} else {
+			step("SyncTo", func() error { return l.SyncTo(wal.LSN(i)) }, count{segSync: 1})
+			if l.MarkLSN() != wal.LSN(i-1) || l.SyncedLSN() != wal.LSN(i) {
+				t.Fatalf("after SyncTo(%d): mark %d, synced %d", i, l.MarkLSN(), l.SyncedLSN())
+			}
+			if i%4 == 1 {
+				step("SyncMark", l.SyncMark, count{markSync: 1, markWrite: 1})
+			}
 		}
-		if c != (count{segSync: 1, markSync: 1, markWrite: 1}) {
-			t.Fatalf("Sync %d: %+v, want one segment sync and one mark write and sync", i, c)
+		if i%4 == 3 {
+			// Nothing new to flush, but the mark lags behind SyncTo.
+			step("Sync after SyncTo", l.Sync, count{markSync: 1, markWrite: 1})
 		}
-		c = count{}
-		if err := l.Sync(); err != nil {
-			t.Fatal(err)
-		}
-		if c != (count{}) {
-			t.Fatalf("Sync with nothing new: %+v, want no I/O", c)
-		}
+		step("Sync with nothing new", l.Sync, count{})
+		step("SyncTo with nothing new", func() error { return l.SyncTo(wal.LSN(i)) }, count{})
+		step("SyncMark with nothing new", l.SyncMark, count{})
 	}
-	if s := l.Stats(); s.Syncs != 20 || s.MarkSyncs != 20 {
-		t.Fatalf("Stats: %d syncs, %d mark syncs; want 20 and 20", s.Syncs, s.MarkSyncs)
+	// 10 Syncs and 10 SyncTos flushed the segment; the mark was written by
+	// the 10 Syncs that flushed, 5 SyncMarks and 5 Syncs that only caught
+	// up.
+	if s := l.Stats(); s.Syncs != 20 || s.FullSyncs != 0 || s.MarkSyncs != 20 {
+		t.Fatalf("Stats: %d syncs (%d full), %d mark syncs; want 20 (0 full) and 20", s.Syncs, s.FullSyncs, s.MarkSyncs)
 	}
 }

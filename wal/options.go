@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/heapkv/heapkv/internal/base"
@@ -50,6 +51,14 @@ var (
 // DefaultSegmentSize is the SegmentSize used when Options.SegmentSize is 0.
 const DefaultSegmentSize = 64 << 20
 
+// MinSegmentSize is the smallest SegmentSize accepted: a salted segment
+// header and one empty record.
+const MinSegmentSize = SaltedSegmentHeaderSize + SaltedRecordHeaderSize
+
+// DefaultSpareSegments is the SpareSegments used when Options.SpareSegments
+// is 0.
+const DefaultSpareSegments = 2
+
 // Options configures Replay and Open. The zero value of every field except
 // Dir means its default; the caller's struct is never modified.
 type Options struct {
@@ -61,10 +70,20 @@ type Options struct {
 	// DBID is the database ID every segment header must carry. The zero ID
 	// accepts segments of any database (and writes a zero ID).
 	DBID filehdr.DBID
-	// SegmentSize is the size in bytes above which Append starts a new
-	// segment. Default: DefaultSegmentSize (64 MiB). Segments may exceed it
-	// by one Append's worth of records.
+	// SegmentSize is the size in bytes of a segment file: every segment is
+	// created at this size, zero-filled (or recycled), and Append starts a
+	// new segment when an Append's records do not fit in the rest of the
+	// current one. Only an Append larger than a whole segment makes its
+	// (new) segment longer. Default: DefaultSegmentSize (64 MiB); at least
+	// MinSegmentSize.
 	SegmentSize int64
+	// SpareSegments is how many obsolete segments RemoveThrough keeps, as
+	// spare files ("<n>.spare"), for later segments to reuse instead of
+	// zero-filling new files (see "Segments" in the package documentation).
+	// Default (0): DefaultSpareSegments; negative: none, every obsolete
+	// segment is deleted. Independently of it, the Log keeps one spare
+	// prepared ahead of the next rotation.
+	SpareSegments int
 	// Logger receives one-line warnings (torn tails). Default: slog.Default().
 	Logger *slog.Logger
 	// BeforeSync, if set, is called before every fsync that makes appended
@@ -72,15 +91,24 @@ type Options struct {
 	// Close, and in Open before it syncs the newest older segment. Use it to
 	// make durable first whatever the records point at (heapkv syncs the
 	// heap: invariant 1); rotation otherwise syncs records that no Sync call
-	// covered. Calls never overlap each other but may overlap Append; it
-	// must not call the Log. An error aborts that fsync and is returned; the
-	// Log is not poisoned, since nothing was written. Default: nil.
+	// covered. SyncTo does not call it: its caller has made the data of
+	// the records through its target durable itself. Calls never overlap
+	// each other but may overlap Append; it must not call the Log. An
+	// error aborts that fsync and is returned; the Log is not poisoned,
+	// since nothing was written. Default: nil.
 	BeforeSync func() error
 
 	// noSyncMark makes Open neither create nor update the sync mark file,
 	// as logs written before it existed. Tests only (export_test.go): the
 	// benchmark measures the mark's cost with it.
 	noSyncMark bool
+	// fixedSalt, if not 0, is the salt of every new segment instead of a
+	// random one. Tests only: it shows what the salt protects against.
+	fixedSalt uint64
+	// inlinePrepare makes the Log prepare spares inside Append (where the
+	// background goroutine would start) instead of in the background.
+	// Tests only: it makes the sequence of file operations deterministic.
+	inlinePrepare bool
 }
 
 // withDefaults returns a copy of o with defaults filled in, or an error
@@ -98,6 +126,14 @@ func (o Options) withDefaults() (Options, error) {
 		o.SegmentSize = DefaultSegmentSize
 	case o.SegmentSize < 0:
 		errs = append(errs, fmt.Errorf("Options.SegmentSize %d is negative", o.SegmentSize))
+	case o.SegmentSize < MinSegmentSize:
+		errs = append(errs, fmt.Errorf("Options.SegmentSize %d is below the minimum %d", o.SegmentSize, MinSegmentSize))
+	}
+	switch {
+	case o.SpareSegments == 0:
+		o.SpareSegments = DefaultSpareSegments
+	case o.SpareSegments < 0:
+		o.SpareSegments = 0
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -106,6 +142,18 @@ func (o Options) withDefaults() (Options, error) {
 		return o, fmt.Errorf("wal: invalid options: %w", err)
 	}
 	return o, nil
+}
+
+// newSalt returns the salt of a new segment: random and never 0.
+func (o Options) newSalt() uint64 {
+	if o.fixedSalt != 0 {
+		return o.fixedSalt
+	}
+	for {
+		if s := rand.Uint64(); s != 0 {
+			return s
+		}
+	}
 }
 
 // beforeSync runs the BeforeSync hook, if any.

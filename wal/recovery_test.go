@@ -126,7 +126,7 @@ func TestProvenDurable(t *testing.T) {
 // process crash followed by a machine crash keeps them.
 func TestSyncAll(t *testing.T) {
 	mem := vfs.NewCrashableMem()
-	opts, _ := testOptions(mem, wal.SegmentHeaderSize+3*recSize)
+	opts, _ := testOptions(mem, wal.SaltedSegmentHeaderSize+4*recSize)
 	writeLog(t, opts, 1, 10, false) // abandoned: a process crash
 	if err := wal.SyncAll(opts); err != nil {
 		t.Fatal(err)

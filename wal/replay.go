@@ -1,6 +1,8 @@
 package wal
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 )
@@ -69,11 +71,11 @@ func Replay(opts Options, after LSN, fn func(lsn LSN, payload []byte) error) (la
 			ErrCorrupt, segs[0].path, segs[0].first, after+1, segs[0].first-1)
 	}
 	for _, s := range segs[:i0] {
-		b, err := readPrefix(o.FS, s.path, SegmentHeaderSize)
+		b, err := readPrefix(o.FS, s.path, SaltedSegmentHeaderSize)
 		if err != nil {
 			return after, err
 		}
-		if err := checkSegmentHeader(b, o.DBID, s.path, s.first); err != nil {
+		if _, err := checkSegmentHeader(b, o.DBID, s.path, s.first); err != nil {
 			if errors.Is(err, errTornHeader) {
 				err = fmt.Errorf("%w: segment %s: torn header in a non-last segment", ErrCorrupt, s.path)
 			}
@@ -99,8 +101,8 @@ func Replay(opts Options, after LSN, fn func(lsn LSN, payload []byte) error) (la
 	// (x > mark, so the log reaches it); a clean end, at the end of the
 	// last segment read, is checked here.
 	if end := r.expect - 1; end < r.mark {
-		return r.last, fmt.Errorf("%w: log ends at LSN %d at the end of segment %s (%d bytes), but the sync mark %s says it was durable through LSN %d: LSNs %d..%d are missing",
-			ErrCorrupt, end, r.endPath, r.endSize, r.markPath, r.mark, end+1, r.mark)
+		return r.last, fmt.Errorf("%w: log ends at LSN %d at offset %d of segment %s, but the sync mark %s says it was durable through LSN %d: LSNs %d..%d are missing",
+			ErrCorrupt, end, r.endOff, r.endPath, r.markPath, r.mark, end+1, r.mark)
 	}
 	if end := r.expect - 1; end < after {
 		o.Logger.Warn(fmt.Sprintf("wal: log ends at LSN %d, before replay start %d", end, after))
@@ -126,7 +128,7 @@ type replayer struct {
 	mark     LSN    // the sync mark: the log is durable through it
 	markPath string // the sync mark file, for messages
 	endPath  string // the segment read last, for messages
-	endSize  int    // its size
+	endOff   int    // where its records end
 }
 
 // segment replays one segment; next is the segment after it (nil for the
@@ -143,8 +145,9 @@ func (r *replayer) segment(s segmentFile, next *segmentFile) (done bool, err err
 	if err != nil {
 		return true, err
 	}
-	r.endPath, r.endSize = s.path, len(data)
-	if err := checkSegmentHeader(data, r.o.DBID, s.path, s.first); err != nil {
+	r.endPath, r.endOff = s.path, len(data)
+	h, err := checkSegmentHeader(data, r.o.DBID, s.path, s.first)
+	if err != nil {
 		if !errors.Is(err, errTornHeader) {
 			return true, err
 		}
@@ -157,21 +160,27 @@ func (r *replayer) segment(s segmentFile, next *segmentFile) (done bool, err err
 			return true, fmt.Errorf("%w: segment %s (%d bytes): header at offset 0 is torn or missing, but the sync mark %s says the log was durable through LSN %d: LSNs %d..%d are missing",
 				ErrCorrupt, s.path, len(data), r.markPath, r.mark, r.expect, r.mark)
 		}
-		if p, rh, ok := findDurableEvidence(data, SegmentHeaderSize, r.expect); ok {
+		if p, rh, ok := findTornHeaderEvidence(data, r.expect); ok {
 			return true, fmt.Errorf("%w: segment %s: header is damaged but the record at offset %d (LSN %d, synced %d) shows LSN %d was durable",
 				ErrCorrupt, s.path, p, rh.lsn, rh.synced, r.expect)
 		}
 		r.o.Logger.Warn(fmt.Sprintf("wal: torn tail truncated at LSN %d in file %s (torn segment header)", r.expect, s.path))
 		return true, nil
 	}
-	off := SegmentHeaderSize
+	off := h.size
 	for off < len(data) {
 		if next != nil && next.first == r.expect {
+			if h.endsAt(data, off) {
+				// The rest of a preallocated segment: zeros, or records
+				// of an earlier use of the file.
+				r.endOff = off
+				return false, nil
+			}
 			// An earlier recovery stopped the log at r.expect-1 (see
 			// ErrStop) and went on in the next segment; what follows here
 			// is superseded, unless a record in it proves that LSN was
 			// durable, which no recovery may cut.
-			if p, rh, ok := findDurableEvidence(data, off, r.expect); ok {
+			if p, rh, ok := findDurableEvidence(data, off, r.expect, h); ok {
 				return true, fmt.Errorf("%w: segment %s: LSN %d at offset %d is overlapped by segment %s, but the record at offset %d (LSN %d, synced %d) shows it was durable",
 					ErrCorrupt, s.path, r.expect, off, next.path, p, rh.lsn, rh.synced)
 			}
@@ -179,17 +188,23 @@ func (r *replayer) segment(s segmentFile, next *segmentFile) (done bool, err err
 				r.expect, s.path, off, next.path))
 			return false, nil
 		}
-		rh, payload, n, reason := decodeRecord(data[off:])
+		rh, payload, n, reason := h.decode(data[off:])
 		if reason == "" && rh.lsn != r.expect {
 			reason = fmt.Sprintf("LSN %d, want %d", rh.lsn, r.expect)
 		}
 		if reason != "" {
-			return r.badRecord(s, next, data, off, reason)
+			if h.endsAt(data, off) {
+				// The end of the records of a preallocated segment, as
+				// the end of the file is for a plain one.
+				r.endOff = off
+				return false, nil
+			}
+			return r.badRecord(s, h, next, data, off, reason)
 		}
 		if rh.lsn > r.after {
 			if err := r.fn(rh.lsn, payload); err != nil {
 				if errors.Is(err, ErrStop) {
-					return r.stop(s, next, data, off, err)
+					return r.stop(s, h, next, data, off, err)
 				}
 				return true, fmt.Errorf("wal: replay of LSN %d: %w", rh.lsn, err)
 			}
@@ -204,7 +219,7 @@ func (r *replayer) segment(s segmentFile, next *segmentFile) (done bool, err err
 // badRecord decides whether the bad record at data[off:] (expected LSN
 // r.expect) is a torn tail or corruption. (A non-last segment whose next
 // segment starts at r.expect never gets here: segment cuts it first.)
-func (r *replayer) badRecord(s segmentFile, next *segmentFile, data []byte, off int, reason string) (done bool, err error) {
+func (r *replayer) badRecord(s segmentFile, h segHeader, next *segmentFile, data []byte, off int, reason string) (done bool, err error) {
 	x := r.expect
 	if next != nil {
 		return true, fmt.Errorf("%w: segment %s: bad record at offset %d (LSN %d): %s, and the next segment starts at LSN %d",
@@ -214,7 +229,7 @@ func (r *replayer) badRecord(s segmentFile, next *segmentFile, data []byte, off 
 		return true, fmt.Errorf("%w: segment %s: bad record at offset %d (LSN %d): %s; the sync mark %s says the log was durable through LSN %d",
 			ErrCorrupt, s.path, off, x, reason, r.markPath, r.mark)
 	}
-	if p, rh, ok := findDurableEvidence(data, off, x); ok {
+	if p, rh, ok := findDurableEvidence(data, off, x, h); ok {
 		return true, fmt.Errorf("%w: segment %s: bad record at offset %d (LSN %d): %s; the record at offset %d (LSN %d, synced %d) shows it was durable",
 			ErrCorrupt, s.path, off, x, reason, p, rh.lsn, rh.synced)
 	}
@@ -227,7 +242,7 @@ func (r *replayer) badRecord(s segmentFile, next *segmentFile, data []byte, off 
 // record that was never known durable: if a later segment exists (rotation
 // synced this one) or a later record's synced LSN covers it, the refusal
 // contradicts the log and is corruption.
-func (r *replayer) stop(s segmentFile, next *segmentFile, data []byte, off int, cause error) (done bool, err error) {
+func (r *replayer) stop(s segmentFile, h segHeader, next *segmentFile, data []byte, off int, cause error) (done bool, err error) {
 	x := r.expect
 	if next != nil {
 		return true, fmt.Errorf("%w: segment %s: replay refused LSN %d at offset %d, but segment %s follows, so it was durable: %w",
@@ -237,7 +252,7 @@ func (r *replayer) stop(s segmentFile, next *segmentFile, data []byte, off int, 
 		return true, fmt.Errorf("%w: segment %s: replay refused LSN %d at offset %d, but the sync mark %s says the log was durable through LSN %d: %w",
 			ErrCorrupt, s.path, x, off, r.markPath, r.mark, cause)
 	}
-	if p, rh, ok := findDurableEvidence(data, off, x); ok {
+	if p, rh, ok := findDurableEvidence(data, off, x, h); ok {
 		return true, fmt.Errorf("%w: segment %s: replay refused LSN %d at offset %d, but the record at offset %d (LSN %d, synced %d) shows it was durable: %w",
 			ErrCorrupt, s.path, x, off, p, rh.lsn, rh.synced, cause)
 	}
@@ -245,30 +260,82 @@ func (r *replayer) stop(s segmentFile, next *segmentFile, data []byte, off int, 
 	return true, nil
 }
 
-// findDurableEvidence looks in data[badOff:] for a valid record whose
-// synced LSN is >= x, i.e. a record written after LSN x was known durable.
-// badOff is where record x starts (or should start). It checks every byte
-// offset, since the records between may be damaged; cheap filters run
-// before the checksum: a later record has lsn > x, synced in [x, lsn), and
-// the lsn-x records before it need at least RecordHeaderSize bytes each.
-func findDurableEvidence(data []byte, badOff int, x LSN) (off int, rh recordHeader, ok bool) {
-	for p := badOff; p+RecordHeaderSize <= len(data); p++ {
-		rh := parseHeader(data[p:])
-		if rh.lsn <= x || rh.synced < x || rh.synced >= rh.lsn {
-			continue
+// findDurableEvidence looks in data[badOff:], in a segment with header h,
+// for a valid record whose synced LSN is >= x, i.e. a record written after
+// LSN x was known durable. badOff is where record x starts (or should
+// start). It checks every possible offset, since the records between may
+// be damaged; cheap filters run before the checksum (see evidenceAt). In a
+// salted segment only records carrying its salt count (stale frames of an
+// earlier use of the file prove nothing), so only the offsets where the
+// salt occurs are candidates.
+func findDurableEvidence(data []byte, badOff int, x LSN, h segHeader) (off int, rh recordHeader, ok bool) {
+	if !h.salted() {
+		for p := badOff; p+RecordHeaderSize <= len(data); p++ {
+			if rh, ok := evidenceAt(data, p, badOff, x, RecordHeaderSize, nil); ok {
+				return p, rh, true
+			}
 		}
-		if uint64(rh.lsn-x) > uint64(p-badOff)/RecordHeaderSize {
-			continue
+		return 0, recordHeader{}, false
+	}
+	var salt [8]byte
+	binary.LittleEndian.PutUint64(salt[:], h.salt)
+	for from := badOff + recOffSalt; from < len(data); {
+		i := bytes.Index(data[from:], salt[:])
+		if i < 0 {
+			break
 		}
-		end := p + RecordHeaderSize + int(rh.n)
-		if rh.n > MaxPayloadSize || end > len(data) || end < p {
-			continue
+		p := from + i - recOffSalt
+		if rh, ok := evidenceAt(data, p, badOff, x, SaltedRecordHeaderSize, &h.salt); ok {
+			return p, rh, true
 		}
-		if verify(data[p:end], rh.crc) == "" {
+		from += i + 1
+	}
+	return 0, recordHeader{}, false
+}
+
+// findTornHeaderEvidence is findDurableEvidence for a segment whose header
+// is torn, so that neither its format nor its salt is known: it accepts a
+// plain frame or a salted frame with any salt, from where the records of
+// a plain segment would start.
+func findTornHeaderEvidence(data []byte, x LSN) (off int, rh recordHeader, ok bool) {
+	for p := SegmentHeaderSize; p+RecordHeaderSize <= len(data); p++ {
+		if rh, ok := evidenceAt(data, p, SegmentHeaderSize, x, RecordHeaderSize, nil); ok {
+			return p, rh, true
+		}
+		if rh, ok := evidenceAt(data, p, SegmentHeaderSize, x, SaltedRecordHeaderSize, nil); ok {
 			return p, rh, true
 		}
 	}
 	return 0, recordHeader{}, false
+}
+
+// evidenceAt reports whether data[p:] holds a valid frame with a header of
+// hsize bytes (a salted one carrying *salt, unless salt is nil) whose LSN
+// is above x and whose synced LSN is >= x. Cheap filters run before the
+// checksum: such a record has lsn > x, synced in [x, lsn), and the lsn-x
+// records from badOff up to it need at least hsize bytes each.
+func evidenceAt(data []byte, p, badOff int, x LSN, hsize int, salt *uint64) (recordHeader, bool) {
+	if p < badOff || p+hsize > len(data) {
+		return recordHeader{}, false
+	}
+	rh := parseHeader(data[p:])
+	if rh.lsn <= x || rh.synced < x || rh.synced >= rh.lsn {
+		return recordHeader{}, false
+	}
+	if uint64(rh.lsn-x) > uint64(p-badOff)/uint64(hsize) {
+		return recordHeader{}, false
+	}
+	if hsize == SaltedRecordHeaderSize {
+		rh.salt = binary.LittleEndian.Uint64(data[p+recOffSalt:])
+		if salt != nil && rh.salt != *salt {
+			return recordHeader{}, false
+		}
+	}
+	end := p + hsize + int(rh.n)
+	if rh.n > MaxPayloadSize || end > len(data) || end < p {
+		return recordHeader{}, false
+	}
+	return rh, verify(data[p:end], rh.crc) == ""
 }
 
 // ProvenDurable returns the highest LSN that the log proves was durable
@@ -296,13 +363,14 @@ func ProvenDurable(opts Options) (LSN, error) {
 		if err != nil {
 			return 0, err
 		}
-		if err := checkSegmentHeader(data, o.DBID, s.path, s.first); errors.Is(err, errTornHeader) {
+		h, err := checkSegmentHeader(data, o.DBID, s.path, s.first)
+		if errors.Is(err, errTornHeader) {
 			continue
 		} else if err != nil {
 			return 0, err
 		}
-		for off := SegmentHeaderSize; off < len(data); {
-			rh, _, n, reason := decodeRecord(data[off:])
+		for off := h.size; off < len(data); {
+			rh, _, n, reason := h.decode(data[off:])
 			if reason != "" {
 				break
 			}
