@@ -191,9 +191,8 @@ func adoptSpares(o Options) ([]spareFile, uint64, error) {
 		}
 	}
 	slices.SortFunc(found, func(a, b numbered) int { return cmp.Compare(a.id, b.id) })
-	keep := max(o.SpareSegments, 1)
-	var spares []spareFile
-	for i, n := range found {
+	var spares, extra []spareFile
+	for _, n := range found {
 		touched = true
 		st, err := o.FS.Stat(n.path)
 		if errors.Is(err, fs.ErrNotExist) {
@@ -202,11 +201,18 @@ func adoptSpares(o Options) ([]spareFile, uint64, error) {
 		if err != nil {
 			return nil, 0, fmt.Errorf("wal: stat %s: %w", n.path, err)
 		}
-		if st.Size() == o.SegmentSize && len(found)-i <= keep {
+		if st.Size() == o.SegmentSize {
 			spares = append(spares, spareFile{path: n.path, size: st.Size()})
-			continue
+		} else {
+			extra = append(extra, spareFile{path: n.path})
 		}
-		if err := removeIfExists(o, n.path); err != nil {
+	}
+	if keep := max(o.SpareSegments, 1); len(spares) > keep {
+		extra = append(extra, spares[:len(spares)-keep]...)
+		spares = spares[len(spares)-keep:]
+	}
+	for _, sp := range extra {
+		if err := removeIfExists(o, sp.path); err != nil {
 			return nil, 0, err
 		}
 	}
