@@ -48,9 +48,9 @@
 // commits the new size (Stats.FullSyncs counts them).
 //
 // New segments are made from spare files ("<n>.spare", never read by
-// Replay): writing a new header into a spare and renaming it costs a
-// rotation two small flushes, a rename and a directory sync, instead of
-// zero-filling SegmentSize bytes. Spares come from RemoveThrough, which
+// Replay): a rotation writes a new header into a spare, fdatasyncs it,
+// renames it and syncs the directory, instead of zero-filling SegmentSize
+// bytes. Spares come from RemoveThrough, which
 // keeps up to Options.SpareSegments obsolete segments (default 2) as
 // spares instead of deleting them, as Pebble recycles its WAL files; and
 // from a background goroutine that zero-fills a new one when the pool is

@@ -224,9 +224,8 @@ func adoptSpares(o Options) ([]spareFile, uint64, error) {
 	return spares, maxID, nil
 }
 
-// removeIfExists deletes a file; one that is gone already is no error
-// (Open may race with the preparation goroutine of a Log that a test
-// abandoned, as a process crash would).
+// removeIfExists deletes a file; one that is gone already is no error (a
+// preparation goroutine of an abandoned Log may still be finishing).
 func removeIfExists(o Options, path string) error {
 	if err := o.FS.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("wal: remove %s: %w", path, err)
