@@ -13,12 +13,12 @@ import (
 
 // Spare files. Every segment starts as a spare: a file named
 // "<number, 20 decimal digits>.spare" in the log directory (SpareName),
-// SegmentSize bytes long, every byte of it written and synced, and its
-// name durable. Writing records into such a file overwrites allocated,
-// initialized blocks, so an fdatasync makes them durable without
-// committing file system metadata: a synced group costs one device flush.
-// (A preallocated but unwritten extent would not do: on ext4 its first
-// write converts the extent, which is a metadata change.)
+// SegmentSize bytes long, every byte of it written and synced. Writing
+// records into such a file overwrites allocated, initialized blocks, so
+// an fdatasync makes them durable without committing file system
+// metadata: a synced group costs one device flush. (A preallocated but
+// unwritten extent would not do: on ext4 its first write converts the
+// extent, which is a metadata change.)
 //
 // A spare comes from one of two places:
 //   - preparation: a new file zero-filled to SegmentSize, written as
@@ -33,15 +33,21 @@ import (
 //     directory before the spare can be used. Its old records stay in it;
 //     the salt of its next use tells them apart (see frame.go).
 //
+// So the pool holds at most max(SpareSegments, 1) spares, plus one when a
+// preparation that started on an empty pool ends after a RemoveThrough
+// refilled it.
+//
 // A rotation (installSpare) writes the new segment header, with a new
 // salt, into the spare, fdatasyncs it, renames it to the segment's name
 // and syncs the directory: a rename and a header write, no zero-filling.
 // The header is durable before the name, so a crash leaves either a spare
 // (any header: Replay never reads spares, and the header is rewritten at
-// its next use) or a segment with its own header. The spare's own name
-// must be durable before its header is rewritten, or a crash could bring
-// back the segment name it had before recycling on a file whose header
-// names another LSN: RemoveThrough and Open sync the directory first.
+// its next use) or a segment with its own header. A recycled spare's own
+// name must be durable before its header is rewritten, or a crash could
+// bring back the segment name it had before recycling on a file whose
+// header names another LSN: RemoveThrough and Open sync the directory
+// first. (A fresh spare's name need not be: what a crash can bring back is
+// its temporary name, which Open deletes.)
 //
 // Open adopts the spares it finds (a process that closed, or crashed,
 // leaves its pool on disk) and deletes "*.spare.tmp" leftovers and spares
