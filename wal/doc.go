@@ -59,8 +59,10 @@
 // or zero-fills one inline, as does a rotation that finds none ready and
 // none in the making (Rotate of a segment less than half full). Open
 // deletes spares of another size and leftovers of interrupted
-// preparations ("<n>.spare.tmp"). spare.go describes the crash-safe
-// order of these steps.
+// preparations ("<n>.spare.tmp"). The log's files hold up to
+// SpareSegments+1 segments' worth of spares besides the segments;
+// ReleaseSpares deletes the pool, for a caller that finds the file system
+// full. spare.go describes the crash-safe order of these steps.
 //
 // A new use of a file gets a new random salt. A recycled file still holds
 // the frames of its earlier use behind the new records, among them, if a

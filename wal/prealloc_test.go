@@ -1,6 +1,7 @@
 package wal_test
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -205,8 +206,9 @@ func TestPreallocatedSegments(t *testing.T) {
 
 // RemoveThrough keeps up to SpareSegments obsolete segments as spares;
 // rotations reuse them (a header write and a rename, no zero-filling), so
-// a log that checkpoints regularly prepares no new files at all; Open
-// adopts the spares a closed Log left and deletes the ones it cannot use.
+// a log that checkpoints regularly prepares no new files at all;
+// ReleaseSpares deletes them; Open adopts the spares a closed Log left and
+// deletes the ones it cannot use.
 func TestRecycledSegments(t *testing.T) {
 	const segSize = 8 << 10
 	fs, ops := countingFS(vfs.NewMem())
@@ -295,8 +297,27 @@ func TestRecycledSegments(t *testing.T) {
 		}
 	}
 	appendGroup(t, l, m, rng, 2, 100)
+	// A full disk: the spares give their space back; the next rotation
+	// zero-fills a new one.
+	spares := l.Stats().Spares
+	if freed, err := l.ReleaseSpares(); err != nil || freed != int64(spares)*segSize || spares == 0 {
+		t.Fatalf("ReleaseSpares: %d bytes, %v; %d spares", freed, err, spares)
+	}
+	if _, n := countFiles(t, fs, opts.Dir); n != 0 || l.Stats().Spares != 0 {
+		t.Fatalf("%d spare files, %d in the pool after ReleaseSpares", n, l.Stats().Spares)
+	}
+	appendGroup(t, l, m, rng, 1, 100)
+	if err := l.Rotate(); err != nil {
+		t.Fatal(err)
+	}
+	if s := l.Stats(); s.SparesPrepared != 1 {
+		t.Fatalf("rotation after ReleaseSpares: %+v", s)
+	}
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := l.ReleaseSpares(); !errors.Is(err, wal.ErrClosed) {
+		t.Fatalf("ReleaseSpares after Close: %v", err)
 	}
 	replayCheck(t, opts, ckpt, m)
 

@@ -381,3 +381,36 @@ func (l *Log) RemoveThrough(lsn LSN) error {
 	l.mu.Unlock()
 	return err
 }
+
+// ReleaseSpares deletes the spare files in the pool and syncs the
+// directory, giving their space back, and returns how many bytes they
+// held: a caller that finds the file system full calls it (after
+// RemoveThrough, which may have kept obsolete segments as spares). A
+// preparation in progress is not affected. Afterwards a rotation that
+// finds no spare zero-fills a new one, which needs SegmentSize bytes free,
+// and RemoveThrough recycles again.
+func (l *Log) ReleaseSpares() (freed int64, err error) {
+	l.removeMu.Lock()
+	defer l.removeMu.Unlock()
+	l.mu.Lock()
+	if l.mu.closed {
+		l.mu.Unlock()
+		return 0, ErrClosed
+	}
+	spares := l.mu.spares
+	l.mu.spares = nil
+	l.mu.Unlock()
+	for i, sp := range spares {
+		if err = removeIfExists(l.opts, sp.path); err != nil {
+			l.mu.Lock() // the rest are intact: back into the pool
+			l.mu.spares = append(l.mu.spares, spares[i:]...)
+			l.mu.Unlock()
+			break
+		}
+		freed += sp.size
+	}
+	if freed > 0 {
+		err = errors.Join(err, vfsutil.SyncDir(l.opts.FS, l.opts.Dir))
+	}
+	return freed, err
+}
