@@ -50,17 +50,16 @@
 // New segments are made from spare files ("<n>.spare", never read by
 // Replay): a rotation writes a new header into a spare, fdatasyncs it,
 // renames it and syncs the directory, instead of zero-filling SegmentSize
-// bytes. Spares come from RemoveThrough, which
-// keeps up to Options.SpareSegments obsolete segments (default 2) as
-// spares instead of deleting them, as Pebble recycles its WAL files; and
-// from a background goroutine that zero-fills a new one when the pool is
-// empty and the current segment passes half full, so that one is ready
-// when the segment fills. Open takes a spare it finds in the directory,
-// or zero-fills one inline, as does a rotation that finds none ready and
-// none in the making (Rotate of a segment less than half full). Open
-// deletes spares of another size and leftovers of interrupted
-// preparations ("<n>.spare.tmp"). The log's files hold up to
-// SpareSegments+1 segments' worth of spares besides the segments;
+// bytes. Spares come from RemoveThrough, which keeps up to
+// Options.SpareSegments obsolete segments (default 2) as spares instead of
+// deleting them, as Pebble recycles its WAL files; and from a background
+// goroutine that zero-fills a new one when the pool is empty and the current
+// segment passes half full, so that one is ready when the segment fills.
+// Open takes a spare it finds in the directory, or zero-fills one inline, as
+// does a rotation that finds none ready and none in the making (Rotate of a
+// segment less than half full). Open deletes spares of another size and
+// leftovers of interrupted preparations ("<n>.spare.tmp"). The log's files
+// hold up to SpareSegments+1 segments' worth of spares besides the segments;
 // ReleaseSpares deletes the pool, for a caller that finds the file system
 // full. spare.go describes the crash-safe order of these steps.
 //
@@ -68,13 +67,13 @@
 // the frames of its earlier use behind the new records, among them, if a
 // recovery cut that use short (a torn tail, ErrStop), records whose LSNs
 // were given out again later: their salt is the old one, so they fail as
-// records of the new segment even where their LSNs would continue the log. The records of a
-// format 1 segment end at the first offset where no valid record of its
-// own starts and nothing after it bears its salt (zeros, stale frames of
-// earlier uses): that is the normal end of the data, as the end of the
-// file is for a format 0 segment, not damage, and Replay logs nothing.
-// A torn record, or valid records after a hole, leave the salt behind:
-// that is a torn tail (below).
+// records of the new segment even where their LSNs would continue the log.
+// The records of a format 1 segment end at the first offset where no valid
+// record of its own starts and nothing after it bears its salt (zeros, stale
+// frames of earlier uses): that is the normal end of the data, as the end of
+// the file is for a format 0 segment, not damage, and Replay logs nothing. A
+// torn record, or valid records after a hole, leave the salt behind: that is
+// a torn tail (below).
 //
 // # Torn tail versus corruption (replay.go, syncmark.go)
 //
@@ -172,9 +171,10 @@
 // current segment (one fdatasync) and raises SyncedLSN to t, not further,
 // even though the flush may have covered records appended meanwhile: a
 // caller whose records point at other data (heapkv's heap) must not see
-// records claimed durable before that data is. A SyncTo or Sync with
-// nothing new to flush does no I/O. So a synced group costs exactly one
-// device flush with SyncTo (Sync costs two, its own and the mark's).
+// records claimed durable before that data is. A SyncTo with nothing new
+// to flush does no I/O, nor does a Sync unless the mark lags. So a synced
+// group costs exactly one device flush with SyncTo (Sync costs two, its
+// own and the mark's).
 //
 // What protects a durable record against being taken for a torn tail
 // after a crash, if it is damaged (a lost, zeroed or torn write of the
