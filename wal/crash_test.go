@@ -67,6 +67,7 @@ func crashLoop(t *testing.T, seed uint64) (torn int) {
 			}
 		}
 		synced := l.SyncedLSN()
+		wal.Abandon(l) // the process dies: its spare preparation too
 		pct := 0
 		if rng.IntN(3) > 0 {
 			pct = 10 + rng.IntN(81)

@@ -46,3 +46,12 @@ func WithFixedSalt(o Options, salt uint64) Options {
 	o.fixedSalt = salt
 	return o
 }
+
+// Abandon stops l's spare preparation goroutine, if one runs, without
+// flushing or closing anything, as a process crash would. A test that
+// "crashes" a Log and recovers on the same file system calls it, so that
+// no goroutine of the dead Log touches the directory afterwards.
+func Abandon(l *Log) {
+	l.closing.Store(true)
+	l.prepWG.Wait()
+}

@@ -50,10 +50,10 @@ type Stats struct {
 // interleaved); SyncTo, Sync, SyncMark, SyncedLSN, NextLSN and Stats may be
 // called from any goroutine at any time.
 //
-// After a write or sync error the Log is poisoned: every later Append, Sync
-// and Rotate returns that first error (wrapped), and the synced watermark
-// never moves again, so nothing written after the failure is ever reported
-// durable. Recover with Replay and a new Open.
+// After a write or flush error the Log is poisoned: every later Append,
+// SyncTo, Sync, SyncMark and Rotate returns that first error (wrapped), and
+// the synced watermark never moves again, so nothing written after the
+// failure is ever reported durable. Recover with Replay and a new Open.
 type Log struct {
 	opts Options // defaults filled in; never changes
 

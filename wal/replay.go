@@ -13,8 +13,12 @@ import (
 // after); the caller then resumes writing with Open(opts, last+1).
 //
 // Replay starts at the newest segment whose first LSN is <= after+1 and
-// ignores older segments except for checking their headers. The log ends
-// at x-1, a torn tail of writes never known durable, when at expected LSN x
+// ignores older segments except for checking their headers; spare files
+// are never read. A format 0 segment's records end at the end of the file,
+// a format 1 segment's where no record of its own starts and nothing after
+// it bears its salt (zeros, or frames of an earlier use of the file): the
+// normal end of its data, which is not logged. The log ends at x-1, a
+// torn tail of writes never known durable, when at expected LSN x
 //   - the last segment holds a bad record (torn, zeroed, failing its
 //     checksum or carrying another LSN) and no valid record later in that
 //     segment carries a synced LSN >= x;
@@ -25,7 +29,7 @@ import (
 //     unless a later record in it carries a synced LSN >= x).
 //
 // In the first two cases x must also be above the sync mark (SyncMarkName),
-// the highest LSN a Sync made durable, and the log must reach the mark: a
+// an LSN a flush made durable, and the log must reach the mark: a
 // bad or refused record at x <= mark, or a log that ends before the mark
 // (its last segment cut short, emptied or deleted), is corruption. (A cut,
 // the third case, is not checked against the mark: the log continues in

@@ -135,14 +135,6 @@ type segHeader struct {
 // salted reports whether the segment holds salted frames (format 1).
 func (h segHeader) salted() bool { return h.format == segFormatSalted }
 
-// recHeaderSize is the size of one frame header of the segment's format.
-func (h segHeader) recHeaderSize() int {
-	if h.salted() {
-		return SaltedRecordHeaderSize
-	}
-	return RecordHeaderSize
-}
-
 // decode decodes the frame at the start of b (not empty) in the segment's
 // format; see decodeRecord. A stale frame of format 1 is a bad record.
 func (h segHeader) decode(b []byte) (rh recordHeader, payload []byte, n int, reason string) {

@@ -13,12 +13,12 @@ import (
 
 // Spare files. Every segment starts as a spare: a file named
 // "<number, 20 decimal digits>.spare" in the log directory (SpareName),
-// SegmentSize bytes long, every byte of it written and synced, and its
-// name durable. Writing records into such a file overwrites allocated,
-// initialized blocks, so an fdatasync makes them durable without
-// committing file system metadata: a synced group costs one device flush.
-// (A preallocated but unwritten extent would not do: on ext4 its first
-// write converts the extent, which is a metadata change.)
+// SegmentSize bytes long, every byte of it written and synced. Writing
+// records into such a file overwrites allocated, initialized blocks, so
+// an fdatasync makes them durable without committing file system
+// metadata: a synced group costs one device flush. (A preallocated but
+// unwritten extent would not do: on ext4 its first write converts the
+// extent, which is a metadata change.)
 //
 // A spare comes from one of two places:
 //   - preparation: a new file zero-filled to SegmentSize, written as
@@ -33,15 +33,21 @@ import (
 //     directory before the spare can be used. Its old records stay in it;
 //     the salt of its next use tells them apart (see frame.go).
 //
+// So the pool holds at most max(SpareSegments, 1) spares, plus one when a
+// preparation that started on an empty pool ends after a RemoveThrough
+// refilled it.
+//
 // A rotation (installSpare) writes the new segment header, with a new
 // salt, into the spare, fdatasyncs it, renames it to the segment's name
 // and syncs the directory: a rename and a header write, no zero-filling.
 // The header is durable before the name, so a crash leaves either a spare
 // (any header: Replay never reads spares, and the header is rewritten at
-// its next use) or a segment with its own header. The spare's own name
-// must be durable before its header is rewritten, or a crash could bring
-// back the segment name it had before recycling on a file whose header
-// names another LSN: RemoveThrough and Open sync the directory first.
+// its next use) or a segment with its own header. A recycled spare's own
+// name must be durable before its header is rewritten, or a crash could
+// bring back the segment name it had before recycling on a file whose
+// header names another LSN: RemoveThrough and Open sync the directory
+// first. (A fresh spare's name need not be: what a crash can bring back is
+// its temporary name, which Open deletes.)
 //
 // Open adopts the spares it finds (a process that closed, or crashed,
 // leaves its pool on disk) and deletes "*.spare.tmp" leftovers and spares
@@ -191,9 +197,8 @@ func adoptSpares(o Options) ([]spareFile, uint64, error) {
 		}
 	}
 	slices.SortFunc(found, func(a, b numbered) int { return cmp.Compare(a.id, b.id) })
-	keep := max(o.SpareSegments, 1)
-	var spares []spareFile
-	for i, n := range found {
+	var spares, extra []spareFile
+	for _, n := range found {
 		touched = true
 		st, err := o.FS.Stat(n.path)
 		if errors.Is(err, fs.ErrNotExist) {
@@ -202,11 +207,18 @@ func adoptSpares(o Options) ([]spareFile, uint64, error) {
 		if err != nil {
 			return nil, 0, fmt.Errorf("wal: stat %s: %w", n.path, err)
 		}
-		if st.Size() == o.SegmentSize && len(found)-i <= keep {
+		if st.Size() == o.SegmentSize {
 			spares = append(spares, spareFile{path: n.path, size: st.Size()})
-			continue
+		} else {
+			extra = append(extra, spareFile{path: n.path})
 		}
-		if err := removeIfExists(o, n.path); err != nil {
+	}
+	if keep := max(o.SpareSegments, 1); len(spares) > keep {
+		extra = append(extra, spares[:len(spares)-keep]...)
+		spares = spares[len(spares)-keep:]
+	}
+	for _, sp := range extra {
+		if err := removeIfExists(o, sp.path); err != nil {
 			return nil, 0, err
 		}
 	}
@@ -218,9 +230,8 @@ func adoptSpares(o Options) ([]spareFile, uint64, error) {
 	return spares, maxID, nil
 }
 
-// removeIfExists deletes a file; one that is gone already is no error
-// (Open may race with the preparation goroutine of a Log that a test
-// abandoned, as a process crash would).
+// removeIfExists deletes a file; one that is gone already is no error (a
+// preparation goroutine of an abandoned Log may still be finishing).
 func removeIfExists(o Options, path string) error {
 	if err := o.FS.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("wal: remove %s: %w", path, err)
@@ -369,4 +380,37 @@ func (l *Log) RemoveThrough(lsn LSN) error {
 	l.mu.stats.SegmentsRecycled += uint64(len(recycled))
 	l.mu.Unlock()
 	return err
+}
+
+// ReleaseSpares deletes the spare files in the pool and syncs the
+// directory, giving their space back, and returns how many bytes they
+// held: a caller that finds the file system full calls it (after
+// RemoveThrough, which may have kept obsolete segments as spares). A
+// preparation in progress is not affected. Afterwards a rotation that
+// finds no spare zero-fills a new one, which needs SegmentSize bytes free,
+// and RemoveThrough recycles again.
+func (l *Log) ReleaseSpares() (freed int64, err error) {
+	l.removeMu.Lock()
+	defer l.removeMu.Unlock()
+	l.mu.Lock()
+	if l.mu.closed {
+		l.mu.Unlock()
+		return 0, ErrClosed
+	}
+	spares := l.mu.spares
+	l.mu.spares = nil
+	l.mu.Unlock()
+	for i, sp := range spares {
+		if err = removeIfExists(l.opts, sp.path); err != nil {
+			l.mu.Lock() // the rest are intact: back into the pool
+			l.mu.spares = append(l.mu.spares, spares[i:]...)
+			l.mu.Unlock()
+			break
+		}
+		freed += sp.size
+	}
+	if freed > 0 {
+		err = errors.Join(err, vfsutil.SyncDir(l.opts.FS, l.opts.Dir))
+	}
+	return freed, err
 }

@@ -13,9 +13,10 @@ import (
 )
 
 // SyncMarkName is the name of the sync mark file in the log directory: a
-// durable record, kept outside the segments, of the highest LSN a Sync (or
-// rotation, Close or Open) has made durable. See "Torn tail versus
-// corruption" in the package documentation.
+// durable record, kept outside the segments, of an LSN a flush has made
+// durable, brought up to SyncedLSN by Sync, SyncMark, rotation, Close and
+// Open (SyncTo lets it lag). See "Torn tail versus corruption" and "Sync
+// mark" in the package documentation.
 const SyncMarkName = "SYNCED"
 
 // Sync mark file layout. Wire format (never change; bump filehdr.Version
