@@ -172,7 +172,7 @@ func TestCarryCrashDuringRedo(t *testing.T) {
 				}
 			}
 		}
-		o := carryOptions(testfs.Wrap(base, hook))
+		o := carryOptions(testfs.WrapSerial(base, hook))
 		if d, err := heapkv.Open(crashDir, o); err == nil {
 			d.Close()
 		}

@@ -175,14 +175,16 @@ func walRecords(t *testing.T, fs vfs.FS) (path string, offs []int) {
 		}
 		p := fs.PathJoin(dir, n)
 		b := readVFSFile(t, fs, p)
+		// Salted segments (wal/segment.go, wal/frame.go): records of a
+		// 32-byte header from byte 56, then zeros to the preallocated end.
 		var o []int
-		for off := 48; off+24 <= len(b); {
+		for off := wal.SaltedSegmentHeaderSize; off+wal.SaltedRecordHeaderSize <= len(b); {
 			n := int(binary.LittleEndian.Uint32(b[off+4:]))
-			if off+24+n > len(b) {
+			if n == 0 || off+wal.SaltedRecordHeaderSize+n > len(b) {
 				break
 			}
 			o = append(o, off)
-			off += 24 + n
+			off += wal.SaltedRecordHeaderSize + n
 		}
 		if len(o) > len(offs) {
 			path, offs = p, o
@@ -296,7 +298,7 @@ func TestOpenCorrupt(t *testing.T) {
 		}},
 		{"log-record-bitflip-payload", func(t *testing.T, fs vfs.FS) string {
 			p, offs := walRecords(t, fs)
-			flipFileBit(t, fs, p, offs[len(offs)/2]+24+3)
+			flipFileBit(t, fs, p, offs[len(offs)/2]+wal.SaltedRecordHeaderSize+3)
 			return fs.PathBase(p)
 		}},
 		{"log-record-bitflip-header", func(t *testing.T, fs vfs.FS) string {

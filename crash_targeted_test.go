@@ -156,7 +156,7 @@ func TestCrashIndexFlushAheadOfLog(t *testing.T) {
 		clone           *vfs.MemFS
 		lo, hi          int
 	)
-	fs := testfs.Wrap(mem, func(op testfs.Op) {
+	fs := testfs.WrapSerial(mem, func(op testfs.Op) {
 		mu.Lock()
 		defer mu.Unlock()
 		switch {

@@ -302,7 +302,7 @@ func (w *crashWorkload) verifyNested(cs crashState, exact *vfs.MemFS, opts heapk
 			picked = append(picked, c)
 		}
 	}
-	fs := testfs.Wrap(exact, hook)
+	fs := testfs.WrapSerial(exact, hook)
 	heapkv.SetFS(&opts, fs)
 	db, err := heapkv.Open(crashDir, &opts)
 	if err != nil {
@@ -387,7 +387,7 @@ func runCrashSeed(t *testing.T, w *crashWorkload, tally *crashTally) (ops int64)
 		states <- crashState{name: fmt.Sprintf("%s keeping %d%% of unsynced data", name, pct), fs: some, lo: lo, hi: hi,
 			post: rng.IntN(3) == 0, nested: rng.IntN(5) == 0, seed: rng.Uint64()}
 	}
-	fs := testfs.Wrap(mem, hook)
+	fs := testfs.WrapSerial(mem, hook)
 	err := w.run(fs, &pr)
 	close(states)
 	wg.Wait()

@@ -139,6 +139,11 @@ func (db *DB) vouch() error {
 	db.applier.mu.Lock()
 	db.releaseFreesLocked()
 	db.applier.mu.Unlock()
+	// The newest records are protected by the sync mark only (see
+	// markInterval): bring it up to date.
+	if err := syncLogMark(log); err != nil {
+		return db.fail(fmt.Errorf("heapkv: update the log's sync mark: %w", err))
+	}
 	return nil
 }
 
@@ -176,6 +181,6 @@ func (db *DB) background() {
 }
 
 // syncLogTo and syncLogMark are the log calls of the one-flush design.
-func syncLogTo(log *wal.Log, target base.LSN) error { return log.Sync() }
+func syncLogTo(log *wal.Log, target base.LSN) error { return log.SyncTo(target) }
 
-func syncLogMark(log *wal.Log) error { return nil }
+func syncLogMark(log *wal.Log) error { return log.SyncMark() }

@@ -142,4 +142,9 @@ var (
 	faultIndexDir = faultDir + "/index"
 )
 
-func inWAL(p string) bool { return p == faultWALDir || strings.HasPrefix(p, faultWALDir+"/") }
+// inWAL reports whether p is in the log directory and on the log's
+// durability path: not a spare segment being prepared in the background
+// (".spare.tmp"), whose failure costs only a later zero-fill.
+func inWAL(p string) bool {
+	return (p == faultWALDir || strings.HasPrefix(p, faultWALDir+"/")) && !strings.HasSuffix(p, ".spare.tmp")
+}

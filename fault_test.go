@@ -283,7 +283,7 @@ func TestFaultInjection(t *testing.T) {
 			return isSyncOp(op.Kind) && op.Path == faultHeapPath
 		}, true, true},
 		{"wal-write", func(op errorfs.Op) bool {
-			return op.Kind == errorfs.OpFileWrite && inWAL(op.Path)
+			return (op.Kind == errorfs.OpFileWrite || op.Kind == errorfs.OpFileWriteAt) && inWAL(op.Path)
 		}, true, false},
 		{"wal-sync", func(op errorfs.Op) bool {
 			return isSyncOp(op.Kind) && inWAL(op.Path)

@@ -95,7 +95,7 @@ func TestSyncedGroupFlushes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	before := c.now()
+	before, start := c.now(), time.Now()
 	var wg sync.WaitGroup
 	for w := range 16 {
 		wg.Go(func() {
@@ -108,14 +108,18 @@ func TestSyncedGroupFlushes(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	got := c.now().minus(before)
+	got, elapsed := c.now().minus(before), time.Since(start)
 	st1, err := db.Stats()
 	if err != nil {
 		t.Fatal(err)
 	}
 	groups := st1.CommitGroups - st0.CommitGroups
-	if got.heap != 0 || got.log == 0 || got.log > groups || got.mark != 0 {
-		t.Fatalf("800 concurrent synced 4 KiB Puts in %d groups: %+v flushes, want no heap or mark flush and 1 to %d log flushes", groups, got, groups)
+	// Under load the sync mark is flushed at most every markInterval
+	// (10 ms).
+	maxMarks := int64(elapsed/(10*time.Millisecond)) + 1
+	if got.heap != 0 || got.log == 0 || got.log > groups || got.mark > maxMarks {
+		t.Fatalf("800 concurrent synced 4 KiB Puts in %d groups and %v: %+v flushes, want no heap flush, 1 to %d log flushes and at most %d mark flushes",
+			groups, elapsed, got, groups, maxMarks)
 	}
 	t.Logf("800 synced Puts from 16 writers: %d groups, %d log flushes", groups, got.log)
 }

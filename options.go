@@ -18,7 +18,7 @@ const (
 	DefaultBlockSize          = 4 << 10
 	DefaultSegmentSize        = 8 << 20
 	DefaultInlineThreshold    = 2048
-	DefaultLogSegmentSize     = 64 << 20
+	DefaultLogSegmentSize     = 16 << 20
 	DefaultCheckpointLogBytes = 64 << 20
 	DefaultIndexCacheSize     = 64 << 20
 	DefaultIndexMemTableSize  = 32 << 20
@@ -69,8 +69,11 @@ type Options struct {
 	// database is created. Default 8 MiB.
 	SegmentSize int64
 
-	// LogSegmentSize is the size in bytes at which the write-ahead log
-	// starts a new file. Default 64 MiB.
+	// LogSegmentSize is the size in bytes of one write-ahead log file.
+	// Log files are created at this size, zero-filled, so that a synced
+	// write only overwrites blocks the file system has already allocated
+	// (one device flush, no metadata); the files a checkpoint frees are
+	// kept and reused. Default 16 MiB.
 	LogSegmentSize int64
 
 	// CheckpointLogBytes is how much log may accumulate before a background

@@ -151,11 +151,19 @@ func (db *DB) flushPending() error {
 	return err
 }
 
-// markDelay is how long the log must stay idle after a flush before the
-// syncer brings the log's sync mark up to date with a flush of its own
-// (wal.Log.SyncMark). Under load the mark rides along: every record of the
-// next group vouches for the flush before it.
-const markDelay = 2 * time.Millisecond
+// The log's sync mark (wal.Log.SyncMark) says how far the log was
+// synced, so that damage to synced records reads as corruption, not as a
+// torn tail. Records vouch for every flush before theirs, so only the
+// newest records need the mark; updating it costs a flush of its own. The
+// syncer brings it up to date once the log has been idle for markDelay
+// after a flush, and under steady load at most every markInterval; Sync,
+// rotations and Close update it too. The window this leaves: damage that
+// destroys the records written since the last mark update (at most
+// markInterval of writes) and the records after them reads as a torn tail.
+const (
+	markDelay    = 2 * time.Millisecond
+	markInterval = 10 * time.Millisecond
+)
 
 // syncer flushes the groups that must be durable, one device flush for
 // everything appended when it starts, until Close.
@@ -164,20 +172,29 @@ func (db *DB) syncer() {
 	idle := time.NewTimer(time.Hour)
 	idle.Stop()
 	defer idle.Stop()
+	lastMark := time.Now()
+	mark := func() {
+		lastMark = time.Now()
+		if log := db.log.Load(); log != nil && db.failed() == nil {
+			if err := syncLogMark(log); err != nil {
+				db.fail(fmt.Errorf("heapkv: update the log's sync mark: %w", err))
+			}
+		}
+	}
 	for {
 		select {
 		case <-db.bg.stop:
 			return
 		case <-db.pipe.kick:
-			if db.flushPending() == nil {
-				idle.Reset(cmp.Or(db.opts.markDelay, markDelay))
+			if db.flushPending() != nil {
+				continue
 			}
+			if time.Since(lastMark) >= markInterval {
+				mark()
+			}
+			idle.Reset(cmp.Or(db.opts.markDelay, markDelay))
 		case <-idle.C:
-			if log := db.log.Load(); log != nil && db.failed() == nil {
-				if err := syncLogMark(log); err != nil {
-					db.fail(fmt.Errorf("heapkv: update the log's sync mark: %w", err))
-				}
-			}
+			mark()
 		}
 	}
 }

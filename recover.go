@@ -335,6 +335,9 @@ func (db *DB) walOptions() wal.Options {
 		Dir:         db.fs.PathJoin(db.dir, walDirName),
 		DBID:        db.id,
 		SegmentSize: db.opts.LogSegmentSize,
+		// Enough spares for the segments a checkpoint frees, so that the
+		// log reuses its files instead of zero-filling new ones.
+		SpareSegments: db.spareLogSegments(),
 		Logger:      db.logger,
 		// Invariant 1: whatever flush makes records durable (syncThrough,
 		// or a rotation inside Append) first flushes the heap if some
@@ -342,6 +345,16 @@ func (db *DB) walOptions() wal.Options {
 		// (durable.go).
 		BeforeSync: db.beforeLogSync,
 	}
+}
+
+// spareLogSegments is how many freed log segments the log keeps for reuse:
+// the segments of one checkpoint interval, and one more.
+func (db *DB) spareLogSegments() int {
+	n := int64(2)
+	if db.opts.CheckpointLogBytes > 0 {
+		n = max(n, (db.opts.CheckpointLogBytes+db.opts.LogSegmentSize-1)/db.opts.LogSegmentSize+1)
+	}
+	return int(min(n, 64))
 }
 
 // loadAllocSnapshot restores the allocator from the checkpoint's snapshot.

@@ -258,7 +258,7 @@ func txnCrashOptions() heapkv.Options {
 // crashFS wraps mem so that hook runs before each write-class operation
 // (the lock file's creation and opens for writing left out).
 func crashFS(mem *vfs.MemFS, hook func(testfs.Op)) vfs.FS {
-	return testfs.Wrap(mem, func(op testfs.Op) {
+	return testfs.WrapSerial(mem, func(op testfs.Op) {
 		if op.Kind != testfs.Lock && op.Kind != testfs.OpenReadWrite {
 			hook(op)
 		}

@@ -13,6 +13,7 @@ package testfs
 import (
 	"io"
 	"os"
+	"sync"
 	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -65,6 +66,9 @@ type FS struct {
 	inner vfs.FS
 	hook  func(Op)
 	n     atomic.Int64
+	// serial, when set, is held across each write-class operation and its
+	// hook (WrapSerial).
+	serial *sync.Mutex
 }
 
 var _ vfs.FS = (*FS)(nil)
@@ -74,14 +78,33 @@ var _ vfs.FS = (*FS)(nil)
 // goroutines at once and must not call back into the FS it wraps.
 func Wrap(inner vfs.FS, hook func(Op)) *FS { return &FS{inner: inner, hook: hook} }
 
+// WrapSerial is Wrap, except that write-class operations run one at a
+// time, each together with its hook. A hook that takes a vfs.MemFS
+// CrashClone needs it when the database writes from several goroutines:
+// MemFS takes its tree lock and its clone lock in both orders (Link walks
+// the tree, then takes the clone lock; other mutations take the clone lock
+// first), so a CrashClone from one goroutine while another is inside such
+// an operation can deadlock.
+func WrapSerial(inner vfs.FS, hook func(Op)) *FS {
+	return &FS{inner: inner, hook: hook, serial: new(sync.Mutex)}
+}
+
 // Ops returns how many write-class operations have started so far.
 func (fs *FS) Ops() int64 { return fs.n.Load() }
 
-func (fs *FS) before(k Kind, path string) {
+// before runs the hook of an operation about to start; the caller calls
+// the function it returns once the operation is done.
+func (fs *FS) before(k Kind, path string) (done func()) {
+	done = func() {}
+	if fs.serial != nil {
+		fs.serial.Lock()
+		done = fs.serial.Unlock
+	}
 	n := fs.n.Add(1)
 	if fs.hook != nil {
 		fs.hook(Op{N: n, Kind: k, Path: path})
 	}
+	return done
 }
 
 func (fs *FS) wrap(f vfs.File, path string, err error) (vfs.File, error) {
@@ -93,14 +116,14 @@ func (fs *FS) wrap(f vfs.File, path string, err error) (vfs.File, error) {
 
 // Create implements vfs.FS.
 func (fs *FS) Create(name string, c vfs.DiskWriteCategory) (vfs.File, error) {
-	fs.before(Create, name)
+	defer fs.before(Create, name)()
 	f, err := fs.inner.Create(name, c)
 	return fs.wrap(f, name, err)
 }
 
 // Link implements vfs.FS.
 func (fs *FS) Link(oldname, newname string) error {
-	fs.before(Link, newname)
+	defer fs.before(Link, newname)()
 	return fs.inner.Link(oldname, newname)
 }
 
@@ -119,7 +142,7 @@ func (fs *FS) Open(name string, opts ...vfs.OpenOption) (vfs.File, error) {
 
 // OpenReadWrite implements vfs.FS.
 func (fs *FS) OpenReadWrite(name string, c vfs.DiskWriteCategory, opts ...vfs.OpenOption) (vfs.File, error) {
-	fs.before(OpenReadWrite, name)
+	defer fs.before(OpenReadWrite, name)()
 	f, err := fs.inner.OpenReadWrite(name, c)
 	if err != nil {
 		return nil, err
@@ -139,38 +162,38 @@ func (fs *FS) OpenDir(name string) (vfs.File, error) {
 
 // Remove implements vfs.FS.
 func (fs *FS) Remove(name string) error {
-	fs.before(Remove, name)
+	defer fs.before(Remove, name)()
 	return fs.inner.Remove(name)
 }
 
 // RemoveAll implements vfs.FS.
 func (fs *FS) RemoveAll(name string) error {
-	fs.before(RemoveAll, name)
+	defer fs.before(RemoveAll, name)()
 	return fs.inner.RemoveAll(name)
 }
 
 // Rename implements vfs.FS.
 func (fs *FS) Rename(oldname, newname string) error {
-	fs.before(Rename, newname)
+	defer fs.before(Rename, newname)()
 	return fs.inner.Rename(oldname, newname)
 }
 
 // ReuseForWrite implements vfs.FS.
 func (fs *FS) ReuseForWrite(oldname, newname string, c vfs.DiskWriteCategory) (vfs.File, error) {
-	fs.before(ReuseForWrite, newname)
+	defer fs.before(ReuseForWrite, newname)()
 	f, err := fs.inner.ReuseForWrite(oldname, newname, c)
 	return fs.wrap(f, newname, err)
 }
 
 // MkdirAll implements vfs.FS.
 func (fs *FS) MkdirAll(dir string, perm os.FileMode) error {
-	fs.before(MkdirAll, dir)
+	defer fs.before(MkdirAll, dir)()
 	return fs.inner.MkdirAll(dir, perm)
 }
 
 // Lock implements vfs.FS.
 func (fs *FS) Lock(name string) (io.Closer, error) {
-	fs.before(Lock, name)
+	defer fs.before(Lock, name)()
 	return fs.inner.Lock(name)
 }
 
@@ -203,31 +226,31 @@ type file struct {
 }
 
 func (f *file) Write(p []byte) (int, error) {
-	f.fs.before(Write, f.path)
+	defer f.fs.before(Write, f.path)()
 	return f.File.Write(p)
 }
 
 func (f *file) WriteAt(p []byte, off int64) (int, error) {
-	f.fs.before(WriteAt, f.path)
+	defer f.fs.before(WriteAt, f.path)()
 	return f.File.WriteAt(p, off)
 }
 
 func (f *file) Preallocate(off, n int64) error {
-	f.fs.before(Preallocate, f.path)
+	defer f.fs.before(Preallocate, f.path)()
 	return f.File.Preallocate(off, n)
 }
 
 func (f *file) Sync() error {
-	f.fs.before(Sync, f.path)
+	defer f.fs.before(Sync, f.path)()
 	return f.File.Sync()
 }
 
 func (f *file) SyncData() error {
-	f.fs.before(SyncData, f.path)
+	defer f.fs.before(SyncData, f.path)()
 	return f.File.SyncData()
 }
 
 func (f *file) SyncTo(length int64) (bool, error) {
-	f.fs.before(SyncTo, f.path)
+	defer f.fs.before(SyncTo, f.path)()
 	return f.File.SyncTo(length)
 }
