@@ -338,7 +338,7 @@ func (db *DB) walOptions() wal.Options {
 		// Enough spares for the segments a checkpoint frees, so that the
 		// log reuses its files instead of zero-filling new ones.
 		SpareSegments: db.spareLogSegments(),
-		Logger:      db.logger,
+		Logger:        db.logger,
 		// Invariant 1: whatever flush makes records durable (syncThrough,
 		// or a rotation inside Append) first flushes the heap if some
 		// record appended so far points at heap bytes it does not carry
