@@ -131,7 +131,7 @@ func benchPut(b *testing.B, cfg Config, p putParams) {
 // Op counts come from -benchtime=Nx (see BENCHMARKS.md).
 func BenchmarkPut(b *testing.B) {
 	for _, size := range []int{100, 1024, 4096, 65536} {
-		for _, writers := range []int{1, 64} {
+		for _, writers := range []int{1, 16, 64} {
 			for _, sync := range []bool{true, false} {
 				p := putParams{valueSize: size, writers: writers, sync: sync}
 				name := fmt.Sprintf("size=%d/writers=%d/sync=%t", size, writers, sync)
