@@ -85,7 +85,7 @@ func (db *DB) commitRequest(req *commitReq) error {
 	c.queue = append(c.queue, req)
 	if c.leading {
 		c.mu.Unlock()
-		if lead := <-req.wake; !lead {
+		if lead := db.await(req); !lead {
 			return req.err
 		}
 		c.mu.Lock()
@@ -108,8 +108,22 @@ func (db *DB) commitRequest(req *commitReq) error {
 	if g != nil {
 		db.advance()
 	}
-	<-req.wake // false: a request leads at most once
+	db.await(req) // false: a request leads at most once
 	return req.err
+}
+
+// await waits for req's wake-up: true to lead, false once its group is
+// done. Once Close has begun the syncer may be gone (only the background
+// loop's vouch record commits then), so a group that waits for a flush is
+// flushed here.
+func (db *DB) await(req *commitReq) bool {
+	select {
+	case lead := <-req.wake:
+		return lead
+	case <-db.bg.stop:
+		_ = db.flushPending() // a failure fails the group, which wakes req
+		return <-req.wake
+	}
 }
 
 // group is one commit group on its way through the leader and the pipeline.
