@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+
+	"github.com/heapkv/heapkv/wal"
 )
 
 // injector is an errorfs.Injector: while armed, an operation that matches
@@ -142,9 +144,16 @@ var (
 	faultIndexDir = faultDir + "/index"
 )
 
-// inWAL reports whether p is in the log directory and on the log's
-// durability path: not a spare segment being prepared in the background
-// (".spare.tmp"), whose failure costs only a later zero-fill.
+// inWAL reports whether p is in the log directory and on the path that
+// makes a write durable: not a spare segment being prepared in the
+// background (".spare.tmp"), whose failure costs only a later zero-fill,
+// and not the sync mark, which the syncer flushes after the flush that
+// made a write durable (or when the log goes idle): its failure fails the
+// database, but the write it happens to overlap was already durable and
+// may be acknowledged.
 func inWAL(p string) bool {
-	return (p == faultWALDir || strings.HasPrefix(p, faultWALDir+"/")) && !strings.HasSuffix(p, ".spare.tmp")
+	if p != faultWALDir && !strings.HasPrefix(p, faultWALDir+"/") {
+		return false
+	}
+	return !strings.HasSuffix(p, ".spare.tmp") && p != faultWALDir+"/"+wal.SyncMarkName
 }
