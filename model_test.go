@@ -36,7 +36,7 @@ type modelConfig struct {
 	name    string
 	opts    heapkv.Options
 	onDisk  bool // t.TempDir() instead of a MemFS
-	stepDiv int  // run steps/stepDiv operations (fsyncs on disk are slow)
+	stepDiv int  // run steps/stepDiv operations (fsyncs on disk, 16 MiB log segments are slow)
 }
 
 func modelConfigs() []modelConfig {
@@ -44,17 +44,23 @@ func modelConfigs() []modelConfig {
 		LogSegmentSize: 64 << 10, IndexMemTableSize: 1 << 20, Logger: modelLogger}
 	memtables := heapkv.Options{IndexMemTableSize: 1 << 20, InlineThreshold: 8 << 10, LogSegmentSize: 64 << 10,
 		CheckpointLogBytes: 512 << 10, Logger: modelLogger}
-	inlineAll := heapkv.Options{InlineThreshold: heapkv.MaxValueSize, IndexMemTableSize: 1 << 20, Logger: modelLogger}
-	heapAll := heapkv.Options{InlineThreshold: -1, BlockSize: 512, SegmentSize: 256 * 512, Logger: modelLogger}
+	// Configurations about values use 1 MiB log segments: every reopen
+	// and checkpoint of a default-sized log writes (a spare) and reads 16
+	// MiB, which under the race detector is most of the test's time.
+	const logSeg = 1 << 20
+	inlineAll := heapkv.Options{InlineThreshold: heapkv.MaxValueSize, IndexMemTableSize: 1 << 20,
+		LogSegmentSize: logSeg, Logger: modelLogger}
+	heapAll := heapkv.Options{InlineThreshold: -1, BlockSize: 512, SegmentSize: 256 * 512,
+		LogSegmentSize: logSeg, Logger: modelLogger}
 	compressed := heapkv.Options{InlineThreshold: -1, BlockSize: 512, SegmentSize: 64 * 512,
-		Compression: heapkv.CodecS2, ValueCacheSize: -1, Logger: modelLogger}
+		Compression: heapkv.CodecS2, ValueCacheSize: -1, LogSegmentSize: logSeg, Logger: modelLogger}
 	return []modelConfig{
 		{name: "tinySegments", opts: tiny},
 		{name: "tinyMemtables", opts: memtables},
 		{name: "inlineEverything", opts: inlineAll},
 		{name: "heapEverything", opts: heapAll},
 		{name: "compressedNoCache", opts: compressed},
-		{name: "default", opts: heapkv.Options{Logger: modelLogger}},
+		{name: "default", opts: heapkv.Options{Logger: modelLogger}, stepDiv: 4},
 		{name: "tinySegmentsOnDisk", opts: tiny, onDisk: true, stepDiv: 4},
 	}
 }

@@ -3,6 +3,7 @@ package heapkv
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 
 	"github.com/heapkv/heapkv/alloc"
 )
@@ -87,14 +88,19 @@ type logOp struct {
 	carried   []byte // a heap put's stored bytes, if the record carries them
 }
 
+// appendRecord appends the record of ops to dst, growing dst once.
 func appendRecord(dst []byte, ops []logOp) []byte {
 	version := recordVersion
+	size := 1 + binary.MaxVarintLen64
 	for i := range ops {
-		if len(ops[i].carried) > 0 {
+		op := &ops[i]
+		if len(op.carried) > 0 {
 			version = recordVersionCarried
-			break
 		}
+		size += 2 + 6*binary.MaxVarintLen64 + len(op.key) + len(op.entry) + len(op.carried) +
+			2*binary.MaxVarintLen64*len(op.freed)
 	}
+	dst = slices.Grow(dst, size)
 	dst = append(dst, version)
 	dst = binary.AppendUvarint(dst, uint64(len(ops)))
 	for i := range ops {
