@@ -51,7 +51,10 @@ type preparedOp struct {
 	claim  alloc.Claim
 	// carry is the stored bytes of a heap value that a durable write may
 	// carry in its log record (DB.carries): kept only for such writes.
-	carry []byte
+	// unwritten: they are not in the heap yet; the leader writes them
+	// before the request takes an LSN (writeCarried).
+	carry     []byte
+	unwritten bool
 
 	// prior is what the key held as of LSN priorAt, looked up by the
 	// writer before it queued (prefetchPrior), so that the leader need not
@@ -96,7 +99,7 @@ func (db *DB) commitRequest(req *commitReq) error {
 	c.queue = nil
 	c.mu.Unlock()
 
-	g := db.commitGroup(reqs)
+	g := db.commitGroup(db.writeCarried(reqs))
 
 	c.mu.Lock()
 	if len(c.queue) > 0 {
@@ -222,6 +225,8 @@ func (db *DB) buildGroup(g *group) error {
 	g.records = make([][]byte, len(g.reqs))
 	g.freed = make([][]alloc.Extent, len(g.reqs))
 	var entryBuf []byte
+	buf := db.commit.records[:0]
+	ends := make([]int, len(g.reqs))
 	for i, r := range g.reqs {
 		lsn := g.first + base.LSN(i)
 		g.flush = g.flush || r.sync
@@ -269,12 +274,26 @@ func (db *DB) buildGroup(g *group) error {
 			g.delta.add(now)
 			db.commit.recentWrites[string(p.key)] = recentWrite{lsn: lsn, state: now}
 		}
-		g.records[i] = appendRecord(nil, ops)
-		g.logBytes += int64(len(g.records[i]))
+		buf = appendRecord(buf, ops)
+		ends[i] = len(buf)
+	}
+	start := 0
+	for i, end := range ends {
+		g.records[i] = buf[start:end:end]
+		start = end
+	}
+	g.logBytes = int64(len(buf))
+	if cap(buf) <= maxRetainedRecordBuf {
+		db.commit.records = buf
 	}
 	db.pruneRecentWrites()
 	return nil
 }
+
+// maxRetainedRecordBuf is the largest record buffer the leader keeps for
+// the next group; a larger one (a group of large batches or many carried
+// values) is left to the garbage collector.
+const maxRetainedRecordBuf = 4 << 20
 
 // appendGroup is step 3: append the records (a NoSync group that takes the
 // unsynced writes past NoSyncFlushBytes must flush too) and hand the group

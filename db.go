@@ -89,6 +89,9 @@ type DB struct {
 		// does (priorState); pruned at recentLimit entries.
 		recentWrites map[string]recentWrite
 		recentLimit  int
+		// records is the buffer the leader encodes a group's log records
+		// into, reused from group to group (Append copies them).
+		records []byte
 	}
 
 	pipe pipeline // groups appended and not yet applied (pipeline.go)

@@ -11,5 +11,6 @@ import (
 func SetFS(o *Options, fs vfs.FS) { o.fs = fs }
 
 // SetMarkDelay sets how long the log must be idle before the syncer
-// flushes its sync mark.
+// flushes its sync mark; a delay above markInterval also spaces the mark
+// flushes under load (an hour: none while a test runs).
 func SetMarkDelay(o *Options, d time.Duration) { o.markDelay = d }

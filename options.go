@@ -160,7 +160,7 @@ type Options struct {
 	fs vfs.FS
 
 	noAutoAttach    bool          // tests: Open does not attach stale replicas
-	markDelay       time.Duration // tests: idle time before the sync mark is flushed (0: markDelay)
+	markDelay       time.Duration // tests: idle time before the sync mark is flushed (0: markDelay), and the least time between flushes under load if above markInterval
 	resyncSaveBytes int64         // tests: copy between saves of resync progress (0: defaultResyncSaveBytes)
 }
 

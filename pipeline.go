@@ -189,7 +189,7 @@ func (db *DB) syncer() {
 			if db.flushPending() != nil {
 				continue
 			}
-			if time.Since(lastMark) >= markInterval {
+			if time.Since(lastMark) >= max(markInterval, db.opts.markDelay) {
 				mark()
 			}
 			idle.Reset(cmp.Or(db.opts.markDelay, markDelay))

@@ -180,6 +180,7 @@ func (db *DB) writeHeapValue(p *preparedOp, value []byte, sync bool) error {
 			p.carry = append([]byte(nil), stored...)
 		}
 	}
+	deferWrite := p.carry != nil
 	nblocks := db.geom.BlocksFor(int64(len(stored)))
 	claim, err := db.alloc.Allocate(nblocks)
 	if err != nil {
@@ -200,7 +201,47 @@ func (db *DB) writeHeapValue(p *preparedOp, value []byte, sync bool) error {
 	if codec != CodecNone {
 		cs.compressed.Add(1)
 	}
+	if deferWrite {
+		p.unwritten = true // the leader writes it (writeCarried)
+		return nil
+	}
 	return db.writeStored(stored, claim.Extents)
+}
+
+// writeCarried writes the heap values the requests of a group carry, which
+// their writers left to the leader: one goroutine writing them in turn
+// costs less CPU than many writers contending for the heap file (on
+// ext4, for its inode lock). A request whose write fails is woken with the
+// error and dropped (its blocks go back), as it would have failed before
+// queuing; the others are returned. It runs before admit, so a dropped
+// request takes no LSN.
+func (db *DB) writeCarried(reqs []*commitReq) []*commitReq {
+	kept := reqs[:0]
+	for _, r := range reqs {
+		if err := db.writeUnwritten(r.ops); err != nil {
+			db.abortClaims(r.ops)
+			r.err = err
+			r.wake <- false
+			continue
+		}
+		kept = append(kept, r)
+	}
+	return kept
+}
+
+// writeUnwritten writes the heap values of ops that are still unwritten.
+func (db *DB) writeUnwritten(ops []preparedOp) error {
+	for i := range ops {
+		p := &ops[i]
+		if !p.unwritten {
+			continue
+		}
+		if err := db.writeStored(p.carry, p.claim.Extents); err != nil {
+			return fmt.Errorf("heapkv: write value of key %q: %w", p.key, diskError(err))
+		}
+		p.unwritten = false
+	}
+	return nil
 }
 
 // carries reports whether a durable write carries a heap value of stored
