@@ -51,8 +51,9 @@ type preparedOp struct {
 	claim  alloc.Claim
 	// carry is the stored bytes of a heap value that a durable write may
 	// carry in its log record (DB.carries): kept only for such writes.
-	// unwritten: they are not in the heap yet; the leader writes them
-	// before the request takes an LSN (writeCarried).
+	// unwritten: they are not in the heap yet, nor allocated; the leader
+	// allocates and writes them before the request takes an LSN
+	// (writeCarried).
 	carry     []byte
 	unwritten bool
 

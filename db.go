@@ -77,7 +77,8 @@ type DB struct {
 		closed bool
 	}
 
-	queue committer // group-commit queue (commit.go)
+	queue  committer     // group-commit queue (commit.go)
+	leader leaderScratch // the leader's buffers for carried values (carried.go); only the leader uses them
 
 	// commit is the state of the commit leader (commit.go): mu is held by
 	// the leader while it builds and appends a group (never across a
@@ -203,6 +204,7 @@ func Open(dir string, opts *Options) (_ *DB, err error) {
 	db.commit.recentLimit = minRecentLimit
 	db.bg.kick = make(chan struct{}, 1)
 	db.pipe.kick = make(chan struct{}, 1)
+	db.pipe.applyKick = make(chan struct{}, 1)
 	db.bg.stop = make(chan struct{})
 	db.blockPool.New = func() any { b := make([]byte, db.geom.BlockSize); return &b }
 	// Every file goes through the disk-full hook: the first ENOSPC frees
@@ -225,8 +227,9 @@ func Open(dir string, opts *Options) (_ *DB, err error) {
 		}
 	}
 	db.openReserve()
-	db.bg.wg.Add(2)
+	db.bg.wg.Add(3)
 	go db.syncer()
+	go db.applyLoop()
 	go db.background()
 	return db, nil
 }

@@ -33,6 +33,8 @@ type pipeline struct {
 	pending  []*group      // appended, not applied; ascending LSN
 	appended base.LSN      // the last LSN appended
 	kick     chan struct{} // wakes the syncer; capacity 1
+	// applyKick wakes applyLoop after a flush; capacity 1.
+	applyKick chan struct{}
 }
 
 // push queues g, just appended, and wakes the syncer if g must be flushed.
@@ -165,6 +167,21 @@ const (
 	markInterval = 10 * time.Millisecond
 )
 
+// applyLoop applies the groups the syncer's flushes made durable (and,
+// after a failure, fails the pending ones), until Close. (A writer that
+// waits after Close began flushes and applies its group itself: await.)
+func (db *DB) applyLoop() {
+	defer db.bg.wg.Done()
+	for {
+		select {
+		case <-db.bg.stop:
+			return
+		case <-db.pipe.applyKick:
+			db.advance()
+		}
+	}
+}
+
 // syncer flushes the groups that must be durable, one device flush for
 // everything appended when it starts, until Close.
 func (db *DB) syncer() {
@@ -186,7 +203,18 @@ func (db *DB) syncer() {
 		case <-db.bg.stop:
 			return
 		case <-db.pipe.kick:
-			if db.flushPending() != nil {
+			// Flush, and leave applying the groups it made durable to
+			// applyLoop: the next flush starts as soon as anything more
+			// was appended, not after the index writes and wake-ups.
+			err := db.syncThrough(db.pipe.appendedLSN())
+			if err != nil {
+				db.fail(err)
+			}
+			select {
+			case db.pipe.applyKick <- struct{}{}:
+			default:
+			}
+			if err != nil {
 				continue
 			}
 			if time.Since(lastMark) >= max(markInterval, db.opts.markDelay) {

@@ -167,32 +167,20 @@ func (db *DB) abortClaims(ops []preparedOp) {
 
 func crcOf(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
 
-// writeHeapValue allocates blocks for value and writes it to the heap,
-// compressed with Options.Compression when that saves at least one block
-// (codec.go). For a durable write whose stored bytes the log record may
-// carry (carries), it keeps them in p.carry.
+// writeHeapValue encodes value (compressed with Options.Compression when
+// that saves at least one block: codec.go) and writes it to blocks it
+// allocates. A durable write whose stored bytes its log record will carry
+// (carries) keeps them in p.carry and leaves allocating and writing them
+// to the leader (writeCarried), which writes a whole group's with few
+// calls.
 func (db *DB) writeHeapValue(p *preparedOp, value []byte, sync bool) error {
 	stored, codec, done := db.encoder.encode(value, db.geom.BlockSize)
 	defer done()
-	if sync && db.carries(len(stored)) {
-		p.carry = stored
-		if codec != CodecNone { // stored is the encoder's buffer, reused after done
-			p.carry = append([]byte(nil), stored...)
-		}
-	}
-	deferWrite := p.carry != nil
-	nblocks := db.geom.BlocksFor(int64(len(stored)))
-	claim, err := db.alloc.Allocate(nblocks)
-	if err != nil {
-		return err
-	}
-	p.isHeap, p.claim = true, claim
 	p.ptr = pointer{
 		codec:     codec,
 		rawLen:    uint64(len(value)),
 		storedLen: uint64(len(stored)),
 		crc:       crcOf(stored),
-		extents:   claim.Extents,
 	}
 	cs := &db.stats.codec
 	cs.values.Add(1)
@@ -201,47 +189,20 @@ func (db *DB) writeHeapValue(p *preparedOp, value []byte, sync bool) error {
 	if codec != CodecNone {
 		cs.compressed.Add(1)
 	}
-	if deferWrite {
-		p.unwritten = true // the leader writes it (writeCarried)
+	if sync && db.carries(len(stored)) {
+		p.carry = stored
+		if codec != CodecNone { // stored is the encoder's buffer, reused after done
+			p.carry = append([]byte(nil), stored...)
+		}
+		p.unwritten = true
 		return nil
 	}
+	claim, err := db.alloc.Allocate(db.geom.BlocksFor(int64(len(stored))))
+	if err != nil {
+		return err
+	}
+	p.isHeap, p.claim, p.ptr.extents = true, claim, claim.Extents
 	return db.writeStored(stored, claim.Extents)
-}
-
-// writeCarried writes the heap values the requests of a group carry, which
-// their writers left to the leader: one goroutine writing them in turn
-// costs less CPU than many writers contending for the heap file (on
-// ext4, for its inode lock). A request whose write fails is woken with the
-// error and dropped (its blocks go back), as it would have failed before
-// queuing; the others are returned. It runs before admit, so a dropped
-// request takes no LSN.
-func (db *DB) writeCarried(reqs []*commitReq) []*commitReq {
-	kept := reqs[:0]
-	for _, r := range reqs {
-		if err := db.writeUnwritten(r.ops); err != nil {
-			db.abortClaims(r.ops)
-			r.err = err
-			r.wake <- false
-			continue
-		}
-		kept = append(kept, r)
-	}
-	return kept
-}
-
-// writeUnwritten writes the heap values of ops that are still unwritten.
-func (db *DB) writeUnwritten(ops []preparedOp) error {
-	for i := range ops {
-		p := &ops[i]
-		if !p.unwritten {
-			continue
-		}
-		if err := db.writeStored(p.carry, p.claim.Extents); err != nil {
-			return fmt.Errorf("heapkv: write value of key %q: %w", p.key, diskError(err))
-		}
-		p.unwritten = false
-	}
-	return nil
 }
 
 // carries reports whether a durable write carries a heap value of stored

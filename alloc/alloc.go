@@ -136,6 +136,19 @@ func (c Claim) Blocks() int {
 // The heap grows by whole segments as needed. The result is unpublished
 // until Publish or Abort.
 func (a *Allocator) Allocate(nblocks int) (Claim, error) {
+	return a.allocate(-1, nblocks)
+}
+
+// AllocatePreferring is Allocate from cursor ci (modulo the number of
+// cursors) if it is idle, else from any idle cursor. One goroutine that
+// always prefers the same cursor gets, claim after claim, adjacent blocks
+// of that cursor's segment (next fit) and can write them with one call.
+func (a *Allocator) AllocatePreferring(ci, nblocks int) (Claim, error) {
+	return a.allocate(ci%len(a.cursors), nblocks)
+}
+
+// allocate is Allocate from cursor prefer if it is idle (prefer >= 0).
+func (a *Allocator) allocate(prefer, nblocks int) (Claim, error) {
 	if nblocks < 1 {
 		return Claim{}, fmt.Errorf("%w: allocate %d blocks", ErrInvalid, nblocks)
 	}
@@ -143,7 +156,10 @@ func (a *Allocator) Allocate(nblocks int) (Claim, error) {
 	if max := a.cfg.MaxSegments; max > 0 && nblocks > max*sb {
 		return Claim{}, fmt.Errorf("%w: allocate %d blocks: the heap holds at most %d", ErrFull, nblocks, max*sb)
 	}
-	ci := a.acquire()
+	ci := prefer
+	if ci < 0 || !a.cursors[ci].mu.TryLock() {
+		ci = a.acquire()
+	}
 	c := &a.cursors[ci]
 	defer c.mu.Unlock()
 	exts := make([]Extent, 0, min(1+(nblocks-1)/sb, 64))

@@ -1,0 +1,152 @@
+package heapkv
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+)
+
+// The heap writes of carried values. A durable write whose value its log
+// record carries (DB.carries) does not write the heap itself: its writer
+// encodes the value and queues the request, and the commit leader, before
+// admitting the group, allocates blocks for every such value from one
+// cursor (alloc.AllocatePreferring), which hands out adjacent runs, and
+// writes each run of adjacent values with one call. On the VM of
+// BENCHMARKS.md a 4 KiB pwrite costs the heap's writers about 11 µs of
+// CPU under load, and most of it is per call: 64 concurrent writers paid
+// it each, the leader pays it about once per group.
+//
+// The leader allocates in queue order and writes before the group takes
+// its LSNs, so a request whose allocation or write fails is dropped
+// exactly as if its writer had failed before queuing (its blocks go back,
+// it takes no LSN); the records of the group still reach the log only
+// after their values reached the heap (in the page cache: the records
+// carry them, invariant 1).
+
+// leaderCursor is the allocator cursor the leader prefers for carried
+// values. Writers of other values take any idle cursor, so they seldom
+// hold it.
+const leaderCursor = 0
+
+// maxCarriedRun bounds the bytes of one coalesced heap write.
+const maxCarriedRun = 1 << 20
+
+// carriedPiece is a stretch of one carried value that fills consecutive
+// blocks from block start.
+type carriedPiece struct {
+	start uint64
+	data  []byte
+}
+
+// leaderScratch is the leader's reusable state for writeCarried; only the
+// leader (committer.leading) touches it.
+type leaderScratch struct {
+	pieces []carriedPiece
+	buf    []byte
+}
+
+// writeCarried allocates and writes the heap values the requests of reqs
+// carry and returns the requests that remain: a request whose allocation
+// or write failed is woken with the error, its blocks given back.
+func (db *DB) writeCarried(reqs []*commitReq) []*commitReq {
+	kept := reqs[:0]
+	sc := &db.leader
+	sc.pieces = sc.pieces[:0]
+	for _, r := range reqs {
+		n := len(sc.pieces)
+		if err := db.allocCarried(r.ops, &sc.pieces); err != nil {
+			sc.pieces = sc.pieces[:n]
+			db.dropRequest(r, err)
+			continue
+		}
+		kept = append(kept, r)
+	}
+	if len(sc.pieces) == 0 {
+		return kept
+	}
+	if err := db.writePieces(sc); err != nil {
+		// Which requests' blocks made it is unknown: all of them fail, as
+		// they would have had each writer's own write failed.
+		for _, r := range kept {
+			db.dropRequest(r, err)
+		}
+		return kept[:0]
+	}
+	for _, r := range kept {
+		for i := range r.ops {
+			r.ops[i].unwritten = false
+		}
+	}
+	return kept
+}
+
+// dropRequest fails r before it took an LSN: its blocks go back.
+func (db *DB) dropRequest(r *commitReq, err error) {
+	db.abortClaims(r.ops)
+	r.err = err
+	r.wake <- false
+}
+
+// allocCarried allocates the blocks of the unwritten values of ops and
+// appends the pieces to write.
+func (db *DB) allocCarried(ops []preparedOp, pieces *[]carriedPiece) error {
+	bs := db.geom.BlockSize
+	for i := range ops {
+		p := &ops[i]
+		if !p.unwritten {
+			continue
+		}
+		claim, err := db.alloc.AllocatePreferring(leaderCursor, db.geom.BlocksFor(int64(len(p.carry))))
+		if err != nil {
+			return fmt.Errorf("heapkv: write value of key %q: %w", p.key, diskError(err))
+		}
+		p.isHeap, p.claim, p.ptr.extents = true, claim, claim.Extents
+		off := 0
+		for _, e := range claim.Extents {
+			n := min(int(e.Len)*bs, len(p.carry)-off)
+			*pieces = append(*pieces, carriedPiece{start: e.Start, data: p.carry[off : off+n]})
+			off += n
+		}
+	}
+	return nil
+}
+
+// writePieces writes the pieces, in block order, one call per run of
+// adjacent blocks (up to maxCarriedRun bytes), padding each piece's last
+// block with zeros as writeBlocks does.
+func (db *DB) writePieces(sc *leaderScratch) error {
+	bs := db.geom.BlockSize
+	blocks := func(pc carriedPiece) uint64 { return uint64((len(pc.data) + bs - 1) / bs) }
+	slices.SortFunc(sc.pieces, func(a, b carriedPiece) int { return cmp.Compare(a.start, b.start) })
+	for i := 0; i < len(sc.pieces); {
+		j, size := i+1, int(blocks(sc.pieces[i]))*bs
+		for j < len(sc.pieces) && sc.pieces[j-1].start+blocks(sc.pieces[j-1]) == sc.pieces[j].start &&
+			size+int(blocks(sc.pieces[j]))*bs <= maxCarriedRun {
+			size += int(blocks(sc.pieces[j])) * bs
+			j++
+		}
+		if j == i+1 {
+			if err := db.writeBlocks(sc.pieces[i].data, sc.pieces[i].start); err != nil {
+				return fmt.Errorf("heapkv: write carried values: %w", diskError(err))
+			}
+			i = j
+			continue
+		}
+		buf := slices.Grow(sc.buf[:0], size)[:size]
+		off := 0
+		for _, pc := range sc.pieces[i:j] {
+			n := copy(buf[off:], pc.data)
+			end := off + int(blocks(pc))*bs
+			clear(buf[off+n : end])
+			off = end
+		}
+		if cap(buf) <= maxCarriedRun {
+			sc.buf = buf
+		}
+		if err := db.heap.WriteAt(buf, sc.pieces[i].start); err != nil {
+			return fmt.Errorf("heapkv: write carried values: %w", diskError(err))
+		}
+		i = j
+	}
+	return nil
+}
