@@ -11,7 +11,8 @@ import (
 )
 
 // Group commit. A writer prepares its request outside any shared lock
-// (write.go), then queues it. One leader at a time takes everything queued
+// (write.go), then queues it. One leader at a time takes everything queued,
+// allocates and writes the heap values the requests carry (carried.go),
 // and, holding commit.mu (never across a device flush):
 //
 //  1. admit: runs each request's conflict check, which may drop it;

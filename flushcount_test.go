@@ -21,9 +21,13 @@ import (
 // flushCounter counts the flushes of each kind of file of a database.
 type flushCounter struct {
 	heap, log, mark, other atomic.Int64
+	heapWrites             atomic.Int64 // WriteAt calls on the heap file
 }
 
 func (c *flushCounter) hook(op testfs.Op) {
+	if op.Kind == testfs.WriteAt && filepath.Base(op.Path) == "heap" {
+		c.heapWrites.Add(1)
+	}
 	if !op.Kind.IsSync() {
 		return
 	}
@@ -142,5 +146,39 @@ func TestIdleSyncMark(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	if n := c.mark.Load(); n != marks {
 		t.Fatalf("the mark was flushed %d more times with nothing new to mark", n-marks)
+	}
+}
+
+// TestCarriedValuesOneHeapWrite: the leader allocates the values a group
+// carries from one cursor and writes adjacent ones with one call, so a
+// synced batch of 16 carried values (4 KiB and 4,100 B: one and two
+// blocks) costs one heap write; a NoSync batch, whose writer writes each
+// value itself, costs one call per 4 KiB value and two per 4,100 B value
+// (its whole blocks, then the zero-padded tail): 24.
+func TestCarriedValuesOneHeapWrite(t *testing.T) {
+	db, c := openCounted(t, time.Hour)
+	batch := func(round int) *heapkv.Batch {
+		b := db.NewBatch()
+		for i := range 16 {
+			b.Put([]byte(fmt.Sprintf("r%d-%02d", round, i)), bytes.Repeat([]byte{byte(i + 1)}, 4096+4*(i%2)))
+		}
+		return b
+	}
+	for round, want := range []int64{1, 1, 24} {
+		before := c.heapWrites.Load()
+		if err := db.Apply(batch(round), &heapkv.WriteOptions{Sync: round < 2}); err != nil {
+			t.Fatal(err)
+		}
+		if got := c.heapWrites.Load() - before; got != want {
+			t.Errorf("round %d (sync %v): %d heap writes for 16 values, want %d", round, round < 2, got, want)
+		}
+	}
+	for round := range 3 {
+		for i := range 16 {
+			got, err := db.Get([]byte(fmt.Sprintf("r%d-%02d", round, i)))
+			if err != nil || !bytes.Equal(got, bytes.Repeat([]byte{byte(i + 1)}, 4096+4*(i%2))) {
+				t.Fatalf("r%d-%02d: %d bytes, %v", round, i, len(got), err)
+			}
+		}
 	}
 }

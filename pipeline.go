@@ -15,8 +15,9 @@ import (
 // on; a group that must be durable waits for the syncer, a goroutine that
 // flushes everything appended so far with one device flush (syncThrough)
 // while the next leader builds and appends the next group. A group is
-// applied (advance) once every group before it is, and once it is durable
-// if it must be: its index batch is committed, the applied LSN moves to
+// applied (advance, run by applyLoop after each flush, and by the leader
+// for groups that need none) once every group before it is, and once it is
+// durable if it must be: its index batch is committed, the applied LSN moves to
 // its last LSN, its new extents are published and the ones it freed are
 // queued, and its writers wake. So the next group never waits behind a
 // device flush, only the writers of the groups the flush covers do, and
