@@ -229,6 +229,7 @@ func (db *DB) buildGroup(g *group) error {
 	var entryBuf []byte
 	buf := db.commit.records[:0]
 	ends := make([]int, len(g.reqs))
+	carry := db.groupCarries(g)
 	for i, r := range g.reqs {
 		lsn := g.first + base.LSN(i)
 		g.flush = g.flush || r.sync
@@ -257,7 +258,7 @@ func (db *DB) buildGroup(g *group) error {
 				entryBuf = appendHeapEntry(entryBuf[:0], &p.ptr)
 				now = keyState{kind: keyHeap, raw: p.ptr.rawLen, stored: p.ptr.storedLen, extents: p.ptr.extents}
 				g.heapSize += int64(p.ptr.storedLen)
-				if p.carry != nil && carried+len(p.carry) <= maxCarriedRecordBytes {
+				if carry && p.carry != nil && carried+len(p.carry) <= maxCarriedRecordBytes {
 					op.carried = p.carry
 					carried += len(p.carry)
 				} else {
@@ -296,6 +297,23 @@ func (db *DB) buildGroup(g *group) error {
 // the next group; a larger one (a group of large batches or many carried
 // values) is left to the garbage collector.
 const maxRetainedRecordBuf = 4 << 20
+
+// groupCarries reports whether the records of g carry their heap values:
+// only if all of them together take at most CarryLimit stored bytes. A
+// group of many or large values is bandwidth-bound: writing its bytes to
+// the log as well as to the heap costs more than the heap flush that
+// carrying saves (BENCHMARKS.md, "Durable writes": 16 KiB and 64 KiB
+// values from 64 writers), so it goes heap first; a small group is
+// latency-bound and takes one flush.
+func (db *DB) groupCarries(g *group) bool {
+	total := 0
+	for _, r := range g.reqs {
+		for i := range r.ops {
+			total += len(r.ops[i].carry)
+		}
+	}
+	return total <= db.opts.CarryLimit
+}
 
 // appendGroup is step 3: append the records (a NoSync group that takes the
 // unsynced writes past NoSyncFlushBytes must flush too) and hand the group

@@ -49,14 +49,15 @@ type Options struct {
 	// every non-empty value to the heap.
 	InlineThreshold int
 
-	// CarryLimit is the largest heap value, in stored (possibly
-	// compressed) bytes, that a durable write carries in its log record as
-	// well as writing it to the heap. A group of durable writes whose heap
-	// values all fit then costs one device flush, of the log; the heap
+	// CarryLimit is how many heap value bytes (stored, possibly
+	// compressed) a commit group of durable writes carries in its log
+	// records as well as writing them to the heap. A group whose heap
+	// values together fit costs one device flush, of the log; the heap
 	// blocks are flushed later, by a checkpoint, and recovery writes them
-	// again from the log. Larger values, and every value of a NoSync
-	// write, have their heap blocks flushed before the log record that
-	// points at them. Default 64 KiB; negative carries nothing.
+	// again from the log. A larger group (it is bandwidth-bound: carrying
+	// would write its bytes twice), and every value of a NoSync write,
+	// have their heap blocks flushed before the log records that point at
+	// them. Default 64 KiB; negative carries nothing.
 	CarryLimit int
 
 	// BlockSize is the heap's allocation unit in bytes, a power of two from

@@ -204,16 +204,23 @@ func (db *DB) syncer() {
 		case <-db.bg.stop:
 			return
 		case <-db.pipe.kick:
-			// Flush, and leave applying the groups it made durable to
-			// applyLoop: the next flush starts as soon as anything more
-			// was appended, not after the index writes and wake-ups.
-			err := db.syncThrough(db.pipe.appendedLSN())
+			// Flush; if more was appended meanwhile, leave applying the
+			// groups this flush made durable to applyLoop, so that the
+			// next flush starts now, not after the index writes and
+			// wake-ups. Otherwise apply them here: a lone writer is woken
+			// without another goroutine in between.
+			target := db.pipe.appendedLSN()
+			err := db.syncThrough(target)
 			if err != nil {
 				db.fail(err)
 			}
-			select {
-			case db.pipe.applyKick <- struct{}{}:
-			default:
+			if err == nil && db.pipe.appendedLSN() > target {
+				select {
+				case db.pipe.applyKick <- struct{}{}:
+				default:
+				}
+			} else {
+				db.advance()
 			}
 			if err != nil {
 				continue

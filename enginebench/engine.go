@@ -62,9 +62,13 @@ type heapEngine struct {
 	db *heapkv.DB
 }
 
+// HeapCarryLimit, if not 0, is the heapkv engine's Options.CarryLimit
+// (the benchmarks' -enginebench.carrylimit, for sweeping it).
+var HeapCarryLimit int
+
 func openHeapKV(dir string, sync bool) (Engine, error) {
 	// Defaults, except NoSync for the non-durable runs (the user's knob).
-	db, err := heapkv.Open(dir, &heapkv.Options{NoSync: !sync, Logger: quietSlog})
+	db, err := heapkv.Open(dir, &heapkv.Options{NoSync: !sync, CarryLimit: HeapCarryLimit, Logger: quietSlog})
 	if err != nil {
 		return nil, err
 	}

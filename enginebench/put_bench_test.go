@@ -21,8 +21,15 @@ var (
 	flagKeys    = flag.Int("enginebench.keys", 262144, "BenchmarkOverwriteSpace: number of live keys (262144 x 4 KiB = 1 GiB)")
 	flagPasses  = flag.Int("enginebench.passes", 5, "BenchmarkOverwriteSpace: overwrite passes over the whole key set")
 	flagValue   = flag.Int("enginebench.value", 4096, "BenchmarkOverwriteSpace: value size in bytes")
+	flagCarry   = flag.Int("enginebench.carrylimit", 0, "heapkv's Options.CarryLimit (0: the default; -1: carry nothing)")
 	flagSettle  = flag.Duration("enginebench.settle", 60*time.Second, "longest wait for an engine's background work to go idle")
 )
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	HeapCarryLimit = *flagCarry
+	os.Exit(m.Run())
+}
 
 func wantEngine(name string) bool {
 	return *flagEngines == "" || regexp.MustCompile(*flagEngines).MatchString(name)
@@ -133,7 +140,7 @@ func benchPut(b *testing.B, cfg Config, p putParams) {
 // engine is the innermost level so one invocation interleaves engines.
 // Op counts come from -benchtime=Nx (see BENCHMARKS.md).
 func BenchmarkPut(b *testing.B) {
-	for _, size := range []int{100, 1024, 4096, 65536} {
+	for _, size := range []int{100, 1024, 4096, 4100, 16384, 65536} {
 		for _, writers := range []int{1, 16, 64} {
 			for _, sync := range []bool{true, false} {
 				p := putParams{valueSize: size, writers: writers, sync: sync}
