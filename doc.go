@@ -23,11 +23,11 @@
 // # Durability
 //
 // By default every acknowledged write is durable: Put returns after the log
-// record of the write has been flushed to disk, and with it the value: a
-// heap value of up to Options.CarryLimit bytes travels in the record (its
-// heap blocks are flushed by the next checkpoint, and recovery rewrites
-// them from the log), a larger one has its heap blocks flushed before the
-// record. Concurrent writers share those flushes through group commit. With Options.NoSync (or WriteOptions{Sync: false})
+// record of the write has been flushed to disk, and with it the value:
+// the heap values of a commit group of up to Options.CarryLimit bytes
+// travel in its records (their heap blocks are flushed by the next
+// checkpoint, and recovery rewrites them from the log); a larger group has
+// its heap blocks flushed before its records. Concurrent writers share those flushes through group commit. With Options.NoSync (or WriteOptions{Sync: false})
 // writes return once they reach the operating system; they become durable
 // at the next Sync, Checkpoint or Close, automatically after
 // Options.NoSyncFlushBytes of log, about once a second in the background,

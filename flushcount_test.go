@@ -92,6 +92,18 @@ func TestSyncedGroupFlushes(t *testing.T) {
 			t.Errorf("%s: %+v flushes, want %+v", tc.name, got, tc.want)
 		}
 	}
+	// CarryLimit bounds a group's carried bytes, not each value's: two
+	// 40 KiB values in one batch (80 KiB) go heap first.
+	b := db.NewBatch()
+	b.Put([]byte("a"), bytes.Repeat([]byte{1}, 40<<10))
+	b.Put([]byte("b"), bytes.Repeat([]byte{2}, 40<<10))
+	before := c.now()
+	if err := db.Apply(b, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := c.now().minus(before), (flushes{heap: 1, log: 1}); got != want {
+		t.Errorf("a batch of two 40 KiB values: %+v flushes, want %+v", got, want)
+	}
 
 	// Concurrent writers: no heap flush at all, and at most one log flush
 	// per commit group (groups share flushes).
