@@ -270,3 +270,23 @@ func TestStaleClaim(t *testing.T) {
 	eq(t, int64(0), a.Stats().AllocatedBlocks, "allocated after aborting c2")
 	eq(t, int64(0), a.Stats().DoubleFreeBlocks, "double frees")
 }
+
+// TestAllocatePreferring: claims from an idle preferred cursor are
+// adjacent (next fit), and the cursor index wraps around.
+func TestAllocatePreferring(t *testing.T) {
+	a := newAlloc(t, small, alloc.Config{Cursors: 4})
+	other := mustAllocate(t, a, 2) // some cursor, maybe cursor 0
+	var prev alloc.Claim
+	for i := range 8 {
+		c, err := a.AllocatePreferring(0, 1+i%3)
+		noErr(t, err)
+		if i > 0 && prev.Extents[0].End() != c.Extents[0].Start {
+			t.Fatalf("claim %d at %v does not follow %v", i, c.Extents, prev.Extents)
+		}
+		prev = c
+	}
+	c, err := a.AllocatePreferring(4, 1) // 4 wraps around to cursor 0
+	noErr(t, err)
+	eq(t, prev.Extents[0].End(), c.Extents[0].Start, "cursor index wraps")
+	a.Abort(other)
+}
