@@ -54,7 +54,11 @@ var (
 
 	// ErrFailed is returned by writes after an I/O error left the log or the
 	// heap in a state the database cannot vouch for. Reads still work; close
-	// and reopen the database to recover from the log.
+	// and reopen the database to recover from the log. A write that was
+	// already on its way to the log when the database failed (the first to
+	// report ErrFailed, typically) may or may not be there after the
+	// reopen, as with any write that returns an I/O error; a write that
+	// starts after the failure changes nothing.
 	ErrFailed = errors.New("heapkv: database failed; reopen to recover")
 
 	// ErrDiskFull marks a write, checkpoint or open that ran out of space
