@@ -27,9 +27,10 @@
 // the heap values of a commit group of up to Options.CarryLimit bytes
 // travel in its records (their heap blocks are flushed by the next
 // checkpoint, and recovery rewrites them from the log); a larger group has
-// its heap blocks flushed before its records. Concurrent writers share those flushes through group commit. With Options.NoSync (or WriteOptions{Sync: false})
-// writes return once they reach the operating system; they become durable
-// at the next Sync, Checkpoint or Close, automatically after
+// its heap blocks flushed before its records. Concurrent writers share
+// those flushes through group commit. With Options.NoSync (or
+// WriteOptions{Sync: false}) writes return once they reach the operating
+// system; they become durable at the next Sync, Checkpoint or Close, automatically after
 // Options.NoSyncFlushBytes of log, about once a second in the background,
 // and before the index flushes. After a crash the database holds exactly
 // the writes of some prefix of the commit order that includes every

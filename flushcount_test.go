@@ -185,6 +185,15 @@ func TestCarriedValuesOneHeapWrite(t *testing.T) {
 			t.Errorf("round %d (sync %v): %d heap writes for 16 values, want %d", round, round < 2, got, want)
 		}
 	}
+	// A lone synced 4,100-byte value (two blocks, the second padded) is
+	// one write too.
+	before := c.heapWrites.Load()
+	if err := db.Put([]byte("odd"), bytes.Repeat([]byte{9}, 4100)); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.heapWrites.Load() - before; got != 1 {
+		t.Errorf("a synced 4,100-byte value: %d heap writes, want 1", got)
+	}
 	for round := range 3 {
 		for i := range 16 {
 			got, err := db.Get([]byte(fmt.Sprintf("r%d-%02d", round, i)))

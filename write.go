@@ -169,10 +169,10 @@ func crcOf(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
 
 // writeHeapValue encodes value (compressed with Options.Compression when
 // that saves at least one block: codec.go) and writes it to blocks it
-// allocates. A durable write whose stored bytes its log record will carry
-// (carries) keeps them in p.carry and leaves allocating and writing them
-// to the leader (writeCarried), which writes a whole group's with few
-// calls.
+// allocates. A durable write whose stored bytes its log record may carry
+// (carries; the group decides: groupCarries) keeps them in p.carry and
+// leaves allocating and writing them to the leader (writeCarried), which
+// writes a whole group's with few calls.
 func (db *DB) writeHeapValue(p *preparedOp, value []byte, sync bool) error {
 	stored, codec, done := db.encoder.encode(value, db.geom.BlockSize)
 	defer done()

@@ -11,8 +11,9 @@
 // segment it owns. Allocate takes any idle cursor (TryLock, starting at a
 // random index) and claims a run of free blocks from that cursor's segment
 // with a next-fit search (AllocatePreferring tries a given cursor first: a
-// single goroutine that keeps to one cursor gets adjacent runs). Because a segment has one owner and only its owner
-// sets bits in it (design invariant 6), writers that hold different cursors
+// single goroutine that keeps to one cursor gets adjacent runs). Because a
+// segment has one owner and only its owner sets bits in it (design
+// invariant 6), writers that hold different cursors
 // never touch the same bitmap words to allocate. Free may clear bits from any
 // goroutine at any time: bits are cleared with atomic And and counted with
 // atomic adds, so it takes no lock at all.
