@@ -3,6 +3,7 @@ package heapkv
 import (
 	"bytes"
 	"context"
+	"fmt"
 )
 
 // CompactIndex runs a manual compaction of the whole index (every key, all
@@ -15,6 +16,17 @@ func CompactIndex(db *DB) error { return compactIndex(db, false) }
 // CompactIndexParallel is CompactIndex with Pebble's parallel manual
 // compaction, for building fixtures on an undamaged index (see below).
 func CompactIndexParallel(db *DB) error { return compactIndex(db, true) }
+
+// CompactIndexRange runs a manual compaction of the index's keys in
+// [start, end) and waits for it: tables outside the range stay where they
+// are (the partial-compaction case of the index fault tests).
+func CompactIndexRange(db *DB, start, end []byte) error {
+	if err := db.enter(); err != nil {
+		return err
+	}
+	defer db.leave()
+	return db.index.Compact(context.Background(), start, end, false)
+}
 
 func compactIndex(db *DB, parallel bool) error {
 	if err := db.enter(); err != nil {
@@ -29,4 +41,28 @@ func compactIndex(db *DB, parallel bool) error {
 	// Pebble's goroutine) in runPickedCompaction. heapkv itself never
 	// compacts by hand.
 	return db.index.Compact(context.Background(), []byte{0}, bytes.Repeat([]byte{0xff}, MaxKeySize+1), parallel)
+}
+
+// IndexLevels returns the index's table count per level.
+func IndexLevels(db *DB) [7]int64 {
+	var n [7]int64
+	for i, l := range db.index.Metrics().Levels {
+		n[i] = l.TablesCount
+	}
+	return n
+}
+
+// IndexTables describes the index's tables, level by level.
+func IndexTables(db *DB) string {
+	tl, err := db.index.SSTables()
+	if err != nil {
+		return err.Error()
+	}
+	s := ""
+	for l, ts := range tl {
+		for _, t := range ts {
+			s += fmt.Sprintf("L%d [%q,%q] ", l, t.Smallest.UserKey, t.Largest.UserKey)
+		}
+	}
+	return s
 }

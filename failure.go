@@ -3,14 +3,11 @@ package heapkv
 import (
 	"errors"
 	"fmt"
-	"io"
-	"io/fs"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
-	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
 // How the database fails (fail-stop).
@@ -25,19 +22,15 @@ import (
 // what is durable: the index as of the last checkpoint plus the log.
 //
 // The index needs one more step. Pebble reports its own fatal conditions
-// (a failed MANIFEST write or sync, a flush or compaction that cannot
-// write its table, corruption found while reading) through its logger's
-// Fatalf and its EventListener, and after a failed MANIFEST write it may
-// keep appending edits behind a torn record that a later Open never reads.
-// If it then deleted a compaction's inputs, the index would reopen naming
-// tables that are gone. So the first index failure raises a fence in the
-// file system Pebble writes through (fencedFS): from then on every create,
-// write, sync, rename and remove under index/ fails, and the index on disk
-// stays exactly as the last successful MANIFEST edit left it. Pebble retries
-// a failed flush or compaction at once and forever; its BackgroundError
-// handler slows the retries of a fenced index to one per
-// fencedRetryInterval, so a failed database does not spin a core while it
-// waits to be closed.
+// (a flush or compaction that cannot write its table, corruption found
+// while reading, a broken invariant) through its logger's Fatalf and its
+// EventListener. The first index failure raises a fence in the file system
+// Pebble writes through (indexfence.go): from then on the index on disk
+// stays exactly as the last MANIFEST edit before the fence left it, while
+// Pebble goes on serving reads from what it holds. Pebble retries a failed
+// flush or compaction at once and forever; its BackgroundError handler
+// slows the retries of a fenced index to one per fencedRetryInterval, so a
+// failed database does not spin a core while it waits to be closed.
 //
 // A full file system need not get that far: the database keeps a space
 // reserve (reserve.go), and the first ENOSPC releases it and retries, so
@@ -132,179 +125,14 @@ func (db *DB) indexEventListener() *pebble.EventListener {
 	}
 }
 
-// errIndexFenced is what every write under index/ returns once the index
-// has failed.
-var errIndexFenced = fmt.Errorf("%w: index is read-only after a fatal index error", ErrFailed)
-
 // waitIndex waits for ch (a Pebble completion channel) or for the database
-// to fail, whichever comes first.
+// to fail, whichever comes first. An operation that completed behind the
+// fence (indexfence.go) did not reach the disk, so completion is checked
+// against the latch too.
 func (db *DB) waitIndex(ch <-chan struct{}) error {
 	select {
 	case <-ch:
-		return nil
 	case <-db.failure.done():
-		return db.failed()
 	}
-}
-
-// fencedFS is the file system Pebble writes through, with the fence:
-// while *fence is set, every write-class call fails with errIndexFenced.
-type fencedFS struct {
-	vfs.FS
-	fence *atomic.Bool
-}
-
-func (f fencedFS) check() error { return fenceError(f.fence) }
-
-// fenceError is errIndexFenced once fence is set, else nil.
-func fenceError(fence *atomic.Bool) error {
-	if fence.Load() {
-		return errIndexFenced
-	}
-	return nil
-}
-
-func (f fencedFS) wrap(file vfs.File, err error) (vfs.File, error) {
-	if err != nil {
-		return nil, err
-	}
-	return fencedFile{File: file, fence: f.fence}, nil
-}
-
-// Create fails once fenced; the file it returns checks the fence on every write.
-func (f fencedFS) Create(name string, category vfs.DiskWriteCategory) (vfs.File, error) {
-	if err := f.check(); err != nil {
-		return nil, err
-	}
-	return f.wrap(f.FS.Create(name, category))
-}
-
-// OpenReadWrite fails once fenced; the file it returns checks the fence.
-func (f fencedFS) OpenReadWrite(name string, category vfs.DiskWriteCategory, opts ...vfs.OpenOption) (vfs.File, error) {
-	if err := f.check(); err != nil {
-		return nil, err
-	}
-	return f.wrap(f.FS.OpenReadWrite(name, category, opts...))
-}
-
-// OpenDir returns a directory handle whose Sync checks the fence.
-func (f fencedFS) OpenDir(name string) (vfs.File, error) {
-	return f.wrap(f.FS.OpenDir(name))
-}
-
-// Link fails once fenced.
-func (f fencedFS) Link(oldname, newname string) error {
-	if err := f.check(); err != nil {
-		return err
-	}
-	return f.FS.Link(oldname, newname)
-}
-
-// Remove fails once fenced, so no table a torn MANIFEST still names is deleted.
-func (f fencedFS) Remove(name string) error {
-	if err := f.check(); err != nil {
-		return err
-	}
-	return f.FS.Remove(name)
-}
-
-// RemoveAll fails once fenced.
-func (f fencedFS) RemoveAll(name string) error {
-	if err := f.check(); err != nil {
-		return err
-	}
-	return f.FS.RemoveAll(name)
-}
-
-// Rename fails once fenced.
-func (f fencedFS) Rename(oldname, newname string) error {
-	if err := f.check(); err != nil {
-		return err
-	}
-	return f.FS.Rename(oldname, newname)
-}
-
-// ReuseForWrite fails once fenced.
-func (f fencedFS) ReuseForWrite(oldname, newname string, category vfs.DiskWriteCategory) (vfs.File, error) {
-	if err := f.check(); err != nil {
-		return nil, err
-	}
-	return f.wrap(f.FS.ReuseForWrite(oldname, newname, category))
-}
-
-// MkdirAll fails once fenced.
-func (f fencedFS) MkdirAll(dir string, perm fs.FileMode) error {
-	if err := f.check(); err != nil {
-		return err
-	}
-	return f.FS.MkdirAll(dir, perm)
-}
-
-// Lock takes no lock: the database directory's LOCK (lock.go) already
-// excludes every other handle, and Pebble's own lock would keep a later
-// Open in this process out of an index whose earlier open was abandoned
-// (openPebble).
-func (f fencedFS) Lock(name string) (io.Closer, error) { return noLock{}, nil }
-
-type noLock struct{}
-
-func (noLock) Close() error { return nil }
-
-// Unwrap returns the wrapped file system.
-func (f fencedFS) Unwrap() vfs.FS { return f.FS }
-
-// fencedFile is a file of a fencedFS.
-type fencedFile struct {
-	vfs.File
-	fence *atomic.Bool
-}
-
-func (f fencedFile) check() error { return fenceError(f.fence) }
-
-// Write fails once fenced.
-func (f fencedFile) Write(p []byte) (int, error) {
-	if err := f.check(); err != nil {
-		return 0, err
-	}
-	return f.File.Write(p)
-}
-
-// WriteAt fails once fenced.
-func (f fencedFile) WriteAt(p []byte, off int64) (int, error) {
-	if err := f.check(); err != nil {
-		return 0, err
-	}
-	return f.File.WriteAt(p, off)
-}
-
-// Preallocate fails once fenced.
-func (f fencedFile) Preallocate(off, n int64) error {
-	if err := f.check(); err != nil {
-		return err
-	}
-	return f.File.Preallocate(off, n)
-}
-
-// Sync fails once fenced.
-func (f fencedFile) Sync() error {
-	if err := f.check(); err != nil {
-		return err
-	}
-	return f.File.Sync()
-}
-
-// SyncData fails once fenced.
-func (f fencedFile) SyncData() error {
-	if err := f.check(); err != nil {
-		return err
-	}
-	return f.File.SyncData()
-}
-
-// SyncTo fails once fenced.
-func (f fencedFile) SyncTo(length int64) (fullSync bool, err error) {
-	if err := f.check(); err != nil {
-		return false, err
-	}
-	return f.File.SyncTo(length)
+	return db.failed()
 }

@@ -61,7 +61,7 @@ func (db *DB) openIndex(create bool, m *manifest) error {
 
 func (db *DB) indexOptions(cache *pebble.Cache, create, readOnly bool) *pebble.Options {
 	popts := &pebble.Options{
-		FS:                          dirSyncFS{fencedFS{FS: db.fs, fence: &db.indexFence}},
+		FS:                          dirSyncFS{&fencedFS{FS: db.fs, fence: &db.indexFence, fail: db.failIndex}},
 		Cache:                       cache,
 		MemTableSize:                uint64(db.opts.IndexMemTableSize),
 		DisableWAL:                  true,
@@ -113,9 +113,10 @@ func (db *DB) beforeIndexFlush() {
 
 // pebbleLogger sends Pebble's log lines to slog. Pebble calls Fatalf for
 // its broken invariants but also for data corruption and for failed
-// MANIFEST writes, syncs and flushes, on its own goroutines, where a panic
-// cannot be recovered: Fatalf fails the database and fences the index
-// instead (failure.go), and Pebble goes on to return the error it has.
+// MANIFEST writes (which the fence now swallows before Pebble sees them:
+// indexfence.go), on its own goroutines, where a panic cannot be
+// recovered: Fatalf fails the database and fences the index instead
+// (failure.go), and Pebble goes on to return the error it has.
 type pebbleLogger struct {
 	l  *slog.Logger
 	db *DB
@@ -261,7 +262,12 @@ func (db *DB) writeIndexMarker(lsn base.LSN, c counters) (err error) {
 	if err := w.Close(); err != nil {
 		return err
 	}
-	return db.index.Ingest(context.Background(), []string{path})
+	if err := db.index.Ingest(context.Background(), []string{path}); err != nil {
+		return err
+	}
+	// An ingest whose MANIFEST edit was swallowed behind the fence
+	// (indexfence.go) returns nil, but the index on disk lacks the marker.
+	return db.failed()
 }
 
 // readIndexMarker returns the marker idx holds; ok is false if it has none.
