@@ -269,6 +269,7 @@ func (db *DB) buildGroup(g *group) error {
 				now = keyState{kind: keyInline, raw: uint64(len(p.inline))}
 			}
 			if p.kind == opPut {
+				db.presence.filter.Add(p.key)
 				op.entry = append([]byte(nil), entryBuf...)
 				if err := g.batch.Set(p.key, op.entry, nil); err != nil {
 					return fmt.Errorf("heapkv: index batch: %w", err)

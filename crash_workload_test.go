@@ -53,7 +53,7 @@ type crashWorkload struct {
 // segments, memtables and log files so that a short workload allocates
 // across segments, rotates logs and (variant "bigInline") fills memtables.
 func crashOptions() heapkv.Options {
-	return heapkv.Options{
+	o := heapkv.Options{
 		BlockSize:          512,
 		SegmentSize:        64 * 512,
 		IndexMemTableSize:  1 << 20,
@@ -63,6 +63,8 @@ func crashOptions() heapkv.Options {
 		ValueCacheSize:     -1, // a 64 MiB ristretto cache costs more to make and clear than a small reopen
 		Logger:             crashLogger,
 	}
+	heapkv.CrossCheckKeyFilter(&o)
+	return o
 }
 
 // newCrashWorkload plans the workload for seed. The variant (seed mod 4)

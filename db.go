@@ -129,6 +129,7 @@ type DB struct {
 	conflicts conflictTracker // commit history for transactions (conflict.go)
 	pins      *pinSet         // LSNs readers see the index as of (pins.go)
 	writePins *pinSet         // LSNs writers prefetched prior values at (write.go)
+	presence  presence        // which keys the index may hold (presence.go)
 
 	failure        failLatch   // the first failure; writes refuse after it (failure.go)
 	indexFence     atomic.Bool // set by the first index failure: index/ is read-only
@@ -227,6 +228,7 @@ func Open(dir string, opts *Options) (_ *DB, err error) {
 		}
 	}
 	db.openReserve()
+	db.startPresence()
 	db.bg.wg.Add(3)
 	go db.syncer()
 	go db.applyLoop()

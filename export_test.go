@@ -14,3 +14,13 @@ func SetFS(o *Options, fs vfs.FS) { o.fs = fs }
 // flushes its sync mark; a delay above markInterval also spaces the mark
 // flushes under load (an hour: none while a test runs).
 func SetMarkDelay(o *Options, d time.Duration) { o.markDelay = d }
+
+// CrossCheckKeyFilter makes every write the key filter rules out look its
+// key up too, failing if the index holds it (presence.go).
+func CrossCheckKeyFilter(o *Options) { o.crossCheckPresence = true }
+
+// KeyFilterReady reports whether the key filter's scan of the index is
+// done, and how many lookups it has answered.
+func KeyFilterReady(db *DB) (bool, int64) {
+	return db.presence.ready.Load(), db.presence.skipped.Load()
+}

@@ -55,6 +55,7 @@ func TestModelConcurrent(t *testing.T) {
 	opts := heapkv.Options{BlockSize: 512, SegmentSize: 64 * 512, InlineThreshold: 64, Cursors: 3,
 		IndexMemTableSize: 1 << 20, LogSegmentSize: 64 << 10, CheckpointLogBytes: 256 << 10, Logger: modelLogger}
 	heapkv.SetFS(&opts, vfs.NewMem())
+	heapkv.CrossCheckKeyFilter(&opts)
 	db := openTestDB(t, "db", &opts)
 	key := func(w, i int) string { return fmt.Sprintf("w%d-%03d", w, i) }
 	models := make([]map[string][]byte, writers)

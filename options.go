@@ -82,12 +82,18 @@ type Options struct {
 	// 64 MiB. Negative disables automatic checkpoints.
 	CheckpointLogBytes int64
 
-	// IndexCacheSize is the size in bytes of the index's block cache.
-	// Default 64 MiB.
+	// IndexCacheSize is the memory in bytes the index's block cache keeps
+	// for table blocks, beyond what the index's memtables take. Default
+	// 64 MiB. (Pebble charges each memtable's size to its block cache; the
+	// cache is made larger by the memtables' share, so that they do not eat
+	// these bytes: see indexCacheCapacity.)
 	IndexCacheSize int64
 
 	// IndexMemTableSize is the size in bytes of one index memtable. Default
-	// 32 MiB.
+	// 32 MiB. In normal operation the index holds up to three (the one
+	// taking writes, one being flushed, one kept for reuse), so its memory
+	// is about IndexCacheSize + 3 x IndexMemTableSize; under a write stall
+	// more memtables queue and take their room from the block cache.
 	IndexMemTableSize int64
 
 	// ValueCacheSize is the memory in bytes the value cache may hold:
@@ -163,6 +169,9 @@ type Options struct {
 	noAutoAttach    bool          // tests: Open does not attach stale replicas
 	markDelay       time.Duration // tests: idle time before the sync mark is flushed (0: markDelay), and the least time between flushes under load if above markInterval
 	resyncSaveBytes int64         // tests: copy between saves of resync progress (0: defaultResyncSaveBytes)
+	// tests: every write the key filter rules out is looked up too, and
+	// fails if the index holds its key (presence.go)
+	crossCheckPresence bool
 }
 
 // withDefaults returns a validated copy of o with every zero field set.

@@ -93,9 +93,18 @@ type Stats struct {
 	AvgGroupSize    float64
 	Fsyncs          int64 // fsyncs of the heap, the log and its sync mark by this handle
 	Gets            int64
-	IndexBytes      int64  // index (Pebble) size on disk
-	Failed          string // the failure that stopped writes (ErrFailed), or ""
-	DiskFull        bool   // the space reserve is released (Options.DiskReserve)
+	IndexBytes      int64 // index (Pebble) size on disk
+	// The index's block cache: bytes of table blocks it holds (at most
+	// Options.IndexCacheSize while memtables fill their share), and the
+	// lookups it answered and missed since Open.
+	IndexCacheBytes  int64
+	IndexCacheHits   int64
+	IndexCacheMisses int64
+	// KeyFilterSkips counts the writes since Open whose key the key filter
+	// ruled out, which therefore did not look up the key's old entry.
+	KeyFilterSkips int64
+	Failed         string // the failure that stopped writes (ErrFailed), or ""
+	DiskFull       bool   // the space reserve is released (Options.DiskReserve)
 
 	// Readers (snapshot.go): open snapshots, iterators and transactions;
 	// the LSN and age of the oldest, which holds back the reuse of every
@@ -189,6 +198,8 @@ func (db *DB) Stats() (Stats, error) {
 	s.ScrubValues, s.ScrubBytes = db.stats.scrub.values.Load(), db.stats.scrub.bytes.Load()
 	m := db.index.Metrics()
 	s.IndexBytes = int64(m.DiskSpaceUsage())
+	s.IndexCacheBytes, s.IndexCacheHits, s.IndexCacheMisses = m.BlockCache.Size, m.BlockCache.Hits, m.BlockCache.Misses
+	s.KeyFilterSkips = db.presence.skipped.Load()
 	if err := db.failed(); err != nil {
 		s.Failed = err.Error()
 	}
@@ -211,6 +222,8 @@ func (s Stats) String() string {
 	line("heap file bytes", "%d (%d segments)", s.HeapFileBytes, s.HeapSegments)
 	line("log bytes", "%d (%d files)", s.LogBytes, s.LogFiles)
 	line("index bytes", "%d", s.IndexBytes)
+	line("index cache", "%d bytes, %d hits, %d misses", s.IndexCacheBytes, s.IndexCacheHits, s.IndexCacheMisses)
+	line("key filter", "%d lookups skipped", s.KeyFilterSkips)
 	line("lsn", "%d (checkpoint %d, %d checkpoints)", s.LSN, s.CheckpointLSN, s.Checkpoints)
 	line("commits", "%d in %d groups (avg %.2f)", s.Commits, s.CommitGroups, s.AvgGroupSize)
 	line("fsyncs", "%d", s.Fsyncs)

@@ -96,7 +96,11 @@ func (db *DB) apply(bops []batchOp, sync bool, check func(lsn base.LSN) error) e
 			return fmt.Errorf("heapkv: write value of key %q: %w", op.key, diskError(err))
 		}
 	}
-	db.prefetchPrior(req.ops)
+	// The pin stays until the request's group is built: while it is held,
+	// the leader keeps in recentWrites every write the prefetch may have
+	// missed (pruneRecentWrites).
+	pin := db.prefetchPrior(req.ops)
+	defer db.writePins.unpin(pin)
 	return db.commitRequest(req)
 }
 
@@ -120,22 +124,39 @@ func (db *DB) checkBatchSize(bops []batchOp) error {
 
 // prefetchPrior looks up what each op's key holds now, outside
 // commit.mu, pinning the applied LSN it looked at; the leader uses the
-// answer unless a commit after that LSN wrote the key (priorState).
-func (db *DB) prefetchPrior(ops []preparedOp) {
+// answer unless a commit after that LSN wrote the key (priorState). The
+// caller unpins the returned token once the request's group is built.
+func (db *DB) prefetchPrior(ops []preparedOp) pinToken {
 	tok := db.writePins.pinLoad(&db.applied)
-	defer db.writePins.unpin(tok)
 	for i := range ops {
 		p := &ops[i]
 		if st, err := db.indexState(p.key); err == nil {
 			p.prior, p.priorAt, p.prefetched = st, tok.lsn, true
 		}
 	}
+	return tok
 }
 
-// indexState reads what key holds in the index. The extents of a heap
+// indexState returns what key holds in the index: absent without a lookup
+// if the key filter rules it out (presence.go), else as lookupState reads
+// it.
+func (db *DB) indexState(key []byte) (keyState, error) {
+	if !db.presence.absent(key) {
+		return db.lookupState(key)
+	}
+	db.presence.skipped.Add(1)
+	if db.opts.crossCheckPresence {
+		if st, err := db.lookupState(key); err != nil || st.kind != keyAbsent {
+			return keyState{}, fmt.Errorf("%w: key %q (lookup: %v, %v)", errPresenceMiss, key, st.kind, err)
+		}
+	}
+	return keyState{kind: keyAbsent}, nil
+}
+
+// lookupState reads what key holds in the index. The extents of a heap
 // value will be freed by the write that replaces it, so they are checked
 // against the allocator first.
-func (db *DB) indexState(key []byte) (keyState, error) {
+func (db *DB) lookupState(key []byte) (keyState, error) {
 	raw, closer, err := db.index.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return keyState{kind: keyAbsent}, nil

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/heapkv/heapkv"
 )
 
@@ -118,8 +119,9 @@ func DefaultPebbleOptions() *pebble.Options {
 }
 
 // TunedPebbleOptions is Pebble as a user would run it for this workload:
-// 1 GiB block cache, 64 MiB memtable, newest format, its WAL on; L0 and
-// compaction settings left at their defaults; Pebble logs to logger. It is
+// 1 GiB block cache, 64 MiB memtable, 10-bit Bloom filters at every level,
+// newest format, its WAL on; L0 and compaction settings left at their
+// defaults; Pebble logs to logger. It is
 // the one definition of "pebble-tuned": the bench module's engine uses it
 // too. The caller owns a reference to the cache (Unref it after Open).
 func TunedPebbleOptions(logger pebble.Logger) *pebble.Options {
@@ -129,6 +131,9 @@ func TunedPebbleOptions(logger pebble.Logger) *pebble.Options {
 		FormatMajorVersion: pebble.FormatNewest,
 		Logger:             logger,
 	}
+	// Bloom filters, as heapkv's index has (index.go): point lookups of
+	// keys a table does not hold skip it. L1+ inherit L0's policy.
+	o.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
 	o.EnsureDefaults()
 	return o
 }

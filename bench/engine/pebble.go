@@ -14,7 +14,7 @@ func init() {
 	}})
 	// The tuned settings are enginebench's, so that both benchmark suites
 	// run the same Pebble.
-	register(Config{"pebble-tuned", "Pebble v2, 1 GiB block cache, 64 MiB memtable, FormatNewest, values inline", func(dir string, sync bool) (DB, error) {
+	register(Config{"pebble-tuned", "Pebble v2, 1 GiB block cache, 64 MiB memtable, Bloom filters, FormatNewest, values inline", func(dir string, sync bool) (DB, error) {
 		return openPebble(dir, sync, enginebench.TunedPebbleOptions(quietLogger{}))
 	}})
 	register(Config{"pebble-vsep", "pebble-tuned with value separation (blob files for values >= 256 B)", func(dir string, sync bool) (DB, error) {

@@ -1,0 +1,97 @@
+package heapkv
+
+import (
+	"fmt"
+	"sync/atomic"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/heapkv/heapkv/internal/keyfilter"
+)
+
+// Which keys the index may hold (issue 14, item 2).
+//
+// Every write looks up what its key held before (indexState), to free the
+// heap extents it replaces and keep the counters exact. For a key the index
+// has never held, as in a load of new keys, that lookup is a Pebble Get
+// that misses: memtables, then a Bloom filter probe per table, the more L0
+// tables the dearer. The presence filter (internal/keyfilter) answers most
+// of those misses from memory: it holds every key written since Open plus
+// every key the index held at Open, so "no" means the key is absent, and
+// the write takes keyAbsent as its prior state without the lookup. The
+// counters stay exact, since a "no" is never wrong. "Maybe" (a key that is
+// or was present, or a false positive, about 1%) looks up as before.
+//
+// The filter exists from Open on and every group the leader builds adds
+// its Puts' keys (buildGroup, under commit.mu, before the group reaches
+// the index), so it holds every key written since Open. A background scan
+// then adds every key of the index as it is when the scan starts; only
+// once the scan is done does the filter answer "no" (ready). A key the
+// index holds at any moment after that was either there when the scan
+// began or written since Open. Keys are never removed: a deleted key stays
+// "maybe" until the next Open rebuilds the filter.
+//
+// A writer asks outside commit.mu (prefetchPrior), and the filter sees
+// every Add that returned before it asks: a group that writes the key
+// after the answer is in recentWrites when the writer's own group is built
+// (the write pin of its prefetch keeps it there), exactly as for a Get.
+//
+// Options.crossCheckPresence (tests) looks up the keys the filter rules
+// out as well, and fails the write if the index holds one.
+type presence struct {
+	filter  *keyfilter.Filter
+	ready   atomic.Bool  // the scan of the index is done
+	skipped atomic.Int64 // lookups the filter answered
+}
+
+// absent reports whether key is certainly not in the index.
+func (p *presence) absent(key []byte) bool {
+	return p.ready.Load() && !p.filter.MayContain(key)
+}
+
+// startPresence makes the filter and starts the scan that fills it with
+// the index's keys. REQUIRES: no write has been committed since recovery.
+func (db *DB) startPresence() {
+	db.presence.filter = keyfilter.New()
+	db.bg.wg.Add(1)
+	go func() {
+		defer db.bg.wg.Done()
+		n, err := db.scanPresence()
+		switch {
+		case err != nil:
+			// The filter stays not ready: every write looks up, as before.
+			db.logger.Warn("key filter not built; every write looks up its key", "err", err)
+		case n >= 0:
+			db.presence.ready.Store(true)
+			db.logger.Debug("key filter built", "keys", n, "bytes", db.presence.filter.Bytes())
+		}
+	}()
+}
+
+// scanPresence adds every point key of the index to the filter. It returns
+// -1 if Close began first.
+func (db *DB) scanPresence() (int64, error) {
+	it, err := db.index.NewIter(&pebble.IterOptions{KeyTypes: pebble.IterKeyTypePointsOnly})
+	if err != nil {
+		return 0, indexError("scan keys for the key filter", err)
+	}
+	var n int64
+	for ok := it.First(); ok; ok = it.Next() {
+		if n%4096 == 0 {
+			select {
+			case <-db.bg.stop:
+				return -1, it.Close()
+			default:
+			}
+		}
+		db.presence.filter.Add(it.Key())
+		n++
+	}
+	if err := it.Close(); err != nil {
+		return 0, indexError("scan keys for the key filter", err)
+	}
+	return n, nil
+}
+
+// errPresenceMiss is what a cross-checked write returns when the filter
+// ruled out a key the index holds (a bug: the filter must never do that).
+var errPresenceMiss = fmt.Errorf("heapkv: internal error: the key filter ruled out a key the index holds")
