@@ -3,6 +3,7 @@ package heapkv
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 )
 
@@ -25,7 +26,36 @@ func CompactIndexRange(db *DB, start, end []byte) error {
 		return err
 	}
 	defer db.leave()
-	return db.index.Compact(context.Background(), start, end, false)
+	ctx, cancel := untilFailed(db)
+	defer cancel()
+	return compactResult(db, db.index.Compact(ctx, start, end, false))
+}
+
+// untilFailed returns a context that ends when db fails: a manual
+// compaction queued behind one that a fenced index retries forever would
+// otherwise wait for good (every wait on Pebble ends when the database
+// fails, ARCHITECTURE.md refinement 10).
+func untilFailed(db *DB) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		select {
+		case <-db.failure.done():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
+
+// compactResult is err, or the database's failure if the compaction was
+// abandoned because of it.
+func compactResult(db *DB, err error) error {
+	if err != nil && errors.Is(err, context.Canceled) {
+		if ferr := db.failed(); ferr != nil {
+			return ferr
+		}
+	}
+	return err
 }
 
 func compactIndex(db *DB, parallel bool) error {
@@ -40,7 +70,9 @@ func compactIndex(db *DB, parallel bool) error {
 	// run one it had already picked, which trips an assertion (a panic on
 	// Pebble's goroutine) in runPickedCompaction. heapkv itself never
 	// compacts by hand.
-	return db.index.Compact(context.Background(), []byte{0}, bytes.Repeat([]byte{0xff}, MaxKeySize+1), parallel)
+	ctx, cancel := untilFailed(db)
+	defer cancel()
+	return compactResult(db, db.index.Compact(ctx, []byte{0}, bytes.Repeat([]byte{0xff}, MaxKeySize+1), parallel))
 }
 
 // IndexLevels returns the index's table count per level.
