@@ -185,6 +185,7 @@
 //     it, Rotate, or Close: the buffer goes into the current segment
 //     (whose salt its frames carry, and which it fits) before the segment
 //     is flushed and the next one started.
+//
 // RemoveThrough never touches the current segment, so it has nothing to
 // do with the buffer. A failed write of the buffer poisons the Log as a
 // failed Append does (its LSNs were given out).

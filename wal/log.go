@@ -51,10 +51,12 @@ type Stats struct {
 	SegmentsRecycled uint64 // obsolete segments RemoveThrough kept as spares
 }
 
-// Log appends records to the current segment of a log directory. Append is
-// meant to be called by one goroutine at a time (calls are serialized, not
-// interleaved); SyncTo, Sync, SyncMark, SyncedLSN, NextLSN and Stats may be
-// called from any goroutine at any time.
+// Log appends records to the current segment of a log directory, directly
+// (Append) or through a buffer (AppendBuffered). Append and AppendBuffered
+// are meant to be called by one goroutine at a time (calls are serialized,
+// not interleaved); WriteBuffered, SyncTo, Sync, SyncMark, SyncedLSN,
+// WrittenLSN, NextLSN and Stats may be called from any goroutine at any
+// time.
 //
 // After a write or flush error the Log is poisoned: every later Append,
 // SyncTo, Sync, SyncMark and Rotate returns that first error (wrapped), and
