@@ -38,8 +38,10 @@ type durableState struct {
 	// carry; heapSynced the highest heapDirty a heap flush covered.
 	heapDirty  base.AtomicLSN
 	heapSynced base.AtomicLSN
-	// unsynced counts log and heap bytes appended since the last flush, for
-	// NoSyncFlushBytes (approximate: a flush resets it).
+	// unsynced counts log and heap bytes appended and not yet covered by
+	// a flush, for NoSyncFlushBytes (approximate: a flush subtracts what
+	// was counted when it started, so the bytes appended while it ran
+	// stay counted even where it covered them).
 	unsynced atomic.Int64
 }
 
@@ -57,13 +59,16 @@ func (db *DB) syncThrough(target base.LSN) error {
 	if target <= log.SyncedLSN() {
 		return nil
 	}
+	// The flush covers at least the bytes counted so far (the count is
+	// taken after the records through target were appended).
+	covered := d.unsynced.Load()
 	if err := db.syncHeapIfDirty(); err != nil {
 		return err
 	}
-	d.unsynced.Store(0)
 	if err := syncLogTo(log, target); err != nil {
 		return fmt.Errorf("heapkv: sync log: %w", err)
 	}
+	d.unsynced.Add(-covered)
 	return nil
 }
 
