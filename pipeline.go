@@ -26,6 +26,15 @@ import (
 // Readers see a group once it is applied, so a durable write is never
 // visible before it is durable, and every reader sees a prefix of the
 // commit order.
+//
+// A group that need not be durable (NoSync) leaves its records in the
+// log's buffer (appendGroup); the log writer (logWriter) writes them a few
+// milliseconds later, together with the groups that came meanwhile, unless
+// a durable group's append or a flush has taken them along first. Such a
+// group needs no flush to be applied. Its bytes count towards
+// NoSyncFlushBytes: at that mark the group kicks the syncer for a
+// background flush and goes on; at twice it, it waits for a flush like a
+// durable group (backpressure).
 
 // pipeline is the queue of appended groups.
 type pipeline struct {
