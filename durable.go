@@ -28,7 +28,10 @@ import (
 // pipeline's syncer, Sync, checkpoints and the index's flush hook all call
 // it. It claims only the records it was asked for (wal.Log.SyncTo): a
 // record appended while it flushes may reach the disk, but is not counted
-// durable until a later flush whose heap flush covers it.
+// durable until a later flush whose heap flush covers it. Records of
+// NoSync groups still in the log's buffer (appendGroup) are written by
+// SyncTo before it flushes, if the target covers them, so a flush never
+// claims a record that is only in memory.
 
 // durableState orders flushes (DB.durable).
 type durableState struct {
