@@ -109,12 +109,14 @@ func TestNoSyncWritesPassFlushBytes(t *testing.T) {
 	}
 	atHold := done.Load()
 	// The writer goes on until the hard bound, then waits for the held
-	// flush: wait until it stops (no progress for a while).
+	// flush: wait until it stops (no progress for a second; the time
+	// only detects the stop, the bounds below are in writes).
 	stalled := int64(-1)
-	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); {
-		n := done.Load()
-		time.Sleep(300 * time.Millisecond)
-		if done.Load() == n {
+	for deadline, last, since := time.Now().Add(time.Minute), int64(-1), time.Now(); time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+		if n := done.Load(); n != last {
+			last, since = n, time.Now()
+		} else if time.Since(since) >= time.Second {
 			stalled = n
 			break
 		}
