@@ -2,6 +2,7 @@ package heapkv
 
 import (
 	"fmt"
+	"math"
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -21,7 +22,9 @@ import (
 //     the records, carrying the values of a durable group in them, and the
 //     index batch;
 //  3. append: writes the group's records to the log with one write (no
-//     sync) and hands the group to the pipeline (pipeline.go).
+//     sync), or for a NoSync group into the log's buffer, which the log
+//     writer writes soon after; and hands the group to the pipeline
+//     (pipeline.go).
 //
 // Then leadership passes to the first request that queued meanwhile, so the
 // next group is built and appended while the pipeline's syncer flushes this
@@ -142,7 +145,8 @@ type group struct {
 	logBytes int64            // bytes of records
 	heapSize int64            // heap bytes the records point at
 	// flush: the group is done only once durable (a request wants
-	// durability, or NoSyncFlushBytes of unsynced writes built up).
+	// durability, or twice NoSyncFlushBytes of unsynced writes built up:
+	// appendGroup).
 	flush bool
 	// uncarried: some record points at heap bytes it does not carry, which
 	// must be durable before the record is (invariant 1).
@@ -316,24 +320,44 @@ func (db *DB) groupCarries(g *group) bool {
 	return total <= db.opts.CarryLimit
 }
 
-// appendGroup is step 3: append the records (a NoSync group that takes the
-// unsynced writes past NoSyncFlushBytes must flush too) and hand the group
-// to the pipeline.
+// appendGroup is step 3: append the records and hand the group to the
+// pipeline. A group that need not be durable (NoSync) appends them to the
+// log's buffer (wal.Log.AppendBuffered), which the log writer writes soon
+// after (logWriter); a durable group appends them with one write, which
+// takes the buffered records of earlier groups along. Once the unsynced
+// writes reach NoSyncFlushBytes the group kicks a background flush
+// without waiting for it; at twice that it waits for one (backpressure).
 // REQUIRES: db.commit.mu held.
 func (db *DB) appendGroup(g *group) error {
 	unsynced := db.durable.unsynced.Add(g.logBytes + g.heapSize)
-	g.flush = g.flush || unsynced >= db.opts.NoSyncFlushBytes
+	kickFlush := unsynced >= db.opts.NoSyncFlushBytes
+	g.flush = g.flush || unsynced >= db.maxUnsyncedBytes()
 	if g.uncarried {
 		// Before the append, so that a syncer that sees the records also
 		// sees that it must sync the heap first (syncThrough).
 		db.durable.heapDirty.Store(g.last())
 	}
-	if _, err := db.log.Load().Append(g.records); err != nil {
-		return fmt.Errorf("heapkv: append to log: %w", err)
+	log := db.log.Load()
+	if g.flush {
+		if _, err := log.Append(g.records); err != nil {
+			return fmt.Errorf("heapkv: append to log: %w", err)
+		}
+	} else {
+		if _, err := log.AppendBuffered(g.records); err != nil {
+			return fmt.Errorf("heapkv: append to log: %w", err)
+		}
+		db.pipe.kickWriter()
 	}
 	g.records = nil
-	db.pipe.push(g)
+	db.pipe.push(g, kickFlush)
 	return nil
+}
+
+// maxUnsyncedBytes is how many bytes of unsynced writes make a group wait
+// for a flush: twice NoSyncFlushBytes, the point where the background
+// flushes kicked at NoSyncFlushBytes have not kept up.
+func (db *DB) maxUnsyncedBytes() int64 {
+	return min(db.opts.NoSyncFlushBytes, math.MaxInt64/2) * 2
 }
 
 // minRecentLimit is the size at which recentWrites is first pruned.

@@ -206,6 +206,7 @@ func Open(dir string, opts *Options) (_ *DB, err error) {
 	db.bg.kick = make(chan struct{}, 1)
 	db.pipe.kick = make(chan struct{}, 1)
 	db.pipe.applyKick = make(chan struct{}, 1)
+	db.pipe.writeKick = make(chan struct{}, 1)
 	db.bg.stop = make(chan struct{})
 	db.blockPool.New = func() any { b := make([]byte, db.geom.BlockSize); return &b }
 	// Every file goes through the disk-full hook: the first ENOSPC frees
@@ -229,9 +230,10 @@ func Open(dir string, opts *Options) (_ *DB, err error) {
 	}
 	db.openReserve()
 	db.startPresence()
-	db.bg.wg.Add(3)
+	db.bg.wg.Add(4)
 	go db.syncer()
 	go db.applyLoop()
+	go db.logWriter()
 	go db.background()
 	return db, nil
 }

@@ -29,12 +29,16 @@
 // checkpoint, and recovery rewrites them from the log); a larger group has
 // its heap blocks flushed before its records. Concurrent writers share
 // those flushes through group commit. With Options.NoSync (or
-// WriteOptions{Sync: false}) writes return once they reach the operating
-// system; they become durable at the next Sync, Checkpoint or Close, automatically after
-// Options.NoSyncFlushBytes of log, about once a second in the background,
-// and before the index flushes. After a crash the database holds exactly
-// the writes of some prefix of the commit order that includes every
-// acknowledged durable write.
+// WriteOptions{Sync: false}) writes return once their log records are in
+// a buffer in memory, which a background goroutine hands to the operating
+// system within Options.NoSyncWriteDelay (2 ms), or sooner when it fills
+// (64 KiB) or a durable write comes; they become durable at the next Sync,
+// Checkpoint or Close, in a background flush once Options.NoSyncFlushBytes
+// of them have built up, about once a second in the background, and
+// before the index flushes. After a crash the database holds exactly the
+// writes of some prefix of the commit order that includes every
+// acknowledged durable write; a crash of the process alone loses at most
+// the unsynced writes of about the last NoSyncWriteDelay.
 //
 // # Concurrency and ownership
 //

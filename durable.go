@@ -28,7 +28,10 @@ import (
 // pipeline's syncer, Sync, checkpoints and the index's flush hook all call
 // it. It claims only the records it was asked for (wal.Log.SyncTo): a
 // record appended while it flushes may reach the disk, but is not counted
-// durable until a later flush whose heap flush covers it.
+// durable until a later flush whose heap flush covers it. Records of
+// NoSync groups still in the log's buffer (appendGroup) are written by
+// SyncTo before it flushes, if the target covers them, so a flush never
+// claims a record that is only in memory.
 
 // durableState orders flushes (DB.durable).
 type durableState struct {
@@ -38,8 +41,10 @@ type durableState struct {
 	// carry; heapSynced the highest heapDirty a heap flush covered.
 	heapDirty  base.AtomicLSN
 	heapSynced base.AtomicLSN
-	// unsynced counts log and heap bytes appended since the last flush, for
-	// NoSyncFlushBytes (approximate: a flush resets it).
+	// unsynced counts log and heap bytes appended and not yet covered by
+	// a flush, for NoSyncFlushBytes (approximate: a flush subtracts what
+	// was counted when it started, so the bytes appended while it ran
+	// stay counted even where it covered them).
 	unsynced atomic.Int64
 }
 
@@ -57,13 +62,16 @@ func (db *DB) syncThrough(target base.LSN) error {
 	if target <= log.SyncedLSN() {
 		return nil
 	}
+	// The flush covers at least the bytes counted so far (the count is
+	// taken after the records through target were appended).
+	covered := d.unsynced.Load()
 	if err := db.syncHeapIfDirty(); err != nil {
 		return err
 	}
-	d.unsynced.Store(0)
 	if err := syncLogTo(log, target); err != nil {
 		return fmt.Errorf("heapkv: sync log: %w", err)
 	}
+	d.unsynced.Add(-covered)
 	return nil
 }
 

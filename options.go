@@ -25,23 +25,49 @@ const (
 	DefaultNoSyncFlushBytes   = 16 << 20
 	DefaultValueCacheSize     = 64 << 20
 	DefaultCarryLimit         = 64 << 10
+	DefaultNoSyncWriteDelay   = 2 * time.Millisecond
 )
 
 // Options configure a database. A nil *Options means all defaults; a zero
 // field means that field's default. Open never modifies the caller's struct.
 type Options struct {
-	// NoSync makes writes return before they are durable: they reach the
-	// operating system at once and the disk at the next Sync, Checkpoint,
-	// Close, background flush (every NoSyncFlushBytes of log), or when the
-	// index must flush. A crash may lose the most recent unsynced writes, but
-	// recovery still yields a prefix of the commit order. Use it for bulk
-	// loads. Default false: an acknowledged write survives a crash.
-	// WriteOptions.Sync overrides it per write.
+	// NoSync makes writes return before they are durable. Their log
+	// records are collected in a buffer in memory (64 KiB) that a
+	// background goroutine writes to the log file at most NoSyncWriteDelay
+	// after it stops being empty, or sooner: when it fills up, when a
+	// synced write comes (its one log write takes them along), and at
+	// Sync, Checkpoint and Close. They reach the disk at the next Sync,
+	// Checkpoint, Close, background flush (see NoSyncFlushBytes; about
+	// once a second otherwise), when the index must flush, or with the
+	// next synced write. Recovery after any crash yields a prefix of the
+	// commit order that holds every synced write: what a crash takes is a
+	// suffix of the unsynced writes. A crash of the process alone (kill
+	// -9, a panic; the operating system keeps running) loses at most the
+	// unsynced writes of the last NoSyncWriteDelay (plus the time one
+	// write call takes), and at most one buffer of log records (64 KiB
+	// plus the last commit group's records); a crash of the machine may
+	// lose every unsynced write, up to about twice NoSyncFlushBytes. Use
+	// it for bulk loads. Default false: an acknowledged write survives a
+	// crash. WriteOptions.Sync overrides it per write; a synced write
+	// never waits for, nor loses anything to, the buffering of unsynced
+	// ones.
 	NoSync bool
 
-	// NoSyncFlushBytes is how many bytes of unsynced writes (log records
-	// and the heap values they point at) a NoSync database lets build up
-	// before it syncs on its own. Default 16 MiB.
+	// NoSyncWriteDelay is the longest time a NoSync write's log record
+	// waits in memory before a background goroutine writes it to the log
+	// file (with every other record that came meanwhile, in one write
+	// call): the window of writes a crash of the process alone can take.
+	// Default 2 ms; negative: the goroutine writes as soon as it runs,
+	// which costs a write call per commit group under light load.
+	NoSyncWriteDelay time.Duration
+
+	// NoSyncFlushBytes bounds the unsynced writes (log records and the
+	// heap values they point at) a database lets build up. When they reach
+	// it, a commit kicks a background flush of the heap and the log and
+	// goes on without waiting; only when they reach twice NoSyncFlushBytes
+	// (the flushes cannot keep up) does a commit wait for the flush, so
+	// what a crash of the machine can take, and how long freed space waits
+	// to be reused, stay bounded. Default 16 MiB.
 	NoSyncFlushBytes int64
 
 	// InlineThreshold is the largest value, in bytes, kept inline in the
@@ -182,6 +208,9 @@ func (o *Options) withDefaults() (Options, error) {
 	}
 	if c.NoSyncFlushBytes == 0 {
 		c.NoSyncFlushBytes = DefaultNoSyncFlushBytes
+	}
+	if c.NoSyncWriteDelay == 0 {
+		c.NoSyncWriteDelay = DefaultNoSyncWriteDelay
 	}
 	if c.InlineThreshold == 0 {
 		c.InlineThreshold = DefaultInlineThreshold

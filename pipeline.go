@@ -26,30 +26,62 @@ import (
 // Readers see a group once it is applied, so a durable write is never
 // visible before it is durable, and every reader sees a prefix of the
 // commit order.
+//
+// A group that need not be durable (NoSync) leaves its records in the
+// log's buffer (appendGroup); the log writer (logWriter) writes them a few
+// milliseconds later, together with the groups that came meanwhile, unless
+// a durable group's append or a flush has taken them along first. Such a
+// group needs no flush to be applied. Its bytes count towards
+// NoSyncFlushBytes: at that mark the group kicks the syncer for a
+// background flush and goes on; at twice it, it waits for a flush like a
+// durable group (backpressure).
 
 // pipeline is the queue of appended groups.
 type pipeline struct {
-	// mu guards pending and appended; it is held for no I/O.
+	// mu guards pending, appended and flushWaiting; it is held for no I/O.
 	mu       sync.Mutex
-	pending  []*group      // appended, not applied; ascending LSN
-	appended base.LSN      // the last LSN appended
-	kick     chan struct{} // wakes the syncer; capacity 1
+	pending  []*group // appended, not applied; ascending LSN
+	appended base.LSN // the last LSN appended
+	// flushWaiting counts the pending groups that must be flushed.
+	flushWaiting int
+	kick         chan struct{} // wakes the syncer; capacity 1
 	// applyKick wakes applyLoop after a flush; capacity 1.
 	applyKick chan struct{}
+	// writeKick wakes logWriter after a buffered append; capacity 1.
+	writeKick chan struct{}
 }
 
-// push queues g, just appended, and wakes the syncer if g must be flushed.
-func (p *pipeline) push(g *group) {
+// push queues g, just appended, and wakes the syncer if g must be flushed
+// or if flush asks for a background flush.
+func (p *pipeline) push(g *group, flush bool) {
 	p.mu.Lock()
 	p.pending = append(p.pending, g)
 	p.appended = g.last()
-	p.mu.Unlock()
 	if g.flush {
+		p.flushWaiting++
+	}
+	p.mu.Unlock()
+	if g.flush || flush {
 		select {
 		case p.kick <- struct{}{}:
 		default:
 		}
 	}
+}
+
+// kickWriter wakes the log writer: the log's buffer holds records.
+func (p *pipeline) kickWriter() {
+	select {
+	case p.writeKick <- struct{}{}:
+	default:
+	}
+}
+
+// waitingForFlush reports whether a pending group must be flushed.
+func (p *pipeline) waitingForFlush() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.flushWaiting > 0
 }
 
 // appendedLSN returns the last LSN appended.
@@ -73,6 +105,9 @@ func (p *pipeline) next(synced base.LSN) *group {
 	}
 	p.pending[0] = nil
 	p.pending = p.pending[1:]
+	if g.flush {
+		p.flushWaiting--
+	}
 	return g
 }
 
@@ -82,6 +117,7 @@ func (p *pipeline) takeAll() []*group {
 	defer p.mu.Unlock()
 	gs := p.pending
 	p.pending = nil
+	p.flushWaiting = 0
 	return gs
 }
 
@@ -184,7 +220,9 @@ func (db *DB) applyLoop() {
 }
 
 // syncer flushes the groups that must be durable, one device flush for
-// everything appended when it starts, until Close.
+// everything appended when it starts, until Close; it also runs the
+// background flushes that NoSyncFlushBytes of unsynced writes ask for
+// (appendGroup), with no group waiting for them.
 func (db *DB) syncer() {
 	defer db.bg.wg.Done()
 	idle := time.NewTimer(time.Hour)
@@ -204,6 +242,12 @@ func (db *DB) syncer() {
 		case <-db.bg.stop:
 			return
 		case <-db.pipe.kick:
+			// A kick queued during the last flush may find nothing
+			// left to do: no group waits, and the unsynced writes
+			// that asked for a background flush are covered.
+			if !db.pipe.waitingForFlush() && db.durable.unsynced.Load() < db.opts.NoSyncFlushBytes {
+				continue
+			}
 			// Flush; if more was appended meanwhile, leave applying the
 			// groups this flush made durable to applyLoop, so that the
 			// next flush starts now, not after the index writes and
@@ -231,6 +275,45 @@ func (db *DB) syncer() {
 			idle.Reset(cmp.Or(db.opts.markDelay, markDelay))
 		case <-idle.C:
 			mark()
+		}
+	}
+}
+
+// logWriter writes the log records of NoSync groups that wait in the log's
+// buffer (wal.Log.AppendBuffered), until Close: once a group kicks it, it
+// waits NoSyncWriteDelay, so that the groups committed meanwhile share
+// the write call, and writes the buffer. A record so waits in memory at
+// most NoSyncWriteDelay plus the time a write takes. Everything else that
+// must see the records written writes the buffer itself: a durable
+// group's append takes it along, and every flush (syncThrough: the
+// syncer, Sync, checkpoints, the index's flush hook) writes it first.
+// After Close begins, the checkpoint's flush writes what is left.
+func (db *DB) logWriter() {
+	defer db.bg.wg.Done()
+	delay := max(db.opts.NoSyncWriteDelay, 0)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	for {
+		select {
+		case <-db.bg.stop:
+			return
+		case <-db.pipe.writeKick:
+		}
+		if delay > 0 {
+			timer.Reset(delay)
+			select {
+			case <-db.bg.stop:
+				return
+			case <-timer.C:
+			}
+		}
+		log := db.log.Load()
+		if log == nil || db.failed() != nil {
+			continue
+		}
+		if err := log.WriteBuffered(); err != nil {
+			db.fail(fmt.Errorf("heapkv: write buffered log records: %w", err))
 		}
 	}
 }

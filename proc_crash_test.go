@@ -286,11 +286,37 @@ func TestProcCrash(t *testing.T) {
 // moment, and returns what it printed.
 func runChild(t *testing.T, dir string, round int, seed uint64, rng *rand.Rand) *pcRound {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestProcCrashChild$", "-test.count=1")
-	cmd.Env = append(os.Environ(),
-		pcEnvDir+"="+dir,
-		pcEnvRound+"="+strconv.Itoa(round),
-		pcEnvSeed+"="+strconv.FormatUint(seed, 10))
+	// Kill after a random number of acknowledged writes, or (one round in
+	// four) a random time after start, which may fall inside Open's
+	// recovery.
+	killAfterAcks, killAfter := 1+rng.IntN(400), 5*time.Second
+	if rng.IntN(4) == 0 {
+		killAfterAcks, killAfter = -1, time.Duration(rng.IntN(300))*time.Millisecond
+	}
+	res := &pcRound{acked: map[string]int{}, inflight: map[int]*pcOp{}}
+	env := []string{
+		pcEnvDir + "=" + dir,
+		pcEnvRound + "=" + strconv.Itoa(round),
+		pcEnvSeed + "=" + strconv.FormatUint(seed, 10),
+	}
+	killChild(t, fmt.Sprintf("round %d", round), "TestProcCrashChild", env, killAfterAcks, killAfter,
+		func(line string) (int, error) { err := res.parse(line); return res.acks, err })
+	return res
+}
+
+// killChild runs the test binary's test child (a function that writes
+// until killed) with env added to the environment, hands every line the
+// child prints to onLine, which returns how many writes the child has
+// acknowledged so far, and kills the child with SIGKILL once that reaches
+// killAfterAcks (if positive) or killAfter has passed. It returns when the
+// child's output has ended, with the time of the kill; it fails the test
+// if the child ended by itself, hung for 2 minutes, or printed a line
+// onLine refused.
+func killChild(t *testing.T, label, child string, env []string, killAfterAcks int, killAfter time.Duration,
+	onLine func(line string) (acks int, err error)) (killedAt time.Time) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^"+child+"$", "-test.count=1")
+	cmd.Env = append(os.Environ(), env...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	stdout, err := cmd.StdoutPipe()
@@ -313,26 +339,18 @@ func runChild(t *testing.T, dir string, round int, seed uint64, rng *rand.Rand) 
 		}
 	}()
 
-	// Kill after a random number of acknowledged writes, or (one round in
-	// four) a random time after start, which may fall inside Open's
-	// recovery.
-	killAfterAcks, killAfter := 1+rng.IntN(400), 5*time.Second
-	if rng.IntN(4) == 0 {
-		killAfterAcks, killAfter = -1, time.Duration(rng.IntN(300))*time.Millisecond
-	}
 	timer := time.NewTimer(killAfter)
 	defer timer.Stop()
-	res := &pcRound{acked: map[string]int{}, inflight: map[int]*pcOp{}}
 	killed := false
 	kill := func() {
 		if !killed {
-			killed = true
+			killed, killedAt = true, time.Now()
 			_ = cmd.Process.Kill() // SIGKILL
 		}
 	}
 	watchdog := time.NewTimer(2 * time.Minute)
 	defer watchdog.Stop()
-	hung := false
+	hung, acks := false, 0
 	for open := true; open; {
 		select {
 		case line, ok := <-lines:
@@ -340,11 +358,11 @@ func runChild(t *testing.T, dir string, round int, seed uint64, rng *rand.Rand) 
 				open = false
 				break
 			}
-			if err := res.parse(line); err != nil {
+			if acks, err = onLine(line); err != nil {
 				kill()
-				t.Fatalf("round %d: child output: %v", round, err)
+				t.Fatalf("%s: child output: %v", label, err)
 			}
-			if killAfterAcks > 0 && res.acks >= killAfterAcks {
+			if killAfterAcks > 0 && acks >= killAfterAcks {
 				kill()
 			}
 		case <-timer.C:
@@ -355,14 +373,14 @@ func runChild(t *testing.T, dir string, round int, seed uint64, rng *rand.Rand) 
 		}
 	}
 	if hung {
-		t.Fatalf("round %d: child made no progress for 2 minutes (%d acks)\nstderr:\n%s", round, res.acks, stderr.String())
+		t.Fatalf("%s: child made no progress for 2 minutes (%d acks)\nstderr:\n%s", label, acks, stderr.String())
 	}
 	err = cmd.Wait()
 	var ee *exec.ExitError
 	if !killed || !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-		t.Fatalf("round %d: child ended by itself (%v)\nstderr:\n%s", round, err, stderr.String())
+		t.Fatalf("%s: child ended by itself (%v)\nstderr:\n%s", label, err, stderr.String())
 	}
-	return res
+	return killedAt
 }
 
 // pcVerify checks a copy of the crashed directory against what round's

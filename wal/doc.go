@@ -163,9 +163,42 @@
 // next group's flush), it vouches for everything through t, exactly as
 // the mark would (VouchedLSN tracks it).
 //
+// # Buffered appends (append.go)
+//
+// AppendBuffered frames records as Append does (LSNs, synced stamps and
+// the current segment's salt are fixed at that moment) but only into a
+// buffer in memory, for a caller that does not need its records written
+// at once (heapkv's NoSync writes): many small records then cost one
+// write call. The buffer holds the records from WrittenLSN()+1 to
+// NextLSN()-1 and is written, with one write call at the current
+// segment's end, when
+//   - it reaches Options.BufferSize bytes (default 64 KiB), by the
+//     AppendBuffered that filled it;
+//   - an Append frames its own records behind it and writes both with one
+//     call (so a synced group takes the buffered records along);
+//   - WriteBuffered is called (heapkv calls it from a background goroutine
+//     a few milliseconds after the buffer fills up);
+//   - a flush must cover one of its records: SyncTo with a target in the
+//     buffer and Sync write it before they flush, so a flush never claims
+//     a record it did not write;
+//   - the records do not fit in the rest of the current segment behind
+//     it, Rotate, or Close: the buffer goes into the current segment
+//     (whose salt its frames carry, and which it fits) before the segment
+//     is flushed and the next one started.
+//
+// RemoveThrough never touches the current segment, so it has nothing to
+// do with the buffer. A failed write of the buffer poisons the Log as a
+// failed Append does (its LSNs were given out).
+//
 // # Durability
 //
-// Append writes; it does not sync. A record is durable once SyncTo with a
+// Append writes; it does not sync. AppendBuffered does not even write:
+// a process crash (the operating system keeps running and keeps every
+// write that returned) loses exactly the buffered records, the newest
+// ones, at most Options.BufferSize bytes plus the last AppendBuffered's,
+// and nothing before them; a machine crash may lose any unsynced suffix
+// besides (a torn tail). Either way, what survives is a prefix of the
+// LSNs, and every record through SyncedLSN survives. A record is durable once SyncTo with a
 // target at or above it, Sync, Rotate or Close returns after it was
 // appended; SyncedLSN reports the watermark. SyncTo(t) flushes the
 // current segment (one fdatasync) and raises SyncedLSN to t, not further,
@@ -215,24 +248,27 @@
 //
 // # Concurrency
 //
-// Append calls must be serialized by the caller (one commit leader);
-// SyncTo, Sync and SyncMark may run on any goroutine at the same time (for
-// example heapkv's syncer, or a Pebble flush hook), and neither side waits
-// for the other's I/O: the segment is written through one handle and
-// flushed through another, Append holds only appendMu across its write and
-// the flushes hold only syncMu across theirs. A rotation inside Append
-// takes syncMu too, so it waits for a flush in progress. The mark is
+// Append and AppendBuffered calls must be serialized by the caller (one
+// commit leader); WriteBuffered, SyncTo, Sync and SyncMark may run on any
+// goroutine at the same time (for example heapkv's log writer and syncer,
+// or a Pebble flush hook), and neither side waits for the other's flush:
+// the segment is written through one handle and flushed through another,
+// a write of records holds only appendMu (which guards the buffer) and the
+// flushes hold only syncMu across theirs. A SyncTo or Sync that must write
+// the buffer takes appendMu for that write first, and releases it before
+// it flushes, so it may wait for one write call of an Append. A rotation
+// inside Append takes syncMu too, so it waits for a flush in progress. The mark is
 // updated only under syncMu, so its updates never overlap and its slots
 // strictly alternate. The spare preparation goroutine touches only its own
 // file and, under the Log's mutex, the spare pool; Close stops it.
-// NextLSN, SyncedLSN, VouchedLSN, MarkLSN and Stats are safe everywhere.
+// NextLSN, WrittenLSN, SyncedLSN, VouchedLSN, MarkLSN and Stats are safe everywhere.
 // Replay must not run on a directory that a Log is appending to.
 //
 // # Reading the source
 //
 // frame.go (record framing), segment.go (segment files), syncmark.go (the
-// sync mark file), replay.go (Replay, ProvenDurable), log.go (Open, Append,
-// rotation, Close), flush.go (SyncTo, Sync, SyncMark), spare.go (spare
+// sync mark file), replay.go (Replay, ProvenDurable), log.go (Open, Close,
+// Stats), append.go (Append, AppendBuffered, the buffer, rotation), flush.go (SyncTo, Sync, SyncMark), spare.go (spare
 // files: preparation, recycling, RemoveThrough), options.go (LSN, errors,
 // Options), syncall.go (SyncAll).
 package wal

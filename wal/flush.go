@@ -9,22 +9,21 @@ import "fmt"
 // each other or a rotation, but they overlap Append (see "Concurrency" in
 // the package documentation).
 
-// SyncTo makes the records through target durable: it flushes the current
-// segment (an fdatasync: its blocks are preallocated) and raises SyncedLSN
-// to target, even if the flush covered records appended after target
-// meanwhile, since their data may not be durable yet. target must not be
-// above the last appended LSN (NextLSN()-1); at or below SyncedLSN, SyncTo
-// returns at once with no I/O. It neither calls Options.BeforeSync (the
-// caller has made the data of the records through target durable) nor
-// updates the sync mark (see SyncMark and "Sync mark" in the package
-// documentation): a synced group costs one flush. It may run while Append
-// writes. A failed flush poisons the Log.
+// SyncTo makes the records through target durable: it writes the
+// buffered records first if target is among them (WriteBuffered), then
+// flushes the current segment (an fdatasync: its blocks are preallocated)
+// and raises SyncedLSN to target, even if the flush covered records
+// appended after target meanwhile, since their data may not be durable
+// yet. target must not be above the last appended LSN (NextLSN()-1); at or
+// below SyncedLSN, SyncTo returns at once with no I/O. It neither calls
+// Options.BeforeSync (the caller has made the data of the records through
+// target durable) nor updates the sync mark (see SyncMark and "Sync mark"
+// in the package documentation): a synced group costs one flush. It may
+// run while Append writes. A failed write or flush poisons the Log.
 func (l *Log) SyncTo(target LSN) error {
-	l.syncMu.Lock()
-	defer l.syncMu.Unlock()
 	l.mu.Lock()
 	err := l.usableLocked()
-	last, cur := l.mu.next-1, l.mu.cur
+	last := l.mu.next - 1
 	l.mu.Unlock()
 	switch {
 	case err != nil:
@@ -33,6 +32,18 @@ func (l *Log) SyncTo(target LSN) error {
 		return fmt.Errorf("wal: SyncTo(%d) past the last appended LSN %d", target, last)
 	case target <= l.SyncedLSN():
 		return nil
+	}
+	if err := l.writeThrough(target); err != nil {
+		return err
+	}
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
+	l.mu.Lock()
+	err = l.usableLocked()
+	cur := l.mu.cur
+	l.mu.Unlock()
+	if err != nil || target <= l.SyncedLSN() {
+		return err // a rotation meanwhile flushed target
 	}
 	return l.flush(cur, target, false)
 }
@@ -55,18 +66,31 @@ func (l *Log) SyncMark() error {
 	return l.syncMarkLocked()
 }
 
-// Sync makes every record appended so far durable: it calls
-// Options.BeforeSync and flushes the current segment, as SyncTo(NextLSN()-1)
-// would, then updates the sync mark as SyncMark does. It costs two flushes
-// (segment and mark), none when nothing is unsynced or unmarked. It may be
-// called from any goroutine at any time, also while Append is writing. A
-// failed flush or mark update poisons the Log.
+// Sync makes every record appended so far durable: it writes the
+// buffered records, calls Options.BeforeSync and flushes the current
+// segment, as SyncTo(NextLSN()-1) would, then updates the sync mark as
+// SyncMark does. It costs two flushes (segment and mark), none when
+// nothing is unsynced or unmarked. It may be called from any goroutine at
+// any time, also while Append is writing. A failed write, flush or mark
+// update poisons the Log.
 func (l *Log) Sync() error {
+	l.mu.Lock()
+	err := l.usableLocked()
+	target := l.mu.next - 1
+	l.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if target > l.SyncedLSN() {
+		if err := l.writeThrough(target); err != nil {
+			return err
+		}
+	}
 	l.syncMu.Lock()
 	defer l.syncMu.Unlock()
 	l.mu.Lock()
-	err := l.usableLocked()
-	target, cur := l.mu.next-1, l.mu.cur
+	err = l.usableLocked()
+	cur := l.mu.cur
 	l.mu.Unlock()
 	if err != nil {
 		return err
@@ -79,7 +103,8 @@ func (l *Log) Sync() error {
 	return l.syncMarkLocked()
 }
 
-// flush makes the records of seg through target (all written) durable and
+// flush makes the records of seg through target (all written: flush never
+// writes the buffer, its callers do first) durable and
 // raises the synced watermark to target, calling BeforeSync first if
 // before. The flush is an fdatasync unless an Append has grown the file
 // past its durable size: then it is a full fsync, which makes the new size

@@ -38,17 +38,25 @@ type Stats struct {
 	// SyncMark, most synced groups cost none.
 	MarkSyncs uint64
 
-	Appends uint64 // Append calls that wrote records
-	Records uint64 // records written by Append
+	Appends         uint64 // Append calls that framed records
+	BufferedAppends uint64 // AppendBuffered calls that framed records
+	Records         uint64 // records framed by Append and AppendBuffered
+	// Writes counts the write calls that put framed records into a
+	// segment: one per Append, plus one per write of buffered records
+	// that no Append took along (the size limit, WriteBuffered, a flush,
+	// a rotation, Close).
+	Writes uint64
 
 	SparesPrepared   uint64 // spares zero-filled since Open (Open's own included)
 	SegmentsRecycled uint64 // obsolete segments RemoveThrough kept as spares
 }
 
-// Log appends records to the current segment of a log directory. Append is
-// meant to be called by one goroutine at a time (calls are serialized, not
-// interleaved); SyncTo, Sync, SyncMark, SyncedLSN, NextLSN and Stats may be
-// called from any goroutine at any time.
+// Log appends records to the current segment of a log directory, directly
+// (Append) or through a buffer (AppendBuffered). Append and AppendBuffered
+// are meant to be called by one goroutine at a time (calls are serialized,
+// not interleaved); WriteBuffered, SyncTo, Sync, SyncMark, SyncedLSN,
+// WrittenLSN, NextLSN and Stats may be called from any goroutine at any
+// time.
 //
 // After a write or flush error the Log is poisoned: every later Append,
 // SyncTo, Sync, SyncMark and Rotate returns that first error (wrapped), and
@@ -62,10 +70,15 @@ type Log struct {
 	removeMu sync.Mutex
 
 	// appendMu serializes the writers of the current segment: Append,
-	// Rotate and Close. It is held across the segment write and across
-	// rotation, and guards buf.
+	// AppendBuffered, WriteBuffered (also when a flush calls it), Rotate
+	// and Close. It is held across the segment write and across rotation,
+	// and guards pend.
 	appendMu sync.Mutex
-	buf      []byte // framing buffer, reused between Appends
+	// pend holds the framed records not yet written, LSNs mu.written to
+	// mu.next-1, salted for the current segment and due at its offset
+	// end (see append.go); between writes it is empty, and its storage
+	// is reused.
+	pend []byte
 
 	// syncMu serializes flushes of the current segment and of the sync
 	// mark, and keeps the segment's sync handle open while a flush runs:
@@ -102,9 +115,13 @@ type Log struct {
 		// syncMu and mu all held, so a holder of appendMu or syncMu may read
 		// the pointer without mu.
 		cur *segment
-		// next is the LSN the next record gets; every record below it has
-		// been written in full (its write returned).
+		// next is the LSN the next record gets.
 		next LSN
+		// written is the LSN after the last record written: every record
+		// below it has been written in full (its write returned); the
+		// records from written to next-1 wait in pend. Changed only with
+		// appendMu held.
+		written LSN
 		// segs lists the segment files on disk, oldest first; the last one
 		// is cur.
 		segs []segmentInfo
@@ -248,6 +265,7 @@ func Open(opts Options, next LSN) (*Log, error) {
 	}
 	l.mu.cur = seg
 	l.mu.next = next
+	l.mu.written = next
 	l.mu.segs = append(segs, segmentInfo{first: next, path: seg.path, size: seg.size})
 	l.mu.spares = spares
 	l.mu.spareID = lastID
@@ -368,134 +386,6 @@ func (l *Log) VouchedLSN() LSN { return LSN(l.vouched.Load()) }
 // SyncTo leaves it behind.
 func (l *Log) MarkLSN() LSN { return LSN(l.markLSN.Load()) }
 
-// appendStamp is what one Append vouches for once it is durable.
-type appendStamp struct {
-	first, last LSN // LSNs of the append
-	stamp       LSN // the synced stamp its records carry
-}
-
-// Append frames payloads as records with consecutive LSNs starting at
-// NextLSN() and writes them with one write call into the current segment,
-// first rotating to a new segment if they do not fit in the rest of the
-// current one (unless it holds no record yet: an Append larger than a
-// whole segment extends its segment). It returns the first record's LSN
-// (NextLSN() and no write if payloads is empty). The records are not
-// durable until SyncTo or Sync returns. Append does not keep payloads.
-// Calls must not overlap each other (the caller's commit leader serializes
-// them); they may overlap SyncTo, Sync and SyncMark, and neither waits for
-// the other's I/O (a rotation waits for a flush in progress).
-func (l *Log) Append(payloads [][]byte) (first LSN, err error) {
-	for i, p := range payloads {
-		if len(p) > MaxPayloadSize {
-			return 0, fmt.Errorf("%w: payload %d has %d bytes, max %d", ErrRecordTooLarge, i, len(p), MaxPayloadSize)
-		}
-	}
-	l.appendMu.Lock()
-	defer l.appendMu.Unlock()
-	l.mu.Lock()
-	err = l.usableLocked()
-	first, cur := l.mu.next, l.mu.cur
-	end, size := cur.end, cur.fileSize()
-	l.mu.Unlock()
-	if err != nil {
-		return 0, err
-	}
-	if len(payloads) == 0 {
-		return first, nil
-	}
-	if end+saltedSize(payloads) > size && end > cur.start {
-		if err := l.rotate(); err != nil {
-			return 0, err
-		}
-		cur, end = l.mu.cur, l.mu.cur.start // appendMu held: cur cannot change
-	}
-	synced := LSN(l.synced.Load())
-	buf := l.buf[:0]
-	for i, p := range payloads {
-		buf = AppendSaltedRecord(buf, cur.salt, first+LSN(i), synced, p)
-	}
-	if cap(buf) <= maxRetainedBuf {
-		l.buf = buf
-	}
-	n, werr := cur.w.WriteAt(buf, end)
-
-	l.mu.Lock()
-	cur.end = end + int64(n)
-	if werr != nil {
-		err = l.poisonLocked(fmt.Errorf("wal: write %s at LSN %d (offset %d): %w", cur.path, first, end, werr))
-		l.mu.Unlock()
-		return 0, err
-	}
-	l.mu.next += LSN(len(payloads))
-	l.mu.stamps = append(l.mu.stamps, appendStamp{first: first, last: l.mu.next - 1, stamp: synced})
-	l.mu.stats.Appends++
-	l.mu.stats.Records += uint64(len(payloads))
-	prep := l.startPrepareLocked(cur)
-	err = l.mu.err // a concurrent flush failed: do not report success
-	l.mu.Unlock()
-	if prep != nil {
-		prep()
-	}
-	if err != nil {
-		return 0, fmt.Errorf("wal: log failed earlier: %w", err)
-	}
-	return first, nil
-}
-
-// Rotate flushes the current segment (calling BeforeSync first), updates
-// the sync mark, as Sync does, and starts a new segment at NextLSN(). It
-// does nothing if the current segment holds no records.
-func (l *Log) Rotate() error {
-	l.appendMu.Lock()
-	defer l.appendMu.Unlock()
-	return l.rotate()
-}
-
-// rotate flushes the current segment, brings the mark up to date and
-// starts a new segment in a spare file (see spare.go). A failure poisons
-// the Log: a half-made segment must not be followed by more records in the
-// old one. REQUIRES: appendMu held.
-func (l *Log) rotate() error {
-	l.syncMu.Lock()
-	defer l.syncMu.Unlock()
-	l.mu.Lock()
-	err := l.usableLocked()
-	old, next := l.mu.cur, l.mu.next
-	l.mu.Unlock()
-	if err != nil || old.first == next {
-		return err
-	}
-	if next-1 > l.SyncedLSN() {
-		if err := l.flush(old, next-1, true); err != nil {
-			return err
-		}
-	}
-	if err := l.syncMarkLocked(); err != nil {
-		return err
-	}
-	sp, err := l.takeSpare()
-	var seg *segment
-	if err == nil {
-		seg, err = installSpare(l.opts, sp, next)
-	}
-	l.mu.Lock()
-	if err != nil {
-		err = l.poisonLocked(err)
-		l.mu.Unlock()
-		return err
-	}
-	l.mu.segs[len(l.mu.segs)-1].size = old.fileSize()
-	l.mu.cur = seg
-	l.mu.segs = append(l.mu.segs, segmentInfo{first: next, path: seg.path, size: seg.size})
-	l.mu.prepFailed = false
-	l.mu.Unlock()
-	if err := old.close(); err != nil {
-		// The old segment is synced; a failed close loses nothing.
-		l.opts.Logger.Warn(err.Error())
-	}
-	return nil
-}
-
 // Stats returns the Log's counters.
 func (l *Log) Stats() Stats {
 	l.mu.Lock()
@@ -513,15 +403,18 @@ func (l *Log) Stats() Stats {
 	return s
 }
 
-// Close flushes the current segment and updates the sync mark, as Sync
-// does (unless the Log is poisoned, in which case it returns the failure),
-// stops a spare preparation in progress, and closes the files. Spares stay
-// on disk for the next Open. Later calls return ErrClosed.
+// Close writes the buffered records, flushes the current segment and
+// updates the sync mark, as Sync does (unless the Log is poisoned, in
+// which case it returns the failure), stops a spare preparation in
+// progress, and closes the files. Spares stay on disk for the next Open.
+// Later calls return ErrClosed.
 func (l *Log) Close() error {
 	l.removeMu.Lock()
 	defer l.removeMu.Unlock()
 	l.appendMu.Lock()
 	defer l.appendMu.Unlock()
+	// A failure poisons the Log, which the check below reports.
+	_ = l.writePendingLocked()
 	l.syncMu.Lock()
 	defer l.syncMu.Unlock()
 	l.mu.Lock()

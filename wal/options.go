@@ -59,6 +59,9 @@ const MinSegmentSize = SaltedSegmentHeaderSize + SaltedRecordHeaderSize
 // is 0.
 const DefaultSpareSegments = 2
 
+// DefaultBufferSize is the BufferSize used when Options.BufferSize is 0.
+const DefaultBufferSize = 64 << 10
+
 // Options configures Replay and Open. The zero value of every field except
 // Dir means its default; the caller's struct is never modified.
 type Options struct {
@@ -84,6 +87,12 @@ type Options struct {
 	// segment is deleted. Independently of it, the Log keeps one spare
 	// prepared ahead of the next rotation.
 	SpareSegments int
+	// BufferSize is how many bytes of framed records AppendBuffered
+	// collects before it writes them (one write call). Default (0):
+	// DefaultBufferSize (64 KiB); negative: AppendBuffered writes every
+	// time, as Append does. A larger buffer means fewer write calls and
+	// more records a process crash can take.
+	BufferSize int
 	// Logger receives one-line warnings (torn tails). Default: slog.Default().
 	Logger *slog.Logger
 	// BeforeSync, if set, is called before every fsync that makes appended
@@ -134,6 +143,12 @@ func (o Options) withDefaults() (Options, error) {
 		o.SpareSegments = DefaultSpareSegments
 	case o.SpareSegments < 0:
 		o.SpareSegments = 0
+	}
+	switch {
+	case o.BufferSize == 0:
+		o.BufferSize = DefaultBufferSize
+	case o.BufferSize < 0:
+		o.BufferSize = 0
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
