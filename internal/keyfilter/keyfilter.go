@@ -13,8 +13,9 @@
 // its number, then a new generation is started. A query probes every
 // generation, so a filter of n keys has about log2(n/firstCapacity)
 // generations and a false-positive rate of about that many times one
-// generation's. Memory is about bitsPerKey/8 bytes per key, up to twice
-// that right after a generation starts.
+// generation's. Memory is bitsPerKey/8 bytes per key of capacity: 1.25
+// bytes per key when the newest generation is full, up to 2.5 right after
+// one starts.
 //
 // Concurrency: Add takes the filter's mutex; MayContain takes no lock (the
 // generation list is published with an atomic pointer and bits are set
@@ -24,6 +25,7 @@ package keyfilter
 
 import (
 	"hash/maphash"
+	"math/bits"
 	"sync"
 	"sync/atomic"
 )
@@ -48,16 +50,20 @@ type Filter struct {
 // generation is one fixed-size Bloom filter.
 type generation struct {
 	words    []atomic.Uint64
-	mask     uint64 // number of bits - 1 (a power of two)
+	bits     uint64 // len(words) * 64
 	capacity int    // keys it takes before the next generation starts
 }
 
 func newGeneration(capacity int) *generation {
-	bits := uint64(1)
-	for bits < uint64(capacity)*bitsPerKey {
-		bits <<= 1
-	}
-	return &generation{words: make([]atomic.Uint64, bits/64), mask: bits - 1, capacity: capacity}
+	words := (uint64(capacity)*bitsPerKey + 63) / 64
+	return &generation{words: make([]atomic.Uint64, words), bits: words * 64, capacity: capacity}
+}
+
+// bit maps the i-th probe of a key to one of g's bits: double hashing,
+// then a multiply-shift onto [0, bits) (no power-of-two rounding).
+func (g *generation) bit(h1, h2, i uint64) uint64 {
+	hi, _ := bits.Mul64(h1+i*h2, g.bits)
+	return hi
 }
 
 // New returns an empty filter.
@@ -88,7 +94,7 @@ func (f *Filter) Add(key []byte) {
 		f.count = 0
 	}
 	for i := range uint64(probes) {
-		bit := (h1 + i*h2) & g.mask
+		bit := g.bit(h1, h2, i)
 		g.words[bit/64].Or(1 << (bit % 64))
 	}
 	f.count++
@@ -109,7 +115,7 @@ func (f *Filter) MayContain(key []byte) bool {
 
 func (g *generation) has(h1, h2 uint64) bool {
 	for i := range uint64(probes) {
-		bit := (h1 + i*h2) & g.mask
+		bit := g.bit(h1, h2, i)
 		if g.words[bit/64].Load()&(1<<(bit%64)) == 0 {
 			return false
 		}
