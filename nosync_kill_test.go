@@ -15,7 +15,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -117,21 +116,10 @@ func TestNoSyncKillChild(t *testing.T) {
 		t.Skip("child of TestNoSyncKill only")
 	}
 	seed, _ := strconv.ParseUint(os.Getenv(nsEnvSeed), 10, 64)
-	die := func(format string, args ...any) {
-		fmt.Fprintf(os.Stderr, "child: "+format+"\n", args...)
-		os.Exit(3)
-	}
+	emit, die := childIO()
 	db, err := heapkv.Open(dir, nsOptions())
 	if err != nil {
 		die("open: %v", err)
-	}
-	var outMu sync.Mutex
-	emit := func(line string) {
-		outMu.Lock()
-		defer outMu.Unlock()
-		if _, err := os.Stdout.WriteString(line); err != nil {
-			die("stdout: %v", err)
-		}
 	}
 	emit("R\n")
 	for g := range nsWriters {

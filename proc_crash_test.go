@@ -112,6 +112,26 @@ func pcState(key string, round, ver int) kvState {
 	return kvState{present: true, val: v}
 }
 
+// childIO returns how a child that is killed mid-write reports: emit
+// writes one line to stdout with one write(2) (a pipe write of less than
+// PIPE_BUF bytes is atomic, so a kill never leaves half a line; emit may
+// be called from any goroutine), die prints to stderr and exits 3.
+func childIO() (emit func(line string), die func(format string, args ...any)) {
+	die = func(format string, args ...any) {
+		fmt.Fprintf(os.Stderr, "child: "+format+"\n", args...)
+		os.Exit(3)
+	}
+	var mu sync.Mutex
+	emit = func(line string) {
+		mu.Lock()
+		defer mu.Unlock()
+		if _, err := os.Stdout.WriteString(line); err != nil {
+			die("stdout: %v", err)
+		}
+	}
+	return emit, die
+}
+
 // TestProcCrashChild is the child: it writes until killed. It does nothing
 // unless started by TestProcCrash.
 func TestProcCrashChild(t *testing.T) {
@@ -121,23 +141,10 @@ func TestProcCrashChild(t *testing.T) {
 	}
 	round, _ := strconv.Atoi(os.Getenv(pcEnvRound))
 	seed, _ := strconv.ParseUint(os.Getenv(pcEnvSeed), 10, 64)
-	die := func(format string, args ...any) {
-		fmt.Fprintf(os.Stderr, "child: "+format+"\n", args...)
-		os.Exit(3)
-	}
+	emit, die := childIO()
 	db, err := heapkv.Open(dir, pcOptions())
 	if err != nil {
 		die("open: %v", err)
-	}
-	var outMu sync.Mutex
-	emit := func(line string) {
-		// One write(2) per line: a pipe write of less than PIPE_BUF bytes
-		// is atomic, so a kill never leaves half a line.
-		outMu.Lock()
-		defer outMu.Unlock()
-		if _, err := os.Stdout.WriteString(line); err != nil {
-			die("stdout: %v", err)
-		}
 	}
 	emit("R\n")
 	for g := range pcWriters {

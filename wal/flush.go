@@ -38,14 +38,19 @@ func (l *Log) SyncTo(target LSN) error {
 	}
 	l.syncMu.Lock()
 	defer l.syncMu.Unlock()
-	l.mu.Lock()
-	err = l.usableLocked()
-	cur := l.mu.cur
-	l.mu.Unlock()
+	cur, err := l.usableSegment()
 	if err != nil || target <= l.SyncedLSN() {
 		return err // a rotation meanwhile flushed target
 	}
 	return l.flush(cur, target, false)
+}
+
+// usableSegment returns the current segment, or why the Log cannot be
+// used. REQUIRES: syncMu held (so the segment stays current), mu not held.
+func (l *Log) usableSegment() (*segment, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.mu.cur, l.usableLocked()
 }
 
 // SyncMark makes the sync mark file record SyncedLSN, if it records less
@@ -88,10 +93,7 @@ func (l *Log) Sync() error {
 	}
 	l.syncMu.Lock()
 	defer l.syncMu.Unlock()
-	l.mu.Lock()
-	err = l.usableLocked()
-	cur := l.mu.cur
-	l.mu.Unlock()
+	cur, err := l.usableSegment()
 	if err != nil {
 		return err
 	}
