@@ -80,12 +80,20 @@ func (f *Filter) hashes(key []byte) (h1, h2 uint64) {
 	return h, (h>>32 | h<<32) | 1
 }
 
-// Add adds key.
+// Add adds key. A key the filter already reports (added before, or a
+// false positive) takes no room, so the filter grows with the distinct
+// keys added, not with the calls: a database that overwrites the same
+// keys forever keeps a filter of constant size.
 func (f *Filter) Add(key []byte) {
 	h1, h2 := f.hashes(key)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	gens := *f.gens.Load()
+	for _, g := range gens {
+		if g.has(h1, h2) {
+			return
+		}
+	}
 	g := gens[len(gens)-1]
 	if f.count >= g.capacity {
 		g = newGeneration(2 * g.capacity)
@@ -123,7 +131,7 @@ func (g *generation) has(h1, h2 uint64) bool {
 	return true
 }
 
-// Keys returns how many keys were added (a key added twice counts twice).
+// Keys returns how many keys took room in the filter (see Add).
 func (f *Filter) Keys() int64 {
 	f.mu.Lock()
 	defer f.mu.Unlock()
