@@ -19,8 +19,14 @@ func SetMarkDelay(o *Options, d time.Duration) { o.markDelay = d }
 // key up too, failing if the index holds it (presence.go).
 func CrossCheckKeyFilter(o *Options) { o.crossCheckPresence = true }
 
-// KeyFilterReady reports whether the key filter's scan of the index is
-// done, and how many lookups it has answered.
+// KeyFilterReady starts the key filter's scan of the index if no write
+// has (as the first write would), and reports whether the scan is done
+// and how many lookups the filter has answered.
 func KeyFilterReady(db *DB) (bool, int64) {
+	if err := db.enter(); err != nil {
+		return false, db.presence.skipped.Load()
+	}
+	defer db.leave()
+	db.scanPresenceOnce()
 	return db.presence.ready.Load(), db.presence.skipped.Load()
 }

@@ -2,6 +2,7 @@ package heapkv
 
 import (
 	"fmt"
+	"sync"
 	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -23,8 +24,10 @@ import (
 //
 // The filter exists from Open on and every group the leader builds adds
 // its Puts' keys (buildGroup, under commit.mu, before the group reaches
-// the index), so it holds every key written since Open. A background scan
-// then adds every key of the index as it is when the scan starts; only
+// the index), so it holds every key written since Open. A background scan,
+// started by the first write (a database opened only to be read never
+// runs it), then adds every key of the index as it is when the scan
+// starts; only
 // once the scan is done does the filter answer "no" (ready). A key the
 // index holds at any moment after that was either there when the scan
 // began or written since Open. Keys are never removed: a deleted key stays
@@ -39,6 +42,7 @@ import (
 // out as well, and fails the write if the index holds one.
 type presence struct {
 	filter  *keyfilter.Filter
+	scan    sync.Once    // starts the scan (scanPresenceOnce)
 	ready   atomic.Bool  // the scan of the index is done
 	skipped atomic.Int64 // lookups the filter answered
 }
@@ -48,23 +52,32 @@ func (p *presence) absent(key []byte) bool {
 	return p.ready.Load() && !p.filter.MayContain(key)
 }
 
-// startPresence makes the filter and starts the scan that fills it with
-// the index's keys. REQUIRES: no write has been committed since recovery.
+// startPresence makes the filter, which from now on takes every Put's
+// key. REQUIRES: no write has been committed since recovery.
 func (db *DB) startPresence() {
 	db.presence.filter = keyfilter.New()
-	db.bg.wg.Add(1)
-	go func() {
-		defer db.bg.wg.Done()
-		n, err := db.scanPresence()
-		switch {
-		case err != nil:
-			// The filter stays not ready: every write looks up, as before.
-			db.logger.Warn("key filter not built; every write looks up its key", "err", err)
-		case n >= 0:
-			db.presence.ready.Store(true)
-			db.logger.Debug("key filter built", "keys", n, "bytes", db.presence.filter.Bytes())
-		}
-	}()
+}
+
+// scanPresenceOnce starts, on the first write after Open, the scan that
+// fills the filter with the index's keys: a database opened to be read
+// never pays for reading every key. REQUIRES: the caller holds db.enter,
+// so Close waits for the scan it starts (bg.wg).
+func (db *DB) scanPresenceOnce() {
+	db.presence.scan.Do(func() {
+		db.bg.wg.Add(1)
+		go func() {
+			defer db.bg.wg.Done()
+			n, err := db.scanPresence()
+			switch {
+			case err != nil:
+				// The filter stays not ready: every write looks up, as before.
+				db.logger.Warn("key filter not built; every write looks up its key", "err", err)
+			case n >= 0:
+				db.presence.ready.Store(true)
+				db.logger.Debug("key filter built", "keys", n, "bytes", db.presence.filter.Bytes())
+			}
+		}()
+	})
 }
 
 // scanPresence adds every point key of the index to the filter. It returns

@@ -11,8 +11,9 @@ import (
 	"github.com/heapkv/heapkv"
 )
 
-// waitKeyFilter waits for the key filter's scan of the index (a background
-// goroutine started by Open) and returns the lookups it has answered.
+// waitKeyFilter starts the key filter's scan of the index (the first
+// write would) and waits for it; it returns the lookups the filter has
+// answered.
 func waitKeyFilter(t *testing.T, db *heapkv.DB) int64 {
 	t.Helper()
 	deadline := time.Now().Add(time.Minute)

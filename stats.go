@@ -94,14 +94,15 @@ type Stats struct {
 	Fsyncs          int64 // fsyncs of the heap, the log and its sync mark by this handle
 	Gets            int64
 	IndexBytes      int64 // index (Pebble) size on disk
-	// The index's block cache: bytes of table blocks it holds (at most
-	// Options.IndexCacheSize while memtables fill their share), and the
-	// lookups it answered and missed since Open.
+	// The index's block cache: bytes of table blocks it holds (room for
+	// Options.IndexCacheSize beside full memtables, more while they take
+	// less), and the lookups it answered and missed since Open.
 	IndexCacheBytes  int64
 	IndexCacheHits   int64
 	IndexCacheMisses int64
-	// KeyFilterSkips counts the writes since Open whose key the key filter
-	// ruled out, which therefore did not look up the key's old entry.
+	// KeyFilterSkips counts the write operations (each Put or Delete of a
+	// batch) since Open whose key the key filter ruled out, which
+	// therefore did not look up the key's old entry.
 	KeyFilterSkips int64
 	Failed         string // the failure that stopped writes (ErrFailed), or ""
 	DiskFull       bool   // the space reserve is released (Options.DiskReserve)

@@ -96,9 +96,9 @@ func (db *DB) apply(bops []batchOp, sync bool, check func(lsn base.LSN) error) e
 			return fmt.Errorf("heapkv: write value of key %q: %w", op.key, diskError(err))
 		}
 	}
-	// The pin stays until the request's group is built: while it is held,
-	// the leader keeps in recentWrites every write the prefetch may have
-	// missed (pruneRecentWrites).
+	// The pin stays until the write returns, so past the building of its
+	// group: while it is held, the leader keeps in recentWrites every
+	// write the prefetch may have missed (pruneRecentWrites).
 	pin := db.prefetchPrior(req.ops)
 	defer db.writePins.unpin(pin)
 	return db.commitRequest(req)
@@ -125,8 +125,10 @@ func (db *DB) checkBatchSize(bops []batchOp) error {
 // prefetchPrior looks up what each op's key holds now, outside
 // commit.mu, pinning the applied LSN it looked at; the leader uses the
 // answer unless a commit after that LSN wrote the key (priorState). The
-// caller unpins the returned token once the request's group is built.
+// caller unpins the returned token when the write returns, which is after
+// its group is built.
 func (db *DB) prefetchPrior(ops []preparedOp) pinToken {
+	db.scanPresenceOnce()
 	tok := db.writePins.pinLoad(&db.applied)
 	for i := range ops {
 		p := &ops[i]
