@@ -115,7 +115,7 @@ func (db *DB) Check(ctx context.Context) (*CheckReport, error) {
 		key := it.Key()
 		raw, err := it.ValueAndErr()
 		if err != nil {
-			return rep, fmt.Errorf("heapkv: check: index value of %q: %w", key, err)
+			return rep, indexError(fmt.Sprintf("check: value of %q", key), err)
 		}
 		e, err := db.decodeEntry(key, raw)
 		if err != nil {

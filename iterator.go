@@ -343,7 +343,7 @@ func (it *Iterator) valueLocked() ([]byte, error) {
 	key := it.pit.Key()
 	raw, err := it.pit.ValueAndErr()
 	if err != nil {
-		return nil, it.setErr(fmt.Errorf("heapkv: iterator: index value of %q: %w", key, err))
+		return nil, it.setErr(indexError(fmt.Sprintf("iterator: value of %q", key), err))
 	}
 	// Inline values alias the index's memory; heap values are read from
 	// the heap (not through the value cache, so that a scan does not push

@@ -143,7 +143,7 @@ func (s *scrubber) batch() (done bool, err error) {
 		key := it.Key()
 		raw, err := it.ValueAndErr()
 		if err != nil {
-			return false, fmt.Errorf("heapkv: scrub: index value of %q: %w", key, err)
+			return false, indexError(fmt.Sprintf("scrub: value of %q", key), err)
 		}
 		e, err := db.decodeEntry(key, raw)
 		if err != nil {
