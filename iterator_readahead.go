@@ -85,7 +85,7 @@ func (ra *readahead) drop() {
 func (it *Iterator) heapValueAhead(key []byte, ptr *pointer) ([]byte, error) {
 	ra := &it.ra
 	if ra.off || it.streak < raStreak || len(it.buf) > 0 {
-		return it.db.readValue(key, ptr)
+		return it.db.loadValue(key, ptr)
 	}
 	for {
 		for ra.qi < len(ra.q) && bytes.Compare(ra.q[ra.qi].key, key) < 0 {
@@ -106,7 +106,7 @@ func (it *Iterator) heapValueAhead(key []byte, ptr *pointer) ([]byte, error) {
 			break
 		}
 	}
-	return it.db.readValue(key, ptr)
+	return it.db.loadValue(key, ptr)
 }
 
 // fillAhead collects and reads the next batch, starting at key or after.

@@ -128,6 +128,16 @@ type Options struct {
 	// means the default, 64 MiB; a negative value disables the cache.
 	ValueCacheSize int64
 
+	// NoHeapMap makes reads of heap values use pread instead of a memory
+	// map of the heap. By default Get and iterators copy a value straight
+	// out of a read-only map of the first in-sync replica (no system call;
+	// values stored uncompressed skip the value cache, the page cache being
+	// the only copy), and a fault on the map, such as an I/O error under a
+	// mapped page, falls back to pread and its read repair (ARCHITECTURE.md,
+	// "Reads through a memory map"). Check, Scrub and recovery always use
+	// pread. Only files of the operating system's file system are mapped.
+	NoHeapMap bool
+
 	// Compression is the codec new heap values are compressed with:
 	// CodecNone (the default), CodecS2 (fast; gives up quickly on
 	// incompressible data) or CodecZstd (smaller, slower). A value is

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/heapkv/heapkv/alloc"
 	"github.com/heapkv/heapkv/internal/base"
 	"github.com/heapkv/heapkv/internal/filehdr"
@@ -326,6 +327,8 @@ func (db *DB) heapConfig() mirror.Config {
 		// issued before it committed.
 		LSN:           db.applied.Load,
 		OnStateChange: db.persistReplicas,
+		// Test file systems (fault injection) must see every read.
+		MapReads: !db.opts.NoHeapMap && db.rawFS == vfs.Default,
 	}
 }
 

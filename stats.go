@@ -140,9 +140,14 @@ type Stats struct {
 	// Heap replicas (replicas.go; details in DB.Replicas): how many there
 	// are and are in sync, bad copies rewritten by reads of this handle,
 	// and the values and bytes the running or last Scrub has verified.
+	// HeapMapped says whether reads go through a memory map of the heap
+	// (Options.NoHeapMap); HeapMapFaults counts reads that faulted on it
+	// and were served by pread instead.
 	Replicas       int
 	ReplicasInSync int
 	ReadRepairs    int64
+	HeapMapped     bool
+	HeapMapFaults  int64
 	ScrubRunning   bool
 	ScrubValues    int64
 	ScrubBytes     int64
@@ -195,6 +200,7 @@ func (db *DB) Stats() (Stats, error) {
 	}
 	s.Replicas, s.ReplicasInSync = db.heap.Replicas(), db.heap.InSync()
 	s.ReadRepairs = db.stats.readRepairs.Load()
+	s.HeapMapped, s.HeapMapFaults = db.heap.Mapped(), db.heap.MapFaults()
 	s.ScrubRunning = db.stats.scrub.running.Load()
 	s.ScrubValues, s.ScrubBytes = db.stats.scrub.values.Load(), db.stats.scrub.bytes.Load()
 	m := db.index.Metrics()
@@ -234,6 +240,7 @@ func (s Stats) String() string {
 	line("readers", "%d snapshots, %d iterators, %d txns (oldest LSN %d, age %v)", s.OpenSnapshots, s.OpenIterators, s.OpenTxns, s.OldestReaderLSN, s.OldestReaderAge)
 	line("transactions", "%d committed, %d conflicts, %d tracked keys", s.TxnCommits, s.TxnConflicts, s.TxnTrackedKeys)
 	line("replicas", "%d (%d in sync), %d read repairs", s.Replicas, s.ReplicasInSync, s.ReadRepairs)
+	line("heap map", "%v, %d faults", s.HeapMapped, s.HeapMapFaults)
 	line("scrub", "running %v, %d values, %d bytes", s.ScrubRunning, s.ScrubValues, s.ScrubBytes)
 	if s.DiskFull {
 		line("DISK FULL", "space reserve released: values are refused while less than half of it is free")

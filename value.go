@@ -57,13 +57,15 @@ func (db *DB) entryValue(key, raw []byte) ([]byte, error) {
 // is owned by the caller.
 func (db *DB) heapValue(key []byte, p *pointer) ([]byte, error) {
 	vc := db.vcache
-	if vc == nil {
-		return db.readValue(key, p)
+	if vc == nil || (p.codec == CodecNone && db.heap.Mapped()) {
+		// A value stored as it is read from the map for the price of a
+		// cache hit's copy, and the page cache holds it once.
+		return db.loadValue(key, p)
 	}
 	if v, ok := vc.get(p); ok {
 		return v, nil
 	}
-	v, err := db.readValue(key, p)
+	v, err := db.loadValue(key, p)
 	if err != nil {
 		return nil, err
 	}
@@ -71,13 +73,24 @@ func (db *DB) heapValue(key []byte, p *pointer) ([]byte, error) {
 	return v, nil
 }
 
-// readValue reads a heap value from the heap, verifies the CRC of its
-// stored bytes and decodes them. It bypasses the value cache (Check and
-// recovery use it to verify what is on disk; readers that may be served
-// from memory call heapValue). The result is owned by the caller.
+// readValue reads a heap value from the heap with pread, verifies the CRC
+// of its stored bytes and decodes them. It bypasses the value cache and the
+// heap's memory map (Check and recovery use it to verify what is on disk;
+// readers call heapValue or loadValue). The result is owned by the caller.
 func (db *DB) readValue(key []byte, p *pointer) ([]byte, error) {
+	return db.readValueVia(key, p, db.heap.ReadAt)
+}
+
+// loadValue is readValue for readers: through the heap's memory map when
+// there is one (mirror.Set.ReadMapped), which falls back to pread.
+func (db *DB) loadValue(key []byte, p *pointer) ([]byte, error) {
+	return db.readValueVia(key, p, db.heap.ReadMapped)
+}
+
+// readValueVia is readValue reading the heap with read.
+func (db *DB) readValueVia(key []byte, p *pointer, read func(p []byte, block uint64) error) ([]byte, error) {
 	if p.codec == CodecNone {
-		return db.readStored(key, p, make([]byte, p.storedLen))
+		return db.readStored(key, p, make([]byte, p.storedLen), read)
 	}
 	var buf []byte
 	if p.storedLen <= maxPooledBuf {
@@ -90,7 +103,7 @@ func (db *DB) readValue(key []byte, p *pointer) ([]byte, error) {
 	} else {
 		buf = make([]byte, p.storedLen)
 	}
-	stored, err := db.readStored(key, p, buf)
+	stored, err := db.readStored(key, p, buf, read)
 	if err != nil {
 		return nil, err
 	}
@@ -105,12 +118,12 @@ func (db *DB) readValue(key []byte, p *pointer) ([]byte, error) {
 // readStored reads the stored bytes of a heap value into buf (of length
 // p.storedLen) and verifies their CRC; a read error or a bad CRC goes to
 // repairRead, which tries the other replicas.
-func (db *DB) readStored(key []byte, p *pointer, buf []byte) ([]byte, error) {
+func (db *DB) readStored(key []byte, p *pointer, buf []byte, read func(p []byte, block uint64) error) ([]byte, error) {
 	bs := uint64(db.geom.BlockSize)
 	off := uint64(0)
 	for _, e := range p.extents {
 		n := min(uint64(e.Len)*bs, p.storedLen-off)
-		if err := db.heap.ReadAt(buf[off:off+n], e.Start); err != nil {
+		if err := read(buf[off:off+n], e.Start); err != nil {
 			return db.repairRead(key, p, buf, fmt.Errorf("heapkv: get %q: %w", key, err))
 		}
 		off += n

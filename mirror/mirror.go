@@ -110,6 +110,11 @@ type Config struct {
 	// table (Status) durable; its error is returned by that call. Calls are
 	// serialised.
 	OnStateChange func() error
+
+	// MapReads makes ReadMapped read through a memory map of the first
+	// in-sync replica's file (mapped.go), when FS gives files a descriptor
+	// (the operating system's file system does; MemFS does not).
+	MapReads bool
 }
 
 // State is the state of one replica.
@@ -146,6 +151,7 @@ type Set struct {
 	mu       sync.RWMutex
 	replicas []*replica // fixed after Open/Create
 	copiers  int        // resyncs running; guarded by mu
+	retired  []*mapping // mappings no view names any more; guarded by mu
 
 	view    atomic.Pointer[view] // rebuilt under mu held exclusively
 	version atomic.Uint64        // bumped (under mu) on every state change
@@ -176,6 +182,8 @@ type Set struct {
 	// last Sync that succeeded on every writable replica. A Sync that
 	// finds written still at syncedGen has nothing to flush and skips the
 	// fsyncs: a group of inline values costs one fsync (the log's), not two.
+	mapFaults atomic.Int64 // ReadMapped calls that faulted (mapped.go)
+
 	written   atomic.Uint64
 	syncedGen uint64
 
@@ -209,6 +217,7 @@ type replica struct {
 	synced   *blockSet // blocks up to date (resync progress); nil while in sync
 	cause    string    // why it is stale
 	owned    bool      // a Resync call owns the replica
+	mapped   *mapping  // the mapping of f, if made (mapped.go)
 
 	durable  atomic.Uint64 // LSN of its last successful Sync while in sync
 	copied   atomic.Int64  // blocks copied by the running or last resync
@@ -233,6 +242,7 @@ type view struct {
 	stale    []*replica // stale: writes mark their tracking bitmaps
 	copying  bool       // a resync runs: writes take stripe locks
 	multi    bool       // several replicas: remember dirty spans
+	mapped   *mapping   // readable[0]'s file mapped (Config.MapReads), or nil
 }
 
 // publishLocked rebuilds the view. REQUIRES: s.mu held exclusively.
@@ -250,6 +260,9 @@ func (s *Set) publishLocked() {
 		case r.state == Resyncing:
 			v.writable = append(v.writable, member{r, r.f})
 		}
+	}
+	if s.cfg.MapReads && len(v.readable) > 0 {
+		v.mapped = s.mapFor(v.readable[0].r)
 	}
 	s.view.Store(v)
 }
@@ -403,6 +416,7 @@ func (s *Set) Close() error {
 	defer s.mu.Unlock()
 	err := s.closeFiles()
 	s.view.Store(&view{})
+	s.unmapAll()
 	return err
 }
 

@@ -1,0 +1,93 @@
+package heapkv_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/heapkv/heapkv"
+)
+
+// Reads through the heap's memory map (Options.NoHeapMap, mirror/mapped.go)
+// on the real file system. The mapped replica's heap file is truncated from
+// another descriptor under the open database, so that reads of the values
+// past its new end fault on the map (SIGBUS): with a mirror every value
+// still reads back right, served and repaired from the other replica; with
+// one replica the reads fail with ErrCorrupt. Nothing crashes.
+func TestHeapMapTruncatedReplica(t *testing.T) {
+	for _, mirrored := range []bool{true, false} {
+		t.Run(fmt.Sprintf("mirrored=%v", mirrored), func(t *testing.T) {
+			dir := t.TempDir()
+			opts := &heapkv.Options{CheckpointLogBytes: -1, Logger: slog.New(slog.DiscardHandler)}
+			if mirrored {
+				opts.Mirrors = []string{filepath.Join(t.TempDir(), "m1")}
+			}
+			db := heapkv.OpenTestDBNoCheck(t, filepath.Join(dir, "db"), opts)
+			value := func(i int) []byte { return bytes.Repeat([]byte{byte(i), byte(i >> 8), 0x5a}, 3000) }
+			const n = 200
+			for i := range n {
+				if err := db.Put(fmt.Appendf(nil, "k%03d", i), value(i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := db.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			s, err := db.Stats()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !s.HeapMapped {
+				t.Fatal("a database on the operating system's file system does not read through a memory map")
+			}
+			if err := os.Truncate(db.Replicas()[0].Path, int64(s.BlockSize)); err != nil {
+				t.Fatal(err)
+			}
+			var corrupt int
+			for i := range n {
+				got, err := db.Get(fmt.Appendf(nil, "k%03d", i))
+				switch {
+				case err == nil && bytes.Equal(got, value(i)):
+				case err == nil:
+					t.Fatalf("k%03d: wrong bytes", i)
+				case !mirrored && errors.Is(err, heapkv.ErrCorrupt):
+					corrupt++
+				default:
+					t.Fatalf("k%03d: %v", i, err)
+				}
+			}
+			s, err = db.Stats()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.HeapMapFaults == 0 {
+				t.Fatal("no read faulted on the map of the truncated file")
+			}
+			if mirrored && s.ReadRepairs == 0 {
+				t.Fatal("no read repaired the truncated replica")
+			}
+			if !mirrored && corrupt != n {
+				t.Fatalf("%d of %d reads of the truncated heap failed with ErrCorrupt", corrupt, n)
+			}
+			t.Logf("%d map faults, %d read repairs, %d ErrCorrupt", s.HeapMapFaults, s.ReadRepairs, corrupt)
+		})
+	}
+}
+
+// NoHeapMap reads with pread.
+func TestNoHeapMap(t *testing.T) {
+	db := heapkv.OpenTestDB(t, t.TempDir(), &heapkv.Options{NoHeapMap: true})
+	if err := db.Put([]byte("k"), make([]byte, 10000)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Get([]byte("k")); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := db.Stats(); err != nil || s.HeapMapped {
+		t.Fatalf("NoHeapMap: HeapMapped %v (%v)", s.HeapMapped, err)
+	}
+}

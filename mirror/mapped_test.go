@@ -1,0 +1,111 @@
+package mirror
+
+import (
+	"bytes"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// mappedSet creates a set of n replicas on the real file system with
+// mapped reads.
+func mappedSet(t *testing.T, n int) (*Set, []string) {
+	t.Helper()
+	dir := t.TempDir()
+	var paths []string
+	for i := range n {
+		paths = append(paths, filepath.Join(dir, "heap"+string(rune('0'+i))))
+	}
+	s, err := Create(Config{FS: vfs.Default, DBID: testID, BlockSize: testBS, Logger: slog.New(slog.DiscardHandler), MapReads: true}, paths)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if !s.Mapped() {
+		t.Fatal("a set on the operating system's file system with MapReads does not map its first replica")
+	}
+	return s, paths
+}
+
+func mustReadMapped(t *testing.T, s *Set, b uint64, want []byte) {
+	t.Helper()
+	p := make([]byte, len(want))
+	if err := s.ReadMapped(p, b); err != nil {
+		t.Fatalf("ReadMapped block %d: %v", b, err)
+	}
+	if !bytes.Equal(p, want) {
+		t.Fatalf("ReadMapped block %d returned other bytes than were written", b)
+	}
+}
+
+// The mapping follows the file as it grows (no remap), and a block never
+// written reads as zeros, as with ReadAt.
+func TestReadMappedFollowsGrowth(t *testing.T) {
+	s, _ := mappedSet(t, 1)
+	for b := uint64(0); b < 4096; b += 97 {
+		if err := s.WriteAt(block(b, 7), b); err != nil {
+			t.Fatal(err)
+		}
+		mustReadMapped(t, s, b, block(b, 7))
+	}
+	mustReadMapped(t, s, 3, make([]byte, testBS))
+	if s.MapFaults() != 0 {
+		t.Fatalf("%d faults reading written blocks", s.MapFaults())
+	}
+}
+
+// A real SIGBUS: the mapped replica file is truncated from another
+// descriptor, so the mapped pages past its new end fault. ReadMapped must
+// not crash: it counts the fault and falls back to ReadAt, which reads
+// what the file now holds (zeros past its end).
+func TestReadMappedFaultFallsBack(t *testing.T) {
+	s, paths := mappedSet(t, 1)
+	for b := range uint64(64) {
+		if err := s.WriteAt(block(b, 1), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustReadMapped(t, s, 40, block(40, 1))
+	if err := os.Truncate(paths[0], int64(10*testBS)); err != nil {
+		t.Fatal(err)
+	}
+	mustReadMapped(t, s, 40, make([]byte, testBS))
+	if s.MapFaults() == 0 {
+		t.Fatal("a read past the end of the truncated file did not fault on the mapping")
+	}
+	mustReadMapped(t, s, 2, block(2, 1)) // still inside the file
+}
+
+// When the first in-sync replica changes, reads go through a mapping of
+// the new one; the old mapping stays valid until Close.
+func TestReadMappedFollowsReplicaChange(t *testing.T) {
+	s, _ := mappedSet(t, 2)
+	if err := s.WriteAt(block(5, 3), 5); err != nil {
+		t.Fatal(err)
+	}
+	old := s.view.Load().mapped
+	if err := s.Detach(0, 0); err != nil {
+		t.Fatal(err)
+	}
+	v := s.view.Load()
+	if v.mapped == nil || v.mapped == old || v.readable[0].r.id != 1 {
+		t.Fatalf("after detaching replica 0: mapping %p (was %p), reading replica %d", v.mapped, old, v.readable[0].r.id)
+	}
+	mustReadMapped(t, s, 5, block(5, 3))
+	if err := s.WriteAt(block(6, 4), 6); err != nil {
+		t.Fatal(err)
+	}
+	mustReadMapped(t, s, 6, block(6, 4))
+	if !old.copyOut(make([]byte, testBS), s.offset(5)) {
+		t.Fatal("the retired mapping was unmapped before Close")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.retired) != 0 || s.replicas[0].mapped != nil || s.replicas[1].mapped != nil {
+		t.Fatal("Close left mappings")
+	}
+}
