@@ -64,6 +64,7 @@ func crashOptions() heapkv.Options {
 		Logger:             crashLogger,
 	}
 	heapkv.CrossCheckKeyFilter(&o)
+	heapkv.CrossCheckEntryCache(&o)
 	return o
 }
 

@@ -63,6 +63,7 @@ type DB struct {
 	alloc     *alloc.Allocator
 	encoder   *encoder                // Options.Compression; nil for none (codec.go)
 	vcache    *valueCache             // nil when disabled (cache.go)
+	ecache    *entryCache             // nil when disabled (entrycache.go)
 	blockPool sync.Pool               // *[]byte of one block, for padding tails
 	log       atomic.Pointer[wal.Log] // nil until recovery has replayed the log
 
@@ -228,6 +229,7 @@ func Open(dir string, opts *Options) (_ *DB, err error) {
 			return nil, err
 		}
 	}
+	db.ecache = newEntryCache(o.EntryCacheSize) // empty too, like the value cache
 	db.openReserve()
 	db.startPresence()
 	db.bg.wg.Add(4)

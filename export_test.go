@@ -19,6 +19,10 @@ func SetMarkDelay(o *Options, d time.Duration) { o.markDelay = d }
 // key up too, failing if the index holds it (presence.go).
 func CrossCheckKeyFilter(o *Options) { o.crossCheckPresence = true }
 
+// CrossCheckEntryCache makes every Get served by the index-entry cache
+// compare the cached entry with the index's, failing if they differ.
+func CrossCheckEntryCache(o *Options) { o.crossCheckEntryCache = true }
+
 // KeyFilterReady starts the key filter's scan of the index if no write
 // has (as the first write would), and reports whether the scan is done
 // and how many lookups the filter has answered.

@@ -56,6 +56,7 @@ func TestModelConcurrent(t *testing.T) {
 		IndexMemTableSize: 1 << 20, LogSegmentSize: 64 << 10, CheckpointLogBytes: 256 << 10, Logger: modelLogger}
 	heapkv.SetFS(&opts, vfs.NewMem())
 	heapkv.CrossCheckKeyFilter(&opts)
+	heapkv.CrossCheckEntryCache(&opts)
 	db := openTestDB(t, "db", &opts)
 	key := func(w, i int) string { return fmt.Sprintf("w%d-%03d", w, i) }
 	models := make([]map[string][]byte, writers)

@@ -224,6 +224,7 @@ func runModel(t *testing.T, c modelConfig, seed uint64, steps int) {
 	rng := rand.New(rand.NewPCG(seed, 0x6d6f64656c))
 	m := &modelDB{t: t, name: c.name, dir: "db", opts: c.opts, model: map[string][]byte{}}
 	heapkv.CrossCheckKeyFilter(&m.opts)
+	heapkv.CrossCheckEntryCache(&m.opts)
 	if c.onDisk {
 		m.dir = t.TempDir()
 	} else {

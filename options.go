@@ -24,6 +24,7 @@ const (
 	DefaultIndexMemTableSize  = 32 << 20
 	DefaultNoSyncFlushBytes   = 16 << 20
 	DefaultValueCacheSize     = 64 << 20
+	DefaultEntryCacheSize     = 16 << 20
 	DefaultCarryLimit         = 64 << 10
 	DefaultNoSyncWriteDelay   = 2 * time.Millisecond
 )
@@ -128,6 +129,13 @@ type Options struct {
 	// means the default, 64 MiB; a negative value disables the cache.
 	ValueCacheSize int64
 
+	// EntryCacheSize is the memory in bytes the index-entry cache may
+	// hold: the index entries (heap pointers, inline values) of keys Get
+	// read recently, so that a Get of a hot key skips the index's lookup
+	// (entrycache.go). Zero means the default, 16 MiB; a negative value
+	// disables the cache.
+	EntryCacheSize int64
+
 	// NoHeapMap makes reads of heap values use pread instead of a memory
 	// map of the heap. By default Get and iterators copy a value straight
 	// out of a read-only map of the first in-sync replica (no system call;
@@ -208,6 +216,9 @@ type Options struct {
 	// tests: every write the key filter rules out is looked up too, and
 	// fails if the index holds its key (presence.go)
 	crossCheckPresence bool
+	// tests: every entry-cache hit is compared with the index, and Get
+	// fails if they differ (entrycache.go)
+	crossCheckEntryCache bool
 }
 
 // withDefaults returns a validated copy of o with every zero field set.
@@ -245,6 +256,9 @@ func (o *Options) withDefaults() (Options, error) {
 	}
 	if c.CarryLimit == 0 {
 		c.CarryLimit = DefaultCarryLimit
+	}
+	if c.EntryCacheSize == 0 {
+		c.EntryCacheSize = DefaultEntryCacheSize
 	}
 	if c.ValueCacheSize == 0 {
 		c.ValueCacheSize = DefaultValueCacheSize

@@ -138,12 +138,29 @@ func (db *DB) advance() {
 		if g == nil {
 			return
 		}
-		if err := g.batch.Commit(pebble.NoSync); err != nil {
+		db.invalidateEntries(g, (*entryCache).begin)
+		err := g.batch.Commit(pebble.NoSync)
+		db.invalidateEntries(g, (*entryCache).end)
+		if err != nil {
 			g.finish(db.fail(fmt.Errorf("apply to index: %w", err)))
 			continue
 		}
 		db.applied.Store(g.last())
 		db.finishGroup(g)
+	}
+}
+
+// invalidateEntries runs step (entryCache.begin or end) for every key g
+// writes: the index-entry cache's invalidation around the commit of g's
+// batch (entrycache.go).
+func (db *DB) invalidateEntries(g *group, step func(*entryCache, []byte)) {
+	if db.ecache == nil {
+		return
+	}
+	for _, r := range g.reqs {
+		for i := range r.ops {
+			step(db.ecache, r.ops[i].key)
+		}
 	}
 }
 

@@ -137,6 +137,12 @@ type Stats struct {
 	ValueCacheEvictions int64
 	ValueCacheBytes     int64
 
+	// The index-entry cache (Options.EntryCacheSize): Gets served from it,
+	// Gets that read the index, and the bytes it holds.
+	EntryCacheHits   int64
+	EntryCacheMisses int64
+	EntryCacheBytes  int64
+
 	// Heap replicas (replicas.go; details in DB.Replicas): how many there
 	// are and are in sync, bad copies rewritten by reads of this handle,
 	// and the values and bytes the running or last Scrub has verified.
@@ -198,6 +204,9 @@ func (db *DB) Stats() (Stats, error) {
 		s.ValueCacheHits, s.ValueCacheMisses = vc.hits.Load(), vc.misses.Load()
 		s.ValueCacheEvictions, s.ValueCacheBytes = vc.evictions.Load(), vc.bytes()
 	}
+	if ec := db.ecache; ec != nil {
+		s.EntryCacheHits, s.EntryCacheMisses, s.EntryCacheBytes = ec.hits.Load(), ec.misses.Load(), ec.size()
+	}
 	s.Replicas, s.ReplicasInSync = db.heap.Replicas(), db.heap.InSync()
 	s.ReadRepairs = db.stats.readRepairs.Load()
 	s.HeapMapped, s.HeapMapFaults = db.heap.Mapped(), db.heap.MapFaults()
@@ -236,6 +245,7 @@ func (s Stats) String() string {
 	line("fsyncs", "%d", s.Fsyncs)
 	line("gets", "%d", s.Gets)
 	line("heap writes", "%d values (%d bytes, stored %d; %d compressed)", s.HeapValuesWritten, s.HeapWrittenBytes, s.HeapWrittenStored, s.HeapValuesCompressed)
+	line("entry cache", "%d hits, %d misses, %d bytes", s.EntryCacheHits, s.EntryCacheMisses, s.EntryCacheBytes)
 	line("value cache", "%d hits, %d misses, %d evictions, %d bytes", s.ValueCacheHits, s.ValueCacheMisses, s.ValueCacheEvictions, s.ValueCacheBytes)
 	line("readers", "%d snapshots, %d iterators, %d txns (oldest LSN %d, age %v)", s.OpenSnapshots, s.OpenIterators, s.OpenTxns, s.OldestReaderLSN, s.OldestReaderAge)
 	line("transactions", "%d committed, %d conflicts, %d tracked keys", s.TxnCommits, s.TxnConflicts, s.TxnTrackedKeys)

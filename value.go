@@ -1,6 +1,7 @@
 package heapkv
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 
@@ -29,6 +30,19 @@ func (db *DB) Get(key []byte) ([]byte, error) {
 	tok := db.pins.pin(db.applied.Load())
 	defer db.pins.unpin(tok)
 
+	ec := db.ecache
+	var etok entryToken
+	if ec != nil {
+		if raw, ok := ec.get(key, nil); ok {
+			if db.opts.crossCheckEntryCache {
+				if err := db.crossCheckEntry(key); err != nil {
+					return nil, err
+				}
+			}
+			return db.entryValue(key, raw)
+		}
+		etok = ec.token(key)
+	}
 	raw, closer, err := db.index.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, ErrNotFound
@@ -36,7 +50,33 @@ func (db *DB) Get(key []byte) ([]byte, error) {
 		return nil, indexError(fmt.Sprintf("get %q", key), err)
 	}
 	defer closer.Close()
+	if ec != nil {
+		ec.fill(key, raw, etok)
+	}
 	return db.entryValue(key, raw)
+}
+
+// errEntryCacheStale is what Get returns in the tests' cross-check mode
+// when a cached entry differs from the index.
+var errEntryCacheStale = errors.New("heapkv: index-entry cache differs from the index")
+
+// crossCheckEntry compares key's cached entry with the index's, with no
+// write to its shard able to begin meanwhile (Options.crossCheckEntryCache).
+func (db *DB) crossCheckEntry(key []byte) error {
+	return db.ecache.check(key, func(cached []byte) error {
+		if cached == nil {
+			return nil // evicted since the hit
+		}
+		raw, closer, err := db.index.Get(key)
+		if err != nil {
+			return fmt.Errorf("%w: key %q: cached %x, index: %w", errEntryCacheStale, key, cached, err)
+		}
+		defer closer.Close()
+		if !bytes.Equal(raw, cached) {
+			return fmt.Errorf("%w: key %q: cached %x, index %x", errEntryCacheStale, key, cached, raw)
+		}
+		return nil
+	})
 }
 
 // entryValue returns a copy of the value an index entry holds, reading a
