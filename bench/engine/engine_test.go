@@ -9,6 +9,9 @@ import (
 
 func TestEngines(t *testing.T) {
 	for _, name := range Names() {
+		if name == "noop" {
+			continue // stores nothing by design: TestNoop
+		}
 		for _, sync := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s/sync=%v", name, sync), func(t *testing.T) {
 				dir := t.TempDir()
@@ -56,5 +59,29 @@ func TestEngines(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// The no-op engine keeps nothing but the size of the last value written,
+// which its Reads return as zeros.
+func TestNoop(t *testing.T) {
+	db, err := Open("noop", t.TempDir(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Insert([]byte("k"), make([]byte, 100)); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update([]byte("k"), []byte("abc")); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := db.Read([]byte("x")); err != nil || !bytes.Equal(v, make([]byte, 3)) {
+		t.Fatalf("read: %q %v", v, err)
+	}
+	if n, err := db.Scan([]byte("a"), 7); n != 7 || err != nil {
+		t.Fatalf("scan: %d %v", n, err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
