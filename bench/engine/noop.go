@@ -1,6 +1,9 @@
 package engine
 
-import "sync/atomic"
+import (
+	"os"
+	"sync/atomic"
+)
 
 // The no-op engine measures the harness's own ceiling: key generation,
 // value filling, latency recording and the client goroutines, with a store
@@ -8,8 +11,10 @@ import "sync/atomic"
 // as the last one written (one allocation and one copy, as the real engines'
 // Reads make), so that reads cost what the harness pays for a value.
 func init() {
-	register(Config{"noop", "stores nothing: the harness's own ceiling (Read returns zeros as long as the last value written)", func(string, bool) (DB, error) {
-		return &noopDB{}, nil
+	register(Config{"noop", "stores nothing: the harness's own ceiling (Read returns zeros as long as the last value written)", func(dir string, _ bool) (DB, error) {
+		// The directory exists, as after a real engine's load, so that
+		// -sequence can run later workloads on "its data".
+		return &noopDB{}, os.MkdirAll(dir, 0o755)
 	}})
 }
 
