@@ -3,7 +3,6 @@ package heapkv
 import (
 	"hash/maphash"
 	"sync"
-	"sync/atomic"
 )
 
 // The index-entry cache (issue 15, item 1): the index entries (a heap
@@ -49,6 +48,8 @@ type entryShard struct {
 	bytes   int64
 	gen     uint64 // bumped by every begin and end of a write to the shard
 	writing int    // writes between begin and end
+	hits    int64  // gets served
+	misses  int64  // gets not served
 	_       [64]byte
 }
 
@@ -56,8 +57,6 @@ type entryCache struct {
 	seed     maphash.Seed
 	perShard int64 // byte budget of one shard
 	shards   [entryShards]entryShard
-
-	hits, misses atomic.Int64
 }
 
 // newEntryCache returns a cache of about size bytes, or nil if size <= 0.
@@ -83,13 +82,11 @@ func (c *entryCache) get(key, dst []byte) ([]byte, bool) {
 	e, ok := s.m[string(key)]
 	if ok {
 		dst = append(dst, e...)
+		s.hits++
+	} else {
+		s.misses++
 	}
 	s.mu.Unlock()
-	if ok {
-		c.hits.Add(1)
-	} else {
-		c.misses.Add(1)
-	}
 	return dst, ok
 }
 
@@ -123,7 +120,8 @@ func (c *entryCache) fill(key, entry []byte, tok entryToken) {
 	if s.gen != tok.gen || s.writing != 0 {
 		return
 	}
-	if old, ok := s.m[string(key)]; ok {
+	if old, ok := s.m[string(key)]; ok { // another Get filled it meanwhile
+		delete(s.m, string(key))
 		s.bytes -= int64(len(key)+len(old)) + entryOverhead
 	}
 	// Evict in map order (random) until the entry fits.
@@ -162,16 +160,15 @@ func (c *entryCache) end(key []byte) {
 	s.mu.Unlock()
 }
 
-// size returns the bytes the cache holds.
-func (c *entryCache) size() int64 {
-	var n int64
+// stats returns the gets served and not served and the bytes held.
+func (c *entryCache) stats() (hits, misses, bytes int64) {
 	for i := range c.shards {
 		s := &c.shards[i]
 		s.mu.Lock()
-		n += s.bytes
+		hits, misses, bytes = hits+s.hits, misses+s.misses, bytes+s.bytes
 		s.mu.Unlock()
 	}
-	return n
+	return hits, misses, bytes
 }
 
 // check runs fn with key's cached entry (nil if none) under the shard's

@@ -205,7 +205,7 @@ func (db *DB) Stats() (Stats, error) {
 		s.ValueCacheEvictions, s.ValueCacheBytes = vc.evictions.Load(), vc.bytes()
 	}
 	if ec := db.ecache; ec != nil {
-		s.EntryCacheHits, s.EntryCacheMisses, s.EntryCacheBytes = ec.hits.Load(), ec.misses.Load(), ec.size()
+		s.EntryCacheHits, s.EntryCacheMisses, s.EntryCacheBytes = ec.stats()
 	}
 	s.Replicas, s.ReplicasInSync = db.heap.Replicas(), db.heap.InSync()
 	s.ReadRepairs = db.stats.readRepairs.Load()
