@@ -93,8 +93,9 @@ func (db *DB) entryValue(key, raw []byte) ([]byte, error) {
 }
 
 // heapValue returns the value p points at, from the value cache if it
-// holds it, else from the heap (then offering it to the cache). The result
-// is owned by the caller.
+// holds it, else from the heap (then offering it to the cache); a value
+// stored uncompressed is read straight from the heap's map while there is
+// one (refinement 21). The result is owned by the caller.
 func (db *DB) heapValue(key []byte, p *pointer) ([]byte, error) {
 	vc := db.vcache
 	if vc == nil || (p.codec == CodecNone && db.heap.Mapped()) {
