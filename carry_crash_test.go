@@ -205,7 +205,7 @@ func TestCarryRedoThenResync(t *testing.T) {
 	for i := range 30 {
 		e.put(db, fmt.Sprintf("k%02d", i%25))
 	}
-	e.setMem(e.mem.CrashClone(vfs.CrashCloneCfg{}))
+	e.setMem(e.crashClone(vfs.CrashCloneCfg{}))
 	db.Close()
 
 	e.rate = 200 * mBS // slow enough to crash in the middle
@@ -221,7 +221,7 @@ func TestCarryRedoThenResync(t *testing.T) {
 	var resyncCrash *vfs.MemFS
 	for deadline := time.Now().Add(20 * time.Second); resyncCrash == nil; {
 		if st := status(t, db, 1); st.BlocksSynced > 0 && st.State == heapkv.ReplicaResyncing {
-			resyncCrash = e.mem.CrashClone(vfs.CrashCloneCfg{})
+			resyncCrash = e.crashClone(vfs.CrashCloneCfg{})
 		} else if time.Now().After(deadline) {
 			t.Fatalf("the resync saved no progress: %+v", st)
 		}

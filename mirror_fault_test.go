@@ -74,7 +74,7 @@ func TestMirrorResyncInterrupted(t *testing.T) {
 			// once this much is copied, at least one save has finished.
 			waitProgress(t, db, 1, saveBlocks+256)
 			if st := status(t, db, 1); st.State == heapkv.ReplicaResyncing {
-				clone := e.mem.CrashClone(vfs.CrashCloneCfg{})
+				clone := e.crashClone(vfs.CrashCloneCfg{})
 				cancel()
 				<-done
 				last := status(t, db, 1).BlocksSynced
@@ -255,7 +255,7 @@ func crashDegraded(t *testing.T, seed uint64) {
 			}
 		}
 	}
-	clone := e.mem.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: rng.IntN(101), RNG: rand.New(rand.NewPCG(seed, 3))})
+	clone := e.crashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: rng.IntN(101), RNG: rand.New(rand.NewPCG(seed, 3))})
 	mustClose(t, db)
 	e.inj.heal()
 	e.setMem(clone)
@@ -306,7 +306,7 @@ func crashResyncing(t *testing.T, seed uint64) {
 		}
 	}
 	progress := status(t, db, 1).BlocksSynced
-	clone := e.mem.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: rng.IntN(101), RNG: rand.New(rand.NewPCG(seed, 4))})
+	clone := e.crashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: rng.IntN(101), RNG: rand.New(rand.NewPCG(seed, 4))})
 	cancel()
 	if err := <-done; err == nil {
 		t.Log("the resync finished before the crash")

@@ -183,7 +183,7 @@ func TestMirrorMarkerBeforeHeap(t *testing.T) {
 	if err := db.AttachReplica(t.Context(), 1); err == nil {
 		t.Fatal("attach succeeded without its heap file")
 	}
-	crashed := e.mem.CrashClone(vfs.CrashCloneCfg{}) // only what was synced
+	crashed := e.crashClone(vfs.CrashCloneCfg{}) // only what was synced
 	if names, err := crashed.List(mdbDir + "/m1"); err != nil || !slices.Equal(names, []string{"MIRROR"}) {
 		t.Fatalf("after a crash the mirror directory holds %v (%v), want the marker alone", names, err)
 	}
