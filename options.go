@@ -142,7 +142,7 @@ type Options struct {
 	// values stored uncompressed skip the value cache, the page cache being
 	// the only copy), and a fault on the map, such as an I/O error under a
 	// mapped page, falls back to pread and its read repair (ARCHITECTURE.md,
-	// "Reads through a memory map"). Check, Scrub and recovery always use
+	// refinement 21). Check, Scrub and recovery always use
 	// pread. Only files of the operating system's file system are mapped.
 	NoHeapMap bool
 

@@ -153,6 +153,8 @@ type Set struct {
 	copiers  int        // resyncs running; guarded by mu
 	retired  []*mapping // mappings no view names any more; guarded by mu
 
+	mapFaults atomic.Int64 // ReadMapped calls that faulted (mapped.go)
+
 	view    atomic.Pointer[view] // rebuilt under mu held exclusively
 	version atomic.Uint64        // bumped (under mu) on every state change
 
@@ -182,8 +184,6 @@ type Set struct {
 	// last Sync that succeeded on every writable replica. A Sync that
 	// finds written still at syncedGen has nothing to flush and skips the
 	// fsyncs: a group of inline values costs one fsync (the log's), not two.
-	mapFaults atomic.Int64 // ReadMapped calls that faulted (mapped.go)
-
 	written   atomic.Uint64
 	syncedGen uint64
 
