@@ -11,6 +11,8 @@ import (
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
+
+	"github.com/heapkv/heapkv/bench/runner"
 )
 
 // Charts writes PNG charts into dir and returns their paths: per series,
@@ -30,7 +32,7 @@ func Charts(dir string, cells map[Key]*Cell) ([]string, error) {
 		for i, e := range engines {
 			vals := make(plotter.Values, len(wls))
 			for j, wl := range wls {
-				if c := cells[Key{e, wl, s.ValueSize, s.FieldCount, s.Sync, phaseOf(wl)}]; c != nil {
+				if c := cells[s.key(e, wl)]; c != nil {
 					vals[j] = c.OpsPerSec
 				}
 			}
@@ -56,7 +58,7 @@ func Charts(dir string, cells map[Key]*Cell) ([]string, error) {
 		for _, wl := range wls {
 			ops := map[string]bool{}
 			for _, e := range engines {
-				if c := cells[Key{e, wl, s.ValueSize, s.FieldCount, s.Sync, phaseOf(wl)}]; c != nil {
+				if c := cells[s.key(e, wl)]; c != nil {
 					for op := range c.Latency {
 						ops[op] = true
 					}
@@ -90,7 +92,7 @@ func latencyChart(dir, tag string, s Series, wl, op string, engines []string, ce
 	for i := range pctNames {
 		vals := make(plotter.Values, len(engines))
 		for j, e := range engines {
-			if c := cells[Key{e, wl, s.ValueSize, s.FieldCount, s.Sync, phaseOf(wl)}]; c != nil {
+			if c := cells[s.key(e, wl)]; c != nil {
 				vals[j] = c.Latency[op][i]
 			}
 		}
@@ -117,9 +119,17 @@ func shade(i int) color.Color {
 }
 
 func seriesTag(s Series) string {
-	t := fmt.Sprintf("%dB", s.ValueSize)
-	if s.FieldCount > 1 {
-		t = fmt.Sprintf("%dx%dB", s.FieldCount, s.ValueSize/s.FieldCount)
+	var t string
+	switch s.ValueDist {
+	case runner.ValueDistFixed:
+		t = fmt.Sprintf("%dB", s.ValueSize)
+		if s.FieldCount > 1 {
+			t = fmt.Sprintf("%dx%dB", s.FieldCount, s.ValueSize/s.FieldCount)
+		}
+	case runner.ValueDistYCSB:
+		t = fmt.Sprintf("ycsb%dB", s.ValueSize)
+	default: // uniform:100-8000 -> uniform-100-8000
+		t = strings.NewReplacer(":", "-", ",", "-").Replace(s.ValueDist)
 	}
 	if s.Sync {
 		t += "_sync"

@@ -16,6 +16,7 @@ type Key struct {
 	Engine, Workload string
 	ValueSize        int
 	FieldCount       int
+	ValueDist        string // "fixed" for results written before it was recorded
 	Sync             bool
 	Phase            string
 }
@@ -46,7 +47,11 @@ func Aggregate(results []*runner.Result) map[Key]*Cell {
 			if p.Name == "load" {
 				wl = "LOAD"
 			}
-			k := Key{r.Engine, wl, r.ValueSize, r.FieldCount, r.Sync, p.Name}
+			vd := r.ValueDist
+			if vd == "" {
+				vd = runner.ValueDistFixed
+			}
+			k := Key{r.Engine, wl, r.ValueSize, r.FieldCount, vd, r.Sync, p.Name}
 			a := accs[k]
 			if a == nil {
 				a = &acc{lat: map[string][5][]float64{}}
@@ -94,16 +99,31 @@ func Median(xs []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
-// Series identifies one table: a record shape and durability.
+// Series identifies one table: a record shape (value-size distribution)
+// and durability.
 type Series struct {
 	ValueSize, FieldCount int
+	ValueDist             string
 	Sync                  bool
 }
 
+// key is the cell of engine e and workload wl in series s.
+func (s Series) key(e, wl string) Key {
+	return Key{e, wl, s.ValueSize, s.FieldCount, s.ValueDist, s.Sync, phaseOf(wl)}
+}
+
 func (s Series) String() string {
-	shape := fmt.Sprintf("%d B single value", s.ValueSize)
-	if s.FieldCount > 1 {
-		shape = fmt.Sprintf("%d B records (%d fields x %d B)", s.ValueSize, s.FieldCount, s.ValueSize/s.FieldCount)
+	var shape string
+	switch s.ValueDist {
+	case runner.ValueDistFixed:
+		shape = fmt.Sprintf("%d B single value", s.ValueSize)
+		if s.FieldCount > 1 {
+			shape = fmt.Sprintf("%d B records (%d fields x %d B)", s.ValueSize, s.FieldCount, s.ValueSize/s.FieldCount)
+		}
+	case runner.ValueDistYCSB:
+		shape = fmt.Sprintf("%d B YCSB records (%d named fields, length-prefixed)", s.ValueSize, s.FieldCount)
+	default:
+		shape = fmt.Sprintf("%s values (mean %d B)", s.ValueDist, s.ValueSize)
 	}
 	sync := "sync off"
 	if s.Sync {
@@ -116,7 +136,7 @@ func (s Series) String() string {
 func SeriesOf(cells map[Key]*Cell) []Series {
 	set := map[Series]bool{}
 	for k := range cells {
-		set[Series{k.ValueSize, k.FieldCount, k.Sync}] = true
+		set[Series{k.ValueSize, k.FieldCount, k.ValueDist, k.Sync}] = true
 	}
 	var out []Series
 	for s := range set {
@@ -129,13 +149,16 @@ func SeriesOf(cells map[Key]*Cell) []Series {
 		if out[i].ValueSize != out[j].ValueSize {
 			return out[i].ValueSize < out[j].ValueSize
 		}
-		return out[i].FieldCount < out[j].FieldCount
+		if out[i].FieldCount != out[j].FieldCount {
+			return out[i].FieldCount < out[j].FieldCount
+		}
+		return out[i].ValueDist < out[j].ValueDist
 	})
 	return out
 }
 
 func (s Series) has(k Key) bool {
-	return k.ValueSize == s.ValueSize && k.FieldCount == s.FieldCount && k.Sync == s.Sync
+	return k.ValueSize == s.ValueSize && k.FieldCount == s.FieldCount && k.ValueDist == s.ValueDist && k.Sync == s.Sync
 }
 
 // Engines and Workloads list the distinct values in cells of series s.
@@ -176,7 +199,7 @@ func Markdown(w io.Writer, cells map[Key]*Cell) {
 		for _, e := range engines {
 			row := []string{e}
 			for _, wl := range wls {
-				c := cells[Key{e, wl, s.ValueSize, s.FieldCount, s.Sync, phaseOf(wl)}]
+				c := cells[s.key(e, wl)]
 				if c == nil {
 					row = append(row, "-")
 					continue
@@ -188,13 +211,13 @@ func Markdown(w io.Writer, cells map[Key]*Cell) {
 		if hasEngine(engines, "heapkv") && len(engines) > 1 {
 			row := []string{"heapkv vs best other"}
 			for _, wl := range wls {
-				h := cells[Key{"heapkv", wl, s.ValueSize, s.FieldCount, s.Sync, phaseOf(wl)}]
+				h := cells[s.key("heapkv", wl)]
 				best, bestName := 0.0, ""
 				for _, e := range engines {
 					if e == "heapkv" {
 						continue
 					}
-					if c := cells[Key{e, wl, s.ValueSize, s.FieldCount, s.Sync, phaseOf(wl)}]; c != nil && c.OpsPerSec > best {
+					if c := cells[s.key(e, wl)]; c != nil && c.OpsPerSec > best {
 						best, bestName = c.OpsPerSec, e
 					}
 				}
@@ -209,8 +232,8 @@ func Markdown(w io.Writer, cells map[Key]*Cell) {
 		fmt.Fprintf(w, "\n### Space and write amplification, %s (medians)\n\n", s)
 		fmt.Fprintf(w, "| engine | space amp after load | write amp of load | space amp after A | write amp of A | peak RSS during A (MiB) |\n|---|---:|---:|---:|---:|---:|\n")
 		for _, e := range engines {
-			l := cells[Key{e, "LOAD", s.ValueSize, s.FieldCount, s.Sync, "load"}]
-			a := cells[Key{e, "A", s.ValueSize, s.FieldCount, s.Sync, "run"}]
+			l := cells[s.key(e, "LOAD")]
+			a := cells[s.key(e, "A")]
 			f := func(c *Cell, v func(*Cell) float64, format string) string {
 				if c == nil {
 					return "-"

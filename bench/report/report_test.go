@@ -27,11 +27,11 @@ func TestAggregateMarkdownCharts(t *testing.T) {
 	}
 	rs = append(rs, fake("heapkv", "C", 1000))
 	cells := Aggregate(rs)
-	c := cells[Key{"heapkv", "A", 4096, 1, false, "run"}]
+	c := cells[Key{"heapkv", "A", 4096, 1, "fixed", false, "run"}]
 	if c == nil || c.Runs != 3 || c.OpsPerSec != 200 {
 		t.Fatalf("heapkv A: %+v", c)
 	}
-	if l := cells[Key{"heapkv", "LOAD", 4096, 1, false, "load"}]; l == nil || l.Runs != 4 {
+	if l := cells[Key{"heapkv", "LOAD", 4096, 1, "fixed", false, "load"}]; l == nil || l.Runs != 4 {
 		t.Fatalf("heapkv load: %+v", l)
 	}
 	var b bytes.Buffer
@@ -64,5 +64,39 @@ func TestAggregateMarkdownCharts(t *testing.T) {
 func TestMedian(t *testing.T) {
 	if Median(nil) != 0 || Median([]float64{3, 1, 2}) != 2 || Median([]float64{4, 1, 2, 3}) != 2.5 {
 		t.Fatal("Median")
+	}
+}
+
+// TestValueDistSeries checks that results of another value-size
+// distribution with the same mean size form their own table, titled with
+// the distribution, and that results without one count as fixed.
+func TestValueDistSeries(t *testing.T) {
+	fixed := fake("heapkv", "A", 100)
+	uni := fake("heapkv", "A", 50)
+	uni.ValueDist = "uniform:1024-7168"
+	ycsbRec := fake("heapkv", "A", 70)
+	ycsbRec.ValueDist, ycsbRec.ValueSize, ycsbRec.FieldCount = "ycsb", 1140, 10
+	cells := Aggregate([]*runner.Result{fixed, uni, ycsbRec})
+	series := SeriesOf(cells)
+	if len(series) != 3 {
+		t.Fatalf("series %v", series)
+	}
+	var b bytes.Buffer
+	Markdown(&b, cells)
+	for _, want := range []string{
+		"Throughput, 4096 B single value, sync off", "| heapkv | 200 (1) | 100 (1) |",
+		"Throughput, uniform:1024-7168 values (mean 4096 B), sync off", "| heapkv | 100 (1) | 50 (1) |",
+		"Throughput, 1140 B YCSB records (10 named fields, length-prefixed), sync off",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("markdown lacks %q:\n%s", want, b.String())
+		}
+	}
+	tags := map[string]bool{}
+	for _, s := range series {
+		tags[seriesTag(s)] = true
+	}
+	if !tags["4096B"] || !tags["uniform-1024-7168"] || !tags["ycsb1140B"] {
+		t.Errorf("chart tags %v", tags)
 	}
 }

@@ -31,7 +31,7 @@ func AppendJSON(path string, res *Result) error {
 // operation type, plus an "ALL" row per phase.
 var CSVHeader = []string{
 	"start", "engine", "workload", "distribution", "records", "threads", "field_count", "field_length",
-	"value_size", "sync", "run", "phase", "op", "count", "errors", "phase_seconds", "phase_ops_per_sec",
+	"value_size", "value_dist", "sync", "run", "phase", "op", "count", "errors", "phase_seconds", "phase_ops_per_sec",
 	"mean_us", "p50_us", "p95_us", "p99_us", "p999_us", "max_us",
 	"logical_bytes", "disk_bytes", "space_amp", "user_write_bytes", "device_write_bytes", "write_amp", "peak_rss_bytes",
 }
@@ -56,7 +56,7 @@ func CSVRows(res *Result) [][]string {
 			rows = append(rows, []string{
 				res.Start.Format("2006-01-02T15:04:05Z"), res.Engine, res.Workload, res.Distribution,
 				i(res.Records), strconv.Itoa(res.Threads), strconv.Itoa(res.FieldCount), strconv.Itoa(res.FieldLength),
-				strconv.Itoa(res.ValueSize), strconv.FormatBool(res.Sync), strconv.Itoa(res.Run), p.Name, op,
+				strconv.Itoa(res.ValueSize), valueDistOf(res), strconv.FormatBool(res.Sync), strconv.Itoa(res.Run), p.Name, op,
 				i(s.Count), i(s.Errors), f(p.Seconds), f(p.OpsPerSec),
 				f(s.MeanUs), f(s.P50Us), f(s.P95Us), f(s.P99Us), f(s.P999Us), f(s.MaxUs),
 				i(p.LogicalBytes), i(p.DiskBytes), f(p.SpaceAmp), i(p.UserWriteBytes), i(p.DeviceWrite), f(p.WriteAmp),
@@ -107,8 +107,8 @@ func ReadJSONLines(r io.Reader) ([]*Result, error) {
 
 // Summary writes a human-readable summary of res.
 func Summary(w io.Writer, res *Result) {
-	fmt.Fprintf(w, "== %s  workload %s (%s)  records=%d threads=%d value=%dx%d=%dB sync=%v",
-		res.Engine, res.Workload, res.Distribution, res.Records, res.Threads, res.FieldCount, res.FieldLength, res.ValueSize, res.Sync)
+	fmt.Fprintf(w, "== %s  workload %s (%s)  records=%d threads=%d value=%s sync=%v",
+		res.Engine, res.Workload, res.Distribution, res.Records, res.Threads, valueDesc(res), res.Sync)
 	if res.Run > 0 {
 		fmt.Fprintf(w, " run=%d", res.Run)
 	}
@@ -130,6 +130,28 @@ func Summary(w io.Writer, res *Result) {
 		}
 		fmt.Fprintf(w, "       disk=%s logical=%s space-amp=%.2f  device-writes=%s user-writes=%s write-amp=%.2f  peak-rss=%s\n",
 			mib(p.DiskBytes), mib(p.LogicalBytes), p.SpaceAmp, mib(p.DeviceWrite), mib(p.UserWriteBytes), p.WriteAmp, mib(p.PeakRSSBytes))
+	}
+}
+
+// valueDistOf is res's value-size distribution; results written before
+// it was recorded used fixed sizes.
+func valueDistOf(res *Result) string {
+	if res.ValueDist == "" {
+		return ValueDistFixed
+	}
+	return res.ValueDist
+}
+
+// valueDesc describes res's values for the summary line: FxL=SB for
+// fixed (as before distributions existed), the distribution otherwise.
+func valueDesc(res *Result) string {
+	switch d := valueDistOf(res); d {
+	case ValueDistFixed:
+		return fmt.Sprintf("%dx%d=%dB", res.FieldCount, res.FieldLength, res.ValueSize)
+	case ValueDistYCSB:
+		return fmt.Sprintf("ycsb:%dx%d=%dB(framed)", res.FieldCount, res.FieldLength, res.ValueSize)
+	default:
+		return fmt.Sprintf("%s(mean %dB)", d, res.ValueSize)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"runtime"
 	"sync"
@@ -36,13 +37,25 @@ type Config struct {
 
 	FieldCount  int // record = FieldCount x FieldLength bytes
 	FieldLength int
-	Sync        bool
+	// ValueDist is the value-size distribution (ParseValueDist): "fixed"
+	// or "" (FieldCount x FieldLength bytes), "uniform:MIN-MAX",
+	// "lognormal:MEDIAN,SIGMA" or "ycsb" (FieldCount named fields of
+	// FieldLength bytes with their length prefixes). Every insert and
+	// update draws its own size.
+	ValueDist string
+	Sync      bool
 
 	// Existing and ExistingLogicalBytes describe the data already in Dir
 	// when the load phase does not run (from the last phase of the
-	// previous result); zero means Records records of the configured size.
+	// previous result); zero means Records records of the configured size
+	// (for uniform and lognormal: of the distribution's mean size).
 	Existing             int64
 	ExistingLogicalBytes int64
+	// ExistingSizes is the previous result's Sizes on the same data (nil
+	// for fixed and ycsb). Without it, the value sizes of records that
+	// existed before this Execute are unknown, and logical bytes assume
+	// an update replaces a value of the distribution's mean size.
+	ExistingSizes *RecordSizes
 
 	Dir  string // data directory (must not hold another engine's data)
 	Load bool   // run the load phase
@@ -57,8 +70,31 @@ type Config struct {
 	ProgressEvery time.Duration
 }
 
-// ValueSize is the record size in bytes.
+// ValueSize is the record payload FieldCount x FieldLength in bytes: the
+// value size of the "fixed" distribution (see ValueDist for the others).
 func (c *Config) ValueSize() int { return c.FieldCount * c.FieldLength }
+
+// Validate checks the configuration and returns the parsed value-size
+// distribution.
+func (c *Config) Validate() (*ValueDist, error) {
+	if c.FieldCount < 1 || c.FieldLength < 1 {
+		return nil, errors.New("runner: field count and length must be positive")
+	}
+	if c.Records < 1 {
+		return nil, errors.New("runner: need at least one record")
+	}
+	vd, err := ParseValueDist(c.ValueDist, c.FieldCount, c.FieldLength)
+	if err != nil {
+		return nil, fmt.Errorf("runner: -valuedist: %w", err)
+	}
+	if _, err := workloadOf(*c); err != nil {
+		return nil, err
+	}
+	if _, err := engine.Lookup(c.Engine); err != nil {
+		return nil, err
+	}
+	return vd, nil
+}
 
 // Percentiles reported, in percent.
 var Percentiles = []float64{50, 95, 99, 99.9}
@@ -109,7 +145,8 @@ type Result struct {
 	Threads      int                `json:"threads"`
 	FieldCount   int                `json:"field_count"`
 	FieldLength  int                `json:"field_length"`
-	ValueSize    int                `json:"value_size"`
+	ValueDist    string             `json:"value_dist"` // canonical ValueDist ("" in older results: fixed)
+	ValueSize    int                `json:"value_size"` // exact for fixed and ycsb (the framed record, 1140 B for 10 x 100 B), the rounded mean for uniform and lognormal
 	Sync         bool               `json:"sync"`
 	Run          int                `json:"run,omitempty"` // repetition number
 	Command      string             `json:"command,omitempty"`
@@ -119,6 +156,11 @@ type Result struct {
 	NumCPU       int                `json:"num_cpu"`
 	Phases       []*Phase           `json:"phases"`
 	PeakRSSBytes int64              `json:"peak_rss_bytes"`
+
+	// Sizes holds the value size of every record after the last phase
+	// (uniform and lognormal only), for Config.ExistingSizes of the next
+	// Execute on the same data.
+	Sizes *RecordSizes `json:"-"`
 }
 
 // Execute runs the configured phases.
@@ -126,24 +168,19 @@ func Execute(ctx context.Context, c Config) (*Result, error) {
 	if c.Threads < 1 {
 		c.Threads = 1
 	}
-	if c.FieldCount < 1 || c.FieldLength < 1 {
-		return nil, errors.New("runner: field count and length must be positive")
-	}
-	if c.Records < 1 {
-		return nil, errors.New("runner: need at least one record")
-	}
-	w, err := workloadOf(c)
+	vd, err := c.Validate()
 	if err != nil {
 		return nil, err
 	}
-	if _, err := engine.Lookup(c.Engine); err != nil {
+	w, err := workloadOf(c)
+	if err != nil {
 		return nil, err
 	}
 	res := &Result{
 		Engine: c.Engine, Workload: w.Name, Distribution: string(w.Distribution),
 		Proportions: map[string]float64{},
 		Records:     c.Records, Threads: c.Threads, FieldCount: c.FieldCount, FieldLength: c.FieldLength,
-		ValueSize: c.ValueSize(), Sync: c.Sync, Start: time.Now().UTC(),
+		ValueDist: vd.String(), ValueSize: int(math.Round(vd.Mean())), Sync: c.Sync, Start: time.Now().UTC(),
 		GoVersion: runtime.Version(), NumCPU: runtime.NumCPU(),
 	}
 	for op, p := range w.Proportions {
@@ -151,7 +188,17 @@ func Execute(ctx context.Context, c Config) (*Result, error) {
 			res.Proportions[ycsb.Op(op).String()] = p
 		}
 	}
-	st := &state{c: c, w: w, ks: ycsb.NewKeyspace(0)}
+	st := &state{c: c, w: w, ks: ycsb.NewKeyspace(0), vd: vd, assumed: int64(math.Round(vd.Mean()))}
+	if !vd.Constant() {
+		// Record sizes vary: track them, and serialise writes to the same
+		// record so that the tracked size is the one the engine kept.
+		st.locks = make([]paddedMutex, recordLocks)
+		st.sizes = &RecordSizes{}
+		if !c.Load && c.ExistingSizes != nil {
+			st.sizes = c.ExistingSizes
+		}
+		res.Sizes = st.sizes
+	}
 	if c.Load {
 		p, err := st.phase(ctx, "load")
 		if err != nil {
@@ -164,7 +211,9 @@ func Execute(ctx context.Context, c Config) (*Result, error) {
 			n = c.Records
 		}
 		if lb == 0 {
-			lb = n * int64(avgKeyLen+c.ValueSize())
+			// Only the count is known: assume average keys and, for
+			// uniform and lognormal, values of the mean size.
+			lb = n * (avgKeyLen + st.assumed)
 		}
 		st.ks = ycsb.NewKeyspace(uint64(n))
 		st.logicalBytes.Store(lb)
@@ -179,6 +228,9 @@ func Execute(ctx context.Context, c Config) (*Result, error) {
 	res.PeakRSSBytes = PeakRSS()
 	return res, nil
 }
+
+// openEngine opens the engine of a phase (tests wrap it).
+var openEngine = engine.Open
 
 // avgKeyLen approximates YCSB key lengths ("user" + up to 19 digits) when
 // the load phase did not run in this process.
@@ -220,12 +272,22 @@ type state struct {
 	c  Config
 	w  ycsb.Workload
 	ks *ycsb.Keyspace
+	vd *ValueDist
 
 	logicalBytes atomic.Int64
+
+	// Variable value sizes only (nil for fixed and ycsb): the size of
+	// every record, and locks that make a record's engine write and size
+	// update atomic. assumed is the size of a record whose size is
+	// unknown (the distribution's mean; exact for fixed and ycsb).
+	sizes   *RecordSizes
+	locks   []paddedMutex
+	assumed int64
 }
 
 type client struct {
 	r      *rand.Rand
+	vd     *ValueDist
 	hist   [ycsb.NumOps]*hdrhistogram.Histogram
 	errs   [ycsb.NumOps]int64
 	first  error
@@ -235,8 +297,8 @@ type client struct {
 	seed   uint64
 }
 
-func newClient(seed uint64, valueSize int) *client {
-	cl := &client{r: rand.New(rand.NewPCG(seed, seed^0x5851f42d4c957f2d)), val: make([]byte, valueSize), seed: seed | 1}
+func newClient(seed uint64, vd *ValueDist) *client {
+	cl := &client{r: rand.New(rand.NewPCG(seed, seed^0x5851f42d4c957f2d)), vd: vd, val: make([]byte, vd.Max()), seed: seed | 1}
 	for i := range cl.hist {
 		// 100 ns .. 1 h at 3 significant digits, in ns.
 		cl.hist[i] = hdrhistogram.New(100, int64(time.Hour), 3)
@@ -244,10 +306,19 @@ func newClient(seed uint64, valueSize int) *client {
 	return cl
 }
 
-// fill writes fresh pseudo-random (incompressible) bytes into the value.
-func (cl *client) fill() []byte {
+// value draws the next value's size and returns a value of that size in
+// cl.val, filled with fresh pseudo-random (incompressible) bytes (and the
+// field framing for ycsb).
+func (cl *client) value() []byte {
+	v := cl.fill(cl.vd.Draw(cl.r))
+	cl.vd.frame(v)
+	return v
+}
+
+// fill writes fresh pseudo-random (incompressible) bytes into cl.val[:n].
+func (cl *client) fill(n int) []byte {
 	s := cl.r.Uint64() | 1
-	b := cl.val
+	b := cl.val[:n]
 	for len(b) >= 8 {
 		s ^= s << 13
 		s ^= s >> 7
@@ -259,7 +330,7 @@ func (cl *client) fill() []byte {
 	for i := range b {
 		b[i] = byte(s >> (8 * i))
 	}
-	return cl.val
+	return cl.val[:n]
 }
 
 func (cl *client) record(op ycsb.Op, start time.Time, err error) {
@@ -276,7 +347,7 @@ func (cl *client) record(op ycsb.Op, start time.Time, err error) {
 
 func (st *state) phase(ctx context.Context, name string) (*Phase, error) {
 	c := st.c
-	db, err := engine.Open(c.Engine, c.Dir, c.Sync)
+	db, err := openEngine(c.Engine, c.Dir, c.Sync)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", c.Engine, err)
 	}
@@ -301,7 +372,7 @@ func (st *state) phase(ctx context.Context, name string) (*Phase, error) {
 	clients := make([]*client, c.Threads)
 	keys := make([]*ycsb.KeyChooser, c.Threads)
 	for t := range clients {
-		clients[t] = newClient(c.Seed+uint64(t)*7919+uint64(len(name)), c.ValueSize())
+		clients[t] = newClient(c.Seed+uint64(t)*7919+uint64(len(name)), st.vd)
 		if name == "run" {
 			// Size the zipfian for the inserts the run may make, as YCSB does.
 			expInserts := uint64(float64(c.Ops) * st.w.Proportions[ycsb.OpInsert] * 2)
@@ -418,13 +489,16 @@ func (st *state) loadClient(ctx context.Context, db engine.DB, cl *client, next 
 
 func (st *state) insert(db engine.DB, cl *client, keynum uint64) {
 	cl.key = ycsb.AppendKeyName(cl.key[:0], keynum)
-	v := cl.fill()
+	v := cl.value()
 	t := time.Now()
 	err := db.Insert(cl.key, v)
 	cl.record(ycsb.OpInsert, t, err)
 	if err == nil {
 		cl.wbytes += int64(len(cl.key) + len(v))
 		st.logicalBytes.Add(int64(len(cl.key) + len(v)))
+		if st.sizes != nil {
+			st.sizes.swap(keynum, int32(len(v))) // before Ack: no update can race
+		}
 	}
 	st.ks.Ack(keynum)
 }
@@ -443,14 +517,17 @@ func (st *state) runClient(ctx context.Context, db engine.DB, cl *client, keys *
 			_, err := db.Read(cl.key)
 			cl.record(op, t, err)
 		case ycsb.OpUpdate:
-			cl.key = ycsb.AppendKeyName(cl.key[:0], keys.Next(cl.r))
-			v := cl.fill()
+			k := keys.Next(cl.r)
+			cl.key = ycsb.AppendKeyName(cl.key[:0], k)
+			v := cl.value()
+			mu := st.lockRecord(k) // the wait is not latency
 			t := time.Now()
 			err := db.Update(cl.key, v)
 			cl.record(op, t, err)
 			if err == nil {
-				cl.wbytes += int64(len(cl.key) + len(v))
+				st.updated(cl, k, len(v))
 			}
+			unlock(mu)
 		case ycsb.OpInsert:
 			st.insert(db, cl, st.ks.NextInsert())
 		case ycsb.OpScan:
@@ -460,15 +537,23 @@ func (st *state) runClient(ctx context.Context, db engine.DB, cl *client, keys *
 			_, err := db.Scan(cl.key, n)
 			cl.record(op, t, err)
 		case ycsb.OpRMW:
-			cl.key = ycsb.AppendKeyName(cl.key[:0], keys.Next(cl.r))
+			k := keys.Next(cl.r)
+			cl.key = ycsb.AppendKeyName(cl.key[:0], k)
 			t := time.Now()
 			_, err := db.Read(cl.key)
 			if err == nil {
-				v := cl.fill()
+				v := cl.value() // a new size, like any update
+				var mu *sync.Mutex
+				if st.locks != nil {
+					w := time.Now()
+					mu = st.lockRecord(k)
+					t = t.Add(time.Since(w)) // the wait is not latency
+				}
 				err = db.Update(cl.key, v)
 				if err == nil {
-					cl.wbytes += int64(len(cl.key) + len(v))
+					st.updated(cl, k, len(v))
 				}
+				unlock(mu)
 			}
 			cl.record(op, t, err)
 		}

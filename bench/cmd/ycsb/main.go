@@ -2,6 +2,7 @@
 // is compared with (Pebble, Badger, bbolt). See bench/README.md.
 //
 //	go run ./cmd/ycsb -engine heapkv,pebble-tuned -workload a -records 1000000 -threads 16 -valuesize 4096
+//	go run ./cmd/ycsb -engine heapkv -workload a -records 100000 -valuedist uniform:100-65536
 package main
 
 import (
@@ -43,6 +44,7 @@ func run() error {
 		fieldCount  = flag.Int("fieldcount", 10, "fields per record")
 		fieldLength = flag.Int("fieldlength", 100, "bytes per field")
 		valueSize   = flag.Int("valuesize", 0, "single value of this many bytes per record (sets -fieldcount 1 -fieldlength N)")
+		valueDist   = flag.String("valuedist", "fixed", "value sizes, drawn per insert and update: fixed (-fieldcount x -fieldlength), uniform:MIN-MAX (bytes, inclusive), lognormal:MEDIAN,SIGMA (clamped to [1, 1MiB]) or ycsb (-fieldcount fields \"field<i>\" of -fieldlength bytes, each framed by u32 LE name and value lengths)")
 		maxScan     = flag.Int("maxscanlength", 100, "scan lengths are uniform in [1, maxscanlength]")
 		sync        = flag.Bool("sync", false, "durable writes (fsync before each write returns)")
 		dir         = flag.String("dir", filepath.Join(os.TempDir(), "heapkv-ycsb"), "parent of the data directories (one per engine, workload and run)")
@@ -77,14 +79,14 @@ func run() error {
 	base := runner.Config{
 		Mix: *mix, Distribution: *dist, MaxScanLength: *maxScan,
 		Records: *records, Ops: *ops, Duration: *duration, Threads: *threads,
-		FieldCount: *fieldCount, FieldLength: *fieldLength, Sync: *sync, Seed: *seed,
+		FieldCount: *fieldCount, FieldLength: *fieldLength, ValueDist: *valueDist, Sync: *sync, Seed: *seed,
 	}
 	if *valueSize > 0 {
 		base.FieldCount, base.FieldLength = 1, *valueSize
 	}
 	if *smoke {
 		s := runner.SmokeConfig()
-		s.Mix, s.Distribution, s.Sync, s.Seed = base.Mix, base.Distribution, base.Sync, base.Seed
+		s.Mix, s.Distribution, s.ValueDist, s.Sync, s.Seed = base.Mix, base.Distribution, base.ValueDist, base.Sync, base.Seed
 		base = s
 		if !set["engine"] {
 			*engines = "all"
@@ -103,6 +105,10 @@ func run() error {
 		if !set["isolate"] {
 			*isolate = false
 		}
+	}
+	// Fail before any run starts (Execute checks again).
+	if _, err := runner.ParseValueDist(base.ValueDist, base.FieldCount, base.FieldLength); err != nil {
+		return fmt.Errorf("-valuedist: %w", err)
 	}
 	for _, ph := range strings.Split(*phases, ",") {
 		switch strings.TrimSpace(ph) {
@@ -216,8 +222,11 @@ func sequenceRun(ctx context.Context, base runner.Config, eng string, wls []stri
 		if err != nil {
 			return fmt.Errorf("workload %s: %w", wl, err)
 		}
+		// The next workload starts from this one's data: its record count,
+		// logical bytes and (uniform, lognormal) record sizes, so that
+		// logical bytes stay exact.
 		last := res.Phases[len(res.Phases)-1]
-		c.Existing, c.ExistingLogicalBytes = last.Records, last.LogicalBytes
+		c.Existing, c.ExistingLogicalBytes, c.ExistingSizes = last.Records, last.LogicalBytes, res.Sizes
 	}
 	return nil
 }

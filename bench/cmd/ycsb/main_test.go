@@ -5,6 +5,8 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/heapkv/heapkv/bench/engine"
@@ -99,5 +101,66 @@ func TestSequenceCLI(t *testing.T) {
 		if r.Workload == "E" && r.Phases[0].Records <= res[i-1].Phases[0].Records {
 			t.Errorf("%s: E sees %d records, D ended with %d", r.Engine, r.Phases[0].Records, res[i-1].Phases[0].Records)
 		}
+	}
+}
+
+// TestValueDistCLI runs a -sequence with a lognormal value-size
+// distribution and checks that it is recorded in the JSON and CSV
+// results, and that a bad -valuedist fails before any run.
+func TestValueDistCLI(t *testing.T) {
+	tmp := t.TempDir()
+	js, cs := filepath.Join(tmp, "r.jsonl"), filepath.Join(tmp, "r.csv")
+	os.Args = []string{"ycsb", "-sequence", "-smoke", "-engine", "noop,heapkv", "-workload", "a,d", "-valuedist", "lognormal:300,0.5",
+		"-progress=false", "-dir", filepath.Join(tmp, "data"), "-json", js, "-csv", cs}
+	flag.CommandLine = flag.NewFlagSet("ycsb", flag.ContinueOnError)
+	stdout := os.Stdout
+	devnull, _ := os.Open(os.DevNull)
+	os.Stdout = devnull
+	err := run()
+	os.Stdout = stdout
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	res, err := runner.ReadJSONLines(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 4 {
+		t.Fatalf("%d results, want 4", len(res))
+	}
+	for _, r := range res {
+		if r.ValueDist != "lognormal:300,0.5" || r.ValueSize < 300 || r.ValueSize > 400 {
+			t.Errorf("%s/%s: value_dist %q value_size %d", r.Engine, r.Workload, r.ValueDist, r.ValueSize)
+		}
+	}
+	cf, err := os.Open(cs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cf.Close()
+	rows, err := csv.NewReader(cf).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	col := slices.Index(rows[0], "value_dist")
+	for _, row := range rows[1:] {
+		if col < 0 || row[col] != "lognormal:300,0.5" {
+			t.Fatalf("CSV header %v, row %v", rows[0], row)
+		}
+	}
+
+	os.Args = []string{"ycsb", "-engine", "noop", "-valuedist", "uniform:9-1", "-progress=false", "-dir", filepath.Join(tmp, "bad")}
+	flag.CommandLine = flag.NewFlagSet("ycsb", flag.ContinueOnError)
+	err = run()
+	if err == nil || !strings.Contains(err.Error(), "-valuedist") || !strings.Contains(err.Error(), `"uniform:9-1"`) {
+		t.Fatalf("bad -valuedist: error %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(tmp, "bad")); err == nil {
+		t.Error("a run started despite the bad -valuedist")
 	}
 }
