@@ -54,8 +54,8 @@ type crashWorkload struct {
 // across segments, rotates logs and (variant "bigInline") fills memtables.
 func crashOptions() heapkv.Options {
 	o := heapkv.Options{
-		BlockSize:          512,
-		SegmentSize:        64 * 512,
+		BlockSize:          128,
+		SegmentSize:        256 * 128,
 		IndexMemTableSize:  1 << 20,
 		LogSegmentSize:     64 << 10,
 		InlineThreshold:    64,

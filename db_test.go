@@ -109,7 +109,7 @@ func TestBadInput(t *testing.T) {
 }
 
 func TestBatchTooLarge(t *testing.T) {
-	db := openTestDB(t, t.TempDir(), &heapkv.Options{NoSync: true})
+	db := openTestDB(t, t.TempDir(), &heapkv.Options{NoSync: true, InlineThreshold: 2048})
 	b := db.NewBatch()
 	v := bytes.Repeat([]byte("x"), 2000) // inline
 	for i := 0; i < 50_000; i++ {

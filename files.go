@@ -26,9 +26,10 @@ const (
 )
 
 // Limits on what readFile reads. Allocation snapshots and tracking states
-// are bitmaps of the heap, one bit per block (two per stale replica), so
-// maxStateFileSize covers a heap of 64 TiB in 512-byte blocks or 512 TiB in
-// 4 KiB blocks.
+// are bitmaps of the heap, at most one bit per block (two per stale
+// replica) before their run-length encodings shrink them, so
+// maxStateFileSize covers a heap of 16 TiB in 128-byte blocks or 512 TiB
+// in 4 KiB blocks.
 const (
 	maxManifestSize  = 1 << 20
 	maxStateFileSize = 1 << 34

@@ -54,9 +54,12 @@ func (f flushes) minus(g flushes) flushes {
 }
 
 func openCounted(t *testing.T, markDelay time.Duration) (*heapkv.DB, *flushCounter) {
+	return openCountedOpts(t, markDelay, &heapkv.Options{})
+}
+
+func openCountedOpts(t *testing.T, markDelay time.Duration, o *heapkv.Options) (*heapkv.DB, *flushCounter) {
 	t.Helper()
 	c := &flushCounter{}
-	o := &heapkv.Options{}
 	heapkv.SetFS(o, testfs.Wrap(vfs.Default, c.hook))
 	heapkv.SetMarkDelay(o, markDelay)
 	return openTestDB(t, t.TempDir(), o), c
@@ -163,12 +166,24 @@ func TestIdleSyncMark(t *testing.T) {
 
 // TestCarriedValuesOneHeapWrite: the leader allocates the values a group
 // carries from one cursor and writes adjacent ones with one call, so a
-// synced batch of 16 carried values (4 KiB and 4,100 B: one and two
-// blocks) costs one heap write; a NoSync batch, whose writer writes each
-// value itself, costs one call per 4 KiB value and two per 4,100 B value
-// (its whole blocks, then the zero-padded tail): 24.
+// synced batch of 16 carried values (4 KiB and 4,100 B) costs one heap
+// write. A NoSync batch, whose writer writes each value itself, costs one
+// call per value with blocks smaller than a page (the default); with 4 KiB
+// blocks, one call per 4 KiB value and two per 4,100 B value (its whole
+// blocks, then the zero-padded tail): 24.
 func TestCarriedValuesOneHeapWrite(t *testing.T) {
-	db, c := openCounted(t, time.Hour)
+	for _, tc := range []struct {
+		blockSize int
+		noSync    int64
+	}{{128, 16}, {4096, 24}} {
+		t.Run(fmt.Sprintf("block=%d", tc.blockSize), func(t *testing.T) {
+			testCarriedValuesOneHeapWrite(t, tc.blockSize, tc.noSync)
+		})
+	}
+}
+
+func testCarriedValuesOneHeapWrite(t *testing.T, blockSize int, noSyncWrites int64) {
+	db, c := openCountedOpts(t, time.Hour, &heapkv.Options{BlockSize: blockSize})
 	batch := func(round int) *heapkv.Batch {
 		b := db.NewBatch()
 		for i := range 16 {
@@ -176,7 +191,7 @@ func TestCarriedValuesOneHeapWrite(t *testing.T) {
 		}
 		return b
 	}
-	for round, want := range []int64{1, 1, 24} {
+	for round, want := range []int64{1, 1, noSyncWrites} {
 		before := c.heapWrites.Load()
 		if err := db.Apply(batch(round), &heapkv.WriteOptions{Sync: round < 2}); err != nil {
 			t.Fatal(err)

@@ -23,7 +23,7 @@ import (
 
 // fuzzGeometry maps two fuzzed bytes to a valid heap geometry.
 func fuzzGeometry(bs, seg uint8) (blockSize, segBlocks int) {
-	return 512 << (bs % 12), 64 * (1 + int(seg%64))
+	return alloc.MinBlockSize << (bs % 14), 64 * (1 + int(seg%64))
 }
 
 func entrySeeds() [][]byte {
@@ -47,8 +47,8 @@ func entrySeeds() [][]byte {
 
 func FuzzDecodeEntry(f *testing.F) {
 	for _, s := range entrySeeds() {
-		f.Add(s, uint8(0), uint8(0)) // 512-byte blocks, 64 per segment
-		f.Add(s, uint8(3), uint8(1)) // 4 KiB blocks, 128 per segment
+		f.Add(s, uint8(0), uint8(0)) // 128-byte blocks, 64 per segment
+		f.Add(s, uint8(5), uint8(1)) // 4 KiB blocks, 128 per segment
 	}
 	f.Fuzz(func(t *testing.T, b []byte, bsSel, segSel uint8) {
 		bs, seg := fuzzGeometry(bsSel, segSel)

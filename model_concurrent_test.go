@@ -52,7 +52,7 @@ func TestModelConcurrent(t *testing.T) {
 	if testing.Short() {
 		ops = 300
 	}
-	opts := heapkv.Options{BlockSize: 512, SegmentSize: 64 * 512, InlineThreshold: 64, Cursors: 3,
+	opts := heapkv.Options{BlockSize: 128, SegmentSize: 64 * 128, InlineThreshold: 64, Cursors: 3,
 		IndexMemTableSize: 1 << 20, LogSegmentSize: 64 << 10, CheckpointLogBytes: 256 << 10, Logger: modelLogger}
 	heapkv.SetFS(&opts, vfs.NewMem())
 	heapkv.CrossCheckKeyFilter(&opts)

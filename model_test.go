@@ -40,7 +40,7 @@ type modelConfig struct {
 }
 
 func modelConfigs() []modelConfig {
-	tiny := heapkv.Options{BlockSize: 512, SegmentSize: 64 * 512, InlineThreshold: 64, Cursors: 2,
+	tiny := heapkv.Options{BlockSize: 128, SegmentSize: 64 * 128, InlineThreshold: 64, Cursors: 2,
 		LogSegmentSize: 64 << 10, IndexMemTableSize: 1 << 20, Logger: modelLogger}
 	memtables := heapkv.Options{IndexMemTableSize: 1 << 20, InlineThreshold: 8 << 10, LogSegmentSize: 64 << 10,
 		CheckpointLogBytes: 512 << 10, Logger: modelLogger}

@@ -15,9 +15,9 @@ import (
 // Defaults used for zero Options fields. ARCHITECTURE.md explains how each
 // was chosen.
 const (
-	DefaultBlockSize          = 4 << 10
+	DefaultBlockSize          = 128
 	DefaultSegmentSize        = 8 << 20
-	DefaultInlineThreshold    = 2048
+	DefaultInlineThreshold    = 256
 	DefaultLogSegmentSize     = 16 << 20
 	DefaultCheckpointLogBytes = 64 << 20
 	DefaultIndexCacheSize     = 64 << 20
@@ -72,7 +72,7 @@ type Options struct {
 	NoSyncFlushBytes int64
 
 	// InlineThreshold is the largest value, in bytes, kept inline in the
-	// index rather than in the heap. Default 2 KiB. A negative value sends
+	// index rather than in the heap. Default 256 bytes. A negative value sends
 	// every non-empty value to the heap.
 	InlineThreshold int
 
@@ -88,8 +88,9 @@ type Options struct {
 	CarryLimit int
 
 	// BlockSize is the heap's allocation unit in bytes, a power of two from
-	// 512 to 1 MiB. Fixed when the database is created; ignored afterwards.
-	// Default 4 KiB.
+	// 128 to 1 MiB: a value takes its size rounded up to a whole block.
+	// Fixed when the database is created (a database keeps the block size
+	// it was made with); ignored afterwards. Default 128 bytes.
 	BlockSize int
 
 	// SegmentSize is the size in bytes of a heap segment, the unit a writer

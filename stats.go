@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/heapkv/heapkv/internal/filehdr"
+	"github.com/heapkv/heapkv/mirror"
 )
 
 // counters are the logical totals Stats reports, kept exactly across
@@ -180,7 +181,7 @@ func (db *DB) Stats() (Stats, error) {
 	s.HeapSegments = as.Segments
 	s.HeapAllocBytes = as.AllocatedBlocks * bs
 	s.HeapLiveBytes = s.HeapAllocBytes - s.HeapPendingFree
-	s.HeapFileBytes = bs + int64(as.Segments)*int64(db.geom.SegmentBlocks)*bs
+	s.HeapFileBytes = mirror.HeaderArea(db.geom.BlockSize) + int64(as.Segments)*int64(db.geom.SegmentBlocks)*bs
 	if log := db.log.Load(); log != nil {
 		ls := log.Stats()
 		s.LogBytes, s.LogFiles = ls.Bytes, ls.Segments

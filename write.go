@@ -248,11 +248,21 @@ func (db *DB) writeStored(stored []byte, extents []alloc.Extent) error {
 	return nil
 }
 
-// writeBlocks writes p at block start, padding the last block with zeros so
-// that the heap only ever sees whole-block writes: with 4 KiB blocks the
-// kernel never has to read a page to update part of it.
+// pageSize is the page size writeBlocks assumes: the common one (4 KiB).
+// A block of at least this size is written whole.
+const pageSize = 4096
+
+// writeBlocks writes p at block start. With blocks of a page or more it pads
+// the last block with zeros, so that the heap only sees whole-page writes
+// and the kernel never has to read a page to update part of it. Blocks
+// smaller than a page share pages with other values anyway: p goes in one
+// write and the rest of its last block is left as it was (no reader looks
+// past a value's stored length).
 func (db *DB) writeBlocks(p []byte, start uint64) error {
 	bs := db.geom.BlockSize
+	if bs < pageSize {
+		return db.heap.WriteAt(p, start)
+	}
 	full := len(p) / bs * bs
 	if full > 0 {
 		if err := db.heap.WriteAt(p[:full], start); err != nil {

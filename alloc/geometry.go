@@ -21,7 +21,7 @@ var ErrInvalid = errors.New("alloc: invalid argument")
 
 // Limits of a Geometry.
 const (
-	MinBlockSize     = 512
+	MinBlockSize     = 128
 	MaxBlockSize     = 1 << 20
 	MaxSegmentBlocks = 1 << 24
 )

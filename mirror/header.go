@@ -28,8 +28,19 @@ const (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
+// HeaderArea returns the bytes before block 0 in a replica file of the given
+// block size: one block, or 4 KiB for blocks under 512 bytes. Block sizes
+// under 512 bytes came later than the format (so no existing file has one);
+// with them, a one-block header would put every block off the page grid.
+func HeaderArea(blockSize int) int64 {
+	if blockSize < 512 {
+		return 4096
+	}
+	return int64(blockSize)
+}
+
 func encodeHeader(cfg Config, id int) []byte {
-	b := make([]byte, cfg.BlockSize)
+	b := make([]byte, HeaderArea(cfg.BlockSize))
 	filehdr.Header{Kind: filehdr.KindHeap, Version: filehdr.Version, DBID: cfg.DBID}.Encode(b)
 	binary.LittleEndian.PutUint32(b[offBlockSize:], uint32(cfg.BlockSize))
 	binary.LittleEndian.PutUint32(b[offReplicaID:], uint32(id))

@@ -6,15 +6,20 @@
 // values, allocation or the log (it is told which blocks are allocated and
 // which LSN is durable through callbacks).
 //
-// A replica is one file. Its first block is a header; block b of the device
-// lives at byte offset (b+1)*BlockSize:
+// A replica is one file. It starts with a header area of H bytes; block b
+// of the device lives at byte offset H + b*BlockSize:
 //
 //	+-----------------------------+---------+---------+-----
-//	| header block                | block 0 | block 1 | ...
+//	| header area                 | block 0 | block 1 | ...
 //	| filehdr (32 B) | replica    |         |         |
 //	| header (see header.go)      |         |         |
 //	+-----------------------------+---------+---------+-----
-//	0                          BlockSize  2*BlockSize
+//	0                             H         H+BlockSize
+//
+// H is one block for block sizes of 512 bytes and more (the layout every
+// database made before smaller blocks existed has), and 4 KiB for block
+// sizes below 512, so that the blocks of a small-block heap start on a page
+// boundary (headerArea).
 //
 // The file grows on demand as blocks are written (reading an unwritten block
 // returns zeros).
@@ -377,8 +382,9 @@ func (s *Set) finishOpen() {
 	s.mu.Unlock()
 }
 
+// offset returns the byte offset of block in every replica file.
 func (s *Set) offset(block uint64) int64 {
-	return int64(block+1) * int64(s.cfg.BlockSize)
+	return HeaderArea(s.cfg.BlockSize) + int64(block)*int64(s.cfg.BlockSize)
 }
 
 // BlockSize returns the device's block size in bytes.

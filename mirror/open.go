@@ -87,8 +87,9 @@ func Open(cfg Config, o OpenOptions) (*Set, error) {
 		if f == nil || o.Replicas[i].State != InSync {
 			continue
 		}
-		if fi, err := f.Stat(); err == nil && fi.Size() > 0 {
-			limit = max(limit, uint64(fi.Size()-1)/uint64(cfg.BlockSize))
+		if fi, err := f.Stat(); err == nil && fi.Size() > HeaderArea(cfg.BlockSize) {
+			bs := int64(cfg.BlockSize)
+			limit = max(limit, uint64((fi.Size()-HeaderArea(cfg.BlockSize)+bs-1)/bs))
 		}
 	}
 	var trk map[int]trackEntry

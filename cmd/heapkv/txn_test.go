@@ -274,5 +274,5 @@ func TestCheckpointInfo(t *testing.T) {
 	require.True(t, ok, "checkpoint prints OK between the two infos: %q", out)
 	require.Contains(t, first, "lsn          2 (checkpoint 0)")
 	require.Contains(t, second, "lsn          2 (checkpoint 2)")
-	require.Contains(t, second, "format       v1, 4.0 KiB blocks, 8.0 MiB segments")
+	require.Contains(t, second, "format       v1, 128 B blocks, 8.0 MiB segments")
 }
