@@ -36,7 +36,7 @@ func dirBytes(tb testing.TB, dir string) int64 {
 // in the index or to the heap, then reads them back, reporting write and
 // read cost and space per value.
 func BenchmarkDefaultsInlineThreshold(b *testing.B) {
-	for _, size := range []int{256, 1024, 2048, 3072} {
+	for _, size := range []int{128, 200, 256, 384, 512, 1024, 2048, 3072} {
 		for _, mode := range []string{"inline", "heap"} {
 			b.Run(fmt.Sprintf("value=%d/store=%s", size, mode), func(b *testing.B) {
 				opts := &heapkv.Options{NoSync: true, InlineThreshold: -1}
@@ -110,8 +110,8 @@ func benchPutGet(b *testing.B, opts *heapkv.Options, size, writers int) {
 // BenchmarkDefaultsBlockSize stores values in the heap with several block
 // sizes, to weigh space lost to rounding against write cost.
 func BenchmarkDefaultsBlockSize(b *testing.B) {
-	for _, size := range []int{1500, 3000, 4096, 16384} {
-		for _, bs := range []int{512, 1024, 4096} {
+	for _, size := range []int{1140, 1500, 3000, 4096, 4100, 16384} {
+		for _, bs := range []int{128, 256, 512, 1024, 4096} {
 			b.Run(fmt.Sprintf("value=%d/block=%d", size, bs), func(b *testing.B) {
 				benchPutGet(b, &heapkv.Options{NoSync: true, InlineThreshold: -1, BlockSize: bs, SegmentSize: int64(bs) * 2048}, size, 64)
 			})

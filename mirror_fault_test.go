@@ -374,8 +374,8 @@ func TestMirrorCorruption(t *testing.T) {
 	e.writeBlock(2, blocks(keys[2])[2], 100, []byte{0xff})
 	// Replica 2's file truncated in the middle of the values (while the
 	// database is closed: the MemFS cannot truncate an open file).
-	// Block b sits at offset (b+1)*mBS (the header has the first block),
-	// so the file keeps blocks 0..cut-1 whole and 100 bytes of block cut: a
+	// Block b sits at offset mOff(b) (after the header area), so the file
+	// keeps blocks 0..cut-1 whole and 100 bytes of block cut: a
 	// value is damaged if any of its blocks is cut or later.
 	// Replica 2's bad copies are the flipped value and every value the cut
 	// reaches; the flipped one may also be past the cut (the cursors place
@@ -388,7 +388,7 @@ func TestMirrorCorruption(t *testing.T) {
 		}
 	}
 	mustClose(t, db)
-	writeFileMem(t, e, replicaFile(2), readFileMem(t, e, replicaFile(2))[:int64(cut+1)*mBS+100])
+	writeFileMem(t, e, replicaFile(2), readFileMem(t, e, replicaFile(2))[:mOff(cut)+100])
 	db = e.open()
 	rep, err := db.Scrub(t.Context())
 	if err != nil {
@@ -451,7 +451,7 @@ func TestMirrorCorruption(t *testing.T) {
 		}
 	}
 	mustClose(t, db)
-	writeFileMem(t, e, replicaFile(0), readFileMem(t, e, replicaFile(0))[:int64(cut)*mBS+37])
+	writeFileMem(t, e, replicaFile(0), readFileMem(t, e, replicaFile(0))[:mOff(cut-1)+37])
 	db = e.open() // the repair counters start at zero
 	e.checkModel(db)
 	if st, _ := db.Stats(); st.ReadRepairs != int64(truncated) {

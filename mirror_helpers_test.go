@@ -15,6 +15,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	"github.com/heapkv/heapkv"
+	"github.com/heapkv/heapkv/mirror"
 )
 
 // Helpers of the mirror tests: a database with mirrors on a crashable
@@ -23,7 +24,7 @@ import (
 
 const (
 	mdbDir = "db"
-	mBS    = 512 // block size of the mirror tests
+	mBS    = 128 // block size of the mirror tests (the default)
 )
 
 // mirrorEnv is a database directory with n-1 mirrors (replica i > 0 lives
@@ -93,7 +94,7 @@ func (fs linkGuardFS) Link(oldname, newname string) error {
 func (e *mirrorEnv) options() *heapkv.Options {
 	o := &heapkv.Options{
 		BlockSize:          mBS,
-		SegmentSize:        64 * mBS,
+		SegmentSize:        256 * mBS,
 		InlineThreshold:    64,
 		LogSegmentSize:     64 << 10,
 		CheckpointLogBytes: -1,
@@ -195,6 +196,10 @@ func (e *mirrorEnv) liveBlocks(db *heapkv.DB, keys map[string]bool) map[uint64]b
 	return out
 }
 
+// mOff returns the offset of block b in a replica file of the mirror
+// tests: after the header area (4 KiB for 128-byte blocks).
+func mOff(b uint64) int64 { return mirror.HeaderArea(mBS) + int64(b)*mBS }
+
 // readBlocks reads blocks straight from replica id's file.
 func (e *mirrorEnv) readBlocks(id int, blocks []uint64) []byte {
 	e.t.Helper()
@@ -206,7 +211,7 @@ func (e *mirrorEnv) readBlocks(id int, blocks []uint64) []byte {
 	var out []byte
 	for _, b := range blocks {
 		p := make([]byte, mBS)
-		n, _ := f.ReadAt(p, int64(b+1)*mBS)
+		n, _ := f.ReadAt(p, mOff(b))
 		clear(p[n:])
 		out = append(out, p...)
 	}
@@ -221,7 +226,7 @@ func (e *mirrorEnv) writeBlock(id int, b uint64, off int, p []byte) {
 		e.t.Fatal(err)
 	}
 	defer f.Close()
-	if _, err := f.WriteAt(p, int64(b+1)*mBS+int64(off)); err != nil {
+	if _, err := f.WriteAt(p, mOff(b)+int64(off)); err != nil {
 		e.t.Fatal(err)
 	}
 }

@@ -52,14 +52,19 @@ func modelConfigs() []modelConfig {
 		LogSegmentSize: logSeg, Logger: modelLogger}
 	heapAll := heapkv.Options{InlineThreshold: -1, BlockSize: 512, SegmentSize: 256 * 512,
 		LogSegmentSize: logSeg, Logger: modelLogger}
-	compressed := heapkv.Options{InlineThreshold: -1, BlockSize: 512, SegmentSize: 64 * 512,
+	compressed := heapkv.Options{InlineThreshold: -1, BlockSize: 128, SegmentSize: 256 * 128,
 		Compression: heapkv.CodecS2, ValueCacheSize: -1, LogSegmentSize: logSeg, Logger: modelLogger}
+	// The geometry of databases made before 128-byte blocks: 4 KiB blocks
+	// (written whole, zero-padded) and 2 KiB inline values.
+	pageBlocks := heapkv.Options{BlockSize: 4096, SegmentSize: 64 * 4096, InlineThreshold: 2048,
+		LogSegmentSize: logSeg, Logger: modelLogger}
 	return []modelConfig{
 		{name: "tinySegments", opts: tiny},
 		{name: "tinyMemtables", opts: memtables},
 		{name: "inlineEverything", opts: inlineAll},
 		{name: "heapEverything", opts: heapAll},
 		{name: "compressedNoCache", opts: compressed},
+		{name: "pageBlocks", opts: pageBlocks},
 		{name: "default", opts: heapkv.Options{Logger: modelLogger}, stepDiv: 4},
 		{name: "tinySegmentsOnDisk", opts: tiny, onDisk: true, stepDiv: 4},
 	}

@@ -99,27 +99,38 @@ func (m *mutexAllocator) Free(e Extent) {
 // database does), so the heap stays small; the freed blocks usually lie in
 // a segment that another cursor owns by then.
 func BenchmarkAllocate(b *testing.B) {
-	g := Geometry{BlockSize: 4096, SegmentBlocks: 16384}
-	for _, impl := range []string{"cursors", "mutex"} {
-		for _, goroutines := range []int{1, 2, 8, 64} {
-			for _, blocks := range []int{1, 16} {
-				name := fmt.Sprintf("impl=%s/goroutines=%d/blocks=%d", impl, goroutines, blocks)
-				b.Run(name, func(b *testing.B) {
-					var a benchAllocator = newMutexAllocator(g)
-					if impl == "cursors" {
-						ca, err := New(g, Config{})
-						if err != nil {
-							b.Fatal(err)
+	// The heap geometries: 4 KiB blocks in 64 MiB segments (claims of one
+	// 4 KiB and one 64 KiB value), and the default 128-byte blocks in 8 MiB
+	// segments (claims of a 1 KB and a 4,100-byte value).
+	for _, geo := range []struct {
+		g      Geometry
+		claims []int
+	}{
+		{Geometry{BlockSize: 4096, SegmentBlocks: 16384}, []int{1, 16}},
+		{Geometry{BlockSize: 128, SegmentBlocks: 65536}, []int{8, 33}},
+	} {
+		g := geo.g
+		for _, impl := range []string{"cursors", "mutex"} {
+			for _, goroutines := range []int{1, 2, 8, 64} {
+				for _, blocks := range geo.claims {
+					name := fmt.Sprintf("block=%d/impl=%s/goroutines=%d/blocks=%d", g.BlockSize, impl, goroutines, blocks)
+					b.Run(name, func(b *testing.B) {
+						var a benchAllocator = newMutexAllocator(g)
+						if impl == "cursors" {
+							ca, err := New(g, Config{})
+							if err != nil {
+								b.Fatal(err)
+							}
+							a = ca
 						}
-						a = ca
-					}
-					benchAllocate(b, a, goroutines, blocks)
-					if ca, ok := a.(*Allocator); ok {
-						st := ca.Stats()
-						b.ReportMetric(float64(st.CursorTrades)/float64(b.N), "trades/op")
-						b.ReportMetric(float64(st.Segments), "segments")
-					}
-				})
+						benchAllocate(b, a, goroutines, blocks)
+						if ca, ok := a.(*Allocator); ok {
+							st := ca.Stats()
+							b.ReportMetric(float64(st.CursorTrades)/float64(b.N), "trades/op")
+							b.ReportMetric(float64(st.Segments), "segments")
+						}
+					})
+				}
 			}
 		}
 	}

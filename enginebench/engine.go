@@ -52,6 +52,7 @@ type Config struct {
 // Configs are the engines compared, in the order they run.
 var Configs = []Config{
 	{"heapkv", openHeapKV},
+	{"heapkv-4k", openHeapKV4K},
 	{"pebble-tuned", func(dir string, _ bool) (Engine, error) { return openPebble(dir, TunedPebbleOptions(quietLogger{})) }},
 	{"pebble-vsep", func(dir string, _ bool) (Engine, error) { return openPebble(dir, ValueSepPebbleOptions(quietLogger{})) }},
 	{"pebble-default", func(dir string, _ bool) (Engine, error) { return openPebble(dir, DefaultPebbleOptions()) }},
@@ -67,9 +68,24 @@ type heapEngine struct {
 // (the benchmarks' -enginebench.carrylimit, for sweeping it).
 var HeapCarryLimit int
 
+// HeapBlockSize, if not 0, is the heapkv engine's Options.BlockSize (the
+// benchmarks' -enginebench.blocksize).
+var HeapBlockSize int
+
 func openHeapKV(dir string, sync bool) (Engine, error) {
 	// Defaults, except NoSync for the non-durable runs (the user's knob).
-	db, err := heapkv.Open(dir, &heapkv.Options{NoSync: !sync, CarryLimit: HeapCarryLimit, Logger: quietSlog})
+	return openHeap(dir, &heapkv.Options{NoSync: !sync, CarryLimit: HeapCarryLimit, BlockSize: HeapBlockSize})
+}
+
+// openHeapKV4K opens heapkv with the heap geometry of the releases before
+// 128-byte blocks: 4 KiB blocks, values up to 2 KiB inline.
+func openHeapKV4K(dir string, sync bool) (Engine, error) {
+	return openHeap(dir, &heapkv.Options{NoSync: !sync, CarryLimit: HeapCarryLimit, BlockSize: 4096, InlineThreshold: 2048})
+}
+
+func openHeap(dir string, o *heapkv.Options) (Engine, error) {
+	o.Logger = quietSlog
+	db, err := heapkv.Open(dir, o)
 	if err != nil {
 		return nil, err
 	}

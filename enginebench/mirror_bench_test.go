@@ -56,7 +56,7 @@ func mirrorDir(b *testing.B) string {
 }
 
 func mirrorOpts(replicas int, noSync bool) *heapkv.Options {
-	o := &heapkv.Options{NoSync: noSync, Logger: slog.New(slog.DiscardHandler), ValueCacheSize: -1}
+	o := &heapkv.Options{NoSync: noSync, Logger: slog.New(slog.DiscardHandler), ValueCacheSize: -1, BlockSize: HeapBlockSize}
 	for i := 1; i < replicas; i++ {
 		o.Mirrors = append(o.Mirrors, fmt.Sprintf("m%d", i))
 	}

@@ -22,12 +22,14 @@ var (
 	flagPasses  = flag.Int("enginebench.passes", 5, "BenchmarkOverwriteSpace: overwrite passes over the whole key set")
 	flagValue   = flag.Int("enginebench.value", 4096, "BenchmarkOverwriteSpace: value size in bytes")
 	flagCarry   = flag.Int("enginebench.carrylimit", 0, "heapkv's Options.CarryLimit (0: the default; -1: carry nothing)")
+	flagBlock   = flag.Int("enginebench.blocksize", 0, "heapkv's Options.BlockSize (0: the default)")
 	flagSettle  = flag.Duration("enginebench.settle", 60*time.Second, "longest wait for an engine's background work to go idle")
 )
 
 func TestMain(m *testing.M) {
 	flag.Parse()
 	HeapCarryLimit = *flagCarry
+	HeapBlockSize = *flagBlock
 	os.Exit(m.Run())
 }
 

@@ -92,7 +92,7 @@ func (s *Set) noteDirty(b uint64, n int) {
 // index order, and returns the set of locked stripes.
 func (s *Set) lockStripes(b uint64, n int) uint64 {
 	var mask uint64
-	for u := b / stripeBlocks; u <= (b+uint64(n)-1)/stripeBlocks; u++ {
+	for u := b / s.stripeBlocks; u <= (b+uint64(n)-1)/s.stripeBlocks; u++ {
 		mask |= 1 << (u % nStripes)
 		if mask == ^uint64(0) {
 			break

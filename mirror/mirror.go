@@ -182,6 +182,10 @@ type Set struct {
 	// of a unit of stripeBlocks blocks with foreground writes to the same
 	// unit; stripe i guards the units u with u%nStripes == i.
 	stripes [nStripes]sync.Mutex
+	// stripeBlocks is how many blocks make a stripe unit (stripeBytes of
+	// heap, at least one block), which is also the largest copy chunk.
+	// Set by newSet.
+	stripeBlocks uint64
 
 	// written changes after every write to a replica file (WriteAt, a
 	// resync's copy, a repair) and every new view. Sync reads it before
@@ -197,8 +201,8 @@ type Set struct {
 }
 
 const (
-	nStripes     = 64
-	stripeBlocks = 256 // blocks per stripe unit; also the largest copy chunk
+	nStripes    = 64
+	stripeBytes = 1 << 20 // bytes per stripe unit (Set.stripeBlocks)
 )
 
 // span is a run of blocks written since a Sync began.
@@ -366,7 +370,7 @@ func newSet(cfg Config, n int) (*Set, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Set{cfg: cfg}, nil
+	return &Set{cfg: cfg, stripeBlocks: uint64(max(1, stripeBytes/cfg.BlockSize))}, nil
 }
 
 // finishOpen publishes the first view; state changes made while opening

@@ -122,7 +122,7 @@ func (s *Set) copyAll(ctx context.Context, r *replica, track, synced *blockSet, 
 	if track == nil {
 		limit = o.Blocks
 	}
-	buf := make([]byte, stripeBlocks*s.cfg.BlockSize)
+	buf := make([]byte, int(s.stripeBlocks)*s.cfg.BlockSize)
 	var sinceSave int64
 	for pos := uint64(0); ; {
 		if err := ctx.Err(); err != nil {
@@ -138,7 +138,7 @@ func (s *Set) copyAll(ctx context.Context, r *replica, track, synced *blockSet, 
 		}
 		// Extend the run to consecutive needed, allocated blocks of the
 		// same stripe unit.
-		end := min((b/stripeBlocks+1)*stripeBlocks, limit)
+		end := min((b/s.stripeBlocks+1)*s.stripeBlocks, limit)
 		e := b + 1
 		for e < end && (track == nil || track.Test(e)) && !synced.Test(e) && o.Allocated(e) {
 			e++

@@ -322,17 +322,17 @@ func TestResyncRate(t *testing.T) {
 	if err := f.set.Detach(1, 0); err != nil {
 		t.Fatal(err)
 	}
-	f.mustWrite(0, 1024, 1) // 512 KiB
+	f.mustWrite(0, 4096, 1) // 2 MiB: two copy chunks (stripeBytes)
 	if _, err := f.set.Reopen(1); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	if _, err := f.resync(1, 2<<20); err != nil {
+	if _, err := f.resync(1, 4<<20); err != nil {
 		t.Fatal(err)
 	}
-	// 512 KiB at 2 MiB/s: the last chunk starts after about 0.19 s.
-	if d := time.Since(start); d < 150*time.Millisecond {
-		t.Fatalf("resync of 512 KiB at 2 MiB/s took %v", d)
+	// 2 MiB at 4 MiB/s: the second chunk starts after about 0.25 s.
+	if d := time.Since(start); d < 200*time.Millisecond {
+		t.Fatalf("resync of 2 MiB at 4 MiB/s took %v", d)
 	}
 }
 
