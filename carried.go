@@ -6,22 +6,25 @@ import (
 	"slices"
 )
 
-// The heap writes of carried values. A durable write whose value its log
-// record carries (DB.carries) does not write the heap itself: its writer
-// encodes the value and queues the request, and the commit leader, before
-// admitting the group, allocates blocks for every such value from one
-// cursor (alloc.AllocatePreferring), which hands out adjacent runs, and
-// writes each run of adjacent values with one call. On the VM of
-// BENCHMARKS.md a 4 KiB pwrite costs the heap's writers about 11 µs of
-// CPU under load, and most of it is per call: 64 concurrent writers paid
-// it each, the leader pays it about once per group.
+// The heap writes of values the leader writes. A write whose heap value
+// is at most CarryLimit stored bytes (DB.leaderWrites) does not write the
+// heap itself: its writer encodes the value and queues the request, and
+// the commit leader, before admitting the group, allocates blocks for
+// every such value from one cursor (alloc.AllocatePreferring), which hands
+// out adjacent runs, and writes each run of adjacent values with one call.
+// A durable write's record may also carry the value (groupCarries); a
+// NoSync write's never does. On the VM of BENCHMARKS.md a 4 KiB pwrite
+// costs the heap's writers about 11 µs of CPU under load, and most of it
+// is per call: 64 concurrent writers paid it each, the leader pays it
+// about once per group.
 //
 // The leader allocates in queue order and writes before the group takes
 // its LSNs, so a request whose allocation or write fails is dropped
 // exactly as if its writer had failed before queuing (its blocks go back,
 // it takes no LSN); the records of the group still reach the log only
-// after their values reached the heap (in the page cache: the records
-// carry them, invariant 1).
+// after their values reached the heap (in the page cache; a record that
+// does not carry its value is made durable only after a heap flush,
+// invariant 1).
 
 // leaderCursor is the allocator cursor the leader prefers for carried
 // values. Writers of other values take any idle cursor, so they seldom

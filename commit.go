@@ -53,11 +53,11 @@ type preparedOp struct {
 	isHeap bool
 	ptr    pointer // for a heap put; lsn is filled in by the leader
 	claim  alloc.Claim
-	// carry is the stored bytes of a heap value that a durable write may
-	// carry in its log record (DB.carries): kept only for such writes.
-	// unwritten: they are not in the heap yet, nor allocated; the leader
-	// allocates and writes them before the request takes an LSN
-	// (writeCarried).
+	// carry is the stored bytes of a heap value small enough for the
+	// leader to write (DB.leaderWrites): a durable write's log record may
+	// also carry them (groupCarries). unwritten: they are not in the heap
+	// yet, nor allocated; the leader allocates and writes them before the
+	// request takes an LSN (writeCarried).
 	carry     []byte
 	unwritten bool
 
@@ -224,8 +224,8 @@ func (db *DB) admit(reqs []*commitReq) *group {
 const maxCarriedRecordBytes = wal.MaxPayloadSize - MaxBatchBytes - 8<<20
 
 // buildGroup is step 2: for every op, what its key held before it, the
-// record op (carrying the value if the write is durable and the value
-// small: DB.carries) and the index write.
+// record op (carrying the value if the write is durable and the group's
+// values small: groupCarries) and the index write.
 // REQUIRES: db.commit.mu held.
 func (db *DB) buildGroup(g *group) error {
 	g.records = make([][]byte, len(g.reqs))
@@ -262,7 +262,7 @@ func (db *DB) buildGroup(g *group) error {
 				entryBuf = appendHeapEntry(entryBuf[:0], &p.ptr)
 				now = keyState{kind: keyHeap, raw: p.ptr.rawLen, stored: p.ptr.storedLen, extents: p.ptr.extents}
 				g.heapSize += int64(p.ptr.storedLen)
-				if carry && p.carry != nil && carried+len(p.carry) <= maxCarriedRecordBytes {
+				if carry && r.sync && p.carry != nil && carried+len(p.carry) <= maxCarriedRecordBytes {
 					op.carried = p.carry
 					carried += len(p.carry)
 				} else {
@@ -303,16 +303,21 @@ func (db *DB) buildGroup(g *group) error {
 // values) is left to the garbage collector.
 const maxRetainedRecordBuf = 4 << 20
 
-// groupCarries reports whether the records of g carry their heap values:
-// only if all of them together take at most CarryLimit stored bytes. A
-// group of many or large values is bandwidth-bound: writing its bytes to
-// the log as well as to the heap costs more than the heap flush that
-// carrying saves (BENCHMARKS.md, "Durable writes": 16 KiB and 64 KiB
-// values from 64 writers), so it goes heap first; a small group is
-// latency-bound and takes one flush.
+// groupCarries reports whether the records of g's durable writes carry
+// their heap values: only if all of them together take at most CarryLimit
+// stored bytes. A group of many or large values is bandwidth-bound:
+// writing its bytes to the log as well as to the heap costs more than the
+// heap flush that carrying saves (BENCHMARKS.md, "Durable writes": 16 KiB
+// and 64 KiB values from 64 writers), so it goes heap first; a small group
+// is latency-bound and takes one flush. NoSync writes never carry their
+// values: nothing waits for their flush, and the log would write every
+// byte twice.
 func (db *DB) groupCarries(g *group) bool {
 	total := 0
 	for _, r := range g.reqs {
+		if !r.sync {
+			continue
+		}
 		for i := range r.ops {
 			total += len(r.ops[i].carry)
 		}

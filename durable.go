@@ -14,7 +14,7 @@ import (
 // durable, or the record carries them).
 //
 // A group that must be durable carries its small heap values in its log
-// records (DB.carries), so one flush of the log makes it durable; the heap
+// records (groupCarries), so one flush of the log makes it durable; the heap
 // blocks those values were also written to are flushed later, by the
 // checkpoint that runs before the log segments carrying them are removed
 // (checkpoint.go), and recovery writes them again from the log (recover.go).

@@ -164,26 +164,33 @@ func TestIdleSyncMark(t *testing.T) {
 	}
 }
 
-// TestCarriedValuesOneHeapWrite: the leader allocates the values a group
-// carries from one cursor and writes adjacent ones with one call, so a
-// synced batch of 16 carried values (4 KiB and 4,100 B) costs one heap
-// write. A NoSync batch, whose writer writes each value itself, costs one
+// TestCarriedValuesOneHeapWrite: the leader allocates the values up to
+// CarryLimit from one cursor and writes adjacent ones with one call, so a
+// batch of 16 such values (4 KiB and 4,100 B), synced or not, costs one
+// heap write. With CarryLimit -1 each writer writes its own values: one
 // call per value with blocks smaller than a page (the default); with 4 KiB
 // blocks, one call per 4 KiB value and two per 4,100 B value (its whole
 // blocks, then the zero-padded tail): 24.
 func TestCarriedValuesOneHeapWrite(t *testing.T) {
 	for _, tc := range []struct {
-		blockSize int
-		noSync    int64
-	}{{128, 16}, {4096, 24}} {
-		t.Run(fmt.Sprintf("block=%d", tc.blockSize), func(t *testing.T) {
-			testCarriedValuesOneHeapWrite(t, tc.blockSize, tc.noSync)
+		blockSize  int
+		carryLimit int
+		perBatch   int64 // heap writes for the batch of 16 values
+		lone       int64 // heap writes for a lone 4,100-byte value
+	}{
+		{128, 0, 1, 1},
+		{4096, 0, 1, 1},
+		{128, -1, 16, 1},
+		{4096, -1, 24, 2},
+	} {
+		t.Run(fmt.Sprintf("block=%d/carry=%d", tc.blockSize, tc.carryLimit), func(t *testing.T) {
+			testCarriedValuesOneHeapWrite(t, &heapkv.Options{BlockSize: tc.blockSize, CarryLimit: tc.carryLimit}, tc.perBatch, tc.lone)
 		})
 	}
 }
 
-func testCarriedValuesOneHeapWrite(t *testing.T, blockSize int, noSyncWrites int64) {
-	db, c := openCountedOpts(t, time.Hour, &heapkv.Options{BlockSize: blockSize})
+func testCarriedValuesOneHeapWrite(t *testing.T, o *heapkv.Options, perBatch, lone int64) {
+	db, c := openCountedOpts(t, time.Hour, o)
 	batch := func(round int) *heapkv.Batch {
 		b := db.NewBatch()
 		for i := range 16 {
@@ -191,23 +198,23 @@ func testCarriedValuesOneHeapWrite(t *testing.T, blockSize int, noSyncWrites int
 		}
 		return b
 	}
-	for round, want := range []int64{1, 1, noSyncWrites} {
+	for round := range 3 {
 		before := c.heapWrites.Load()
 		if err := db.Apply(batch(round), &heapkv.WriteOptions{Sync: round < 2}); err != nil {
 			t.Fatal(err)
 		}
-		if got := c.heapWrites.Load() - before; got != want {
-			t.Errorf("round %d (sync %v): %d heap writes for 16 values, want %d", round, round < 2, got, want)
+		if got := c.heapWrites.Load() - before; got != perBatch {
+			t.Errorf("round %d (sync %v): %d heap writes for 16 values, want %d", round, round < 2, got, perBatch)
 		}
 	}
-	// A lone synced 4,100-byte value (two blocks, the second padded) is
-	// one write too.
+	// A lone synced 4,100-byte value (with 4 KiB blocks: two, the second
+	// padded).
 	before := c.heapWrites.Load()
 	if err := db.Put([]byte("odd"), bytes.Repeat([]byte{9}, 4100)); err != nil {
 		t.Fatal(err)
 	}
-	if got := c.heapWrites.Load() - before; got != 1 {
-		t.Errorf("a synced 4,100-byte value: %d heap writes, want 1", got)
+	if got := c.heapWrites.Load() - before; got != lone {
+		t.Errorf("a synced 4,100-byte value: %d heap writes, want %d", got, lone)
 	}
 	for round := range 3 {
 		for i := range 16 {

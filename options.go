@@ -84,7 +84,10 @@ type Options struct {
 	// again from the log. A larger group (it is bandwidth-bound: carrying
 	// would write its bytes twice), and every value of a NoSync write,
 	// have their heap blocks flushed before the log records that point at
-	// them. Default 64 KiB; negative carries nothing.
+	// them. Values up to CarryLimit are also the ones the commit leader
+	// writes to the heap, a group's with few calls, durable or not.
+	// Default 64 KiB; negative carries nothing, and each writer writes its
+	// own values.
 	CarryLimit int
 
 	// BlockSize is the heap's allocation unit in bytes, a power of two from
@@ -132,8 +135,9 @@ type Options struct {
 
 	// EntryCacheSize is the memory in bytes the index-entry cache may
 	// hold: the index entries (heap pointers, inline values) of keys Get
-	// read recently, so that a Get of a hot key skips the index's lookup
-	// (entrycache.go). Zero means the default, 16 MiB; a negative value
+	// read recently, so that a Get of a hot key, and an overwrite's lookup
+	// of the entry it replaces, skip the index (entrycache.go). Zero means
+	// the default, 16 MiB; a negative value
 	// disables the cache.
 	EntryCacheSize int64
 

@@ -138,8 +138,9 @@ type Stats struct {
 	ValueCacheEvictions int64
 	ValueCacheBytes     int64
 
-	// The index-entry cache (Options.EntryCacheSize): Gets served from it,
-	// Gets that read the index, and the bytes it holds.
+	// The index-entry cache (Options.EntryCacheSize): lookups served from
+	// it and lookups that read the index (a Get's, and an overwrite's of
+	// the entry it replaces), and the bytes it holds.
 	EntryCacheHits   int64
 	EntryCacheMisses int64
 	EntryCacheBytes  int64

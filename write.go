@@ -91,7 +91,7 @@ func (db *DB) apply(bops []batchOp, sync bool, check func(lsn base.LSN) error) e
 			p.inline = op.value
 			continue
 		}
-		if err := db.writeHeapValue(p, op.value, sync); err != nil {
+		if err := db.writeHeapValue(p, op.value); err != nil {
 			db.abortClaims(req.ops[:i+1])
 			return fmt.Errorf("heapkv: write value of key %q: %w", op.key, diskError(err))
 		}
@@ -155,10 +155,24 @@ func (db *DB) indexState(key []byte) (keyState, error) {
 	return keyState{kind: keyAbsent}, nil
 }
 
-// lookupState reads what key holds in the index. The extents of a heap
+// lookupState reads what key holds in the index: from the index-entry
+// cache if it holds the key's entry (which is then the index's, as a Get
+// would read it: entrycache.go), else from the index, without filling the
+// cache (the write is about to replace the entry). The extents of a heap
 // value will be freed by the write that replaces it, so they are checked
 // against the allocator first.
 func (db *DB) lookupState(key []byte) (keyState, error) {
+	if ec := db.ecache; ec != nil {
+		var buf [64]byte
+		if raw, ok := ec.get(key, buf[:0]); ok {
+			if db.opts.crossCheckEntryCache {
+				if err := db.crossCheckEntry(key); err != nil {
+					return keyState{}, err
+				}
+			}
+			return db.entryState(key, raw)
+		}
+	}
 	raw, closer, err := db.index.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return keyState{kind: keyAbsent}, nil
@@ -166,6 +180,12 @@ func (db *DB) lookupState(key []byte) (keyState, error) {
 		return keyState{}, indexError(fmt.Sprintf("read the entry of %q", key), err)
 	}
 	defer closer.Close()
+	return db.entryState(key, raw)
+}
+
+// entryState decodes an index entry of key into the state a write replaces,
+// checking a heap value's extents against the allocator.
+func (db *DB) entryState(key, raw []byte) (keyState, error) {
 	e, err := db.decodeEntry(key, raw)
 	if err != nil {
 		return keyState{}, err
@@ -192,11 +212,11 @@ func crcOf(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
 
 // writeHeapValue encodes value (compressed with Options.Compression when
 // that saves at least one block: codec.go) and writes it to blocks it
-// allocates. A durable write whose stored bytes its log record may carry
-// (carries; the group decides: groupCarries) keeps them in p.carry and
-// leaves allocating and writing them to the leader (writeCarried), which
-// writes a whole group's with few calls.
-func (db *DB) writeHeapValue(p *preparedOp, value []byte, sync bool) error {
+// allocates. A value small enough for the leader to write (leaderWrites)
+// is kept in p.carry instead, and the leader allocates and writes it
+// (writeCarried), with a whole group's values in few calls; a durable
+// write's log record may carry it too (the group decides: groupCarries).
+func (db *DB) writeHeapValue(p *preparedOp, value []byte) error {
 	stored, codec, done := db.encoder.encode(value, db.geom.BlockSize)
 	defer done()
 	p.ptr = pointer{
@@ -212,7 +232,7 @@ func (db *DB) writeHeapValue(p *preparedOp, value []byte, sync bool) error {
 	if codec != CodecNone {
 		cs.compressed.Add(1)
 	}
-	if sync && db.carries(len(stored)) {
+	if db.leaderWrites(len(stored)) {
 		p.carry = stored
 		if codec != CodecNone { // stored is the encoder's buffer, reused after done
 			p.carry = append([]byte(nil), stored...)
@@ -228,10 +248,12 @@ func (db *DB) writeHeapValue(p *preparedOp, value []byte, sync bool) error {
 	return db.writeStored(stored, claim.Extents)
 }
 
-// carries reports whether a durable write carries a heap value of stored
-// bytes in its log record (Options.CarryLimit): its group then needs one
-// flush, of the log, instead of the heap's and then the log's.
-func (db *DB) carries(stored int) bool { return stored <= db.opts.CarryLimit }
+// leaderWrites reports whether the commit leader writes a heap value of
+// stored bytes (Options.CarryLimit), and a durable write's log record may
+// carry it: its group then needs one flush, of the log, instead of the
+// heap's and then the log's. One write call per group instead of one per
+// value saves CPU whether or not the write is durable.
+func (db *DB) leaderWrites(stored int) bool { return stored <= db.opts.CarryLimit }
 
 // writeStored writes a value's stored bytes to the extents that hold them,
 // in order, filling every block but the last.
