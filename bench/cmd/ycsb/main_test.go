@@ -13,18 +13,17 @@ import (
 	"github.com/heapkv/heapkv/bench/runner"
 )
 
-// TestSmokeCLI runs the command's -smoke mode for every engine and
-// workload and checks the JSON and CSV it writes.
-func TestSmokeCLI(t *testing.T) {
-	tmp := t.TempDir()
-	js, cs := filepath.Join(tmp, "r.jsonl"), filepath.Join(tmp, "r.csv")
-	os.Args = []string{"ycsb", "-smoke", "-progress=false", "-dir", filepath.Join(tmp, "data"), "-json", js, "-csv", cs}
+// runCLI runs the command with os.Args, its output discarded, and returns
+// the results it wrote to the JSON Lines file js.
+func runCLI(t *testing.T, js string) []*runner.Result {
+	t.Helper()
 	flag.CommandLine = flag.NewFlagSet("ycsb", flag.ContinueOnError)
 	stdout := os.Stdout
 	devnull, _ := os.Open(os.DevNull)
 	os.Stdout = devnull
 	err := run()
 	os.Stdout = stdout
+	devnull.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,6 +36,31 @@ func TestSmokeCLI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return res
+}
+
+// readCSV returns the rows of the CSV file path.
+func readCSV(t *testing.T, path string) [][]string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rows, err := csv.NewReader(f).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rows
+}
+
+// TestSmokeCLI runs the command's -smoke mode for every engine and
+// workload and checks the JSON and CSV it writes.
+func TestSmokeCLI(t *testing.T) {
+	tmp := t.TempDir()
+	js, cs := filepath.Join(tmp, "r.jsonl"), filepath.Join(tmp, "r.csv")
+	os.Args = []string{"ycsb", "-smoke", "-progress=false", "-dir", filepath.Join(tmp, "data"), "-json", js, "-csv", cs}
+	res := runCLI(t, js)
 	if want := 6 * len(engine.Names()); len(res) != want {
 		t.Fatalf("%d results, want %d (6 workloads x every engine)", len(res), want)
 	}
@@ -45,15 +69,7 @@ func TestSmokeCLI(t *testing.T) {
 			t.Errorf("%s/%s: bad result %+v", r.Engine, r.Workload, r.Phases)
 		}
 	}
-	cf, err := os.Open(cs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cf.Close()
-	rows, err := csv.NewReader(cf).ReadAll()
-	if err != nil {
-		t.Fatal(err)
-	}
+	rows := readCSV(t, cs)
 	if len(rows) < 1+len(res)*3 || len(rows[0]) != len(runner.CSVHeader) {
 		t.Fatalf("%d CSV rows, header %v", len(rows), rows[0])
 	}
@@ -69,24 +85,7 @@ func TestSequenceCLI(t *testing.T) {
 	tmp := t.TempDir()
 	js := filepath.Join(tmp, "r.jsonl")
 	os.Args = []string{"ycsb", "-sequence", "-smoke", "-engine", "heapkv,bbolt", "-workload", "a,d,e", "-progress=false", "-dir", filepath.Join(tmp, "data"), "-json", js}
-	flag.CommandLine = flag.NewFlagSet("ycsb", flag.ContinueOnError)
-	stdout := os.Stdout
-	devnull, _ := os.Open(os.DevNull)
-	os.Stdout = devnull
-	err := run()
-	os.Stdout = stdout
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Open(js)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	res, err := runner.ReadJSONLines(f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := runCLI(t, js)
 	if len(res) != 6 {
 		t.Fatalf("%d results, want 6", len(res))
 	}
@@ -112,24 +111,7 @@ func TestValueDistCLI(t *testing.T) {
 	js, cs := filepath.Join(tmp, "r.jsonl"), filepath.Join(tmp, "r.csv")
 	os.Args = []string{"ycsb", "-sequence", "-smoke", "-engine", "noop,heapkv", "-workload", "a,d", "-valuedist", "lognormal:300,0.5",
 		"-progress=false", "-dir", filepath.Join(tmp, "data"), "-json", js, "-csv", cs}
-	flag.CommandLine = flag.NewFlagSet("ycsb", flag.ContinueOnError)
-	stdout := os.Stdout
-	devnull, _ := os.Open(os.DevNull)
-	os.Stdout = devnull
-	err := run()
-	os.Stdout = stdout
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Open(js)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	res, err := runner.ReadJSONLines(f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := runCLI(t, js)
 	if len(res) != 4 {
 		t.Fatalf("%d results, want 4", len(res))
 	}
@@ -138,15 +120,7 @@ func TestValueDistCLI(t *testing.T) {
 			t.Errorf("%s/%s: value_dist %q value_size %d", r.Engine, r.Workload, r.ValueDist, r.ValueSize)
 		}
 	}
-	cf, err := os.Open(cs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cf.Close()
-	rows, err := csv.NewReader(cf).ReadAll()
-	if err != nil {
-		t.Fatal(err)
-	}
+	rows := readCSV(t, cs)
 	col := slices.Index(rows[0], "value_dist")
 	for _, row := range rows[1:] {
 		if col < 0 || row[col] != "lognormal:300,0.5" {
@@ -156,7 +130,7 @@ func TestValueDistCLI(t *testing.T) {
 
 	os.Args = []string{"ycsb", "-engine", "noop", "-valuedist", "uniform:9-1", "-progress=false", "-dir", filepath.Join(tmp, "bad")}
 	flag.CommandLine = flag.NewFlagSet("ycsb", flag.ContinueOnError)
-	err = run()
+	err := run()
 	if err == nil || !strings.Contains(err.Error(), "-valuedist") || !strings.Contains(err.Error(), `"uniform:9-1"`) {
 		t.Fatalf("bad -valuedist: error %v", err)
 	}
