@@ -69,9 +69,10 @@ func TestMirrorResyncInterrupted(t *testing.T) {
 		done := make(chan struct{})
 		go func() { defer close(done); err = db.AttachReplica(ctx, 1) }()
 		if round%3 == 2 {
-			// A copy run is at most 256 blocks, and the copier saves after
-			// the run that crosses saveBlocks, before it copies the next:
-			// once this much is copied, at least one save has finished.
+			// A copy run ends where the next save is due, and the copier
+			// saves before it copies the next run: once more than
+			// saveBlocks are copied, at least one save has finished (the
+			// wait leaves a margin).
 			waitProgress(t, db, 1, saveBlocks+256)
 			if st := status(t, db, 1); st.State == heapkv.ReplicaResyncing {
 				clone := e.crashClone(vfs.CrashCloneCfg{})

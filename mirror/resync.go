@@ -137,8 +137,13 @@ func (s *Set) copyAll(ctx context.Context, r *replica, track, synced *blockSet, 
 			continue
 		}
 		// Extend the run to consecutive needed, allocated blocks of the
-		// same stripe unit.
+		// same stripe unit, ending where the next save is due: progress is
+		// saved as soon as SaveBytes more have been copied, not up to a
+		// stripe unit later.
 		end := min((b/s.stripeBlocks+1)*s.stripeBlocks, limit)
+		if o.Save != nil && o.SaveBytes > 0 {
+			end = min(end, b+uint64(max(1, (o.SaveBytes-sinceSave+bs-1)/bs)))
+		}
 		e := b + 1
 		for e < end && (track == nil || track.Test(e)) && !synced.Test(e) && o.Allocated(e) {
 			e++
