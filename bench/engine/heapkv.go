@@ -10,15 +10,22 @@ import (
 
 func init() {
 	register(Config{"heapkv", "heapkv with its default options (NoSync when -sync=false)", openHeapKV})
+	register(Config{"heapkv-4k", "heapkv with the heap geometry of databases made before 128-byte blocks: 4 KiB blocks, values up to 2 KiB inline", openHeapKV4K})
 }
 
 type heapDB struct{ db *heapkv.DB }
 
 func openHeapKV(dir string, sync bool) (DB, error) {
-	db, err := heapkv.Open(dir, &heapkv.Options{
-		NoSync: !sync,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
+	return openHeap(dir, &heapkv.Options{NoSync: !sync})
+}
+
+func openHeapKV4K(dir string, sync bool) (DB, error) {
+	return openHeap(dir, &heapkv.Options{NoSync: !sync, BlockSize: 4096, InlineThreshold: 2048})
+}
+
+func openHeap(dir string, o *heapkv.Options) (DB, error) {
+	o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	db, err := heapkv.Open(dir, o)
 	if err != nil {
 		return nil, err
 	}
