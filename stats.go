@@ -82,7 +82,7 @@ type Stats struct {
 	HeapLiveBytes   int64  // heap blocks referenced by live values, in bytes
 	HeapAllocBytes  int64  // heap blocks allocated (live + deferred frees + in-flight writes), in bytes
 	HeapPendingFree int64  // heap bytes freed but not yet reusable (invariant 5)
-	HeapFileBytes   int64  // heap file size: header block plus every segment
+	HeapFileBytes   int64  // heap file size: header area plus every segment
 	HeapSegments    int    // segments in the heap
 	LogBytes        int64  // bytes in log files on disk
 	LogFiles        int    // log files on disk
