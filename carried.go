@@ -115,9 +115,11 @@ func (db *DB) allocCarried(ops []preparedOp, pieces *[]carriedPiece) error {
 }
 
 // writePieces writes the pieces, in block order, one call per run of
-// adjacent blocks (up to maxCarriedRun bytes), padding each piece's last
-// block with zeros as writeBlocks does (but in the same call: a 4,100-byte
-// value is one write, not writeBlocks' two).
+// adjacent blocks (up to maxCarriedRun bytes). A run of several pieces is
+// copied into one buffer, each piece's last block filled with zeros; a lone
+// piece is written as it is unless its blocks are padded (padsBlocks), and
+// then in the same call (a 4,100-byte value in 4 KiB blocks is one write,
+// not writeBlocks' two).
 func (db *DB) writePieces(sc *leaderScratch) error {
 	bs := db.geom.BlockSize
 	blocks := func(pc carriedPiece) uint64 { return uint64((len(pc.data) + bs - 1) / bs) }
@@ -129,8 +131,9 @@ func (db *DB) writePieces(sc *leaderScratch) error {
 			size += int(blocks(sc.pieces[j])) * bs
 			j++
 		}
-		if j == i+1 && len(sc.pieces[i].data) == size {
-			// One piece of whole blocks: no padding, no copy.
+		if j == i+1 && (len(sc.pieces[i].data) == size || !db.padsBlocks()) {
+			// One piece of whole blocks, or one that is not padded: no
+			// copy.
 			if err := db.heap.WriteAt(sc.pieces[i].data, sc.pieces[i].start); err != nil {
 				return fmt.Errorf("heapkv: write carried values: %w", diskError(err))
 			}

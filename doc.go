@@ -17,11 +17,10 @@
 // values lazily; reads of heap values through a memory map of the heap (a
 // fault on a mapped page, such as a disk error, falls back to pread and
 // read repair), an index-entry cache for hot keys, a value cache and
-// per-value s2/zstd compression; and a heap
-// mirrored onto several replica directories (Options.Mirrors), brought back
-// up to date after an outage by copying only the blocks that changed, with
-// reads that repair a bad copy from a good one and a Scrub that checks them
-// all. Check proves the allocation invariants; Stats reports the numbers.
+// per-value s2/zstd compression; and a heap mirrored onto several replica
+// directories (Options.Mirrors), brought back up to date after an outage by
+// copying only the blocks that changed, with reads that repair a bad copy
+// from a good one and a Scrub that checks them all. Check proves the allocation invariants; Stats reports the numbers.
 //
 // # Durability
 //

@@ -137,8 +137,7 @@ type Options struct {
 	// hold: the index entries (heap pointers, inline values) of keys Get
 	// read recently, so that a Get of a hot key, and an overwrite's lookup
 	// of the entry it replaces, skip the index (entrycache.go). Zero means
-	// the default, 16 MiB; a negative value
-	// disables the cache.
+	// the default, 16 MiB; a negative value disables the cache.
 	EntryCacheSize int64
 
 	// NoHeapMap makes reads of heap values use pread instead of a memory
@@ -147,8 +146,8 @@ type Options struct {
 	// values stored uncompressed skip the value cache, the page cache being
 	// the only copy), and a fault on the map, such as an I/O error under a
 	// mapped page, falls back to pread and its read repair (ARCHITECTURE.md,
-	// refinement 21). Check, Scrub and recovery always use
-	// pread. Only files of the operating system's file system are mapped.
+	// refinement 21). Check, Scrub and recovery always use pread. Only
+	// files of the operating system's file system are mapped.
 	NoHeapMap bool
 
 	// Compression is the codec new heap values are compressed with:

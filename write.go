@@ -270,21 +270,23 @@ func (db *DB) writeStored(stored []byte, extents []alloc.Extent) error {
 	return nil
 }
 
-// pageSize is the page size writeBlocks assumes: the common one (4 KiB).
-// A block of at least this size is written whole.
+// pageSize is the page size padsBlocks assumes: the common one (4 KiB).
 const pageSize = 4096
 
-// writeBlocks writes p at block start. With blocks of a page or more it pads
-// the last block with zeros, so that the heap only sees whole-page writes
-// and the kernel never has to read a page to update part of it. Blocks
-// smaller than a page share pages with other values anyway: p goes in one
-// write and the rest of its last block is left as it was (no reader looks
-// past a value's stored length).
+// padsBlocks reports whether heap writes pad a value's last block with
+// zeros: with blocks of a page or more, so that the heap only sees
+// whole-page writes and the kernel never has to read a page to update part
+// of it. Blocks smaller than a page share pages with other values anyway:
+// a value is written as it is, and the rest of its last block is left as
+// it was (no reader looks past a value's stored length).
+func (db *DB) padsBlocks() bool { return db.geom.BlockSize >= pageSize }
+
+// writeBlocks writes p at block start, padded as padsBlocks says.
 func (db *DB) writeBlocks(p []byte, start uint64) error {
-	bs := db.geom.BlockSize
-	if bs < pageSize {
+	if !db.padsBlocks() {
 		return db.heap.WriteAt(p, start)
 	}
+	bs := db.geom.BlockSize
 	full := len(p) / bs * bs
 	if full > 0 {
 		if err := db.heap.WriteAt(p[:full], start); err != nil {

@@ -19,7 +19,7 @@
 // H is one block for block sizes of 512 bytes and more (the layout every
 // database made before smaller blocks existed has), and 4 KiB for block
 // sizes below 512, so that the blocks of a small-block heap start on a page
-// boundary (headerArea).
+// boundary (HeaderArea).
 //
 // The file grows on demand as blocks are written (reading an unwritten block
 // returns zeros).
@@ -186,6 +186,9 @@ type Set struct {
 	// heap, at least one block), which is also the largest copy chunk.
 	// Set by newSet.
 	stripeBlocks uint64
+	// headerBytes is HeaderArea(cfg.BlockSize), where block 0 starts. Set
+	// by newSet.
+	headerBytes int64
 
 	// written changes after every write to a replica file (WriteAt, a
 	// resync's copy, a repair) and every new view. Sync reads it before
@@ -370,7 +373,7 @@ func newSet(cfg Config, n int) (*Set, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Set{cfg: cfg, stripeBlocks: uint64(max(1, stripeBytes/cfg.BlockSize))}, nil
+	return &Set{cfg: cfg, stripeBlocks: uint64(max(1, stripeBytes/cfg.BlockSize)), headerBytes: HeaderArea(cfg.BlockSize)}, nil
 }
 
 // finishOpen publishes the first view; state changes made while opening
@@ -388,7 +391,7 @@ func (s *Set) finishOpen() {
 
 // offset returns the byte offset of block in every replica file.
 func (s *Set) offset(block uint64) int64 {
-	return HeaderArea(s.cfg.BlockSize) + int64(block)*int64(s.cfg.BlockSize)
+	return s.headerBytes + int64(block)*int64(s.cfg.BlockSize)
 }
 
 // BlockSize returns the device's block size in bytes.

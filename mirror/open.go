@@ -83,13 +83,13 @@ func Open(cfg Config, o OpenOptions) (*Set, error) {
 	// block allocated at the checkpoint was synced to the in-sync
 	// replicas, and later ones are re-marked by replay.
 	var limit uint64
+	hdr, bs := HeaderArea(cfg.BlockSize), int64(cfg.BlockSize)
 	for i, f := range files {
 		if f == nil || o.Replicas[i].State != InSync {
 			continue
 		}
-		if fi, err := f.Stat(); err == nil && fi.Size() > HeaderArea(cfg.BlockSize) {
-			bs := int64(cfg.BlockSize)
-			limit = max(limit, uint64((fi.Size()-HeaderArea(cfg.BlockSize)+bs-1)/bs))
+		if fi, err := f.Stat(); err == nil && fi.Size() > hdr {
+			limit = max(limit, uint64((fi.Size()-hdr+bs-1)/bs))
 		}
 	}
 	var trk map[int]trackEntry
