@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"sync"
 
 	"github.com/heapkv/heapkv/alloc"
 	"github.com/heapkv/heapkv/internal/base"
@@ -98,7 +99,14 @@ func (e *entry) state() keyState {
 // decodeEntry decodes the index entry raw of key, wrapping ErrCorrupt with
 // the key if it does not decode. The entry aliases raw.
 func (db *DB) decodeEntry(key, raw []byte) (entry, error) {
-	e, err := decodeEntry(raw, db.geom)
+	return db.decodeEntryInto(key, raw, nil)
+}
+
+// decodeEntryInto is decodeEntry with a heap pointer's extents appended to
+// exts[:0], a buffer the caller reuses (the entry aliases it when it is
+// large enough).
+func (db *DB) decodeEntryInto(key, raw []byte, exts []alloc.Extent) (entry, error) {
+	e, err := decodeEntryInto(raw, db.geom, exts)
 	if err != nil {
 		return e, fmt.Errorf("%w: index entry of key %q: %w", ErrCorrupt, key, err)
 	}
@@ -110,6 +118,11 @@ func (db *DB) decodeEntry(key, raw []byte) (entry, error) {
 // wraps ErrCorrupt with the key: see DB.decodeEntry). The returned entry
 // aliases b.
 func decodeEntry(b []byte, g alloc.Geometry) (entry, error) {
+	return decodeEntryInto(b, g, nil)
+}
+
+// decodeEntryInto is decodeEntry appending a pointer's extents to exts[:0].
+func decodeEntryInto(b []byte, g alloc.Geometry, exts []alloc.Extent) (entry, error) {
 	var e entry
 	if len(b) == 0 {
 		return e, fmt.Errorf("empty index entry")
@@ -150,7 +163,10 @@ func decodeEntry(b []byte, g alloc.Geometry) (entry, error) {
 	if n == 0 || n > maxExtents || n > uint64(len(r.b)) {
 		return e, fmt.Errorf("heap pointer: %d extents", n)
 	}
-	p.extents = make([]alloc.Extent, 0, n)
+	if uint64(cap(exts)) < n {
+		exts = make([]alloc.Extent, 0, n)
+	}
+	p.extents = exts[:0]
 	var total uint64
 	for i := uint64(0); i < n; i++ {
 		start, l := r.uvarint(), r.uvarint()
@@ -239,4 +255,23 @@ func (r *byteReader) bytes(n uint64) []byte {
 	v := r.b[:n:n]
 	r.b = r.b[n:]
 	return v
+}
+
+// extentBufs holds the extent buffers of Get and ViewValue: a read decodes
+// its key's pointer into one, so that it allocates only the value it
+// returns.
+var extentBufs = sync.Pool{New: func() any { return new([]alloc.Extent) }}
+
+// maxPooledExtents is the largest extent buffer kept in extentBufs.
+const maxPooledExtents = 64
+
+// getExtentBuf returns a buffer from extentBufs; putExtentBuf returns it
+// with the extents a decode used (they may have grown it).
+func getExtentBuf() *[]alloc.Extent { return extentBufs.Get().(*[]alloc.Extent) }
+
+func putExtentBuf(bp *[]alloc.Extent, used []alloc.Extent) {
+	if cap(used) > cap(*bp) && cap(used) <= maxPooledExtents {
+		*bp = used[:0]
+	}
+	extentBufs.Put(bp)
 }

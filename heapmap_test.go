@@ -17,65 +17,110 @@ import (
 // another descriptor under the open database, so that reads of the values
 // past its new end fault on the map (SIGBUS): with a mirror every value
 // still reads back right, served and repaired from the other replica; with
-// one replica the reads fail with ErrCorrupt. Nothing crashes.
+// one replica the reads fail with ErrCorrupt. Nothing crashes. Each way of
+// reading a value is tried: Get, ViewValue (whose callback must never run
+// on a failed read) and an iterator's forward scan (Iterator.mappedValue).
 func TestHeapMapTruncatedReplica(t *testing.T) {
 	for _, mirrored := range []bool{true, false} {
-		t.Run(fmt.Sprintf("mirrored=%v", mirrored), func(t *testing.T) {
-			dir := t.TempDir()
-			opts := &heapkv.Options{CheckpointLogBytes: -1, Logger: slog.New(slog.DiscardHandler)}
-			if mirrored {
-				opts.Mirrors = []string{filepath.Join(t.TempDir(), "m1")}
-			}
-			db := heapkv.OpenTestDBNoCheck(t, filepath.Join(dir, "db"), opts)
-			value := func(i int) []byte { return bytes.Repeat([]byte{byte(i), byte(i >> 8), 0x5a}, 3000) }
-			const n = 200
-			for i := range n {
-				if err := db.Put(fmt.Appendf(nil, "k%03d", i), value(i)); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if err := db.Sync(); err != nil {
-				t.Fatal(err)
-			}
-			s, err := db.Stats()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !s.HeapMapped {
-				t.Fatal("a database on the operating system's file system does not read through a memory map")
-			}
-			if err := os.Truncate(db.Replicas()[0].Path, int64(s.BlockSize)); err != nil {
-				t.Fatal(err)
-			}
-			var corrupt int
-			for i := range n {
-				got, err := db.Get(fmt.Appendf(nil, "k%03d", i))
-				switch {
-				case err == nil && bytes.Equal(got, value(i)):
-				case err == nil:
-					t.Fatalf("k%03d: wrong bytes", i)
-				case !mirrored && errors.Is(err, heapkv.ErrCorrupt):
-					corrupt++
-				default:
-					t.Fatalf("k%03d: %v", i, err)
-				}
-			}
-			s, err = db.Stats()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if s.HeapMapFaults == 0 {
-				t.Fatal("no read faulted on the map of the truncated file")
-			}
-			if mirrored && s.ReadRepairs == 0 {
-				t.Fatal("no read repaired the truncated replica")
-			}
-			if !mirrored && corrupt != n {
-				t.Fatalf("%d of %d reads of the truncated heap failed with ErrCorrupt", corrupt, n)
-			}
-			t.Logf("%d map faults, %d read repairs, %d ErrCorrupt", s.HeapMapFaults, s.ReadRepairs, corrupt)
-		})
+		for _, read := range []string{"get", "viewvalue", "scan"} {
+			t.Run(fmt.Sprintf("mirrored=%v/read=%s", mirrored, read), func(t *testing.T) {
+				testHeapMapTruncatedReplica(t, mirrored, read)
+			})
+		}
 	}
+}
+
+func testHeapMapTruncatedReplica(t *testing.T, mirrored bool, read string) {
+	dir := t.TempDir()
+	opts := &heapkv.Options{CheckpointLogBytes: -1, Logger: slog.New(slog.DiscardHandler)}
+	if mirrored {
+		opts.Mirrors = []string{filepath.Join(t.TempDir(), "m1")}
+	}
+	db := heapkv.OpenTestDBNoCheck(t, filepath.Join(dir, "db"), opts)
+	value := func(i int) []byte { return bytes.Repeat([]byte{byte(i), byte(i >> 8), 0x5a}, 3000) }
+	const n = 200
+	for i := range n {
+		if err := db.Put(fmt.Appendf(nil, "k%03d", i), value(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := db.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.HeapMapped {
+		t.Fatal("a database on the operating system's file system does not read through a memory map")
+	}
+	if err := os.Truncate(db.Replicas()[0].Path, int64(s.BlockSize)); err != nil {
+		t.Fatal(err)
+	}
+	got := make([][]byte, n)
+	errs := make([]error, n)
+	switch read {
+	case "get":
+		for i := range n {
+			got[i], errs[i] = db.Get(fmt.Appendf(nil, "k%03d", i))
+		}
+	case "viewvalue":
+		for i := range n {
+			calls := 0
+			errs[i] = db.ViewValue(fmt.Appendf(nil, "k%03d", i), func(v []byte) error {
+				calls++
+				got[i] = bytes.Clone(v)
+				return nil
+			})
+			if (errs[i] == nil) != (calls == 1) || calls > 1 {
+				t.Fatalf("k%03d: ViewValue called its function %d times and returned %v", i, calls, errs[i])
+			}
+		}
+	case "scan":
+		it, err := db.NewIter(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := 0
+		for ok := it.First(); ok; ok = it.Next() {
+			if want := fmt.Sprintf("k%03d", i); string(it.Key()) != want {
+				t.Fatalf("scan at %q, want %q", it.Key(), want)
+			}
+			v, err := it.Value()
+			got[i], errs[i] = bytes.Clone(v), err
+			i++
+		}
+		if i != n {
+			t.Fatalf("the scan met %d keys, want %d", i, n)
+		}
+		it.Close() // its first error is errs' first error
+	}
+	var corrupt int
+	for i := range n {
+		switch err := errs[i]; {
+		case err == nil && bytes.Equal(got[i], value(i)):
+		case err == nil:
+			t.Fatalf("k%03d: wrong bytes", i)
+		case !mirrored && errors.Is(err, heapkv.ErrCorrupt):
+			corrupt++
+		default:
+			t.Fatalf("k%03d: %v", i, err)
+		}
+	}
+	s, err = db.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.HeapMapFaults == 0 {
+		t.Fatal("no read faulted on the map of the truncated file")
+	}
+	if mirrored && s.ReadRepairs == 0 {
+		t.Fatal("no read repaired the truncated replica")
+	}
+	if !mirrored && corrupt != n {
+		t.Fatalf("%d of %d reads of the truncated heap failed with ErrCorrupt", corrupt, n)
+	}
+	t.Logf("%d map faults, %d read repairs, %d ErrCorrupt", s.HeapMapFaults, s.ReadRepairs, corrupt)
 }
 
 // NoHeapMap reads with pread.

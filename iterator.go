@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/heapkv/heapkv/alloc"
 )
 
 // IterOptions restrict an iterator to a key range. A nil *IterOptions means
@@ -116,6 +117,8 @@ type Iterator struct {
 	// that followed a Value read.
 	streak int
 	ra     readahead
+	vbuf   []byte         // value buffer of reads from the heap's map, reused
+	exts   []alloc.Extent // extent buffer of the current value's pointer, reused
 }
 
 // NewIter returns an iterator over the current state of the database; nil
@@ -234,7 +237,7 @@ func (it *Iterator) release() {
 	}
 	it.ra.close()
 	it.db.removeReader(it.reg)
-	it.valid, it.val, it.buf = false, nil, nil
+	it.valid, it.val, it.buf, it.vbuf = false, nil, nil, nil
 }
 
 // close is the forced close (DB.Close, end of the transaction).
@@ -348,7 +351,8 @@ func (it *Iterator) valueLocked() ([]byte, error) {
 	// Inline values alias the index's memory; heap values are read from
 	// the heap (not through the value cache, so that a scan does not push
 	// hot values out of it), with readahead during forward scans.
-	e, err := it.db.decodeEntry(key, raw)
+	e, err := it.db.decodeEntryInto(key, raw, it.exts)
+	it.exts = e.ptr.extents[:0]
 	if err != nil {
 		return nil, it.setErr(err)
 	}

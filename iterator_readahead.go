@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/heapkv/heapkv/alloc"
@@ -35,6 +36,13 @@ const (
 	raMaxRun   = 4 << 20  // bytes in one coalesced read at most
 	raGap      = 16 << 10 // read through holes up to this size rather than split
 	raReaders  = 4        // parallel reads of separate runs (at most GOMAXPROCS)
+
+	// A copy out of the map slower than raSlowCopy plus raSlowCopyPerByte
+	// per byte waited for the device: copies of resident pages run at
+	// several GB/s; a read from an SSD takes tens of microseconds.
+	raSlowCopy        = 30 * time.Microsecond
+	raSlowCopyPerByte = time.Nanosecond
+	raSlowRun         = 4 // slow copies in a row that switch a scan to pread batches
 )
 
 // readahead is an iterator's lookahead state.
@@ -45,6 +53,11 @@ type readahead struct {
 	q     []raValue // collected values in key order
 	qi    int
 	off   bool // readahead failed once: stay off
+	// slow is set when a value copied out of the heap's map during a
+	// forward scan took as long as a device read: the scan then reads
+	// ahead with pread batches, as it does without a map.
+	slow    bool
+	slowRun int // slow copies in a row
 	// arena holds the runs of the current batch. It is reused by the next
 	// batch: a batch is read only when the iterator has moved past every
 	// value of the previous one, whose slices were valid until that move.
@@ -55,6 +68,32 @@ type raValue struct {
 	key []byte
 	ptr pointer
 	val []byte // nil: read the ordinary way
+}
+
+// mappedValue reads a value stored as it is (no codec) straight out of the
+// heap's map into the iterator's value buffer, which the next value
+// reuses: no system call, no allocation, one copy. Nothing is read ahead:
+// the page cache holds the heap, and a short scan reads only what it asks
+// for. Copies that take as long as a device read (raSlowCopy), raSlowRun of
+// them in a row during a forward scan, show the scan waits for the disk:
+// the iterator then switches to pread batches (ra.slow), which keep
+// several reads in flight. (One slow copy alone may be a preemption.)
+func (it *Iterator) mappedValue(key []byte, ptr *pointer) ([]byte, error) {
+	n := ptr.storedLen
+	if uint64(cap(it.vbuf)) < n {
+		it.vbuf = make([]byte, n, max(n, 2*uint64(cap(it.vbuf))))
+	}
+	t0 := time.Now()
+	v, err := it.db.readStored(key, ptr, it.vbuf[:n], it.db.heap.ReadMapped)
+	switch {
+	case err != nil || it.streak < raStreak || len(it.buf) > 0:
+	case time.Since(t0) <= raSlowCopy+time.Duration(n)*raSlowCopyPerByte:
+		it.ra.slowRun = 0
+	default:
+		it.ra.slowRun++
+		it.ra.slow = it.ra.slowRun >= raSlowRun
+	}
+	return v, err
 }
 
 // raArenas recycles batch buffers between iterators: a short range scan
@@ -84,6 +123,9 @@ func (ra *readahead) drop() {
 // key, from readahead when the scan pattern allows. REQUIRES: it.mu held.
 func (it *Iterator) heapValueAhead(key []byte, ptr *pointer) ([]byte, error) {
 	ra := &it.ra
+	if !ra.slow && ptr.codec == CodecNone && it.db.heap.Mapped() {
+		return it.mappedValue(key, ptr)
+	}
 	if ra.off || it.streak < raStreak || len(it.buf) > 0 {
 		return it.db.loadValue(key, ptr)
 	}

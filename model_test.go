@@ -155,6 +155,29 @@ func (m *modelDB) get(db interface {
 	case ok && !bytes.Equal(got, want):
 		m.t.Fatalf("%s %s: Get(%q) = %d bytes, want %d bytes (contents differ)", m.name, when, k, len(got), len(want))
 	}
+	if d, isDB := db.(*heapkv.DB); isDB {
+		m.viewValue(d, k, want, ok, when)
+	}
+}
+
+// viewValue compares ViewValue of one key with the model.
+func (m *modelDB) viewValue(db *heapkv.DB, k string, want []byte, ok bool, when string) {
+	m.t.Helper()
+	var got []byte
+	calls := 0
+	err := db.ViewValue([]byte(k), func(v []byte) error {
+		calls++
+		got = bytes.Clone(v)
+		return nil
+	})
+	switch {
+	case !ok && (!errors.Is(err, heapkv.ErrNotFound) || calls != 0):
+		m.t.Fatalf("%s %s: ViewValue(%q): %d calls, %v; want ErrNotFound and no call", m.name, when, k, calls, err)
+	case ok && (err != nil || calls != 1):
+		m.t.Fatalf("%s %s: ViewValue(%q): %d calls, %v; want one call with %d bytes", m.name, when, k, calls, err, len(want))
+	case ok && !bytes.Equal(got, want):
+		m.t.Fatalf("%s %s: ViewValue(%q) = %d bytes, want %d bytes (contents differ)", m.name, when, k, len(got), len(want))
+	}
 }
 
 // scan compares a full Scan with the model.

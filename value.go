@@ -18,12 +18,24 @@ import (
 
 // Get returns a copy of the value stored under key, or an error wrapping
 // ErrNotFound if there is none.
-func (db *DB) Get(key []byte) ([]byte, error) {
+func (db *DB) Get(key []byte) (value []byte, err error) {
+	err = db.lookup(key, func(raw []byte) error {
+		value, err = db.entryValue(key, raw)
+		return err
+	})
+	return value, err
+}
+
+// lookup calls fn with key's raw index entry, from the index-entry cache
+// or the index, with the applied LSN pinned (so no heap block the entry
+// names is reused until fn returns). raw is valid only inside fn. It
+// returns an error wrapping ErrNotFound if key has no entry.
+func (db *DB) lookup(key []byte, fn func(raw []byte) error) error {
 	if err := checkKey(key); err != nil {
-		return nil, err
+		return err
 	}
 	if err := db.enter(); err != nil {
-		return nil, err
+		return err
 	}
 	defer db.leave()
 	db.stats.gets.Add(1)
@@ -33,27 +45,30 @@ func (db *DB) Get(key []byte) ([]byte, error) {
 	ec := db.ecache
 	var etok entryToken
 	if ec != nil {
-		if raw, ok := ec.get(key, nil); ok {
+		bp := encBufPool.Get().(*[]byte)
+		defer encBufPool.Put(bp)
+		if raw, ok := ec.get(key, (*bp)[:0]); ok {
+			*bp = raw
 			if db.opts.crossCheckEntryCache {
 				if err := db.crossCheckEntry(key); err != nil {
-					return nil, err
+					return err
 				}
 			}
-			return db.entryValue(key, raw)
+			return fn(raw)
 		}
 		etok = ec.token(key)
 	}
 	raw, closer, err := db.index.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
-		return nil, ErrNotFound
+		return ErrNotFound
 	} else if err != nil {
-		return nil, indexError(fmt.Sprintf("get %q", key), err)
+		return indexError(fmt.Sprintf("get %q", key), err)
 	}
 	defer closer.Close()
 	if ec != nil {
 		ec.fill(key, raw, etok)
 	}
-	return db.entryValue(key, raw)
+	return fn(raw)
 }
 
 // errEntryCacheStale is what Get returns in the tests' cross-check mode
@@ -82,7 +97,9 @@ func (db *DB) crossCheckEntry(key []byte) error {
 // entryValue returns a copy of the value an index entry holds, reading a
 // heap value through the value cache (verified against its CRC).
 func (db *DB) entryValue(key, raw []byte) ([]byte, error) {
-	e, err := db.decodeEntry(key, raw)
+	bp := getExtentBuf()
+	e, err := db.decodeEntryInto(key, raw, *bp)
+	defer putExtentBuf(bp, e.ptr.extents)
 	if err != nil {
 		return nil, err
 	}

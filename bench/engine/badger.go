@@ -55,7 +55,7 @@ func (b *badgerDB) Scan(start []byte, n int) (int, error) {
 		it := txn.NewIterator(o)
 		defer it.Close()
 		for it.Seek(start); it.Valid() && got < n; it.Next() {
-			if err := it.Item().Value(func([]byte) error { return nil }); err != nil {
+			if err := it.Item().Value(func(v []byte) error { touch(v); return nil }); err != nil {
 				return err
 			}
 			got++

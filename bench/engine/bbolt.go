@@ -56,7 +56,8 @@ func (b *boltDB) Scan(start []byte, n int) (int, error) {
 	got := 0
 	err := b.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(boltBucket).Cursor()
-		for k, _ := c.Seek(start); k != nil && got < n; k, _ = c.Next() {
+		for k, v := c.Seek(start); k != nil && got < n; k, v = c.Next() {
+			touch(v)
 			got++
 		}
 		return nil

@@ -49,10 +49,12 @@ func (h *heapDB) Scan(start []byte, n int) (int, error) {
 	}
 	got := 0
 	for ok := it.SeekGE(start); ok && got < n; ok = it.Next() {
-		if _, err := it.Value(); err != nil {
+		v, err := it.Value()
+		if err != nil {
 			it.Close()
 			return got, err
 		}
+		touch(v)
 		got++
 	}
 	if err := it.Error(); err != nil {

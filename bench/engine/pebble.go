@@ -71,10 +71,12 @@ func (p *pebbleDB) Scan(start []byte, n int) (int, error) {
 	}
 	got := 0
 	for ok := it.SeekGE(start); ok && got < n; ok = it.Next() {
-		if _, err := it.ValueAndErr(); err != nil {
+		v, err := it.ValueAndErr()
+		if err != nil {
 			it.Close()
 			return got, err
 		}
+		touch(v)
 		got++
 	}
 	return got, it.Close()
