@@ -42,7 +42,8 @@ const (
 	// several GB/s; a read from an SSD takes tens of microseconds.
 	raSlowCopy        = 30 * time.Microsecond
 	raSlowCopyPerByte = time.Nanosecond
-	raSlowRun         = 4 // slow copies in a row that switch a scan to pread batches
+	raTimeEvery       = 4 // a scan times one copy in raTimeEvery (reading the clock costs)
+	raSlowRun         = 3 // timed copies in a row that, slow, switch a scan to pread batches
 )
 
 // readahead is an iterator's lookahead state.
@@ -57,7 +58,8 @@ type readahead struct {
 	// forward scan took as long as a device read: the scan then reads
 	// ahead with pread batches, as it does without a map.
 	slow    bool
-	slowRun int // slow copies in a row
+	copies  int // values copied out of the map
+	slowRun int // timed copies in a row that were slow
 	// arena holds the runs of the current batch. It is reused by the next
 	// batch: a batch is read only when the iterator has moved past every
 	// value of the previous one, whose slices were valid until that move.
@@ -74,19 +76,24 @@ type raValue struct {
 // heap's map into the iterator's value buffer, which the next value
 // reuses: no system call, no allocation, one copy. Nothing is read ahead:
 // the page cache holds the heap, and a short scan reads only what it asks
-// for. Copies that take as long as a device read (raSlowCopy), raSlowRun of
-// them in a row during a forward scan, show the scan waits for the disk:
-// the iterator then switches to pread batches (ra.slow), which keep
-// several reads in flight. (One slow copy alone may be a preemption.)
+// for. During a forward scan one copy in raTimeEvery is timed; raSlowRun
+// timed copies in a row that took as long as a device read (raSlowCopy)
+// show the scan waits for the disk, and the iterator switches to pread
+// batches (ra.slow), which keep several reads in flight. (One slow copy
+// alone may be a preemption.)
 func (it *Iterator) mappedValue(key []byte, ptr *pointer) ([]byte, error) {
 	n := ptr.storedLen
 	if uint64(cap(it.vbuf)) < n {
 		it.vbuf = make([]byte, n, max(n, 2*uint64(cap(it.vbuf))))
 	}
+	it.ra.copies++
+	if it.streak < raStreak || len(it.buf) > 0 || it.ra.copies%raTimeEvery != 0 {
+		return it.db.readStored(key, ptr, it.vbuf[:n], it.db.heap.ReadMapped)
+	}
 	t0 := time.Now()
 	v, err := it.db.readStored(key, ptr, it.vbuf[:n], it.db.heap.ReadMapped)
 	switch {
-	case err != nil || it.streak < raStreak || len(it.buf) > 0:
+	case err != nil:
 	case time.Since(t0) <= raSlowCopy+time.Duration(n)*raSlowCopyPerByte:
 		it.ra.slowRun = 0
 	default:
