@@ -117,7 +117,7 @@ type Iterator struct {
 	// that followed a Value read.
 	streak int
 	ra     readahead
-	vbuf   []byte         // value buffer of reads from the heap's map, reused
+	vbuf   *[]byte        // value buffer of reads from the heap's map (iterValueBufs)
 	exts   []alloc.Extent // extent buffer of the current value's pointer, reused
 }
 
@@ -236,6 +236,7 @@ func (it *Iterator) release() {
 		it.db.pins.unpin(it.tok)
 	}
 	it.ra.close()
+	putValueBuf(it.vbuf)
 	it.db.removeReader(it.reg)
 	it.valid, it.val, it.buf, it.vbuf = false, nil, nil, nil
 }

@@ -83,15 +83,20 @@ type raValue struct {
 // alone may be a preemption.)
 func (it *Iterator) mappedValue(key []byte, ptr *pointer) ([]byte, error) {
 	n := ptr.storedLen
-	if uint64(cap(it.vbuf)) < n {
-		it.vbuf = make([]byte, n, max(n, 2*uint64(cap(it.vbuf))))
+	if it.vbuf == nil {
+		it.vbuf = iterValueBufs.Get().(*[]byte)
+	}
+	buf := *it.vbuf
+	if uint64(cap(buf)) < n {
+		buf = make([]byte, n, max(n, 2*uint64(cap(buf))))
+		*it.vbuf = buf
 	}
 	it.ra.copies++
 	if it.streak < raStreak || len(it.buf) > 0 || it.ra.copies%raTimeEvery != 0 {
-		return it.db.readStored(key, ptr, it.vbuf[:n], it.db.heap.ReadMapped)
+		return it.db.readStored(key, ptr, buf[:n], it.db.heap.ReadMapped)
 	}
 	t0 := time.Now()
-	v, err := it.db.readStored(key, ptr, it.vbuf[:n], it.db.heap.ReadMapped)
+	v, err := it.db.readStored(key, ptr, buf[:n], it.db.heap.ReadMapped)
 	switch {
 	case err != nil:
 	case time.Since(t0) <= raSlowCopy+time.Duration(n)*raSlowCopyPerByte:
@@ -101,6 +106,17 @@ func (it *Iterator) mappedValue(key []byte, ptr *pointer) ([]byte, error) {
 		it.ra.slow = it.ra.slowRun >= raSlowRun
 	}
 	return v, err
+}
+
+// iterValueBufs recycles iterators' value buffers (Iterator.vbuf): a short
+// scan would otherwise allocate one.
+var iterValueBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+// putValueBuf returns an iterator's value buffer to iterValueBufs.
+func putValueBuf(bp *[]byte) {
+	if bp != nil && cap(*bp) <= maxPooledBuf {
+		iterValueBufs.Put(bp)
+	}
 }
 
 // raArenas recycles batch buffers between iterators: a short range scan
