@@ -351,9 +351,12 @@ func (it *Iterator) valueLocked() ([]byte, error) {
 	}
 	// Inline values alias the index's memory; heap values are read from
 	// the heap (not through the value cache, so that a scan does not push
-	// hot values out of it), with readahead during forward scans.
+	// hot values out of it): out of its map into a reused buffer, or with
+	// readahead during forward scans (iterator_readahead.go).
 	e, err := it.db.decodeEntryInto(key, raw, it.exts)
-	it.exts = e.ptr.extents[:0]
+	if e.isHeap {
+		it.exts = e.ptr.extents[:0]
+	}
 	if err != nil {
 		return nil, it.setErr(err)
 	}

@@ -11,11 +11,15 @@ import (
 	"github.com/heapkv/heapkv/alloc"
 )
 
-// Readahead of heap values for forward scans.
+// Reading heap values during scans.
 //
-// Reading heap values one at a time costs a read system call per value.
-// When an iterator moves forward with Next and reads the value at each
-// step, it switches to readahead: a second Pebble iterator over the same
+// With the heap mapped, an iterator copies each value out of the map
+// (mappedValue): a copy per value, no system call, and nothing read that
+// the scan does not ask for. Without a map, or once copies out of the map
+// show that the scan waits for the disk, reading heap values one at a time
+// costs a read (and a device wait) per value. When an iterator moves
+// forward with Next and reads the value at each step, it then switches to
+// readahead: a second Pebble iterator over the same
 // view (a Clone) runs ahead, collects the heap pointers of the next batch
 // of keys, and the batch's extents are read in block order, coalescing
 // extents that lie close together into one read (values written together

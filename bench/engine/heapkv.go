@@ -10,6 +10,7 @@ import (
 
 func init() {
 	register(Config{"heapkv", "heapkv with its default options (NoSync when -sync=false)", openHeapKV})
+	register(Config{"heapkv-pread", "heapkv reading heap values with pread instead of its memory map (NoHeapMap)", openHeapKVPread})
 	register(Config{"heapkv-4k", "heapkv with the heap geometry of databases made before 128-byte blocks: 4 KiB blocks, values up to 2 KiB inline", openHeapKV4K})
 }
 
@@ -17,6 +18,10 @@ type heapDB struct{ db *heapkv.DB }
 
 func openHeapKV(dir string, sync bool) (DB, error) {
 	return openHeap(dir, &heapkv.Options{NoSync: !sync})
+}
+
+func openHeapKVPread(dir string, sync bool) (DB, error) {
+	return openHeap(dir, &heapkv.Options{NoSync: !sync, NoHeapMap: true})
 }
 
 func openHeapKV4K(dir string, sync bool) (DB, error) {
