@@ -20,7 +20,8 @@
 // per-value s2/zstd compression; and a heap mirrored onto several replica
 // directories (Options.Mirrors), brought back up to date after an outage by
 // copying only the blocks that changed, with reads that repair a bad copy
-// from a good one and a Scrub that checks them all. Check proves the allocation invariants; Stats reports the numbers.
+// from a good one and a Scrub that checks them all. Check proves the
+// allocation invariants; Stats reports the numbers.
 //
 // # Durability
 //

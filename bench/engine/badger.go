@@ -48,14 +48,15 @@ func (b *badgerDB) Read(k []byte) ([]byte, error) {
 }
 
 func (b *badgerDB) Scan(start []byte, n int) (int, error) {
-	got := 0
+	got, sum := 0, uint64(0)
+	defer func() { touchSink.Add(sum) }()
 	err := b.db.View(func(txn *badger.Txn) error {
 		o := badger.DefaultIteratorOptions
 		o.PrefetchSize = min(n, 100)
 		it := txn.NewIterator(o)
 		defer it.Close()
 		for it.Seek(start); it.Valid() && got < n; it.Next() {
-			if err := it.Item().Value(func(v []byte) error { touch(v); return nil }); err != nil {
+			if err := it.Item().Value(func(v []byte) error { sum += touch(v); return nil }); err != nil {
 				return err
 			}
 			got++

@@ -53,11 +53,12 @@ func (b *boltDB) Read(k []byte) ([]byte, error) {
 }
 
 func (b *boltDB) Scan(start []byte, n int) (int, error) {
-	got := 0
+	got, sum := 0, uint64(0)
+	defer func() { touchSink.Add(sum) }()
 	err := b.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(boltBucket).Cursor()
 		for k, v := c.Seek(start); k != nil && got < n; k, v = c.Next() {
-			touch(v)
+			sum += touch(v)
 			got++
 		}
 		return nil

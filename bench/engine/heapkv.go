@@ -52,14 +52,15 @@ func (h *heapDB) Scan(start []byte, n int) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	got := 0
+	got, sum := 0, uint64(0)
+	defer func() { touchSink.Add(sum) }()
 	for ok := it.SeekGE(start); ok && got < n; ok = it.Next() {
 		v, err := it.Value()
 		if err != nil {
 			it.Close()
 			return got, err
 		}
-		touch(v)
+		sum += touch(v)
 		got++
 	}
 	if err := it.Error(); err != nil {

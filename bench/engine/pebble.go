@@ -69,14 +69,15 @@ func (p *pebbleDB) Scan(start []byte, n int) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	got := 0
+	got, sum := 0, uint64(0)
+	defer func() { touchSink.Add(sum) }()
 	for ok := it.SeekGE(start); ok && got < n; ok = it.Next() {
 		v, err := it.ValueAndErr()
 		if err != nil {
 			it.Close()
 			return got, err
 		}
-		touch(v)
+		sum += touch(v)
 		got++
 	}
 	return got, it.Close()
