@@ -29,6 +29,26 @@ func ValueBlocks(db *DB, key []byte) ([]uint64, error) {
 	return out, nil
 }
 
+// ValueStoredLen returns how many bytes of its blocks key's heap value
+// occupies (0 for an inline value): reads stop there, so a replica cut
+// short inside a value's last block damages the value only if the cut
+// comes before its last stored byte.
+func ValueStoredLen(db *DB, key []byte) (uint64, error) {
+	raw, closer, err := db.index.Get(key)
+	if err != nil {
+		return 0, err
+	}
+	defer closer.Close()
+	e, err := decodeEntry(raw, db.geom)
+	if err != nil {
+		return 0, fmt.Errorf("key %q: %w", key, err)
+	}
+	if !e.isHeap {
+		return 0, nil
+	}
+	return e.ptr.storedLen, nil
+}
+
 // SetResyncSaveBytes makes a resync save its progress (by a checkpoint)
 // after every n bytes copied.
 func SetResyncSaveBytes(o *Options, n int64) { o.resyncSaveBytes = n }
