@@ -1,46 +1,86 @@
 package heapkv
 
 import (
+	"encoding/binary"
 	"fmt"
+	"hash/maphash"
 	"math/rand/v2"
 	"testing"
 )
 
-// The entry cache's bookkeeping: every shard's byte count is what its
-// entries cost and within its budget, through fills (also of a key already
-// cached), evictions, and invalidations; a fill under a token taken before
-// a write began, or while it runs, is refused.
+// The entry cache's bookkeeping: in every shard, the records from tail to
+// head parse, every map slot points at one of them whose key has the
+// slot's hash, and the shard stays within its budget, through fills (also
+// of a key already cached), evictions, wraps of the ring and
+// invalidations; a fill under a token taken before a write began, or while
+// it runs, is refused.
 func TestEntryCacheAccounting(t *testing.T) {
 	c := newEntryCache(64 << 10)
 	check := func() {
 		t.Helper()
 		for i := range c.shards {
 			s := &c.shards[i]
-			var n int64
-			for k, e := range s.m {
-				n += int64(len(k)+len(e)) + entryOverhead
+			size := uint64(len(s.ring))
+			live := map[uint64]bool{} // positions of parsed records
+			for pos := s.tail; pos < s.head; {
+				off := pos % size
+				if size-off < entryHeader || binary.LittleEndian.Uint32(s.ring[off+8:]) == padMark {
+					pos += size - off
+					continue
+				}
+				r := s.ring[off:]
+				k, n := binary.LittleEndian.Uint32(r[8:]), binary.LittleEndian.Uint32(r[12:])
+				if h := maphash.Bytes(c.seed, r[entryHeader:entryHeader+k]); h != binary.LittleEndian.Uint64(r) {
+					t.Fatalf("shard %d: record at %d has hash %x, its key %x", i, pos, binary.LittleEndian.Uint64(r), h)
+				}
+				live[pos] = true
+				pos += recordLen(int(k), int(n))
 			}
-			if n != s.bytes || s.bytes > c.perShard || s.writing != 0 {
-				t.Fatalf("shard %d: %d bytes counted, %d held, budget %d, %d writes in progress", i, s.bytes, n, c.perShard, s.writing)
+			for h, pos := range s.slots {
+				if !live[pos] || binary.LittleEndian.Uint64(s.ring[pos%size:]) != h {
+					t.Fatalf("shard %d: slot %x points at %d, not a record of its hash (tail %d head %d)", i, h, pos, s.tail, s.head)
+				}
+			}
+			if s.head-s.tail > size || s.bytes() > c.perShard || s.writing != 0 {
+				t.Fatalf("shard %d: %d ring bytes of %d, %d bytes held, budget %d, %d writes in progress",
+					i, s.head-s.tail, size, s.bytes(), c.perShard, s.writing)
 			}
 		}
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	key := func() []byte { return fmt.Appendf(nil, "k%04d", rng.IntN(2000)) }
+	writes := map[string]int{}
+	entry := func(k []byte) []byte {
+		r := rand.New(rand.NewPCG(uint64(len(k))<<32|uint64(writes[string(k)]), uint64(k[1])<<24|uint64(k[2])<<16|uint64(k[3])<<8|uint64(k[4])))
+		e := make([]byte, r.IntN(200))
+		for i := range e {
+			e[i] = byte(r.Uint32())
+		}
+		return e
+	}
 	for range 20000 {
 		k := key()
 		switch rng.IntN(4) {
 		case 0, 1:
+			// A key's entry changes only with a write (begin): entries are
+			// a function of the key and its write count.
 			tok := c.token(k)
-			c.fill(k, make([]byte, rng.IntN(200)), tok)
+			e := entry(k)
+			c.fill(k, e, tok)
 			if rng.IntN(2) == 0 {
-				c.fill(k, make([]byte, rng.IntN(200)), tok) // a second Get's fill
+				c.fill(k, e, tok) // a second Get's fill
 			}
 		case 2:
 			c.begin(k)
+			writes[string(k)]++
 			c.end(k)
 		default:
-			c.get(k, nil)
+			if got, ok := c.get(k, nil); ok && string(got) != string(entry(k)) {
+				t.Fatalf("get %s after %d writes: %x, want %x", k, writes[string(k)], got, entry(k))
+			}
+		}
+		if rng.IntN(500) == 0 {
+			check()
 		}
 	}
 	check()

@@ -142,6 +142,16 @@ func (db *DB) readValue(key []byte, p *pointer) ([]byte, error) {
 // loadValue is readValue for readers: through the heap's memory map when
 // there is one (mirror.Set.ReadMapped), which falls back to pread.
 func (db *DB) loadValue(key []byte, p *pointer) ([]byte, error) {
+	if p.codec == CodecNone && len(p.extents) == 1 && p.storedLen <= uint64(p.extents[0].Len)*uint64(db.geom.BlockSize) {
+		// One extent, the common case: appended to a nil slice, the value
+		// is allocated without the zeroing a make would do before the copy
+		// (6% of the CPU of a Get of 16 KiB).
+		v, err := db.heap.AppendMapped(nil, p.extents[0].Start, int(p.storedLen))
+		if err != nil {
+			return db.repairRead(key, p, make([]byte, p.storedLen), fmt.Errorf("heapkv: get %q: %w", key, err))
+		}
+		return db.verifyStored(key, p, v)
+	}
 	return db.readValueVia(key, p, db.heap.ReadMapped)
 }
 
@@ -186,6 +196,12 @@ func (db *DB) readStored(key []byte, p *pointer, buf []byte, read func(p []byte,
 		}
 		off += n
 	}
+	return db.verifyStored(key, p, buf)
+}
+
+// verifyStored returns buf, the stored bytes of p just read, if they match
+// p's CRC, else what repairRead finds on the other replicas.
+func (db *DB) verifyStored(key []byte, p *pointer, buf []byte) ([]byte, error) {
 	if got := crcOf(buf); got != p.crc {
 		return db.repairRead(key, p, buf, fmt.Errorf("%w: value of key %q at %v (written at LSN %d): checksum %08x, want %08x",
 			ErrCorrupt, key, p.extents, p.lsn, got, p.crc))

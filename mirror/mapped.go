@@ -2,6 +2,7 @@ package mirror
 
 import (
 	"runtime/debug"
+	"slices"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
@@ -95,6 +96,47 @@ func (m *mapping) copyOut(p []byte, off int64) (ok bool) {
 	}()
 	copy(p, m.data[off:])
 	return true
+}
+
+// appendOut appends n bytes at off out of the mapping to dst and reports
+// whether it could (dst unchanged if not). Appending to a slice without room
+// allocates one the runtime does not zero before the copy fills it: a
+// fresh value costs one pass over its bytes, not two.
+func (m *mapping) appendOut(dst []byte, off int64, n int) (out []byte, ok bool) {
+	if off < 0 || n < 0 || off > int64(len(m.data))-int64(n) {
+		return dst, false
+	}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			if _, fault := r.(interface{ Addr() uintptr }); !fault {
+				panic(r)
+			}
+			out, ok = dst, false
+		}
+	}()
+	return append(dst, m.data[off:off+int64(n)]...), true
+}
+
+// AppendMapped appends the n bytes at block's start to dst, as ReadMapped
+// reads them: through the mapping of the first in-sync replica if it can,
+// else with ReadAt. On error dst is returned unchanged.
+func (s *Set) AppendMapped(dst []byte, block uint64, n int) ([]byte, error) {
+	if s.closed.Load() {
+		return dst, ErrClosed
+	}
+	v := s.view.Load()
+	if v.mapped != nil {
+		if out, ok := v.mapped.appendOut(dst, s.offset(block), n); ok {
+			return out, nil
+		}
+		s.mapFaults.Add(1)
+	}
+	out := slices.Grow(dst, n)[:len(dst)+n]
+	if err := s.ReadAt(out[len(dst):], block); err != nil {
+		return dst, err
+	}
+	return out, nil
 }
 
 // ReadMapped is ReadAt through the mapping of the first in-sync replica,

@@ -33,11 +33,23 @@ func mappedSet(t *testing.T, n int) (*Set, []string) {
 func mustReadMapped(t *testing.T, s *Set, b uint64, want []byte) {
 	t.Helper()
 	p := make([]byte, len(want))
+	f0 := s.MapFaults()
 	if err := s.ReadMapped(p, b); err != nil {
 		t.Fatalf("ReadMapped block %d: %v", b, err)
 	}
 	if !bytes.Equal(p, want) {
 		t.Fatalf("ReadMapped block %d returned other bytes than were written", b)
+	}
+	f1 := s.MapFaults()
+	out, err := s.AppendMapped([]byte("prefix"), b, len(want))
+	if err != nil {
+		t.Fatalf("AppendMapped block %d: %v", b, err)
+	}
+	if string(out[:6]) != "prefix" || !bytes.Equal(out[6:], want) {
+		t.Fatalf("AppendMapped block %d returned other bytes than were written", b)
+	}
+	if f2 := s.MapFaults(); (f1 > f0) != (f2 > f1) {
+		t.Fatalf("block %d: ReadMapped faulted %d times on the mapping, AppendMapped %d", b, f1-f0, f2-f1)
 	}
 }
 

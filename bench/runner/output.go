@@ -34,6 +34,7 @@ var CSVHeader = []string{
 	"value_size", "value_dist", "sync", "run", "phase", "op", "count", "errors", "phase_seconds", "phase_ops_per_sec",
 	"mean_us", "p50_us", "p95_us", "p99_us", "p999_us", "max_us",
 	"logical_bytes", "disk_bytes", "space_amp", "user_write_bytes", "device_write_bytes", "write_amp", "peak_rss_bytes",
+	"cpu_user_seconds", "cpu_sys_seconds", "cpu_us_per_op",
 }
 
 // CSVRows returns res's CSV rows.
@@ -60,7 +61,7 @@ func CSVRows(res *Result) [][]string {
 				i(s.Count), i(s.Errors), f(p.Seconds), f(p.OpsPerSec),
 				f(s.MeanUs), f(s.P50Us), f(s.P95Us), f(s.P99Us), f(s.P999Us), f(s.MaxUs),
 				i(p.LogicalBytes), i(p.DiskBytes), f(p.SpaceAmp), i(p.UserWriteBytes), i(p.DeviceWrite), f(p.WriteAmp),
-				i(p.PeakRSSBytes),
+				i(p.PeakRSSBytes), f(p.CPUUserSeconds), f(p.CPUSysSeconds), f(p.CPUUsPerOp),
 			})
 		}
 	}
@@ -130,6 +131,7 @@ func Summary(w io.Writer, res *Result) {
 		}
 		fmt.Fprintf(w, "       disk=%s logical=%s space-amp=%.2f  device-writes=%s user-writes=%s write-amp=%.2f  peak-rss=%s\n",
 			mib(p.DiskBytes), mib(p.LogicalBytes), p.SpaceAmp, mib(p.DeviceWrite), mib(p.UserWriteBytes), p.WriteAmp, mib(p.PeakRSSBytes))
+		fmt.Fprintf(w, "       cpu user=%.2fs sys=%.2fs  %.2fus/op\n", p.CPUUserSeconds, p.CPUSysSeconds, p.CPUUsPerOp)
 	}
 }
 

@@ -133,6 +133,11 @@ type Phase struct {
 	IOAccountingOK  bool                `json:"io_accounting_ok"`
 	PeakRSSBytes    int64               `json:"peak_rss_bytes"` // process peak so far
 	GoHeapInuseByte uint64              `json:"go_heap_inuse_bytes"`
+	// CPU the process used while the clients ran (getrusage; not closing):
+	// the engine's background work included, the harness's own too.
+	CPUUserSeconds float64 `json:"cpu_user_seconds"`
+	CPUSysSeconds  float64 `json:"cpu_sys_seconds"`
+	CPUUsPerOp     float64 `json:"cpu_us_per_op"` // (user + sys) / Ops
 }
 
 // Result is one run of one engine on one workload.
@@ -393,6 +398,7 @@ func (st *state) phase(ctx context.Context, name string) (*Phase, error) {
 	}
 	var wg sync.WaitGroup
 	start := time.Now()
+	user0, sys0 := CPUTime()
 	stopProgress := st.progress(name, start, &done, total, deadline)
 	for t, cl := range clients {
 		wg.Add(1)
@@ -407,6 +413,7 @@ func (st *state) phase(ctx context.Context, name string) (*Phase, error) {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	user1, sys1 := CPUTime()
 	stopProgress()
 
 	closeStart := time.Now()
@@ -414,7 +421,8 @@ func (st *state) phase(ctx context.Context, name string) (*Phase, error) {
 	closeSecs := time.Since(closeStart).Seconds()
 	io1 := ReadIO()
 
-	p := &Phase{Name: name, Seconds: elapsed.Seconds(), CloseSeconds: closeSecs, ByOp: map[string]*OpStats{}}
+	p := &Phase{Name: name, Seconds: elapsed.Seconds(), CloseSeconds: closeSecs, ByOp: map[string]*OpStats{},
+		CPUUserSeconds: (user1 - user0).Seconds(), CPUSysSeconds: (sys1 - sys0).Seconds()}
 	var hist [ycsb.NumOps]*hdrhistogram.Histogram
 	var errs [ycsb.NumOps]int64
 	for _, cl := range clients {
@@ -448,6 +456,9 @@ func (st *state) phase(ctx context.Context, name string) (*Phase, error) {
 	}
 	if p.Seconds > 0 {
 		p.OpsPerSec = float64(p.Ops) / p.Seconds
+	}
+	if p.Ops > 0 {
+		p.CPUUsPerOp = (p.CPUUserSeconds + p.CPUSysSeconds) * 1e6 / float64(p.Ops)
 	}
 	p.Records = int64(st.ks.Limit())
 	p.LogicalBytes = st.logicalBytes.Load()
