@@ -2,9 +2,9 @@ package heapkv
 
 import (
 	"math"
+	"math/rand/v2"
 	"runtime"
 	"sync"
-	"sync/atomic"
 	"unsafe"
 
 	"github.com/heapkv/heapkv/alloc"
@@ -17,7 +17,6 @@ import (
 // least f (DESIGN invariant 5b). Pins are sharded so that concurrent readers
 // rarely share a lock.
 type pinSet struct {
-	next   atomic.Uint32
 	shards []pinShard
 }
 
@@ -31,9 +30,36 @@ type pinShard struct {
 }
 
 type pinShardState struct {
-	// mu guards counts.
-	mu     sync.Mutex
-	counts map[base.LSN]int // pinned LSN -> number of readers holding it
+	// mu guards the fields below.
+	mu sync.Mutex
+	// Readers mostly pin the same LSN (the last applied one), so the
+	// shard counts the pins of one LSN outside the map: lsn and n, with
+	// n == 0 when none.
+	lsn    base.LSN
+	n      int
+	counts map[base.LSN]int // other pinned LSNs -> number of readers holding each
+}
+
+// add counts one more pin of lsn. REQUIRES: s.mu held.
+func (s *pinShardState) add(lsn base.LSN) {
+	switch {
+	case s.n == 0 || s.lsn == lsn:
+		s.lsn = lsn
+		s.n++
+	default:
+		s.counts[lsn]++
+	}
+}
+
+// remove counts one pin of lsn less. REQUIRES: s.mu held.
+func (s *pinShardState) remove(lsn base.LSN) {
+	if s.n > 0 && s.lsn == lsn {
+		s.n--
+		return
+	}
+	if s.counts[lsn]--; s.counts[lsn] <= 0 {
+		delete(s.counts, lsn)
+	}
 }
 
 // pinToken is returned by pin and passed back to unpin.
@@ -51,11 +77,15 @@ func newPinSet() *pinSet {
 	return p
 }
 
+// shard picks a shard at random: a counter shared by every reader would
+// put one cache line under every pin.
+func (p *pinSet) shard() uint32 { return rand.Uint32N(uint32(len(p.shards))) }
+
 func (p *pinSet) pin(lsn base.LSN) pinToken {
-	i := p.next.Add(1) % uint32(len(p.shards))
+	i := p.shard()
 	s := &p.shards[i]
 	s.mu.Lock()
-	s.counts[lsn]++
+	s.add(lsn)
 	s.mu.Unlock()
 	return pinToken{shard: i, lsn: lsn}
 }
@@ -64,11 +94,11 @@ func (p *pinSet) pin(lsn base.LSN) pinToken {
 // so that a concurrent min either counts this pin or started its scan of
 // the shard before the load (and so saw a v no larger than this one).
 func (p *pinSet) pinLoad(v *base.AtomicLSN) pinToken {
-	i := p.next.Add(1) % uint32(len(p.shards))
+	i := p.shard()
 	s := &p.shards[i]
 	s.mu.Lock()
 	lsn := v.Load()
-	s.counts[lsn]++
+	s.add(lsn)
 	s.mu.Unlock()
 	return pinToken{shard: i, lsn: lsn}
 }
@@ -76,9 +106,7 @@ func (p *pinSet) pinLoad(v *base.AtomicLSN) pinToken {
 func (p *pinSet) unpin(t pinToken) {
 	s := &p.shards[t.shard]
 	s.mu.Lock()
-	if s.counts[t.lsn]--; s.counts[t.lsn] <= 0 {
-		delete(s.counts, t.lsn)
-	}
+	s.remove(t.lsn)
 	s.mu.Unlock()
 }
 
@@ -89,6 +117,10 @@ func (p *pinSet) min() (base.LSN, int) {
 	for i := range p.shards {
 		s := &p.shards[i]
 		s.mu.Lock()
+		if s.n > 0 {
+			m = min(m, s.lsn)
+			n += s.n
+		}
 		for lsn, c := range s.counts {
 			m = min(m, lsn)
 			n += c
