@@ -79,7 +79,7 @@ const (
 type entryShard struct {
 	mu      sync.Mutex
 	slots   map[uint64]uint64 // key hash -> ring position of its record
-	ring    []byte
+	ring    []byte // grown up to entryCache.maxRing
 	head    uint64 // position of the next record (bytes ever written; the offset is head % len(ring))
 	tail    uint64 // position of the oldest record not evicted
 	gen     uint64 // bumped by every begin and end of a write to the shard
@@ -92,6 +92,7 @@ type entryShard struct {
 type entryCache struct {
 	seed     maphash.Seed
 	perShard int64 // byte budget of one shard: its ring and its map
+	maxRing  int   // bytes of a shard's ring once grown
 	maxSlots int   // map slots a shard may hold
 	shards   [entryShards]entryShard
 }
@@ -106,11 +107,10 @@ func newEntryCache(size int64) *entryCache {
 		return nil
 	}
 	c := &entryCache{seed: maphash.MakeSeed(), perShard: max(size/entryShards, 1)}
-	ring := max(c.perShard*2/3&^7, 8*entryHeader)
-	c.maxSlots = max(int(c.perShard-ring)/entrySlot, 8)
+	c.maxRing = int(max(c.perShard*2/3&^7, 8*entryHeader))
+	c.maxSlots = max(int(c.perShard-int64(c.maxRing))/entrySlot, 8)
 	for i := range c.shards {
 		c.shards[i].slots = make(map[uint64]uint64)
-		c.shards[i].ring = make([]byte, ring)
 	}
 	return c
 }
@@ -161,11 +161,29 @@ func (s *entryShard) makeRoom(n uint64, slot bool, maxSlots int) {
 	}
 }
 
+// grow makes the ring, smaller than maxRing, big enough for n more bytes
+// after head, or maxRing. A ring grows before it first wraps (add), so
+// its records' positions are their offsets and keep them in the new ring.
+// Rings start small and double: a database whose reads touch few keys, or
+// a test that opens thousands, does not pay for the whole budget.
+func (s *entryShard) grow(n uint64, maxRing int) {
+	size := max(len(s.ring), 4096)
+	for uint64(size) < s.head+n && size < maxRing {
+		size *= 2
+	}
+	ring := make([]byte, min(size, maxRing))
+	copy(ring, s.ring[:s.head])
+	s.ring = ring
+}
+
 // add writes a record of key and entry at the head and points key's slot
 // at it.
-func (s *entryShard) add(key, entry []byte, h uint64, maxSlots int) {
-	size := uint64(len(s.ring))
+func (s *entryShard) add(key, entry []byte, h uint64, maxRing, maxSlots int) {
 	n := recordLen(len(key), len(entry))
+	if s.head+n > uint64(len(s.ring)) && len(s.ring) < maxRing {
+		s.grow(n, maxRing)
+	}
+	size := uint64(len(s.ring))
 	if off := s.head % size; off+n > size { // the record would wrap: skip to the start
 		s.makeRoom(size-off, false, maxSlots)
 		if size-off >= entryHeader {
@@ -226,7 +244,7 @@ func (c *entryCache) fill(key, entry []byte, tok entryToken) {
 		return
 	}
 	s, h := c.shard(key)
-	if recordLen(len(key), len(entry)) > uint64(len(s.ring))/4 {
+	if recordLen(len(key), len(entry)) > uint64(c.maxRing)/4 {
 		return // a few huge inline values would empty the shard
 	}
 	s.mu.Lock()
@@ -234,7 +252,7 @@ func (c *entryCache) fill(key, entry []byte, tok entryToken) {
 	if s.gen != tok.gen || s.writing != 0 {
 		return
 	}
-	s.add(key, entry, h, c.maxSlots) // a record another Get added meanwhile becomes garbage
+	s.add(key, entry, h, c.maxRing, c.maxSlots) // a record another Get added meanwhile becomes garbage
 }
 
 // begin is the first half of the invalidation of a written key, before the

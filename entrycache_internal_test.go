@@ -15,7 +15,19 @@ import (
 // invalidations; a fill under a token taken before a write began, or while
 // it runs, is refused.
 func TestEntryCacheAccounting(t *testing.T) {
-	c := newEntryCache(64 << 10)
+	for _, tc := range []struct {
+		size      int64
+		keys, ops int
+	}{
+		{64 << 10, 2000, 20000},  // rings of 680 bytes: many wraps
+		{4 << 20, 60000, 300000}, // rings that grow from 4 KiB to 43,688 bytes, then wrap
+	} {
+		t.Run(fmt.Sprint(tc.size), func(t *testing.T) { testEntryCacheAccounting(t, tc.size, tc.keys, tc.ops) })
+	}
+}
+
+func testEntryCacheAccounting(t *testing.T, size int64, keys, ops int) {
+	c := newEntryCache(size)
 	check := func() {
 		t.Helper()
 		for i := range c.shards {
@@ -48,17 +60,21 @@ func TestEntryCacheAccounting(t *testing.T) {
 		}
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
-	key := func() []byte { return fmt.Appendf(nil, "k%04d", rng.IntN(2000)) }
+	key := func() []byte { return fmt.Appendf(nil, "k%06d", rng.IntN(keys)) }
 	writes := map[string]int{}
+	seed := maphash.MakeSeed()
 	entry := func(k []byte) []byte {
-		r := rand.New(rand.NewPCG(uint64(len(k))<<32|uint64(writes[string(k)]), uint64(k[1])<<24|uint64(k[2])<<16|uint64(k[3])<<8|uint64(k[4])))
+		var kh maphash.Hash
+		kh.SetSeed(seed)
+		kh.Write(k)
+		r := rand.New(rand.NewPCG(uint64(writes[string(k)]), kh.Sum64()))
 		e := make([]byte, r.IntN(200))
 		for i := range e {
 			e[i] = byte(r.Uint32())
 		}
 		return e
 	}
-	for range 20000 {
+	for range ops {
 		k := key()
 		switch rng.IntN(4) {
 		case 0, 1:
@@ -79,11 +95,20 @@ func TestEntryCacheAccounting(t *testing.T) {
 				t.Fatalf("get %s after %d writes: %x, want %x", k, writes[string(k)], got, entry(k))
 			}
 		}
-		if rng.IntN(500) == 0 {
+		if rng.IntN(ops/40) == 0 {
 			check()
 		}
 	}
 	check()
+	wrapped := 0
+	for i := range c.shards {
+		if s := &c.shards[i]; len(s.ring) == c.maxRing && s.head > uint64(c.maxRing) {
+			wrapped++
+		}
+	}
+	if wrapped < entryShards/2 {
+		t.Fatalf("only %d of %d shards grew to their whole ring and wrapped", wrapped, entryShards)
+	}
 
 	k := []byte("stale")
 	tok := c.token(k)
