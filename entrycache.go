@@ -79,13 +79,13 @@ const (
 type entryShard struct {
 	mu      sync.Mutex
 	slots   map[uint64]uint64 // key hash -> ring position of its record
-	ring    []byte // grown up to entryCache.maxRing
-	head    uint64 // position of the next record (bytes ever written; the offset is head % len(ring))
-	tail    uint64 // position of the oldest record not evicted
-	gen     uint64 // bumped by every begin and end of a write to the shard
-	writing int    // writes between begin and end
-	hits    int64  // gets served
-	misses  int64  // gets not served
+	ring    []byte            // grown up to entryCache.maxRing
+	head    uint64            // position of the next record (bytes ever written; the offset is head % len(ring))
+	tail    uint64            // position of the oldest record not evicted
+	gen     uint64            // bumped by every begin and end of a write to the shard
+	writing int               // writes between begin and end
+	hits    int64             // gets served
+	misses  int64             // gets not served
 	_       [64]byte
 }
 

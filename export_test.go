@@ -10,6 +10,11 @@ import (
 // fault-injecting file systems.
 func SetFS(o *Options, fs vfs.FS) { o.fs = fs }
 
+// MapAnyFS makes Open map the heap for reads through a file system set
+// with SetFS whose files have descriptors (errorfs over vfs.Default): map
+// reads bypass the file system; the pread fallback goes through it.
+func MapAnyFS(o *Options) { o.mapAnyFS = true }
+
 // SetMarkDelay sets how long the log must be idle before the syncer
 // flushes its sync mark; a delay above markInterval also spaces the mark
 // flushes under load (an hour: none while a test runs).

@@ -7,7 +7,11 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 
 	"github.com/heapkv/heapkv"
 )
@@ -134,5 +138,78 @@ func TestNoHeapMap(t *testing.T) {
 	}
 	if s, err := db.Stats(); err != nil || s.HeapMapped {
 		t.Fatalf("NoHeapMap: HeapMapped %v (%v)", s.HeapMapped, err)
+	}
+}
+
+// A fault on the map falls back to pread, and here that pread fails too:
+// EIO injected by errorfs over the operating system's file system (errorfs
+// files pass Fd through, so the heap is still mapped). With a mirror every
+// value reads back right from the other replica; with one replica every
+// read returns the I/O error. Never wrong bytes, never a crash.
+func TestHeapMapEIOOnFallback(t *testing.T) {
+	for _, mirrored := range []bool{true, false} {
+		t.Run(fmt.Sprintf("mirrored=%v", mirrored), func(t *testing.T) {
+			inj := newInjector()
+			opts := &heapkv.Options{CheckpointLogBytes: -1, Logger: slog.New(slog.DiscardHandler)}
+			heapkv.SetFS(opts, errorfs.Wrap(vfs.Default, inj))
+			heapkv.MapAnyFS(opts)
+			if mirrored {
+				opts.Mirrors = []string{filepath.Join(t.TempDir(), "m1")}
+			}
+			db := heapkv.OpenTestDBNoCheck(t, filepath.Join(t.TempDir(), "db"), opts)
+			value := func(i int) []byte { return bytes.Repeat([]byte{byte(i), 0xa5, byte(i >> 8)}, 2000) }
+			const n = 100
+			key := func(i int) []byte { return fmt.Appendf(nil, "k%03d", i) }
+			for i := range n {
+				if err := db.Put(key(i), value(i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := db.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			s, err := db.Stats()
+			if err != nil || !s.HeapMapped {
+				t.Fatalf("the heap is not mapped under errorfs over the OS file system (%v)", err)
+			}
+			primary := db.Replicas()[0].Path
+			if err := os.Truncate(primary, int64(s.BlockSize)); err != nil {
+				t.Fatal(err)
+			}
+			inj.add(injectRule{limit: -1, err: syscall.EIO, match: func(op errorfs.Op) bool {
+				return op.Kind == errorfs.OpFileReadAt && op.Path == primary
+			}})
+			inj.armed.Store(true)
+			for i := range n {
+				got, err := db.Get(key(i))
+				switch {
+				case mirrored && (err != nil || !bytes.Equal(got, value(i))):
+					t.Fatalf("%s: %d bytes, %v; want the value from the mirror", key(i), len(got), err)
+				case !mirrored && !errors.Is(err, syscall.EIO):
+					t.Fatalf("%s: %d bytes, %v; want the injected EIO", key(i), len(got), err)
+				}
+			}
+			if s, err = db.Stats(); err != nil || s.HeapMapFaults == 0 {
+				t.Fatalf("no read faulted on the map (%v)", err)
+			}
+			if len(inj.firedOps()) == 0 {
+				t.Fatal("no pread of the first replica failed: the fallback was not taken")
+			}
+			t.Logf("%d map faults, %d injected EIOs, %d read repairs", s.HeapMapFaults, len(inj.firedOps()), s.ReadRepairs)
+			inj.armed.Store(false)
+			if !mirrored {
+				return
+			}
+			// The repairs rewrote the first replica: its map reads again.
+			faults := s.HeapMapFaults
+			for i := range n {
+				if got, err := db.Get(key(i)); err != nil || !bytes.Equal(got, value(i)) {
+					t.Fatalf("%s after the repair: %d bytes, %v", key(i), len(got), err)
+				}
+			}
+			if s, err = db.Stats(); err != nil || s.HeapMapFaults != faults {
+				t.Fatalf("reads of the repaired replica faulted on the map %d more times (%v)", s.HeapMapFaults-faults, err)
+			}
+		})
 	}
 }

@@ -216,6 +216,7 @@ type Options struct {
 	fs vfs.FS
 
 	noAutoAttach    bool          // tests: Open does not attach stale replicas
+	mapAnyFS        bool          // tests: map the heap through fs, not only vfs.Default (the map's reads bypass fs)
 	markDelay       time.Duration // tests: idle time before the sync mark is flushed (0: markDelay), and the least time between flushes under load if above markInterval
 	resyncSaveBytes int64         // tests: copy between saves of resync progress (0: defaultResyncSaveBytes)
 	// tests: every write the key filter rules out is looked up too, and

@@ -327,8 +327,9 @@ func (db *DB) heapConfig() mirror.Config {
 		// issued before it committed.
 		LSN:           db.applied.Load,
 		OnStateChange: db.persistReplicas,
-		// Test file systems (fault injection) must see every read.
-		MapReads: !db.opts.NoHeapMap && db.rawFS == vfs.Default,
+		// Test file systems (fault injection) must see every read,
+		// unless a test asks for the map.
+		MapReads: !db.opts.NoHeapMap && (db.rawFS == vfs.Default || db.opts.mapAnyFS),
 	}
 }
 
