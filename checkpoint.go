@@ -15,6 +15,9 @@ import (
 // only the log after the newest checkpoint. Checkpoints also run in the
 // background (Options.CheckpointLogBytes) and on Close.
 func (db *DB) Checkpoint() error {
+	if err := db.errIfReadOnly("checkpoint"); err != nil {
+		return err
+	}
 	if err := db.enter(); err != nil {
 		return err
 	}

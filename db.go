@@ -174,6 +174,9 @@ func Open(dir string, opts *Options) (_ *DB, err error) {
 		return nil, fmt.Errorf("%w: empty directory name", ErrInvalidOptions)
 	}
 	fs := o.fs
+	if o.ReadOnly {
+		return openReadOnly(fs, dir, o)
+	}
 	madeDir, err := mkdirLeaf(fs, dir)
 	if err != nil {
 		return nil, err
@@ -194,6 +197,31 @@ func Open(dir string, opts *Options) (_ *DB, err error) {
 			lock.keep() // opened; a refused Open's closeFiles removed a LOCK file lockDir made
 		}
 	}()
+	db := newDB(fs, dir, o, lock)
+	if db.encoder, err = newEncoder(o.Compression, o.CompressionLevel); err != nil {
+		db.closeFiles()
+		return nil, err
+	}
+	if err := db.recover(); err != nil {
+		db.closeFiles()
+		return nil, err
+	}
+	if err := db.startCaches(); err != nil {
+		db.closeFiles()
+		return nil, err
+	}
+	db.openReserve()
+	db.startPresence()
+	db.bg.wg.Add(4)
+	go db.syncer()
+	go db.applyLoop()
+	go db.logWriter()
+	go db.background()
+	return db, nil
+}
+
+// newDB returns a database handle on dir, holding lock, with nothing open.
+func newDB(fs vfs.FS, dir string, o Options, lock *dirLock) *DB {
 	db := &DB{
 		opts:      o,
 		dir:       dir,
@@ -213,31 +241,22 @@ func Open(dir string, opts *Options) (_ *DB, err error) {
 	// Every file goes through the disk-full hook: the first ENOSPC frees
 	// the space reserve and the write is retried (reserve.go).
 	db.rawFS, db.fs = fs, vfs.OnDiskFull(fs, db.onDiskFull)
-	if db.encoder, err = newEncoder(o.Compression, o.CompressionLevel); err != nil {
-		db.closeFiles()
-		return nil, err
-	}
-	if err := db.recover(); err != nil {
-		db.closeFiles()
-		return nil, err
-	}
-	// The value cache starts empty after recovery, so nothing recovery read
-	// (possibly of records it then cut off) can be served from it.
-	if o.ValueCacheSize > 0 {
-		if db.vcache, err = newValueCache(o.ValueCacheSize, max(o.InlineThreshold, 0)+1); err != nil {
-			db.closeFiles()
-			return nil, err
+	return db
+}
+
+// startCaches makes the value and entry caches. They start empty after
+// recovery, so nothing recovery read (possibly of records it then cut
+// off) can be served from them.
+func (db *DB) startCaches() error {
+	if db.opts.ValueCacheSize > 0 {
+		vc, err := newValueCache(db.opts.ValueCacheSize, max(db.opts.InlineThreshold, 0)+1)
+		if err != nil {
+			return err
 		}
+		db.vcache = vc
 	}
-	db.ecache = newEntryCache(o.EntryCacheSize) // empty too, like the value cache
-	db.openReserve()
-	db.startPresence()
-	db.bg.wg.Add(4)
-	go db.syncer()
-	go db.applyLoop()
-	go db.logWriter()
-	go db.background()
-	return db, nil
+	db.ecache = newEntryCache(db.opts.EntryCacheSize)
+	return nil
 }
 
 // Close makes every write durable, writes a checkpoint so the next Open is
@@ -260,7 +279,7 @@ func (db *DB) Close() error {
 	// A failed database writes no checkpoint (the next Open recovers from
 	// what is durable) and says why it failed.
 	err := db.failed()
-	if err == nil {
+	if err == nil && !db.opts.ReadOnly {
 		err = db.checkpoint()
 	}
 	if cerr := db.closeFiles(); err == nil {

@@ -118,6 +118,9 @@ func (db *DB) Sync() error {
 		return err
 	}
 	defer db.leave()
+	if db.opts.ReadOnly {
+		return nil // nothing was written
+	}
 	if err := db.failed(); err != nil {
 		return fmt.Errorf("heapkv: sync: %w", err)
 	}

@@ -74,6 +74,13 @@ var (
 	// of the last in-sync replica. It is mirror.ErrNoReplica.
 	ErrNoReplica = mirror.ErrNoReplica
 
+	// ErrReadOnly is returned by every write, checkpoint, replica change
+	// and scrub of a database opened with Options.ReadOnly, and by Open in
+	// read-only mode when the database cannot be opened without writing:
+	// it does not exist, or its log holds records after the last
+	// checkpoint (a crash; open it read-write once to recover them).
+	ErrReadOnly = errors.New("heapkv: database opened read-only")
+
 	// ErrScrubRunning is returned by Scrub while another scrub runs.
 	ErrScrubRunning = errors.New("heapkv: a scrub is already running")
 )

@@ -19,38 +19,57 @@ import (
 var heldDirs = struct {
 	// mu guards paths, and serialises taking and releasing locks.
 	mu    sync.Mutex
-	paths map[string]bool
-}{paths: map[string]bool{}}
+	paths map[string]*heldDir
+}{paths: map[string]*heldDir{}}
 
-// dirLock is the exclusive hold of one database directory.
+// heldDir is one directory this process holds: exclusively (one
+// read-write handle) or shared by its read-only handles, which share one
+// lock on the file (closing any descriptor of a file drops every fcntl lock
+// the process holds on it, so each handle cannot take its own).
+type heldDir struct {
+	shared  bool
+	readers int       // read-only handles holding it (shared)
+	file    io.Closer // the shared lock (shared)
+}
+
+// dirLock is one handle's hold of a database directory.
 type dirLock struct {
 	fs   vfs.FS
 	key  string
 	path string
-	file io.Closer
+	file io.Closer // nil for a shared hold: the heldDir's file is the lock
 	// created: lockDir made the LOCK file. Unless kept, release removes
 	// it, so that a directory Open refuses is left as it was found.
 	created bool
 	kept    bool
 }
 
-// lockDir takes the LOCK file of dir. Only when another handle holds it,
-// in this process (heldDirs) or in another (the lock call reports
-// contention), does the error wrap ErrLocked; any other failure (a
+// lockKey names path in heldDirs: by absolute path on the operating
+// system's file system, else by file system and path.
+func lockKey(fs vfs.FS, path string) string {
+	if fs == vfs.Default {
+		if abs, err := absPath(path); err == nil {
+			return "os:" + abs
+		}
+	}
+	return fmt.Sprintf("%p:%s", fs, path)
+}
+
+// lockDir takes the LOCK file of dir exclusively. Only when another handle
+// holds it, in this process (heldDirs) or in another (the lock call
+// reports contention), does the error wrap ErrLocked; any other failure (a
 // directory without write permission, a read-only file system, a path that
 // is not a directory) wraps the operating system's error and is not
 // ErrLocked, so a caller that retries on ErrLocked does not retry forever.
 func lockDir(fs vfs.FS, dir string) (*dirLock, error) {
 	path := fs.PathJoin(dir, lockFileName)
-	key := fmt.Sprintf("%p:%s", fs, path)
-	if fs == vfs.Default {
-		if abs, err := absPath(path); err == nil {
-			key = "os:" + abs
-		}
-	}
+	key := lockKey(fs, path)
 	heldDirs.mu.Lock()
 	defer heldDirs.mu.Unlock()
-	if heldDirs.paths[key] {
+	if h := heldDirs.paths[key]; h != nil {
+		if h.shared {
+			return nil, fmt.Errorf("%w: %s is open read-only in this process", ErrLocked, dir)
+		}
 		return nil, fmt.Errorf("%w: %s is open in this process", ErrLocked, dir)
 	}
 	_, statErr := fs.Stat(path)
@@ -66,8 +85,45 @@ func lockDir(fs vfs.FS, dir string) (*dirLock, error) {
 		}
 		return nil, fmt.Errorf("heapkv: lock %s: %w", path, err)
 	}
-	heldDirs.paths[key] = true
+	heldDirs.paths[key] = &heldDir{}
 	return &dirLock{fs: fs, key: key, path: path, file: f, created: created}, nil
+}
+
+// lockDirShared takes the LOCK file of dir for a read-only handle: shared
+// with the other read-only handles, in this process and (on the operating
+// system's file system, Unix) in others, and excluding read-write ones.
+// It creates nothing: the LOCK file must exist (every database opened
+// read-write once has one). Other file systems (tests' in-memory ones)
+// are shared within the process only.
+func lockDirShared(fs vfs.FS, dir string) (*dirLock, error) {
+	path := fs.PathJoin(dir, lockFileName)
+	key := lockKey(fs, path)
+	heldDirs.mu.Lock()
+	defer heldDirs.mu.Unlock()
+	l := &dirLock{fs: fs, key: key, path: path, kept: true}
+	if h := heldDirs.paths[key]; h != nil {
+		if !h.shared {
+			return nil, fmt.Errorf("%w: %s is open read-write in this process", ErrLocked, dir)
+		}
+		h.readers++
+		return l, nil
+	}
+	if _, err := fs.Stat(path); err != nil {
+		return nil, fmt.Errorf("heapkv: read-only open of %s: %w", dir, err)
+	}
+	h := &heldDir{shared: true, readers: 1}
+	if fs == vfs.Default {
+		f, err := lockShared(path)
+		if err != nil {
+			if lockContended(err) {
+				return nil, fmt.Errorf("%w: %s is held by a read-write handle: %w", ErrLocked, path, err)
+			}
+			return nil, fmt.Errorf("heapkv: lock %s: %w", path, err)
+		}
+		h.file = f
+	}
+	heldDirs.paths[key] = h
+	return l, nil
 }
 
 // pebbleHeldInProcess is the text of the error vfs.Default's Lock returns
@@ -99,10 +155,22 @@ func (l *dirLock) keep() { l.kept = true }
 
 // release removes the LOCK file if lockDir created it and keep was not
 // called (while still holding the lock, so that nobody can hold a lock on
-// the removed file), then unlocks it.
+// the removed file), then unlocks it. The last read-only handle of a
+// directory drops the shared lock.
 func (l *dirLock) release() error {
 	heldDirs.mu.Lock()
 	defer heldDirs.mu.Unlock()
+	if l.file == nil { // a shared hold
+		h := heldDirs.paths[l.key]
+		if h.readers--; h.readers > 0 {
+			return nil
+		}
+		delete(heldDirs.paths, l.key)
+		if h.file != nil {
+			return h.file.Close()
+		}
+		return nil
+	}
 	var errs []error
 	if l.created && !l.kept {
 		if err := l.fs.Remove(l.path); err != nil && !oserror.IsNotExist(err) {

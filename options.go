@@ -208,6 +208,21 @@ type Options struct {
 	// ARCHITECTURE.md); negative disables it.
 	DiskReserve int64
 
+	// ReadOnly opens an existing database without writing to it: no
+	// MANIFEST, checkpoint, log or heap write, no replica attached,
+	// resynced or repaired, no new mirror added, no space reserve.
+	// Writes, Checkpoint, AttachReplica, DetachReplica, Scrub and
+	// read-write transactions return ErrReadOnly; Sync does nothing. The
+	// directory is locked shared: several read-only handles, in this
+	// process and (on Unix) in others, may hold it at once, and a
+	// read-write Open waits for none of them but fails with ErrLocked. A
+	// database whose log holds records after its last checkpoint (it
+	// crashed) cannot be opened read-only: Open returns an error wrapping
+	// ErrReadOnly that says to open it read-write once. Check works;
+	// every heap read is verified, and a bad copy is served from another
+	// in-sync replica but not rewritten.
+	ReadOnly bool
+
 	// Logger receives the database's log lines. Default slog.Default().
 	Logger *slog.Logger
 

@@ -31,21 +31,10 @@ func (db *DB) recover() error {
 	if len(seqs) == 0 {
 		return db.create()
 	}
-	name := manifestFileName(seqs[len(seqs)-1])
-	b, err := readFile(db.fs, db.fs.PathJoin(db.dir, name), maxManifestSize)
+	m, name, err := db.loadManifest(seqs[len(seqs)-1])
 	if err != nil {
-		return fmt.Errorf("%w: %s: %w", ErrCorrupt, name, err)
+		return err
 	}
-	m, id, err := decodeManifest(b, filehdr.DBID{})
-	if err != nil {
-		return fmt.Errorf("%w: %s: %w", ErrCorrupt, name, err)
-	}
-	db.id = id
-	db.manifest.last = m
-	db.applier.counters = m.counters
-	db.geom = m.geometry()
-	db.ckpt.lsn.Store(m.checkpointLSN)
-
 	if err := db.openHeap(m, name); err != nil {
 		return err
 	}
@@ -96,6 +85,26 @@ func (db *DB) recover() error {
 		}
 	}
 	return nil
+}
+
+// loadManifest reads MANIFEST seq and takes the database's identity,
+// geometry, counters and checkpoint LSN from it.
+func (db *DB) loadManifest(seq uint64) (manifest, string, error) {
+	name := manifestFileName(seq)
+	b, err := readFile(db.fs, db.fs.PathJoin(db.dir, name), maxManifestSize)
+	if err != nil {
+		return manifest{}, name, fmt.Errorf("%w: %s: %w", ErrCorrupt, name, err)
+	}
+	m, id, err := decodeManifest(b, filehdr.DBID{})
+	if err != nil {
+		return manifest{}, name, fmt.Errorf("%w: %s: %w", ErrCorrupt, name, err)
+	}
+	db.id = id
+	db.manifest.last = m
+	db.applier.counters = m.counters
+	db.geom = m.geometry()
+	db.ckpt.lsn.Store(m.checkpointLSN)
+	return m, name, nil
 }
 
 // replay redoes every log record after the checkpoint: allocation, frees,
@@ -330,6 +339,7 @@ func (db *DB) heapConfig() mirror.Config {
 		// Test file systems (fault injection) must see every read,
 		// unless a test asks for the map.
 		MapReads: !db.opts.NoHeapMap && (db.rawFS == vfs.Default || db.opts.mapAnyFS),
+		ReadOnly: db.opts.ReadOnly,
 	}
 }
 

@@ -85,6 +85,9 @@ func (db *DB) Replicas() []ReplicaStatus {
 // detached replica is not attached again automatically by Open. The last
 // in-sync replica cannot be detached (ErrNoReplica).
 func (db *DB) DetachReplica(id int) error {
+	if err := db.errIfReadOnly("detach a replica of"); err != nil {
+		return err
+	}
 	if err := db.enter(); err != nil {
 		return err
 	}
@@ -113,6 +116,9 @@ func (db *DB) DetachReplica(id int) error {
 // file nor the marker (a new or replaced disk): call it once the right disk
 // is mounted there.
 func (db *DB) AttachReplica(ctx context.Context, id int) error {
+	if err := db.errIfReadOnly("attach a replica of"); err != nil {
+		return err
+	}
 	return db.attach(ctx, id, true)
 }
 
@@ -257,6 +263,9 @@ func (db *DB) startAutoAttach() {
 // durable (the heap calls it before its Sync returns, and every log sync
 // follows a heap sync).
 func (db *DB) persistReplicas() error {
+	if db.opts.ReadOnly {
+		return nil // a replica that failed a read stays stale in memory only
+	}
 	db.manifest.mu.Lock()
 	defer db.manifest.mu.Unlock()
 	if db.manifest.last.seq == 0 {
@@ -320,6 +329,9 @@ func (db *DB) openHeap(m manifest, manifestName string) error {
 		}
 	}
 	for _, d := range db.opts.Mirrors {
+		if db.opts.ReadOnly {
+			break // a new mirror would need its file made
+		}
 		if p := mirrorPath(d); !slices.Contains(db.manifest.paths, p) {
 			db.logger.Info("adding a heap mirror", "path", db.replicaPath(p), "replica", len(db.manifest.paths))
 			db.manifest.paths = append(db.manifest.paths, p)

@@ -63,6 +63,9 @@ const scrubBatchValues = 4096
 // paces the reads; Stats reports progress. ctx cancels it, and so does
 // Close.
 func (db *DB) Scrub(ctx context.Context) (*ScrubReport, error) {
+	if err := db.errIfReadOnly("scrub"); err != nil {
+		return nil, err
+	}
 	if err := db.enter(); err != nil {
 		return nil, err
 	}

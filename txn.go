@@ -91,6 +91,11 @@ func (db *DB) BeginTxn(opts *TxnOptions) (*Txn, error) {
 	if opts != nil {
 		o = *opts
 	}
+	if !o.ReadOnly {
+		if err := db.errIfReadOnly("read-write transaction on"); err != nil {
+			return nil, err
+		}
+	}
 	if err := db.enter(); err != nil {
 		return nil, err
 	}

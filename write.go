@@ -69,6 +69,9 @@ func (db *DB) apply(bops []batchOp, sync bool, check func(lsn base.LSN) error) e
 	if err := db.checkBatchSize(bops); err != nil {
 		return err
 	}
+	if err := db.errIfReadOnly("write to"); err != nil {
+		return err
+	}
 	if err := db.enter(); err != nil {
 		return err
 	}

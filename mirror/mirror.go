@@ -120,6 +120,11 @@ type Config struct {
 	// in-sync replica's file (mapped.go), when FS gives files a descriptor
 	// (the operating system's file system does; MemFS does not).
 	MapReads bool
+
+	// ReadOnly opens the replica files read-only, and reads that find a
+	// bad copy do not rewrite it (ReadVerified serves a good copy and
+	// reports the bad one unrepaired). The caller writes nothing.
+	ReadOnly bool
 }
 
 // State is the state of one replica.

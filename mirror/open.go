@@ -148,7 +148,13 @@ func openReplicaFile(cfg Config, p string, id int, inSync bool) (vfs.File, error
 		}
 		return nil, fmt.Errorf("mirror: open replica %d: %w", id, err)
 	}
-	f, err := cfg.FS.OpenReadWrite(p, vfs.WriteCategoryUnspecified)
+	var f vfs.File
+	var err error
+	if cfg.ReadOnly {
+		f, err = cfg.FS.Open(p)
+	} else {
+		f, err = cfg.FS.OpenReadWrite(p, vfs.WriteCategoryUnspecified)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("mirror: open replica %d: %w", id, err)
 	}

@@ -107,6 +107,9 @@ func (s *Set) readRanges(m member, p []byte, ranges []Range) error {
 // repair rewrites ranges on in-sync replica r with p; it reports whether it
 // did. A failed write makes r stale.
 func (s *Set) repair(r *replica, p []byte, ranges []Range) bool {
+	if s.cfg.ReadOnly {
+		return false
+	}
 	s.mu.RLock()
 	if r.state != InSync || r.f == nil {
 		s.mu.RUnlock()

@@ -117,6 +117,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	jsonOut := fs.Bool("json", false, "print results as JSON, one object per line")
 	nosync := fs.Bool("nosync", false, "do not sync each write (sync, checkpoint or quit does)")
 	limit := fs.Int("limit", 1024, "show at most `N` bytes of a value; 0 shows all")
+	readOnly := fs.Bool("readonly", false, "open the database read-only: writes fail, no file changes (check, info and stats always open read-only)")
 	var mirrors stringList
 	var resyncRate, scrubRate byteRate
 	fs.Var(&resyncRate, "resync-rate", "limit attach copying to `RATE` bytes/s (suffix K, M or G; 0: no limit)")
@@ -126,6 +127,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, `usage: heapkv [flags]                  shell (interactive, or commands piped on stdin)
        heapkv [flags] -c 'CMD; CMD...'  run commands and exit
        heapkv [flags] check|info|stats|scrub [DIR]
+check, info and stats open the database read-only; scrub repairs, so it opens it read-write.
 flags:
 `)
 		fs.PrintDefaults()
@@ -172,6 +174,9 @@ flags:
 	}
 
 	opts := &heapkv.Options{
+		// The inspection subcommands change nothing: not even a MANIFEST,
+		// nor a replica attached or resynced by Open.
+		ReadOnly:   *readOnly || (sub != "" && sub != "scrub"),
 		NoSync:     *nosync,
 		Mirrors:    mirrors,
 		ResyncRate: int64(resyncRate),
@@ -182,8 +187,11 @@ flags:
 	db, err := heapkv.Open(*dir, opts)
 	if err != nil {
 		msg := errText(err)
-		if errors.Is(err, heapkv.ErrLocked) {
+		switch {
+		case errors.Is(err, heapkv.ErrLocked):
 			msg += " (is another heapkv process using it?)"
+		case errors.Is(err, heapkv.ErrReadOnly) && holdsDatabase(*dir):
+			msg += fmt.Sprintf(" (to recover it: heapkv -d %s -c sync)", *dir)
 		}
 		fmt.Fprintf(stderr, "error: open %s: %s\n", *dir, msg)
 		return 1

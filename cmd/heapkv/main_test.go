@@ -2,7 +2,10 @@ package main
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
+	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -272,6 +275,9 @@ func TestOperatorSubcommands(t *testing.T) {
 	dir := t.TempDir()
 	_, errs, code := cli(t, "", "-d", dir, "-c", "put k v; put h @"+writeTemp(t, 10000))
 	require.Equal(t, 0, code, errs)
+	// check, stats and info open the database read-only: no file changes.
+	before := dirHashes(t, dir)
+	defer func() { require.Equal(t, before, dirHashes(t, dir), "an inspection subcommand changed a file") }()
 
 	out, errs, code := cli(t, "", "check", dir)
 	require.Equal(t, 0, code, errs)
@@ -304,6 +310,36 @@ func TestOperatorSubcommands(t *testing.T) {
 		_, _, code = cli(t, "", args...)
 		require.Equal(t, 2, code, args)
 	}
+}
+
+// dirHashes returns a hash of every file under dir by path.
+func dirHashes(t *testing.T, dir string) map[string]string {
+	out := map[string]string{}
+	require.NoError(t, filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		out[p] = fmt.Sprintf("%x", sha256.Sum256(b))
+		return err
+	}))
+	return out
+}
+
+// -readonly opens the shell on a database without writing to it: reads
+// work, writes fail with a read-only error, and no file changes.
+func TestReadOnlyShell(t *testing.T) {
+	dir := t.TempDir()
+	_, errs, code := cli(t, "", "-d", dir, "-c", "put k v")
+	require.Equal(t, 0, code, errs)
+	before := dirHashes(t, dir)
+	out, errs, code := cli(t, "", "-d", dir, "-readonly", "-c", "get k")
+	require.Equal(t, 0, code, errs)
+	require.Contains(t, out, "v")
+	_, errs, code = cli(t, "", "-d", dir, "-readonly", "-c", "put k w")
+	require.Equal(t, 1, code)
+	requireOneError(t, errs, "read-only")
+	require.Equal(t, before, dirHashes(t, dir))
 }
 
 func writeTemp(t *testing.T, n int) string {
