@@ -90,3 +90,46 @@ func ExampleDB_Check() {
 	fmt.Println(rep.Keys, rep.HeapValues, rep.LeakedBlocks, rep.OK())
 	// Output: 10 10 0 true
 }
+
+// Two read-only handles read a database side by side; writes fail and no
+// file changes. A read-write Open waits for both to close.
+func ExampleOptions_readOnly() {
+	dir, err := os.MkdirTemp("", "heapkv-example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	db, err := heapkv.Open(dir, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := db.Put([]byte("k"), []byte("v")); err != nil {
+		log.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		log.Fatal(err)
+	}
+
+	a, err := heapkv.Open(dir, &heapkv.Options{ReadOnly: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer a.Close()
+	b, err := heapkv.Open(dir, &heapkv.Options{ReadOnly: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer b.Close()
+	v, err := b.Get([]byte("k"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("%s\n", v)
+	fmt.Println(errors.Is(a.Put([]byte("k"), []byte("w")), heapkv.ErrReadOnly))
+	_, err = heapkv.Open(dir, nil)
+	fmt.Println(errors.Is(err, heapkv.ErrLocked))
+	// Output:
+	// v
+	// true
+	// true
+}
