@@ -177,7 +177,7 @@ func Open(dir string, opts *Options) (_ *DB, err error) {
 	if o.ReadOnly {
 		return openReadOnly(fs, dir, o)
 	}
-	madeDir, err := mkdirLeaf(fs, dir)
+	madeDir, err := mkdirLeaf(fs, dir, dirMode(o.FileMode))
 	if err != nil {
 		return nil, err
 	}
@@ -188,7 +188,7 @@ func Open(dir string, opts *Options) (_ *DB, err error) {
 			}
 		}()
 	}
-	lock, err := lockDir(fs, dir)
+	lock, err := lockDir(fs, dir, o.FileMode)
 	if err != nil {
 		return nil, err
 	}
@@ -240,7 +240,7 @@ func newDB(fs vfs.FS, dir string, o Options, lock *dirLock) *DB {
 	db.blockPool.New = func() any { b := make([]byte, db.geom.BlockSize); return &b }
 	// Every file goes through the disk-full hook: the first ENOSPC frees
 	// the space reserve and the write is retried (reserve.go).
-	db.rawFS, db.fs = fs, vfs.OnDiskFull(fs, db.onDiskFull)
+	db.rawFS, db.fs = fs, vfs.OnDiskFull(withFileMode(fs, o.FileMode), db.onDiskFull)
 	return db
 }
 

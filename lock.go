@@ -61,7 +61,7 @@ func lockKey(fs vfs.FS, path string) string {
 // directory without write permission, a read-only file system, a path that
 // is not a directory) wraps the operating system's error and is not
 // ErrLocked, so a caller that retries on ErrLocked does not retry forever.
-func lockDir(fs vfs.FS, dir string) (*dirLock, error) {
+func lockDir(fs vfs.FS, dir string, mode os.FileMode) (*dirLock, error) {
 	path := fs.PathJoin(dir, lockFileName)
 	key := lockKey(fs, path)
 	heldDirs.mu.Lock()
@@ -84,6 +84,15 @@ func lockDir(fs vfs.FS, dir string) (*dirLock, error) {
 			_ = fs.Remove(path)
 		}
 		return nil, fmt.Errorf("heapkv: lock %s: %w", path, err)
+	}
+	if created && fs == vfs.Default {
+		// vfs.Default's Lock creates the file with the umask's mode; a
+		// LOCK others can read is one they can hold a read lock on.
+		if err := os.Chmod(path, mode); err != nil {
+			f.Close()
+			_ = fs.Remove(path)
+			return nil, fmt.Errorf("heapkv: set the mode of %s: %w", path, err)
+		}
 	}
 	heldDirs.paths[key] = &heldDir{}
 	return &dirLock{fs: fs, key: key, path: path, file: f, created: created}, nil

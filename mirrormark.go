@@ -118,7 +118,7 @@ func (db *DB) writeMirrorMarker(p string, id int) error {
 // mirror id of a new database, whose heap file will be p, and writes the
 // mirror's marker there.
 func (db *DB) prepareNewMirror(p string, id int) error {
-	if _, err := mkdirLeaf(db.fs, db.fs.PathDir(p)); err != nil {
+	if _, err := mkdirLeaf(db.fs, db.fs.PathDir(p), dirMode(db.opts.FileMode)); err != nil {
 		return fmt.Errorf("heapkv: mirror directory of %s: %w", p, err)
 	}
 	return db.writeMirrorMarker(p, id)

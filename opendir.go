@@ -2,6 +2,7 @@ package heapkv
 
 import (
 	"fmt"
+	"os"
 	"syscall"
 
 	"github.com/cockroachdb/errors/oserror"
@@ -15,8 +16,8 @@ import (
 // wrapping fs.ErrNotExist that names it, so that a mistyped path, or a
 // mount point whose disk is not mounted one level up, is refused rather
 // than silently given a new tree of directories. created reports whether
-// it made dir. A path that is not a directory wraps syscall.ENOTDIR.
-func mkdirLeaf(fs vfs.FS, dir string) (created bool, err error) {
+// it made dir, with mode perm. A path that is not a directory wraps syscall.ENOTDIR.
+func mkdirLeaf(fs vfs.FS, dir string, perm os.FileMode) (created bool, err error) {
 	fi, err := fs.Stat(dir)
 	switch {
 	case err == nil && fi.IsDir():
@@ -35,7 +36,7 @@ func mkdirLeaf(fs vfs.FS, dir string) (created bool, err error) {
 	} else if !fi.IsDir() {
 		return false, fmt.Errorf("heapkv: create %s: %s: %w", dir, parent, syscall.ENOTDIR)
 	}
-	if err := fs.MkdirAll(dir, 0o755); err != nil {
+	if err := fs.MkdirAll(dir, perm); err != nil {
 		return false, fmt.Errorf("heapkv: create %s: %w", dir, err)
 	}
 	if err := vfsutil.SyncDir(fs, parent); err != nil {

@@ -2,6 +2,7 @@ package heapkv
 
 import (
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"path/filepath"
 	"slices"
@@ -223,6 +224,13 @@ type Options struct {
 	// in-sync replica but not rewritten.
 	ReadOnly bool
 
+	// FileMode is the permission bits of the files the database creates
+	// on the operating system's file system; its directories get the same
+	// bits plus search (x) wherever read (r) is set. Default 0600 (and
+	// 0700): the owner alone. Widen it (0640, 0644) to share the files; it
+	// must include 0600, and it applies to files created from then on.
+	FileMode fs.FileMode
+
 	// Logger receives the database's log lines. Default slog.Default().
 	Logger *slog.Logger
 
@@ -294,6 +302,9 @@ func (o *Options) withDefaults() (Options, error) {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.FileMode == 0 {
+		c.FileMode = DefaultFileMode
+	}
 	if c.fs == nil {
 		c.fs = vfs.Default
 	}
@@ -324,6 +335,9 @@ func (o *Options) withDefaults() (Options, error) {
 	}
 	if c.CompressionLevel < 0 || c.CompressionLevel > 22 {
 		bad = append(bad, fmt.Sprintf("CompressionLevel %d is not from 0 to 22", c.CompressionLevel))
+	}
+	if c.FileMode&0o600 != 0o600 || c.FileMode&^fs.ModePerm != 0 {
+		bad = append(bad, fmt.Sprintf("FileMode %v is not permission bits that include 0600 (owner read and write)", c.FileMode))
 	}
 	if c.Cursors < 0 {
 		bad = append(bad, fmt.Sprintf("Cursors %d is negative", c.Cursors))

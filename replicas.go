@@ -375,7 +375,7 @@ func (db *DB) makeMirrorDirs() error {
 	for id := 1; id < len(db.manifest.paths); id++ {
 		p := db.replicaPath(db.manifest.paths[id])
 		if id >= known {
-			if _, err := mkdirLeaf(db.fs, db.fs.PathDir(p)); err != nil {
+			if _, err := mkdirLeaf(db.fs, db.fs.PathDir(p), dirMode(db.opts.FileMode)); err != nil {
 				return fmt.Errorf("heapkv: mirror directory of %s: %w", p, err)
 			}
 		} else if !sts[id].Available {

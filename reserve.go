@@ -111,7 +111,7 @@ func (db *DB) openReserve() {
 func (db *DB) makeReserve() {
 	db.reserve.mu.Lock()
 	defer db.reserve.mu.Unlock()
-	fs, size := db.rawFS, db.opts.DiskReserve
+	fs, size := withFileMode(db.rawFS, db.opts.FileMode), db.opts.DiskReserve
 	p := fs.PathJoin(db.dir, reserveFileName)
 	fi, err := fs.Stat(p)
 	if size <= 0 {
