@@ -34,6 +34,7 @@ func (c *command) usage() string { return strings.TrimSpace(c.name + " " + c.arg
 // Either may be empty.
 type result struct {
 	text   string
+	raw    []byte // printed as it is, instead of text, outside JSON mode
 	fields map[string]any
 }
 
@@ -51,10 +52,13 @@ func init() {
 		{name: "put", args: "KEY VALUE", min: 2, max: 2, inBatch: true, run: cmdPut,
 			summary: "store VALUE under KEY",
 			help:    "VALUE may be @FILE to store a file's contents."},
-		{name: "get", args: "KEY", min: 1, max: 1, run: cmdGet,
+		{name: "get", args: "KEY", min: 1, max: 3, run: cmdGet, // also get --raw KEY, get -o FILE KEY
 			summary: "print the value stored under KEY",
 			help: "Text is printed as a quoted string and anything else as 0x hex, both in\n" +
-				"a form that can be pasted back as an argument. A missing key is an error."},
+				"a form that can be pasted back as an argument, cut at -limit bytes.\n" +
+				"--raw prints the value's bytes as they are, whole, with no newline;\n" +
+				"-o FILE writes them to FILE (made 0600; an existing file is replaced).\n" +
+				"A missing key is an error."},
 		{name: "del", aliases: []string{"delete"}, args: "KEY", min: 1, max: 1, inBatch: true, run: cmdDel,
 			summary: "delete KEY (deleting a missing key is not an error)"},
 		{name: "exists", args: "KEY", min: 1, max: 1, run: cmdExists,
@@ -212,6 +216,15 @@ func cmdPut(s *shell, args []word) (result, error) {
 }
 
 func cmdGet(s *shell, args []word) (result, error) {
+	raw, file := false, ""
+	switch {
+	case len(args) == 2 && args[0].text == "--raw":
+		raw, args = true, args[1:]
+	case len(args) == 3 && args[0].text == "-o":
+		file, args = args[1].text, args[2:]
+	case len(args) != 1:
+		return result{}, errors.New("usage: get [--raw | -o FILE] KEY")
+	}
 	k, err := key(args[0])
 	if err != nil {
 		return result{}, err
@@ -224,8 +237,33 @@ func cmdGet(s *shell, args []word) (result, error) {
 	}
 	f := map[string]any{"size": len(v)}
 	setBytes(f, "key", string(k))
+	if file != "" {
+		if err := writeFileAtomic(file, v); err != nil {
+			return result{}, err
+		}
+		f["file"] = file
+		return result{text: fmt.Sprintf("wrote %d bytes to %s", len(v), file), fields: f}, nil
+	}
 	setBytes(f, "value", string(v))
+	if raw {
+		return result{raw: v, fields: f}, nil
+	}
 	return result{text: formatBytes(string(v), s.limit), fields: f}, nil
+}
+
+// writeFileAtomic writes b to path through a temporary file renamed over
+// it, made 0600: a value is the database's data.
+func writeFileAtomic(path string, b []byte) error {
+	tmp := path + ".tmp"
+	err := os.WriteFile(tmp, b, 0o600)
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
 }
 
 func cmdDel(s *shell, args []word) (result, error) {

@@ -76,9 +76,10 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
-// subcommands are the operator subcommands; each runs the shell command of
-// the same name on an existing database.
-var subcommands = map[string]bool{"check": true, "info": true, "stats": true, "scrub": true}
+// subcommands are the operator subcommands. check, info, stats and scrub
+// run the shell command of the same name on an existing database; dump,
+// load and backup move data (transfer.go).
+var subcommands = map[string]bool{"check": true, "info": true, "stats": true, "scrub": true, "dump": true, "load": true, "backup": true, "version": true}
 
 // stringList is a repeatable string flag.
 type stringList []string
@@ -127,7 +128,11 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, `usage: heapkv [flags]                  shell (interactive, or commands piped on stdin)
        heapkv [flags] -c 'CMD; CMD...'  run commands and exit
        heapkv [flags] check|info|stats|scrub [DIR]
-check, info and stats open the database read-only; scrub repairs, so it opens it read-write.
+       heapkv [flags] dump [DIR] > FILE       write every key and value to a dump (a versioned, checksummed stream)
+       heapkv [flags] load DIR < FILE         make the new database DIR from a dump
+       heapkv [flags] backup [DIR] DEST       copy the database, as of one moment, to the new directory DEST
+       heapkv version                         print the program's module version and Go version
+check, info, stats, dump and backup open the database read-only; scrub repairs, so it opens it read-write.
 flags:
 `)
 		fs.PrintDefaults()
@@ -145,18 +150,32 @@ flags:
 		return 2
 	}
 
-	sub := ""
+	sub, dest := "", ""
 	if rest := fs.Args(); len(rest) > 0 {
 		sub = rest[0]
 		if !subcommands[sub] {
-			fmt.Fprintf(stderr, "error: unknown subcommand %q (want check, info, stats or scrub; run the shell with no arguments)\n", rest[0])
+			fmt.Fprintf(stderr, "error: unknown subcommand %q (want check, info, stats, scrub, dump, load, backup or version; run the shell with no arguments)\n", rest[0])
 			return 2
+		}
+		if sub == "version" {
+			fmt.Fprintln(stdout, versionText())
+			return 0
 		}
 		// Flags may also follow the subcommand: heapkv check --json DIR.
 		if err := fs.Parse(rest[1:]); err != nil {
+			if errors.Is(err, flag.ErrHelp) { // usage printed: heapkv check --help
+				return 0
+			}
 			return 2
 		}
 		switch rest = fs.Args(); {
+		case sub == "backup" && len(rest) == 2:
+			*dir, dest = rest[0], rest[1]
+		case sub == "backup" && len(rest) == 1:
+			dest = rest[0]
+		case sub == "backup":
+			fmt.Fprintf(stderr, "error: backup takes [DIR] DEST, got %q\n", rest)
+			return 2
 		case len(rest) > 1:
 			fmt.Fprintf(stderr, "error: %s takes one directory, got %q\n", sub, rest)
 			return 2
@@ -166,6 +185,9 @@ flags:
 		if cSet {
 			fmt.Fprintf(stderr, "error: -c cannot be combined with %s\n", sub)
 			return 2
+		}
+		if sub == "load" {
+			return runLoad(*dir, stdin, stderr)
 		}
 		if err := mustExist(*dir); err != nil {
 			fmt.Fprintln(stderr, "error: "+err.Error())
@@ -203,6 +225,8 @@ flags:
 
 	var runErr error
 	switch {
+	case sub == "dump" || sub == "backup":
+		runErr = runTransfer(db, sub, dest, stdout, stderr)
 	case sub != "":
 		runErr = s.exec([]word{{text: sub}}, "")
 	case cSet:

@@ -142,7 +142,7 @@ func TestArgumentCounts(t *testing.T) {
 		{"get", "get: missing KEY (usage: get KEY)"},
 		{"put k", "put: missing VALUE (usage: put KEY VALUE)"},
 		{"put", "put: missing KEY"},
-		{"get a b", "get: too many arguments (usage: get KEY)"},
+		{"get a b", "usage: get [--raw | -o FILE] KEY"},
 		{"mput a 1 b", `mput: KEY "b" has no VALUE`},
 		{"stats now", "stats: too many arguments"},
 		{`put "" v`, "empty key"},
@@ -410,4 +410,80 @@ func TestFormatBytes(t *testing.T) {
 	} {
 		require.Equal(t, tc.want, formatBytes(tc.in, tc.limit), "%q", tc.in)
 	}
+}
+
+// dump writes a database to stdout, load makes a new one from it, backup
+// copies one; the source changes no file; a bad dump loads nothing.
+func TestDumpLoadBackup(t *testing.T) {
+	root := t.TempDir()
+	src := filepath.Join(root, "src")
+	_, errs, code := cli(t, "", "-d", src, "-c", "put a 1; put b @"+writeTemp(t, 5000)+"; put c 3; del c")
+	require.Equal(t, 0, code, errs)
+	before := dirHashes(t, src)
+
+	dump, errs, code := cli(t, "", "dump", src)
+	require.Equal(t, 0, code, errs)
+	require.Contains(t, errs, "dumped 2 keys")
+	loaded := filepath.Join(root, "loaded")
+	_, errs, code = cli(t, dump, "load", loaded)
+	require.Equal(t, 0, code, errs)
+	require.Contains(t, errs, "loaded 2 keys")
+	_, errs, code = cli(t, "", "-d", src, "backup", filepath.Join(root, "backup"))
+	require.Equal(t, 0, code, errs)
+	require.Contains(t, errs, "backed up to")
+	for _, d := range []string{loaded, filepath.Join(root, "backup")} {
+		out, errs, code := cli(t, "", "-d", d, "-readonly", "-c", "get a; count")
+		require.Equal(t, 0, code, errs)
+		require.Contains(t, out, "1")
+		require.Contains(t, out, "2")
+	}
+	require.Equal(t, before, dirHashes(t, src), "dump or backup changed the source")
+
+	// A damaged dump: an error, and no directory.
+	bad := filepath.Join(root, "bad")
+	_, errs, code = cli(t, dump[:len(dump)/2], "load", bad)
+	require.Equal(t, 1, code)
+	requireOneError(t, errs, "bad format")
+	_, err := os.Stat(bad)
+	require.True(t, os.IsNotExist(err))
+	// Backup and load never write over a directory.
+	_, errs, code = cli(t, dump, "load", loaded)
+	require.Equal(t, 1, code)
+	requireOneError(t, errs, "exists")
+}
+
+// Every subcommand's --help prints the usage and exits 0; version prints
+// one line naming the program.
+func TestSubcommandHelpAndVersion(t *testing.T) {
+	for _, sub := range []string{"check", "info", "stats", "scrub", "dump", "load", "backup"} {
+		_, errs, code := cli(t, "", sub, "--help")
+		require.Equal(t, 0, code, sub)
+		require.Contains(t, errs, "usage: heapkv", sub)
+	}
+	out, _, code := cli(t, "", "version")
+	require.Equal(t, 0, code)
+	require.True(t, strings.HasPrefix(out, "heapkv ") && strings.Count(out, "\n") == 1, out)
+}
+
+// get --raw prints a value whole and unquoted; get -o FILE saves it.
+func TestGetRawAndToFile(t *testing.T) {
+	dir := t.TempDir()
+	big := writeTemp(t, 5000)
+	_, errs, code := cli(t, "", "-d", dir, "-c", "put b @"+big)
+	require.Equal(t, 0, code, errs)
+	want, err := os.ReadFile(big)
+	require.NoError(t, err)
+	out, errs, code := cli(t, "", "-d", dir, "-c", "get --raw b")
+	require.Equal(t, 0, code, errs)
+	require.Equal(t, string(want), out)
+	file := filepath.Join(t.TempDir(), "v")
+	out, errs, code = cli(t, "", "-d", dir, "-c", "get -o "+file+" b")
+	require.Equal(t, 0, code, errs)
+	require.Contains(t, out, "wrote 5000 bytes")
+	got, err := os.ReadFile(file)
+	require.NoError(t, err)
+	require.Equal(t, want, got)
+	_, errs, code = cli(t, "", "-d", dir, "-c", "get -x b")
+	require.Equal(t, 1, code)
+	requireOneError(t, errs, "usage: get")
 }

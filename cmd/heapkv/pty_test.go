@@ -227,6 +227,10 @@ func TestInteractivePTY(t *testing.T) {
 	tm.send("commit\r")
 	tm.expect("COMMIT (1 writes)")
 	tm.expect(prompt + "> ")
+	// The history is saved after every line, not only at exit.
+	saved, err := os.ReadFile(history)
+	require.NoError(t, err)
+	require.Equal(t, "put k1 v1\nget k1\nscan\nexists k1\nbegin\nput k2 v2\nbogus\ncommit\n", string(saved))
 
 	// Ctrl-D on an empty line exits cleanly.
 	tm.send(keyCtrlD)

@@ -138,7 +138,10 @@ func (s *shell) emit(name string, res result, msg string) {
 		}
 		return
 	}
-	if res.text != "" {
+	switch {
+	case res.raw != nil:
+		_, _ = s.out.Write(res.raw)
+	case res.text != "":
 		fmt.Fprintln(s.out, res.text)
 	}
 	if msg != "" {
@@ -249,6 +252,25 @@ func historyPath() string {
 	return ""
 }
 
+// saveHistory writes ln's history to path (if not "") through a temporary
+// file renamed over it, so that a kill in the middle leaves the old one.
+func saveHistory(ln *liner.State, path string) {
+	if path == "" {
+		return
+	}
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return
+	}
+	_, werr := ln.WriteHistory(f)
+	if cerr := f.Close(); werr == nil && cerr == nil {
+		_ = os.Rename(tmp, path)
+		return
+	}
+	_ = os.Remove(tmp)
+}
+
 // runInteractive reads statements from the terminal with line editing,
 // history and completion until quit or Ctrl-D. Errors are printed and the
 // shell goes on. Ctrl-C clears the line at the prompt and cancels a running
@@ -292,6 +314,7 @@ func (s *shell) runInteractive() error {
 			continue
 		}
 		ln.AppendHistory(line)
+		saveHistory(ln, hist) // now: a killed shell or a closed terminal keeps it
 		stmts, err := parseLine(line)
 		if err != nil {
 			s.fail("", err)
@@ -301,12 +324,6 @@ func (s *shell) runInteractive() error {
 			if s.exec(st, "") != nil || s.quit {
 				break
 			}
-		}
-	}
-	if hist != "" {
-		if f, err := os.OpenFile(hist, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600); err == nil {
-			ln.WriteHistory(f)
-			f.Close()
 		}
 	}
 	if s.batch != nil {
