@@ -223,7 +223,7 @@ func (db *DB) Backup(ctx context.Context, dir string, opts *ExportOptions) (Expo
 		pw.CloseWithError(err) // nil: the reader sees io.EOF after End
 		done <- err
 	}()
-	st, err := Import(ctx, dir, pr, &o) // an export error reaches it through the pipe
+	st, err := Import(ctx, dir, pr, &o)                             // an export error reaches it through the pipe
 	pr.CloseWithError(errors.New("heapkv: backup: import stopped")) // ends an export still writing
 	eerr := <-done
 	switch {
