@@ -65,6 +65,7 @@ func (db *DB) syncThrough(target base.LSN) error {
 	// The flush covers at least the bytes counted so far (the count is
 	// taken after the records through target were appended).
 	covered := d.unsynced.Load()
+	defer db.stats.syncLatency.Since(time.Now())
 	if err := db.syncHeapIfDirty(); err != nil {
 		return err
 	}

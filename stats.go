@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/heapkv/heapkv/internal/filehdr"
+	"github.com/heapkv/heapkv/internal/histo"
 	"github.com/heapkv/heapkv/mirror"
 )
 
@@ -66,7 +67,9 @@ type opStats struct {
 	txnCommits   atomic.Int64
 	txnConflicts atomic.Int64
 	readRepairs  atomic.Int64  // bad heap copies rewritten by reads
-	codec        codecStats    // heap values written (codec.go)
+	writeLatency histo.Histogram // Put, Delete, Apply, Txn.Commit: call to return, successful ones
+	syncLatency  histo.Histogram // flushes making writes durable (syncThrough)
+	codec        codecStats      // heap values written (codec.go)
 	scrub        scrubProgress // the running or last Scrub (scrub.go)
 }
 
@@ -159,6 +162,13 @@ type Stats struct {
 	ScrubRunning   bool
 	ScrubValues    int64
 	ScrubBytes     int64
+
+	// Latencies since Open (latency.go): of writes (Put, Delete, Apply and
+	// transaction commits, from the call to its return; successful ones
+	// only) and of the flushes that make writes durable (the heap's, when
+	// due, and the log's, timed together).
+	WriteLatency Latency
+	SyncLatency  Latency
 }
 
 // Stats returns current statistics.
@@ -197,6 +207,8 @@ func (db *DB) Stats() (Stats, error) {
 		s.AvgGroupSize = float64(s.Commits) / float64(s.CommitGroups)
 	}
 	s.Gets = db.stats.gets.Load()
+	s.WriteLatency = latencyOf(&db.stats.writeLatency)
+	s.SyncLatency = latencyOf(&db.stats.syncLatency)
 	db.readerStats(&s)
 	s.HeapValuesWritten = db.stats.codec.values.Load()
 	s.HeapWrittenBytes = db.stats.codec.rawBytes.Load()
@@ -254,6 +266,8 @@ func (s Stats) String() string {
 	line("replicas", "%d (%d in sync), %d read repairs", s.Replicas, s.ReplicasInSync, s.ReadRepairs)
 	line("heap map", "%v, %d faults", s.HeapMapped, s.HeapMapFaults)
 	line("scrub", "running %v, %d values, %d bytes", s.ScrubRunning, s.ScrubValues, s.ScrubBytes)
+	line("write latency", "%v", s.WriteLatency)
+	line("sync latency", "%v", s.SyncLatency)
 	if s.DiskFull {
 		line("DISK FULL", "space reserve released: values are refused while less than half of it is free")
 	}

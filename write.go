@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"slices"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/heapkv/heapkv/alloc"
@@ -62,10 +63,16 @@ func (db *DB) Apply(b *Batch, wo *WriteOptions) error {
 
 // apply commits validated ops atomically, durably if sync. check, if not
 // nil, is the request's conflict check (Txn.Commit; see commitReq.check).
-func (db *DB) apply(bops []batchOp, sync bool, check func(lsn base.LSN) error) error {
+func (db *DB) apply(bops []batchOp, sync bool, check func(lsn base.LSN) error) (err error) {
 	if len(bops) == 0 {
 		return nil
 	}
+	start := time.Now()
+	defer func() {
+		if err == nil {
+			db.stats.writeLatency.Since(start)
+		}
+	}()
 	if err := db.checkBatchSize(bops); err != nil {
 		return err
 	}
