@@ -66,11 +66,11 @@ type opStats struct {
 	gets         atomic.Int64
 	txnCommits   atomic.Int64
 	txnConflicts atomic.Int64
-	readRepairs  atomic.Int64  // bad heap copies rewritten by reads
+	readRepairs  atomic.Int64    // bad heap copies rewritten by reads
 	writeLatency histo.Histogram // Put, Delete, Apply, Txn.Commit: call to return, successful ones
 	syncLatency  histo.Histogram // flushes making writes durable (syncThrough)
 	codec        codecStats      // heap values written (codec.go)
-	scrub        scrubProgress // the running or last Scrub (scrub.go)
+	scrub        scrubProgress   // the running or last Scrub (scrub.go)
 }
 
 // Stats is a point-in-time summary of a database. Byte counts are bytes.

@@ -83,13 +83,13 @@ func TestCollectorScrapedOverHTTP(t *testing.T) {
 		t.Fatalf("scrape: HTTP %d", code)
 	}
 	for name, want := range map[string]float64{
-		"heapkv_commits_total":              10,
-		"heapkv_keys":                       10,
-		"heapkv_write_latency_seconds":      10,
-		"heapkv_heap_values_written_total":  10,
-		"heapkv_heap_written_bytes_total":   10000,
-		"heapkv_replicas":                   1,
-		"heapkv_disk_full":                  0,
+		"heapkv_commits_total":             10,
+		"heapkv_keys":                      10,
+		"heapkv_write_latency_seconds":     10,
+		"heapkv_heap_values_written_total": 10,
+		"heapkv_heap_written_bytes_total":  10000,
+		"heapkv_replicas":                  1,
+		"heapkv_disk_full":                 0,
 	} {
 		if got := value(t, fams, name); got != want {
 			t.Errorf("%s = %v, want %v", name, got, want)
