@@ -118,6 +118,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	jsonOut := fs.Bool("json", false, "print results as JSON, one object per line")
 	nosync := fs.Bool("nosync", false, "do not sync each write (sync, checkpoint or quit does)")
 	limit := fs.Int("limit", 1024, "show at most `N` bytes of a value; 0 shows all")
+	keepGoing := fs.Bool("continue-on-error", false, "with -c or piped input, run every statement after an error (the exit status is still 1)")
 	readOnly := fs.Bool("readonly", false, "open the database read-only: writes fail, no file changes (check, info and stats always open read-only)")
 	var mirrors stringList
 	var resyncRate, scrubRate byteRate
@@ -221,7 +222,7 @@ flags:
 	if isNew {
 		fmt.Fprintf(stderr, "created new database in %s\n", *dir)
 	}
-	s := &shell{db: db, dir: *dir, out: stdout, errw: stderr, json: *jsonOut, nosync: *nosync, limit: *limit}
+	s := &shell{db: db, dir: *dir, out: stdout, errw: stderr, json: *jsonOut, nosync: *nosync, limit: *limit, keepGoing: *keepGoing}
 
 	var runErr error
 	switch {

@@ -487,3 +487,23 @@ func TestGetRawAndToFile(t *testing.T) {
 	require.Equal(t, 1, code)
 	requireOneError(t, errs, "usage: get")
 }
+
+// -continue-on-error runs every statement after a failing one and still
+// exits 1; without it, piped input stops at the first error and names its
+// line.
+func TestContinueOnError(t *testing.T) {
+	dir := t.TempDir()
+	out, errs, code := cli(t, "", "-d", dir, "-continue-on-error", "-c", "get nope; put a 1; bogus; get a")
+	require.Equal(t, 1, code)
+	require.Equal(t, "OK\n\"1\"\n", out)
+	require.Equal(t, 2, strings.Count(errs, "error: "), errs)
+	out, errs, code = cli(t, "get nope\nput b 2\n'unclosed\nget b\n", "-d", dir, "-continue-on-error")
+	require.Equal(t, 1, code)
+	require.Equal(t, "OK\n\"2\"\n", out)
+	require.Equal(t, 2, strings.Count(errs, "error: "), errs)
+	_, errs, code = cli(t, "put c 3\nget nope\nput d 4\n", "-d", dir)
+	require.Equal(t, 1, code)
+	requireOneError(t, errs, "line 2")
+	out, _, _ = cli(t, "", "-d", dir, "-c", "exists d")
+	require.Equal(t, "false\n", out)
+}

@@ -26,6 +26,9 @@ type shell struct {
 	json   bool
 	nosync bool
 	limit  int // bytes of a value shown before truncating; 0 for all
+	// keepGoing: -c and piped input run every statement after an error
+	// (-continue-on-error); the exit status is still 1.
+	keepGoing bool
 
 	batch *heapkv.Batch // open batch between "batch" and "end", else nil
 
@@ -171,18 +174,26 @@ func (s *shell) runScript(script string) error {
 		s.fail("", err)
 		return errReported
 	}
+	failed := false
 	for _, st := range stmts {
-		if err := s.exec(st, ""); err != nil || s.quit {
+		err := s.exec(st, "")
+		if s.quit || (err != nil && !s.keepGoing) {
 			return err
 		}
+		failed = failed || err != nil
 	}
-	return s.finish()
+	if err := s.finish(); err != nil || !failed {
+		return err
+	}
+	return errReported
 }
 
 // runPiped runs statements read from a non-terminal r, line by line, with
-// no prompt, stopping at the first error.
+// no prompt, stopping at the first error (its line is named) unless
+// s.keepGoing.
 func (s *shell) runPiped(r io.Reader) error {
 	br := bufio.NewReader(r)
+	failed := false
 	for n := 1; ; n++ {
 		line, rerr := br.ReadString('\n')
 		if rerr != nil && rerr != io.EOF {
@@ -193,15 +204,23 @@ func (s *shell) runPiped(r io.Reader) error {
 		stmts, err := parseLine(line)
 		if err != nil {
 			s.fail(where, err)
-			return errReported
+			if !s.keepGoing {
+				return errReported
+			}
+			failed = true
 		}
 		for _, st := range stmts {
-			if err := s.exec(st, where); err != nil || s.quit {
+			err := s.exec(st, where)
+			if s.quit || (err != nil && !s.keepGoing) {
 				return err
 			}
+			failed = failed || err != nil
 		}
 		if rerr == io.EOF {
-			return s.finish()
+			if err := s.finish(); err != nil || !failed {
+				return err
+			}
+			return errReported
 		}
 	}
 }
