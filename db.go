@@ -130,6 +130,7 @@ type DB struct {
 	conflicts conflictTracker // commit history for transactions (conflict.go)
 	pins      *pinSet         // LSNs readers see the index as of (pins.go)
 	writePins *pinSet         // LSNs writers prefetched prior values at (write.go)
+	counters  counterLocks    // Increment's per-key-stripe locks (counter.go)
 	presence  presence        // which keys the index may hold (presence.go)
 
 	failure        failLatch   // the first failure; writes refuse after it (failure.go)
