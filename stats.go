@@ -98,6 +98,16 @@ type Stats struct {
 	Fsyncs          int64 // fsyncs of the heap, the log and its sync mark by this handle
 	Gets            int64
 	IndexBytes      int64 // index (Pebble) size on disk
+	// The index's LSM shape (Pebble's metrics): tables in all levels and
+	// in L0, its read amplification (L0 sublevels plus non-empty levels),
+	// the bytes compactions estimate they owe, compactions run, and the
+	// memory its memtables take.
+	IndexTables         int64
+	IndexL0Tables       int64
+	IndexReadAmp        int
+	IndexCompactionDebt int64
+	IndexCompactions    int64
+	IndexMemTableBytes  int64
 	// The index's block cache: bytes of table blocks it holds (room for
 	// Options.IndexCacheSize beside full memtables, more while they take
 	// less), and the lookups it answered and missed since Open.
@@ -228,6 +238,9 @@ func (db *DB) Stats() (Stats, error) {
 	s.ScrubValues, s.ScrubBytes = db.stats.scrub.values.Load(), db.stats.scrub.bytes.Load()
 	m := db.index.Metrics()
 	s.IndexBytes = int64(m.DiskSpaceUsage())
+	s.IndexTables, s.IndexL0Tables = m.Total().TablesCount, m.Levels[0].TablesCount
+	s.IndexReadAmp, s.IndexCompactionDebt, s.IndexCompactions = m.ReadAmp(), int64(m.Compact.EstimatedDebt), m.Compact.Count
+	s.IndexMemTableBytes = int64(m.MemTable.Size)
 	s.IndexCacheBytes, s.IndexCacheHits, s.IndexCacheMisses = m.BlockCache.Size, m.BlockCache.Hits, m.BlockCache.Misses
 	s.KeyFilterSkips = db.presence.skipped.Load()
 	if err := db.failed(); err != nil {
@@ -252,6 +265,8 @@ func (s Stats) String() string {
 	line("heap file bytes", "%d (%d segments)", s.HeapFileBytes, s.HeapSegments)
 	line("log bytes", "%d (%d files)", s.LogBytes, s.LogFiles)
 	line("index bytes", "%d", s.IndexBytes)
+	line("index lsm", "%d tables (%d in L0), read amp %d, compaction debt %d bytes, %d compactions, memtables %d bytes",
+		s.IndexTables, s.IndexL0Tables, s.IndexReadAmp, s.IndexCompactionDebt, s.IndexCompactions, s.IndexMemTableBytes)
 	line("index cache", "%d bytes, %d hits, %d misses", s.IndexCacheBytes, s.IndexCacheHits, s.IndexCacheMisses)
 	line("key filter", "%d lookups skipped", s.KeyFilterSkips)
 	line("lsn", "%d (checkpoint %d, %d checkpoints)", s.LSN, s.CheckpointLSN, s.Checkpoints)

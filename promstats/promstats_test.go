@@ -95,6 +95,9 @@ func TestCollectorScrapedOverHTTP(t *testing.T) {
 			t.Errorf("%s = %v, want %v", name, got, want)
 		}
 	}
+	if value(t, fams, "heapkv_index_memtable_bytes") <= 0 {
+		t.Error("the index's memtables take no memory")
+	}
 	syncs := value(t, fams, "heapkv_sync_latency_seconds")
 	if syncs == 0 {
 		t.Error("no durable write was timed")
