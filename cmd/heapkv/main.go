@@ -196,6 +196,7 @@ flags:
 		}
 	}
 
+	status := &statusLine{w: stderr} // log lines print above a progress line
 	opts := &heapkv.Options{
 		// The inspection subcommands change nothing: not even a MANIFEST,
 		// nor a replica attached or resynced by Open.
@@ -204,7 +205,7 @@ flags:
 		Mirrors:    mirrors,
 		ResyncRate: int64(resyncRate),
 		ScrubRate:  int64(scrubRate),
-		Logger:     slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Logger:     slog.New(slog.NewTextHandler(status, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
 	isNew := !holdsDatabase(*dir)
 	db, err := heapkv.Open(*dir, opts)
@@ -222,7 +223,7 @@ flags:
 	if isNew {
 		fmt.Fprintf(stderr, "created new database in %s\n", *dir)
 	}
-	s := &shell{db: db, dir: *dir, out: stdout, errw: stderr, json: *jsonOut, nosync: *nosync, limit: *limit, keepGoing: *keepGoing}
+	s := &shell{db: db, dir: *dir, out: stdout, errw: stderr, status: status, json: *jsonOut, nosync: *nosync, limit: *limit, keepGoing: *keepGoing}
 
 	var runErr error
 	switch {

@@ -507,3 +507,18 @@ func TestContinueOnError(t *testing.T) {
 	out, _, _ = cli(t, "", "-d", dir, "-c", "exists d")
 	require.Equal(t, "false\n", out)
 }
+
+// A log line written while a progress line is shown clears it, prints
+// and draws it again; with none shown it prints as it is.
+func TestLogLinesPrintAboveProgress(t *testing.T) {
+	var b bytes.Buffer
+	st := &statusLine{w: &b}
+	_, _ = st.Write([]byte("level=WARN msg=first\n"))
+	st.show("attach: 40%")
+	_, _ = st.Write([]byte("level=WARN msg=second\n"))
+	st.clear()
+	require.Equal(t, "level=WARN msg=first\n"+
+		"\rattach: 40%\x1b[K"+
+		"\r\x1b[K"+"level=WARN msg=second\n"+"\rattach: 40%\x1b[K"+
+		"\r\x1b[K", b.String())
+}

@@ -2,8 +2,10 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -234,14 +236,58 @@ func (p *progress) show(line string) {
 	if !p.s.interactive || p.s.json {
 		return
 	}
-	fmt.Fprintf(p.s.errw, "\r%s\x1b[K", line)
+	if p.s.status == nil {
+		p.s.status = &statusLine{w: p.s.errw}
+	}
+	p.s.status.show(line)
 	p.shown = true
 }
 
 func (p *progress) clear() {
 	if p.shown {
-		fmt.Fprint(p.s.errw, "\r\x1b[K")
+		p.s.status.clear()
 		p.shown = false
+	}
+}
+
+// statusLine is the shell's standard error shared by the progress line
+// and the database's log lines: a log line written while a progress line
+// is shown clears it, prints above it and draws it again, so the two never
+// tear each other.
+type statusLine struct {
+	mu   sync.Mutex
+	w    io.Writer
+	line string // the progress line on screen, "" if none
+}
+
+// Write writes log output (whole lines: slog's handler writes a record at
+// a time).
+func (t *statusLine) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.line != "" {
+		fmt.Fprint(t.w, "\r\x1b[K")
+	}
+	n, err := t.w.Write(p)
+	if t.line != "" {
+		fmt.Fprintf(t.w, "\r%s\x1b[K", t.line)
+	}
+	return n, err
+}
+
+func (t *statusLine) show(line string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.line = line
+	fmt.Fprintf(t.w, "\r%s\x1b[K", line)
+}
+
+func (t *statusLine) clear() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.line != "" {
+		fmt.Fprint(t.w, "\r\x1b[K")
+		t.line = ""
 	}
 }
 

@@ -21,8 +21,9 @@ import (
 type shell struct {
 	db     *heapkv.DB
 	dir    string
-	out    io.Writer // results, and errors in --json mode
-	errw   io.Writer // errors in text mode
+	out    io.Writer   // results, and errors in --json mode
+	errw   io.Writer   // errors in text mode
+	status *statusLine // the progress line, over errw
 	json   bool
 	nosync bool
 	limit  int // bytes of a value shown before truncating; 0 for all
