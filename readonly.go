@@ -1,6 +1,7 @@
 package heapkv
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"io/fs"
@@ -67,21 +68,13 @@ func (db *DB) recoverReadOnly() error {
 	if len(seqs) == 0 {
 		return fmt.Errorf("%w: %s holds no database (no MANIFEST): %w", ErrReadOnly, db.dir, fs.ErrNotExist)
 	}
-	m, name, err := db.loadManifest(seqs[len(seqs)-1])
+	m, err := db.openLast(seqs[len(seqs)-1])
 	if err != nil {
 		return err
 	}
-	if err := db.openHeap(m, name); err != nil {
-		return err
-	}
-	if err := db.loadAllocSnapshot(m.checkpointLSN); err != nil {
-		return err
-	}
-	var after []base.LSN
+	var first base.LSN // the first record after the checkpoint, if any
 	last, err := wal.Replay(db.walOptions(), m.checkpointLSN, func(lsn base.LSN, _ []byte) error {
-		if len(after) == 0 {
-			after = append(after, lsn)
-		}
+		first = cmp.Or(first, lsn)
 		return nil
 	})
 	if err != nil {
@@ -89,7 +82,7 @@ func (db *DB) recoverReadOnly() error {
 	}
 	if last > m.checkpointLSN {
 		return fmt.Errorf("%w: %s was not closed: its log holds records %d-%d after the last checkpoint (%d); open it read-write once to recover them",
-			ErrReadOnly, db.dir, after[0], last, m.checkpointLSN)
+			ErrReadOnly, db.dir, first, last, m.checkpointLSN)
 	}
 	if err := db.openIndexReadOnly(&m); err != nil {
 		return err

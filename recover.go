@@ -31,14 +31,8 @@ func (db *DB) recover() error {
 	if len(seqs) == 0 {
 		return db.create()
 	}
-	m, name, err := db.loadManifest(seqs[len(seqs)-1])
+	m, err := db.openLast(seqs[len(seqs)-1])
 	if err != nil {
-		return err
-	}
-	if err := db.openHeap(m, name); err != nil {
-		return err
-	}
-	if err := db.loadAllocSnapshot(m.checkpointLSN); err != nil {
 		return err
 	}
 	// Check the log's framing before the index is opened: Pebble's Open
@@ -85,6 +79,19 @@ func (db *DB) recover() error {
 		}
 	}
 	return nil
+}
+
+// openLast opens what MANIFEST seq, the last one, describes: the heap
+// replicas and the allocation state of its checkpoint.
+func (db *DB) openLast(seq uint64) (manifest, error) {
+	m, name, err := db.loadManifest(seq)
+	if err != nil {
+		return m, err
+	}
+	if err := db.openHeap(m, name); err != nil {
+		return m, err
+	}
+	return m, db.loadAllocSnapshot(m.checkpointLSN)
 }
 
 // loadManifest reads MANIFEST seq and takes the database's identity,
