@@ -264,46 +264,13 @@ func TestReadOnlyRefusesRecovery(t *testing.T) {
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	memHashes := func() map[string]string {
-		out := map[string]string{}
-		var walk func(string)
-		walk = func(d string) {
-			names, err := crashed.List(d)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, n := range names {
-				p := crashed.PathJoin(d, n)
-				fi, err := crashed.Stat(p)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if fi.IsDir() {
-					walk(p)
-					continue
-				}
-				f, err := crashed.Open(p)
-				if err != nil {
-					t.Fatal(err)
-				}
-				b := make([]byte, fi.Size())
-				if _, err := f.ReadAt(b, 0); err != nil && fi.Size() > 0 {
-					t.Fatal(err)
-				}
-				f.Close()
-				out[p] = fmt.Sprintf("%x", sha256.Sum256(b))
-			}
-		}
-		walk("db")
-		return out
-	}
-	before := memHashes()
+	before := fsSnapshot(t, crashed, "db")
 	ro := &heapkv.Options{ReadOnly: true, Logger: slog.New(slog.DiscardHandler)}
 	heapkv.SetFS(ro, crashed)
 	if _, err := heapkv.Open("db", ro); !errors.Is(err, heapkv.ErrReadOnly) || !strings.Contains(err.Error(), "read-write once") {
 		t.Fatalf("read-only open of a crashed database: %v, want ErrReadOnly saying to open it read-write", err)
 	}
-	sameFiles(t, before, memHashes())
+	sameFiles(t, before, fsSnapshot(t, crashed, "db"))
 
 	rw := &heapkv.Options{Logger: slog.New(slog.DiscardHandler)}
 	heapkv.SetFS(rw, crashed)
