@@ -172,6 +172,9 @@ func TestExportImportAcrossOptions(t *testing.T) {
 		if err != nil || ist.Entries != st.Entries || ist.Bytes != st.Bytes || ist.LSN != st.LSN {
 			t.Fatalf("import %d: %+v %v, exported %+v", i, ist, err, st)
 		}
+		if _, err := vfs.Default.Stat(dir + "/RESERVE"); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("import %d carries a space reserve (%v)", i, err)
+		}
 		db := heapkv.OpenTestDB(t, dir, &o)
 		got := contents(t, db)
 		if len(got) != len(want) {

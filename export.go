@@ -27,7 +27,8 @@ import (
 // leftover .partial directory is removed by the next Import or Backup to
 // the same dir. The copy holds only live values, written afresh: its heap
 // is as compact as a new database's, and a backup of a mirrored database
-// is a plain single-replica one. (An incremental backup, copying only the
+// is a plain single-replica one, without a space reserve (Options.DiskReserve:
+// its first read-write Open makes one). (An incremental backup, copying only the
 // heap blocks the tracking bitmaps mark as written since a previous one,
 // is not built.)
 
@@ -140,6 +141,9 @@ func Import(ctx context.Context, dir string, r io.Reader, opts *Options) (Export
 		return ExportStats{}, fmt.Errorf("heapkv: import: remove the leftover %s: %w", partial, err)
 	}
 	o.NoSync = true // one Sync at the end makes it all durable
+	// No space reserve in the copy: a backup would carry DiskReserve bytes
+	// of nothing; the copy's first read-write Open makes one.
+	o.DiskReserve = -1
 	db, err := Open(partial, &o)
 	if err != nil {
 		return ExportStats{}, fmt.Errorf("heapkv: import: %w", err)

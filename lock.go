@@ -74,7 +74,7 @@ func lockDir(fs vfs.FS, dir string, mode os.FileMode) (*dirLock, error) {
 	}
 	_, statErr := fs.Stat(path)
 	created := oserror.IsNotExist(statErr)
-	f, err := fs.Lock(path)
+	f, err := withFileMode(fs, mode).Lock(path) // a LOCK others can read is one they can hold a read lock on
 	if err != nil {
 		if lockContended(err) {
 			return nil, fmt.Errorf("%w: %s is held by another handle: %w", ErrLocked, path, err)
@@ -84,15 +84,6 @@ func lockDir(fs vfs.FS, dir string, mode os.FileMode) (*dirLock, error) {
 			_ = fs.Remove(path)
 		}
 		return nil, fmt.Errorf("heapkv: lock %s: %w", path, err)
-	}
-	if created && fs == vfs.Default {
-		// vfs.Default's Lock creates the file with the umask's mode; a
-		// LOCK others can read is one they can hold a read lock on.
-		if err := os.Chmod(path, mode); err != nil {
-			f.Close()
-			_ = fs.Remove(path)
-			return nil, fmt.Errorf("heapkv: set the mode of %s: %w", path, err)
-		}
 	}
 	heldDirs.paths[key] = &heldDir{}
 	return &dirLock{fs: fs, key: key, path: path, file: f, created: created}, nil

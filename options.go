@@ -138,8 +138,9 @@ type Options struct {
 	// hold: the index entries (heap pointers, inline values) of keys Get
 	// read recently, so that a Get of a hot key, and an overwrite's lookup
 	// of the entry it replaces, skip the index (entrycache.go). Zero means
-	// the default, 32 MiB (about 360,000 entries of 24-byte keys); a
-	// negative value disables the cache.
+	// the default, 32 MiB (about 350,000 entries of a 24-byte key and a
+	// one-extent heap pointer: 64-byte records); a negative value
+	// disables the cache.
 	EntryCacheSize int64
 
 	// NoHeapMap makes reads of heap values use pread instead of a memory

@@ -45,9 +45,7 @@ func openReadOnly(fsys vfs.FS, dir string, o Options) (_ *DB, err error) {
 			db.closeFiles()
 		}
 	}()
-	if db.encoder, err = newEncoder(o.Compression, o.CompressionLevel); err != nil {
-		return nil, err
-	}
+	// No encoder: a read-only handle writes no value.
 	if err := db.recoverReadOnly(); err != nil {
 		return nil, err
 	}

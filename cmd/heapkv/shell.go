@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -278,17 +279,10 @@ func saveHistory(ln *liner.State, path string) {
 	if path == "" {
 		return
 	}
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return
+	var b bytes.Buffer
+	if _, err := ln.WriteHistory(&b); err == nil {
+		_ = writeFileAtomic(path, b.Bytes()) // history is a convenience: a failure is not reported
 	}
-	_, werr := ln.WriteHistory(f)
-	if cerr := f.Close(); werr == nil && cerr == nil {
-		_ = os.Rename(tmp, path)
-		return
-	}
-	_ = os.Remove(tmp)
 }
 
 // runInteractive reads statements from the terminal with line editing,
