@@ -47,9 +47,12 @@ type segment struct {
 	// after it clears them. So an owner that reads free >= n (holding its
 	// cursor) is sure to find n clear bits.
 	free atomic.Int64
-	// owner is the index of the cursor that owns the segment, or -1.
-	// Guarded by Allocator.poolMu.
+	// owner is the index of the cursor that owns the segment, unowned or
+	// heldOwner (reclaim.go). Guarded by Allocator.poolMu.
 	owner int
+	// punched marks a segment given back to the file system (reclaim.go).
+	// Guarded by Allocator.poolMu.
+	punched bool
 }
 
 // cursor is one allocation context: a writer holds it for the duration of
@@ -84,7 +87,8 @@ type Allocator struct {
 	// only when a cursor trades its segment: the rare path.
 	poolMu sync.Mutex
 
-	trades, grows, doubleFrees atomic.Int64
+	trades, grows, shrinks, doubleFrees atomic.Int64
+	punchedCount                        atomic.Int64 // segments marked punched
 }
 
 // New returns an Allocator for an empty heap (zero segments) of geometry g.
@@ -263,17 +267,33 @@ func (a *Allocator) trade(ci, n int) error {
 	defer a.poolMu.Unlock()
 	segs := *a.segs.Load()
 	if c.seg >= 0 {
-		segs[c.seg].owner = -1
+		segs[c.seg].owner = unowned
 		c.seg = -1
 	}
 	// A linear scan: trades are rare (a cursor trades once per segment's
 	// worth of blocks in the steady state) and the table is small (a
-	// terabyte of 4 KiB blocks in 64 MiB segments is 16384 entries).
-	best, bestFree := -1, int64(n-1)
+	// terabyte of 4 KiB blocks in 64 MiB segments is 16384 entries). A
+	// punched segment is taken only if no other has room, the first one
+	// (lowest) then, so that holes at the end of the heap stay there to be
+	// cut off.
+	best, bestFree, hole := -1, int64(n-1), -1
 	for i, s := range segs {
-		if f := s.free.Load(); s.owner < 0 && f > bestFree {
+		if s.owner != unowned {
+			continue
+		}
+		f := s.free.Load()
+		if s.punched {
+			if hole < 0 && f >= int64(n) {
+				hole = i
+			}
+			continue
+		}
+		if f > bestFree {
 			best, bestFree = i, f
 		}
+	}
+	if best < 0 {
+		best = hole
 	}
 	if best < 0 && a.cfg.MaxSegments > 0 && len(segs) >= a.cfg.MaxSegments {
 		best = a.stealLocked(n)
@@ -289,6 +309,10 @@ func (a *Allocator) trade(ci, n int) error {
 		a.grows.Add(1)
 	}
 	segs[best].owner = ci
+	if segs[best].punched {
+		segs[best].punched = false
+		a.punchedCount.Add(-1)
+	}
 	c.seg = best
 	c.hint = 0
 	a.trades.Add(1)
@@ -302,7 +326,7 @@ func (a *Allocator) trade(ci, n int) error {
 func (a *Allocator) stealLocked(n int) int {
 	segs := *a.segs.Load()
 	for i, s := range segs {
-		if s.owner < 0 || s.free.Load() < int64(n) {
+		if s.owner < 0 || s.free.Load() < int64(n) { // unowned (trade saw none fit) or held
 			continue
 		}
 		o := &a.cursors[s.owner]
@@ -311,7 +335,7 @@ func (a *Allocator) stealLocked(n int) int {
 		}
 		o.seg = -1
 		o.mu.Unlock()
-		s.owner = -1
+		s.owner = unowned
 		return i
 	}
 	return -1
@@ -428,6 +452,9 @@ type Stats struct {
 	FreeBlocks       int64 // blocks free
 	CursorTrades     int64 // times a cursor took a segment (first one included)
 	Grows            int64 // segments added by Allocate
+	Shrinks          int64 // segments cut off the end by ShrinkTail
+	EmptySegments    int   // segments with no allocated block (punched ones included)
+	PunchedSegments  int   // segments given back to the file system (reclaim.go)
 	DoubleFreeBlocks int64 // blocks passed to Free or Abort that were already free
 }
 
@@ -440,11 +467,17 @@ func (a *Allocator) Stats() Stats {
 		Segments:         len(segs),
 		CursorTrades:     a.trades.Load(),
 		Grows:            a.grows.Load(),
+		Shrinks:          a.shrinks.Load(),
 		DoubleFreeBlocks: a.doubleFrees.Load(),
 	}
 	for _, s := range segs {
-		st.FreeBlocks += s.free.Load()
+		f := s.free.Load()
+		st.FreeBlocks += f
+		if f == int64(a.g.SegmentBlocks) {
+			st.EmptySegments++
+		}
 	}
+	st.PunchedSegments = int(a.punchedCount.Load())
 	st.AllocatedBlocks = int64(len(segs))*int64(a.g.SegmentBlocks) - st.FreeBlocks
 	return st
 }
