@@ -20,27 +20,32 @@ import (
 // Lock order. A goroutine holding one of these locks takes only locks
 // further down the list:
 //
-//  1. a reader's own mu (Snapshot.mu, Iterator.mu, Txn.mu): held by each
+//  1. DB.compactMu: one Compact at a time (compact.go); the Compact that
+//     holds it then works through transactions of its own;
+//  2. a reader's own mu (Snapshot.mu, Iterator.mu, Txn.mu): held by each
 //     of its methods, which may then enter the database (closing.mu);
-//  2. DB.closing.mu: held shared by every operation in flight (enter,
+//  3. DB.closing.mu: held shared by every operation in flight (enter,
 //     leave), exclusively by Close only to set closed;
-//  3. DB.attaching.mu: the running AttachReplica calls;
-//  4. DB.ckpt.mu: one checkpoint at a time;
-//  5. DB.commit.mu: the commit leader while it builds and appends a group,
+//  4. DB.attaching.mu: the running AttachReplica calls;
+//  5. DB.ckpt.mu: one checkpoint at a time;
+//  6. DB.commit.mu: the commit leader while it builds and appends a group,
 //     a checkpoint while it drains the pipeline, the first transaction's
 //     switch to conflict tracking;
-//  6. conflictTracker.mu (DB.conflicts);
-//  7. DB.durable.mu: one flush of heap and log at a time (syncThrough).
+//  7. conflictTracker.mu (DB.conflicts);
+//  8. DB.durable.mu: one flush of heap and log at a time (syncThrough).
 //     Pebble's flush hook takes it with Pebble's own mutex held, so no
 //     index call is made while holding it;
-//  8. DB.applier.mu: applying a group to the index, and one consistent
+//  9. DB.applier.mu: applying a group to the index, and one consistent
 //     moment of index, counters and allocation (checkpoint, Check, Scrub,
 //     Stats);
-//  9. the log's locks (wal.Log), then the heap's (mirror.Set: its sync and
+// 10. the allocator's locks (alloc: a cursor's mu, then the pool mu),
+//     under which alloc.Allocator.ShrinkTail has Compact truncate the
+//     heap's files (the heap's state lock, shared);
+// 11. the log's locks (wal.Log), then the heap's (mirror.Set: its sync and
 //     acknowledgement locks), whose state-change callback takes
-//  10. DB.manifest.mu, under which the heap's state lock is read-locked
+// 12. DB.manifest.mu, under which the heap's state lock is read-locked
 //     (mirror.Set.Status);
-//  11. locks that are only ever taken last, holding nothing else: the
+// 13. locks that are only ever taken last, holding nothing else: the
 //     group-commit queue (DB.queue.mu), the pipeline (DB.pipe.mu), the
 //     reader registry (DB.readers.mu), the pin shards, and DB.reserve.mu
 //     (the disk-full hook may run inside any write of the database, and
@@ -119,6 +124,9 @@ type DB struct {
 	}
 
 	manifest manifestState // the installed MANIFEST (manifest.go)
+
+	// compactMu lets one Compact run at a time (compact.go).
+	compactMu sync.Mutex
 
 	// attaching holds the running AttachReplica calls (replicas.go).
 	attaching struct {

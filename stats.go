@@ -87,6 +87,15 @@ type Stats struct {
 	HeapPendingFree int64  // heap bytes freed but not yet reusable (invariant 5)
 	HeapFileBytes   int64  // heap file size: header area plus every segment
 	HeapSegments    int    // segments in the heap
+	// Fragmentation and space given back (compact.go): segments with no
+	// live block, those of them given back to the file system with a
+	// hole, segments at most half live, and the bytes the file system has
+	// allocated to the heap file (first in-sync replica; -1 where the
+	// platform cannot tell), which holes make smaller than HeapFileBytes.
+	HeapEmptySegments      int
+	HeapPunchedSegments    int
+	HeapSparseSegments     int
+	HeapFileAllocatedBytes int64
 	LogBytes        int64  // bytes in log files on disk
 	LogFiles        int    // log files on disk
 	LSN             uint64
@@ -203,6 +212,12 @@ func (db *DB) Stats() (Stats, error) {
 	s.HeapAllocBytes = as.AllocatedBlocks * bs
 	s.HeapLiveBytes = s.HeapAllocBytes - s.HeapPendingFree
 	s.HeapFileBytes = mirror.HeaderArea(db.geom.BlockSize) + int64(as.Segments)*int64(db.geom.SegmentBlocks)*bs
+	s.HeapEmptySegments, s.HeapPunchedSegments = as.EmptySegments, as.PunchedSegments
+	s.HeapSparseSegments = as.SparseSegments
+	s.HeapFileAllocatedBytes = -1
+	if _, a, err := db.heap.SpaceUsed(); err == nil {
+		s.HeapFileAllocatedBytes = a
+	}
 	if log := db.log.Load(); log != nil {
 		ls := log.Stats()
 		s.LogBytes, s.LogFiles = ls.Bytes, ls.Segments

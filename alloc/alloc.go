@@ -455,6 +455,7 @@ type Stats struct {
 	Shrinks          int64 // segments cut off the end by ShrinkTail
 	EmptySegments    int   // segments with no allocated block (punched ones included)
 	PunchedSegments  int   // segments given back to the file system (reclaim.go)
+	SparseSegments   int   // segments with live blocks, at most half of them
 	DoubleFreeBlocks int64 // blocks passed to Free or Abort that were already free
 }
 
@@ -473,8 +474,11 @@ func (a *Allocator) Stats() Stats {
 	for _, s := range segs {
 		f := s.free.Load()
 		st.FreeBlocks += f
-		if f == int64(a.g.SegmentBlocks) {
+		switch sb := int64(a.g.SegmentBlocks); {
+		case f == sb:
 			st.EmptySegments++
+		case 2*f >= sb:
+			st.SparseSegments++
 		}
 	}
 	st.PunchedSegments = int(a.punchedCount.Load())

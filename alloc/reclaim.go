@@ -177,3 +177,22 @@ func (a *Allocator) SparseSegments(maxLive int) []SegmentUsage {
 	slices.SortFunc(out, func(x, y SegmentUsage) int { return cmp.Compare(y.Index, x.Index) })
 	return out
 }
+
+// DropCursorSegments makes every idle cursor give up its segment, so that
+// a reclaimer can hold or cut it; the cursor takes another at its next
+// Allocate (a trade). Busy cursors keep theirs.
+func (a *Allocator) DropCursorSegments() {
+	for i := range a.cursors {
+		c := &a.cursors[i]
+		if !c.mu.TryLock() {
+			continue
+		}
+		if c.seg >= 0 {
+			a.poolMu.Lock()
+			(*a.segs.Load())[c.seg].owner = unowned
+			c.seg = -1
+			a.poolMu.Unlock()
+		}
+		c.mu.Unlock()
+	}
+}

@@ -1,0 +1,355 @@
+package heapkv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/heapkv/heapkv/alloc"
+	"github.com/heapkv/heapkv/internal/pace"
+)
+
+// Giving space back to the file system (ARCHITECTURE.md, refinement 31).
+//
+// A freed heap block is reused by the next write that fits it, but the
+// file never shrank: delete every value and the heap file keeps its size
+// and its disk blocks. Compact gives them back in three steps:
+//
+//  1. Move: segments that are mostly free (at most CompactOptions.MaxLive
+//     of their blocks live) are held, so no writer allocates in them; the
+//     index is scanned for the values they hold, and each is rewritten
+//     through an ordinary transaction, which allocates it elsewhere. The
+//     transaction conflicts if the key was written after it began, so a
+//     concurrent overwrite or delete wins and is never undone. The old
+//     blocks are freed the usual way (invariant 5): when the moving record
+//     is vouched for and no reader is pinned below it.
+//  2. Punch: every segment that no writer owns and that is entirely free
+//     is held and its file space given back with a hole
+//     (FALLOC_FL_PUNCH_HOLE), on every writable replica. The allocator
+//     takes punched segments last, so holes stay holes while other space
+//     lasts.
+//  3. Cut: empty segments at the end of the heap are removed from the
+//     allocator and the files are truncated.
+//
+// Punching and cutting change no allocated block, so they need no log
+// record: a crash that loses them leaves free blocks holding old bytes,
+// which nothing reads. On a file system that cannot punch or truncate
+// (MemFS; not Linux) Compact still moves values and reports that the file
+// space could not be given back.
+
+// DefaultCompactMaxLive is CompactOptions.MaxLive's default.
+const DefaultCompactMaxLive = 0.5
+
+// compactGroupBytes bounds the live bytes of the segments one move step
+// holds at once (and so the writers' space taken out of circulation).
+const compactGroupBytes = 64 << 20
+
+// compactBatchBytes and compactBatchKeys bound one moving transaction.
+const (
+	compactBatchBytes = 4 << 20
+	compactBatchKeys  = 512
+)
+
+// CompactOptions tunes Compact. The zero value gives the defaults.
+type CompactOptions struct {
+	// MaxLive: segments with at most this fraction of their blocks live
+	// have their values moved out, so the whole segment can be given
+	// back. 0 means DefaultCompactMaxLive; a negative value moves nothing
+	// (only free segments are punched and cut). At most 1.
+	MaxLive float64
+	// BytesPerSecond limits the rate of moved value bytes; 0: no limit.
+	BytesPerSecond int64
+	// Progress, if set, is called after each group of segments is moved
+	// and at the end, from Compact's goroutine.
+	Progress func(CompactResult)
+}
+
+// CompactResult says what Compact did.
+type CompactResult struct {
+	SegmentsMoved   int   // sparse segments whose values were moved out
+	ValuesMoved     int64 // values rewritten elsewhere
+	BytesMoved      int64 // their bytes (as the caller sees them)
+	Conflicts       int64 // moving transactions retried because a key changed
+	SegmentsPunched int   // empty segments given back with a hole
+	SegmentsCut     int   // empty segments cut off the end of the heap
+	// Unsupported is set when the heap's file system cannot punch holes
+	// or truncate (MemFS, a platform other than Linux): values were moved
+	// but no file space was given back.
+	Unsupported bool
+	// The heap file (the first in-sync replica) before and after: its
+	// size, and the bytes the file system has allocated to it (-1 where
+	// the platform cannot tell).
+	FileBytesBefore, FileBytesAfter           int64
+	AllocatedBytesBefore, AllocatedBytesAfter int64
+}
+
+// Compact gives free heap space back to the file system (see above). It
+// runs while readers and writers go on; one Compact runs at a time (a
+// second waits). It returns ctx's error if cancelled, with what was done
+// so far; a cancelled or failed Compact leaves the database consistent.
+func (db *DB) Compact(ctx context.Context, opts *CompactOptions) (CompactResult, error) {
+	var o CompactOptions
+	if opts != nil {
+		o = *opts
+	}
+	var res CompactResult
+	if math.IsNaN(o.MaxLive) || o.MaxLive > 1 || o.BytesPerSecond < 0 {
+		return res, fmt.Errorf("%w: compact: MaxLive %v (want at most 1) or BytesPerSecond %d (want >= 0)",
+			ErrInvalidOptions, o.MaxLive, o.BytesPerSecond)
+	}
+	if o.MaxLive == 0 {
+		o.MaxLive = DefaultCompactMaxLive
+	}
+	if err := db.errIfReadOnly("compact"); err != nil {
+		return res, err
+	}
+	db.compactMu.Lock()
+	defer db.compactMu.Unlock()
+	if err := db.enter(); err != nil {
+		return res, err
+	}
+	defer db.leave()
+	if err := db.failed(); err != nil {
+		return res, fmt.Errorf("heapkv: compact: %w", err)
+	}
+	res.FileBytesBefore, res.AllocatedBytesBefore, _ = db.heap.SpaceUsed()
+	err := db.compact(ctx, &o, &res)
+	res.FileBytesAfter, res.AllocatedBytesAfter, _ = db.heap.SpaceUsed()
+	if o.Progress != nil {
+		o.Progress(res)
+	}
+	if err != nil {
+		return res, fmt.Errorf("heapkv: compact: %w", err)
+	}
+	return res, nil
+}
+
+func (db *DB) compact(ctx context.Context, o *CompactOptions, res *CompactResult) error {
+	// Frees that wait only for a vouch are released first, so segments
+	// emptied by earlier deletes count as empty.
+	if err := db.vouch(); err != nil {
+		return err
+	}
+	// Segments the cursors hold (the last written) become candidates too.
+	db.alloc.DropCursorSegments()
+	// Empty segments first: once punched, trades prefer the other
+	// segments, so moved values do not land in them.
+	if err := db.punchEmpty(res); err != nil {
+		return err
+	}
+	if o.MaxLive > 0 {
+		if err := db.moveSparse(ctx, o, res); err != nil {
+			return err
+		}
+		db.alloc.DropCursorSegments()
+		if err := db.punchEmpty(res); err != nil {
+			return err
+		}
+	}
+	if res.Unsupported {
+		return nil
+	}
+	sb := uint64(db.geom.SegmentBlocks)
+	from, to, err := db.alloc.ShrinkTail(func(n int) error { return db.heap.Truncate(uint64(n) * sb) })
+	if errors.Is(err, errors.ErrUnsupported) {
+		res.Unsupported = true
+		return nil
+	}
+	res.SegmentsCut += from - to
+	return err
+}
+
+// punchEmpty holds every empty, unpunched segment no writer owns, punches
+// it on every writable replica and releases it marked punched.
+func (db *DB) punchEmpty(res *CompactResult) error {
+	held := db.alloc.HoldEmpty()
+	if len(held) == 0 {
+		return nil
+	}
+	punched := make(map[int]bool, len(held))
+	defer db.alloc.Release(held, func(s int) bool { return punched[s] })
+	if res.Unsupported {
+		return nil
+	}
+	sb := db.geom.SegmentBlocks
+	for _, s := range held {
+		err := db.heap.PunchHole(uint64(s)*uint64(sb), sb)
+		if errors.Is(err, errors.ErrUnsupported) {
+			res.Unsupported = true
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		punched[s] = true
+		res.SegmentsPunched++
+	}
+	return nil
+}
+
+// moveSparse moves the values out of sparse segments, a group at a time
+// from the end of the heap, each segment at most once.
+func (db *DB) moveSparse(ctx context.Context, o *CompactOptions, res *CompactResult) error {
+	sb := db.geom.SegmentBlocks
+	maxLive := int(o.MaxLive * float64(sb))
+	groupBlocks := max(compactGroupBytes/db.geom.BlockSize, 1)
+	pacer := pace.New(o.BytesPerSecond)
+	done := make(map[int]bool)
+	for {
+		// A group of segments whose live blocks the rest of the heap can
+		// take with a segment to spare (fragmentation); at most
+		// compactGroupBytes of them, unless one segment alone is more.
+		var group []int
+		live, groupFree := 0, int64(0)
+		free := db.alloc.Stats().FreeBlocks
+		for _, u := range db.alloc.SparseSegments(maxLive) {
+			if done[u.Index] {
+				continue
+			}
+			l := sb - u.Free
+			if len(group) > 0 && live+l > groupBlocks {
+				break
+			}
+			if int64(live+l+sb) > free-groupFree-int64(u.Free) {
+				break
+			}
+			group = append(group, u.Index)
+			live, groupFree = live+l, groupFree+int64(u.Free)
+		}
+		if len(group) == 0 {
+			return nil
+		}
+		for _, s := range group {
+			done[s] = true
+		}
+		held := db.alloc.Hold(group)
+		err := db.moveOut(ctx, held, pacer, res)
+		if err == nil {
+			err = db.vouch() // frees the moved values' old blocks, unless a reader pins them
+		}
+		db.alloc.Release(held, nil)
+		if err != nil {
+			return err
+		}
+		for _, s := range held {
+			if db.alloc.IsEmpty(s) {
+				res.SegmentsMoved++
+			}
+		}
+		if o.Progress != nil {
+			o.Progress(*res)
+		}
+	}
+}
+
+// moveOut rewrites every value with a block in the held segments.
+func (db *DB) moveOut(ctx context.Context, held []int, pacer *pace.Pacer, res *CompactResult) error {
+	if len(held) == 0 {
+		return nil
+	}
+	sb := uint64(db.geom.SegmentBlocks)
+	in := func(exts []alloc.Extent) bool {
+		return slices.ContainsFunc(exts, func(e alloc.Extent) bool {
+			_, ok := slices.BinarySearch(held, int(e.Start/sb))
+			return ok
+		})
+	}
+	slices.Sort(held)
+	it, err := db.index.NewIterWithContext(ctx, nil)
+	if err != nil {
+		return indexError("compact: new iterator", err)
+	}
+	defer it.Close()
+	var keys [][]byte
+	var bytes int64
+	flush := func() error {
+		if len(keys) == 0 {
+			return nil
+		}
+		if err := pacer.Wait(ctx, bytes); err != nil {
+			return err
+		}
+		if err := db.moveKeys(keys, in, res); err != nil {
+			return err
+		}
+		keys, bytes = keys[:0], 0
+		return nil
+	}
+	for valid := it.First(); valid; valid = it.Next() {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		raw, err := it.ValueAndErr()
+		if err != nil {
+			return indexError(fmt.Sprintf("compact: value of %q", it.Key()), err)
+		}
+		e, err := db.decodeEntry(it.Key(), raw)
+		if err != nil {
+			return err
+		}
+		if !e.isHeap || !in(e.ptr.extents) {
+			continue
+		}
+		keys = append(keys, slices.Clone(it.Key()))
+		bytes += int64(e.ptr.rawLen)
+		if len(keys) >= compactBatchKeys || bytes >= compactBatchBytes {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	if err := it.Error(); err != nil {
+		return indexError("compact: iterate", err)
+	}
+	return flush()
+}
+
+// moveKeys rewrites, in one transaction, the values of keys whose entries
+// still point into the held segments. The transaction began before any
+// entry was read, so a key written since makes Commit fail with
+// ErrConflict; the batch is then tried again with fresh entries (the
+// changed key's new value lies elsewhere and is skipped).
+func (db *DB) moveKeys(keys [][]byte, in func([]alloc.Extent) bool, res *CompactResult) error {
+	const tries = 8
+	for try := 0; ; try++ {
+		txn, err := db.BeginTxn(&TxnOptions{WriteOptions: &WriteOptions{Sync: false}})
+		if err != nil {
+			return err
+		}
+		var n, bytes int64
+		for _, k := range keys {
+			var value []byte
+			err := db.lookup(k, func(raw []byte) error {
+				e, err := db.decodeEntry(k, raw)
+				if err != nil || !e.isHeap || !in(e.ptr.extents) {
+					return err
+				}
+				value, err = db.heapValue(k, &e.ptr)
+				return err
+			})
+			if errors.Is(err, ErrNotFound) {
+				continue // deleted since the scan
+			}
+			if err == nil && value != nil {
+				err = txn.Put(k, value)
+				n, bytes = n+1, bytes+int64(len(value))
+			}
+			if err != nil {
+				txn.Rollback()
+				return fmt.Errorf("move %q: %w", k, err)
+			}
+		}
+		err = txn.Commit()
+		if err == nil {
+			res.ValuesMoved += n
+			res.BytesMoved += bytes
+			return nil
+		}
+		if !errors.Is(err, ErrConflict) || try == tries {
+			return err
+		}
+		res.Conflicts++
+	}
+}

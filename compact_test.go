@@ -1,0 +1,368 @@
+package heapkv_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/heapkv/heapkv"
+)
+
+// Compact's tests. Those that measure file space run on the operating
+// system's file system (t.TempDir), where holes and truncation exist; the
+// crash test runs on MemFS, where Compact only moves values.
+
+// compactOptions are small segments (64 blocks of 4 KiB), so that a test
+// heap of a few megabytes has dozens of them.
+func compactOptions() *heapkv.Options {
+	return &heapkv.Options{
+		BlockSize:          4096,
+		SegmentSize:        64 * 4096,
+		CheckpointLogBytes: -1,
+		IndexCacheSize:     1 << 20,
+		IndexMemTableSize:  1 << 20,
+		Cursors:            2,
+		Logger:             slog.New(slog.DiscardHandler),
+	}
+}
+
+// fileSpace returns a file's size and the bytes its file system allocated
+// to it, read with stat(2) independently of the database.
+func fileSpace(t *testing.T, path string) (size, allocated int64) {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		t.Skip("no stat(2) blocks on this platform")
+	}
+	return fi.Size(), st.Blocks * 512
+}
+
+// compactValue is the gen-th value of key i: 2,000 to 9,000 bytes, so
+// values take one to three blocks.
+func compactValue(i, gen int) []byte {
+	n := 2000 + (i*7919+gen*104729)%7000
+	unit := fmt.Appendf(nil, "<%d#%d>", i, gen)
+	return bytes.Repeat(unit, n/len(unit)+1)[:n]
+}
+
+func compactKey(i int) []byte { return fmt.Appendf(nil, "key%05d", i) }
+
+// fillThenDelete writes n values and deletes all but every tenth; it
+// returns the model of what is left.
+func fillThenDelete(t *testing.T, db *heapkv.DB, n int) map[string][]byte {
+	t.Helper()
+	model := map[string][]byte{}
+	b := db.NewBatch()
+	for i := range n {
+		v := compactValue(i, 0)
+		b.Put(compactKey(i), v)
+		model[string(compactKey(i))] = v
+		if b.Len() == 100 {
+			mustNoErr(t, db.Apply(b, &heapkv.WriteOptions{}))
+			b = db.NewBatch()
+		}
+	}
+	mustNoErr(t, db.Apply(b, &heapkv.WriteOptions{}))
+	b = db.NewBatch()
+	for i := range n {
+		if i%10 != 0 {
+			b.Delete(compactKey(i))
+			delete(model, string(compactKey(i)))
+		}
+	}
+	mustNoErr(t, db.Apply(b, &heapkv.WriteOptions{Sync: true}))
+	return model
+}
+
+func mustStats(t *testing.T, db *heapkv.DB) heapkv.Stats {
+	t.Helper()
+	st, err := db.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func mustNoErr(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func checkContents(t *testing.T, db *heapkv.DB, model map[string][]byte) {
+	t.Helper()
+	got := contents(t, db)
+	if len(got) != len(model) {
+		t.Fatalf("the database holds %d keys, want %d", len(got), len(model))
+	}
+	for k, v := range model {
+		if got[k] != string(v) {
+			t.Fatalf("key %s: %d bytes, want %d", k, len(got[k]), len(v))
+		}
+	}
+	rep, err := db.Check(context.Background())
+	if err != nil || !rep.OK() {
+		t.Fatalf("check: %v\n%v", err, rep)
+	}
+}
+
+func TestCompactGivesSpaceBack(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "db")
+	db := openTestDB(t, dir, compactOptions())
+	model := fillThenDelete(t, db, 3000)
+	heap := filepath.Join(dir, "heap")
+	size0, alloc0 := fileSpace(t, heap)
+	st0 := mustStats(t, db)
+
+	var progress int
+	res, err := db.Compact(t.Context(), &heapkv.CompactOptions{Progress: func(heapkv.CompactResult) { progress++ }})
+	mustNoErr(t, err)
+	t.Logf("%+v", res)
+	size1, alloc1 := fileSpace(t, heap)
+	t.Logf("heap file: %d bytes, %d allocated before; %d, %d after; live %d", size0, alloc0, size1, alloc1, st0.HeapLiveBytes)
+	if res.Unsupported {
+		t.Fatalf("the test's file system cannot punch holes or truncate: %+v", res)
+	}
+	if res.ValuesMoved == 0 || res.SegmentsMoved == 0 || res.SegmentsPunched == 0 || res.SegmentsCut == 0 || progress < 2 {
+		t.Fatalf("compact did not move, punch and cut: %+v (%d progress calls)", res, progress)
+	}
+	if res.AllocatedBytesBefore != alloc0 || res.AllocatedBytesAfter != alloc1 || res.FileBytesAfter != size1 {
+		t.Fatalf("the result's file figures %+v differ from stat's (%d, %d; %d, %d)", res, size0, alloc0, size1, alloc1)
+	}
+	// A tenth of the values is left: the file keeps little more than them
+	// (one segment of slack per cursor, a header, partly filled segments).
+	live := mustStats(t, db).HeapLiveBytes
+	if alloc1 > live+4*64*4096+1<<20 || size1 >= size0/2 {
+		t.Fatalf("after Compact the heap file has %d bytes, %d allocated, for %d live bytes (before: %d, %d)",
+			size1, alloc1, live, size0, alloc0)
+	}
+	st := mustStats(t, db)
+	if st.HeapSegments >= st0.HeapSegments || st.HeapFileAllocatedBytes != alloc1 {
+		t.Fatalf("stats after compact: %d segments (before %d), %d allocated (stat: %d)",
+			st.HeapSegments, st0.HeapSegments, st.HeapFileAllocatedBytes, alloc1)
+	}
+	checkContents(t, db, model)
+
+	// A second Compact finds nothing to move.
+	res, err = db.Compact(t.Context(), nil)
+	mustNoErr(t, err)
+	if res.ValuesMoved != 0 || res.SegmentsCut != 0 {
+		t.Fatalf("a second compact moved or cut: %+v", res)
+	}
+
+	// The heap grows again after the cut, and everything survives a reopen.
+	for i := 3000; i < 3500; i++ {
+		v := compactValue(i, 1)
+		mustNoErr(t, db.Put(compactKey(i), v))
+		model[string(compactKey(i))] = v
+	}
+	mustNoErr(t, db.Close())
+	db = openTestDB(t, dir, compactOptions())
+	checkContents(t, db, model)
+}
+
+// TestCompactWithReadersAndWriters runs Compact again and again while
+// writers overwrite and delete their own keys and a snapshot taken before
+// it all is read: overwrites win over moves, and the snapshot's blocks are
+// not given back while it is open.
+func TestCompactWithReadersAndWriters(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "db")
+	db := openTestDB(t, dir, compactOptions())
+	const n = 2000
+	model := fillThenDelete(t, db, n)
+	snap, err := db.NewSnapshot()
+	mustNoErr(t, err)
+	before := map[string][]byte{}
+	for k, v := range model {
+		before[k] = v
+	}
+
+	const writers = 3
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	stop := make(chan struct{})
+	for w := range writers {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(w), 7))
+			for gen := 1; ; gen++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				i := w + writers*rng.IntN(n/writers)
+				k := compactKey(i)
+				var err error
+				var v []byte
+				if rng.IntN(4) == 0 {
+					err = db.Delete(k)
+				} else {
+					v = compactValue(i, gen)
+					err = db.Put(k, v)
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				if v == nil {
+					delete(model, string(k))
+				} else {
+					model[string(k)] = v
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	var moved, conflicts int64
+	deadline := time.Now().Add(2 * time.Second)
+	for rounds := 0; rounds < 3 || time.Now().Before(deadline); rounds++ {
+		res, err := db.Compact(t.Context(), &heapkv.CompactOptions{MaxLive: 0.9})
+		if err != nil {
+			close(stop)
+			wg.Wait()
+			t.Fatal(err)
+		}
+		moved += res.ValuesMoved
+		conflicts += res.Conflicts
+	}
+	close(stop)
+	wg.Wait()
+	t.Logf("moved %d values, %d conflicts", moved, conflicts)
+	if moved == 0 {
+		t.Fatal("nothing was moved")
+	}
+	checkContents(t, db, model)
+	for k, v := range before {
+		got, err := snap.Get([]byte(k))
+		if err != nil || !bytes.Equal(got, v) {
+			t.Fatalf("snapshot: get %s: %v (%d bytes, want %d)", k, err, len(got), len(v))
+		}
+	}
+	mustNoErr(t, snap.Close())
+	// With the snapshot gone its blocks can be given back.
+	_, err = db.Compact(t.Context(), nil)
+	mustNoErr(t, err)
+	checkContents(t, db, model)
+}
+
+// TestCompactMirrored gives space back on every replica.
+func TestCompactMirrored(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "db")
+	o := compactOptions()
+	o.Mirrors = []string{filepath.Join(root, "mirror")}
+	db := openTestDB(t, dir, o)
+	model := fillThenDelete(t, db, 2000)
+	files := []string{filepath.Join(dir, "heap"), filepath.Join(root, "mirror", "heap")}
+	var before [2]int64
+	for i, f := range files {
+		_, before[i] = fileSpace(t, f)
+	}
+	res, err := db.Compact(t.Context(), nil)
+	mustNoErr(t, err)
+	for i, f := range files {
+		size, alloc := fileSpace(t, f)
+		if alloc > before[i]/3 || size != res.FileBytesAfter {
+			t.Fatalf("replica %d: %d bytes allocated (before %d), size %d (replica 0: %d)", i, alloc, before[i], size, res.FileBytesAfter)
+		}
+	}
+	checkContents(t, db, model)
+	if _, err := db.Scrub(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCompactOptionsAndReadOnly(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "db")
+	db := openTestDB(t, dir, compactOptions())
+	for _, o := range []heapkv.CompactOptions{{MaxLive: 1.5}, {BytesPerSecond: -1}} {
+		if _, err := db.Compact(t.Context(), &o); !errors.Is(err, heapkv.ErrInvalidOptions) {
+			t.Fatalf("Compact(%+v) = %v, want ErrInvalidOptions", o, err)
+		}
+	}
+	fillThenDelete(t, db, 500)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if _, err := db.Compact(ctx, &heapkv.CompactOptions{MaxLive: 1}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Compact with a cancelled context = %v", err)
+	}
+	mustNoErr(t, db.Close())
+	o := compactOptions()
+	o.ReadOnly = true
+	ro := openTestDB(t, dir, o)
+	if _, err := ro.Compact(t.Context(), nil); !errors.Is(err, heapkv.ErrReadOnly) {
+		t.Fatalf("read-only Compact = %v", err)
+	}
+}
+
+// TestCompactCrash takes crash clones while Compact moves values (MemFS:
+// no holes there) and checks that every clone opens with exactly the
+// model's contents.
+func TestCompactCrash(t *testing.T) {
+	e := newMirrorEnv(t, 2)
+	db := e.open()
+	for i := range 600 {
+		e.put(db, fmt.Sprintf("k%03d", i))
+	}
+	for i := range 600 {
+		if i%5 != 0 {
+			e.del(db, fmt.Sprintf("k%03d", i))
+		}
+	}
+	mustNoErr(t, db.Sync())
+	var clones []*vfs.MemFS
+	done := make(chan error, 1)
+	go func() {
+		// Paced, so that the clones fall all through it.
+		res, err := db.Compact(t.Context(), &heapkv.CompactOptions{MaxLive: 0.9, BytesPerSecond: 256 << 10})
+		if err == nil && (res.ValuesMoved == 0 || !res.Unsupported) {
+			err = fmt.Errorf("compact on MemFS: %+v", res)
+		}
+		done <- err
+	}()
+	for running := true; running; {
+		select {
+		case err := <-done:
+			mustNoErr(t, err)
+			running = false
+		default:
+			if len(clones) < 40 {
+				clones = append(clones, e.crashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 50, RNG: rand.New(rand.NewPCG(uint64(len(clones)), 3))}))
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	clones = append(clones, e.crashClone(vfs.CrashCloneCfg{}))
+	e.checkModel(db)
+	mustClose(t, db)
+	if len(clones) < 5 {
+		t.Fatalf("only %d clones during the compaction", len(clones))
+	}
+	for i, mem := range clones {
+		o := e.options()
+		heapkv.SetFS(o, mem)
+		db, err := heapkv.Open(mdbDir, o)
+		if err != nil {
+			t.Fatalf("clone %d: %v", i, err)
+		}
+		checkContents(t, db, e.model)
+		mustClose(t, db)
+	}
+	t.Logf("%d clones", len(clones))
+}
