@@ -96,17 +96,18 @@ type Stats struct {
 	HeapPunchedSegments    int
 	HeapSparseSegments     int
 	HeapFileAllocatedBytes int64
-	LogBytes               int64 // bytes in log files on disk
-	LogFiles               int   // log files on disk
-	LSN                    uint64
-	CheckpointLSN          uint64
-	Checkpoints            int64 // checkpoints written by this handle
-	Commits                int64 // writes (Put, Delete, Apply) committed by this handle
-	CommitGroups           int64 // log appends those commits were grouped into
-	AvgGroupSize           float64
-	Fsyncs                 int64 // fsyncs of the heap, the log and its sync mark by this handle
-	Gets                   int64
-	IndexBytes             int64 // index (Pebble) size on disk
+
+	LogBytes      int64 // bytes in log files on disk
+	LogFiles      int   // log files on disk
+	LSN           uint64
+	CheckpointLSN uint64
+	Checkpoints   int64 // checkpoints written by this handle
+	Commits       int64 // writes (Put, Delete, Apply) committed by this handle
+	CommitGroups  int64 // log appends those commits were grouped into
+	AvgGroupSize  float64
+	Fsyncs        int64 // fsyncs of the heap, the log and its sync mark by this handle
+	Gets          int64
+	IndexBytes    int64 // index (Pebble) size on disk
 	// The index's LSM shape (Pebble's metrics): tables in all levels and
 	// in L0, its read amplification (L0 sublevels plus non-empty levels),
 	// the bytes compactions estimate they owe, compactions run, and the
