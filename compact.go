@@ -73,6 +73,7 @@ type CompactResult struct {
 	BytesMoved      int64 // their bytes (as the caller sees them)
 	Conflicts       int64 // moving transactions retried because a key changed
 	SegmentsPunched int   // empty segments given back with a hole
+	HolesPunched    int   // runs of free blocks punched inside other segments
 	SegmentsCut     int   // empty segments cut off the end of the heap
 	// Unsupported is set when the heap's file system cannot punch holes
 	// or truncate (MemFS, a platform other than Linux): values were moved
@@ -161,32 +162,49 @@ func (db *DB) compact(ctx context.Context, o *CompactOptions, res *CompactResult
 	return err
 }
 
+// punchMinRun is the shortest run of free blocks inside a segment that
+// Compact punches a hole in.
+const punchMinRun = 16 << 10
+
 // punchEmpty holds every empty, unpunched segment no writer owns, punches
-// it on every writable replica and releases it marked punched.
+// it on every writable replica and releases it marked punched; then it
+// punches the runs of at least punchMinRun free bytes inside the other
+// segments no writer owns.
 func (db *DB) punchEmpty(res *CompactResult) error {
-	held := db.alloc.HoldEmpty()
-	if len(held) == 0 {
-		return nil
-	}
-	punched := make(map[int]bool, len(held))
-	defer db.alloc.Release(held, func(s int) bool { return punched[s] })
 	if res.Unsupported {
 		return nil
 	}
 	sb := db.geom.SegmentBlocks
+	held := db.alloc.HoldEmpty()
+	punched := make(map[int]bool, len(held))
+	var err error
 	for _, s := range held {
-		err := db.heap.PunchHole(uint64(s)*uint64(sb), sb)
-		if errors.Is(err, errors.ErrUnsupported) {
-			res.Unsupported = true
-			return nil
-		}
-		if err != nil {
-			return err
+		if err = db.heap.PunchHole(uint64(s)*uint64(sb), sb); err != nil {
+			break
 		}
 		punched[s] = true
 		res.SegmentsPunched++
 	}
-	return nil
+	db.alloc.Release(held, func(s int) bool { return punched[s] })
+	if err == nil {
+		minRun := max(punchMinRun/db.geom.BlockSize, 1)
+		held = db.alloc.HoldFragmented(minRun)
+	punch:
+		for _, s := range held {
+			for _, e := range db.alloc.FreeRuns(s, minRun) {
+				if err = db.heap.PunchHole(e.Start, int(e.Len)); err != nil {
+					break punch
+				}
+				res.HolesPunched++
+			}
+		}
+		db.alloc.Release(held, nil)
+	}
+	if errors.Is(err, errors.ErrUnsupported) {
+		res.Unsupported = true
+		return nil
+	}
+	return err
 }
 
 // moveSparse moves the values out of sparse segments, a group at a time
@@ -199,8 +217,9 @@ func (db *DB) moveSparse(ctx context.Context, o *CompactOptions, res *CompactRes
 	done := make(map[int]bool)
 	for {
 		// A group of segments whose live blocks the rest of the heap can
-		// take with a segment to spare (fragmentation); at most
-		// compactGroupBytes of them, unless one segment alone is more.
+		// take with a quarter to spare (a value needs its blocks in one
+		// segment); at most compactGroupBytes of them, unless one segment
+		// alone is more.
 		var group []int
 		live, groupFree := 0, int64(0)
 		free := db.alloc.Stats().FreeBlocks
@@ -212,7 +231,7 @@ func (db *DB) moveSparse(ctx context.Context, o *CompactOptions, res *CompactRes
 			if len(group) > 0 && live+l > groupBlocks {
 				break
 			}
-			if int64(live+l+sb) > free-groupFree-int64(u.Free) {
+			if need := int64(live + l); need+need/4 > free-groupFree-int64(u.Free) {
 				break
 			}
 			group = append(group, u.Index)
@@ -307,49 +326,66 @@ func (db *DB) moveOut(ctx context.Context, held []int, pacer *pace.Pacer, res *C
 }
 
 // moveKeys rewrites, in one transaction, the values of keys whose entries
-// still point into the held segments. The transaction began before any
-// entry was read, so a key written since makes Commit fail with
+// still point into the held segments. The transaction begins before any
+// entry is read, so a key written since makes Commit fail with
 // ErrConflict; the batch is then tried again with fresh entries (the
-// changed key's new value lies elsewhere and is skipped).
+// changed key's new value lies elsewhere and is skipped), and split in
+// halves when it keeps conflicting with busy writers.
 func (db *DB) moveKeys(keys [][]byte, in func([]alloc.Extent) bool, res *CompactResult) error {
-	const tries = 8
+	const tries = 3
 	for try := 0; ; try++ {
-		txn, err := db.BeginTxn(&TxnOptions{WriteOptions: &WriteOptions{Sync: false}})
-		if err != nil {
-			return err
-		}
-		var n, bytes int64
-		for _, k := range keys {
-			var value []byte
-			err := db.lookup(k, func(raw []byte) error {
-				e, err := db.decodeEntry(k, raw)
-				if err != nil || !e.isHeap || !in(e.ptr.extents) {
-					return err
-				}
-				value, err = db.heapValue(k, &e.ptr)
-				return err
-			})
-			if errors.Is(err, ErrNotFound) {
-				continue // deleted since the scan
-			}
-			if err == nil && value != nil {
-				err = txn.Put(k, value)
-				n, bytes = n+1, bytes+int64(len(value))
-			}
-			if err != nil {
-				txn.Rollback()
-				return fmt.Errorf("move %q: %w", k, err)
-			}
-		}
-		err = txn.Commit()
-		if err == nil {
-			res.ValuesMoved += n
-			res.BytesMoved += bytes
-			return nil
-		}
-		if !errors.Is(err, ErrConflict) || try == tries {
+		err := db.moveOnce(keys, in, res)
+		if !errors.Is(err, ErrConflict) {
 			return err
 		}
 		res.Conflicts++
+		if try < tries {
+			continue
+		}
+		if len(keys) == 1 {
+			return nil // written on every try: each write moved it already
+		}
+		h := len(keys) / 2
+		if err := db.moveKeys(keys[:h], in, res); err != nil {
+			return err
+		}
+		return db.moveKeys(keys[h:], in, res)
 	}
+}
+
+// moveOnce is one try of moveKeys.
+func (db *DB) moveOnce(keys [][]byte, in func([]alloc.Extent) bool, res *CompactResult) error {
+	txn, err := db.BeginTxn(&TxnOptions{WriteOptions: &WriteOptions{Sync: false}})
+	if err != nil {
+		return err
+	}
+	defer txn.Rollback()
+	var n, bytes int64
+	for _, k := range keys {
+		var value []byte
+		err := db.lookup(k, func(raw []byte) error {
+			e, err := db.decodeEntry(k, raw)
+			if err != nil || !e.isHeap || !in(e.ptr.extents) {
+				return err
+			}
+			value, err = db.heapValue(k, &e.ptr)
+			return err
+		})
+		if errors.Is(err, ErrNotFound) {
+			continue // deleted since the scan
+		}
+		if err == nil && value != nil {
+			err = txn.Put(k, value)
+			n, bytes = n+1, bytes+int64(len(value))
+		}
+		if err != nil {
+			return fmt.Errorf("move %q: %w", k, err)
+		}
+	}
+	if err := txn.Commit(); err != nil {
+		return err
+	}
+	res.ValuesMoved += n
+	res.BytesMoved += bytes
+	return nil
 }

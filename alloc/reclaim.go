@@ -196,3 +196,41 @@ func (a *Allocator) DropCursorSegments() {
 		c.mu.Unlock()
 	}
 }
+
+// FreeRuns returns the runs of at least minBlocks free blocks of held
+// segment seg, as extents in block order. Blocks freed while it scans may
+// or may not be included; none is allocated until seg is released.
+func (a *Allocator) FreeRuns(seg, minBlocks int) []Extent {
+	segs := *a.segs.Load()
+	s := segs[seg]
+	a.poolMu.Lock()
+	held := s.owner == heldOwner
+	a.poolMu.Unlock()
+	if !held {
+		panic(fmt.Sprintf("alloc: FreeRuns of segment %d, which is not held", seg))
+	}
+	base := uint64(seg) * uint64(a.g.SegmentBlocks)
+	var out []Extent
+	for off, n := range s.bits.ClearRuns() {
+		if n >= minBlocks {
+			out = append(out, Extent{Start: base + uint64(off), Len: uint32(n)})
+		}
+	}
+	return out
+}
+
+// HoldFragmented holds every segment that no cursor owns, that is not
+// held or punched and that has at least minFree free blocks (entirely
+// free ones included), and returns them in increasing order.
+func (a *Allocator) HoldFragmented(minFree int) []int {
+	a.poolMu.Lock()
+	defer a.poolMu.Unlock()
+	var held []int
+	for i, s := range *a.segs.Load() {
+		if s.owner == unowned && !s.punched && s.free.Load() >= int64(minFree) {
+			s.owner = heldOwner
+			held = append(held, i)
+		}
+	}
+	return held
+}

@@ -108,6 +108,12 @@ func init() {
 			summary: "verify every heap copy on the in-sync replicas; repair bad ones",
 			help: "Shows progress on a terminal; Ctrl-C stops it. Values with no good copy\n" +
 				"left are listed and make scrub fail."},
+		{name: "compact", run: cmdCompact,
+			summary: "give free heap space back to the file system",
+			help: "Moves the values out of heap segments at most half live, punches holes\n" +
+				"where whole segments are free and cuts free segments off the end of the\n" +
+				"heap file. Readers and writers go on meanwhile. Ctrl-C stops it; what was\n" +
+				"moved stays moved."},
 		{name: "check", run: cmdCheck,
 			summary: "verify every value and the heap allocation (reads everything)"},
 		{name: "info", run: cmdInfo, summary: "print the directory, format, geometry, files and sizes"},

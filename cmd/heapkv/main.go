@@ -76,10 +76,10 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
-// subcommands are the operator subcommands. check, info, stats and scrub
-// run the shell command of the same name on an existing database; dump,
+// subcommands are the operator subcommands. check, info, stats, scrub and
+// compact run the shell command of the same name on an existing database; dump,
 // load and backup move data (transfer.go).
-var subcommands = map[string]bool{"check": true, "info": true, "stats": true, "scrub": true, "dump": true, "load": true, "backup": true, "version": true}
+var subcommands = map[string]bool{"check": true, "info": true, "stats": true, "scrub": true, "dump": true, "load": true, "backup": true, "compact": true, "version": true}
 
 // stringList is a repeatable string flag.
 type stringList []string
@@ -128,12 +128,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `usage: heapkv [flags]                  shell (interactive, or commands piped on stdin)
        heapkv [flags] -c 'CMD; CMD...'  run commands and exit
-       heapkv [flags] check|info|stats|scrub [DIR]
+       heapkv [flags] check|info|stats|scrub|compact [DIR]
        heapkv [flags] dump [DIR] > FILE       write every key and value to a dump (a versioned, checksummed stream)
        heapkv [flags] load DIR < FILE         make the new database DIR from a dump
        heapkv [flags] backup [DIR] DEST       copy the database, as of one moment, to the new directory DEST
        heapkv version                         print the program's module version and Go version
-check, info, stats, dump and backup open the database read-only; scrub repairs, so it opens it read-write.
+check, info, stats, dump and backup open the database read-only; scrub and compact open it read-write.
 flags:
 `)
 		fs.PrintDefaults()
@@ -155,7 +155,7 @@ flags:
 	if rest := fs.Args(); len(rest) > 0 {
 		sub = rest[0]
 		if !subcommands[sub] {
-			fmt.Fprintf(stderr, "error: unknown subcommand %q (want check, info, stats, scrub, dump, load, backup or version; run the shell with no arguments)\n", rest[0])
+			fmt.Fprintf(stderr, "error: unknown subcommand %q (want check, info, stats, scrub, compact, dump, load, backup or version; run the shell with no arguments)\n", rest[0])
 			return 2
 		}
 		if sub == "version" {
@@ -200,7 +200,7 @@ flags:
 	opts := &heapkv.Options{
 		// The inspection subcommands change nothing: not even a MANIFEST,
 		// nor a replica attached or resynced by Open.
-		ReadOnly:   *readOnly || (sub != "" && sub != "scrub"),
+		ReadOnly:   *readOnly || (sub != "" && sub != "scrub" && sub != "compact"),
 		NoSync:     *nosync,
 		Mirrors:    mirrors,
 		ResyncRate: int64(resyncRate),

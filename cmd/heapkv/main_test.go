@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/heapkv/heapkv"
@@ -452,10 +453,45 @@ func TestDumpLoadBackup(t *testing.T) {
 	requireOneError(t, errs, "exists")
 }
 
+// compact gives the space of deleted values back: the heap file shrinks,
+// what is left reads back, and stats show it.
+func TestCompactSubcommand(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "db")
+	// 12 MB of values: two segments of the default 8 MiB.
+	val := strings.Repeat("v", 4000)
+	var puts, dels strings.Builder
+	for i := range 3000 {
+		fmt.Fprintf(&puts, "put k%04d %s\n", i, val)
+		if i%10 != 0 {
+			fmt.Fprintf(&dels, "del k%04d\n", i)
+		}
+	}
+	_, errs, code := cli(t, puts.String()+dels.String(), "-d", dir, "-nosync")
+	require.Equal(t, 0, code, errs)
+	onDisk := func() int64 { // bytes the file system allocated to the heap file
+		fi, err := os.Stat(filepath.Join(dir, "heap"))
+		require.NoError(t, err)
+		return fi.Sys().(*syscall.Stat_t).Blocks * 512
+	}
+	before := onDisk()
+
+	out, errs, code := cli(t, "", "compact", dir)
+	require.Equal(t, 0, code, errs)
+	require.Regexp(t, `moved \d+ values .* out of \d+ sparse segments\nheap file .* -> .*, on disk .* -> .* \(\d+ segments given back, \d+ cut off the end\)`, out)
+	require.Less(t, onDisk(), before/3, "heap file on disk after compact")
+
+	out, errs, code = cli(t, "", "-d", dir, "-c", "get --raw k2990; stats")
+	require.Equal(t, 0, code, errs)
+	require.Contains(t, out, val)
+	require.Regexp(t, `segments +\d+ empty \(\d+ given back\), \d+ at most half live`, out)
+	out, _, code = cli(t, "", "check", dir)
+	require.Equal(t, 0, code, out)
+}
+
 // Every subcommand's --help prints the usage and exits 0; version prints
 // one line naming the program.
 func TestSubcommandHelpAndVersion(t *testing.T) {
-	for _, sub := range []string{"check", "info", "stats", "scrub", "dump", "load", "backup"} {
+	for _, sub := range []string{"check", "info", "stats", "scrub", "compact", "dump", "load", "backup"} {
 		_, errs, code := cli(t, "", sub, "--help")
 		require.Equal(t, 0, code, sub)
 		require.Contains(t, errs, "usage: heapkv", sub)

@@ -223,6 +223,34 @@ wait:
 	return result{text: o.rep.String(), fields: map[string]any{"report": o.rep}}, o.err
 }
 
+func cmdCompact(s *shell, _ []word) (result, error) {
+	p := s.progress()
+	res, err := s.db.Compact(s.ctx, &heapkv.CompactOptions{Progress: func(r heapkv.CompactResult) {
+		p.show(fmt.Sprintf("compact: %d values (%s) moved, %d segments emptied", r.ValuesMoved, humanBytes(r.BytesMoved), r.SegmentsMoved))
+	}})
+	p.clear()
+	if err != nil {
+		if s.ctx.Err() != nil {
+			return result{}, fmt.Errorf("compact: cancelled (Ctrl-C); what was moved stays moved")
+		}
+		return result{}, err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "moved %d values (%s) out of %d sparse segments", res.ValuesMoved, humanBytes(res.BytesMoved), res.SegmentsMoved)
+	if res.Conflicts > 0 {
+		fmt.Fprintf(&b, " (%d batches retried: keys written meanwhile)", res.Conflicts)
+	}
+	fmt.Fprintf(&b, "\nheap file %s -> %s", humanBytes(res.FileBytesBefore), humanBytes(res.FileBytesAfter))
+	if res.AllocatedBytesBefore >= 0 {
+		fmt.Fprintf(&b, ", on disk %s -> %s", humanBytes(res.AllocatedBytesBefore), humanBytes(res.AllocatedBytesAfter))
+	}
+	fmt.Fprintf(&b, " (%d segments given back, %d cut off the end)", res.SegmentsPunched, res.SegmentsCut)
+	if res.Unsupported {
+		b.WriteString("\nthis file system cannot punch holes or truncate: no space was given back")
+	}
+	return result{text: b.String(), fields: map[string]any{"compact": res}}, nil
+}
+
 // progress is a status line redrawn in place on a terminal; elsewhere it
 // prints nothing, so scripts see only results.
 type progress struct {
@@ -311,6 +339,10 @@ func statsTable(st heapkv.Stats) string {
 	row("file", "%s in %d segments", humanBytes(st.HeapFileBytes), st.HeapSegments)
 	row("live", "%s (%s of file)", humanBytes(st.HeapLiveBytes), pct(st.HeapLiveBytes, st.HeapFileBytes))
 	row("allocated", "%s", humanBytes(st.HeapAllocBytes))
+	if st.HeapFileAllocatedBytes >= 0 {
+		row("on disk", "%s (%s of file)", humanBytes(st.HeapFileAllocatedBytes), pct(st.HeapFileAllocatedBytes, st.HeapFileBytes))
+	}
+	row("segments", "%d empty (%d given back), %d at most half live", st.HeapEmptySegments, st.HeapPunchedSegments, st.HeapSparseSegments)
 	row("pending free", "%s", humanBytes(st.HeapPendingFree))
 	row("values written", "%d (%d compressed; %s -> %s)", st.HeapValuesWritten, st.HeapValuesCompressed,
 		humanBytes(st.HeapWrittenBytes), humanBytes(st.HeapWrittenStored))
