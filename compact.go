@@ -136,16 +136,20 @@ func (db *DB) compact(ctx context.Context, o *CompactOptions, res *CompactResult
 	// Segments the cursors hold (the last written) become candidates too.
 	db.alloc.DropCursorSegments()
 	// Empty segments first: once punched, trades prefer the other
-	// segments, so moved values do not land in them.
-	if err := db.punchEmpty(res); err != nil {
+	// segments, so moved values do not land in them. Runs inside segments
+	// wait until the values have moved (they would fill them).
+	if err := db.punchEmpty(res, o.MaxLive <= 0); err != nil {
 		return err
 	}
 	if o.MaxLive > 0 {
-		if err := db.moveSparse(ctx, o, res); err != nil {
+		db.alloc.SetPreferLow(true)
+		err := db.moveSparse(ctx, o, res)
+		db.alloc.SetPreferLow(false)
+		if err != nil {
 			return err
 		}
 		db.alloc.DropCursorSegments()
-		if err := db.punchEmpty(res); err != nil {
+		if err := db.punchEmpty(res, true); err != nil {
 			return err
 		}
 	}
@@ -167,10 +171,10 @@ func (db *DB) compact(ctx context.Context, o *CompactOptions, res *CompactResult
 const punchMinRun = 16 << 10
 
 // punchEmpty holds every empty, unpunched segment no writer owns, punches
-// it on every writable replica and releases it marked punched; then it
-// punches the runs of at least punchMinRun free bytes inside the other
-// segments no writer owns.
-func (db *DB) punchEmpty(res *CompactResult) error {
+// it on every writable replica and releases it marked punched; then, with
+// runs, it punches the runs of at least punchMinRun free bytes inside the
+// other segments no writer owns.
+func (db *DB) punchEmpty(res *CompactResult, runs bool) error {
 	if res.Unsupported {
 		return nil
 	}
@@ -186,7 +190,7 @@ func (db *DB) punchEmpty(res *CompactResult) error {
 		res.SegmentsPunched++
 	}
 	db.alloc.Release(held, func(s int) bool { return punched[s] })
-	if err == nil {
+	if err == nil && runs {
 		minRun := max(punchMinRun/db.geom.BlockSize, 1)
 		held = db.alloc.HoldFragmented(minRun)
 	punch:
@@ -216,26 +220,32 @@ func (db *DB) moveSparse(ctx context.Context, o *CompactOptions, res *CompactRes
 	pacer := pace.New(o.BytesPerSecond)
 	done := make(map[int]bool)
 	for {
-		// A group of segments whose live blocks the rest of the heap can
-		// take with a quarter to spare (a value needs its blocks in one
-		// segment); at most compactGroupBytes of them, unless one segment
-		// alone is more.
+		// A group of segments, from the end of the heap, whose live blocks
+		// fit with a quarter to spare (a value needs its blocks in one
+		// segment) in the free blocks of the segments below them: moved
+		// values fill the start (SetPreferLow), and the end empties. At
+		// most compactGroupBytes of them, unless one segment alone is more.
+		us := db.alloc.Usage()
+		below := make([]int64, len(us)+1) // free blocks in the usable segments below i
+		for i, u := range us {
+			below[i+1] = below[i]
+			if !u.Held && !u.Punched {
+				below[i+1] += int64(u.Free)
+			}
+		}
 		var group []int
-		live, groupFree := 0, int64(0)
-		free := db.alloc.Stats().FreeBlocks
+		live := 0
 		for _, u := range db.alloc.SparseSegments(maxLive) {
 			if done[u.Index] {
 				continue
 			}
 			l := sb - u.Free
-			if len(group) > 0 && live+l > groupBlocks {
-				break
-			}
-			if need := int64(live + l); need+need/4 > free-groupFree-int64(u.Free) {
+			need := int64(live + l)
+			if len(group) > 0 && live+l > groupBlocks || need+need/4 > below[u.Index] {
 				break
 			}
 			group = append(group, u.Index)
-			live, groupFree = live+l, groupFree+int64(u.Free)
+			live += l
 		}
 		if len(group) == 0 {
 			return nil
@@ -243,6 +253,7 @@ func (db *DB) moveSparse(ctx context.Context, o *CompactOptions, res *CompactRes
 		for _, s := range group {
 			done[s] = true
 		}
+		db.alloc.DropCursorSegments() // writers trade for low segments (SetPreferLow)
 		held := db.alloc.Hold(group)
 		err := db.moveOut(ctx, held, pacer, res)
 		if err == nil {
@@ -256,6 +267,11 @@ func (db *DB) moveSparse(ctx context.Context, o *CompactOptions, res *CompactRes
 			if db.alloc.IsEmpty(s) {
 				res.SegmentsMoved++
 			}
+		}
+		// Punched, the emptied segments are taken last: the next group's
+		// values go below them.
+		if err := db.punchEmpty(res, false); err != nil {
+			return err
 		}
 		if o.Progress != nil {
 			o.Progress(*res)

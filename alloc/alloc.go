@@ -89,6 +89,7 @@ type Allocator struct {
 
 	trades, grows, shrinks, doubleFrees atomic.Int64
 	punchedCount                        atomic.Int64 // segments marked punched
+	preferLow                           atomic.Bool  // SetPreferLow (reclaim.go)
 }
 
 // New returns an Allocator for an empty heap (zero segments) of geometry g.
@@ -290,6 +291,11 @@ func (a *Allocator) trade(ci, n int) error {
 		}
 		if f > bestFree {
 			best, bestFree = i, f
+		}
+	}
+	if a.preferLow.Load() {
+		if low := a.lowestWithRoom(segs, n); low >= 0 {
+			best = low
 		}
 	}
 	if best < 0 {
