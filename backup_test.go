@@ -129,9 +129,14 @@ func TestBackupUnderWriters(t *testing.T) {
 	if err != nil || !rep.OK() {
 		t.Fatalf("check of the backup: %v %v", rep, err)
 	}
-	// A second backup to the same directory is refused; the first is intact.
-	if _, err := src.Backup(t.Context(), root+"/backup", nil); !errors.Is(err, fs.ErrExist) {
-		t.Fatalf("backup over an existing directory: %v, want fs.ErrExist", err)
+	// A second backup to the same directory, which is open, is refused;
+	// so is one into a directory that holds something else. The first is
+	// intact.
+	if _, err := src.Backup(t.Context(), root+"/backup", nil); !errors.Is(err, heapkv.ErrLocked) {
+		t.Fatalf("backup into an open copy: %v, want ErrLocked", err)
+	}
+	if _, err := src.Backup(t.Context(), root+"/src", nil); !errors.Is(err, heapkv.ErrInvalidOptions) {
+		t.Fatalf("backup into a directory that is not a backup: %v, want ErrInvalidOptions", err)
 	}
 	if again := contents(t, bk); len(again) != len(got) {
 		t.Fatal("a refused backup changed the existing one")

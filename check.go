@@ -12,17 +12,17 @@ import (
 
 // CheckReport is what Check found.
 type CheckReport struct {
-	Keys              int64 // keys in the index
-	InlineValues      int64
-	HeapValues        int64
-	ValuesVerified    int64 // heap values read back with a matching checksum
-	ReferencedBlocks  int64 // heap blocks referenced by index entries
-	AllocatedBlocks   int64 // heap blocks the allocator holds as in use
-	PendingFreeBlocks int64 // freed blocks waiting for reuse (not leaks)
-	LeakedBlocks      int64 // allocated, not referenced, not pending: should be 0
-	DanglingBlocks    int64 // referenced but not allocated: should be 0
-	DoubleRefBlocks   int64 // referenced by two entries: should be 0
-	Problems          []string
+	Keys              int64    `json:"keys"` // keys in the index
+	InlineValues      int64    `json:"inline_values"`
+	HeapValues        int64    `json:"heap_values"`
+	ValuesVerified    int64    `json:"values_verified"`     // heap values read back with a matching checksum
+	ReferencedBlocks  int64    `json:"referenced_blocks"`   // heap blocks referenced by index entries
+	AllocatedBlocks   int64    `json:"allocated_blocks"`    // heap blocks the allocator holds as in use
+	PendingFreeBlocks int64    `json:"pending_free_blocks"` // freed blocks waiting for reuse (not leaks)
+	LeakedBlocks      int64    `json:"leaked_blocks"`       // allocated, not referenced, not pending: should be 0
+	DanglingBlocks    int64    `json:"dangling_blocks"`     // referenced but not allocated: should be 0
+	DoubleRefBlocks   int64    `json:"double_ref_blocks"`   // referenced by two entries: should be 0
+	Problems          []string `json:"problems"`
 }
 
 // maxProblems bounds how many problem lines a report keeps.

@@ -68,22 +68,24 @@ type CompactOptions struct {
 
 // CompactResult says what Compact did.
 type CompactResult struct {
-	SegmentsMoved   int   // sparse segments whose values were moved out
-	ValuesMoved     int64 // values rewritten elsewhere
-	BytesMoved      int64 // their bytes (as the caller sees them)
-	Conflicts       int64 // moving transactions retried because a key changed
-	SegmentsPunched int   // empty segments given back with a hole
-	HolesPunched    int   // runs of free blocks punched inside other segments
-	SegmentsCut     int   // empty segments cut off the end of the heap
+	SegmentsMoved   int   `json:"segments_moved"`   // sparse segments whose values were moved out
+	ValuesMoved     int64 `json:"values_moved"`     // values rewritten elsewhere
+	BytesMoved      int64 `json:"bytes_moved"`      // their bytes (as the caller sees them)
+	Conflicts       int64 `json:"conflicts"`        // moving transactions retried because a key changed
+	SegmentsPunched int   `json:"segments_punched"` // empty segments given back with a hole
+	HolesPunched    int   `json:"holes_punched"`    // runs of free blocks punched inside other segments
+	SegmentsCut     int   `json:"segments_cut"`     // empty segments cut off the end of the heap
 	// Unsupported is set when the heap's file system cannot punch holes
 	// or truncate (MemFS, a platform other than Linux): values were moved
 	// but no file space was given back.
-	Unsupported bool
+	Unsupported bool `json:"unsupported"`
 	// The heap file (the first in-sync replica) before and after: its
 	// size, and the bytes the file system has allocated to it (-1 where
 	// the platform cannot tell).
-	FileBytesBefore, FileBytesAfter           int64
-	AllocatedBytesBefore, AllocatedBytesAfter int64
+	FileBytesBefore      int64 `json:"file_bytes_before"`
+	FileBytesAfter       int64 `json:"file_bytes_after"`
+	AllocatedBytesBefore int64 `json:"allocated_bytes_before"`
+	AllocatedBytesAfter  int64 `json:"allocated_bytes_after"`
 }
 
 // Compact gives free heap space back to the file system (see above). It

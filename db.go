@@ -207,6 +207,10 @@ func Open(dir string, opts *Options) (_ *DB, err error) {
 		}
 	}()
 	db := newDB(fs, dir, o, lock)
+	if err := refuseUnfinishedIncrement(fs, dir, &o); err != nil {
+		db.closeFiles()
+		return nil, err
+	}
 	if db.encoder, err = newEncoder(o.Compression, o.CompressionLevel); err != nil {
 		db.closeFiles()
 		return nil, err

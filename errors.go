@@ -81,6 +81,11 @@ var (
 	// checkpoint (a crash; open it read-write once to recover them).
 	ErrReadOnly = errors.New("heapkv: database opened read-only")
 
+	// ErrIncompleteBackup is returned by Open for a backup copy whose
+	// incremental update (Backup into an existing backup) was interrupted:
+	// running that Backup again finishes it.
+	ErrIncompleteBackup = errors.New("heapkv: incremental backup not finished")
+
 	// ErrScrubRunning is returned by Scrub while another scrub runs.
 	ErrScrubRunning = errors.New("heapkv: a scrub is already running")
 )

@@ -28,9 +28,14 @@ import (
 // the same dir. The copy holds only live values, written afresh: its heap
 // is as compact as a new database's, and a backup of a mirrored database
 // is a plain single-replica one, without a space reserve (Options.DiskReserve:
-// its first read-write Open makes one). (An incremental backup, copying only the
-// heap blocks the tracking bitmaps mark as written since a previous one,
-// is not built.)
+// its first read-write Open makes one).
+//
+// Increments (increment.go). Every heap value's index entry records the
+// LSN of the write that stored it, so an export can leave out the values
+// an earlier export at LSN Since already holds (ExportOptions.Since): it
+// names their keys only. Backup into a directory that holds an earlier
+// backup of the same database does that and applies the increment in
+// place (ApplyIncrement).
 
 // ErrBadDump marks a stream Import cannot read: not a dump, damaged, cut
 // short. It is dump.ErrFormat.
@@ -45,13 +50,26 @@ type ExportOptions struct {
 	// Progress, if set, is called with the running counts every 10,000
 	// entries and once at the end, on the exporting goroutine.
 	Progress func(ExportStats)
+	// Since, if non-zero, makes Export write an increment to the export
+	// this database made at LSN Since (its ExportStats.LSN): a heap value
+	// written at or before Since is written as its key alone; other
+	// values, and inline ones (which record no LSN), go whole; a key the
+	// increment does not name was deleted. ApplyIncrement applies it to a
+	// copy of that export. Backup sets it itself.
+	Since uint64
 }
 
 // ExportStats counts what an Export, Import or Backup moved.
 type ExportStats struct {
-	Entries int64  `json:"entries"`
-	Bytes   int64  `json:"bytes"` // keys and values
-	LSN     uint64 `json:"lsn"`   // of the snapshot exported
+	Entries int64  `json:"entries"` // keys, kept ones included
+	Bytes   int64  `json:"bytes"`   // keys and values
+	LSN     uint64 `json:"lsn"`     // of the snapshot exported
+	// Kept counts the keys of an increment whose values were left out
+	// (unchanged since ExportOptions.Since); Deleted the keys an applied
+	// increment removed. Since is the LSN an increment follows.
+	Kept    int64  `json:"kept,omitempty"`
+	Deleted int64  `json:"deleted,omitempty"`
+	Since   uint64 `json:"since,omitempty"`
 }
 
 // progressEvery is how many entries pass between Progress calls.
@@ -70,7 +88,11 @@ func (db *DB) Export(ctx context.Context, w io.Writer, opts *ExportOptions) (Exp
 		return ExportStats{}, err
 	}
 	defer snap.Close()
-	st := ExportStats{LSN: uint64(snap.ref.lsn)}
+	st := ExportStats{LSN: uint64(snap.ref.lsn), Since: o.Since}
+	pacer := pace.New(o.BytesPerSecond)
+	if o.Since > 0 {
+		return db.exportIncrement(ctx, w, snap, &o, pacer, st)
+	}
 	it, err := snap.NewIter(nil)
 	if err != nil {
 		return st, err
@@ -80,7 +102,6 @@ func (db *DB) Export(ctx context.Context, w io.Writer, opts *ExportOptions) (Exp
 	if err != nil {
 		return st, err
 	}
-	pacer := pace.New(o.BytesPerSecond)
 	for ok := it.First(); ok; ok = it.Next() {
 		k, v, err := it.KeyValue()
 		if err != nil {
@@ -113,6 +134,9 @@ func (db *DB) Export(ctx context.Context, w io.Writer, opts *ExportOptions) (Exp
 	return st, nil
 }
 
+// dumpLimits are the bounds a dump's keys and values must keep.
+var dumpLimits = dump.Limits{MaxKey: MaxKeySize, MaxValue: MaxValueSize}
+
 // importBatchBytes bounds the keys and values one Import batch holds.
 const importBatchBytes = 4 << 20
 
@@ -123,6 +147,12 @@ const importBatchBytes = 4 << 20
 // then, as after any failure or a crash, dir does not exist: the database
 // is built in dir + ".partial" and renamed to dir once complete and synced.
 func Import(ctx context.Context, dir string, r io.Reader, opts *Options) (ExportStats, error) {
+	return importDB(ctx, dir, r, opts, nil)
+}
+
+// importDB is Import; finish, if set, runs on the loaded and synced copy
+// before it is closed and renamed into place.
+func importDB(ctx context.Context, dir string, r io.Reader, opts *Options, finish func(*DB, ExportStats) error) (ExportStats, error) {
 	o, err := opts.withDefaults()
 	if err != nil {
 		return ExportStats{}, err
@@ -152,6 +182,9 @@ func Import(ctx context.Context, dir string, r io.Reader, opts *Options) (Export
 	if err == nil {
 		err = db.Sync()
 	}
+	if err == nil && finish != nil {
+		err = finish(db, st)
+	}
 	if cerr := db.Close(); err == nil {
 		err = cerr
 	}
@@ -172,9 +205,13 @@ func Import(ctx context.Context, dir string, r io.Reader, opts *Options) (Export
 
 // load writes every entry of the dump on r to db, in batches.
 func (db *DB) load(ctx context.Context, r io.Reader) (ExportStats, error) {
-	dr, h, err := dump.NewReader(r, dump.Limits{MaxKey: MaxKeySize, MaxValue: MaxValueSize})
+	dr, h, err := dump.NewReader(r, dumpLimits)
 	if err != nil {
 		return ExportStats{}, err
+	}
+	if h.Incremental {
+		return ExportStats{}, fmt.Errorf("%w: an increment (from LSN %d to %d) makes no database alone: apply it to a copy of the export at LSN %d (ApplyIncrement)",
+			ErrBadDump, h.Since, h.LSN, h.Since)
 	}
 	st := ExportStats{LSN: h.LSN}
 	b := db.NewBatch()
@@ -212,29 +249,60 @@ func (db *DB) load(ctx context.Context, r io.Reader) (ExportStats, error) {
 }
 
 // Backup writes a consistent copy of the database, as of a snapshot taken
-// now, to the new directory dir (which must not exist; its parent must),
-// while writers go on. The copy is a database of its own, made with this
-// one's options but without mirrors; open it (or restore it by moving it
-// into place) as any other. See Import for what a failure or a crash
-// leaves: dir complete, or no dir.
+// now, to dir, while writers go on. The copy is a database of its own,
+// made with this one's options but without mirrors; open it (or restore
+// it by moving it into place) as any other.
+//
+// If dir does not exist (its parent must), the copy is made whole; see
+// Import for what a failure or a crash leaves: dir complete, or no dir.
+// If dir holds an earlier backup of this database, Backup brings it up to
+// date incrementally: it copies only the values written since that
+// backup's LSN, and deletes what was deleted since (ApplyIncrement). A
+// crash or failure meanwhile leaves a copy that Open refuses with
+// ErrIncompleteBackup until Backup is run again. opts.Since, if set, must
+// be that backup's LSN.
 func (db *DB) Backup(ctx context.Context, dir string, opts *ExportOptions) (ExportStats, error) {
+	var eo ExportOptions
+	if opts != nil {
+		eo = *opts
+	}
 	o := db.opts
 	o.Mirrors, o.ReadOnly, o.Logger = nil, false, db.logger.With("backup", dir)
+	if _, err := o.fs.Stat(dir); err == nil {
+		return db.backupIncrement(ctx, dir, o, eo)
+	}
+	if eo.Since != 0 {
+		return ExportStats{}, fmt.Errorf("heapkv: backup since LSN %d into %s: %w", eo.Since, dir, fs.ErrNotExist)
+	}
+	var st ExportStats
+	err := db.exportTo(ctx, eo, func(r io.Reader) error {
+		var err error
+		st, err = importDB(ctx, dir, r, &o, func(cp *DB, st ExportStats) error {
+			return cp.writeBackupState(backupState{state: backupComplete, source: db.id, sourceLSN: st.LSN, ownLSN: cp.applied.Load()})
+		})
+		return err
+	})
+	if err != nil {
+		return st, fmt.Errorf("heapkv: backup to %s: %w", dir, err)
+	}
+	return st, nil
+}
+
+// exportTo runs Export with eo into a pipe that consume reads, and returns
+// the first of their errors (an export error reaches consume through the
+// pipe too).
+func (db *DB) exportTo(ctx context.Context, eo ExportOptions, consume func(io.Reader) error) error {
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		_, err := db.Export(ctx, pw, opts)
+		_, err := db.Export(ctx, pw, &eo)
 		pw.CloseWithError(err) // nil: the reader sees io.EOF after End
 		done <- err
 	}()
-	st, err := Import(ctx, dir, pr, &o)                             // an export error reaches it through the pipe
-	pr.CloseWithError(errors.New("heapkv: backup: import stopped")) // ends an export still writing
-	eerr := <-done
-	switch {
-	case err != nil:
-		return st, fmt.Errorf("heapkv: backup: %w", err)
-	case eerr != nil:
-		return st, fmt.Errorf("heapkv: backup to %s: %w", dir, eerr)
+	err := consume(pr)
+	pr.CloseWithError(errors.New("heapkv: backup: the copy stopped reading")) // ends an export still writing
+	if eerr := <-done; err == nil {
+		err = eerr
 	}
-	return st, nil
+	return err
 }

@@ -11,16 +11,16 @@ import (
 // Quantiles are estimated from power-of-two buckets: within a factor of
 // two, interpolated inside the bucket.
 type Latency struct {
-	Count int64
-	Sum   time.Duration
-	Mean  time.Duration
-	P50   time.Duration
-	P99   time.Duration
-	P999  time.Duration
+	Count int64         `json:"count"`
+	Sum   time.Duration `json:"sum_ns"`
+	Mean  time.Duration `json:"mean_ns"`
+	P50   time.Duration `json:"p50_ns"`
+	P99   time.Duration `json:"p99_ns"`
+	P999  time.Duration `json:"p999_ns"`
 	// Buckets[i] counts the durations d with 2^(i-1) <= d < 2^i
 	// nanoseconds (Buckets[0] those of 0): for exporters that want the
 	// whole distribution (package promstats).
-	Buckets [histo.Buckets]int64
+	Buckets [histo.Buckets]int64 `json:"buckets"`
 }
 
 // String renders l for a person.

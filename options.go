@@ -249,6 +249,9 @@ type Options struct {
 	// tests: every entry-cache hit is compared with the index, and Get
 	// fails if they differ (entrycache.go)
 	crossCheckEntryCache bool
+	// applyingIncrement lets Open open a backup copy whose incremental
+	// update is in progress (backupstate.go): only Backup sets it.
+	applyingIncrement bool
 }
 
 // withDefaults returns a validated copy of o with every zero field set.

@@ -45,6 +45,9 @@ func openReadOnly(fsys vfs.FS, dir string, o Options) (_ *DB, err error) {
 			db.closeFiles()
 		}
 	}()
+	if err := refuseUnfinishedIncrement(fsys, dir, &o); err != nil {
+		return nil, err
+	}
 	// No encoder: a read-only handle writes no value.
 	if err := db.recoverReadOnly(); err != nil {
 		return nil, err

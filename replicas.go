@@ -32,23 +32,23 @@ func (s ReplicaState) String() string { return mirror.State(s).String() }
 
 // ReplicaStatus describes one heap replica.
 type ReplicaStatus struct {
-	ID           int    // 0 is the heap in the database directory; mirrors follow in the order added
-	Path         string // the replica's heap file
-	State        ReplicaState
-	StaleLSN     uint64 // not in sync: the replica holds every write up to this LSN
-	Detached     bool   // stale by DetachReplica: Open does not attach it automatically
-	Available    bool   // its file is open (a stale replica whose disk is gone is not)
-	FullCopy     bool   // no tracking bitmap covers StaleLSN: the next resync copies every allocated block
-	BlocksToSync int64  // blocks changed and not yet copied (an upper bound: some may be free); -1 if FullCopy
-	BlocksSynced int64  // blocks already brought up to date (the sync bitmap of an interrupted resync)
-	BlocksCopied int64  // blocks copied by the running or last resync
-	BytesCopied  int64
-	Source       int    // replica the running or last resync copies from; -1 if none
-	LastFullCopy bool   // the running or last resync is a full copy
-	Cause        string // why the replica is not in sync
-	ReadErrors   int64  // reads of this replica that failed
-	BadCopies    int64  // copies on it found bad (checksum or read error) by reads and scrubs
-	Repairs      int64  // bad copies on it rewritten from a good one
+	ID           int          `json:"id"`   // 0 is the heap in the database directory; mirrors follow in the order added
+	Path         string       `json:"path"` // the replica's heap file
+	State        ReplicaState `json:"state"`
+	StaleLSN     uint64       `json:"stale_lsn"`      // not in sync: the replica holds every write up to this LSN
+	Detached     bool         `json:"detached"`       // stale by DetachReplica: Open does not attach it automatically
+	Available    bool         `json:"available"`      // its file is open (a stale replica whose disk is gone is not)
+	FullCopy     bool         `json:"full_copy"`      // no tracking bitmap covers StaleLSN: the next resync copies every allocated block
+	BlocksToSync int64        `json:"blocks_to_sync"` // blocks changed and not yet copied (an upper bound: some may be free); -1 if FullCopy
+	BlocksSynced int64        `json:"blocks_synced"`  // blocks already brought up to date (the sync bitmap of an interrupted resync)
+	BlocksCopied int64        `json:"blocks_copied"`  // blocks copied by the running or last resync
+	BytesCopied  int64        `json:"bytes_copied"`
+	Source       int          `json:"source"`         // replica the running or last resync copies from; -1 if none
+	LastFullCopy bool         `json:"last_full_copy"` // the running or last resync is a full copy
+	Cause        string       `json:"cause"`          // why the replica is not in sync
+	ReadErrors   int64        `json:"read_errors"`    // reads of this replica that failed
+	BadCopies    int64        `json:"bad_copies"`     // copies on it found bad (checksum or read error) by reads and scrubs
+	Repairs      int64        `json:"repairs"`        // bad copies on it rewritten from a good one
 }
 
 // attachOp is a running AttachReplica; others for the same replica wait.

@@ -12,23 +12,23 @@ import (
 
 // ScrubReport is what Scrub found and fixed.
 type ScrubReport struct {
-	Values        int64 // heap values verified
-	Copies        int64 // copies read: one per value and in-sync replica
-	BytesRead     int64 // bytes read over all copies
-	BadCopies     int64 // copies that failed their checksum or could not be read
-	ReadErrors    int64 // the bad copies that could not be read at all
-	Repaired      int64 // bad copies rewritten from a good copy
-	Unrecoverable int64 // values with no good copy: reading them fails with ErrCorrupt
-	Replicas      []ScrubReplicaReport
-	Problems      []string // the first maxProblems values with no good copy
-	Duration      time.Duration
+	Values        int64                `json:"values"`        // heap values verified
+	Copies        int64                `json:"copies"`        // copies read: one per value and in-sync replica
+	BytesRead     int64                `json:"bytes_read"`    // bytes read over all copies
+	BadCopies     int64                `json:"bad_copies"`    // copies that failed their checksum or could not be read
+	ReadErrors    int64                `json:"read_errors"`   // the bad copies that could not be read at all
+	Repaired      int64                `json:"repaired"`      // bad copies rewritten from a good copy
+	Unrecoverable int64                `json:"unrecoverable"` // values with no good copy: reading them fails with ErrCorrupt
+	Replicas      []ScrubReplicaReport `json:"replicas"`
+	Problems      []string             `json:"problems"` // the first maxProblems values with no good copy
+	Duration      time.Duration        `json:"duration_ns"`
 }
 
 // ScrubReplicaReport is what Scrub found on one replica.
 type ScrubReplicaReport struct {
-	ID        int
-	BadCopies int64
-	Repaired  int64
+	ID        int   `json:"id"`
+	BadCopies int64 `json:"bad_copies"`
+	Repaired  int64 `json:"repaired"`
 }
 
 // String summarises the report.

@@ -75,98 +75,98 @@ type opStats struct {
 
 // Stats is a point-in-time summary of a database. Byte counts are bytes.
 type Stats struct {
-	FormatVersion   uint32 // on-disk format version
-	BlockSize       int    // heap block size in bytes, fixed at creation
-	SegmentSize     int64  // heap segment size in bytes, fixed at creation
-	Keys            int64  // live keys
-	InlineBytes     int64  // value bytes stored inline in the index
-	HeapValueBytes  int64  // value bytes of heap values (before compression)
-	HeapStoredBytes int64  // bytes those values occupy in the heap (after compression)
-	HeapLiveBytes   int64  // heap blocks referenced by live values, in bytes
-	HeapAllocBytes  int64  // heap blocks allocated (live + deferred frees + in-flight writes), in bytes
-	HeapPendingFree int64  // heap bytes freed but not yet reusable (invariant 5)
-	HeapFileBytes   int64  // heap file size: header area plus every segment
-	HeapSegments    int    // segments in the heap
+	FormatVersion   uint32 `json:"format_version"`    // on-disk format version
+	BlockSize       int    `json:"block_size"`        // heap block size in bytes, fixed at creation
+	SegmentSize     int64  `json:"segment_size"`      // heap segment size in bytes, fixed at creation
+	Keys            int64  `json:"keys"`              // live keys
+	InlineBytes     int64  `json:"inline_bytes"`      // value bytes stored inline in the index
+	HeapValueBytes  int64  `json:"heap_value_bytes"`  // value bytes of heap values (before compression)
+	HeapStoredBytes int64  `json:"heap_stored_bytes"` // bytes those values occupy in the heap (after compression)
+	HeapLiveBytes   int64  `json:"heap_live_bytes"`   // heap blocks referenced by live values, in bytes
+	HeapAllocBytes  int64  `json:"heap_alloc_bytes"`  // heap blocks allocated (live + deferred frees + in-flight writes), in bytes
+	HeapPendingFree int64  `json:"heap_pending_free"` // heap bytes freed but not yet reusable (invariant 5)
+	HeapFileBytes   int64  `json:"heap_file_bytes"`   // heap file size: header area plus every segment
+	HeapSegments    int    `json:"heap_segments"`     // segments in the heap
 	// Fragmentation and space given back (compact.go): segments with no
 	// live block, those of them given back to the file system with a
 	// hole, segments at most half live, and the bytes the file system has
 	// allocated to the heap file (first in-sync replica; -1 where the
 	// platform cannot tell), which holes make smaller than HeapFileBytes.
-	HeapEmptySegments      int
-	HeapPunchedSegments    int
-	HeapSparseSegments     int
-	HeapFileAllocatedBytes int64
+	HeapEmptySegments      int   `json:"heap_empty_segments"`
+	HeapPunchedSegments    int   `json:"heap_punched_segments"`
+	HeapSparseSegments     int   `json:"heap_sparse_segments"`
+	HeapFileAllocatedBytes int64 `json:"heap_file_allocated_bytes"`
 
-	LogBytes      int64 // bytes in log files on disk
-	LogFiles      int   // log files on disk
-	LSN           uint64
-	CheckpointLSN uint64
-	Checkpoints   int64 // checkpoints written by this handle
-	Commits       int64 // writes (Put, Delete, Apply) committed by this handle
-	CommitGroups  int64 // log appends those commits were grouped into
-	AvgGroupSize  float64
-	Fsyncs        int64 // fsyncs of the heap, the log and its sync mark by this handle
-	Gets          int64
-	IndexBytes    int64 // index (Pebble) size on disk
+	LogBytes      int64   `json:"log_bytes"` // bytes in log files on disk
+	LogFiles      int     `json:"log_files"` // log files on disk
+	LSN           uint64  `json:"lsn"`
+	CheckpointLSN uint64  `json:"checkpoint_lsn"`
+	Checkpoints   int64   `json:"checkpoints"`   // checkpoints written by this handle
+	Commits       int64   `json:"commits"`       // writes (Put, Delete, Apply) committed by this handle
+	CommitGroups  int64   `json:"commit_groups"` // log appends those commits were grouped into
+	AvgGroupSize  float64 `json:"avg_group_size"`
+	Fsyncs        int64   `json:"fsyncs"` // fsyncs of the heap, the log and its sync mark by this handle
+	Gets          int64   `json:"gets"`
+	IndexBytes    int64   `json:"index_bytes"` // index (Pebble) size on disk
 	// The index's LSM shape (Pebble's metrics): tables in all levels and
 	// in L0, its read amplification (L0 sublevels plus non-empty levels),
 	// the bytes compactions estimate they owe, compactions run, and the
 	// memory its memtables take.
-	IndexTables         int64
-	IndexL0Tables       int64
-	IndexReadAmp        int
-	IndexCompactionDebt int64
-	IndexCompactions    int64
-	IndexMemTableBytes  int64
+	IndexTables         int64 `json:"index_tables"`
+	IndexL0Tables       int64 `json:"index_l0_tables"`
+	IndexReadAmp        int   `json:"index_read_amp"`
+	IndexCompactionDebt int64 `json:"index_compaction_debt"`
+	IndexCompactions    int64 `json:"index_compactions"`
+	IndexMemTableBytes  int64 `json:"index_memtable_bytes"`
 	// The index's block cache: bytes of table blocks it holds (room for
 	// Options.IndexCacheSize beside full memtables, more while they take
 	// less), and the lookups it answered and missed since Open.
-	IndexCacheBytes  int64
-	IndexCacheHits   int64
-	IndexCacheMisses int64
+	IndexCacheBytes  int64 `json:"index_cache_bytes"`
+	IndexCacheHits   int64 `json:"index_cache_hits"`
+	IndexCacheMisses int64 `json:"index_cache_misses"`
 	// KeyFilterSkips counts the write operations (each Put or Delete of a
 	// batch) since Open whose key the key filter ruled out, which
 	// therefore did not look up the key's old entry.
-	KeyFilterSkips int64
-	Failed         string // the failure that stopped writes (ErrFailed), or ""
-	DiskFull       bool   // the space reserve is released (Options.DiskReserve)
+	KeyFilterSkips int64  `json:"key_filter_skips"`
+	Failed         string `json:"failed"`    // the failure that stopped writes (ErrFailed), or ""
+	DiskFull       bool   `json:"disk_full"` // the space reserve is released (Options.DiskReserve)
 
 	// Readers (snapshot.go): open snapshots, iterators and transactions;
 	// the LSN and age of the oldest, which holds back the reuse of every
 	// heap block freed after it (invariant 5); transactions committed and
 	// failed with ErrConflict by this handle; keys the conflict tracker
 	// remembers for open read-write transactions.
-	OpenSnapshots   int
-	OpenIterators   int
-	OpenTxns        int
-	OldestReaderLSN uint64
-	OldestReaderAge time.Duration
-	TxnCommits      int64
-	TxnConflicts    int64
-	TxnTrackedKeys  int64
+	OpenSnapshots   int           `json:"open_snapshots"`
+	OpenIterators   int           `json:"open_iterators"`
+	OpenTxns        int           `json:"open_txns"`
+	OldestReaderLSN uint64        `json:"oldest_reader_lsn"`
+	OldestReaderAge time.Duration `json:"oldest_reader_age_ns"`
+	TxnCommits      int64         `json:"txn_commits"`
+	TxnConflicts    int64         `json:"txn_conflicts"`
+	TxnTrackedKeys  int64         `json:"txn_tracked_keys"`
 
 	// Heap values written by this handle: how many, their bytes before and
 	// after compression (Options.Compression), and how many were stored
 	// compressed (only values whose compression saves a heap block are).
-	HeapValuesWritten    int64
-	HeapWrittenBytes     int64
-	HeapWrittenStored    int64
-	HeapValuesCompressed int64
+	HeapValuesWritten    int64 `json:"heap_values_written"`
+	HeapWrittenBytes     int64 `json:"heap_written_bytes"`
+	HeapWrittenStored    int64 `json:"heap_written_stored"`
+	HeapValuesCompressed int64 `json:"heap_values_compressed"`
 
 	// Value cache (Options.ValueCacheSize): Gets of heap values served from
 	// memory (hits) or from the heap (misses), entries evicted to make room,
 	// and the bytes the entries hold (values plus per-entry overhead).
-	ValueCacheHits      int64
-	ValueCacheMisses    int64
-	ValueCacheEvictions int64
-	ValueCacheBytes     int64
+	ValueCacheHits      int64 `json:"value_cache_hits"`
+	ValueCacheMisses    int64 `json:"value_cache_misses"`
+	ValueCacheEvictions int64 `json:"value_cache_evictions"`
+	ValueCacheBytes     int64 `json:"value_cache_bytes"`
 
 	// The index-entry cache (Options.EntryCacheSize): lookups served from
 	// it and lookups that read the index (a Get's, and an overwrite's of
 	// the entry it replaces), and the bytes it holds.
-	EntryCacheHits   int64
-	EntryCacheMisses int64
-	EntryCacheBytes  int64
+	EntryCacheHits   int64 `json:"entry_cache_hits"`
+	EntryCacheMisses int64 `json:"entry_cache_misses"`
+	EntryCacheBytes  int64 `json:"entry_cache_bytes"`
 
 	// Heap replicas (replicas.go; details in DB.Replicas): how many there
 	// are and are in sync, bad copies rewritten by reads of this handle,
@@ -174,21 +174,21 @@ type Stats struct {
 	// HeapMapped says whether reads go through a memory map of the heap
 	// (Options.NoHeapMap); HeapMapFaults counts reads that faulted on it
 	// and were served by pread instead.
-	Replicas       int
-	ReplicasInSync int
-	ReadRepairs    int64
-	HeapMapped     bool
-	HeapMapFaults  int64
-	ScrubRunning   bool
-	ScrubValues    int64
-	ScrubBytes     int64
+	Replicas       int   `json:"replicas"`
+	ReplicasInSync int   `json:"replicas_in_sync"`
+	ReadRepairs    int64 `json:"read_repairs"`
+	HeapMapped     bool  `json:"heap_mapped"`
+	HeapMapFaults  int64 `json:"heap_map_faults"`
+	ScrubRunning   bool  `json:"scrub_running"`
+	ScrubValues    int64 `json:"scrub_values"`
+	ScrubBytes     int64 `json:"scrub_bytes"`
 
 	// Latencies since Open (latency.go): of writes (Put, Delete, Apply and
 	// transaction commits, from the call to its return; successful ones
 	// only) and of the flushes that make writes durable (the heap's, when
 	// due, and the log's, timed together).
-	WriteLatency Latency
-	SyncLatency  Latency
+	WriteLatency Latency `json:"write_latency"`
+	SyncLatency  Latency `json:"sync_latency"`
 }
 
 // Stats returns current statistics.

@@ -5,7 +5,8 @@
 // # Model
 //
 // The heap is a sequence of segments (Geometry.SegmentBlocks blocks each) that
-// only ever grows. Each segment has a bitmap (a set bit is an allocated block),
+// grows as writers need it and shrinks only when a reclaimer cuts empty
+// segments off its end (ShrinkTail). Each segment has a bitmap (a set bit is an allocated block),
 // an atomic count of free blocks, and at most one owner. The owners are
 // cursors: an Allocator has Config.Cursors of them, each a mutex plus the one
 // segment it owns. Allocate takes any idle cursor (TryLock, starting at a
@@ -39,6 +40,15 @@
 // record that freed it is durable and no reader can still see it (design
 // invariant 5).
 //
+// # Reclaiming space
+//
+// A reclaimer (heapkv's Compact) holds segments no cursor owns, so that no
+// block is allocated in them while it moves their extents out or gives
+// their file space back; it releases an emptied one marked punched, and
+// trades take punched segments last. SetPreferLow makes trades fill the
+// start of the heap while a compaction empties its end. reclaim.go has the
+// details.
+//
 // # Snapshots and recovery
 //
 // Snapshot copies every bitmap while holding every cursor, then removes the
@@ -55,5 +65,6 @@
 // Lock order: a cursor's mu, then the pool mu. Snapshot takes every cursor's
 // mu in index order; nothing blocks on a second cursor's mu while holding
 // one (the only other cursor lock taken under a cursor lock is a TryLock).
-// No lock is held across I/O: the package does none.
+// The package does no I/O, and holds a lock across the caller's I/O in one
+// place only: ShrinkTail calls its truncate function with the pool mu held.
 package alloc

@@ -237,7 +237,7 @@ func cmdGet(s *shell, args []word) (result, error) {
 	}
 	v, err := s.get(k)
 	if errors.Is(err, heapkv.ErrNotFound) {
-		return result{}, fmt.Errorf("not found: %s", formatBytes(string(k), s.limit))
+		return result{}, withCode(fmt.Errorf("not found: %s", formatBytes(string(k), s.limit)), "not_found")
 	} else if err != nil {
 		return result{}, err
 	}

@@ -13,6 +13,8 @@
 //
 //	-d DIR      database directory (default ./heapkv-data), created if missing
 //	            by the shell, which says so ("created new database in DIR");
+//	            on a terminal, a -d naming a directory that does not exist
+//	            is confirmed first;
 //	            its parent must exist. check, info and stats require an
 //	            existing database
 //	-c CMDS     run CMDS instead of reading commands from stdin
@@ -119,6 +121,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	nosync := fs.Bool("nosync", false, "do not sync each write (sync, checkpoint or quit does)")
 	limit := fs.Int("limit", 1024, "show at most `N` bytes of a value; 0 shows all")
 	keepGoing := fs.Bool("continue-on-error", false, "with -c or piped input, run every statement after an error (the exit status is still 1)")
+	since := fs.Uint64("since", 0, "dump: write an increment to the dump taken at `LSN` (its LSN is printed when it is made); backup: the LSN the existing backup in DEST must hold")
 	readOnly := fs.Bool("readonly", false, "open the database read-only: writes fail, no file changes (check, info and stats always open read-only)")
 	var mirrors stringList
 	var resyncRate, scrubRate byteRate
@@ -129,9 +132,11 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, `usage: heapkv [flags]                  shell (interactive, or commands piped on stdin)
        heapkv [flags] -c 'CMD; CMD...'  run commands and exit
        heapkv [flags] check|info|stats|scrub|compact [DIR]
-       heapkv [flags] dump [DIR] > FILE       write every key and value to a dump (a versioned, checksummed stream)
-       heapkv [flags] load DIR < FILE         make the new database DIR from a dump
-       heapkv [flags] backup [DIR] DEST       copy the database, as of one moment, to the new directory DEST
+       heapkv [flags] dump [DIR] > FILE       write every key and value to a dump (a versioned, checksummed stream);
+                                              with -since LSN, only what changed since the dump at LSN (an increment)
+       heapkv [flags] load DIR < FILE         make the new database DIR from a dump, or apply an increment to DIR
+       heapkv [flags] backup [DIR] DEST       copy the database, as of one moment, to the new directory DEST;
+                                              if DEST holds an earlier backup, copy only what changed since
        heapkv version                         print the program's module version and Go version
 check, info, stats, dump and backup open the database read-only; scrub and compact open it read-write.
 flags:
@@ -144,8 +149,8 @@ flags:
 		}
 		return 2
 	}
-	cSet := false
-	fs.Visit(func(f *flag.Flag) { cSet = cSet || f.Name == "c" })
+	cSet, dSet := false, false
+	fs.Visit(func(f *flag.Flag) { cSet, dSet = cSet || f.Name == "c", dSet || f.Name == "d" })
 	if *limit < 0 {
 		fmt.Fprintln(stderr, "error: -limit must not be negative")
 		return 2
@@ -190,6 +195,10 @@ flags:
 		if sub == "load" {
 			return runLoad(*dir, stdin, stderr)
 		}
+		if *since != 0 && sub != "dump" && sub != "backup" {
+			fmt.Fprintf(stderr, "error: -since is for dump and backup, not %s\n", sub)
+			return 2
+		}
 		if err := mustExist(*dir); err != nil {
 			fmt.Fprintln(stderr, "error: "+err.Error())
 			return 1
@@ -208,6 +217,16 @@ flags:
 		Logger:     slog.New(slog.NewTextHandler(status, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
 	isNew := !holdsDatabase(*dir)
+	_, statErr := os.Stat(*dir)
+	missing := errors.Is(statErr, os.ErrNotExist) && !opts.ReadOnly
+	if missing && dSet && sub == "" && !cSet && isTerminal(stdin) {
+		// A mistyped -d would make a new, empty database: ask first.
+		fmt.Fprintf(stderr, "%s does not exist. Create a new database there? [y/N] ", *dir)
+		if !confirmed(stdin) {
+			fmt.Fprintln(stderr, "nothing created")
+			return 1
+		}
+	}
 	db, err := heapkv.Open(*dir, opts)
 	if err != nil {
 		msg := errText(err)
@@ -220,7 +239,10 @@ flags:
 		fmt.Fprintf(stderr, "error: open %s: %s\n", *dir, msg)
 		return 1
 	}
-	if isNew {
+	switch {
+	case isNew && missing && dSet:
+		fmt.Fprintf(stderr, "created new database in %s (the directory did not exist)\n", *dir)
+	case isNew:
 		fmt.Fprintf(stderr, "created new database in %s\n", *dir)
 	}
 	s := &shell{db: db, dir: *dir, out: stdout, errw: stderr, status: status, json: *jsonOut, nosync: *nosync, limit: *limit, keepGoing: *keepGoing}
@@ -228,7 +250,7 @@ flags:
 	var runErr error
 	switch {
 	case sub == "dump" || sub == "backup":
-		runErr = runTransfer(db, sub, dest, stdout, stderr)
+		runErr = runTransfer(db, sub, dest, *since, stdout, stderr)
 	case sub != "":
 		runErr = s.exec([]word{{text: sub}}, "")
 	case cSet:
@@ -279,6 +301,21 @@ func holdsDatabase(dir string) bool {
 		}
 	}
 	return false
+}
+
+// confirmed reads one line from r, a byte at a time (the line editor
+// reads r next), and reports whether it is "y" or "yes".
+func confirmed(r io.Reader) bool {
+	var line []byte
+	var b [1]byte
+	for len(line) < 64 {
+		if n, err := r.Read(b[:]); n == 0 || err != nil || b[0] == '\n' || b[0] == '\r' {
+			break
+		}
+		line = append(line, b[0])
+	}
+	a := strings.ToLower(strings.TrimSpace(string(line)))
+	return a == "y" || a == "yes"
 }
 
 // isTerminal reports whether r is a terminal.

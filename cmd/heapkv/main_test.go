@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -255,11 +256,30 @@ func TestJSONOutput(t *testing.T) {
 	require.Equal(t, "00ff", objs[3]["value_hex"])
 	require.Equal(t, true, objs[4]["exists"])
 	require.Equal(t, 2.0, objs[5]["writes"])
-	require.Equal(t, 4.0, objs[6]["stats"].(map[string]any)["Keys"])
+	require.Equal(t, 4.0, objs[6]["stats"].(map[string]any)["keys"])
 	require.Equal(t, 4.0, objs[7]["keys"])
-	require.Equal(t, 4.0, objs[8]["report"].(map[string]any)["Keys"])
+	require.Equal(t, 4.0, objs[8]["report"].(map[string]any)["keys"])
 	require.Contains(t, objs[9]["text"], "usage: get KEY")
-	require.Equal(t, map[string]any{"cmd": "get", "ok": false, "error": `not found: "nope"`}, objs[10])
+	require.Equal(t, map[string]any{"cmd": "get", "ok": false, "error": `not found: "nope"`, "code": "not_found"}, objs[10])
+	// One key style: every key of every object, nested ones too, is
+	// snake_case.
+	var walk func(v any)
+	walk = func(v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			for k, x := range v {
+				require.Regexp(t, `^[a-z][a-z0-9_]*$`, k)
+				walk(x)
+			}
+		case []any:
+			for _, x := range v {
+				walk(x)
+			}
+		}
+	}
+	for _, o := range objs {
+		walk(o)
+	}
 
 	// Syntax errors and unknown commands are JSON too.
 	out, _, code = cli(t, "", "-d", dir, "--json", "-c", "put 'x")
@@ -267,9 +287,14 @@ func TestJSONOutput(t *testing.T) {
 	var obj map[string]any
 	require.NoError(t, json.Unmarshal([]byte(out), &obj))
 	require.Equal(t, false, obj["ok"])
+	require.Equal(t, "syntax", obj["code"])
 	out, _, _ = cli(t, "", "-d", dir, "--json", "-c", "gte")
 	require.NoError(t, json.Unmarshal([]byte(out), &obj))
 	require.Equal(t, "gte", obj["cmd"])
+	require.Equal(t, "unknown_command", obj["code"])
+	out, _, _ = cli(t, "", "-d", dir, "--json", "-c", "get")
+	require.NoError(t, json.Unmarshal([]byte(out), &obj))
+	require.Equal(t, "usage", obj["code"])
 }
 
 func TestOperatorSubcommands(t *testing.T) {
@@ -289,7 +314,7 @@ func TestOperatorSubcommands(t *testing.T) {
 	require.Equal(t, 0, code)
 	var obj map[string]any
 	require.NoError(t, json.Unmarshal([]byte(out), &obj))
-	require.Equal(t, 2.0, obj["stats"].(map[string]any)["Keys"])
+	require.Equal(t, 2.0, obj["stats"].(map[string]any)["keys"])
 
 	out, _, code = cli(t, "", "-d", dir, "info")
 	require.Equal(t, 0, code)
@@ -425,6 +450,8 @@ func TestDumpLoadBackup(t *testing.T) {
 	dump, errs, code := cli(t, "", "dump", src)
 	require.Equal(t, 0, code, errs)
 	require.Contains(t, errs, "dumped 2 keys")
+	m := regexp.MustCompile(`as of LSN (\d+)`).FindStringSubmatch(errs)
+	require.NotNil(t, m, errs)
 	loaded := filepath.Join(root, "loaded")
 	_, errs, code = cli(t, dump, "load", loaded)
 	require.Equal(t, 0, code, errs)
@@ -447,10 +474,31 @@ func TestDumpLoadBackup(t *testing.T) {
 	requireOneError(t, errs, "bad format")
 	_, err := os.Stat(bad)
 	require.True(t, os.IsNotExist(err))
-	// Backup and load never write over a directory.
+	// A full dump never loads over a database.
 	_, errs, code = cli(t, dump, "load", loaded)
 	require.Equal(t, 1, code)
-	requireOneError(t, errs, "exists")
+	requireOneError(t, errs, "is not an increment")
+
+	// Increments: dump -since the first dump's LSN, loaded into its copy;
+	// backup into the earlier backup. Both end with the source's state.
+	_, errs, code = cli(t, "", "-d", src, "-c", "put a 9; put d 4; del b")
+	require.Equal(t, 0, code, errs)
+	incr, errs, code := cli(t, "", "-since", m[1], "dump", src)
+	require.Equal(t, 0, code, errs)
+	require.Contains(t, errs, "dumped the changes from LSN "+m[1])
+	_, errs, code = cli(t, incr, "load", loaded)
+	require.Equal(t, 0, code, errs)
+	require.Contains(t, errs, "1 deleted")
+	_, errs, code = cli(t, "", "-d", src, "backup", filepath.Join(root, "backup"))
+	require.Equal(t, 0, code, errs)
+	require.Contains(t, errs, "the changes from LSN")
+	for _, d := range []string{loaded, filepath.Join(root, "backup")} {
+		out, errs, code := cli(t, "", "-d", d, "-readonly", "--json", "-c", "get a; get d; exists b")
+		require.Equal(t, 0, code, errs)
+		require.Contains(t, out, `"9"`)
+		require.Contains(t, out, `"4"`)
+		require.Contains(t, out, "false")
+	}
 }
 
 // compact gives the space of deleted values back: the heap file shrinks,

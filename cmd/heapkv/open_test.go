@@ -22,7 +22,11 @@ func TestNewDatabaseMessage(t *testing.T) {
 		out, errs, code := cli(t, "", "-d", dir, "-c", "put k v")
 		require.Equal(t, 0, code, errs)
 		require.Equal(t, "OK\n", out)
-		require.Equal(t, "created new database in "+dir+"\n", errs, name)
+		want := "created new database in " + dir + "\n"
+		if name == "missing" {
+			want = "created new database in " + dir + " (the directory did not exist)\n"
+		}
+		require.Equal(t, want, errs, name)
 
 		out, errs, code = cli(t, "", "-d", dir, "-c", "get k")
 		require.Equal(t, 0, code, errs)

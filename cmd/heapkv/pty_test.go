@@ -177,6 +177,11 @@ func TestInteractivePTY(t *testing.T) {
 		prompt = "heapkv:…/demo-db"
 	}
 
+	// -d names a directory that does not exist: the shell asks first.
+	tm.expect("does not exist. Create a new database there? [y/N] ")
+	tm.send("y\r")
+	tm.expect("(the directory did not exist)")
+
 	// A command and Enter.
 	tm.expect(prompt + "> ")
 	tm.send("put k1 v1\r")
@@ -368,4 +373,28 @@ func TestInteractivePTYAttachProgress(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatalf("shell did not exit after Ctrl-D; output %q", tail(tm.output()))
 	}
+}
+
+// On a terminal, -d naming a directory that does not exist is confirmed
+// first; any answer but y leaves nothing behind.
+func TestMissingDirIsConfirmed(t *testing.T) {
+	exe := buildHeapkv(t)
+	dir := filepath.Join(t.TempDir(), "typo")
+	cmd := exec.Command(exe, "-d", dir)
+	cmd.Env = append(os.Environ(), "TERM=xterm", "HEAPKV_HISTORY="+filepath.Join(t.TempDir(), "history"))
+	f, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 40, Cols: 120})
+	if err != nil {
+		t.Skipf("skipping: cannot open a pseudo-terminal here (pty.Start: %v)", err)
+	}
+	defer f.Close()
+	tm := newTerm(t, f)
+	tm.expect("does not exist. Create a new database there? [y/N] ")
+	tm.send("\r")
+	tm.expect("nothing created")
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	require.ErrorAs(t, err, &ee)
+	require.Equal(t, 1, ee.ExitCode())
+	_, err = os.Stat(dir)
+	require.True(t, os.IsNotExist(err), "the directory was made: %v", err)
 }

@@ -61,26 +61,26 @@ func (s *shell) exec(stmt []word, where string) error {
 		if where != "" {
 			msg = where + ": " + msg
 		}
-		s.emit(name, res, msg)
+		s.emit(name, res, msg, errCode(err))
 		return errReported
 	}
-	s.emit(name, res, "")
+	s.emit(name, res, "", "")
 	return nil
 }
 
 func (s *shell) call(c *command, name string, args []word) (result, error) {
 	switch {
 	case c == nil:
-		return result{}, unknownCommand(name)
+		return result{}, withCode(unknownCommand(name), "unknown_command")
 	case s.batch != nil && !c.inBatch:
-		return result{}, fmt.Errorf("%s: not allowed inside a batch (put, del, end, abort and help are)", c.name)
+		return result{}, withCode(fmt.Errorf("%s: not allowed inside a batch (put, del, end, abort and help are)", c.name), "usage")
 	case s.txn != nil && c.notInTxn:
-		return result{}, fmt.Errorf("%s: not allowed inside a transaction (commit or rollback it first)", c.name)
+		return result{}, withCode(fmt.Errorf("%s: not allowed inside a transaction (commit or rollback it first)", c.name), "usage")
 	case len(args) < c.min:
 		missing := strings.Fields(strings.NewReplacer("[", "", "]", "", "...", "").Replace(c.args))
-		return result{}, fmt.Errorf("%s: missing %s (usage: %s)", c.name, missing[min(len(args), len(missing)-1)], c.usage())
+		return result{}, withCode(fmt.Errorf("%s: missing %s (usage: %s)", c.name, missing[min(len(args), len(missing)-1)], c.usage()), "usage")
 	case c.max >= 0 && len(args) > c.max:
-		return result{}, fmt.Errorf("%s: too many arguments (usage: %s)", c.name, c.usage())
+		return result{}, withCode(fmt.Errorf("%s: too many arguments (usage: %s)", c.name, c.usage()), "usage")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -120,8 +120,9 @@ func (s *shell) interrupt() {
 
 // emit prints a result, or an error if msg is not empty. In --json mode
 // every statement prints exactly one JSON object on a line of its own:
-// {"cmd":NAME,"ok":true,...fields} or {"cmd":NAME,"ok":false,"error":MSG}.
-func (s *shell) emit(name string, res result, msg string) {
+// {"cmd":NAME,"ok":true,...fields} or
+// {"cmd":NAME,"ok":false,"error":MSG,"code":CODE} (errcode.go).
+func (s *shell) emit(name string, res result, msg, code string) {
 	if s.json {
 		obj := map[string]any{}
 		for k, v := range res.fields {
@@ -134,7 +135,7 @@ func (s *shell) emit(name string, res result, msg string) {
 		}
 		obj["ok"] = msg == ""
 		if msg != "" {
-			obj["error"] = msg
+			obj["error"], obj["code"] = msg, code
 		}
 		enc := json.NewEncoder(s.out)
 		enc.SetEscapeHTML(false)
@@ -162,7 +163,7 @@ func (s *shell) fail(where string, err error) {
 		msg = where + ": " + msg
 	}
 	if s.json {
-		s.emit("", result{}, msg)
+		s.emit("", result{}, msg, errCode(err))
 		return
 	}
 	fmt.Fprintln(s.errw, "error: "+msg)

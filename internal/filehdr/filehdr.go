@@ -13,7 +13,8 @@
 //
 // magic is "HEAPKV"; kind names the file's role ("MF" MANIFEST, "WL" log
 // segment, "HP" heap replica, "AL" allocation snapshot, "TR" replica
-// tracking state, "SM" the log's sync mark, "MR" mirror directory marker);
+// tracking state, "SM" the log's sync mark, "MR" mirror directory marker,
+// "BK" a backup's state);
 // the CRC is CRC-32C (Castagnoli) over bytes 0..28.
 package filehdr
 
@@ -53,6 +54,7 @@ var (
 	KindTracking = Kind{'T', 'R'}
 	KindSyncMark = Kind{'S', 'M'}
 	KindMirror   = Kind{'M', 'R'}
+	KindBackup   = Kind{'B', 'K'}
 )
 
 // String returns the kind's two letters.

@@ -12,18 +12,25 @@
 //	    load SIZE bytes, then run writers that overwrite (half) and delete
 //	    (half) random keys for DURATION, sampling the heap file's size,
 //	    its allocated bytes and the live bytes every -sample; with
-//	    -compact, Compact runs again that long after each one ends.
+//	    -compact, Compact runs again that long after each one ends, with
+//	    -maxlive and -rate as its MaxLive and BytesPerSecond.
+//	spacebench -exp incremental -size 1G
+//	    load SIZE bytes, back the database up, rewrite 1% of the values,
+//	    back it up again into the same directory (an increment), and
+//	    compare the copy with the source key by key.
 //
 // Values are 1,000 to 8,999 bytes (not powers of two). Output: one JSON
 // object per line (step or sample), for BENCHMARKS.md.
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
 	"flag"
 	"fmt"
+	"iter"
 	"log"
 	"log/slog"
 	"math/rand/v2"
@@ -48,6 +55,8 @@ func main() {
 	compactEvery := flag.Duration("compact", 0, "churn: run Compact again this long after each one ends (0: never)")
 	sample := flag.Duration("sample", time.Second, "churn: sampling interval")
 	sync := flag.Bool("sync", false, "churn: durable writes (default: NoSync; a Sync every second)")
+	maxLive := flag.Float64("maxlive", 0, "churn: CompactOptions.MaxLive (0: the default)")
+	rate := flag.Int64("rate", 0, "churn: CompactOptions.BytesPerSecond (0: no limit)")
 	flag.Parse()
 	size, err := parseSize(*sizeFlag)
 	if err != nil {
@@ -70,8 +79,10 @@ func main() {
 	switch *exp {
 	case "delete90":
 		b.delete90(n)
+	case "incremental":
+		b.incremental(n, filepath.Join(filepath.Dir(*dir), "backup"))
 	case "churn":
-		b.churn(n, *writers, *duration, *compactEvery, *sample)
+		b.churn(n, *writers, *duration, *compactEvery, *sample, &heapkv.CompactOptions{MaxLive: *maxLive, BytesPerSecond: *rate})
 	default:
 		log.Fatalf("unknown experiment %q", *exp)
 	}
@@ -156,8 +167,51 @@ func (b *bench) delete90(n int) {
 	}
 }
 
+// incremental measures a full and an incremental backup (see above).
+func (b *bench) incremental(n int, dest string) {
+	for round := range 2 {
+		if round == 1 {
+			rng := rand.New(rand.NewPCG(5, 6))
+			batch := b.db.NewBatch()
+			for range n / 100 {
+				batch.Put(key(rng.IntN(n)), value(rng))
+			}
+			if err := b.db.Apply(batch, &heapkv.WriteOptions{Sync: true}); err != nil {
+				log.Fatal(err)
+			}
+		}
+		cpu0, t0 := cpuSeconds(), time.Now()
+		st, err := b.db.Backup(context.Background(), dest, nil)
+		if err != nil {
+			log.Fatal(err)
+		}
+		b.emit([]string{"full backup", "incremental backup after 1% rewritten"}[round], map[string]any{
+			"seconds": time.Since(t0).Seconds(), "cpu_seconds": cpuSeconds() - cpu0, "export": st})
+	}
+	cp, err := heapkv.Open(dest, &heapkv.Options{ReadOnly: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cp.Close()
+	var e1, e2 error
+	next, stop := iter.Pull2(cp.Scan(nil, &e2))
+	defer stop()
+	keys := 0
+	for k, v := range b.db.Scan(nil, &e1) {
+		k2, v2, ok := next()
+		if !ok || !bytes.Equal(k, k2) || !bytes.Equal(v, v2) {
+			log.Fatalf("the copy differs from the source at key %x", k)
+		}
+		keys++
+	}
+	if _, _, ok := next(); ok || e1 != nil || e2 != nil {
+		log.Fatalf("the copy holds more keys than the source, or a scan failed: %v %v", e1, e2)
+	}
+	b.emit("the copy equals the source", map[string]any{"keys": keys})
+}
+
 // churn overwrites and deletes random keys for d, sampling space.
-func (b *bench) churn(n, writers int, d, compactEvery, sample time.Duration) {
+func (b *bench) churn(n, writers int, d, compactEvery, sample time.Duration, co *heapkv.CompactOptions) {
 	var ops, compactions atomic.Int64
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -187,7 +241,7 @@ func (b *bench) churn(n, writers int, d, compactEvery, sample time.Duration) {
 	if compactEvery > 0 {
 		wg.Go(func() {
 			for {
-				if _, err := b.db.Compact(context.Background(), nil); err != nil {
+				if _, err := b.db.Compact(context.Background(), co); err != nil {
 					log.Fatal(err)
 				}
 				compactions.Add(1)
@@ -213,7 +267,8 @@ func (b *bench) churn(n, writers int, d, compactEvery, sample time.Duration) {
 	wg.Wait()
 	secs := time.Since(t0).Seconds()
 	b.emit("churn done", map[string]any{"ops": ops.Load(), "ops_per_s": float64(ops.Load()) / secs,
-		"cpu_us_per_op": (cpuSeconds() - cpu0) * 1e6 / float64(ops.Load()), "compactions": compactions.Load(), "compact_every": compactEvery.String()})
+		"cpu_us_per_op": (cpuSeconds() - cpu0) * 1e6 / float64(ops.Load()), "compactions": compactions.Load(), "compact_every": compactEvery.String(),
+		"maxlive": co.MaxLive, "rate": co.BytesPerSecond})
 }
 
 // emit prints one line: the step, the heap file's size and allocated
