@@ -166,6 +166,16 @@ func importDB(ctx context.Context, dir string, r io.Reader, opts *Options, finis
 	} else if !oserror.IsNotExist(err) {
 		return ExportStats{}, fmt.Errorf("heapkv: import into %s: %w", dir, err)
 	}
+	// The header first: a stream that is not a dump, or an increment,
+	// fails before anything is made.
+	dr, h, err := dump.NewReader(r, dumpLimits)
+	if err != nil {
+		return ExportStats{}, fmt.Errorf("heapkv: import into %s: %w", dir, err)
+	}
+	if h.Incremental {
+		return ExportStats{}, fmt.Errorf("heapkv: import into %s: %w: an increment (from LSN %d to %d) makes no database alone: apply it to a copy of the export at LSN %d (ApplyIncrement)",
+			dir, ErrBadDump, h.Since, h.LSN, h.Since)
+	}
 	partial := dir + ".partial"
 	if err := fsys.RemoveAll(partial); err != nil {
 		return ExportStats{}, fmt.Errorf("heapkv: import: remove the leftover %s: %w", partial, err)
@@ -178,7 +188,7 @@ func importDB(ctx context.Context, dir string, r io.Reader, opts *Options, finis
 	if err != nil {
 		return ExportStats{}, fmt.Errorf("heapkv: import: %w", err)
 	}
-	st, err := db.load(ctx, r)
+	st, err := db.load(ctx, dr, h)
 	if err == nil {
 		err = db.Sync()
 	}
@@ -203,16 +213,9 @@ func importDB(ctx context.Context, dir string, r io.Reader, opts *Options, finis
 	return st, nil
 }
 
-// load writes every entry of the dump on r to db, in batches.
-func (db *DB) load(ctx context.Context, r io.Reader) (ExportStats, error) {
-	dr, h, err := dump.NewReader(r, dumpLimits)
-	if err != nil {
-		return ExportStats{}, err
-	}
-	if h.Incremental {
-		return ExportStats{}, fmt.Errorf("%w: an increment (from LSN %d to %d) makes no database alone: apply it to a copy of the export at LSN %d (ApplyIncrement)",
-			ErrBadDump, h.Since, h.LSN, h.Since)
-	}
+// load writes every entry of the full dump dr (whose header is h) to db,
+// in batches.
+func (db *DB) load(ctx context.Context, dr *dump.Reader, h dump.Header) (ExportStats, error) {
 	st := ExportStats{LSN: h.LSN}
 	b := db.NewBatch()
 	pending := 0

@@ -3,14 +3,18 @@ package expvarstats_test
 import (
 	"encoding/json"
 	"expvar"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 
 	"github.com/heapkv/heapkv"
 	"github.com/heapkv/heapkv/expvarstats"
 )
+
+var runs atomic.Int64
 
 // vars fetches /debug/vars from srv and returns the variable name.
 func vars(t *testing.T, srv *httptest.Server, name string) map[string]any {
@@ -41,17 +45,19 @@ func TestPublishedOverHTTP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	expvarstats.Publish("heapkv_test", db)
+	// expvar names live as long as the process: one per run (-count).
+	name := fmt.Sprintf("heapkv_test_%d", runs.Add(1))
+	expvarstats.Publish(name, db)
 	srv := httptest.NewServer(expvar.Handler())
 	defer srv.Close()
 
-	before := vars(t, srv, "heapkv_test")
+	before := vars(t, srv, name)
 	for i := range 10 {
 		if err := db.Put([]byte{byte(i)}, make([]byte, 1000)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	after := vars(t, srv, "heapkv_test")
+	after := vars(t, srv, name)
 	if before["keys"] != 0.0 || after["keys"] != 10.0 || after["commits"].(float64) < 10 {
 		t.Fatalf("keys %v then %v, commits %v", before["keys"], after["keys"], after["commits"])
 	}
@@ -61,7 +67,7 @@ func TestPublishedOverHTTP(t *testing.T) {
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if v := vars(t, srv, "heapkv_test"); v["error"] == nil {
+	if v := vars(t, srv, name); v["error"] == nil {
 		t.Fatalf("a closed database's variable: %v", v)
 	}
 }

@@ -3,7 +3,8 @@
 //
 //	spacebench -exp delete90 -size 1G
 //	    load values until the heap holds SIZE bytes, delete 90% of them
-//	    (every key but each tenth), then run Compact twice: first with
+//	    (every key but each tenth; with -pattern tail, the newest 90%),
+//	    then run Compact twice: first with
 //	    MaxLive -1 (punch holes and cut the end only), then with the
 //	    defaults (move values out of sparse segments too). The heap file's
 //	    size and the bytes the file system allocated to it (stat(2)
@@ -57,6 +58,7 @@ func main() {
 	sync := flag.Bool("sync", false, "churn: durable writes (default: NoSync; a Sync every second)")
 	maxLive := flag.Float64("maxlive", 0, "churn: CompactOptions.MaxLive (0: the default)")
 	rate := flag.Int64("rate", 0, "churn: CompactOptions.BytesPerSecond (0: no limit)")
+	pattern := flag.String("pattern", "spread", "delete90: which 90% is deleted: spread (all but every tenth key) or tail (the newest 90%)")
 	flag.Parse()
 	size, err := parseSize(*sizeFlag)
 	if err != nil {
@@ -78,7 +80,7 @@ func main() {
 	n := b.load(size)
 	switch *exp {
 	case "delete90":
-		b.delete90(n)
+		b.delete90(n, *pattern == "tail")
 	case "incremental":
 		b.incremental(n, filepath.Join(filepath.Dir(*dir), "backup"))
 	case "churn":
@@ -132,11 +134,12 @@ func (b *bench) load(size int64) int {
 	return n
 }
 
-// delete90 deletes every key but each tenth, then compacts in two steps.
-func (b *bench) delete90(n int) {
+// delete90 deletes every key but each tenth (or, with tail, every key but
+// the first tenth), then compacts in two steps.
+func (b *bench) delete90(n int, tail bool) {
 	batch := b.db.NewBatch()
 	for i := range n {
-		if i%10 == 0 {
+		if (!tail && i%10 == 0) || (tail && i < n/10) {
 			continue
 		}
 		batch.Delete(key(i))
