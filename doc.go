@@ -21,7 +21,19 @@
 // directories (Options.Mirrors), brought back up to date after an outage by
 // copying only the blocks that changed, with reads that repair a bad copy
 // from a good one and a Scrub that checks them all. Check proves the
-// allocation invariants; Stats reports the numbers.
+// allocation invariants; Stats reports the numbers (packages promstats and
+// expvarstats export them).
+//
+// # Operating it
+//
+// Options.ReadOnly opens a database without writing to it, beside other
+// read-only handles. Backup copies the database, as of one moment, into a
+// new directory while writers go on; run again into the same directory, it
+// copies only the values written since. Export and Import move the data
+// through a versioned, checksummed stream, whole or as an increment
+// (ExportOptions.Since, ApplyIncrement). Compact gives the disk space of
+// deleted values back to the file system. DeleteRange, DropPrefix and
+// Increment are the bulk deletes and counters the peers have.
 //
 // # Durability
 //
@@ -47,7 +59,8 @@
 //
 // A DB is safe for concurrent use. Get returns a fresh copy of the value;
 // Put, Delete and Batch copy their arguments, so callers may reuse buffers.
-// A directory may be opened by one handle at a time (ErrLocked otherwise).
+// A directory may be opened by one read-write handle at a time, or by any
+// number of read-only ones (ErrLocked otherwise).
 //
 // # Errors
 //
