@@ -29,7 +29,8 @@ import (
 //     is held and its file space given back with a hole
 //     (FALLOC_FL_PUNCH_HOLE), on every writable replica. The allocator
 //     takes punched segments last, so holes stay holes while other space
-//     lasts.
+//     lasts. Runs of at least CompactOptions.MinHoleBytes (16 KiB) free
+//     inside the other segments get holes too.
 //  3. Cut: empty segments at the end of the heap are removed from the
 //     allocator and the files are truncated.
 //
@@ -61,6 +62,11 @@ type CompactOptions struct {
 	MaxLive float64
 	// BytesPerSecond limits the rate of moved value bytes; 0: no limit.
 	BytesPerSecond int64
+	// MinHoleBytes: runs of free blocks at least this long inside
+	// segments that keep live values are given back with a hole (empty
+	// segments always are). 0 means DefaultCompactMinHole; a negative
+	// value punches no such runs.
+	MinHoleBytes int64
 	// Progress, if set, is called after each group of segments is moved
 	// and at the end, from Compact's goroutine.
 	Progress func(CompactResult)
@@ -105,6 +111,9 @@ func (db *DB) Compact(ctx context.Context, opts *CompactOptions) (CompactResult,
 	if o.MaxLive == 0 {
 		o.MaxLive = DefaultCompactMaxLive
 	}
+	if o.MinHoleBytes == 0 {
+		o.MinHoleBytes = DefaultCompactMinHole
+	}
 	if err := db.errIfReadOnly("compact"); err != nil {
 		return res, err
 	}
@@ -140,7 +149,7 @@ func (db *DB) compact(ctx context.Context, o *CompactOptions, res *CompactResult
 	// Empty segments first: once punched, trades prefer the other
 	// segments, so moved values do not land in them. Runs inside segments
 	// wait until the values have moved (they would fill them).
-	if err := db.punchEmpty(res, o.MaxLive <= 0); err != nil {
+	if err := db.punchEmpty(res, o.MaxLive <= 0, o.MinHoleBytes); err != nil {
 		return err
 	}
 	if o.MaxLive > 0 {
@@ -151,7 +160,7 @@ func (db *DB) compact(ctx context.Context, o *CompactOptions, res *CompactResult
 			return err
 		}
 		db.alloc.DropCursorSegments()
-		if err := db.punchEmpty(res, true); err != nil {
+		if err := db.punchEmpty(res, true, o.MinHoleBytes); err != nil {
 			return err
 		}
 	}
@@ -168,15 +177,15 @@ func (db *DB) compact(ctx context.Context, o *CompactOptions, res *CompactResult
 	return err
 }
 
-// punchMinRun is the shortest run of free blocks inside a segment that
-// Compact punches a hole in.
-const punchMinRun = 16 << 10
+// DefaultCompactMinHole is CompactOptions.MinHoleBytes's default: a run
+// of 16 KiB holds whole pages even where it does not start on one.
+const DefaultCompactMinHole = 16 << 10
 
 // punchEmpty holds every empty, unpunched segment no writer owns, punches
 // it on every writable replica and releases it marked punched; then, with
-// runs, it punches the runs of at least punchMinRun free bytes inside the
+// runs, it punches the runs of at least minHole free bytes inside the
 // other segments no writer owns.
-func (db *DB) punchEmpty(res *CompactResult, runs bool) error {
+func (db *DB) punchEmpty(res *CompactResult, runs bool, minHole int64) error {
 	if res.Unsupported {
 		return nil
 	}
@@ -192,8 +201,8 @@ func (db *DB) punchEmpty(res *CompactResult, runs bool) error {
 		res.SegmentsPunched++
 	}
 	db.alloc.Release(held, func(s int) bool { return punched[s] })
-	if err == nil && runs {
-		minRun := max(punchMinRun/db.geom.BlockSize, 1)
+	if err == nil && runs && minHole > 0 {
+		minRun := int(max(minHole/int64(db.geom.BlockSize), 1))
 		held = db.alloc.HoldFragmented(minRun)
 	punch:
 		for _, s := range held {
@@ -231,7 +240,7 @@ func (db *DB) moveSparse(ctx context.Context, o *CompactOptions, res *CompactRes
 		below := make([]int64, len(us)+1) // free blocks in the usable segments below i
 		for i, u := range us {
 			below[i+1] = below[i]
-			if !u.Held && !u.Punched {
+			if !u.Held {
 				below[i+1] += int64(u.Free)
 			}
 		}
@@ -272,7 +281,7 @@ func (db *DB) moveSparse(ctx context.Context, o *CompactOptions, res *CompactRes
 		}
 		// Punched, the emptied segments are taken last: the next group's
 		// values go below them.
-		if err := db.punchEmpty(res, false); err != nil {
+		if err := db.punchEmpty(res, false, 0); err != nil {
 			return err
 		}
 		if o.Progress != nil {

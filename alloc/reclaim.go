@@ -236,15 +236,17 @@ func (a *Allocator) HoldFragmented(minFree int) []int {
 }
 
 // SetPreferLow switches trades between the most free segment (false, the
-// default: fewest trades) and the lowest-numbered one with a useful amount
-// of room (true): while a compaction moves values out of the end of the
+// default: fewest trades) and the lowest-numbered one with half a segment
+// free (true): while a compaction moves values out of the end of the
 // heap, they then fill the start, and the end can be cut off.
 func (a *Allocator) SetPreferLow(on bool) { a.preferLow.Store(on) }
 
 // lowestWithRoom returns the lowest unowned, unpunched segment with at
-// least n free blocks and an eighth of a segment, or -1. REQUIRES: poolMu.
+// least n free blocks and half a segment, or -1. REQUIRES: poolMu. (Half:
+// writers share the preference while a compaction runs, and a segment
+// with less free space scatters their values over many short runs.)
 func (a *Allocator) lowestWithRoom(segs []*segment, n int) int {
-	need := int64(max(n, a.g.SegmentBlocks/8))
+	need := int64(max(n, a.g.SegmentBlocks/2))
 	for i, s := range segs {
 		if s.owner == unowned && !s.punched && s.free.Load() >= need {
 			return i

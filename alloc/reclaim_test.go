@@ -219,8 +219,8 @@ func TestPreferLow(t *testing.T) {
 	g := alloc.Geometry{BlockSize: 4096, SegmentBlocks: 64}
 	a := newAlloc(t, g, alloc.Config{Cursors: 1})
 	cs := fillSegments(t, a, 6) // the cursor owns segment 5
-	// Segment 1 gets 4 free blocks (less than an eighth), 2 gets 16, 4 all 64.
-	for _, e := range []alloc.Extent{{Start: 64, Len: 4}, {Start: 128, Len: 16}} {
+	// Segment 1 gets 16 free blocks (less than half), 2 gets 32, 4 all 64.
+	for _, e := range []alloc.Extent{{Start: 64, Len: 16}, {Start: 128, Len: 32}} {
 		a.Free(e)
 	}
 	a.Free(cs[4].Extents[0])
@@ -230,6 +230,6 @@ func TestPreferLow(t *testing.T) {
 	a.DropCursorSegments()
 	a.SetPreferLow(true)
 	c = mustAllocate(t, a, 2)
-	eq(t, 2, segOf(a, c.Extents[0]), "preferring low: the lowest with an eighth of a segment free")
+	eq(t, 2, segOf(a, c.Extents[0]), "preferring low: the lowest with half a segment free")
 	a.SetPreferLow(false)
 }

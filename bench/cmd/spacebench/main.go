@@ -37,6 +37,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -58,6 +59,8 @@ func main() {
 	sync := flag.Bool("sync", false, "churn: durable writes (default: NoSync; a Sync every second)")
 	maxLive := flag.Float64("maxlive", 0, "churn: CompactOptions.MaxLive (0: the default)")
 	rate := flag.Int64("rate", 0, "churn: CompactOptions.BytesPerSecond (0: no limit)")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the experiment (after the load) to `FILE`")
+	minHole := flag.Int64("minhole", 0, "CompactOptions.MinHoleBytes (0: the default)")
 	pattern := flag.String("pattern", "spread", "delete90: which 90% is deleted: spread (all but every tenth key) or tail (the newest 90%)")
 	flag.Parse()
 	size, err := parseSize(*sizeFlag)
@@ -78,13 +81,23 @@ func main() {
 	}
 	b := &bench{db: db, heap: filepath.Join(*dir, "heap"), start: time.Now()}
 	n := b.load(size)
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			log.Fatal(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	switch *exp {
 	case "delete90":
-		b.delete90(n, *pattern == "tail")
+		b.delete90(n, *pattern == "tail", *minHole)
 	case "incremental":
 		b.incremental(n, filepath.Join(filepath.Dir(*dir), "backup"))
 	case "churn":
-		b.churn(n, *writers, *duration, *compactEvery, *sample, &heapkv.CompactOptions{MaxLive: *maxLive, BytesPerSecond: *rate})
+		b.churn(n, *writers, *duration, *compactEvery, *sample, &heapkv.CompactOptions{MaxLive: *maxLive, BytesPerSecond: *rate, MinHoleBytes: *minHole})
 	default:
 		log.Fatalf("unknown experiment %q", *exp)
 	}
@@ -136,7 +149,7 @@ func (b *bench) load(size int64) int {
 
 // delete90 deletes every key but each tenth (or, with tail, every key but
 // the first tenth), then compacts in two steps.
-func (b *bench) delete90(n int, tail bool) {
+func (b *bench) delete90(n int, tail bool, minHole int64) {
 	batch := b.db.NewBatch()
 	for i := range n {
 		if (!tail && i%10 == 0) || (tail && i < n/10) {
@@ -158,8 +171,8 @@ func (b *bench) delete90(n int, tail bool) {
 		name string
 		opts heapkv.CompactOptions
 	}{
-		{"compact MaxLive=-1 (punch and cut only)", heapkv.CompactOptions{MaxLive: -1}},
-		{"compact (defaults: move, punch, cut)", heapkv.CompactOptions{}},
+		{"compact MaxLive=-1 (punch and cut only)", heapkv.CompactOptions{MaxLive: -1, MinHoleBytes: minHole}},
+		{"compact (defaults: move, punch, cut)", heapkv.CompactOptions{MinHoleBytes: minHole}},
 	} {
 		cpu0, t0 := cpuSeconds(), time.Now()
 		res, err := b.db.Compact(context.Background(), &step.opts)
@@ -271,7 +284,7 @@ func (b *bench) churn(n, writers int, d, compactEvery, sample time.Duration, co 
 	secs := time.Since(t0).Seconds()
 	b.emit("churn done", map[string]any{"ops": ops.Load(), "ops_per_s": float64(ops.Load()) / secs,
 		"cpu_us_per_op": (cpuSeconds() - cpu0) * 1e6 / float64(ops.Load()), "compactions": compactions.Load(), "compact_every": compactEvery.String(),
-		"maxlive": co.MaxLive, "rate": co.BytesPerSecond})
+		"maxlive": co.MaxLive, "rate": co.BytesPerSecond, "minhole": co.MinHoleBytes})
 }
 
 // emit prints one line: the step, the heap file's size and allocated
