@@ -119,10 +119,17 @@ func (db *DB) Compact(ctx context.Context, opts *CompactOptions) (CompactResult,
 	}
 	db.compactMu.Lock()
 	defer db.compactMu.Unlock()
+	// Counted among the background work Close waits for, not held inside
+	// enter: Compact's own writes enter the database, and Close cancels
+	// it instead of waiting it out (as Scrub).
 	if err := db.enter(); err != nil {
 		return res, err
 	}
-	defer db.leave()
+	db.bg.wg.Add(1)
+	db.leave()
+	defer db.bg.wg.Done()
+	ctx, cancel := db.untilClose(ctx)
+	defer cancel()
 	if err := db.failed(); err != nil {
 		return res, fmt.Errorf("heapkv: compact: %w", err)
 	}
@@ -141,6 +148,9 @@ func (db *DB) Compact(ctx context.Context, opts *CompactOptions) (CompactResult,
 func (db *DB) compact(ctx context.Context, o *CompactOptions, res *CompactResult) error {
 	// Frees that wait only for a vouch are released first, so segments
 	// emptied by earlier deletes count as empty.
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if err := db.vouch(); err != nil {
 		return err
 	}
@@ -267,6 +277,9 @@ func (db *DB) moveSparse(ctx context.Context, o *CompactOptions, res *CompactRes
 		db.alloc.DropCursorSegments() // writers trade for low segments (SetPreferLow)
 		held := db.alloc.Hold(group)
 		err := db.moveOut(ctx, held, pacer, res)
+		if err == nil {
+			err = ctx.Err()
+		}
 		if err == nil {
 			err = db.vouch() // frees the moved values' old blocks, unless a reader pins them
 		}

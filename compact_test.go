@@ -366,3 +366,32 @@ func TestCompactCrash(t *testing.T) {
 	}
 	t.Logf("%d clones", len(clones))
 }
+
+// Close during a Compact cancels it rather than waiting it out, and the
+// database reopens whole.
+func TestCompactStoppedByClose(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "db")
+	o := compactOptions()
+	db, err := heapkv.Open(dir, o)
+	mustNoErr(t, err)
+	model := fillThenDelete(t, db, 2000)
+	done := make(chan error, 1)
+	go func() {
+		_, err := db.Compact(context.Background(), &heapkv.CompactOptions{BytesPerSecond: 64 << 10})
+		done <- err
+	}()
+	time.Sleep(200 * time.Millisecond)
+	closed := make(chan error, 1)
+	go func() { closed <- db.Close() }()
+	select {
+	case err := <-closed:
+		mustNoErr(t, err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("Close waited for the paced Compact (or deadlocked with it)")
+	}
+	if err := <-done; err == nil {
+		t.Fatal("a Compact cut short by Close returned no error")
+	}
+	db = openTestDB(t, dir, o)
+	checkContents(t, db, model)
+}

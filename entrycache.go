@@ -267,6 +267,22 @@ func (c *entryCache) begin(key []byte) {
 	s.mu.Unlock()
 }
 
+// store caches entry as key's, from the writer that has just put it in
+// the index, between begin and end: the write's own entry, not a read
+// that may be stale, so no token is needed. An empty entry is a delete's:
+// it records that the index holds no entry for key, and get then answers
+// with an empty entry (the callers' "absent"). It copies entry.
+func (c *entryCache) store(key, entry []byte) {
+	s, h := c.shard(key)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if recordLen(len(key), len(entry)) > uint64(c.maxRing)/4 {
+		delete(s.slots, h)
+		return
+	}
+	s.add(key, entry, h, c.maxRing, c.maxSlots)
+}
+
 // end is the second half, once the index holds the write.
 func (c *entryCache) end(key []byte) {
 	s, _ := c.shard(key)
@@ -287,13 +303,14 @@ func (c *entryCache) stats() (hits, misses, bytes int64) {
 	return hits, misses, bytes
 }
 
-// check runs fn with key's cached entry (nil if none) under the shard's
-// lock, so that no write to the shard can begin meanwhile: the cross-check
-// of tests (Options.crossCheckEntryCache) compares it with the index there.
-func (c *entryCache) check(key []byte, fn func(cached []byte) error) error {
+// check runs fn with key's cached entry (found false if none; an empty
+// one records an absent key) under the shard's lock, so that no write to
+// the shard can begin meanwhile: the cross-check of tests
+// (Options.crossCheckEntryCache) compares it with the index there.
+func (c *entryCache) check(key []byte, fn func(cached []byte, found bool) error) error {
 	s, h := c.shard(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e, _ := s.lookup(key, h)
-	return fn(e)
+	e, ok := s.lookup(key, h)
+	return fn(e, ok)
 }

@@ -154,3 +154,50 @@ func TestOverwriteLookupFromEntryCache(t *testing.T) {
 		}
 	}
 }
+
+// Writes store their own entries in the cache (write-through): an
+// overwrite of a key just written, and a Get of it, hit the cache without
+// a Get having filled it; a delete stores "absent".
+func TestEntryCacheWriteThrough(t *testing.T) {
+	opts := &heapkv.Options{InlineThreshold: 256}
+	heapkv.CrossCheckEntryCache(opts)
+	db := heapkv.OpenTestDB(t, t.TempDir(), opts)
+	hits := func() int64 {
+		t.Helper()
+		st, err := db.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.EntryCacheHits
+	}
+	k := []byte("k")
+	for i, v := range [][]byte{make([]byte, 1000), []byte("inline"), make([]byte, 3000)} {
+		before := hits()
+		if err := db.Put(k, v); err != nil {
+			t.Fatal(err)
+		}
+		if want := int64(min(i, 1)); hits()-before != want {
+			t.Fatalf("write %d: %d cache hits, want %d (the first write of a new key looks nothing up)", i, hits()-before, want)
+		}
+	}
+	before := hits()
+	got, err := db.Get(k)
+	if err != nil || len(got) != 3000 || hits()-before != 1 {
+		t.Fatalf("Get after the writes: %d bytes, %v, %d hits", len(got), err, hits()-before)
+	}
+	if err := db.Delete(k); err != nil {
+		t.Fatal(err)
+	}
+	// The delete leaves an "absent" entry: the Get and the next write of
+	// the key hit it.
+	before = hits()
+	if _, err := db.Get(k); !errors.Is(err, heapkv.ErrNotFound) || hits()-before != 1 {
+		t.Fatalf("Get after the delete: %v, %d hits", err, hits()-before)
+	}
+	if err := db.Put(k, []byte("again")); err != nil || hits()-before != 2 {
+		t.Fatalf("Put after the delete: %v, %d hits", err, hits()-before-1)
+	}
+	if got, err := db.Get(k); err != nil || string(got) != "again" {
+		t.Fatalf("Get after the Put: %q, %v", got, err)
+	}
+}

@@ -27,13 +27,9 @@ func (db *DB) exportIncrement(ctx context.Context, w io.Writer, snap *Snapshot, 
 	if o.Since > st.LSN {
 		return st, fmt.Errorf("%w: export since LSN %d: the database is at LSN %d", ErrInvalidOptions, o.Since, st.LSN)
 	}
-	if err := db.enter(); err != nil {
-		return st, err
-	}
-	defer db.leave()
-	it, err := snap.ref.psnap.NewIterWithContext(ctx, nil)
+	it, err := snap.NewIter(nil)
 	if err != nil {
-		return st, indexError("export: new iterator", err)
+		return st, err
 	}
 	defer it.Close()
 	dw, err := dump.NewIncrementalWriter(w, st.LSN, o.Since)
@@ -41,30 +37,20 @@ func (db *DB) exportIncrement(ctx context.Context, w io.Writer, snap *Snapshot, 
 		return st, err
 	}
 	since := base.LSN(o.Since)
-	for valid := it.First(); valid; valid = it.Next() {
+	for ok := it.First(); ok; ok = it.Next() {
 		if err := ctx.Err(); err != nil {
 			return st, fmt.Errorf("heapkv: export: %w", err)
 		}
+		heap, lsn, err := it.heapLSN()
+		if err != nil {
+			return st, fmt.Errorf("heapkv: export: %w", err)
+		}
 		key := it.Key()
-		raw, err := it.ValueAndErr()
-		if err != nil {
-			return st, indexError(fmt.Sprintf("export: value of %q", key), err)
-		}
-		e, err := db.decodeEntry(key, raw)
-		if err != nil {
-			return st, err
-		}
 		var v []byte
-		switch {
-		case e.isHeap && e.ptr.lsn <= since:
+		if heap && lsn <= since {
 			err = dw.Keep(key)
 			st.Kept++
-		case e.isHeap:
-			if v, err = db.heapValue(key, &e.ptr); err == nil {
-				err = dw.Add(key, v)
-			}
-		default:
-			v = e.inline
+		} else if key, v, err = it.KeyValue(); err == nil {
 			err = dw.Add(key, v)
 		}
 		if err != nil {
@@ -79,8 +65,8 @@ func (db *DB) exportIncrement(ctx context.Context, w io.Writer, snap *Snapshot, 
 			o.Progress(st)
 		}
 	}
-	if err := it.Error(); err != nil {
-		return st, indexError("export: iterate", err)
+	if err := it.Close(); err != nil {
+		return st, fmt.Errorf("heapkv: export: %w", err)
 	}
 	if err := dw.Close(); err != nil {
 		return st, err

@@ -28,6 +28,7 @@ func TestIndexCacheHoldsBlocksBesideMemTables(t *testing.T) {
 		InlineThreshold:    2048,
 		CheckpointLogBytes: -1,
 		ValueCacheSize:     -1,
+		EntryCacheSize:     -1, // every Get reads the index (writes fill the entry cache)
 	})
 	key := func(i int) []byte { return fmt.Appendf(nil, "key-%07d", i) }
 	rng := rand.New(rand.NewPCG(1, 2))

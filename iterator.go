@@ -9,6 +9,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/heapkv/heapkv/alloc"
+	"github.com/heapkv/heapkv/internal/base"
 )
 
 // IterOptions restrict an iterator to a key range. A nil *IterOptions means
@@ -328,6 +329,34 @@ func (it *Iterator) KeyValue() (key, value []byte, err error) {
 	defer it.mu.Unlock()
 	v, err := it.valueLocked()
 	return it.keyLocked(), v, err
+}
+
+// heapLSN reports whether the current key's value lives in the heap, and
+// the LSN of the write that stored it, without reading it (incremental
+// exports: increment.go). A key from a transaction's buffered writes has
+// no entry yet: heap is false.
+func (it *Iterator) heapLSN() (heap bool, lsn base.LSN, err error) {
+	it.mu.Lock()
+	defer it.mu.Unlock()
+	if it.done != nil {
+		return false, 0, it.done
+	}
+	if !it.valid || it.inBuf {
+		return false, 0, nil
+	}
+	key := it.pit.Key()
+	raw, err := it.pit.ValueAndErr()
+	if err != nil {
+		return false, 0, it.setErr(indexError(fmt.Sprintf("iterator: value of %q", key), err))
+	}
+	e, err := it.db.decodeEntryInto(key, raw, it.exts)
+	if e.isHeap {
+		it.exts = e.ptr.extents[:0]
+	}
+	if err != nil {
+		return false, 0, it.setErr(err)
+	}
+	return e.isHeap, e.ptr.lsn, nil
 }
 
 func (it *Iterator) valueLocked() ([]byte, error) {

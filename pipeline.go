@@ -140,6 +140,9 @@ func (db *DB) advance() {
 		}
 		db.invalidateEntries(g, (*entryCache).begin)
 		err := g.batch.Commit(pebble.NoSync)
+		if err == nil {
+			db.storeEntries(g)
+		}
 		db.invalidateEntries(g, (*entryCache).end)
 		if err != nil {
 			g.finish(db.fail(fmt.Errorf("apply to index: %w", err)))
@@ -160,6 +163,32 @@ func (db *DB) invalidateEntries(g *group, step func(*entryCache, []byte)) {
 	for _, r := range g.reqs {
 		for i := range r.ops {
 			step(db.ecache, r.ops[i].key)
+		}
+	}
+}
+
+// storeEntries puts the entries g's batch wrote into the index-entry
+// cache, once the index holds them (write-through): a key written recently
+// is likely written again, and the write looks up the entry it replaces
+// (lookupState). A key the batch writes twice ends with its last entry; a
+// delete stores an empty entry, which answers "absent". REQUIRES:
+// db.applier.mu held (no other group is applied meanwhile), between the
+// begin and end steps.
+func (db *DB) storeEntries(g *group) {
+	if db.ecache == nil {
+		return
+	}
+	r := g.batch.Reader()
+	for {
+		kind, key, value, ok, err := r.Next()
+		if !ok || err != nil {
+			return // err: the batch we built cannot be illegible; the cache is only a cache
+		}
+		switch kind {
+		case pebble.InternalKeyKindSet:
+			db.ecache.store(key, value)
+		case pebble.InternalKeyKindDelete:
+			db.ecache.store(key, nil) // empty: absent
 		}
 	}
 }

@@ -54,6 +54,9 @@ func (db *DB) lookup(key []byte, fn func(raw []byte) error) error {
 					return err
 				}
 			}
+			if len(raw) == 0 {
+				return ErrNotFound // deleted (entryCache.store)
+			}
 			return fn(raw)
 		}
 		etok = ec.token(key)
@@ -78,11 +81,14 @@ var errEntryCacheStale = errors.New("heapkv: index-entry cache differs from the 
 // crossCheckEntry compares key's cached entry with the index's, with no
 // write to its shard able to begin meanwhile (Options.crossCheckEntryCache).
 func (db *DB) crossCheckEntry(key []byte) error {
-	return db.ecache.check(key, func(cached []byte) error {
-		if cached == nil {
+	return db.ecache.check(key, func(cached []byte, found bool) error {
+		if !found {
 			return nil // evicted since the hit
 		}
 		raw, closer, err := db.index.Get(key)
+		if errors.Is(err, pebble.ErrNotFound) && len(cached) == 0 {
+			return nil // a delete's entry: the index holds none
+		}
 		if err != nil {
 			return fmt.Errorf("%w: key %q: cached %x, index: %w", errEntryCacheStale, key, cached, err)
 		}

@@ -180,6 +180,9 @@ func (db *DB) lookupState(key []byte) (keyState, error) {
 					return keyState{}, err
 				}
 			}
+			if len(raw) == 0 {
+				return keyState{kind: keyAbsent}, nil // deleted (entryCache.store)
+			}
 			return db.entryState(key, raw)
 		}
 	}
