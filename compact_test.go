@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/heapkv/heapkv"
 )
 
@@ -326,29 +325,14 @@ func TestCompactCrash(t *testing.T) {
 		}
 	}
 	mustNoErr(t, db.Sync())
-	var clones []*vfs.MemFS
-	done := make(chan error, 1)
-	go func() {
-		// Paced, so that the clones fall all through it.
+	// Paced, so that the clones fall all through it.
+	clones := e.clonesDuring(40, 5*time.Millisecond, 3, func() error {
 		res, err := db.Compact(t.Context(), &heapkv.CompactOptions{MaxLive: 0.9, BytesPerSecond: 256 << 10})
 		if err == nil && (res.ValuesMoved == 0 || !res.Unsupported) {
 			err = fmt.Errorf("compact on MemFS: %+v", res)
 		}
-		done <- err
-	}()
-	for running := true; running; {
-		select {
-		case err := <-done:
-			mustNoErr(t, err)
-			running = false
-		default:
-			if len(clones) < 40 {
-				clones = append(clones, e.crashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 50, RNG: rand.New(rand.NewPCG(uint64(len(clones)), 3))}))
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
-	clones = append(clones, e.crashClone(vfs.CrashCloneCfg{}))
+		return err
+	})
 	e.checkModel(db)
 	mustClose(t, db)
 	if len(clones) < 5 {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/cockroachdb/errors/oserror"
 	"github.com/heapkv/heapkv/dump"
+	"github.com/heapkv/heapkv/internal/base"
 	"github.com/heapkv/heapkv/internal/pace"
 	"github.com/heapkv/heapkv/internal/vfsutil"
 )
@@ -89,32 +90,44 @@ func (db *DB) Export(ctx context.Context, w io.Writer, opts *ExportOptions) (Exp
 	}
 	defer snap.Close()
 	st := ExportStats{LSN: uint64(snap.ref.lsn), Since: o.Since}
-	pacer := pace.New(o.BytesPerSecond)
-	if o.Since > 0 {
-		return db.exportIncrement(ctx, w, snap, &o, pacer, st)
+	if o.Since > st.LSN {
+		return st, fmt.Errorf("%w: export since LSN %d: the database is at LSN %d", ErrInvalidOptions, o.Since, st.LSN)
 	}
+	pacer := pace.New(o.BytesPerSecond)
 	it, err := snap.NewIter(nil)
 	if err != nil {
 		return st, err
 	}
 	defer it.Close()
-	dw, err := dump.NewWriter(w, st.LSN)
+	var dw *dump.Writer
+	if o.Since > 0 {
+		dw, err = dump.NewIncrementalWriter(w, st.LSN, o.Since)
+	} else {
+		dw, err = dump.NewWriter(w, st.LSN)
+	}
 	if err != nil {
 		return st, err
 	}
 	for ok := it.First(); ok; ok = it.Next() {
-		k, v, err := it.KeyValue()
-		if err != nil {
-			return st, fmt.Errorf("heapkv: export: %w", err)
-		}
 		if err := ctx.Err(); err != nil {
 			return st, fmt.Errorf("heapkv: export: %w", err)
 		}
-		if err := pacer.Wait(ctx, int64(len(k)+len(v))); err != nil {
+		kept, err := keptSince(it, base.LSN(o.Since))
+		if err != nil {
 			return st, fmt.Errorf("heapkv: export: %w", err)
 		}
-		if err := dw.Add(k, v); err != nil {
-			return st, err
+		k, v := it.Key(), []byte(nil)
+		if kept {
+			err = dw.Keep(k)
+			st.Kept++
+		} else if k, v, err = it.KeyValue(); err == nil {
+			err = dw.Add(k, v)
+		}
+		if err != nil {
+			return st, fmt.Errorf("heapkv: export %q: %w", k, err)
+		}
+		if err := pacer.Wait(ctx, int64(len(k)+len(v))); err != nil {
+			return st, fmt.Errorf("heapkv: export: %w", err)
 		}
 		st.Entries++
 		st.Bytes += int64(len(k) + len(v))

@@ -8,7 +8,6 @@ import (
 
 	"github.com/heapkv/heapkv/dump"
 	"github.com/heapkv/heapkv/internal/base"
-	"github.com/heapkv/heapkv/internal/pace"
 )
 
 // Incremental exports and backups (see export.go). An increment names
@@ -21,60 +20,15 @@ import (
 // is finished by applying the same increment, or a later one from the
 // same Since, again.
 
-// exportIncrement is Export with o.Since set: it reads the index entries
-// of snap to tell new values from kept ones.
-func (db *DB) exportIncrement(ctx context.Context, w io.Writer, snap *Snapshot, o *ExportOptions, pacer *pace.Pacer, st ExportStats) (ExportStats, error) {
-	if o.Since > st.LSN {
-		return st, fmt.Errorf("%w: export since LSN %d: the database is at LSN %d", ErrInvalidOptions, o.Since, st.LSN)
+// keptSince reports whether an increment since LSN since (0: a full
+// export) names its current key alone: its value lives in the heap and
+// was written at or before since.
+func keptSince(it *Iterator, since base.LSN) (bool, error) {
+	if since == 0 {
+		return false, nil
 	}
-	it, err := snap.NewIter(nil)
-	if err != nil {
-		return st, err
-	}
-	defer it.Close()
-	dw, err := dump.NewIncrementalWriter(w, st.LSN, o.Since)
-	if err != nil {
-		return st, err
-	}
-	since := base.LSN(o.Since)
-	for ok := it.First(); ok; ok = it.Next() {
-		if err := ctx.Err(); err != nil {
-			return st, fmt.Errorf("heapkv: export: %w", err)
-		}
-		heap, lsn, err := it.heapLSN()
-		if err != nil {
-			return st, fmt.Errorf("heapkv: export: %w", err)
-		}
-		key := it.Key()
-		var v []byte
-		if heap && lsn <= since {
-			err = dw.Keep(key)
-			st.Kept++
-		} else if key, v, err = it.KeyValue(); err == nil {
-			err = dw.Add(key, v)
-		}
-		if err != nil {
-			return st, fmt.Errorf("heapkv: export %q: %w", key, err)
-		}
-		if err := pacer.Wait(ctx, int64(len(key)+len(v))); err != nil {
-			return st, fmt.Errorf("heapkv: export: %w", err)
-		}
-		st.Entries++
-		st.Bytes += int64(len(key) + len(v))
-		if o.Progress != nil && st.Entries%progressEvery == 0 {
-			o.Progress(st)
-		}
-	}
-	if err := it.Close(); err != nil {
-		return st, fmt.Errorf("heapkv: export: %w", err)
-	}
-	if err := dw.Close(); err != nil {
-		return st, err
-	}
-	if o.Progress != nil {
-		o.Progress(st)
-	}
-	return st, nil
+	heap, lsn, err := it.heapLSN()
+	return heap && lsn <= since, err
 }
 
 // ApplyIncrement applies the increment on r (an Export with

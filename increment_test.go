@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/heapkv/heapkv"
 )
 
@@ -237,25 +236,10 @@ func TestIncrementalBackupCrash(t *testing.T) {
 	for k, v := range e.model {
 		after[k] = string(v)
 	}
-	var clones []*vfs.MemFS
-	done := make(chan error, 1)
-	go func() {
+	clones := e.clonesDuring(60, 3*time.Millisecond, 5, func() error {
 		_, err := db.Backup(t.Context(), "backup", &heapkv.ExportOptions{BytesPerSecond: 1 << 20})
-		done <- err
-	}()
-	for running := true; running; {
-		select {
-		case err := <-done:
-			mustNoErr(t, err)
-			running = false
-		default:
-			if len(clones) < 60 {
-				clones = append(clones, e.crashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 50, RNG: rand.New(rand.NewPCG(uint64(len(clones)), 5))}))
-			}
-			time.Sleep(3 * time.Millisecond)
-		}
-	}
-	clones = append(clones, e.crashClone(vfs.CrashCloneCfg{}))
+		return err
+	})
 	mustClose(t, db)
 	var old, complete, refused int
 	for i, mem := range clones {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"testing"
@@ -77,6 +78,32 @@ func (e *mirrorEnv) crashClone(cfg vfs.CrashCloneCfg) *vfs.MemFS {
 	e.cloneMu.Lock()
 	defer e.cloneMu.Unlock()
 	return e.mem.CrashClone(cfg)
+}
+
+// clonesDuring runs run in a goroutine and takes crash clones of the file
+// system (unsynced data kept at random, seeded by seed) every gap while
+// it runs, at most max of them, then one clean clone after it; it fails
+// the test if run fails.
+func (e *mirrorEnv) clonesDuring(max int, gap time.Duration, seed uint64, run func() error) []*vfs.MemFS {
+	e.t.Helper()
+	var clones []*vfs.MemFS
+	done := make(chan error, 1)
+	go func() { done <- run() }()
+	for {
+		select {
+		case err := <-done:
+			if err != nil {
+				e.t.Fatal(err)
+			}
+			return append(clones, e.crashClone(vfs.CrashCloneCfg{}))
+		default:
+			if len(clones) < max {
+				rng := rand.New(rand.NewPCG(uint64(len(clones)), seed))
+				clones = append(clones, e.crashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 50, RNG: rng}))
+			}
+			time.Sleep(gap)
+		}
+	}
 }
 
 // linkGuardFS runs every Link under mu held for reading (crashClone).
