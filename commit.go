@@ -67,12 +67,6 @@ type preparedOp struct {
 	prior      keyState
 	priorAt    base.LSN
 	prefetched bool
-
-	// replaced: the key held an entry before this op, so it is likely
-	// written again soon, and the applier caches its new entry
-	// (storeEntries); a new key's is not (a load would fill the cache
-	// with entries nothing looks up).
-	replaced bool
 }
 
 // committer is the group-commit queue.
@@ -251,7 +245,6 @@ func (db *DB) buildGroup(g *group) error {
 			if err != nil {
 				return err
 			}
-			p.replaced = prior.kind != keyAbsent
 			op := &ops[j]
 			op.kind, op.key = p.kind, p.key
 			op.oldKind, op.oldRaw, op.oldStored, op.freed = prior.kind, prior.raw, prior.stored, prior.extents

@@ -283,14 +283,6 @@ func (c *entryCache) store(key, entry []byte) {
 	s.add(key, entry, h, c.maxRing, c.maxSlots)
 }
 
-// drop forgets key's entry, between begin and end.
-func (c *entryCache) drop(key []byte) {
-	s, h := c.shard(key)
-	s.mu.Lock()
-	delete(s.slots, h)
-	s.mu.Unlock()
-}
-
 // end is the second half, once the index holds the write.
 func (c *entryCache) end(key []byte) {
 	s, _ := c.shard(key)

@@ -168,34 +168,27 @@ func (db *DB) invalidateEntries(g *group, step func(*entryCache, []byte)) {
 }
 
 // storeEntries puts the entries g's batch wrote into the index-entry
-// cache, once the index holds them (write-through), for the keys that held
-// an entry before (preparedOp.replaced): a key overwritten or deleted is
-// likely written again, and the write looks up the entry it replaces
-// (lookupState). The batch holds one record per op, in order; a key the
-// batch writes twice ends with its last entry; a delete stores an empty
-// entry, which answers "absent". REQUIRES: db.applier.mu held (no other
-// group is applied meanwhile), between the begin and end steps.
+// cache, once the index holds them (write-through): a key written recently
+// is likely written again, and the write looks up the entry it replaces
+// (lookupState). A key the batch writes twice ends with its last entry; a
+// delete stores an empty entry, which answers "absent". REQUIRES:
+// db.applier.mu held (no other group is applied meanwhile), between the
+// begin and end steps.
 func (db *DB) storeEntries(g *group) {
 	if db.ecache == nil {
 		return
 	}
 	r := g.batch.Reader()
-	for _, req := range g.reqs {
-		for i := range req.ops {
-			kind, key, value, ok, err := r.Next()
-			if !ok || err != nil {
-				return // the batch we built cannot be illegible; the cache is only a cache
-			}
-			switch {
-			case !req.ops[i].replaced:
-				// A new key's entry: left out of the cache. A write of
-				// it earlier in the batch may have stored one: drop it.
-				db.ecache.drop(key)
-			case kind == pebble.InternalKeyKindSet:
-				db.ecache.store(key, value)
-			case kind == pebble.InternalKeyKindDelete:
-				db.ecache.store(key, nil) // empty: absent
-			}
+	for {
+		kind, key, value, ok, err := r.Next()
+		if !ok || err != nil {
+			return // err: the batch we built cannot be illegible; the cache is only a cache
+		}
+		switch kind {
+		case pebble.InternalKeyKindSet:
+			db.ecache.store(key, value)
+		case pebble.InternalKeyKindDelete:
+			db.ecache.store(key, nil) // empty: absent
 		}
 	}
 }
