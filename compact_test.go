@@ -316,23 +316,28 @@ func TestCompactOptionsAndReadOnly(t *testing.T) {
 func TestCompactCrash(t *testing.T) {
 	e := newMirrorEnv(t, 2)
 	db := e.open()
-	for i := range 600 {
-		e.put(db, fmt.Sprintf("k%03d", i))
+	for i := range 2000 {
+		e.put(db, fmt.Sprintf("k%04d", i))
 	}
-	for i := range 600 {
-		if i%5 != 0 {
-			e.del(db, fmt.Sprintf("k%03d", i))
+	for i := range 2000 {
+		if i%3 != 0 {
+			e.del(db, fmt.Sprintf("k%04d", i))
 		}
 	}
 	mustNoErr(t, db.Sync())
-	// Paced, so that the clones fall all through it.
+	// Paced, so that the clones fall all through it. A pacer sleeps
+	// before a batch for the bytes before it: the move must take more
+	// than one batch (compactBatchKeys) of values.
+	var res heapkv.CompactResult
 	clones := e.clonesDuring(40, 5*time.Millisecond, 3, func() error {
-		res, err := db.Compact(t.Context(), &heapkv.CompactOptions{MaxLive: 0.9, BytesPerSecond: 256 << 10})
+		var err error
+		res, err = db.Compact(t.Context(), &heapkv.CompactOptions{MaxLive: 0.9, BytesPerSecond: 512 << 10})
 		if err == nil && (res.ValuesMoved == 0 || !res.Unsupported) {
 			err = fmt.Errorf("compact on MemFS: %+v", res)
 		}
 		return err
 	})
+	t.Logf("%d clones; moved %d values, %d bytes", len(clones), res.ValuesMoved, res.BytesMoved)
 	e.checkModel(db)
 	mustClose(t, db)
 	if len(clones) < 5 {
