@@ -329,7 +329,11 @@ func TestCompactCrash(t *testing.T) {
 	// before a batch for the bytes before it: the move must take more
 	// than one batch (compactBatchKeys) of values.
 	var res heapkv.CompactResult
-	clones := e.clonesDuring(40, 5*time.Millisecond, 3, func() error {
+	maxClones := 40
+	if txnRace {
+		maxClones = 12 // each clone is reopened and checked: many times slower under the race detector
+	}
+	clones := e.clonesDuring(maxClones, 5*time.Millisecond, 3, func() error {
 		var err error
 		res, err = db.Compact(t.Context(), &heapkv.CompactOptions{MaxLive: 0.9, BytesPerSecond: 512 << 10})
 		if err == nil && (res.ValuesMoved == 0 || !res.Unsupported) {
