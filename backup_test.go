@@ -149,7 +149,8 @@ func TestBackupUnderWriters(t *testing.T) {
 func TestExportImportAcrossOptions(t *testing.T) {
 	root := t.TempDir()
 	quiet := slog.New(slog.DiscardHandler)
-	src := heapkv.OpenTestDB(t, root+"/src", &heapkv.Options{Logger: quiet})
+	// 3,000 puts, unsynced: a synced Put waits for the disk each time.
+	src := heapkv.OpenTestDB(t, root+"/src", &heapkv.Options{Logger: quiet, NoSync: true})
 	rng := rand.New(rand.NewPCG(5, 6))
 	for i := range 3000 {
 		v := make([]byte, []int{0, 1, 100, 257, 3000, 4100, 70000}[i%7])

@@ -28,7 +28,8 @@ func TestIndexCacheHoldsBlocksBesideMemTables(t *testing.T) {
 		InlineThreshold:    2048,
 		CheckpointLogBytes: -1,
 		ValueCacheSize:     -1,
-		EntryCacheSize:     -1, // every Get reads the index (writes fill the entry cache)
+		EntryCacheSize:     -1,   // every Get reads the index (writes fill the entry cache)
+		NoSync:             true, // 12,000 puts; durability is not what this tests
 	})
 	key := func(i int) []byte { return fmt.Appendf(nil, "key-%07d", i) }
 	rng := rand.New(rand.NewPCG(1, 2))

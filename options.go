@@ -30,6 +30,11 @@ const (
 	DefaultNoSyncWriteDelay   = 2 * time.Millisecond
 )
 
+// testLogSegmentSize, if not 0, replaces DefaultLogSegmentSize as the
+// default. The package's tests set it (testmain_test.go): they open
+// hundreds of databases, and each would zero-fill 16 MiB log segments.
+var testLogSegmentSize int64
+
 // Options configure a database. A nil *Options means all defaults; a zero
 // field means that field's default. Open never modifies the caller's struct.
 type Options struct {
@@ -277,6 +282,9 @@ func (o *Options) withDefaults() (Options, error) {
 	}
 	if c.LogSegmentSize == 0 {
 		c.LogSegmentSize = DefaultLogSegmentSize
+		if testLogSegmentSize != 0 {
+			c.LogSegmentSize = testLogSegmentSize
+		}
 	}
 	if c.CheckpointLogBytes == 0 {
 		c.CheckpointLogBytes = DefaultCheckpointLogBytes

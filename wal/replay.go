@@ -1,7 +1,6 @@
 package wal
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -145,12 +144,17 @@ func (r *replayer) segment(s segmentFile, next *segmentFile) (done bool, err err
 		}
 		return true, fmt.Errorf("%w: segment %s starts at LSN %d, want %d (%s)", ErrCorrupt, s.path, s.first, r.expect, what)
 	}
-	data, err := readFile(r.o.FS, s.path)
+	v, err := openView(r.o.FS, s.path)
 	if err != nil {
 		return true, err
 	}
-	r.endPath, r.endOff = s.path, len(data)
-	h, err := checkSegmentHeader(data, r.o.DBID, s.path, s.first)
+	defer v.close()
+	r.endPath, r.endOff = s.path, v.size
+	hb, err := v.at(0, SaltedSegmentHeaderSize)
+	if err != nil {
+		return true, err
+	}
+	h, err := checkSegmentHeader(hb, r.o.DBID, s.path, s.first)
 	if err != nil {
 		if !errors.Is(err, errTornHeader) {
 			return true, err
@@ -162,9 +166,13 @@ func (r *replayer) segment(s segmentFile, next *segmentFile) (done bool, err err
 		// unless a record in it proves LSNs from s.first on were durable.
 		if r.expect <= r.mark {
 			return true, fmt.Errorf("%w: segment %s (%d bytes): header at offset 0 is torn or missing, but the sync mark %s says the log was durable through LSN %d: LSNs %d..%d are missing",
-				ErrCorrupt, s.path, len(data), r.markPath, r.mark, r.expect, r.mark)
+				ErrCorrupt, s.path, v.size, r.markPath, r.mark, r.expect, r.mark)
 		}
-		if p, rh, ok := findTornHeaderEvidence(data, r.expect); ok {
+		p, rh, ok, err := findTornHeaderEvidence(v, r.expect)
+		if err != nil {
+			return true, err
+		}
+		if ok {
 			return true, fmt.Errorf("%w: segment %s: header is damaged but the record at offset %d (LSN %d, synced %d) shows LSN %d was durable",
 				ErrCorrupt, s.path, p, rh.lsn, rh.synced, r.expect)
 		}
@@ -172,9 +180,13 @@ func (r *replayer) segment(s segmentFile, next *segmentFile) (done bool, err err
 		return true, nil
 	}
 	off := h.size
-	for off < len(data) {
+	for off < v.size {
 		if next != nil && next.first == r.expect {
-			if h.endsAt(data, off) {
+			end, err := h.endsAt(v, off)
+			if err != nil {
+				return true, err
+			}
+			if end {
 				// The rest of a preallocated segment: zeros, or records
 				// of an earlier use of the file.
 				r.endOff = off
@@ -184,7 +196,11 @@ func (r *replayer) segment(s segmentFile, next *segmentFile) (done bool, err err
 			// ErrStop) and went on in the next segment; what follows here
 			// is superseded, unless a record in it proves that LSN was
 			// durable, which no recovery may cut.
-			if p, rh, ok := findDurableEvidence(data, off, r.expect, h); ok {
+			p, rh, ok, err := findDurableEvidence(v, off, r.expect, h)
+			if err != nil {
+				return true, err
+			}
+			if ok {
 				return true, fmt.Errorf("%w: segment %s: LSN %d at offset %d is overlapped by segment %s, but the record at offset %d (LSN %d, synced %d) shows it was durable",
 					ErrCorrupt, s.path, r.expect, off, next.path, p, rh.lsn, rh.synced)
 			}
@@ -192,23 +208,30 @@ func (r *replayer) segment(s segmentFile, next *segmentFile) (done bool, err err
 				r.expect, s.path, off, next.path))
 			return false, nil
 		}
-		rh, payload, n, reason := h.decode(data[off:])
+		rh, payload, n, reason, err := h.decodeAt(v, off)
+		if err != nil {
+			return true, err
+		}
 		if reason == "" && rh.lsn != r.expect {
 			reason = fmt.Sprintf("LSN %d, want %d", rh.lsn, r.expect)
 		}
 		if reason != "" {
-			if h.endsAt(data, off) {
+			end, err := h.endsAt(v, off)
+			if err != nil {
+				return true, err
+			}
+			if end {
 				// The end of the records of a preallocated segment, as
 				// the end of the file is for a plain one.
 				r.endOff = off
 				return false, nil
 			}
-			return r.badRecord(s, h, next, data, off, reason)
+			return r.badRecord(s, h, next, v, off, reason)
 		}
 		if rh.lsn > r.after {
 			if err := r.fn(rh.lsn, payload); err != nil {
 				if errors.Is(err, ErrStop) {
-					return r.stop(s, h, next, data, off, err)
+					return r.stop(s, h, next, v, off, err)
 				}
 				return true, fmt.Errorf("wal: replay of LSN %d: %w", rh.lsn, err)
 			}
@@ -223,7 +246,7 @@ func (r *replayer) segment(s segmentFile, next *segmentFile) (done bool, err err
 // badRecord decides whether the bad record at data[off:] (expected LSN
 // r.expect) is a torn tail or corruption. (A non-last segment whose next
 // segment starts at r.expect never gets here: segment cuts it first.)
-func (r *replayer) badRecord(s segmentFile, h segHeader, next *segmentFile, data []byte, off int, reason string) (done bool, err error) {
+func (r *replayer) badRecord(s segmentFile, h segHeader, next *segmentFile, v *view, off int, reason string) (done bool, err error) {
 	x := r.expect
 	if next != nil {
 		return true, fmt.Errorf("%w: segment %s: bad record at offset %d (LSN %d): %s, and the next segment starts at LSN %d",
@@ -233,7 +256,11 @@ func (r *replayer) badRecord(s segmentFile, h segHeader, next *segmentFile, data
 		return true, fmt.Errorf("%w: segment %s: bad record at offset %d (LSN %d): %s; the sync mark %s says the log was durable through LSN %d",
 			ErrCorrupt, s.path, off, x, reason, r.markPath, r.mark)
 	}
-	if p, rh, ok := findDurableEvidence(data, off, x, h); ok {
+	p, rh, ok, err := findDurableEvidence(v, off, x, h)
+	if err != nil {
+		return true, err
+	}
+	if ok {
 		return true, fmt.Errorf("%w: segment %s: bad record at offset %d (LSN %d): %s; the record at offset %d (LSN %d, synced %d) shows it was durable",
 			ErrCorrupt, s.path, off, x, reason, p, rh.lsn, rh.synced)
 	}
@@ -246,7 +273,7 @@ func (r *replayer) badRecord(s segmentFile, h segHeader, next *segmentFile, data
 // record that was never known durable: if a later segment exists (rotation
 // synced this one) or a later record's synced LSN covers it, the refusal
 // contradicts the log and is corruption.
-func (r *replayer) stop(s segmentFile, h segHeader, next *segmentFile, data []byte, off int, cause error) (done bool, err error) {
+func (r *replayer) stop(s segmentFile, h segHeader, next *segmentFile, v *view, off int, cause error) (done bool, err error) {
 	x := r.expect
 	if next != nil {
 		return true, fmt.Errorf("%w: segment %s: replay refused LSN %d at offset %d, but segment %s follows, so it was durable: %w",
@@ -256,7 +283,11 @@ func (r *replayer) stop(s segmentFile, h segHeader, next *segmentFile, data []by
 		return true, fmt.Errorf("%w: segment %s: replay refused LSN %d at offset %d, but the sync mark %s says the log was durable through LSN %d: %w",
 			ErrCorrupt, s.path, x, off, r.markPath, r.mark, cause)
 	}
-	if p, rh, ok := findDurableEvidence(data, off, x, h); ok {
+	p, rh, ok, err := findDurableEvidence(v, off, x, h)
+	if err != nil {
+		return true, err
+	}
+	if ok {
 		return true, fmt.Errorf("%w: segment %s: replay refused LSN %d at offset %d, but the record at offset %d (LSN %d, synced %d) shows it was durable: %w",
 			ErrCorrupt, s.path, x, off, p, rh.lsn, rh.synced, cause)
 	}
@@ -264,82 +295,90 @@ func (r *replayer) stop(s segmentFile, h segHeader, next *segmentFile, data []by
 	return true, nil
 }
 
-// findDurableEvidence looks in data[badOff:], in a segment with header h,
-// for a valid record whose synced LSN is >= x, i.e. a record written after
+// findDurableEvidence looks in the segment v (header h) from badOff on for
+// a valid record whose synced LSN is >= x, i.e. a record written after
 // LSN x was known durable. badOff is where record x starts (or should
 // start). It checks every possible offset, since the records between may
 // be damaged; cheap filters run before the checksum (see evidenceAt). In a
 // salted segment only records carrying its salt count (stale frames of an
 // earlier use of the file prove nothing), so only the offsets where the
 // salt occurs are candidates.
-func findDurableEvidence(data []byte, badOff int, x LSN, h segHeader) (off int, rh recordHeader, ok bool) {
+func findDurableEvidence(v *view, badOff int, x LSN, h segHeader) (off int, rh recordHeader, ok bool, err error) {
 	if !h.salted() {
-		for p := badOff; p+RecordHeaderSize <= len(data); p++ {
-			if rh, ok := evidenceAt(data, p, badOff, x, RecordHeaderSize, nil); ok {
-				return p, rh, true
+		for p := badOff; p+RecordHeaderSize <= v.size; p++ {
+			if rh, ok, err := evidenceAt(v, p, badOff, x, RecordHeaderSize, nil); ok || err != nil {
+				return p, rh, ok, err
 			}
 		}
-		return 0, recordHeader{}, false
+		return 0, recordHeader{}, false, nil
 	}
 	var salt [8]byte
 	binary.LittleEndian.PutUint64(salt[:], h.salt)
-	for from := badOff + recOffSalt; from < len(data); {
-		i := bytes.Index(data[from:], salt[:])
-		if i < 0 {
-			break
+	for from := badOff + recOffSalt; from < v.size; {
+		q, err := v.index(from, salt[:])
+		if q < 0 || err != nil {
+			return 0, recordHeader{}, false, err
 		}
-		p := from + i - recOffSalt
-		if rh, ok := evidenceAt(data, p, badOff, x, SaltedRecordHeaderSize, &h.salt); ok {
-			return p, rh, true
+		p := q - recOffSalt
+		if rh, ok, err := evidenceAt(v, p, badOff, x, SaltedRecordHeaderSize, &h.salt); ok || err != nil {
+			return p, rh, ok, err
 		}
-		from += i + 1
+		from = q + 1
 	}
-	return 0, recordHeader{}, false
+	return 0, recordHeader{}, false, nil
 }
 
 // findTornHeaderEvidence is findDurableEvidence for a segment whose header
 // is torn, so that neither its format nor its salt is known: it accepts a
 // plain frame or a salted frame with any salt, from where the records of
 // a plain segment would start.
-func findTornHeaderEvidence(data []byte, x LSN) (off int, rh recordHeader, ok bool) {
-	for p := SegmentHeaderSize; p+RecordHeaderSize <= len(data); p++ {
-		if rh, ok := evidenceAt(data, p, SegmentHeaderSize, x, RecordHeaderSize, nil); ok {
-			return p, rh, true
+func findTornHeaderEvidence(v *view, x LSN) (off int, rh recordHeader, ok bool, err error) {
+	for p := SegmentHeaderSize; p+RecordHeaderSize <= v.size; p++ {
+		if rh, ok, err := evidenceAt(v, p, SegmentHeaderSize, x, RecordHeaderSize, nil); ok || err != nil {
+			return p, rh, ok, err
 		}
-		if rh, ok := evidenceAt(data, p, SegmentHeaderSize, x, SaltedRecordHeaderSize, nil); ok {
-			return p, rh, true
+		if rh, ok, err := evidenceAt(v, p, SegmentHeaderSize, x, SaltedRecordHeaderSize, nil); ok || err != nil {
+			return p, rh, ok, err
 		}
 	}
-	return 0, recordHeader{}, false
+	return 0, recordHeader{}, false, nil
 }
 
-// evidenceAt reports whether data[p:] holds a valid frame with a header of
-// hsize bytes (a salted one carrying *salt, unless salt is nil) whose LSN
-// is above x and whose synced LSN is >= x. Cheap filters run before the
-// checksum: such a record has lsn > x, synced in [x, lsn), and the lsn-x
-// records from badOff up to it need at least hsize bytes each.
-func evidenceAt(data []byte, p, badOff int, x LSN, hsize int, salt *uint64) (recordHeader, bool) {
-	if p < badOff || p+hsize > len(data) {
-		return recordHeader{}, false
+// evidenceAt reports whether the segment v holds at offset p a valid frame
+// with a header of hsize bytes (a salted one carrying *salt, unless salt
+// is nil) whose LSN is above x and whose synced LSN is >= x. Cheap filters
+// run before the checksum: such a record has lsn > x, synced in [x, lsn),
+// and the lsn-x records from badOff up to it need at least hsize bytes
+// each.
+func evidenceAt(v *view, p, badOff int, x LSN, hsize int, salt *uint64) (recordHeader, bool, error) {
+	if p < badOff || p+hsize > v.size {
+		return recordHeader{}, false, nil
 	}
-	rh := parseHeader(data[p:])
+	b, err := v.at(p, hsize)
+	if err != nil {
+		return recordHeader{}, false, err
+	}
+	rh := parseHeader(b)
 	if rh.lsn <= x || rh.synced < x || rh.synced >= rh.lsn {
-		return recordHeader{}, false
+		return recordHeader{}, false, nil
 	}
 	if uint64(rh.lsn-x) > uint64(p-badOff)/uint64(hsize) {
-		return recordHeader{}, false
+		return recordHeader{}, false, nil
 	}
 	if hsize == SaltedRecordHeaderSize {
-		rh.salt = binary.LittleEndian.Uint64(data[p+recOffSalt:])
+		rh.salt = binary.LittleEndian.Uint64(b[recOffSalt:])
 		if salt != nil && rh.salt != *salt {
-			return recordHeader{}, false
+			return recordHeader{}, false, nil
 		}
 	}
 	end := p + hsize + int(rh.n)
-	if rh.n > MaxPayloadSize || end > len(data) || end < p {
-		return recordHeader{}, false
+	if rh.n > MaxPayloadSize || end > v.size || end < p {
+		return recordHeader{}, false, nil
 	}
-	return rh, verify(data[p:end], rh.crc) == ""
+	if b, err = v.at(p, end-p); err != nil {
+		return recordHeader{}, false, err
+	}
+	return rh, verify(b[:end-p], rh.crc) == "", nil
 }
 
 // ProvenDurable returns the highest LSN that the log proves was durable
@@ -363,24 +402,44 @@ func ProvenDurable(opts Options) (LSN, error) {
 		return 0, err
 	}
 	for _, s := range segs {
-		data, err := readFile(o.FS, s.path)
+		p, err := provenIn(o, s)
 		if err != nil {
 			return 0, err
 		}
-		h, err := checkSegmentHeader(data, o.DBID, s.path, s.first)
-		if errors.Is(err, errTornHeader) {
-			continue
-		} else if err != nil {
+		proven = max(proven, p)
+	}
+	return proven, nil
+}
+
+// provenIn returns the highest synced stamp of the records of segment s
+// up to its first bad one (0 for a torn header).
+func provenIn(o Options, s segmentFile) (LSN, error) {
+	v, err := openView(o.FS, s.path)
+	if err != nil {
+		return 0, err
+	}
+	defer v.close()
+	hb, err := v.at(0, SaltedSegmentHeaderSize)
+	if err != nil {
+		return 0, err
+	}
+	h, err := checkSegmentHeader(hb, o.DBID, s.path, s.first)
+	if errors.Is(err, errTornHeader) {
+		return 0, nil
+	} else if err != nil {
+		return 0, err
+	}
+	var proven LSN
+	for off := h.size; off < v.size; {
+		rh, _, n, reason, err := h.decodeAt(v, off)
+		if err != nil {
 			return 0, err
 		}
-		for off := h.size; off < len(data); {
-			rh, _, n, reason := h.decode(data[off:])
-			if reason != "" {
-				break
-			}
-			proven = max(proven, rh.synced)
-			off += n
+		if reason != "" {
+			break
 		}
+		proven = max(proven, rh.synced)
+		off += n
 	}
 	return proven, nil
 }

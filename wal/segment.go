@@ -1,7 +1,6 @@
 package wal
 
 import (
-	"bytes"
 	"cmp"
 	"encoding/binary"
 	"errors"
@@ -154,14 +153,40 @@ func (h segHeader) decode(b []byte) (rh recordHeader, payload []byte, n int, rea
 // record whose salt bytes never reached the disk reads as a clean end;
 // the outcome is the same, only the warning is missing.) Format 0
 // segments end only at the end of the file.
-func (h segHeader) endsAt(data []byte, off int) bool {
+func (h segHeader) endsAt(v *view, off int) (bool, error) {
 	if !h.salted() {
-		return false
+		return false, nil
 	}
 	var salt [8]byte
 	binary.LittleEndian.PutUint64(salt[:], h.salt)
 	from := off + recOffSalt
-	return from >= len(data) || !bytes.Contains(data[from:], salt[:])
+	if from >= v.size {
+		return true, nil
+	}
+	q, err := v.index(from, salt[:])
+	return q < 0, err
+}
+
+// decodeAt decodes the frame at offset off of the segment v (off <
+// v.size) as decode does, reading no more of v than the frame.
+func (h segHeader) decodeAt(v *view, off int) (rh recordHeader, payload []byte, n int, reason string, err error) {
+	hsize := RecordHeaderSize
+	if h.salted() {
+		hsize = SaltedRecordHeaderSize
+	}
+	b, err := v.at(off, hsize)
+	if err != nil {
+		return rh, nil, 0, "", err
+	}
+	if len(b) >= hsize {
+		if m := parseHeader(b).n; m <= MaxPayloadSize {
+			if b, err = v.at(off, hsize+int(m)); err != nil {
+				return rh, nil, 0, "", err
+			}
+		}
+	}
+	rh, payload, n, reason = h.decode(b)
+	return rh, payload, n, reason, nil
 }
 
 // segMagic is the start of every heapkv file (see internal/filehdr).
@@ -245,20 +270,6 @@ func listSegments(o Options) ([]segmentFile, error) {
 	}
 	slices.SortFunc(segs, func(a, b segmentFile) int { return cmp.Compare(a.first, b.first) })
 	return segs, nil
-}
-
-// readFile returns the whole contents of a file (read-only).
-func readFile(fsys vfs.FS, path string) ([]byte, error) {
-	f, err := fsys.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("wal: open %s: %w", path, err)
-	}
-	defer f.Close()
-	b, err := io.ReadAll(f)
-	if err != nil {
-		return nil, fmt.Errorf("wal: read %s: %w", path, err)
-	}
-	return b, nil
 }
 
 // readPrefix returns up to n bytes from the start of a file (read-only).
