@@ -149,10 +149,14 @@ func TestBackupUnderWriters(t *testing.T) {
 func TestExportImportAcrossOptions(t *testing.T) {
 	root := t.TempDir()
 	quiet := slog.New(slog.DiscardHandler)
-	// 3,000 puts, unsynced: a synced Put waits for the disk each time.
+	// Unsynced puts: a synced Put waits for the disk each time.
 	src := heapkv.OpenTestDB(t, root+"/src", &heapkv.Options{Logger: quiet, NoSync: true})
 	rng := rand.New(rand.NewPCG(5, 6))
-	for i := range 3000 {
+	n := 3000
+	if heapkv.RaceEnabled {
+		n = 700 // compression is many times slower under the race detector
+	}
+	for i := range n {
 		v := make([]byte, []int{0, 1, 100, 257, 3000, 4100, 70000}[i%7])
 		for j := range v {
 			v[j] = byte(rng.IntN(4)) // compressible

@@ -330,7 +330,7 @@ func TestCompactCrash(t *testing.T) {
 	// than one batch (compactBatchKeys) of values.
 	var res heapkv.CompactResult
 	maxClones := 40
-	if txnRace {
+	if heapkv.RaceEnabled {
 		maxClones = 12 // each clone is reopened and checked: many times slower under the race detector
 	}
 	clones := e.clonesDuring(maxClones, 5*time.Millisecond, 3, func() error {

@@ -422,7 +422,7 @@ func TestFaultSweep(t *testing.T) {
 	stride := 1
 	if !*faultSweepFull {
 		stride = max(1, total/40)
-		if testing.Short() {
+		if testing.Short() || heapkv.RaceEnabled {
 			stride = max(1, total/15)
 		}
 	}

@@ -237,7 +237,7 @@ func TestIncrementalBackupCrash(t *testing.T) {
 		after[k] = string(v)
 	}
 	maxClones := 60
-	if txnRace {
+	if heapkv.RaceEnabled {
 		maxClones = 20 // each clone is reopened and checked: many times slower under the race detector
 	}
 	clones := e.clonesDuring(maxClones, 3*time.Millisecond, 5, func() error {

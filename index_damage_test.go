@@ -93,7 +93,11 @@ func TestIndexDamage(t *testing.T) {
 	if *indexDamageOne >= 0 {
 		trials = append(trials, strconv.Itoa(*indexDamageOne))
 	} else {
-		for i := range *indexDamageTrials {
+		n := *indexDamageTrials
+		if heapkv.RaceEnabled && !flagSet("heapkv.indexdamage") {
+			n = 40 // each trial is a child process: many times slower under the race detector
+		}
+		for i := range n {
 			trials = append(trials, strconv.Itoa(i))
 		}
 	}
@@ -557,4 +561,11 @@ func runDamageTrial(files map[string][]byte, model *damageModel, d indexDamage) 
 		sawErr("Close", err, true)
 	}
 	return verdict()
+}
+
+// flagSet reports whether the flag name was given on the command line.
+func flagSet(name string) bool {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }

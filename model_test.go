@@ -23,7 +23,7 @@ import (
 )
 
 var modelStepsFlag = flag.Int("heapkv.modelsteps", 0,
-	"random operations per option set in TestModelRandom (0: 2000, or 500 with -short)")
+	"random operations per option set in TestModelRandom (0: 2000, or 500 with -short or -race)")
 
 var modelLogger = slog.New(slog.DiscardHandler)
 
@@ -233,7 +233,7 @@ func TestModelRandom(t *testing.T) {
 	steps := *modelStepsFlag
 	if steps <= 0 {
 		steps = 2000
-		if testing.Short() {
+		if testing.Short() || heapkv.RaceEnabled {
 			steps = 500
 		}
 	}

@@ -203,7 +203,11 @@ func TestNoSyncKill(t *testing.T) {
 	rng := rand.New(rand.NewPCG(seed, 0x45C))
 	var lostRounds, lostTotal, maxLostBytes int
 	var maxAge time.Duration
-	for round := range *nsKills {
+	rounds := *nsKills
+	if heapkv.RaceEnabled && !flagSet("heapkv.nosynckills") {
+		rounds = 2 // each round is a child process: many times slower under the race detector
+	}
+	for round := range rounds {
 		dir := filepath.Join(t.TempDir(), "db")
 		r := &nsRound{writes: map[[2]int]*nsWrite{}}
 		env := []string{nsEnvDir + "=" + dir, nsEnvSeed + "=" + strconv.FormatUint(seed+uint64(round), 10)}

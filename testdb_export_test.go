@@ -7,3 +7,6 @@ var (
 	OpenTestDB        = openTestDB
 	OpenTestDBNoCheck = openTestDBNoCheck
 )
+
+// RaceEnabled is raceEnabled (race_test.go) for heapkv_test.
+const RaceEnabled = raceEnabled

@@ -289,7 +289,7 @@ func (p *txnCrashPlan) verify(fs vfs.FS, lo, hi int) (int, error) {
 
 func TestTxnCrashEnumeration(t *testing.T) {
 	target, steps := 300, 30
-	if testing.Short() || txnRace {
+	if testing.Short() || heapkv.RaceEnabled {
 		target = 40 // reopening is slow under the race detector
 	}
 	if *txnCrashStates > 0 {

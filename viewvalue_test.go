@@ -49,7 +49,7 @@ func ExampleDB_ViewValue() {
 // buffers on purpose, so counts mean something only without it: the README's
 // test command runs this test a second time without -race.
 func TestReadAllocations(t *testing.T) {
-	if txnRace {
+	if heapkv.RaceEnabled {
 		t.Skip("allocation counts under the race detector include sync.Pool's deliberate drops; run without -race")
 	}
 	for _, ecache := range []int64{0, -1} {

@@ -11,15 +11,15 @@ import (
 	"github.com/heapkv/heapkv/wal"
 )
 
-// writeWideLog writes records of 1.5 MiB between small ones into one 8 MiB
+// writeWideLog writes records of 1.5 MiB between small ones into one 4 MiB
 // segment, so records, their damage and the evidence after it lie in
 // different windows of Replay's reads (1 MiB). Every record is synced
 // before the next is written, and the sync mark is off: what proves a
 // record durable is the synced stamp of the records after it.
 func writeWideLog(t *testing.T) (wal.Options, *logBuf, model, []int64) {
 	t.Helper()
-	rng := rand.New(rand.NewPCG(7, 7))
-	opts, lb := testOptions(vfs.NewMem(), 8<<20)
+	rng := rand.NewChaCha8([32]byte{7})
+	opts, lb := testOptions(vfs.NewMem(), 4<<20)
 	opts = wal.WithoutSyncMark(opts)
 	l, err := wal.Open(opts, 1)
 	if err != nil {
@@ -30,14 +30,13 @@ func writeWideLog(t *testing.T) (wal.Options, *logBuf, model, []int64) {
 	off := int64(wal.SaltedSegmentHeaderSize)
 	for i := range 5 {
 		lsn := l.NextLSN()
-		p := fmt.Appendf(nil, "lsn=%d;", lsn)
 		n := 100
 		if i%2 == 1 {
 			n = 3 << 19
 		}
-		for range n {
-			p = append(p, byte(rng.Uint32()))
-		}
+		p := fmt.Appendf(make([]byte, 0, 32+n), "lsn=%d;", lsn)
+		p = p[:len(p)+n]
+		rng.Read(p[len(p)-n:])
 		if _, err := l.Append([][]byte{p}); err != nil {
 			t.Fatal(err)
 		}

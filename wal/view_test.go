@@ -18,7 +18,9 @@ func viewFile(t *testing.T, fsys vfs.FS, b []byte) *view {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.Write(b); err != nil {
+	// A copy: under the race detector Pebble's MemFS scrambles what it
+	// was given to write (invariants.Enabled), and b is the test's model.
+	if _, err := f.Write(bytes.Clone(b)); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.Close(); err != nil {
@@ -37,9 +39,7 @@ func viewFile(t *testing.T, fsys vfs.FS, b []byte) *view {
 func TestViewAt(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	data := make([]byte, 3*viewWindow+12345)
-	for i := range data {
-		data[i] = byte(rng.Uint32())
-	}
+	rand.NewChaCha8([32]byte{1}).Read(data)
 	v := viewFile(t, vfs.NewMem(), data)
 	for range 2000 {
 		off := rng.IntN(len(data) + 1)
@@ -66,7 +66,7 @@ func TestViewAt(t *testing.T) {
 // file does.
 func TestViewIndex(t *testing.T) {
 	pat := []byte("SALTSALT")
-	for seed := range uint64(20) {
+	for seed := range uint64(8) {
 		rng := rand.New(rand.NewPCG(seed, 3))
 		data := make([]byte, 2*viewWindow+rng.IntN(viewWindow))
 		spots := []int{0, viewWindow - 8, viewWindow - 7, viewWindow - 1, viewWindow, 2*viewWindow - 4, len(data) - 8}
