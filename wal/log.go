@@ -48,7 +48,7 @@ type Stats struct {
 	Writes uint64
 
 	SparesPrepared   uint64 // spares zero-filled since Open (Open's own included)
-	SegmentsRecycled uint64 // obsolete segments RemoveThrough kept as spares
+	SegmentsRecycled uint64 // obsolete segments kept as spares: by RemoveThrough, or by Open (the empty segment it replaces)
 }
 
 // Log appends records to the current segment of a log directory, directly
@@ -170,7 +170,9 @@ type segmentInfo struct {
 // returned by Replay plus 1), writes and syncs its header, syncs the
 // directory and returns a Log ready to append. Dir is created if absent.
 // An existing segment named for next (an empty or torn one that Replay
-// ended in) is replaced; a segment starting after next is an error.
+// ended in) is replaced, and recycled as the new segment's spare if it was
+// preallocated (see recycleReplaced); a segment starting after next is an
+// error.
 //
 // The new segment is a spare file (a recycled segment, or one a Log
 // prepared ahead) if the directory holds one; otherwise Open zero-fills a
@@ -200,12 +202,14 @@ func Open(opts Options, next LSN) (*Log, error) {
 		return nil, err
 	}
 	var segs []segmentInfo
+	var replaced *segmentFile
 	for _, s := range found {
 		if s.first > next {
 			return nil, fmt.Errorf("wal: Open(%d): segment %s holds later LSNs; pass Replay's last LSN + 1", next, s.path)
 		}
 		if s.first == next {
-			continue // replaced below
+			replaced = &s // replaced below
+			continue
 		}
 		st, err := o.FS.Stat(s.path)
 		if err != nil {
@@ -224,6 +228,16 @@ func Open(opts Options, next LSN) (*Log, error) {
 	spares, lastID, err := adoptSpares(o)
 	if err != nil {
 		return nil, err
+	}
+	recycled := uint64(0)
+	if replaced != nil {
+		sp, ok, err := recycleReplaced(o, *replaced, lastID+1)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			spares, lastID, recycled = append(spares, sp), lastID+1, 1
+		}
 	}
 	if len(segs) > 0 {
 		if err := o.beforeSync(); err != nil {
@@ -270,7 +284,42 @@ func Open(opts Options, next LSN) (*Log, error) {
 	l.mu.spares = spares
 	l.mu.spareID = lastID
 	l.mu.stats.SparesPrepared = prepared
+	l.mu.stats.SegmentsRecycled = recycled
 	return l, nil
+}
+
+// recycleReplaced turns the segment s that Open replaces (the one named for
+// its next LSN, which holds no record of the log) into spare number id, if
+// it is a preallocated segment: SegmentSize bytes with a format 1 header,
+// so every block of it was written and synced when it was a spare. Then
+// Open installs the new segment in it, as in any recycled spare, and a
+// database that is opened and closed without writes zero-fills nothing.
+// The rename is made durable before Open rewrites the header (see
+// spare.go). ok is false for any other file, which the new segment
+// replaces as before.
+func recycleReplaced(o Options, s segmentFile, id uint64) (sp spareFile, ok bool, err error) {
+	st, err := o.FS.Stat(s.path)
+	if err != nil {
+		return spareFile{}, false, fmt.Errorf("wal: stat %s: %w", s.path, err)
+	}
+	if st.Size() != o.SegmentSize {
+		return spareFile{}, false, nil
+	}
+	b, err := readPrefix(o.FS, s.path, SaltedSegmentHeaderSize)
+	if err != nil {
+		return spareFile{}, false, err
+	}
+	if h, err := checkSegmentHeader(b, o.DBID, s.path, s.first); err != nil || !h.salted() {
+		return spareFile{}, false, nil
+	}
+	sp = spareFile{path: o.FS.PathJoin(o.Dir, SpareName(id)), size: st.Size()}
+	if err := o.FS.Rename(s.path, sp.path); err != nil {
+		return spareFile{}, false, fmt.Errorf("wal: rename %s to spare %s: %w", s.path, sp.path, err)
+	}
+	if err := vfsutil.SyncDir(o.FS, o.Dir); err != nil {
+		return spareFile{}, false, err
+	}
+	return sp, true, nil
 }
 
 // ensureDir creates the log directory if it does not exist, and makes the

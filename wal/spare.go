@@ -31,11 +31,15 @@ import (
 //     SegmentSize bytes to a spare name instead of deleting it, while the
 //     pool holds fewer than Options.SpareSegments spares, and syncs the
 //     directory before the spare can be used. Its old records stay in it;
-//     the salt of its next use tells them apart (see frame.go).
+//     the salt of its next use tells them apart (see frame.go). Open
+//     recycles the same way the segment it replaces, the one named for
+//     its first LSN (recycleReplaced), which holds no record of the log:
+//     a log closed after a checkpoint ends in such a segment, so opening
+//     it again takes no preparation.
 //
 // So the pool holds at most max(SpareSegments, 1) spares, plus one when a
 // preparation that started on an empty pool ends after a RemoveThrough
-// refilled it.
+// refilled it. (The segment Open recycles is taken at once.)
 //
 // A rotation (installSpare) writes the new segment header, with a new
 // salt, into the spare, fdatasyncs it, renames it to the segment's name
