@@ -150,11 +150,7 @@ func (r *replayer) segment(s segmentFile, next *segmentFile) (done bool, err err
 	}
 	defer v.close()
 	r.endPath, r.endOff = s.path, v.size
-	hb, err := v.at(0, SaltedSegmentHeaderSize)
-	if err != nil {
-		return true, err
-	}
-	h, err := checkSegmentHeader(hb, r.o.DBID, s.path, s.first)
+	h, err := readHeader(v, r.o.DBID, s)
 	if err != nil {
 		if !errors.Is(err, errTornHeader) {
 			return true, err
@@ -419,11 +415,7 @@ func provenIn(o Options, s segmentFile) (LSN, error) {
 		return 0, err
 	}
 	defer v.close()
-	hb, err := v.at(0, SaltedSegmentHeaderSize)
-	if err != nil {
-		return 0, err
-	}
-	h, err := checkSegmentHeader(hb, o.DBID, s.path, s.first)
+	h, err := readHeader(v, o.DBID, s)
 	if errors.Is(err, errTornHeader) {
 		return 0, nil
 	} else if err != nil {

@@ -239,6 +239,16 @@ func checkSegmentHeader(b []byte, id filehdr.DBID, name string, first LSN) (segH
 	return h, nil
 }
 
+// readHeader reads the header of segment s through v and checks it (see
+// checkSegmentHeader): a read error is returned as it is.
+func readHeader(v *view, id filehdr.DBID, s segmentFile) (segHeader, error) {
+	b, err := v.at(0, SaltedSegmentHeaderSize)
+	if err != nil {
+		return segHeader{}, err
+	}
+	return checkSegmentHeader(b, id, s.path, s.first)
+}
+
 // segmentFile is one segment found in the directory.
 type segmentFile struct {
 	first LSN
