@@ -309,3 +309,48 @@ func TestValueCacheRace(t *testing.T) {
 }
 
 func kkey(k int) []byte { return []byte(fmt.Sprintf("key-%03d", k)) }
+
+// TestValueCacheDropsOnlyCached overwrites values of which only some were
+// read into the cache: the commit that frees them deletes the cached
+// entries and queues nothing for the others (a queued delete is a channel
+// send and an allocation in ristretto, on the apply path of every
+// overwrite).
+func TestValueCacheDropsOnlyCached(t *testing.T) {
+	db := openTestDB(t, "db", memOptions(vfs.NewMem(), CodecNone))
+	val := bytes.Repeat([]byte("v"), 1500)
+	const keys = 40
+	for i := range keys {
+		if err := db.Put(fmt.Appendf(nil, "k%02d", i), val); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < keys; i += 4 {
+		if _, err := db.Get(fmt.Appendf(nil, "k%02d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.vcache.c.Wait()
+	cached := 0
+	for i := range keys {
+		p := heapPointer(t, db, fmt.Sprintf("k%02d", i))
+		if _, ok := db.vcache.c.GetTTL(p.extents[0].Start); ok {
+			cached++
+		}
+	}
+	if cached == 0 {
+		t.Fatal("no value made it into the cache; the test proves nothing")
+	}
+	before := db.vcache.deletes.Load()
+	for i := range keys {
+		if err := db.Put(fmt.Appendf(nil, "k%02d", i), val[:1400]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := db.vcache.deletes.Load() - before; got != int64(cached) {
+		t.Fatalf("overwriting %d values, %d of them cached, issued %d deletes", keys, cached, got)
+	}
+	db.vcache.c.Wait()
+	if s, _ := db.Stats(); s.ValueCacheBytes != 0 {
+		t.Fatalf("cache holds %d bytes after every cached value was overwritten", s.ValueCacheBytes)
+	}
+}

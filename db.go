@@ -294,6 +294,9 @@ func (db *DB) Close() error {
 	err := db.failed()
 	if err == nil && !db.opts.ReadOnly {
 		err = db.checkpoint()
+		if err == nil {
+			db.releaseSpares()
+		}
 	}
 	if cerr := db.closeFiles(); err == nil {
 		err = cerr
@@ -302,6 +305,19 @@ func (db *DB) Close() error {
 		return fmt.Errorf("heapkv: close %s: %w", db.dir, err)
 	}
 	return nil
+}
+
+// releaseSpares deletes the log's spare segments as Close ends: a closed
+// database keeps no disk for files it may never use (with the defaults up
+// to three spares of 16 MiB, 5% of a 1 GB database). The next Open needs
+// none (it recycles the segment it replaces), and the first rotation after
+// it finds none ready and zero-fills one in the background, as the log
+// does whenever its pool runs dry. Failing to delete them loses nothing:
+// it is logged, and Open adopts what it finds.
+func (db *DB) releaseSpares() {
+	if freed, err := db.log.Load().ReleaseSpares(); err != nil {
+		db.logger.Warn("deleting spare log segments at close", "freed", freed, "err", err)
+	}
 }
 
 // closeFiles closes whatever is open, keeping the first error.

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"runtime/pprof"
+	"runtime/trace"
 	"strings"
 	"time"
 
@@ -59,6 +60,7 @@ func run() error {
 		runIndex    = flag.Int("run-index", 0, "internal: repetition number of a child process")
 		progress    = flag.Bool("progress", true, "show progress on stderr")
 		cpuProfile  = flag.String("cpuprofile", "", "write a CPU profile of this process to the file (use with one engine, or -isolate=false)")
+		traceFile   = flag.String("trace", "", "write an execution trace of this process to the file (go tool trace; use with one engine, or -isolate=false)")
 		sequence    = flag.Bool("sequence", false, "load once per engine and run, then run the workloads in the order given on that data (YCSB's procedure, e.g. -workload a,b,c,f,d); each workload is one result, the first carries the load phase")
 	)
 	flag.Parse()
@@ -72,6 +74,17 @@ func run() error {
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if *traceFile != "" {
+		f, err := os.Create(*traceFile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := trace.Start(f); err != nil {
+			return err
+		}
+		defer trace.Stop()
 	}
 	set := map[string]bool{}
 	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
