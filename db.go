@@ -313,7 +313,9 @@ func (db *DB) Close() error {
 // none (it recycles the segment it replaces), and the first rotation after
 // it finds none ready and zero-fills one in the background, as the log
 // does whenever its pool runs dry. Failing to delete them loses nothing:
-// it is logged, and Open adopts what it finds.
+// it is logged, and Open adopts what it finds. (A preparation that the
+// checkpoint's rotation started and that ends before the log closes adds
+// one spare back; the log's Close stops one still running.)
 func (db *DB) releaseSpares() {
 	if freed, err := db.log.Load().ReleaseSpares(); err != nil {
 		db.logger.Warn("deleting spare log segments at close", "freed", freed, "err", err)
