@@ -134,7 +134,11 @@ func (db *DB) Sync() error {
 // vouch makes every committed write durable and vouched for on disk
 // (wal.Log.VouchedLSN), so that every deferred free that no reader holds
 // can be reused now: after the flush, if frees wait, it commits a record
-// of no ops, durable, whose stamp vouches for everything before it.
+// of no ops whose stamp vouches for everything before it, and flushes it.
+// The record goes in as an unsynced group, which the pipeline applies at
+// once (it changes nothing in the index), and vouch waits for its flush
+// itself: as a durable group it would hold every group appended after it
+// until the flush, stalling all writers once a second under overwrites.
 func (db *DB) vouch() error {
 	if err := db.flushPending(); err != nil {
 		return err
@@ -144,8 +148,11 @@ func (db *DB) vouch() error {
 	waiting := db.applier.frees.bytes
 	db.applier.mu.Unlock()
 	if log.VouchedLSN() < log.SyncedLSN() && waiting > 0 {
-		if err := db.commitRequest(&commitReq{sync: true}); err != nil {
+		if err := db.commitRequest(&commitReq{}); err != nil {
 			return fmt.Errorf("heapkv: write vouch record: %w", err)
+		}
+		if err := db.flushPending(); err != nil {
+			return fmt.Errorf("heapkv: flush vouch record: %w", err)
 		}
 	}
 	db.applier.mu.Lock()
