@@ -167,20 +167,10 @@ func logTailValue(rng *rand.Rand, n int) []byte {
 // logTailNewestSegment returns the path of the newest log segment.
 func logTailNewestSegment(t *testing.T, fs vfs.FS) string {
 	t.Helper()
-	names, err := fs.List("db/" + walDirName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var segs []string
-	for _, n := range names {
-		if strings.HasSuffix(n, ".log") {
-			segs = append(segs, n)
-		}
-	}
+	segs := walFiles(t, fs, "db", ".log")
 	if len(segs) == 0 {
-		t.Fatalf("no log segment in %v", names)
+		t.Fatal("no log segment in db/" + walDirName)
 	}
-	slices.Sort(segs)
 	return "db/" + walDirName + "/" + segs[len(segs)-1]
 }
 

@@ -4,26 +4,29 @@ import (
 	"bytes"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
-// spareFiles lists the spare log segments in dir's log directory.
-func spareFiles(t *testing.T, fs vfs.FS, dir string) []string {
+// walFiles returns the sorted names in dir's log directory that end in
+// suffix (".log": segments; ".spare": spares).
+func walFiles(t *testing.T, fs vfs.FS, dir, suffix string) []string {
 	t.Helper()
-	names, err := fs.List(fs.PathJoin(dir, "wal"))
+	names, err := fs.List(fs.PathJoin(dir, walDirName))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var spares []string
+	var out []string
 	for _, n := range names {
-		if strings.HasSuffix(n, ".spare") {
-			spares = append(spares, n)
+		if strings.HasSuffix(n, suffix) {
+			out = append(out, n)
 		}
 	}
-	return spares
+	slices.Sort(out)
+	return out
 }
 
 // TestCloseReleasesSpares: a checkpoint recycles obsolete log segments as
@@ -54,13 +57,13 @@ func TestCloseReleasesSpares(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if len(spareFiles(t, fs, "db")) == 0 {
+	if len(walFiles(t, fs, "db", ".spare")) == 0 {
 		t.Fatal("no spare segment before Close: the test proves nothing")
 	}
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if s := spareFiles(t, fs, "db"); len(s) != 0 {
+	if s := walFiles(t, fs, "db", ".spare"); len(s) != 0 {
 		t.Fatalf("spares left after Close: %v", s)
 	}
 	for round := 3; round < 5; round++ {
@@ -74,8 +77,7 @@ func TestCloseReleasesSpares(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	db = openTestDB(t, "db", opts())
-	defer db.Close()
+	db = openTestDB(t, "db", opts()) // closed and checked at cleanup
 	for k, v := range want {
 		got, err := db.Get([]byte(k))
 		if err != nil || !bytes.Equal(got, v) {

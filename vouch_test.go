@@ -99,8 +99,7 @@ func TestVouchRecordHoldsNoWriter(t *testing.T) {
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	db = openTestDB(t, "db", opts())
-	defer db.Close()
+	db = openTestDB(t, "db", opts()) // closed and checked at cleanup
 	for i := range 50 {
 		if got, err := db.Get(key(i)); err != nil || !bytes.Equal(got, value(i, 2)) {
 			t.Fatalf("Get(%s) = %d bytes, %v", key(i), len(got), err)
