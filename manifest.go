@@ -225,12 +225,13 @@ func listManifests(fs vfs.FS, dir string) ([]uint64, error) {
 }
 
 // installManifestLocked writes m as the next MANIFEST and removes the
-// previous one. REQUIRES: db.manifest.mu held.
+// previous one. A write that found the file system full is ErrDiskFull, as
+// every write a checkpoint makes. REQUIRES: db.manifest.mu held.
 func (db *DB) installManifestLocked(m manifest) error {
 	prev := db.manifest.last.seq
 	m.seq = prev + 1
 	if err := writeFileAtomic(db.fs, db.dir, manifestFileName(m.seq), m.encode(db.id)); err != nil {
-		return fmt.Errorf("heapkv: install manifest: %w", err)
+		return diskError(fmt.Errorf("heapkv: install manifest: %w", err))
 	}
 	db.manifest.last = m
 	if prev != 0 {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -137,5 +138,39 @@ func TestDiskReserveStates(t *testing.T) {
 	}
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestCheckpointManifestDiskFull: a checkpoint whose MANIFEST write meets
+// ENOSPC returns ErrDiskFull with it, as its other writes do (Close's
+// checkpoint on a nearly full ext4 image met this in
+// TestCheckpointCloseNearlyFull); the next checkpoint, with room, works.
+func TestCheckpointManifestDiskFull(t *testing.T) {
+	mem := vfs.NewMem()
+	isManifest := func(p string) bool { return strings.HasPrefix(p, crashDir+"/MANIFEST-") } // not the index's
+	inj := newInjector(injectRule{limit: -1, err: syscall.ENOSPC,
+		match: func(op errorfs.Op) bool {
+			return isManifest(op.Path) && (op.Kind == errorfs.OpFileWrite || op.Kind == errorfs.OpFileWriteAt)
+		}})
+	opts := crashOptions()
+	heapkv.SetFS(&opts, errorfs.Wrap(mem, inj))
+	db := openTestDB(t, crashDir, &opts)
+	if err := db.Put([]byte("k"), bytes.Repeat([]byte{1}, 3000)); err != nil {
+		t.Fatal(err)
+	}
+	inj.armed.Store(true)
+	err := db.Checkpoint()
+	if len(inj.firedOps()) == 0 {
+		t.Fatal("no MANIFEST write met the injected ENOSPC; the test proves nothing")
+	}
+	if !errors.Is(err, heapkv.ErrDiskFull) || !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("Checkpoint whose MANIFEST write found the disk full: %v; want ErrDiskFull and ENOSPC", err)
+	}
+	inj.armed.Store(false)
+	if err := db.Checkpoint(); err != nil {
+		t.Fatalf("Checkpoint with room again: %v", err)
+	}
+	if v, err := db.Get([]byte("k")); err != nil || len(v) != 3000 {
+		t.Fatalf("Get after the checkpoints: %d bytes, %v", len(v), err)
 	}
 }
