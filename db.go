@@ -99,6 +99,13 @@ type DB struct {
 		// records is the buffer the leader encodes a group's log records
 		// into, reused from group to group (Append copies them).
 		records []byte
+		// logOps, entries and ends are buildGroup's other scratch space,
+		// reused from group to group: the ops of the record being
+		// encoded, the index entries of the group's puts (the batch and
+		// the records copy them), and where each record ends in records.
+		logOps  []logOp
+		entries []byte
+		ends    []int
 	}
 
 	pipe pipeline // groups appended and not yet applied (pipeline.go)

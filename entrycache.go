@@ -267,23 +267,27 @@ func (c *entryCache) begin(key []byte) {
 	s.mu.Unlock()
 }
 
-// store caches entry as key's, from the writer that has just put it in
-// the index, between begin and end: the write's own entry, not a read
-// that may be stale, so no token is needed. An empty entry is a delete's:
-// it records that the index holds no entry for key, and get then answers
-// with an empty entry (the callers' "absent"). It copies entry.
-func (c *entryCache) store(key, entry []byte) {
+// storeEnd is the second half of the invalidation of a write that the
+// index now holds, with the write's entry cached as key's (write-through):
+// the writer's own entry, not a read that may be stale, so no token is
+// needed. An empty entry is a delete's: it records that the index holds
+// no entry for key, and get then answers with an empty entry (the
+// callers' "absent"). It copies entry.
+func (c *entryCache) storeEnd(key, entry []byte) {
 	s, h := c.shard(key)
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if recordLen(len(key), len(entry)) > uint64(c.maxRing)/4 {
 		delete(s.slots, h)
-		return
+	} else {
+		s.add(key, entry, h, c.maxRing, c.maxSlots)
 	}
-	s.add(key, entry, h, c.maxRing, c.maxSlots)
+	s.gen++
+	s.writing--
+	s.mu.Unlock()
 }
 
-// end is the second half, once the index holds the write.
+// end is the second half of the invalidation of a write that did not
+// reach the index (its commit failed): nothing is cached.
 func (c *entryCache) end(key []byte) {
 	s, _ := c.shard(key)
 	s.mu.Lock()

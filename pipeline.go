@@ -142,8 +142,9 @@ func (db *DB) advance() {
 		err := g.batch.Commit(pebble.NoSync)
 		if err == nil {
 			db.storeEntries(g)
+		} else {
+			db.invalidateEntries(g, (*entryCache).end)
 		}
-		db.invalidateEntries(g, (*entryCache).end)
 		if err != nil {
 			g.finish(db.fail(fmt.Errorf("apply to index: %w", err)))
 			continue
@@ -167,28 +168,42 @@ func (db *DB) invalidateEntries(g *group, step func(*entryCache, []byte)) {
 	}
 }
 
-// storeEntries puts the entries g's batch wrote into the index-entry
-// cache, once the index holds them (write-through): a key written recently
-// is likely written again, and the write looks up the entry it replaces
-// (lookupState). A key the batch writes twice ends with its last entry; a
-// delete stores an empty entry, which answers "absent". REQUIRES:
-// db.applier.mu held (no other group is applied meanwhile), between the
-// begin and end steps.
+// storeEntries ends the invalidation of every key g wrote, once the index
+// holds g's batch, and puts the entries it wrote into the index-entry
+// cache (write-through): a key written recently is likely written again,
+// and the write looks up the entry it replaces (lookupState). The batch
+// holds one write per op of g, in order (buildGroup), so every begin gets
+// its end. A key the batch writes twice ends with its last entry; a delete
+// stores an empty entry, which answers "absent". REQUIRES: db.applier.mu
+// held (no other group is applied meanwhile), after the begin step.
 func (db *DB) storeEntries(g *group) {
 	if db.ecache == nil {
 		return
 	}
 	r := g.batch.Reader()
+	n := 0
 	for {
 		kind, key, value, ok, err := r.Next()
 		if !ok || err != nil {
-			return // err: the batch we built cannot be illegible; the cache is only a cache
+			break
 		}
 		switch kind {
 		case pebble.InternalKeyKindSet:
-			db.ecache.store(key, value)
+			db.ecache.storeEnd(key, value)
 		case pebble.InternalKeyKindDelete:
-			db.ecache.store(key, nil) // empty: absent
+			db.ecache.storeEnd(key, nil) // empty: absent
+		default:
+			db.ecache.end(key)
+		}
+		n++
+	}
+	// A batch we built cannot be illegible; if it were, the ops it did
+	// not yield still end, so their shards take fills again.
+	for _, r := range g.reqs {
+		for i := range r.ops {
+			if n--; n < 0 {
+				db.ecache.end(r.ops[i].key)
+			}
 		}
 	}
 }

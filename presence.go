@@ -23,8 +23,11 @@ import (
 // or was present, or a false positive, about 1%) looks up as before.
 //
 // The filter exists from Open on and every group the leader builds adds
-// its Puts' keys (buildGroup, under commit.mu, before the group reaches
-// the index), so it holds every key written since Open. A background scan,
+// the keys of its Puts to keys that held nothing (buildGroup, under
+// commit.mu, before the group reaches the index), so it holds every key
+// written since Open: a Put to a key that holds something needs no Add,
+// since the key got there through an earlier Put (which added it, or
+// which the scan below finds). A background scan,
 // started by the first write (a database opened only to be read never
 // runs it), then adds every key of the index as it is when the scan
 // starts; only

@@ -90,7 +90,8 @@ func (db *DB) apply(bops []batchOp, sync bool, check func(lsn base.LSN) error) (
 		return errDiskFull()
 	}
 
-	req := &commitReq{ops: make([]preparedOp, len(bops)), sync: sync, check: check}
+	req := newCommitReq(len(bops), sync, check)
+	defer req.release()
 	for i, op := range bops {
 		p := &req.ops[i]
 		p.kind, p.key = op.kind, op.key
