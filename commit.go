@@ -174,8 +174,8 @@ func (db *DB) await(req *commitReq) bool {
 type group struct {
 	reqs     []*commitReq     // the requests that passed their checks, in LSN order
 	first    base.LSN         // LSN of reqs[0]; reqs[i] takes first+i
-	records  [][]byte         // the log record of each request
-	freed    [][]alloc.Extent // the extents each record frees
+	records  [][]byte         // the log record of each request, until appended (the leader's scratch)
+	freed    [][]alloc.Extent // the extents each record frees; nil if none frees any
 	batch    *pebble.Batch    // the index writes of the whole group
 	delta    counters         // what the group changes in the counters
 	logBytes int64            // bytes of records
@@ -240,7 +240,7 @@ func (db *DB) commitGroup(reqs []*commitReq) *group {
 // whose check fails drop out (woken with the error) before they take one.
 // REQUIRES: db.commit.mu held.
 func (db *DB) admit(reqs []*commitReq) *group {
-	g := &group{first: db.log.Load().NextLSN(), reqs: make([]*commitReq, 0, len(reqs))}
+	g := &group{first: db.log.Load().NextLSN(), reqs: reqs[:0]} // reqs is the leader's own
 	for _, r := range reqs {
 		if err := db.checkCommit(r, g.first+base.LSN(len(g.reqs))); err != nil {
 			r.err = err
@@ -264,9 +264,9 @@ const maxCarriedRecordBytes = wal.MaxPayloadSize - MaxBatchBytes - 8<<20
 // values small: groupCarries) and the index write.
 // REQUIRES: db.commit.mu held.
 func (db *DB) buildGroup(g *group) error {
-	g.records = make([][]byte, len(g.reqs))
-	g.freed = make([][]alloc.Extent, len(g.reqs))
 	sc := &db.commit
+	g.records = slices.Grow(sc.recordList[:0], len(g.reqs))[:len(g.reqs)]
+	sc.recordList = g.records
 	entries := sc.entries[:0]
 	buf := sc.records[:0]
 	ends := sc.ends[:0]
@@ -286,7 +286,12 @@ func (db *DB) buildGroup(g *group) error {
 			op := &ops[j]
 			op.kind, op.key = p.kind, p.key
 			op.oldKind, op.oldRaw, op.oldStored, op.freed = prior.kind, prior.raw, prior.stored, prior.extents
-			g.freed[i] = append(g.freed[i], prior.extents...)
+			if len(prior.extents) > 0 {
+				if g.freed == nil { // a load of new keys frees nothing
+					g.freed = make([][]alloc.Extent, len(g.reqs))
+				}
+				g.freed[i] = append(g.freed[i], prior.extents...)
+			}
 			g.delta.remove(prior)
 			var now keyState
 			switch {
@@ -403,6 +408,7 @@ func (db *DB) appendGroup(g *group) error {
 		}
 		db.pipe.kickWriter()
 	}
+	clear(g.records) // the leader's scratch (buildGroup): drop the references
 	g.records = nil
 	db.pipe.push(g, kickFlush)
 	return nil

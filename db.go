@@ -103,9 +103,10 @@ type DB struct {
 		// reused from group to group: the ops of the record being
 		// encoded, the index entries of the group's puts (the batch and
 		// the records copy them), and where each record ends in records.
-		logOps  []logOp
-		entries []byte
-		ends    []int
+		logOps     []logOp
+		entries    []byte
+		ends       []int
+		recordList [][]byte // a group's records, until appendGroup appends them
 	}
 
 	pipe pipeline // groups appended and not yet applied (pipeline.go)

@@ -230,8 +230,10 @@ func (db *DB) finishGroup(g *group) {
 				db.alloc.Publish(r.ops[j].claim)
 			}
 		}
-		a.frees.push(g.first+base.LSN(i), g.freed[i], db.geom.BlockSize)
-		db.vcache.drop(g.freed[i])
+		if g.freed != nil {
+			a.frees.push(g.first+base.LSN(i), g.freed[i], db.geom.BlockSize)
+			db.vcache.drop(g.freed[i])
+		}
 	}
 	db.releaseFreesLocked()
 	db.stats.commits.Add(int64(len(g.reqs)))
