@@ -10,10 +10,11 @@ import (
 
 // The entry cache's bookkeeping: in every shard, the records from tail to
 // head parse, every map slot points at one of them whose key has the
-// slot's hash, and the shard stays within its budget, through fills (also
-// of a key already cached), evictions, wraps of the ring and
-// invalidations; a fill under a token taken before a write began, or while
-// it runs, is refused.
+// slot's hash, no write is left in progress, and the shard stays within
+// its budget, through fills (also of a key already cached), evictions,
+// wraps of the ring and invalidations, ended with the write's entry
+// stored (storeEnd, which get then returns) or without (end); a fill
+// under a token taken before a write began, or while it runs, is refused.
 func TestEntryCacheAccounting(t *testing.T) {
 	for _, tc := range []struct {
 		size      int64
@@ -89,7 +90,17 @@ func testEntryCacheAccounting(t *testing.T, size int64, keys, ops int) {
 		case 2:
 			c.begin(k)
 			writes[string(k)]++
-			c.end(k)
+			if rng.IntN(2) == 0 {
+				c.end(k) // a write whose commit failed
+				break
+			}
+			// A write the index took, its entry stored (write-through).
+			e := entry(k)
+			c.storeEnd(k, e)
+			got, ok := c.get(k, nil)
+			if fits := recordLen(len(k), len(e)) <= uint64(c.maxRing)/4; ok != fits || ok && string(got) != string(e) {
+				t.Fatalf("get %s right after storeEnd: %x, %v; want %x, %v", k, got, ok, e, fits)
+			}
 		default:
 			if got, ok := c.get(k, nil); ok && string(got) != string(entry(k)) {
 				t.Fatalf("get %s after %d writes: %x, want %x", k, writes[string(k)], got, entry(k))
