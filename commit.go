@@ -68,13 +68,11 @@ func newCommitReq(n int, sync bool, check func(lsn base.LSN) error) *commitReq {
 	return r
 }
 
-// release gives r back for reuse once its writer is done with it: once
-// commitRequest returned, no goroutine refers to r (its group woke it
-// last), and its channel is empty (every wake-up was received).
+// release gives r back for reuse once its writer is done with it: before
+// it was queued, or once commitRequest returned, when no goroutine refers
+// to r (its group woke it last) and its channel is empty (every wake-up
+// was received). A writer that panics does not release its request.
 func (r *commitReq) release() {
-	if len(r.wake) != 0 {
-		return // not drained (a panic unwound the writer): leave r to the collector
-	}
 	*r = commitReq{wake: r.wake}
 	commitReqs.Put(r)
 }
@@ -294,6 +292,7 @@ func (db *DB) buildGroup(g *group) error {
 			}
 			g.delta.remove(prior)
 			var now keyState
+			start := len(entries) // a put's entry: entries[start:] after the switch
 			switch {
 			case p.kind == opDelete:
 				now = keyState{kind: keyAbsent}
@@ -302,9 +301,7 @@ func (db *DB) buildGroup(g *group) error {
 				}
 			case p.isHeap:
 				p.ptr.lsn = lsn
-				start := len(entries)
 				entries = appendHeapEntry(entries, &p.ptr)
-				op.entry = entries[start:len(entries):len(entries)]
 				now = keyState{kind: keyHeap, raw: p.ptr.rawLen, stored: p.ptr.storedLen, extents: p.ptr.extents}
 				g.heapSize += int64(p.ptr.storedLen)
 				if carry && r.sync && p.carry != nil && carried+len(p.carry) <= maxCarriedRecordBytes {
@@ -314,12 +311,11 @@ func (db *DB) buildGroup(g *group) error {
 					g.uncarried = true
 				}
 			default:
-				start := len(entries)
 				entries = appendInlineEntry(entries, p.inline)
-				op.entry = entries[start:len(entries):len(entries)]
 				now = keyState{kind: keyInline, raw: uint64(len(p.inline))}
 			}
 			if p.kind == opPut {
+				op.entry = entries[start:len(entries):len(entries)]
 				if prior.kind == keyAbsent {
 					// A key that holds something is in the filter
 					// already: it was added when it was written.
@@ -335,6 +331,9 @@ func (db *DB) buildGroup(g *group) error {
 		buf = appendRecord(buf, ops)
 		ends = append(ends, len(buf))
 		clear(ops) // drop the references to keys and values
+	}
+	if cap(sc.logOps) > maxRetainedLogOps {
+		sc.logOps = nil // one huge batch does not pin its ops' space
 	}
 	start := 0
 	for i, end := range ends {
@@ -352,6 +351,10 @@ func (db *DB) buildGroup(g *group) error {
 	db.pruneRecentWrites()
 	return nil
 }
+
+// maxRetainedLogOps is the most record ops the leader keeps room for
+// between groups (a batch may hold MaxBatchOps).
+const maxRetainedLogOps = 4096
 
 // maxRetainedRecordBuf is the largest record buffer the leader keeps for
 // the next group; a larger one (a group of large batches or many carried

@@ -91,7 +91,6 @@ func (db *DB) apply(bops []batchOp, sync bool, check func(lsn base.LSN) error) (
 	}
 
 	req := newCommitReq(len(bops), sync, check)
-	defer req.release()
 	for i, op := range bops {
 		p := &req.ops[i]
 		p.kind, p.key = op.kind, op.key
@@ -104,6 +103,7 @@ func (db *DB) apply(bops []batchOp, sync bool, check func(lsn base.LSN) error) (
 		}
 		if err := db.writeHeapValue(p, op.value); err != nil {
 			db.abortClaims(req.ops[:i+1])
+			req.release()
 			return fmt.Errorf("heapkv: write value of key %q: %w", op.key, diskError(err))
 		}
 	}
@@ -112,7 +112,9 @@ func (db *DB) apply(bops []batchOp, sync bool, check func(lsn base.LSN) error) (
 	// write the prefetch may have missed (pruneRecentWrites).
 	pin := db.prefetchPrior(req.ops)
 	defer db.writePins.unpin(pin)
-	return db.commitRequest(req)
+	err = db.commitRequest(req)
+	req.release() // not deferred: a panic may leave req queued
+	return err
 }
 
 // checkBatchSize refuses a batch whose log record would be too large.
