@@ -16,7 +16,8 @@ import (
 // buffers reused; a change that allocates any of them per write again
 // fails this test.
 // The race detector's sync.Pool drops items at random, so the count is
-// only checked without it.
+// only checked without it: the test command's second line (README.md)
+// runs it so.
 func TestPutAllocations(t *testing.T) {
 	if heapkv.RaceEnabled {
 		t.Skip("allocation counts are not meaningful under the race detector (sync.Pool drops items at random)")
