@@ -255,6 +255,76 @@ func (c *entryCache) fill(key, entry []byte, tok entryToken) {
 	s.add(key, entry, h, c.maxRing, c.maxSlots) // a record another Get added meanwhile becomes garbage
 }
 
+// warmer fills the cache from a scan of the index (presence.go), so that
+// the writes and reads that follow a reopen find the entries of the keys
+// already there instead of reading Pebble: an update must look up the
+// entry it replaces, and after a reopen every such lookup used to miss.
+// The scan reads the index in batches, each through an iterator made
+// after renew took every shard's token; a key's entry is cached only
+// under its shard's token, as fill does for a Get (no write to the shard
+// began since the iterator was made, so the entry is the index's), only
+// if the shard has no entry for the key, and only into room the shard has
+// before its ring first wraps: warming never evicts what Gets and writes
+// cached, and stops once every shard is full.
+type warmer struct {
+	c    *entryCache
+	toks [entryShards]entryToken
+	full [entryShards]bool // no room left (fill stops trying)
+	left int               // shards not full
+}
+
+// newWarmer returns a warmer for c, or nil if there is no cache.
+func (c *entryCache) newWarmer() *warmer {
+	if c == nil {
+		return nil
+	}
+	return &warmer{c: c, left: entryShards}
+}
+
+// done reports whether every shard is full: the scan need not renew its
+// iterator for warming any more.
+func (w *warmer) done() bool { return w == nil || w.left == 0 }
+
+// renew takes every shard's token, for the iterator the scan makes next.
+func (w *warmer) renew() {
+	for i := range w.c.shards {
+		s := &w.c.shards[i]
+		s.mu.Lock()
+		w.toks[i] = entryToken{gen: s.gen, ok: s.writing == 0}
+		s.mu.Unlock()
+	}
+}
+
+// fill caches entry, the index's entry for key as read through the
+// iterator made after the last renew, if its shard's token still holds,
+// the key has no entry and the shard has room. It copies entry.
+func (w *warmer) fill(key, entry []byte) {
+	c := w.c
+	n := recordLen(len(key), len(entry))
+	if n > uint64(c.maxRing)/4 {
+		return
+	}
+	s, h := c.shard(key)
+	i := h % entryShards
+	if w.full[i] || !w.toks[i].ok {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.head+n > uint64(c.maxRing) || len(s.slots) >= c.maxSlots {
+		w.full[i] = true
+		w.left--
+		return
+	}
+	if s.gen != w.toks[i].gen || s.writing != 0 {
+		return
+	}
+	if _, ok := s.lookup(key, h); ok {
+		return
+	}
+	s.add(key, entry, h, c.maxRing, c.maxSlots) // no eviction: head+n fits the ring before it wraps
+}
+
 // begin is the first half of the invalidation of a written key, before the
 // index holds the write: the key's entry goes, and fills of its shard stop
 // until end.

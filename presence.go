@@ -83,23 +83,59 @@ func (db *DB) scanPresenceOnce() {
 	})
 }
 
-// scanPresence adds every point key of the index to the filter. It returns
-// -1 if Close began first.
+// scanPresence adds every point key of the index to the filter and warms
+// the index-entry cache with their entries (entrycache.go, warmer). It
+// returns -1 if Close began first.
+//
+// While the cache has room, the scan reads warmBatch keys per iterator
+// and then makes a new one, positioned at the next key to read, under
+// fresh tokens. A key that the new iterator no longer sees was deleted
+// meanwhile, which the filter allows: it must hold every key the index
+// holds, and a key put again after its delete is added by that Put.
 func (db *DB) scanPresence() (int64, error) {
-	it, err := db.index.NewIter(&pebble.IterOptions{KeyTypes: pebble.IterKeyTypePointsOnly})
+	w := db.ecache.newWarmer()
+	open := func() (*pebble.Iterator, error) {
+		if !w.done() {
+			w.renew()
+		}
+		it, err := db.index.NewIter(&pebble.IterOptions{KeyTypes: pebble.IterKeyTypePointsOnly})
+		if err != nil {
+			return nil, indexError("scan keys for the key filter", err)
+		}
+		return it, nil
+	}
+	it, err := open()
 	if err != nil {
-		return 0, indexError("scan keys for the key filter", err)
+		return 0, err
 	}
 	var n int64
+	var next []byte
 	for ok := it.First(); ok; ok = it.Next() {
-		if n%4096 == 0 {
+		if n%warmBatch == 0 && n > 0 {
 			select {
 			case <-db.bg.stop:
 				return -1, it.Close()
 			default:
 			}
+			if !w.done() {
+				next = append(next[:0], it.Key()...)
+				if err := it.Close(); err != nil {
+					return 0, indexError("scan keys for the key filter", err)
+				}
+				if it, err = open(); err != nil {
+					return 0, err
+				}
+				if ok = it.SeekGE(next); !ok {
+					break
+				}
+			}
 		}
 		db.presence.filter.Add(it.Key())
+		if !w.done() {
+			if v, err := it.ValueAndErr(); err == nil {
+				w.fill(it.Key(), v)
+			}
+		}
 		n++
 	}
 	if err := it.Close(); err != nil {
@@ -107,6 +143,11 @@ func (db *DB) scanPresence() (int64, error) {
 	}
 	return n, nil
 }
+
+// warmBatch is how many keys the presence scan reads through one iterator
+// while it warms the entry cache: a write to a shard after the iterator
+// was made stops that shard's warming until the next one.
+var warmBatch int64 = 1024
 
 // errPresenceMiss is what a cross-checked write returns when the filter
 // ruled out a key the index holds (a bug: the filter must never do that).
