@@ -54,7 +54,8 @@ import (
 //
 //	0   u64  hash of the key (maphash, the cache's seed)
 //	8   u32  key length k, or padMark: the rest of the ring is unused
-//	12  u32  entry length n
+//	12  u32  entry length n; bit 31 (hiddenBit) set while a write of
+//	         the key is between begin and storeEnd: no Get may use it
 //	16  k    key
 //	16+k n   entry
 //	         zero to 7 bytes to the next multiple of 8
@@ -74,6 +75,9 @@ const (
 	// padMark in a record's key length marks the end of the ring's used
 	// part: the next record is at the ring's start.
 	padMark = ^uint32(0)
+	// hiddenBit in a record's entry length hides the record from lookups:
+	// a write of its key has begun and not ended.
+	hiddenBit = 1 << 31
 )
 
 type entryShard struct {
@@ -132,8 +136,8 @@ func (s *entryShard) lookup(key []byte, h uint64) ([]byte, bool) {
 	}
 	r := s.ring[pos%uint64(len(s.ring)):]
 	k, n := binary.LittleEndian.Uint32(r[8:]), binary.LittleEndian.Uint32(r[12:])
-	if string(r[entryHeader:entryHeader+k]) != string(key) {
-		return nil, false // another key with the same hash
+	if n&hiddenBit != 0 || string(r[entryHeader:entryHeader+k]) != string(key) {
+		return nil, false // being written, or another key with the same hash
 	}
 	return r[entryHeader+k : entryHeader+k+n], true
 }
@@ -157,7 +161,7 @@ func (s *entryShard) makeRoom(n uint64, slot bool, maxSlots int) {
 		if pos, ok := s.slots[h]; ok && pos == s.tail {
 			delete(s.slots, h)
 		}
-		s.tail += recordLen(int(k), int(binary.LittleEndian.Uint32(r[12:])))
+		s.tail += recordLen(int(k), int(binary.LittleEndian.Uint32(r[12:])&^hiddenBit))
 	}
 }
 
@@ -201,6 +205,27 @@ func (s *entryShard) add(key, entry []byte, h uint64, maxRing, maxSlots int) {
 	copy(r[entryHeader+len(key):], entry)
 	s.slots[h] = s.head
 	s.head += n
+}
+
+// overwrite writes entry over the entry of key's record, and unhides it,
+// if the record's entry has the same length; it reports whether it did.
+// An update of a value of the same size (a heap pointer or an inline
+// value) so leaves no garbage in the ring: without it every write appended
+// a record, and the ring's garbage evicted the live entries of keys not
+// written since (BENCHMARKS.md, "The entry cache after a reopen").
+func (s *entryShard) overwrite(key, entry []byte, h uint64) bool {
+	pos, ok := s.slots[h]
+	if !ok {
+		return false
+	}
+	r := s.ring[pos%uint64(len(s.ring)):]
+	k, n := binary.LittleEndian.Uint32(r[8:]), binary.LittleEndian.Uint32(r[12:])&^hiddenBit
+	if int(n) != len(entry) || string(r[entryHeader:entryHeader+k]) != string(key) {
+		return false
+	}
+	copy(r[entryHeader+k:], entry)
+	binary.LittleEndian.PutUint32(r[12:], n)
+	return true
 }
 
 // bytes is what the shard holds: its ring's used part and its slots.
@@ -331,7 +356,13 @@ func (w *warmer) fill(key, entry []byte) {
 func (c *entryCache) begin(key []byte) {
 	s, h := c.shard(key)
 	s.mu.Lock()
-	delete(s.slots, h) // the record stays in the ring until evicted
+	if pos, ok := s.slots[h]; ok {
+		// Hidden, not deleted, so that storeEnd can write the new entry
+		// over it. (A record of another key with the same hash is hidden
+		// too: it misses until it is evicted or that key is written.)
+		r := s.ring[pos%uint64(len(s.ring)):]
+		binary.LittleEndian.PutUint32(r[12:], binary.LittleEndian.Uint32(r[12:])|hiddenBit)
+	}
 	s.gen++
 	s.writing++
 	s.mu.Unlock()
@@ -346,9 +377,10 @@ func (c *entryCache) begin(key []byte) {
 func (c *entryCache) storeEnd(key, entry []byte) {
 	s, h := c.shard(key)
 	s.mu.Lock()
-	if recordLen(len(key), len(entry)) > uint64(c.maxRing)/4 {
+	switch {
+	case recordLen(len(key), len(entry)) > uint64(c.maxRing)/4:
 		delete(s.slots, h)
-	} else {
+	case !s.overwrite(key, entry, h):
 		s.add(key, entry, h, c.maxRing, c.maxSlots)
 	}
 	s.gen++

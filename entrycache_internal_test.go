@@ -13,7 +13,8 @@ import (
 // slot's hash, no write is left in progress, and the shard stays within
 // its budget, through fills (also of a key already cached), evictions,
 // wraps of the ring and invalidations, ended with the write's entry
-// stored (storeEnd, which get then returns) or without (end); a fill
+// stored (storeEnd, which get then returns, written over the key's record
+// when it has the same length) or without (end); a fill
 // under a token taken before a write began, or while it runs, is refused.
 func TestEntryCacheAccounting(t *testing.T) {
 	for _, tc := range []struct {
@@ -42,7 +43,7 @@ func testEntryCacheAccounting(t *testing.T, size int64, keys, ops int) {
 					continue
 				}
 				r := s.ring[off:]
-				k, n := binary.LittleEndian.Uint32(r[8:]), binary.LittleEndian.Uint32(r[12:])
+				k, n := binary.LittleEndian.Uint32(r[8:]), binary.LittleEndian.Uint32(r[12:])&^hiddenBit
 				if h := maphash.Bytes(c.seed, r[entryHeader:entryHeader+k]); h != binary.LittleEndian.Uint64(r) {
 					t.Fatalf("shard %d: record at %d has hash %x, its key %x", i, pos, binary.LittleEndian.Uint64(r), h)
 				}
@@ -69,12 +70,17 @@ func testEntryCacheAccounting(t *testing.T, size int64, keys, ops int) {
 		kh.SetSeed(seed)
 		kh.Write(k)
 		r := rand.New(rand.NewPCG(uint64(writes[string(k)]), kh.Sum64()))
-		e := make([]byte, r.IntN(200))
+		n := r.IntN(200)
+		if r.IntN(3) > 0 {
+			n = int(kh.Sum64() % 200) // the key's usual length: a write may overwrite in place
+		}
+		e := make([]byte, n)
 		for i := range e {
 			e[i] = byte(r.Uint32())
 		}
 		return e
 	}
+	inPlace := 0
 	for range ops {
 		k := key()
 		switch rng.IntN(4) {
@@ -88,6 +94,8 @@ func testEntryCacheAccounting(t *testing.T, size int64, keys, ops int) {
 				c.fill(k, e, tok) // a second Get's fill
 			}
 		case 2:
+			s, _ := c.shard(k)
+			head := s.head
 			c.begin(k)
 			writes[string(k)]++
 			if rng.IntN(2) == 0 {
@@ -101,6 +109,9 @@ func testEntryCacheAccounting(t *testing.T, size int64, keys, ops int) {
 			if fits := recordLen(len(k), len(e)) <= uint64(c.maxRing)/4; ok != fits || ok && string(got) != string(e) {
 				t.Fatalf("get %s right after storeEnd: %x, %v; want %x, %v", k, got, ok, e, fits)
 			}
+			if ok && s.head == head {
+				inPlace++ // storeEnd overwrote the key's record
+			}
 		default:
 			if got, ok := c.get(k, nil); ok && string(got) != string(entry(k)) {
 				t.Fatalf("get %s after %d writes: %x, want %x", k, writes[string(k)], got, entry(k))
@@ -111,6 +122,9 @@ func testEntryCacheAccounting(t *testing.T, size int64, keys, ops int) {
 		}
 	}
 	check()
+	if inPlace < ops/200 {
+		t.Fatalf("only %d of %d ops stored a write's entry over the key's record", inPlace, ops)
+	}
 	wrapped := 0
 	for i := range c.shards {
 		if s := &c.shards[i]; len(s.ring) == c.maxRing && s.head > uint64(c.maxRing) {
