@@ -15,7 +15,7 @@ import (
 // Coherence. A write changes a key's entry in the index when its group's
 // batch is committed (advance). Around that commit the applier invalidates
 // every key the group writes, in two steps: before the commit (begin) it
-// deletes the key's cached entry, bumps its shard's generation and counts
+// hides the key's cached entry, bumps its shard's generation and counts
 // the shard as being written; after the commit (end) it bumps the
 // generation again and uncounts the shard. A Get that misses takes a token
 // (the generation, only while the shard is not being written) before it
@@ -23,10 +23,11 @@ import (
 // generation is still the token's and the shard is not being written. So:
 //
 //   - no entry older than the index is ever cached after a begin: begin
-//     deleted the key's entry; a fill during a write is refused; a fill
-//     after end carries a token taken after end, so its read followed the
-//     commit; a fill whose read preceded the commit either landed before
-//     begin (and begin deleted it) or finds the generation moved;
+//     hid the key's entry (until storeEnd writes the new one over it or
+//     elsewhere); a fill during a write is refused; a fill after end
+//     carries a token taken after end, so its read followed the commit; a
+//     fill whose read preceded the commit either landed before begin (and
+//     begin hid it) or finds the generation moved;
 //   - so once a commit is done, every Get sees it (a hit is as new as the
 //     index), and a Get that starts after another saw a write sees that
 //     write: reads stay linearizable (linearizability_test.go).
@@ -43,11 +44,13 @@ import (
 // so runs dozens of cycles a second) spent 16% of its CPU in the collector
 // against 4% with the cache off (refinement 27). Records are written at the
 // head of the ring and evicted, oldest first, from its tail: the cache is
-// FIFO, and a record whose key was written again, or refilled, stays in the
-// ring as garbage until the tail passes it. The map only ever points at
-// live records: eviction deletes the key's map slot if it points at the
-// evicted record, begin deletes it outright. Two keys with the same hash
-// share a slot (the later fill wins); get compares the record's key.
+// FIFO. A write whose entry has the length of the key's cached one is
+// written over it (storeEnd, overwrite); a record whose key was written
+// with another length, or refilled, stays in the ring as garbage until the
+// tail passes it. The map only ever points at records in the ring:
+// eviction deletes the key's map slot if it points at the evicted record.
+// Two keys with the same hash share a slot (the later fill wins); get
+// compares the record's key.
 //
 // Record layout, little endian, at a ring offset that is a multiple of 8;
 // a record never wraps past the ring's end:
@@ -351,8 +354,8 @@ func (w *warmer) fill(key, entry []byte) {
 }
 
 // begin is the first half of the invalidation of a written key, before the
-// index holds the write: the key's entry goes, and fills of its shard stop
-// until end.
+// index holds the write: the key's entry is hidden, and fills of its shard
+// stop until end.
 func (c *entryCache) begin(key []byte) {
 	s, h := c.shard(key)
 	s.mu.Lock()

@@ -140,9 +140,11 @@ type Options struct {
 	ValueCacheSize int64
 
 	// EntryCacheSize is the memory in bytes the index-entry cache may
-	// hold: the index entries (heap pointers, inline values) of keys Get
-	// read recently, so that a Get of a hot key, and an overwrite's lookup
-	// of the entry it replaces, skip the index (entrycache.go). Zero means
+	// hold: the index entries (heap pointers, inline values) of keys read
+	// or written recently, and after Open those of the keys the index
+	// holds, as far as they fit (cached by the scan the first write
+	// starts), so that a Get, and an overwrite's lookup of the entry it
+	// replaces, skip the index (entrycache.go). Zero means
 	// the default, 32 MiB (about 350,000 entries of a 24-byte key and a
 	// one-extent heap pointer: 64-byte records); a negative value
 	// disables the cache.
