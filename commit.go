@@ -120,7 +120,8 @@ type recentWrite struct {
 }
 
 // commitRequest queues req and returns once its group is done: applied (and
-// durable if req.sync), or failed.
+// durable if req.sync), or failed; and, if req's writer led, once it
+// stopped leading.
 func (db *DB) commitRequest(req *commitReq) error {
 	if req.wake == nil {
 		req.wake = make(chan bool, 1)
