@@ -22,7 +22,7 @@ const (
 	DefaultLogSegmentSize     = 16 << 20
 	DefaultCheckpointLogBytes = 64 << 20
 	DefaultIndexCacheSize     = 64 << 20
-	DefaultIndexMemTableSize  = 32 << 20
+	DefaultIndexMemTableSize  = 8 << 20
 	DefaultNoSyncFlushBytes   = 16 << 20
 	DefaultValueCacheSize     = 64 << 20
 	DefaultEntryCacheSize     = 32 << 20
@@ -127,7 +127,7 @@ type Options struct {
 	IndexCacheSize int64
 
 	// IndexMemTableSize is the size in bytes of one index memtable. Default
-	// 32 MiB. In normal operation the index holds up to three (the one
+	// 8 MiB. In normal operation the index holds up to three (the one
 	// taking writes, one being flushed, one kept for reuse), so its memory
 	// is about IndexCacheSize + 3 x IndexMemTableSize; under a write stall
 	// more memtables queue and take their room from the block cache.
@@ -213,7 +213,7 @@ type Options struct {
 	// checkpoint that returns their space can still write what they must.
 	// Open, checkpoints and the background loop make the reserve again
 	// when there is room. Default IndexMemTableSize + 1.25 x
-	// CheckpointLogBytes + 8 MiB (120 MiB with the other defaults; see
+	// CheckpointLogBytes + 8 MiB (96 MiB with the other defaults; see
 	// ARCHITECTURE.md); negative disables it.
 	DiskReserve int64
 
