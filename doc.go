@@ -39,8 +39,8 @@
 //
 // By default every acknowledged write is durable: Put returns after the log
 // record of the write has been flushed to disk, and with it the value:
-// the heap values of a commit group of up to Options.CarryLimit bytes
-// travel in its records (their heap blocks are flushed by the next
+// the heap values of a commit group of up to Options.CarryLimit bytes, or
+// of any group of values up to 8 KiB, travel in its records (their heap blocks are flushed by the next
 // checkpoint, and recovery rewrites them from the log); a larger group has
 // its heap blocks flushed before its records. Concurrent writers share
 // those flushes through group commit. With Options.NoSync (or

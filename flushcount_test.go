@@ -67,7 +67,8 @@ func openCountedOpts(t *testing.T, markDelay time.Duration, o *heapkv.Options) (
 
 // TestSyncedGroupFlushes: a synced group whose values are inline or
 // carried costs one device flush, of the log; a group with a value above
-// CarryLimit costs two, the heap's and then the log's.
+// CarryLimit, or of values above 8 KiB that together exceed it, costs two,
+// the heap's and then the log's.
 func TestSyncedGroupFlushes(t *testing.T) {
 	db, c := openCounted(t, time.Hour) // no idle mark flush in the way
 	put := func(v []byte) flushes {
@@ -106,6 +107,29 @@ func TestSyncedGroupFlushes(t *testing.T) {
 	}
 	if got, want := c.now().minus(before), (flushes{heap: 1, log: 1}); got != want {
 		t.Errorf("a batch of two 40 KiB values: %+v flushes, want %+v", got, want)
+	}
+	// Small values are carried whatever the group's total: twenty-four
+	// 4,100-byte values (96 KiB) cost the log's flush alone, and each reads
+	// back.
+	b = db.NewBatch()
+	small := map[string][]byte{}
+	for i := range 24 {
+		k, v := fmt.Sprintf("s%02d", i), bytes.Repeat([]byte{byte(i + 1)}, 4100)
+		b.Put([]byte(k), v)
+		small[k] = v
+	}
+	before = c.now()
+	if err := db.Apply(b, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := c.now().minus(before), (flushes{log: 1}); got != want {
+		t.Errorf("a batch of twenty-four 4,100-byte values: %+v flushes, want %+v", got, want)
+	}
+	for k, v := range small {
+		got, err := db.Get([]byte(k))
+		if err != nil || !bytes.Equal(got, v) {
+			t.Fatalf("Get(%s) after the carried batch: %d bytes, %v", k, len(got), err)
+		}
 	}
 
 	// Concurrent writers: no heap flush at all, and at most one log flush

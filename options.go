@@ -87,13 +87,15 @@ type Options struct {
 	// records as well as writing them to the heap. A group whose heap
 	// values together fit costs one device flush, of the log; the heap
 	// blocks are flushed later, by a checkpoint, and recovery writes them
-	// again from the log. A larger group (it is bandwidth-bound: carrying
-	// would write its bytes twice), and every value of a NoSync write,
-	// have their heap blocks flushed before the log records that point at
-	// them. Values up to CarryLimit are also the ones the commit leader
-	// writes to the heap, a group's with few calls, durable or not.
-	// Default 64 KiB; negative carries nothing, and each writer writes its
-	// own values.
+	// again from the log. So does a group of small values (none above
+	// 8 KiB, or CarryLimit if that is less), whatever its total: it is
+	// latency-bound at any size. A larger group with a larger value (it is
+	// bandwidth-bound: carrying would write its bytes twice), and every
+	// value of a NoSync write, have their heap blocks flushed before the
+	// log records that point at them. Values up to CarryLimit are also the
+	// ones the commit leader writes to the heap, a group's with few calls,
+	// durable or not. Default 64 KiB; negative carries nothing, and each
+	// writer writes its own values.
 	CarryLimit int
 
 	// BlockSize is the heap's allocation unit in bytes, a power of two from
