@@ -22,9 +22,9 @@ import (
 //     the record names the extents the write frees; assigns LSNs; encodes
 //     the records, carrying the values of a durable group in them, and the
 //     index batch;
-//  3. append: writes the group's records to the log with one write (no
-//     sync), or for a NoSync group into the log's buffer, which the log
-//     writer writes soon after; and hands the group to the pipeline
+//  3. append: frames the group's records into the log's buffer, which the
+//     syncer's flush writes for a durable group and the log writer soon
+//     after for a NoSync one; and hands the group to the pipeline
 //     (pipeline.go).
 //
 // A group that need not be durable is then applied at once (advance). If
@@ -423,13 +423,19 @@ func (db *DB) groupCarries(g *group) bool {
 // CarryLimit than sent heap first; 16 KiB values did not.
 const smallCarriedValue = 8 << 10
 
-// appendGroup is step 3: append the records and hand the group to the
-// pipeline. A group that need not be durable (NoSync) appends them to the
-// log's buffer (wal.Log.AppendBuffered), which the log writer writes soon
-// after (logWriter); a durable group appends them with one write, which
-// takes the buffered records of earlier groups along. Once the unsynced
-// writes reach NoSyncFlushBytes the group kicks a background flush
-// without waiting for it; at twice that it waits for one (backpressure).
+// appendGroup is step 3: append the records to the log's buffer
+// (wal.Log.AppendBuffered; the leader writes it when it reaches 64 KiB)
+// and hand the group to the pipeline. A durable group's records are
+// written by the flush that makes them durable (wal.Log.SyncTo writes the
+// buffer first), with every group appended since the last flush in one
+// write call: a pwrite per group (1.4 writes per group in a synced 1 KB
+// load from 16 threads) cost more than the flush's one write adds to it
+// (BENCHMARKS.md, "Durable records wait for their flush in the log's
+// buffer"). A NoSync group's are written by the log writer
+// (logWriter), soon after, unless a flush takes them first. Once the
+// unsynced writes reach NoSyncFlushBytes the group kicks a background
+// flush without waiting for it; at twice that it waits for one
+// (backpressure).
 // REQUIRES: db.commit.mu held.
 func (db *DB) appendGroup(g *group) error {
 	unsynced := db.durable.unsynced.Add(g.logBytes + g.heapSize)
@@ -440,15 +446,10 @@ func (db *DB) appendGroup(g *group) error {
 		// sees that it must sync the heap first (syncThrough).
 		db.durable.heapDirty.Store(g.last())
 	}
-	log := db.log.Load()
-	if g.flush {
-		if _, err := log.Append(g.records); err != nil {
-			return fmt.Errorf("heapkv: append to log: %w", err)
-		}
-	} else {
-		if _, err := log.AppendBuffered(g.records); err != nil {
-			return fmt.Errorf("heapkv: append to log: %w", err)
-		}
+	if _, err := db.log.Load().AppendBuffered(g.records); err != nil {
+		return fmt.Errorf("heapkv: append to log: %w", err)
+	}
+	if !g.flush {
 		db.pipe.kickWriter()
 	}
 	clear(g.records) // the leader's scratch (buildGroup): drop the references

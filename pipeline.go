@@ -27,10 +27,11 @@ import (
 // visible before it is durable, and every reader sees a prefix of the
 // commit order.
 //
-// A group that need not be durable (NoSync) leaves its records in the
-// log's buffer (appendGroup); the log writer (logWriter) writes them a few
-// milliseconds later, together with the groups that came meanwhile, unless
-// a durable group's append or a flush has taken them along first. Such a
+// Every group leaves its records in the log's buffer (appendGroup). A
+// durable group's are written by the flush that makes them durable, with
+// everything appended since the last one; a NoSync group's by the log
+// writer (logWriter) a few milliseconds later, together with the groups
+// that came meanwhile, unless a flush has taken them along first. Such a
 // group needs no flush to be applied. Its bytes count towards
 // NoSyncFlushBytes: at that mark the group kicks the syncer for a
 // background flush and goes on; at twice it, it waits for a flush like a
@@ -347,9 +348,9 @@ func (db *DB) syncer() {
 // waits NoSyncWriteDelay, so that the groups committed meanwhile share
 // the write call, and writes the buffer. A record so waits in memory at
 // most NoSyncWriteDelay plus the time a write takes. Everything else that
-// must see the records written writes the buffer itself: a durable
-// group's append takes it along, and every flush (syncThrough: the
-// syncer, Sync, checkpoints, the index's flush hook) writes it first.
+// must see the records written writes the buffer itself: every flush
+// (syncThrough: the syncer for durable groups, Sync, checkpoints, the
+// index's flush hook) writes it first.
 // After Close begins, the checkpoint's flush writes what is left.
 func (db *DB) logWriter() {
 	defer db.bg.wg.Done()
