@@ -397,11 +397,12 @@ const maxRetainedRecordBuf = 4 << 20
 // values from 64 writers), so it goes heap first; a small group is
 // latency-bound and takes one flush. A group of many small values is
 // latency-bound too, however many there are: sending one heap-first cost
-// its flush a heap fdatasync (about 0.7 ms against the log's 0.2-0.4 ms),
+// its flush a heap fdatasync (a median 0.67 ms against the log's 0.17 ms),
 // during which more writers queued, so that the next group was large as
-// well (BENCHMARKS.md, "Small values are always carried"). NoSync writes
-// never carry their values: nothing waits for their flush, and the log
-// would write every byte twice.
+// well (BENCHMARKS.md, "Synced writes: small values always carried,
+// records written by their flush"). NoSync writes never carry their
+// values: nothing waits for their flush, and the log would write every
+// byte twice.
 func (db *DB) groupCarries(g *group) bool {
 	total, largest := 0, 0
 	for _, r := range g.reqs {
@@ -419,8 +420,9 @@ func (db *DB) groupCarries(g *group) bool {
 
 // smallCarriedValue is the largest stored value that a durable group
 // carries whatever its total (groupCarries): 4 KiB and 4,100-byte values
-// from 64 synced writers ran about 1.2x faster carried in groups beyond
-// CarryLimit than sent heap first; 16 KiB values did not.
+// from 64 synced writers ran 1.23-1.42x faster carried in groups beyond
+// CarryLimit than sent heap first (refinement 40); 16 KiB values ran
+// faster heap first (refinement 18's CarryLimit sweep).
 const smallCarriedValue = 8 << 10
 
 // appendGroup is step 3: append the records to the log's buffer
@@ -430,8 +432,8 @@ const smallCarriedValue = 8 << 10
 // buffer first), with every group appended since the last flush in one
 // write call: a pwrite per group (1.4 writes per group in a synced 1 KB
 // load from 16 threads) cost more than the flush's one write adds to it
-// (BENCHMARKS.md, "Durable records wait for their flush in the log's
-// buffer"). A NoSync group's are written by the log writer
+// (BENCHMARKS.md, "Synced writes: small values always carried, records
+// written by their flush"). A NoSync group's are written by the log writer
 // (logWriter), soon after, unless a flush takes them first. Once the
 // unsynced writes reach NoSyncFlushBytes the group kicks a background
 // flush without waiting for it; at twice that it waits for one
