@@ -22,9 +22,7 @@ import (
 func TestDurableRecordsWaitForTheirFlush(t *testing.T) {
 	var armed atomic.Bool
 	var logWrites atomic.Int64
-	reached := make(chan struct{})
-	release := make(chan struct{})
-	stop := make(chan struct{}) // closed when the test ends: nothing is held any more
+	gate := newOpGate()
 	hook := func(op testfs.Op) {
 		if !strings.HasSuffix(op.Path, ".log") {
 			return
@@ -33,22 +31,14 @@ func TestDurableRecordsWaitForTheirFlush(t *testing.T) {
 			logWrites.Add(1)
 		}
 		if op.Kind.IsSync() && armed.CompareAndSwap(true, false) {
-			select {
-			case reached <- struct{}{}:
-			case <-stop:
-				return
-			}
-			select {
-			case <-release:
-			case <-stop:
-			}
+			gate.hold()
 		}
 	}
 	o := &Options{CheckpointLogBytes: -1}
 	SetFS(o, testfs.Wrap(vfs.NewMem(), hook))
 	SetMarkDelay(o, time.Hour) // no idle mark flush in the way
 	db := openTestDB(t, "db", o)
-	t.Cleanup(func() { armed.Store(false); close(stop) }) // before Close (cleanups run last first)
+	t.Cleanup(func() { armed.Store(false); gate.open() })
 	key := func(i int) []byte { return fmt.Appendf(nil, "k%d", i) }
 	value := func(i int) []byte { return bytes.Repeat([]byte{byte('a' + i)}, 1000) }
 	if err := db.Put([]byte("warm"), []byte("up")); err != nil {
@@ -56,13 +46,9 @@ func TestDurableRecordsWaitForTheirFlush(t *testing.T) {
 	}
 
 	armed.Store(true)
-	put := func(i int) chan error {
-		ch := make(chan error, 1)
-		go func() { ch <- db.Put(key(i), value(i)) }()
-		return ch
-	}
+	put := func(i int) chan error { return putAsync(db, key(i), value(i)) }
 	writes := []chan error{put(0)}
-	<-reached // the syncer flushes write 0's record, and is held there
+	<-gate.reached // the syncer flushes write 0's record, and is held there
 	held, appended := logWrites.Load(), db.pipe.appendedLSN()
 	for i := 1; i <= 6; i++ {
 		writes = append(writes, put(i))
@@ -83,7 +69,7 @@ func TestDurableRecordsWaitForTheirFlush(t *testing.T) {
 		default:
 		}
 	}
-	release <- struct{}{}
+	gate.release <- struct{}{}
 	for i, ch := range writes {
 		if err := <-ch; err != nil {
 			t.Fatalf("write %d: %v", i, err)

@@ -26,27 +26,17 @@ func (db *DB) queuedWrites() int {
 // carried.go) until one more write has queued behind it.
 func TestLeaderLeadsWhileRequestsQueue(t *testing.T) {
 	var armed atomic.Bool
-	reached := make(chan struct{})
-	release := make(chan struct{})
-	stop := make(chan struct{}) // closed when the test ends: nothing is held any more
+	gate := newOpGate()
 	hook := func(op testfs.Op) {
 		if armed.Load() && op.Kind == testfs.WriteAt && filepath.Base(op.Path) == heapFileName {
-			select {
-			case reached <- struct{}{}:
-			case <-stop:
-				return
-			}
-			select {
-			case <-release:
-			case <-stop:
-			}
+			gate.hold()
 		}
 	}
 	o := &Options{NoSync: true, NoSyncFlushBytes: 1 << 30, CheckpointLogBytes: -1,
 		BlockSize: 512, SegmentSize: 64 * 512, InlineThreshold: 64}
 	SetFS(o, testfs.Wrap(vfs.NewMem(), hook))
 	db := openTestDB(t, "db", o)
-	t.Cleanup(func() { armed.Store(false); close(stop) }) // before Close (cleanups run last first)
+	t.Cleanup(func() { armed.Store(false); gate.open() })
 	key := func(i int) []byte { return fmt.Appendf(nil, "k%03d", i) }
 	value := func(i int) []byte { return bytes.Repeat([]byte{byte('a' + i%26)}, 600) }
 	before, err := db.Stats()
@@ -55,11 +45,7 @@ func TestLeaderLeadsWhileRequestsQueue(t *testing.T) {
 	}
 
 	armed.Store(true)
-	put := func(i int) chan error {
-		ch := make(chan error, 1)
-		go func() { ch <- db.Put(key(i), value(i)) }()
-		return ch
-	}
+	put := func(i int) chan error { return putAsync(db, key(i), value(i)) }
 	waitQueued := func() {
 		for deadline := time.Now().Add(10 * time.Second); db.queuedWrites() == 0; {
 			if time.Now().After(deadline) {
@@ -71,7 +57,7 @@ func TestLeaderLeadsWhileRequestsQueue(t *testing.T) {
 	first := put(0)
 	writes := []chan error{first}
 	for round := 1; round <= maxLeadRounds; round++ {
-		<-reached // the leader writes the values of its round-th group
+		<-gate.reached // the leader writes the values of its round-th group
 		writes = append(writes, put(round))
 		waitQueued()
 		if round > 1 {
@@ -81,11 +67,11 @@ func TestLeaderLeadsWhileRequestsQueue(t *testing.T) {
 			default:
 			}
 		}
-		release <- struct{}{}
+		gate.release <- struct{}{}
 	}
 	// The write queued during the last round leads now; the first
 	// writer handed leadership to it and returns.
-	<-reached
+	<-gate.reached
 	select {
 	case err := <-first:
 		if err != nil {
@@ -95,7 +81,7 @@ func TestLeaderLeadsWhileRequestsQueue(t *testing.T) {
 		t.Fatalf("the first writer still leads after %d groups", maxLeadRounds)
 	}
 	armed.Store(false)
-	release <- struct{}{}
+	gate.release <- struct{}{}
 	for i, ch := range writes[1:] {
 		if err := <-ch; err != nil {
 			t.Fatalf("write %d: %v", i+1, err)
