@@ -40,14 +40,15 @@
 // By default every acknowledged write is durable: Put returns after the log
 // record of the write has been flushed to disk, and with it the value:
 // the heap values of a commit group of up to Options.CarryLimit bytes, or
-// of any group of values up to 8 KiB, travel in its records (their heap blocks are flushed by the next
-// checkpoint, and recovery rewrites them from the log); a larger group has
-// its heap blocks flushed before its records. Concurrent writers share
-// those flushes through group commit. With Options.NoSync (or
-// WriteOptions{Sync: false}) writes return once their log records are in
-// a buffer in memory, which a background goroutine hands to the operating
-// system within Options.NoSyncWriteDelay (2 ms), or sooner when it fills
-// (64 KiB) or a durable write comes; they become durable at the next Sync,
+// of any group of values up to 8 KiB, travel in its records (their heap
+// blocks are flushed by the next checkpoint, and recovery rewrites them
+// from the log); a larger group has its heap blocks flushed before its
+// records. Concurrent writers share those flushes through group commit.
+// With Options.NoSync (or WriteOptions{Sync: false}) writes return once
+// their log records are in a buffer in memory, which a background
+// goroutine hands to the operating system within Options.NoSyncWriteDelay
+// (2 ms), or sooner when it fills (64 KiB) or a durable write's flush
+// comes; they become durable at the next Sync,
 // Checkpoint or Close, in a background flush once Options.NoSyncFlushBytes
 // of them have built up, about once a second in the background, and
 // before the index flushes. After a crash the database holds exactly the

@@ -31,7 +31,7 @@ import (
 // durable group's are written by the flush that makes them durable, with
 // everything appended since the last one; a NoSync group's by the log
 // writer (logWriter) a few milliseconds later, together with the groups
-// that came meanwhile, unless a flush has taken them along first. Such a
+// that came meanwhile, unless a flush has taken them along first. A NoSync
 // group needs no flush to be applied. Its bytes count towards
 // NoSyncFlushBytes: at that mark the group kicks the syncer for a
 // background flush and goes on; at twice it, it waits for a flush like a
