@@ -201,8 +201,9 @@ func TestEntryCacheWarmDuringWrites(t *testing.T) {
 			}
 		}()
 	}
+	readerDone := make(chan struct{})
 	go func() { // reads: their hits are cross-checked with the index
-		defer close(errs)
+		defer close(readerDone)
 		for i := 0; ; i = (i + 7) % n {
 			select {
 			case <-stop:
@@ -218,6 +219,8 @@ func TestEntryCacheWarmDuringWrites(t *testing.T) {
 	wg.Wait()
 	waitWarm(t, db)
 	close(stop)
+	<-readerDone
+	close(errs) // every sender is done: a failing writer or reader cannot send on it closed
 	for err := range errs {
 		t.Fatal(err)
 	}
