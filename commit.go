@@ -212,9 +212,6 @@ type group struct {
 	// uncarried: some record points at heap bytes it does not carry, which
 	// must be durable before the record is (invariant 1).
 	uncarried bool
-	// syncUncarried: a durable write's value is among those, so the
-	// group's flush flushes the heap (the zeroer's cue: zeroahead.go).
-	syncUncarried bool
 }
 
 func (g *group) last() base.LSN { return g.first + base.LSN(len(g.reqs)) - 1 }
@@ -339,7 +336,6 @@ func (db *DB) buildGroup(g *group) error {
 					carried += len(p.carry)
 				} else {
 					g.uncarried = true
-					g.syncUncarried = g.syncUncarried || r.sync
 				}
 			default:
 				entries = appendInlineEntry(entries, p.inline)
@@ -451,9 +447,6 @@ func (db *DB) appendGroup(g *group) error {
 		// Before the append, so that a syncer that sees the records also
 		// sees that it must sync the heap first (syncThrough).
 		db.durable.heapDirty.Store(g.last())
-	}
-	if g.syncUncarried {
-		db.wantZeros()
 	}
 	if _, err := db.log.Load().AppendBuffered(g.records); err != nil {
 		return fmt.Errorf("heapkv: append to log: %w", err)

@@ -161,7 +161,6 @@ type DB struct {
 	}
 
 	stats opStats // counters for Stats (stats.go)
-	zeros zeroer  // zeros written ahead of the heap (zeroahead.go)
 
 	// bg runs the background loop (durable.go) and every other goroutine
 	// that Close must wait for; stop is closed by Close, and a send on kick
@@ -239,10 +238,6 @@ func Open(dir string, opts *Options) (_ *DB, err error) {
 	go db.applyLoop()
 	go db.logWriter()
 	go db.background()
-	if !db.opts.ReadOnly {
-		db.bg.wg.Add(1)
-		go db.zeroAhead()
-	}
 	return db, nil
 }
 
@@ -263,7 +258,6 @@ func newDB(fs vfs.FS, dir string, o Options, lock *dirLock) *DB {
 	db.pipe.applyKick = make(chan struct{}, 1)
 	db.pipe.writeKick = make(chan struct{}, 1)
 	db.bg.stop = make(chan struct{})
-	db.zeros.want = make(chan struct{}, 1)
 	db.blockPool.New = func() any { b := make([]byte, db.geom.BlockSize); return &b }
 	// Every file goes through the disk-full hook: the first ENOSPC frees
 	// the space reserve and the write is retried (reserve.go).

@@ -29,7 +29,6 @@ func (s *Set) WriteAt(p []byte, block uint64) error {
 	bs := s.cfg.BlockSize
 	n := (len(p) + bs - 1) / bs
 	full := len(p) / bs
-	s.tail.admitWrite(s.offset(block) + int64(len(p))) // before s.mu: it may wait for ZeroAhead
 	s.mu.RLock()
 	v := s.view.Load()
 	var stripes uint64

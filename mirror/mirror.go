@@ -206,8 +206,6 @@ type Set struct {
 
 	syncs  atomic.Int64 // completed fsyncs across replicas
 	closed atomic.Bool
-
-	tail tail // where writes end, and zeros written past it (tail.go)
 }
 
 const (
@@ -391,7 +389,6 @@ func (s *Set) finishOpen() {
 	}
 	s.acked = 1
 	s.version.Add(1)
-	s.initTail()
 	s.mu.Lock()
 	s.publishLocked()
 	s.mu.Unlock()

@@ -39,9 +39,6 @@ func (s *Set) PunchHole(block uint64, n int) error {
 // blocks down to that many (the header area stays).
 func (s *Set) Truncate(blocks uint64) error {
 	size := s.offset(blocks)
-	s.tail.serial.Lock() // not while ZeroAhead runs
-	defer s.tail.serial.Unlock()
-	s.tail.lowerEnd(size)
 	return s.eachWritable(func(m member) error {
 		fi, err := m.f.Stat()
 		if err != nil {
