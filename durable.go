@@ -189,7 +189,9 @@ func (db *DB) background() {
 				db.makeReserve() // space may be back (or the ENOSPC was a mirror's)
 			}
 		case <-db.bg.kick:
-			if db.failed() != nil {
+			// Groups applied while the last checkpoint ran kicked again
+			// before it reset the count; that checkpoint covered them.
+			if db.failed() != nil || !db.checkpointDue() {
 				continue
 			}
 			if err := db.checkpoint(); err != nil {
@@ -197,6 +199,13 @@ func (db *DB) background() {
 			}
 		}
 	}
+}
+
+// checkpointDue is checkpointDueLocked for a caller without applier.mu.
+func (db *DB) checkpointDue() bool {
+	db.applier.mu.Lock()
+	defer db.applier.mu.Unlock()
+	return db.checkpointDueLocked()
 }
 
 // syncLogTo and syncLogMark are the log calls of the one-flush design.

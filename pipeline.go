@@ -209,6 +209,16 @@ func (db *DB) storeEntries(g *group) {
 	}
 }
 
+// checkpointDueLocked reports whether the log has grown enough since the
+// last checkpoint to ask for one: CheckpointLogBytes, or on a full disk
+// DiskReserve/8, so that checkpoints come sooner and each gives log space
+// back. REQUIRES: db.applier.mu held.
+func (db *DB) checkpointDueLocked() bool {
+	a := &db.applier
+	return (db.opts.CheckpointLogBytes > 0 && a.sinceCkpt >= db.opts.CheckpointLogBytes) ||
+		(db.reserve.diskFull.Load() && a.sinceCkpt >= db.opts.DiskReserve/8)
+}
+
 // finishGroup is the last step of a group, once it is in the index: count,
 // ask for a checkpoint when the log has grown, publish the new extents,
 // queue the freed ones, and wake the writers.
@@ -217,9 +227,7 @@ func (db *DB) finishGroup(g *group) {
 	a := &db.applier
 	a.counters = a.counters.plus(g.delta)
 	a.sinceCkpt += g.logBytes
-	// On a full disk, checkpoints come sooner: each gives log space back.
-	if (db.opts.CheckpointLogBytes > 0 && a.sinceCkpt >= db.opts.CheckpointLogBytes) ||
-		(db.reserve.diskFull.Load() && a.sinceCkpt >= db.opts.DiskReserve/8) {
+	if db.checkpointDueLocked() {
 		select {
 		case db.bg.kick <- struct{}{}:
 		default:
