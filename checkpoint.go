@@ -164,7 +164,8 @@ func (db *DB) checkpoint() error {
 }
 
 // removeObsolete deletes MANIFESTs older than seq, allocation snapshots and
-// tracking states other than those for lsn, and leftover temporary files.
+// tracking states other than those for lsn, saved key filters, and
+// leftover temporary files.
 // REQUIRES: db.manifest.mu held.
 func (db *DB) removeObsolete(seq uint64, lsn base.LSN, tracking bool) error {
 	names, err := db.fs.List(db.dir)
@@ -180,6 +181,7 @@ func (db *DB) removeObsolete(seq uint64, lsn base.LSN, tracking bool) error {
 		obsolete := (strings.HasPrefix(n, manifestPrefix) && n != keepM) ||
 			(strings.HasPrefix(n, allocPrefix) && n != keepA) ||
 			(strings.HasPrefix(n, trackingPrefix) && n != keepT) ||
+			strings.HasPrefix(n, keysPrefix) || // describes an older index (presencefile.go)
 			strings.HasSuffix(n, ".tmp")
 		if obsolete {
 			if err := db.fs.Remove(db.fs.PathJoin(db.dir, n)); err != nil {

@@ -304,6 +304,10 @@ func (db *DB) Close() error {
 		err = db.checkpoint()
 		if err == nil {
 			db.releaseSpares()
+			db.applier.mu.Lock()
+			keys := db.applier.counters.keys
+			db.applier.mu.Unlock()
+			db.savePresence(db.ckpt.lsn.Load(), keys)
 		}
 	}
 	if cerr := db.closeFiles(); err == nil {

@@ -37,7 +37,7 @@ func warmValue(i, v int) []byte {
 func waitWarm(t *testing.T, db *DB) {
 	t.Helper()
 	db.scanPresenceOnce()
-	for deadline := time.Now().Add(30 * time.Second); !db.presence.ready.Load(); {
+	for deadline := time.Now().Add(30 * time.Second); !db.presence.scanned.Load(); {
 		if time.Now().After(deadline) {
 			t.Fatal("the key filter's scan did not finish within 30s")
 		}

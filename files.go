@@ -17,6 +17,7 @@ const (
 	manifestPrefix      = "MANIFEST-"            // MANIFEST-<seq> (manifest.go)
 	allocPrefix         = "alloc-"               // alloc-<lsn>: allocation snapshot (alloc/snapshot.go)
 	trackingPrefix      = "tracking-"            // tracking-<lsn>: stale replicas' bitmaps (mirror/tracking.go)
+	keysPrefix          = "keys-"                // keys-<lsn>: the key filter as Close left it (presencefile.go)
 	heapFileName        = "heap"                 // heap replica 0, and each mirror's (mirror/)
 	mirrorMarkerName    = "MIRROR"               // beside a mirror's heap file (mirrormark.go)
 	walDirName          = "wal"                  // the log (wal/)
@@ -38,6 +39,7 @@ const (
 func manifestFileName(seq uint64) string   { return fmt.Sprintf("%s%06d", manifestPrefix, seq) }
 func allocFileName(lsn base.LSN) string    { return fmt.Sprintf("%s%020d", allocPrefix, lsn) }
 func trackingFileName(lsn base.LSN) string { return fmt.Sprintf("%s%020d", trackingPrefix, lsn) }
+func keysFileName(lsn base.LSN) string     { return fmt.Sprintf("%s%020d", keysPrefix, lsn) }
 
 // readFile reads a whole file into memory, refusing one of more than
 // limit bytes: a damaged or foreign file must not make Open allocate

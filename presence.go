@@ -45,8 +45,10 @@ import (
 // out as well, and fails the write if the index holds one.
 type presence struct {
 	filter  *keyfilter.Filter
+	loaded  bool         // the filter came from keys-<c> (presencefile.go); set before any write
 	scan    sync.Once    // starts the scan (scanPresenceOnce)
-	ready   atomic.Bool  // the scan of the index is done
+	ready   atomic.Bool  // the scan of the index is done, or the filter was loaded
+	scanned atomic.Bool  // the scan is done: the entry cache is warm (tests wait for it)
 	skipped atomic.Int64 // lookups the filter answered
 }
 
@@ -56,8 +58,15 @@ func (p *presence) absent(key []byte) bool {
 }
 
 // startPresence makes the filter, which from now on takes every Put's
-// key. REQUIRES: no write has been committed since recovery.
+// key: the one Close saved, ready at once, if Open may use it
+// (loadPresence), else an empty one that the scan fills. REQUIRES: no
+// write has been committed since recovery.
 func (db *DB) startPresence() {
+	if f := db.loadPresence(); f != nil {
+		db.presence.filter, db.presence.loaded = f, true
+		db.presence.ready.Store(true)
+		return
+	}
 	db.presence.filter = keyfilter.New()
 }
 
@@ -72,11 +81,14 @@ func (db *DB) scanPresenceOnce() {
 			defer db.bg.wg.Done()
 			n, err := db.scanPresence()
 			switch {
+			case err != nil && db.presence.loaded:
+				db.logger.Warn("warming the index-entry cache failed", "err", err)
 			case err != nil:
 				// The filter stays not ready: every write looks up, as before.
 				db.logger.Warn("key filter not built; every write looks up its key", "err", err)
 			case n >= 0:
 				db.presence.ready.Store(true)
+				db.presence.scanned.Store(true)
 				db.logger.Debug("key filter built", "keys", n, "bytes", db.presence.filter.Bytes())
 			}
 		}()
@@ -84,8 +96,9 @@ func (db *DB) scanPresenceOnce() {
 }
 
 // scanPresence adds every point key of the index to the filter and warms
-// the index-entry cache with their entries (entrycache.go, warmer). It
-// returns -1 if Close began first.
+// the index-entry cache with their entries (entrycache.go, warmer); with a
+// loaded filter (presencefile.go) it only warms, and stops when the cache
+// is full. It returns -1 if Close began first.
 //
 // While the cache has room, the scan reads warmBatch keys per iterator
 // and then makes a new one, positioned at the next key to read, under
@@ -130,7 +143,11 @@ func (db *DB) scanPresence() (int64, error) {
 				}
 			}
 		}
-		db.presence.filter.Add(it.Key())
+		if !db.presence.loaded {
+			db.presence.filter.Add(it.Key())
+		} else if w.done() {
+			break // a loaded filter needs no keys: the scan only warmed the cache
+		}
 		if !w.done() {
 			if v, err := it.ValueAndErr(); err == nil {
 				w.fill(it.Key(), v)

@@ -55,6 +55,7 @@ var (
 	KindSyncMark = Kind{'S', 'M'}
 	KindMirror   = Kind{'M', 'R'}
 	KindBackup   = Kind{'B', 'K'}
+	KindKeys     = Kind{'K', 'F'}
 )
 
 // String returns the kind's two letters.

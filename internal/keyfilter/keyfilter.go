@@ -21,10 +21,16 @@
 // generation list is published with an atomic pointer and bits are set
 // and read atomically), so it sees every Add that returned before it
 // started.
+//
+// Keys are hashed with a fixed function (hash64), not a per-process seed,
+// so that a filter saved with AppendBinary answers for the same keys after
+// Decode in another process.
 package keyfilter
 
 import (
-	"hash/maphash"
+	"encoding/binary"
+	"errors"
+	"fmt"
 	"math/bits"
 	"sync"
 	"sync/atomic"
@@ -39,7 +45,6 @@ const (
 // Filter is a growable Bloom filter; see the package documentation. The
 // zero value is not usable: use New.
 type Filter struct {
-	seed maphash.Seed
 	gens atomic.Pointer[[]*generation] // oldest first; replaced, never changed
 
 	mu    sync.Mutex // serialises Add
@@ -68,7 +73,7 @@ func (g *generation) bit(h1, h2, i uint64) uint64 {
 
 // New returns an empty filter.
 func New() *Filter {
-	f := &Filter{seed: maphash.MakeSeed()}
+	f := &Filter{}
 	gens := []*generation{newGeneration(firstCapacity)}
 	f.gens.Store(&gens)
 	return f
@@ -76,8 +81,36 @@ func New() *Filter {
 
 // hashes returns the two hashes double hashing derives the probes from.
 func (f *Filter) hashes(key []byte) (h1, h2 uint64) {
-	h := maphash.Bytes(f.seed, key)
+	h := hash64(key)
 	return h, (h>>32 | h<<32) | 1
+}
+
+// Multipliers of hash64: the odd constants of the splitmix64 finalizer.
+const (
+	mulA = 0xbf58476d1ce4e5b9
+	mulB = 0x94d049bb133111eb
+)
+
+// hash64 hashes key eight bytes at a time: each word is multiplied into
+// the state, which is rotated and multiplied again; the length starts the
+// state, the last partial word is zero-padded, and the splitmix64
+// finalizer spreads every input bit over the result.
+func hash64(key []byte) uint64 {
+	h := uint64(len(key)) * 0x9e3779b97f4a7c15
+	for len(key) >= 8 {
+		h = bits.RotateLeft64(h^binary.LittleEndian.Uint64(key)*mulA, 31) * mulB
+		key = key[8:]
+	}
+	var last uint64
+	for i, b := range key {
+		last |= uint64(b) << (8 * i)
+	}
+	h = bits.RotateLeft64(h^last*mulA, 31) * mulB
+	h ^= h >> 30
+	h *= mulA
+	h ^= h >> 27
+	h *= mulB
+	return h ^ h>>31
 }
 
 // Add adds key. A key the filter already reports (added before, or a
@@ -145,4 +178,106 @@ func (f *Filter) Bytes() int64 {
 		n += int64(len(g.words)) * 8
 	}
 	return n
+}
+
+// ErrCorrupt is wrapped by Decode's errors.
+var ErrCorrupt = errors.New("keyfilter: corrupt encoding")
+
+// encodingVersion is the first byte of AppendBinary's encoding.
+const encodingVersion = 1
+
+// AppendBinary appends the filter's encoding to dst: every key added
+// before the call is in it (a concurrent Add may or may not be). The
+// layout, little-endian:
+//
+//	+---------+------------+------------+--------------+----------------------------+
+//	| version | keys       | count      | generations  | per generation, oldest     |
+//	| 1 byte  | uvarint    | uvarint    | uvarint n    | first: uvarint capacity,   |
+//	| (1)     | (all gens) | (newest)   |              | then capacity*10/64 words  |
+//	|         |            |            |              | rounded up, 8 bytes each   |
+//	+---------+------------+------------+--------------+----------------------------+
+//
+// The encoding has no checksum: the caller's file carries one.
+func (f *Filter) AppendBinary(dst []byte) ([]byte, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	gens := *f.gens.Load()
+	dst = append(dst, encodingVersion)
+	dst = binary.AppendUvarint(dst, uint64(f.keys))
+	dst = binary.AppendUvarint(dst, uint64(f.count))
+	dst = binary.AppendUvarint(dst, uint64(len(gens)))
+	for _, g := range gens {
+		dst = binary.AppendUvarint(dst, uint64(g.capacity))
+		for i := range g.words {
+			dst = binary.LittleEndian.AppendUint64(dst, g.words[i].Load())
+		}
+	}
+	return dst, nil
+}
+
+// maxGenerations bounds what Decode accepts: capacities double from
+// firstCapacity, so 40 generations hold more keys than memory could.
+const maxGenerations = 40
+
+// Decode returns the filter b encodes (AppendBinary). A malformed
+// encoding is an error wrapping ErrCorrupt; Decode never allocates more
+// than b's length justifies.
+func Decode(b []byte) (*Filter, error) {
+	if len(b) == 0 || b[0] != encodingVersion {
+		return nil, fmt.Errorf("%w: unknown version", ErrCorrupt)
+	}
+	b = b[1:]
+	next := func(what string) (uint64, error) {
+		v, n := binary.Uvarint(b)
+		if n <= 0 {
+			return 0, fmt.Errorf("%w: bad %s", ErrCorrupt, what)
+		}
+		b = b[n:]
+		return v, nil
+	}
+	keys, err := next("key count")
+	if err != nil {
+		return nil, err
+	}
+	count, err := next("newest generation's count")
+	if err != nil {
+		return nil, err
+	}
+	n, err := next("generation count")
+	if err != nil {
+		return nil, err
+	}
+	if n == 0 || n > maxGenerations {
+		return nil, fmt.Errorf("%w: %d generations", ErrCorrupt, n)
+	}
+	gens := make([]*generation, 0, n)
+	for i := range n {
+		capacity, err := next("capacity")
+		if err != nil {
+			return nil, err
+		}
+		want := uint64(firstCapacity) << i
+		if capacity != want {
+			return nil, fmt.Errorf("%w: generation %d has capacity %d, want %d", ErrCorrupt, i, capacity, want)
+		}
+		words := (capacity*bitsPerKey + 63) / 64
+		if uint64(len(b)) < words*8 {
+			return nil, fmt.Errorf("%w: generation %d is cut short", ErrCorrupt, i)
+		}
+		g := newGeneration(int(capacity))
+		for j := range g.words {
+			g.words[j].Store(binary.LittleEndian.Uint64(b[8*j:]))
+		}
+		b = b[words*8:]
+		gens = append(gens, g)
+	}
+	if len(b) != 0 {
+		return nil, fmt.Errorf("%w: %d bytes after the last generation", ErrCorrupt, len(b))
+	}
+	if count > uint64(gens[len(gens)-1].capacity) || count > keys {
+		return nil, fmt.Errorf("%w: counts %d (newest) and %d (all) do not fit", ErrCorrupt, count, keys)
+	}
+	f := &Filter{count: int(count), keys: int64(keys)}
+	f.gens.Store(&gens)
+	return f, nil
 }

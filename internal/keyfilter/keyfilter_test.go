@@ -1,6 +1,8 @@
 package keyfilter
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -94,4 +96,100 @@ func TestReAddsTakeNoRoom(t *testing.T) {
 			t.Fatalf("after %d rounds of the same %d keys: %d generations, %d keys counted; want 1 and at most %d", round+1, n, g, f.Keys(), n)
 		}
 	}
+}
+
+// A decoded filter reports every key the saved one held, counts the same
+// keys, and keeps growing from where the saved one stopped.
+func TestEncodingRoundTrip(t *testing.T) {
+	f := New()
+	const n = 3*firstCapacity + 123 // two full generations and a partial one
+	for i := range n {
+		f.Add(fmt.Appendf(nil, "key-%d", i))
+	}
+	b, err := f.AppendBinary(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Keys() != f.Keys() || g.Bytes() != f.Bytes() {
+		t.Fatalf("decoded: %d keys in %d bytes, saved %d in %d", g.Keys(), g.Bytes(), f.Keys(), f.Bytes())
+	}
+	for i := range n {
+		if k := fmt.Appendf(nil, "key-%d", i); !g.MayContain(k) {
+			t.Fatalf("decoded filter lost %q", k)
+		}
+	}
+	fp := 0
+	for i := range 20000 {
+		if g.MayContain(fmt.Appendf(nil, "out-%d", i)) != f.MayContain(fmt.Appendf(nil, "out-%d", i)) {
+			t.Fatal("decoded filter answers differently from the saved one")
+		}
+		if g.MayContain(fmt.Appendf(nil, "out-%d", i)) {
+			fp++
+		}
+	}
+	if fp > 20000*5/100 {
+		t.Fatalf("%d false positives in 20000", fp)
+	}
+	for i := n; i < 5*firstCapacity; i++ {
+		g.Add(fmt.Appendf(nil, "key-%d", i))
+	}
+	if len(*g.gens.Load()) < 3 {
+		t.Fatal("the decoded filter did not grow")
+	}
+	for i := range 5 * firstCapacity {
+		if k := fmt.Appendf(nil, "key-%d", i); !g.MayContain(k) {
+			t.Fatalf("grown filter lost %q", k)
+		}
+	}
+}
+
+// Damaged encodings are errors wrapping ErrCorrupt, whatever the damage.
+func TestDecodeRejectsDamage(t *testing.T) {
+	f := New()
+	for i := range 1000 {
+		f.Add(fmt.Appendf(nil, "k%d", i))
+	}
+	good, _ := f.AppendBinary(nil)
+	cases := map[string][]byte{
+		"empty":         nil,
+		"version":       append([]byte{9}, good[1:]...),
+		"cut":           good[:len(good)-1],
+		"trailing":      append(append([]byte{}, good...), 0),
+		"no generation": {encodingVersion, 0, 0, 0},
+		"capacity":      {encodingVersion, 0, 0, 1, 5},
+	}
+	for name, b := range cases {
+		if _, err := Decode(b); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%s: Decode = %v, want ErrCorrupt", name, err)
+		}
+	}
+}
+
+// FuzzDecode: no input makes Decode panic or allocate beyond its length;
+// what it accepts encodes back to the same bytes.
+func FuzzDecode(f *testing.F) {
+	k := New()
+	for i := range 100 {
+		k.Add(fmt.Appendf(nil, "k%d", i))
+	}
+	good, _ := k.AppendBinary(nil)
+	f.Add(good)
+	f.Add([]byte{encodingVersion, 0, 0, 1})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		g, err := Decode(b)
+		if err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("error %v does not wrap ErrCorrupt", err)
+			}
+			return
+		}
+		again, _ := g.AppendBinary(nil)
+		if !bytes.Equal(again, b) {
+			t.Fatal("accepted encoding does not round-trip")
+		}
+	})
 }
