@@ -30,8 +30,9 @@ import (
 // which the scan below finds). A background scan,
 // started by the first write (a database opened only to be read never
 // runs it), then adds every key of the index as it is when the scan
-// starts; only
-// once the scan is done does the filter answer "no" (ready). A key the
+// starts; only once the scan is done does the filter answer "no"
+// (ready). An Open at the checkpoint a Close saved the filter at loads
+// it instead, ready at once (presencefile.go). A key the
 // index holds at any moment after that was either there when the scan
 // began or written since Open. Keys are never removed: a deleted key stays
 // "maybe" until the next Open rebuilds the filter.
