@@ -35,7 +35,9 @@ import (
 // it instead, ready at once (presencefile.go). A key the
 // index holds at any moment after that was either there when the scan
 // began or written since Open. Keys are never removed: a deleted key stays
-// "maybe" until the next Open rebuilds the filter.
+// "maybe" until an Open rebuilds the filter (one that loads a saved
+// filter keeps it "maybe"; savePresence bounds how many such keys a saved
+// filter may carry).
 //
 // A writer asks outside commit.mu (prefetchPrior), and the filter sees
 // every Add that returned before it asks: a group that writes the key
