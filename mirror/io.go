@@ -57,6 +57,9 @@ func (s *Set) WriteAt(p []byte, block uint64) error {
 	s.written.Add(1)
 	s.unlockStripes(stripes)
 	s.mu.RUnlock()
+	if s.pop != nil && okInSync > 0 {
+		s.pop.noteWrite(s.offset(block) + int64(len(p)))
+	}
 	if len(failed) > 0 {
 		return s.fail(failed, okInSync > 0)
 	}

@@ -118,7 +118,9 @@ type Config struct {
 
 	// MapReads makes ReadMapped read through a memory map of the first
 	// in-sync replica's file (mapped.go), when FS gives files a descriptor
-	// (the operating system's file system does; MemFS does not).
+	// (the operating system's file system does; MemFS does not). On Linux
+	// a goroutine of the set then maps the file's cached pages, and the
+	// pages writes add, ahead of reads (populate.go).
 	MapReads bool
 
 	// ReadOnly opens the replica files read-only, and reads that find a
@@ -164,6 +166,7 @@ type Set struct {
 	retired  []*mapping // mappings no view names any more; guarded by mu
 
 	mapFaults atomic.Int64 // ReadMapped calls that faulted (mapped.go)
+	pop       *populator   // maps pages ahead of reads (populate.go); nil if none; set by finishOpen
 
 	view    atomic.Pointer[view] // rebuilt under mu held exclusively
 	version atomic.Uint64        // bumped (under mu) on every state change
@@ -281,7 +284,10 @@ func (s *Set) publishLocked() {
 	if s.cfg.MapReads && len(v.readable) > 0 {
 		v.mapped = s.mapFor(v.readable[0].r)
 	}
-	s.view.Store(v)
+	old := s.view.Swap(v)
+	if s.pop != nil && (old == nil || old.mapped != v.mapped) {
+		s.pop.kick() // populate the new mapping
+	}
 }
 
 // changedLocked records a state change. REQUIRES: s.mu held exclusively.
@@ -392,6 +398,7 @@ func (s *Set) finishOpen() {
 	s.mu.Lock()
 	s.publishLocked()
 	s.mu.Unlock()
+	s.startPopulator()
 }
 
 // offset returns the byte offset of block in every replica file.
@@ -430,6 +437,7 @@ func (s *Set) Close() error {
 	if s.closed.Swap(true) {
 		return ErrClosed
 	}
+	s.stopPopulator()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	err := s.closeFiles()

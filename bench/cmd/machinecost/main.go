@@ -2,8 +2,11 @@
 // entries a storage engine makes: a trivial system call, a one-byte pread
 // of a cached page, a small pwrite into pages the page cache holds (in
 // small folios, as small writes leave them, and in large ones, as 1 MiB
-// writes do), and a page fault on fresh anonymous memory, as the Go heap
-// takes when it grows. Each is the CPU time (getrusage, user + system) per
+// writes do), a page fault on fresh anonymous memory, as the Go heap
+// takes when it grows, and, on Linux, what mapping 64 KiB of a cached file
+// costs: a read fault on a read-only shared map (the kernel maps the
+// faulting page and the cached pages around it, 64 KiB by default), and
+// madvise(MADV_POPULATE_READ) of the same 64 KiB of a fresh map. Each is the CPU time (getrusage, user + system) per
 // call of a loop on one goroutine, the median of -runs runs.
 //
 // BENCHMARKS.md cites it to explain a machine: on a VM whose kernel
@@ -19,9 +22,11 @@ import (
 	"log"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"syscall"
 	"time"
+	"unsafe"
 )
 
 func main() {
@@ -60,6 +65,9 @@ func main() {
 			f.Close()
 		}
 	}
+	if runtime.GOOS == "linux" {
+		mapCosts(path, *runs)
+	}
 	var mem []byte
 	report("page fault (first write to an anonymous page)", *runs, 20_000, func() error {
 		if mem != nil {
@@ -74,6 +82,53 @@ func main() {
 		mem[i*4096] = 1
 		return nil
 	})
+}
+
+// mapCosts reports a read fault on a mapped, cached file against
+// madvise(MADV_POPULATE_READ), per 64 KiB of the map (Linux).
+func mapCosts(path string, runs int) {
+	const window, windows = 64 << 10, 2048
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, 4096)
+	for off := 0; off < window*windows; off += len(b) {
+		if _, err := f.WriteAt(b, int64(off)); err != nil {
+			log.Fatal(err)
+		}
+	}
+	if err := f.Sync(); err != nil {
+		log.Fatal(err)
+	}
+	var m []byte
+	fresh := func() error {
+		if m != nil {
+			if err := syscall.Munmap(m); err != nil {
+				return err
+			}
+		}
+		m, err = syscall.Mmap(int(f.Fd()), 0, window*windows, syscall.PROT_READ, syscall.MAP_SHARED)
+		return err
+	}
+	var sink byte
+	report("read fault on a mapped cached file, per 64 KiB", runs, windows, fresh, func(i int) error {
+		sink += m[i*window]
+		return nil
+	})
+	const madvPopulateRead = 22
+	report("MADV_POPULATE_READ of a cached file, per 64 KiB", runs, windows, fresh, func(i int) error {
+		_, _, errno := syscall.Syscall(syscall.SYS_MADVISE, uintptr(unsafe.Pointer(&m[i*window])), window, madvPopulateRead)
+		if errno != 0 {
+			return errno
+		}
+		return nil
+	})
+	_ = sink
+	if err := syscall.Munmap(m); err != nil {
+		log.Fatal(err)
+	}
 }
 
 // prepared creates a 1 MiB file at path, written fill bytes at a time and
