@@ -159,7 +159,10 @@ type Options struct {
 	// the only copy), and a fault on the map, such as an I/O error under a
 	// mapped page, falls back to pread and its read repair (ARCHITECTURE.md,
 	// refinement 21). Check, Scrub and recovery always use pread. Only
-	// files of the operating system's file system are mapped.
+	// files of the operating system's file system are mapped. On Linux the
+	// map's cached pages, and the pages writes add, are mapped in the
+	// background ahead of reads (refinement 44): the process's RSS then
+	// counts the heap's pages that the page cache holds.
 	NoHeapMap bool
 
 	// Compression is the codec new heap values are compressed with:
