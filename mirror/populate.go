@@ -9,11 +9,13 @@ import (
 // touched yet takes a page fault, even when the page is in the page cache:
 // the kernel maps it, and 15 pages around it that are cached too (its
 // fault-around), on the way back. On the virtual machines this project is
-// measured on a fault costs about 22 µs of CPU, where
-// madvise(MADV_POPULATE_READ) maps cached pages for about 0.2 µs each
-// (BENCHMARKS.md, "The heap's map, populated ahead of reads"). So after a
-// reopen, or after a load that wrote the heap with pwrite, the first reads
-// of 1 KB values spent more CPU in faults than in anything else.
+// measured on, such a fault costs 27 µs of CPU, where
+// madvise(MADV_POPULATE_READ) maps the same 64 KiB for 7.7 µs in a call of
+// its own and for about 2 µs in a call of many MiB (bench/cmd/machinecost;
+// BENCHMARKS.md, "The heap's map, populated ahead of reads"). The heap is
+// written with pwrite, never through the map, so after a reopen or a load
+// none of it is mapped: 1 KB YCSB A on 2.4 million records spent 15% of its
+// CPU in these faults.
 //
 // A populator goroutine per set (Linux only: populate_linux.go) maps pages
 // ahead of reads, in steps of populateStep bytes:
