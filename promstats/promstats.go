@@ -66,6 +66,7 @@ func NewCollector(db *heapkv.DB, labels prometheus.Labels) *Collector {
 	counter("heap_written_stored_bytes_total", "Bytes written to the heap, after compression.", func(s *heapkv.Stats) int64 { return s.HeapWrittenStored })
 	counter("read_repairs_total", "Bad heap copies rewritten from another replica by reads.", func(s *heapkv.Stats) int64 { return s.ReadRepairs })
 	counter("heap_map_faults_total", "Reads that faulted on the heap's memory map and used pread.", func(s *heapkv.Stats) int64 { return s.HeapMapFaults })
+	counter("heap_map_populated_bytes_total", "Bytes of the heap's memory map mapped ahead of reads since Open.", func(s *heapkv.Stats) int64 { return s.HeapMapPopulated })
 	counter("entry_cache_hits_total", "Index lookups served by the entry cache.", func(s *heapkv.Stats) int64 { return s.EntryCacheHits })
 	counter("entry_cache_misses_total", "Index lookups that read the index.", func(s *heapkv.Stats) int64 { return s.EntryCacheMisses })
 	counter("value_cache_hits_total", "Heap reads served by the value cache.", func(s *heapkv.Stats) int64 { return s.ValueCacheHits })
