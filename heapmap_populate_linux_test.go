@@ -10,8 +10,8 @@ import (
 )
 
 // waitPopulated waits until Stats reports at least n bytes of the heap's
-// map populated ahead of reads, and returns what it reports.
-func waitPopulated(t *testing.T, db *heapkv.DB, n int64) int64 {
+// map populated ahead of reads.
+func waitPopulated(t *testing.T, db *heapkv.DB, n int64) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -20,7 +20,7 @@ func waitPopulated(t *testing.T, db *heapkv.DB, n int64) int64 {
 			t.Fatal(err)
 		}
 		if s.HeapMapPopulated >= n {
-			return s.HeapMapPopulated
+			return
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("HeapMapPopulated %d after 20 s, want at least %d", s.HeapMapPopulated, n)

@@ -127,15 +127,15 @@ func (s *Set) populateLoop(p *populator) {
 			// A new mapping: what its file holds, where it is cached.
 			p.mapped.Store(0)
 			p.m.Store(m)
-			size := s.fileSize(m)
-			if !s.populate(p, m, 0, size, true) {
+			size := m.size()
+			if !p.populate(m, 0, size, true) {
 				return
 			}
 			p.mapped.Store(size)
 		}
 		if h := p.high.Load(); h > p.mapped.Load() {
 			from := p.mapped.Load() &^ (pageSize - 1)
-			if !s.populate(p, m, from, h, false) {
+			if !p.populate(m, from, h, false) {
 				return
 			}
 			p.mapped.Store(h)
@@ -146,7 +146,7 @@ func (s *Set) populateLoop(p *populator) {
 // populate maps the bytes [from, to) of m, populateStep at a time (only
 // resident pages if residentOnly), and reports false if the populator was
 // stopped meanwhile.
-func (s *Set) populate(p *populator, m *mapping, from, to int64, residentOnly bool) bool {
+func (p *populator) populate(m *mapping, from, to int64, residentOnly bool) bool {
 	to = min(to, int64(len(m.data)))
 	for off := from; off < to; off += populateStep {
 		select {
@@ -164,8 +164,8 @@ func (s *Set) populate(p *populator, m *mapping, from, to int64, residentOnly bo
 	return true
 }
 
-// fileSize returns the size of m's file, 0 if it cannot be read.
-func (s *Set) fileSize(m *mapping) int64 {
+// size returns the size of m's file, 0 if it cannot be read.
+func (m *mapping) size() int64 {
 	fi, err := m.file.Stat()
 	if err != nil {
 		return 0

@@ -6,8 +6,9 @@
 // takes when it grows, and, on Linux, what mapping 64 KiB of a cached file
 // costs: a read fault on a read-only shared map (the kernel maps the
 // faulting page and the cached pages around it, 64 KiB by default), and
-// madvise(MADV_POPULATE_READ) of the same 64 KiB of a fresh map. Each is the CPU time (getrusage, user + system) per
-// call of a loop on one goroutine, the median of -runs runs.
+// madvise(MADV_POPULATE_READ) of the same 64 KiB of a fresh map. Each is
+// the CPU time (getrusage, user + system) per call of a loop on one
+// goroutine, the median of -runs runs.
 //
 // BENCHMARKS.md cites it to explain a machine: on a VM whose kernel
 // entries go through the hypervisor, these costs set what a write path's
