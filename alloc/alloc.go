@@ -78,6 +78,9 @@ type Allocator struct {
 	g       Geometry
 	cfg     Config
 	cursors []cursor
+	// minPiece is the shortest run a scattered claim takes a piece from
+	// (minPieceBytes in blocks, at least 1).
+	minPiece int
 	// segs is the segment table. It is only appended to (under poolMu, by
 	// storing a longer slice) and read without a lock by everyone.
 	segs atomic.Pointer[[]*segment]
@@ -101,7 +104,7 @@ func New(g Geometry, cfg Config) (*Allocator, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &Allocator{g: g, cfg: cfg, cursors: make([]cursor, cfg.Cursors)}
+	a := &Allocator{g: g, cfg: cfg, cursors: make([]cursor, cfg.Cursors), minPiece: max(1, minPieceBytes/g.BlockSize)}
 	for i := range a.cursors {
 		a.cursors[i].seg = -1
 	}
@@ -225,19 +228,38 @@ func (a *Allocator) allocLocked(ci, n int, exts []Extent) ([]Extent, error) {
 	if off := s.bits.FindClearRun(0, n); off >= 0 {
 		return a.takeLocked(c, off, n, exts), nil
 	}
-	// Enough free blocks but no run of n: scatter over the clear runs. The
-	// free count never overstates, and only we set bits here, so the runs
-	// hold at least n blocks.
-	rem := n
-	for off, l := range s.bits.ClearRuns() {
-		k := min(l, rem)
-		exts = a.takeLocked(c, off, k, exts)
-		if rem -= k; rem == 0 {
-			return exts, nil
-		}
+	// Enough free blocks but no run of n: scatter over the runs of at least
+	// minPiece blocks, or, if they hold too few, start a new segment
+	// (scatterLocked). At MaxSegments, scatter over runs of any length.
+	if out, ok := a.scatterLocked(c, n, a.minPiece, exts); ok {
+		return out, nil
 	}
-	return exts, fmt.Errorf("%w: segment %d counts %d free blocks but has %d",
-		ErrCorrupt, c.seg, s.free.Load(), n-rem)
+	if a.takeNew(ci) {
+		s = (*a.segs.Load())[c.seg]
+		if off := s.bits.FindClearRun(0, n); off >= 0 {
+			return a.takeLocked(c, off, n, exts), nil
+		}
+		return exts, fmt.Errorf("%w: new segment %d has no run of %d free blocks", ErrCorrupt, c.seg, n)
+	}
+	if out, ok := a.scatterLocked(c, n, 1, exts); ok {
+		return out, nil
+	}
+	return exts, fmt.Errorf("%w: segment %d counts %d free blocks but has fewer", ErrCorrupt, c.seg, s.free.Load())
+}
+
+// growLocked appends an empty segment owned by cursor ci to the heap.
+// REQUIRES: cursor ci's mu, poolMu; ci owns no segment it keeps.
+func (a *Allocator) growLocked(ci int) {
+	c := &a.cursors[ci]
+	segs := *a.segs.Load()
+	s := newSegment(bitmap.New(a.g.SegmentBlocks))
+	s.owner = ci
+	segs = append(segs, s)
+	a.segs.Store(&segs)
+	a.grows.Add(1)
+	a.trades.Add(1)
+	c.seg = len(segs) - 1
+	c.hint = 0
 }
 
 // takeLocked sets bits [off, off+n) of the cursor's segment, which must be
@@ -309,10 +331,8 @@ func (a *Allocator) trade(ci, n int) error {
 		}
 	}
 	if best < 0 {
-		best = len(segs)
-		segs = append(segs, newSegment(bitmap.New(a.g.SegmentBlocks)))
-		a.segs.Store(&segs)
-		a.grows.Add(1)
+		a.growLocked(ci)
+		return nil
 	}
 	segs[best].owner = ci
 	if segs[best].punched {

@@ -24,8 +24,11 @@
 // the unowned segment with the most free blocks, or grows the heap by a
 // segment if no unowned segment has enough. If the segment it takes has
 // enough free blocks but no long enough run, the claim is scattered over
-// several runs. A request for more than SegmentBlocks blocks always comes
-// back as several extents.
+// several runs, each a piece of at least 768 bytes (scatter.go: every
+// piece costs its writer a write call); if the runs that long hold too
+// few blocks, the cursor takes an empty segment instead, and only a heap
+// at MaxSegments scatters over shorter runs. A request for more than
+// SegmentBlocks blocks always comes back as several extents.
 //
 // # Claims
 //
