@@ -9,19 +9,19 @@ package alloc
 
 // minPieceBytes is the shortest piece a scattered claim takes from one run
 // of free blocks (its last piece may be shorter, cut from a longer run).
-// Each piece costs its writer a write call: 4.8 µs of CPU a call in YCSB
-// A on the machine of BENCHMARKS.md, where copying a 1 KiB piece costs a
-// tenth of that. With 128-byte blocks
-// and values of varied sizes, updates leave the free space of older
-// segments in holes of a few blocks; scattering over all of them split
-// YCSB A's log-normal values (median 2 KiB) into 2 pieces on average, and
-// a simulation of the allocator alone into 3.6. A claim whose segment
-// holds too few blocks in runs of this length takes a new segment instead,
-// leaving the short runs to claims that fit them whole (and to frees of
-// their neighbours, which lengthen them). 768 bytes (6 blocks of 128)
-// measured best: 512 left more pieces, 1 KiB took more space than issue
-// 16's 1.15 allows (BENCHMARKS.md, "Scattered values: no piece under 768
-// bytes"). For 4 KiB blocks it is one block: any run.
+// Each piece costs its writer a write call: 4.4-4.8 µs of CPU a call in
+// YCSB A on the machine of BENCHMARKS.md, where copying a 1 KiB piece costs
+// a tenth of that. With 128-byte blocks and values of varied sizes,
+// updates leave the free space of older segments in holes of a few blocks;
+// scattering over all of them split YCSB A's log-normal values (median
+// 2 KiB) into 1.9 pieces on average (4.2 in a simulation of the allocator
+// alone). A claim whose segment holds too few blocks in runs of this
+// length takes an empty segment instead, leaving the short runs to claims
+// that fit them whole and to the frees of their neighbours, which lengthen
+// them. 768 bytes (6 blocks of 128) was chosen by measurement: 1 KiB took
+// more space than issue 16's 1.15 allows, 512 bytes ran A no faster in two
+// rounds (BENCHMARKS.md, "Scattered values: no piece under 768 bytes").
+// For 4 KiB blocks it is one block: any run, as before.
 const minPieceBytes = 768
 
 // scatterLocked claims n blocks of the cursor's segment over its runs of
