@@ -26,8 +26,9 @@
 // enough free blocks but no long enough run, the claim is scattered over
 // several runs, each a piece of at least 768 bytes (scatter.go: every
 // piece costs its writer a write call); if the runs that long hold too
-// few blocks, the cursor takes an empty segment instead, and only a heap
-// at MaxSegments scatters over shorter runs. A request for more than
+// few blocks, the cursor takes an empty segment instead; only a heap at
+// MaxSegments, or one whose end a compaction is emptying (SetPreferLow),
+// scatters over shorter runs. A request for more than
 // SegmentBlocks blocks always comes back as several extents.
 //
 // # Claims

@@ -5,7 +5,8 @@ package alloc
 // the claim is scattered over several runs (scatterLocked), but only over
 // runs worth a write each (minPieceBytes); if those hold too few blocks,
 // the cursor takes an empty segment instead (takeNew). A heap at
-// MaxSegments with no empty segment scatters over runs of any length.
+// MaxSegments, or one whose end a compaction is emptying, scatters over
+// runs of any length when it has no empty segment.
 
 // minPieceBytes is the shortest piece a scattered claim takes from one run
 // of free blocks (its last piece may be shorter, cut from a longer run).
@@ -58,9 +59,10 @@ func (a *Allocator) scatterLocked(c *cursor, n, minPiece int, exts []Extent) ([]
 
 // takeNew gives up cursor ci's segment and takes an empty one: an unowned
 // segment with no block allocated (one given back to the file system
-// included), else a new one at the end of the heap. At MaxSegments with no
-// empty segment it changes nothing and reports false. REQUIRES: cursor
-// ci's mu.
+// included), else a new one at the end of the heap. With no empty segment
+// it does not grow a heap at MaxSegments, nor one whose end a compaction
+// is emptying (SetPreferLow): it changes nothing and reports false, and
+// the claim is scattered over shorter runs. REQUIRES: cursor ci's mu.
 func (a *Allocator) takeNew(ci int) bool {
 	c := &a.cursors[ci]
 	a.poolMu.Lock()
@@ -73,7 +75,7 @@ func (a *Allocator) takeNew(ci int) bool {
 			break
 		}
 	}
-	if empty < 0 && a.cfg.MaxSegments > 0 && len(segs) >= a.cfg.MaxSegments {
+	if empty < 0 && (a.preferLow.Load() || (a.cfg.MaxSegments > 0 && len(segs) >= a.cfg.MaxSegments)) {
 		return false
 	}
 	if c.seg >= 0 {

@@ -73,6 +73,19 @@ func TestScatterAtMaxSegments(t *testing.T) {
 	eq(t, 1, a.Segments(), "segments")
 }
 
+// TestScatterWhilePreferringLow: while a compaction empties the end of the
+// heap (SetPreferLow), a claim the short runs cannot take does not grow the
+// heap either: it is scattered over them.
+func TestScatterWhilePreferringLow(t *testing.T) {
+	a := newAlloc(t, tiny, alloc.Config{Cursors: 1})
+	fragment(t, a, pairs())
+	a.SetPreferLow(true)
+	c := mustAllocate(t, a, 10)
+	eq(t, []alloc.Extent{{Start: 0, Len: 2}, {Start: 4, Len: 2}, {Start: 8, Len: 2}, {Start: 12, Len: 2}, {Start: 16, Len: 2}},
+		c.Extents, "claim")
+	eq(t, 1, a.Segments(), "segments")
+}
+
 // TestScatterReusesPunchedSegment: the empty segment a fragmented claim
 // takes is one given back to the file system, if there is one, before a new
 // one is added. (A trade takes a punched segment only when no other has
