@@ -62,28 +62,29 @@ func TestScatterTakesLongEnoughRuns(t *testing.T) {
 	eq(t, 1, a.Segments(), "segments")
 }
 
-// TestScatterAtMaxSegments: a heap that may not grow scatters over runs of
-// any length, as before there was a shortest piece.
-func TestScatterAtMaxSegments(t *testing.T) {
-	a := newAlloc(t, tiny, alloc.Config{Cursors: 1, MaxSegments: 1})
-	fragment(t, a, pairs())
-	c := mustAllocate(t, a, 10)
-	eq(t, []alloc.Extent{{Start: 0, Len: 2}, {Start: 4, Len: 2}, {Start: 8, Len: 2}, {Start: 12, Len: 2}, {Start: 16, Len: 2}},
-		c.Extents, "claim")
-	eq(t, 1, a.Segments(), "segments")
-}
-
-// TestScatterWhilePreferringLow: while a compaction empties the end of the
-// heap (SetPreferLow), a claim the short runs cannot take does not grow the
-// heap either: it is scattered over them.
-func TestScatterWhilePreferringLow(t *testing.T) {
-	a := newAlloc(t, tiny, alloc.Config{Cursors: 1})
-	fragment(t, a, pairs())
-	a.SetPreferLow(true)
-	c := mustAllocate(t, a, 10)
-	eq(t, []alloc.Extent{{Start: 0, Len: 2}, {Start: 4, Len: 2}, {Start: 8, Len: 2}, {Start: 12, Len: 2}, {Start: 16, Len: 2}},
-		c.Extents, "claim")
-	eq(t, 1, a.Segments(), "segments")
+// TestScatterWhenTheHeapMayNotGrow: a heap at MaxSegments, and one whose
+// end a compaction is emptying (SetPreferLow), scatter a claim over runs of
+// any length, as before there was a shortest piece, rather than take a new
+// segment.
+func TestScatterWhenTheHeapMayNotGrow(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		cfg       alloc.Config
+		preferLow bool
+	}{
+		{"MaxSegments", alloc.Config{Cursors: 1, MaxSegments: 1}, false},
+		{"SetPreferLow", alloc.Config{Cursors: 1}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := newAlloc(t, tiny, tc.cfg)
+			fragment(t, a, pairs())
+			a.SetPreferLow(tc.preferLow)
+			c := mustAllocate(t, a, 10)
+			eq(t, []alloc.Extent{{Start: 0, Len: 2}, {Start: 4, Len: 2}, {Start: 8, Len: 2}, {Start: 12, Len: 2}, {Start: 16, Len: 2}},
+				c.Extents, "claim")
+			eq(t, 1, a.Segments(), "segments")
+		})
+	}
 }
 
 // TestScatterReusesPunchedSegment: the empty segment a fragmented claim
