@@ -229,8 +229,9 @@ func (a *Allocator) allocLocked(ci, n int, exts []Extent) ([]Extent, error) {
 		return a.takeLocked(c, off, n, exts), nil
 	}
 	// Enough free blocks but no run of n: scatter over the runs of at least
-	// minPiece blocks, or, if they hold too few, start a new segment
-	// (scatterLocked). At MaxSegments, scatter over runs of any length.
+	// minPiece blocks (scatterLocked), or, if they hold too few, take an
+	// empty segment (takeNew); where the heap may not grow, scatter over
+	// runs of any length.
 	if out, ok := a.scatterLocked(c, n, a.minPiece, exts); ok {
 		return out, nil
 	}

@@ -11,12 +11,11 @@ package alloc
 // minPieceBytes is the shortest piece a scattered claim takes from one run
 // of free blocks (its last piece may be shorter, cut from a longer run).
 // Each piece costs its writer a write call: 4.4-4.8 µs of CPU a call in
-// YCSB A on the machine of BENCHMARKS.md, where copying a 1 KiB piece costs
-// a tenth of that. With 128-byte blocks and values of varied sizes,
-// updates leave the free space of older segments in holes of a few blocks;
-// scattering over all of them split YCSB A's log-normal values (median
-// 2 KiB) into 1.9 pieces on average (4.2 in a simulation of the allocator
-// alone). A claim whose segment holds too few blocks in runs of this
+// YCSB A on the machine of BENCHMARKS.md. With 128-byte blocks and values
+// of varied sizes, updates leave the free space of older segments in holes
+// of a few blocks; scattering over all of them split YCSB A's log-normal
+// values (median 2 KiB) into 1.9 pieces on average (4.2 in a simulation of
+// the allocator alone). A claim whose segment holds too few blocks in runs of this
 // length takes an empty segment instead, leaving the short runs to claims
 // that fit them whole and to the frees of their neighbours, which lengthen
 // them. 768 bytes (6 blocks of 128) was chosen by measurement: 1 KiB took

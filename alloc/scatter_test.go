@@ -137,7 +137,7 @@ func TestFragmentationOfVariedSizes(t *testing.T) {
 	var queue [][]alloc.Extent
 	pieces := 0
 	for range updates {
-		k := int(z.Uint64()*0x9e3779b97f4a7c15%keys) % keys
+		k := int(z.Uint64() * 0x9e3779b97f4a7c15 % keys)
 		n := blocks()
 		c := mustAllocate(t, a, n)
 		a.Publish(c)
