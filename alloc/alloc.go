@@ -53,6 +53,9 @@ type segment struct {
 	// punched marks a segment given back to the file system (reclaim.go).
 	// Guarded by Allocator.poolMu.
 	punched bool
+	// gen is bumped after every change of bits that the owner's list of
+	// free runs does not see: all but the owner's own takes (freeruns.go).
+	gen atomic.Uint64
 }
 
 // cursor is one allocation context: a writer holds it for the duration of
@@ -69,7 +72,9 @@ type cursor struct {
 	hint int
 	// unpub holds this cursor's claims until Publish or Abort.
 	unpub unpubSet
-	_     [64]byte // keep cursors on different cache lines
+	// free lists the free runs of seg (freeruns.go).
+	free freeRuns
+	_    [64]byte // keep cursors on different cache lines
 }
 
 // Allocator hands out extents of a heap. It is safe for concurrent use,
@@ -212,10 +217,10 @@ func (a *Allocator) allocLocked(ci, n int, exts []Extent) ([]Extent, error) {
 	c := &a.cursors[ci]
 	segs := *a.segs.Load()
 	if c.seg >= 0 && segs[c.seg].free.Load() >= int64(n) {
-		s := segs[c.seg]
-		off := s.bits.FindClearRun(c.hint, n)
+		runs := c.runsLocked(segs[c.seg])
+		off := findRun(runs, c.hint, n)
 		if off < 0 && c.hint > 0 {
-			off = s.bits.FindClearRun(0, n)
+			off = findRun(runs, 0, n)
 		}
 		if off >= 0 {
 			return a.takeLocked(c, off, n, exts), nil
@@ -225,7 +230,7 @@ func (a *Allocator) allocLocked(ci, n int, exts []Extent) ([]Extent, error) {
 		return exts, err
 	}
 	s := (*a.segs.Load())[c.seg]
-	if off := s.bits.FindClearRun(0, n); off >= 0 {
+	if off := findRun(c.runsLocked(s), 0, n); off >= 0 {
 		return a.takeLocked(c, off, n, exts), nil
 	}
 	// Enough free blocks but no run of n: scatter over the runs of at least
@@ -237,7 +242,7 @@ func (a *Allocator) allocLocked(ci, n int, exts []Extent) ([]Extent, error) {
 	}
 	if a.takeNew(ci) {
 		s = (*a.segs.Load())[c.seg]
-		if off := s.bits.FindClearRun(0, n); off >= 0 {
+		if off := findRun(c.runsLocked(s), 0, n); off >= 0 {
 			return a.takeLocked(c, off, n, exts), nil
 		}
 		return exts, fmt.Errorf("%w: new segment %d has no run of %d free blocks", ErrCorrupt, c.seg, n)
@@ -259,14 +264,15 @@ func (a *Allocator) growLocked(ci int) {
 	a.segs.Store(&segs)
 	a.grows.Add(1)
 	a.trades.Add(1)
-	c.seg = len(segs) - 1
-	c.hint = 0
+	c.own(len(segs) - 1)
 }
 
 // takeLocked sets bits [off, off+n) of the cursor's segment, which must be
-// clear, and appends the extent. REQUIRES: c.mu.
+// clear and inside one run of the cursor's list (runsLocked), takes them
+// out of the list, and appends the extent. REQUIRES: c.mu.
 func (a *Allocator) takeLocked(c *cursor, off, n int, exts []Extent) []Extent {
 	s := (*a.segs.Load())[c.seg]
+	c.tookLocked(off, n)
 	s.free.Add(-int64(n))
 	if already := s.bits.SetRange(off, n); already != 0 {
 		// Only the owner sets bits, and it just saw them clear.
@@ -340,8 +346,7 @@ func (a *Allocator) trade(ci, n int) error {
 		segs[best].punched = false
 		a.punchedCount.Add(-1)
 	}
-	c.seg = best
-	c.hint = 0
+	c.own(best)
 	a.trades.Add(1)
 	return nil
 }
@@ -416,6 +421,7 @@ func (a *Allocator) free(e Extent) {
 	s := (*a.segs.Load())[si]
 	was := s.bits.ClearRange(off, int(e.Len))
 	s.free.Add(int64(was))
+	s.gen.Add(1)
 	if d := int(e.Len) - was; d != 0 {
 		a.doubleFrees.Add(int64(d))
 	}

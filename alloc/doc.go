@@ -12,7 +12,9 @@
 // segment it owns. Allocate takes any idle cursor (TryLock, starting at a
 // random index) and claims a run of free blocks from that cursor's segment
 // with a next-fit search (AllocatePreferring tries a given cursor first: a
-// single goroutine that keeps to one cursor gets adjacent runs). Because a
+// single goroutine that keeps to one cursor gets adjacent runs). The search
+// reads a list of the segment's free runs that the cursor keeps and scans
+// the bitmap again only after someone else changed it (freeruns.go). Because a
 // segment has one owner and only its owner sets bits in it (design
 // invariant 6), writers that hold different cursors
 // never touch the same bitmap words to allocate. Free may clear bits from any
@@ -25,7 +27,8 @@
 // segment if no unowned segment has enough. If the segment it takes has
 // enough free blocks but no long enough run, the claim is scattered over
 // several runs, each a piece of at least 768 bytes (scatter.go: every
-// piece costs its writer a write call); if the runs that long hold too
+// piece costs its writer a write call), in address order if that takes at
+// most four pieces, else the longest runs first; if the runs that long hold too
 // few blocks, the cursor takes an empty segment instead; only a heap at
 // MaxSegments, or one whose end a compaction is emptying (SetPreferLow),
 // scatters over shorter runs. A request for more than

@@ -44,6 +44,7 @@ func (a *Allocator) MarkAllocated(e Extent) error {
 	}
 	s.free.Add(-int64(e.Len))
 	s.bits.SetRange(off, int(e.Len))
+	s.gen.Add(1)
 	return nil
 }
 
@@ -63,6 +64,7 @@ func (a *Allocator) MarkFree(e Extent) error {
 	}
 	s.bits.ClearRange(off, int(e.Len))
 	s.free.Add(int64(e.Len))
+	s.gen.Add(1)
 	return nil
 }
 

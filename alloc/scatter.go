@@ -1,5 +1,10 @@
 package alloc
 
+import (
+	"cmp"
+	"slices"
+)
+
 // Placement in a fragmented segment. When a cursor's segment and the one
 // it trades for both lack a run of free blocks long enough for a claim,
 // the claim is scattered over several runs (scatterLocked), but only over
@@ -25,35 +30,90 @@ package alloc
 const minPieceBytes = 768
 
 // scatterLocked claims n blocks of the cursor's segment over its runs of
-// at least minPiece free blocks, in address order, and reports false,
-// claiming nothing, if those runs hold fewer than n blocks. Frees only
-// lengthen runs, so the runs counted are still there when they are taken.
-// REQUIRES: c.mu, c owns a segment.
+// at least minPiece free blocks and reports false, claiming nothing, if
+// those runs hold fewer than n blocks. It takes the runs in address order
+// if that needs at most maxInOrderPieces of them; otherwise it takes the
+// longest runs first, so that the claim is split into as few pieces as the
+// segment allows. Address order keeps the longest runs for claims that fit
+// them whole: taking them first for every scattered claim made a cursor
+// trade segments 1.6 times as often in the allocator benchmark of
+// log-normal values, for 5% fewer pieces. The last piece may be cut from
+// the start of a longer run. Pieces are taken, and their extents appended,
+// in address order. REQUIRES: c.mu, c owns a segment.
 func (a *Allocator) scatterLocked(c *cursor, n, minPiece int, exts []Extent) ([]Extent, bool) {
-	s := (*a.segs.Load())[c.seg]
-	have := 0
-	for _, l := range s.bits.ClearRuns() {
-		if l >= minPiece {
-			if have += l; have >= n {
-				break
-			}
+	runs := c.runsLocked((*a.segs.Load())[c.seg])
+	// One pass counts the blocks in runs of at least minPiece and the runs
+	// address order would take, and keeps the first len(top) of those runs
+	// in the order longest, then lowest (sorted by insertion).
+	var top [maxLongestPieces]freeRun
+	have, inOrder, k := 0, 0, 0
+	for _, r := range runs {
+		if int(r.n) < minPiece {
+			continue
 		}
+		if have < n {
+			inOrder++
+		}
+		have += int(r.n)
+		if k == len(top) && !precedes(r, top[k-1]) {
+			continue
+		}
+		j := min(k, len(top)-1)
+		k = min(k+1, len(top))
+		for ; j > 0 && precedes(r, top[j-1]); j-- {
+			top[j] = top[j-1]
+		}
+		top[j] = r
 	}
 	if have < n {
 		return exts, false
 	}
+	var buf [2 * maxLongestPieces]freeRun
+	pieces := buf[:0]
 	rem := n
-	for off, l := range s.bits.ClearRuns() {
-		if l < minPiece {
-			continue
-		}
-		k := min(l, rem)
-		exts = a.takeLocked(c, off, k, exts)
-		if rem -= k; rem == 0 {
-			break
+	take := func(r freeRun) {
+		pieces = append(pieces, freeRun{r.off, int32(min(int(r.n), rem))})
+		rem -= int(pieces[len(pieces)-1].n)
+	}
+	if inOrder > maxInOrderPieces {
+		for i := 0; i < k && rem > 0; i++ {
+			take(top[i])
 		}
 	}
+	// In address order: all of it, or what the longest runs left (runs
+	// after top[k-1] in the longest-first order).
+	for _, r := range runs {
+		if rem == 0 {
+			break
+		}
+		if int(r.n) >= minPiece && (inOrder <= maxInOrderPieces || precedes(top[k-1], r)) {
+			take(r)
+		}
+	}
+	slices.SortFunc(pieces, func(x, y freeRun) int { return cmp.Compare(x.off, y.off) })
+	for _, p := range pieces {
+		exts = a.takeLocked(c, int(p.off), int(p.n), exts)
+	}
 	return exts, true
+}
+
+// maxInOrderPieces is how many pieces a scattered claim may take in
+// address order before scatterLocked takes the longest runs first instead.
+// Chosen with the allocator benchmark (BenchmarkReplaceVariedSizes): with
+// values uniform in 100 B-64 KiB, address order split a claim into 6.6
+// pieces on average and longest first into 3.9-4.0; with log-normal values
+// around 2 KiB the limit keeps nearly all scattered claims in address
+// order.
+const maxInOrderPieces = 4
+
+// maxLongestPieces is how many runs scatterLocked picks longest first;
+// a claim they do not cover takes the rest in address order.
+const maxLongestPieces = 8
+
+// precedes reports whether run x comes before run y in the longest-first
+// order: longer first, then lower.
+func precedes(x, y freeRun) bool {
+	return x.n > y.n || (x.n == y.n && x.off < y.off)
 }
 
 // takeNew gives up cursor ci's segment and takes an empty one: an unowned
@@ -91,7 +151,7 @@ func (a *Allocator) takeNew(ci int) bool {
 		s.punched = false
 		a.punchedCount.Add(-1)
 	}
-	c.seg, c.hint = empty, 0
+	c.own(empty)
 	a.trades.Add(1)
 	return true
 }

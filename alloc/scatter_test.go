@@ -62,6 +62,17 @@ func TestScatterTakesLongEnoughRuns(t *testing.T) {
 	eq(t, 1, a.Segments(), "segments")
 }
 
+// TestScatterTakesLongestRunsFirst: a claim that address order would split
+// into more than four pieces takes the longest runs first (ties: the lower
+// one), and its extents come in address order.
+func TestScatterTakesLongestRunsFirst(t *testing.T) {
+	a := newAlloc(t, tiny, alloc.Config{Cursors: 1})
+	fragment(t, a, [][2]uint64{{0, 6}, {8, 6}, {16, 6}, {24, 6}, {32, 12}, {48, 14}})
+	c := mustAllocate(t, a, 30) // address order: 6+6+6+6+6 of 12, five pieces
+	eq(t, []alloc.Extent{{Start: 0, Len: 4}, {Start: 32, Len: 12}, {Start: 48, Len: 14}}, c.Extents, "claim")
+	eq(t, 1, a.Segments(), "segments")
+}
+
 // TestScatterWhenTheHeapMayNotGrow: a heap at MaxSegments, and one whose
 // end a compaction is emptying (SetPreferLow), scatter a claim over runs of
 // any length, as before there was a shortest piece, rather than take a new

@@ -307,3 +307,63 @@ func TestFindClearRunDensities(t *testing.T) {
 		}
 	}
 }
+
+// TestClearRunsDensities compares ClearRuns with the model on random
+// bitmaps of several densities and lengths (whole words clear, whole words
+// set, runs that cross words, a last word cut short by Len), and checks
+// that stopping the iteration early yields a prefix.
+func TestClearRunsDensities(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for _, n := range []int{1, 63, 64, 65, 191, 1000} {
+		for _, density := range []int{0, 1, 10, 50, 90, 99, 100} {
+			for range 20 {
+				b := New(n)
+				m := make(model, n)
+				// Runs of random length, so whole words are sometimes
+				// all clear or all set.
+				for i := 0; i < n; {
+					l := min(n-i, 1+rng.IntN(100))
+					if rng.IntN(100) < density {
+						b.SetRange(i, l)
+						for j := i; j < i+l; j++ {
+							m[j] = true
+						}
+					}
+					i += l
+				}
+				want := m.runs(false)
+				eq(t, want, collectRuns(b.ClearRuns()), "n=%d density=%d in %v", n, density, b)
+				if len(want) > 1 {
+					var got [][2]int
+					for s, l := range b.ClearRuns() {
+						got = append(got, [2]int{s, l})
+						if len(got) == len(want)/2 {
+							break
+						}
+					}
+					eq(t, want[:len(want)/2], got, "stopped early, n=%d in %v", n, b)
+				}
+			}
+		}
+	}
+}
+
+// BenchmarkClearRuns lists the clear runs of a 65,536-bit bitmap (a segment
+// of 128-byte blocks) whose set bits form runs of 1-40 bits with gaps of
+// 1-8.
+func BenchmarkClearRuns(b *testing.B) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	bm := New(1 << 16)
+	for i := 0; i < bm.Len(); {
+		l := min(bm.Len()-i, 1+rng.IntN(40))
+		bm.SetRange(i, l)
+		i += l + 1 + rng.IntN(8)
+	}
+	runs := 0
+	for b.Loop() {
+		for range bm.ClearRuns() {
+			runs++
+		}
+	}
+	b.ReportMetric(float64(runs)/float64(b.N), "runs/op")
+}

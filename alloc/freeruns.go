@@ -1,0 +1,88 @@
+package alloc
+
+import "sort"
+
+// A cursor's list of its segment's free runs. Every search a claim makes
+// in its cursor's segment (next fit from the hint, first fit, the runs a
+// scattered claim is spread over) reads this list instead of the bitmap.
+// A search of the bitmap walks every word between the runs it finds: 1,024
+// words for a segment of 65,536 blocks of 128 bytes, and a claim that does
+// not fit searches the segment up to six times. The list holds only the
+// runs, so those searches cost a few hundred nanoseconds, not microseconds
+// (BENCHMARKS.md, "Free runs listed per cursor").
+//
+// The list is exact. Only the owner sets bits in its segment (invariant 6),
+// and it updates the list as it does. Anyone else who changes a segment's
+// bits (Free, Abort, MarkAllocated, MarkFree) bumps the segment's gen after
+// the change, and the owner scans the bitmap again before its next search
+// if gen has moved since its last scan. The owner reads gen before it
+// scans, so a change it misses leaves gen ahead of the value it keeps.
+
+// freeRun is a run of free blocks of a segment: [off, off+n).
+type freeRun struct{ off, n int32 }
+
+// freeRuns is the list of one segment's free runs kept by the cursor that
+// owns it. Guarded by the cursor's mu.
+type freeRuns struct {
+	seg  *segment // the segment listed; nil before the first scan
+	gen  uint64   // seg.gen read before the scan
+	runs []freeRun
+}
+
+// own makes segment seg the cursor's, with the next-fit search at its
+// start. The list of free runs is dropped: another cursor may have owned
+// seg since this one listed it. REQUIRES: c.mu, Allocator.poolMu.
+func (c *cursor) own(seg int) {
+	c.seg, c.hint = seg, 0
+	c.free.seg = nil
+}
+
+// runsLocked returns the free runs of cursor c's segment s in address
+// order, scanning the bitmap if the list is not of s or s changed since.
+// The slice is valid until the next take. REQUIRES: c.mu, c owns s.
+func (c *cursor) runsLocked(s *segment) []freeRun {
+	fr := &c.free
+	if g := s.gen.Load(); fr.seg != s || fr.gen != g {
+		fr.seg, fr.gen, fr.runs = s, g, fr.runs[:0]
+		for off, n := range s.bits.ClearRuns() {
+			fr.runs = append(fr.runs, freeRun{int32(off), int32(n)})
+		}
+	}
+	return fr.runs
+}
+
+// findRun returns the first offset at or after from where n free blocks
+// start, or -1: FindClearRun over the list.
+func findRun(runs []freeRun, from, n int) int {
+	i := sort.Search(len(runs), func(i int) bool { return int(runs[i].off+runs[i].n) > from })
+	for _, r := range runs[i:] {
+		start := max(int(r.off), from)
+		if int(r.off+r.n)-start >= n {
+			return start
+		}
+	}
+	return -1
+}
+
+// tookLocked removes [off, off+n), which lies inside one listed run, from
+// the list. REQUIRES: c.mu, the list is of c's segment.
+func (c *cursor) tookLocked(off, n int) {
+	runs := c.free.runs
+	i := sort.Search(len(runs), func(i int) bool { return int(runs[i].off+runs[i].n) > off })
+	r := runs[i]
+	left := freeRun{r.off, int32(off) - r.off}
+	right := freeRun{int32(off + n), r.off + r.n - int32(off+n)}
+	switch {
+	case left.n > 0 && right.n > 0:
+		runs = append(runs, freeRun{})
+		copy(runs[i+2:], runs[i+1:])
+		runs[i], runs[i+1] = left, right
+	case left.n > 0:
+		runs[i] = left
+	case right.n > 0:
+		runs[i] = right
+	default:
+		runs = append(runs[:i], runs[i+1:]...)
+	}
+	c.free.runs = runs
+}
