@@ -237,7 +237,7 @@ func (a *Allocator) allocLocked(ci, n int, exts []Extent) ([]Extent, error) {
 	// minPiece blocks (scatterLocked), or, if they hold too few, take an
 	// empty segment (takeNew); where the heap may not grow, scatter over
 	// runs of any length.
-	if out, ok := a.scatterLocked(c, n, a.minPiece, exts); ok {
+	if out, ok := a.scatterLocked(c, n, a.minPieceFor(n), exts); ok {
 		return out, nil
 	}
 	if a.takeNew(ci) {

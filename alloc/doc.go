@@ -26,13 +26,14 @@
 // the unowned segment with the most free blocks, or grows the heap by a
 // segment if no unowned segment has enough. If the segment it takes has
 // enough free blocks but no long enough run, the claim is scattered over
-// several runs, each a piece of at least 768 bytes (scatter.go: every
-// piece costs its writer a write call), in address order if that takes at
-// most four pieces, else the longest runs first; if the runs that long hold too
-// few blocks, the cursor takes an empty segment instead; only a heap at
-// MaxSegments, or one whose end a compaction is emptying (SetPreferLow),
-// scatters over shorter runs. A request for more than
-// SegmentBlocks blocks always comes back as several extents.
+// several runs, each a piece of at least 768 bytes and a sixteenth of the
+// claim (scatter.go: every piece costs its writer a write call), in
+// address order if that takes at most four pieces, else the longest runs
+// first; if the runs that long hold too few blocks, the cursor takes an
+// empty segment instead; only a heap at MaxSegments, or one whose end a
+// compaction is emptying (SetPreferLow), scatters over shorter runs. A
+// request for more than SegmentBlocks blocks always comes back as several
+// extents.
 //
 // # Claims
 //

@@ -73,6 +73,38 @@ func TestScatterTakesLongestRunsFirst(t *testing.T) {
 	eq(t, 1, a.Segments(), "segments")
 }
 
+// TestScatterPiecesScaleWithTheClaim: a claim of 192 blocks takes no piece
+// under 12 blocks (a sixteenth of it), though runs of 10 are longer than
+// the 6 a small claim may take.
+func TestScatterPiecesScaleWithTheClaim(t *testing.T) {
+	g := alloc.Geometry{BlockSize: 128, SegmentBlocks: 1024}
+	for _, tc := range []struct {
+		run      uint64 // length of each of 20 free runs, 20 blocks apart
+		want     []alloc.Extent
+		segments int
+	}{
+		{10, []alloc.Extent{{Start: 1024, Len: 192}}, 2},
+		{12, nil, 1}, // the first 16 runs, whole
+	} {
+		a := newAlloc(t, g, alloc.Config{Cursors: 1})
+		for range g.SegmentBlocks {
+			a.Publish(mustAllocate(t, a, 1))
+		}
+		for i := range uint64(20) {
+			a.Free(alloc.Extent{Start: 20 * i, Len: uint32(tc.run)})
+		}
+		want := tc.want
+		if want == nil {
+			for i := range uint64(16) {
+				want = append(want, alloc.Extent{Start: 20 * i, Len: 12})
+			}
+		}
+		c := mustAllocate(t, a, 192)
+		eq(t, want, c.Extents, "runs of %d: claim", tc.run)
+		eq(t, tc.segments, a.Segments(), "runs of %d: segments", tc.run)
+	}
+}
+
 // TestScatterWhenTheHeapMayNotGrow: a heap at MaxSegments, and one whose
 // end a compaction is emptying (SetPreferLow), scatter a claim over runs of
 // any length, as before there was a shortest piece, rather than take a new
