@@ -68,7 +68,8 @@ type cursor struct {
 	// seg is the index of the segment this cursor owns, or -1. Written with
 	// both mu and Allocator.poolMu held.
 	seg int
-	// hint is where the next-fit search in seg starts.
+	// hint is the block after the cursor's last claim in seg, where the
+	// next claim goes if it fits there (fitRun).
 	hint int
 	// unpub holds this cursor's claims until Publish or Abort.
 	unpub unpubSet
@@ -155,7 +156,8 @@ func (a *Allocator) Allocate(nblocks int) (Claim, error) {
 // AllocatePreferring is Allocate from cursor ci (modulo the number of
 // cursors) if it is idle, else from any idle cursor. One goroutine that
 // always prefers the same cursor gets, claim after claim, adjacent blocks
-// of that cursor's segment (next fit) and can write them with one call.
+// of that cursor's segment while they fit after its last claim (fitRun),
+// and can write them with one call.
 func (a *Allocator) AllocatePreferring(ci, nblocks int) (Claim, error) {
 	return a.allocate(ci%len(a.cursors), nblocks)
 }
@@ -217,12 +219,7 @@ func (a *Allocator) allocLocked(ci, n int, exts []Extent) ([]Extent, error) {
 	c := &a.cursors[ci]
 	segs := *a.segs.Load()
 	if c.seg >= 0 && segs[c.seg].free.Load() >= int64(n) {
-		runs := c.runsLocked(segs[c.seg])
-		off := findRun(runs, c.hint, n)
-		if off < 0 && c.hint > 0 {
-			off = findRun(runs, 0, n)
-		}
-		if off >= 0 {
+		if off := fitRun(c.runsLocked(segs[c.seg]), c.hint, n); off >= 0 {
 			return a.takeLocked(c, off, n, exts), nil
 		}
 	}
@@ -230,7 +227,7 @@ func (a *Allocator) allocLocked(ci, n int, exts []Extent) ([]Extent, error) {
 		return exts, err
 	}
 	s := (*a.segs.Load())[c.seg]
-	if off := findRun(c.runsLocked(s), 0, n); off >= 0 {
+	if off := fitRun(c.runsLocked(s), 0, n); off >= 0 {
 		return a.takeLocked(c, off, n, exts), nil
 	}
 	// Enough free blocks but no run of n: scatter over the runs of at least
@@ -242,7 +239,7 @@ func (a *Allocator) allocLocked(ci, n int, exts []Extent) ([]Extent, error) {
 	}
 	if a.takeNew(ci) {
 		s = (*a.segs.Load())[c.seg]
-		if off := findRun(c.runsLocked(s), 0, n); off >= 0 {
+		if off := fitRun(c.runsLocked(s), 0, n); off >= 0 {
 			return a.takeLocked(c, off, n, exts), nil
 		}
 		return exts, fmt.Errorf("%w: new segment %d has no run of %d free blocks", ErrCorrupt, c.seg, n)

@@ -10,11 +10,13 @@
 // an atomic count of free blocks, and at most one owner. The owners are
 // cursors: an Allocator has Config.Cursors of them, each a mutex plus the one
 // segment it owns. Allocate takes any idle cursor (TryLock, starting at a
-// random index) and claims a run of free blocks from that cursor's segment
-// with a next-fit search (AllocatePreferring tries a given cursor first: a
-// single goroutine that keeps to one cursor gets adjacent runs). The search
-// reads a list of the segment's free runs that the cursor keeps and scans
-// the bitmap again only after someone else changed it (freeruns.go). Because a
+// random index) and claims a run of free blocks from that cursor's segment:
+// right after the cursor's last claim if it fits there (AllocatePreferring
+// tries a given cursor first: a single goroutine that keeps to one cursor
+// gets adjacent runs), else at the start of the shortest run that holds it
+// (best fit). The search reads a list of the segment's free runs that the
+// cursor keeps and scans the bitmap again only after someone else changed
+// it (freeruns.go). Because a
 // segment has one owner and only its owner sets bits in it (design
 // invariant 6), writers that hold different cursors
 // never touch the same bitmap words to allocate. Free may clear bits from any

@@ -3,8 +3,8 @@ package alloc
 import "sort"
 
 // A cursor's list of its segment's free runs. Every search a claim makes
-// in its cursor's segment (next fit from the hint, first fit, the runs a
-// scattered claim is spread over) reads this list instead of the bitmap.
+// in its cursor's segment (where it fits: fitRun; the runs a scattered
+// claim is spread over) reads this list instead of the bitmap.
 // A search of the bitmap walks every word between the runs it finds: 1,024
 // words for a segment of 65,536 blocks of 128 bytes, and a claim that does
 // not fit searches the segment up to six times. The list holds only the
@@ -29,9 +29,10 @@ type freeRuns struct {
 	runs []freeRun
 }
 
-// own makes segment seg the cursor's, with the next-fit search at its
-// start. The list of free runs is dropped: another cursor may have owned
-// seg since this one listed it. REQUIRES: c.mu, Allocator.poolMu.
+// own makes segment seg the cursor's, with its hint (where a claim that
+// fits continues the last one) at the segment's start. The list of free
+// runs is dropped: another cursor may have owned seg since this one
+// listed it. REQUIRES: c.mu, Allocator.poolMu.
 func (c *cursor) own(seg int) {
 	c.seg, c.hint = seg, 0
 	c.free.seg = nil
@@ -51,17 +52,35 @@ func (c *cursor) runsLocked(s *segment) []freeRun {
 	return fr.runs
 }
 
-// findRun returns the first offset at or after from where n free blocks
-// start, or -1: FindClearRun over the list.
-func findRun(runs []freeRun, from, n int) int {
+// fitRun returns where a claim of n blocks goes among runs, or -1 if no
+// run holds n blocks. If the run that holds block from has n free blocks
+// from there, the claim goes at from: it continues the cursor's last
+// claim, so a writer that keeps to one cursor gets adjacent blocks and
+// can write them with one call. Otherwise it goes at the start of the
+// shortest run that holds it, the lowest of equals (best fit): the holes
+// that frees leave are filled by claims of their size, and long runs
+// stay long for the claims that need them. Next fit over the whole
+// segment, as before refinement 47, cut long runs for short claims while
+// holes of the right size stayed empty: in the allocator benchmark
+// log-normal claims traded segments 3.6 times as often and the heap held
+// 3% more.
+func fitRun(runs []freeRun, from, n int) int {
 	i := sort.Search(len(runs), func(i int) bool { return int(runs[i].off+runs[i].n) > from })
-	for _, r := range runs[i:] {
-		start := max(int(r.off), from)
-		if int(r.off+r.n)-start >= n {
-			return start
+	if i < len(runs) && int(runs[i].off) <= from && int(runs[i].off+runs[i].n)-from >= n {
+		return from
+	}
+	best := -1
+	for j, r := range runs {
+		if int(r.n) >= n && (best < 0 || r.n < runs[best].n) {
+			if best = j; int(r.n) == n {
+				break
+			}
 		}
 	}
-	return -1
+	if best < 0 {
+		return -1
+	}
+	return int(runs[best].off)
 }
 
 // tookLocked removes [off, off+n), which lies inside one listed run, from

@@ -64,3 +64,27 @@ func TestFreeRunsListMatchesBitmap(t *testing.T) {
 		}
 	}
 }
+
+// TestFitRun: a claim continues at from when the run holding from has
+// room there; otherwise it takes the shortest run that holds it, the
+// lowest of equals; -1 when none does.
+func TestFitRun(t *testing.T) {
+	runs := []freeRun{{0, 10}, {20, 4}, {30, 6}, {40, 4}, {50, 14}}
+	for _, tc := range []struct{ from, n, want int }{
+		{2, 5, 2},   // continues the last claim inside the run at 0
+		{7, 5, 30},  // 3 blocks left at 7: the shortest run of 5 is the 6 at 30
+		{64, 4, 20}, // nothing at 64: an exact fit, the lower of two
+		{64, 5, 30}, // first fit would take the run at 0
+		{60, 7, 0},  // the shortest run of 7 is the 10 at 0
+		{21, 3, 21}, // continues inside the run at 20
+		{60, 11, 50},
+		{0, 15, -1},
+	} {
+		if got := fitRun(runs, tc.from, tc.n); got != tc.want {
+			t.Errorf("fitRun(from %d, n %d) = %d, want %d", tc.from, tc.n, got, tc.want)
+		}
+	}
+	if got := fitRun(nil, 0, 1); got != -1 {
+		t.Errorf("fitRun of no runs = %d, want -1", got)
+	}
+}
