@@ -21,6 +21,7 @@ func BenchmarkReplaceVariedSizes(b *testing.B) {
 	}{
 		{"uniform100B-64KiB", func(r *rand.Rand) int64 { return 100 + r.Int64N(64<<10-100+1) }},
 		{"lognormal2KiB", func(r *rand.Rand) int64 { return int64(16 + 2048*math.Exp(0.5*r.NormFloat64())) }},
+		{"fixed1140B", func(*rand.Rand) int64 { return 1140 }}, // the YCSB 1 KB record, framed
 	}
 	for _, d := range dists {
 		for _, bs := range []int{128, 4096} {
