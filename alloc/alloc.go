@@ -250,18 +250,36 @@ func (a *Allocator) allocLocked(ci, n int, exts []Extent) ([]Extent, error) {
 	return exts, fmt.Errorf("%w: segment %d counts %d free blocks but has fewer", ErrCorrupt, c.seg, s.free.Load())
 }
 
-// growLocked appends an empty segment owned by cursor ci to the heap.
-// REQUIRES: cursor ci's mu, poolMu; ci owns no segment it keeps.
+// growLocked appends an empty segment to the heap and gives it to cursor
+// ci. REQUIRES: cursor ci's mu, poolMu; ci owns no segment.
 func (a *Allocator) growLocked(ci int) {
-	c := &a.cursors[ci]
-	segs := *a.segs.Load()
-	s := newSegment(bitmap.New(a.g.SegmentBlocks))
-	s.owner = ci
-	segs = append(segs, s)
+	segs := append(*a.segs.Load(), newSegment(bitmap.New(a.g.SegmentBlocks)))
 	a.segs.Store(&segs)
 	a.grows.Add(1)
+	a.assignLocked(ci, len(segs)-1)
+}
+
+// assignLocked gives segment i, which no one owns, to cursor ci, takes
+// away its punched mark, and counts the trade. REQUIRES: cursor ci's mu,
+// poolMu; ci owns no segment.
+func (a *Allocator) assignLocked(ci, i int) {
+	s := (*a.segs.Load())[i]
+	s.owner = ci
+	if s.punched {
+		s.punched = false
+		a.punchedCount.Add(-1)
+	}
+	a.cursors[ci].own(i)
 	a.trades.Add(1)
-	c.own(len(segs) - 1)
+}
+
+// releaseLocked gives up cursor c's segment, if it has one. REQUIRES:
+// c.mu, poolMu.
+func (a *Allocator) releaseLocked(c *cursor) {
+	if c.seg >= 0 {
+		(*a.segs.Load())[c.seg].owner = unowned
+		c.seg = -1
+	}
 }
 
 // takeLocked sets bits [off, off+n) of the cursor's segment, which must be
@@ -292,11 +310,8 @@ func (a *Allocator) trade(ci, n int) error {
 	c := &a.cursors[ci]
 	a.poolMu.Lock()
 	defer a.poolMu.Unlock()
+	a.releaseLocked(c)
 	segs := *a.segs.Load()
-	if c.seg >= 0 {
-		segs[c.seg].owner = unowned
-		c.seg = -1
-	}
 	// A linear scan: trades are rare (a cursor trades once per segment's
 	// worth of blocks in the steady state) and the table is small (a
 	// terabyte of 4 KiB blocks in 64 MiB segments is 16384 entries). A
@@ -338,13 +353,7 @@ func (a *Allocator) trade(ci, n int) error {
 		a.growLocked(ci)
 		return nil
 	}
-	segs[best].owner = ci
-	if segs[best].punched {
-		segs[best].punched = false
-		a.punchedCount.Add(-1)
-	}
-	c.own(best)
-	a.trades.Add(1)
+	a.assignLocked(ci, best)
 	return nil
 }
 

@@ -6,10 +6,10 @@ import "sort"
 // in its cursor's segment (where it fits: fitRun; the runs a scattered
 // claim is spread over) reads this list instead of the bitmap.
 // A search of the bitmap walks every word between the runs it finds: 1,024
-// words for a segment of 65,536 blocks of 128 bytes, and a claim that does
-// not fit searches the segment up to six times. The list holds only the
-// runs, so those searches cost a few hundred nanoseconds, not microseconds
-// (BENCHMARKS.md, "Free runs listed per cursor").
+// words for a segment of 65,536 blocks of 128 bytes, and a claim that did
+// not fit searched the segment up to six times. A search of the list
+// passes over the runs alone, and the bitmap is walked once, when the
+// list is built (BENCHMARKS.md, "Free runs listed per cursor").
 //
 // The list is exact. Only the owner sets bits in its segment (invariant 6),
 // and it updates the list as it does. Anyone else who changes a segment's
@@ -62,7 +62,7 @@ func (c *cursor) runsLocked(s *segment) []freeRun {
 // stay long for the claims that need them. Next fit over the whole
 // segment, as before refinement 47, cut long runs for short claims while
 // holes of the right size stayed empty: in the allocator benchmark
-// log-normal claims traded segments 3.6 times as often and the heap held
+// log-normal claims traded segments 3.7 times as often and the heap held
 // 3% more.
 func fitRun(runs []freeRun, from, n int) int {
 	i := sort.Search(len(runs), func(i int) bool { return int(runs[i].off+runs[i].n) > from })

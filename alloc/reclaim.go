@@ -189,8 +189,7 @@ func (a *Allocator) DropCursorSegments() {
 		}
 		if c.seg >= 0 {
 			a.poolMu.Lock()
-			(*a.segs.Load())[c.seg].owner = unowned
-			c.seg = -1
+			a.releaseLocked(c)
 			a.poolMu.Unlock()
 		}
 		c.mu.Unlock()

@@ -153,21 +153,11 @@ func (a *Allocator) takeNew(ci int) bool {
 	if empty < 0 && (a.preferLow.Load() || (a.cfg.MaxSegments > 0 && len(segs) >= a.cfg.MaxSegments)) {
 		return false
 	}
-	if c.seg >= 0 {
-		segs[c.seg].owner = unowned
-		c.seg = -1
-	}
+	a.releaseLocked(c)
 	if empty < 0 {
 		a.growLocked(ci)
-		return true
+	} else {
+		a.assignLocked(ci, empty)
 	}
-	s := segs[empty]
-	s.owner = ci
-	if s.punched {
-		s.punched = false
-		a.punchedCount.Add(-1)
-	}
-	c.own(empty)
-	a.trades.Add(1)
 	return true
 }
