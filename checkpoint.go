@@ -25,7 +25,7 @@ func (db *DB) Checkpoint() error {
 	if err := db.failed(); err != nil {
 		return fmt.Errorf("heapkv: checkpoint: %w", err)
 	}
-	if err := db.checkpoint(); err != nil {
+	if err := db.checkpoint(false); err != nil {
 		return fmt.Errorf("heapkv: checkpoint: %w", err)
 	}
 	return nil
@@ -35,7 +35,7 @@ func (db *DB) Checkpoint() error {
 //
 //  1. Under commit.mu (no group is built) drain the pipeline, so every
 //     group appended is durable and applied, and c = the last applied LSN;
-//     start a new log file at c+1. Under applier.mu, copy the allocation
+//     start a new log file at c+1 (see below). Under applier.mu, copy the allocation
 //     bitmaps, leaving out claims not yet logged and the frees still
 //     deferred (they are free as of c), and flush the heap: the values
 //     that log records through c carry are durable in the heap from now on
@@ -44,14 +44,25 @@ func (db *DB) Checkpoint() error {
 //  3. Write alloc-<c> and install MANIFEST-<seq+1> (write, fsync, rename,
 //     fsync directory).
 //  4. Delete the previous MANIFEST, snapshot and the log files <= c.
-func (db *DB) checkpoint() error {
+//
+// A background checkpoint starts the new log file only if a spare is
+// ready (wal.Log.RotateIfSpare): preparing one means zero-filling a
+// segment and waiting for it under commit.mu, which held every writer for
+// 20-53 ms at 64 synced writers (BENCHMARKS, "A checkpoint holds writers
+// only for a flush"). Without the rotation the segment holding c+1 stays
+// until a later checkpoint passes its end. Explicit checkpoints, Close's
+// and recovery's always rotate, so a closed log ends in an empty segment.
+func (db *DB) checkpoint(background bool) error {
 	db.ckpt.mu.Lock()
 	defer db.ckpt.mu.Unlock()
 	log := db.log.Load()
 
 	// Step 1. Flush the heap once before taking any lock, so that the
 	// flush under the locks below (which holds up the commit leader)
-	// writes back only what arrived meanwhile.
+	// writes back only what arrived meanwhile; written back a region at a
+	// time first, so the log's flushes meanwhile do not queue behind the
+	// whole of it (mirror/writeback.go).
+	db.heap.WriteBack()
 	if err := db.heap.Sync(); err != nil {
 		return db.fail(fmt.Errorf("sync heap: %w", err))
 	}
@@ -61,7 +72,11 @@ func (db *DB) checkpoint() error {
 		return err
 	}
 	c := db.applied.Load()
-	if err := log.Rotate(); err != nil {
+	rotate := log.Rotate
+	if background {
+		rotate = func() error { _, err := log.RotateIfSpare(); return err }
+	}
+	if err := rotate(); err != nil {
 		db.commit.mu.Unlock()
 		// A failed rotation poisons the log.
 		return db.fail(fmt.Errorf("rotate log: %w", err))

@@ -301,7 +301,7 @@ func (db *DB) Close() error {
 	// what is durable) and says why it failed.
 	err := db.failed()
 	if err == nil && !db.opts.ReadOnly {
-		err = db.checkpoint()
+		err = db.checkpoint(false)
 		if err == nil {
 			db.releaseSpares()
 			db.applier.mu.Lock()

@@ -194,7 +194,7 @@ func (db *DB) background() {
 			if db.failed() != nil || !db.checkpointDue() {
 				continue
 			}
-			if err := db.checkpoint(); err != nil {
+			if err := db.checkpoint(true); err != nil {
 				db.logger.Error("background checkpoint failed", "err", err)
 			}
 		}

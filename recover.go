@@ -74,7 +74,7 @@ func (db *DB) recover() error {
 	db.pipe.appended = last
 	if last > m.checkpointLSN {
 		db.logger.Info("recovered from log", "checkpoint", m.checkpointLSN, "last", last)
-		if err := db.checkpoint(); err != nil {
+		if err := db.checkpoint(false); err != nil {
 			return fmt.Errorf("heapkv: checkpoint after recovery: %w", err)
 		}
 	}
@@ -327,7 +327,7 @@ func (db *DB) create() error {
 		return fmt.Errorf("heapkv: create log: %w", err)
 	}
 	db.log.Store(log)
-	if err := db.checkpoint(); err != nil {
+	if err := db.checkpoint(false); err != nil {
 		return fmt.Errorf("heapkv: first checkpoint: %w", err)
 	}
 	if err := db.fs.Remove(db.fs.PathJoin(db.dir, creatingFileName)); err != nil {

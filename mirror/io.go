@@ -55,6 +55,9 @@ func (s *Set) WriteAt(p []byte, block uint64) error {
 		s.noteDirty(block, n)
 	}
 	s.written.Add(1)
+	if okInSync > 0 {
+		s.wb.note(s.offset(block), int64(len(p)))
+	}
 	s.unlockStripes(stripes)
 	s.mu.RUnlock()
 	if s.pop != nil && okInSync > 0 {
@@ -242,6 +245,10 @@ func (s *Set) Sync() error {
 	var failed []failure
 	okInSync := 0
 	for i, m := range v.writable {
+		if errs[i] == nil && m.r.wbErr != nil {
+			errs[i] = fmt.Errorf("write back: %w", m.r.wbErr)
+		}
+		m.r.wbErr = nil
 		if errs[i] != nil {
 			failed = append(failed, failure{m.r, fmt.Errorf("sync %s: %w", m.r.path, errs[i])})
 			continue

@@ -207,6 +207,8 @@ type Set struct {
 	written   atomic.Uint64
 	syncedGen uint64
 
+	wb wbState // regions written since the last WriteBack (writeback.go)
+
 	syncs  atomic.Int64 // completed fsyncs across replicas
 	closed atomic.Bool
 }
@@ -238,6 +240,11 @@ type replica struct {
 	cause    string    // why it is stale
 	owned    bool      // a Resync call owns the replica
 	mapped   *mapping  // the mapping of f, if made (mapped.go)
+
+	// wbErr is the first error of a WriteBack on f that no Sync reported
+	// yet (writeback.go). Written under Set.syncMu with Set.mu held
+	// shared; read under Set.syncMu, or Set.mu held exclusively.
+	wbErr error
 
 	durable  atomic.Uint64 // LSN of its last successful Sync while in sync
 	copied   atomic.Int64  // blocks copied by the running or last resync

@@ -291,7 +291,8 @@ func (s *Set) abortResync(r *replica, cause error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if r.state == Resyncing {
-		lost := r.f == nil || r.f.SyncData() != nil
+		lost := r.f == nil || r.f.SyncData() != nil || r.wbErr != nil // writeback.go
+		r.wbErr = nil
 		s.goStaleLocked(r, cause.Error(), lost)
 	}
 	if r.owned {

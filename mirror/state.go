@@ -46,6 +46,10 @@ func (s *Set) Detach(id int, lsn base.LSN) error {
 		// No write is in flight (s.mu is held exclusively): after a
 		// successful sync the file holds every write issued so far.
 		err := r.f.SyncData()
+		if err == nil && r.wbErr != nil {
+			err = r.wbErr // a write-back lost writes that this sync cannot see (writeback.go)
+		}
+		r.wbErr = nil
 		if err == nil {
 			s.syncs.Add(1)
 			if uint64(lsn) > r.durable.Load() {

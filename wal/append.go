@@ -201,6 +201,27 @@ func (l *Log) Rotate() error {
 	return l.rotate()
 }
 
+// RotateIfSpare is Rotate when a spare is ready in the pool, and nothing
+// otherwise: it never prepares a spare or waits for a preparation, so it
+// holds appendMu for a flush, a mark update and a header write at most.
+// It reports whether it rotated. A background checkpoint uses it: a
+// segment that goes on past the checkpoint only stays on disk until the
+// next one (RemoveThrough keeps the segment holding lsn+1).
+func (l *Log) RotateIfSpare() (bool, error) {
+	l.appendMu.Lock()
+	defer l.appendMu.Unlock()
+	l.mu.Lock()
+	ready := len(l.mu.spares) > 0 // only rotate takes spares, under appendMu
+	l.mu.Unlock()
+	if !ready {
+		return false, nil
+	}
+	if err := l.writePendingLocked(); err != nil {
+		return false, err
+	}
+	return true, l.rotate()
+}
+
 // rotate flushes the current segment, brings the mark up to date and
 // starts a new segment in a spare file (see spare.go). A failure poisons
 // the Log: a half-made segment must not be followed by more records in the

@@ -1,0 +1,108 @@
+package mirror
+
+import (
+	"slices"
+	"sync"
+)
+
+// Write-back ahead of a flush.
+//
+// A checkpoint flushes the heap once per CheckpointLogBytes of log (64 MiB
+// by default). One fdatasync of that much puts all of it on the device at
+// once, and the log's flush of every group committed meanwhile waits behind
+// it: with 16 synced writers every write in flight waited the whole 86-93 ms
+// that such a flush took (BENCHMARKS.md, "A checkpoint's heap flush, written
+// back a region at a time"). WriteBack writes the dirty pages back first,
+// one region of wbRegionBytes at a time on each writable replica, waiting
+// for each (sync_file_range: wait for writeback in flight, start it, wait
+// for it), so a log flush waits for one region at most; the Sync that
+// follows then has little but the file's metadata and the device's cache to
+// flush.
+//
+// WriteAt notes the regions it writes (wbState). WriteBack takes the noted
+// set and works through it in file order, holding syncMu for one region at
+// a time, so a Sync (a group with heap-first values) waits for one region,
+// not for all of them.
+//
+// WriteBack is advice: durability still comes from Sync alone. A region a
+// write notes while WriteBack swaps the set may be left to Sync; a file
+// without a descriptor (MemFS) or a system without sync_file_range skips
+// the write-back. But sync_file_range consumes a write-back error: the
+// file's next fdatasync would not report it. So WriteBack keeps the first
+// error per replica (replica.wbErr) and the next Sync reports it as that
+// replica's failed flush, with what follows from that (the replica goes
+// stale, or the Sync fails); Detach and a failed resync, which flush a
+// replica on their own before it goes stale, count it as a failed flush
+// too (its written blocks are marked for the next resync).
+
+// wbRegionBytes is the size of a write-back region, which bounds how long a
+// log flush waits behind a checkpoint's write-back: about 0.7 ms on the
+// disk of BENCHMARKS.md, which flushed 64 MiB in 86-93 ms. 2 MiB regions
+// doubled synced writes' p99 against this size (same section).
+const wbRegionBytes = 512 << 10
+
+// writeBackFile is writeBackRange; tests replace it to see the calls and
+// inject errors (MemFS files have no descriptor to write back).
+var writeBackFile = writeBackRange
+
+// wbState is the set of regions written since the last WriteBack.
+type wbState struct {
+	mu      sync.Mutex
+	regions map[int64]struct{} // file offset / wbRegionBytes
+	last    int64              // the region noted last (valid while regions is not nil)
+}
+
+// note records that [off, off+n) of the replica files was written.
+func (w *wbState) note(off, n int64) {
+	first, last := off/wbRegionBytes, (off+n-1)/wbRegionBytes
+	w.mu.Lock()
+	if w.regions == nil {
+		w.regions = make(map[int64]struct{})
+	} else if first == last && first == w.last {
+		w.mu.Unlock()
+		return
+	}
+	for r := first; r <= last; r++ {
+		w.regions[r] = struct{}{}
+	}
+	w.last = last
+	w.mu.Unlock()
+}
+
+// take returns the noted regions in file order and starts a new set.
+func (w *wbState) take() []int64 {
+	w.mu.Lock()
+	regions := w.regions
+	w.regions = nil
+	w.mu.Unlock()
+	out := make([]int64, 0, len(regions))
+	for r := range regions {
+		out = append(out, r)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// WriteBack writes back, one region at a time and waiting for each, the
+// pages of every writable replica that WriteAt wrote since the last
+// WriteBack (see above). Errors are kept for the next Sync to report.
+func (s *Set) WriteBack() {
+	regions := s.wb.take()
+	for _, r := range regions {
+		if s.closed.Load() {
+			return
+		}
+		s.syncMu.Lock()
+		s.mu.RLock() // no replica's file is closed meanwhile
+		for _, m := range s.view.Load().writable {
+			if m.r.wbErr != nil {
+				continue
+			}
+			if err := writeBackFile(m.f, r*wbRegionBytes, wbRegionBytes); err != nil {
+				m.r.wbErr = err
+			}
+		}
+		s.mu.RUnlock()
+		s.syncMu.Unlock()
+	}
+}

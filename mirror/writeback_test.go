@@ -1,0 +1,171 @@
+package mirror
+
+import (
+	"errors"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// wbCall is one write-back of a region of a replica's file.
+type wbCall struct {
+	file   vfs.File
+	region int64
+}
+
+// hookWriteBack replaces writeBackFile for the test: it records every call
+// and fails those on files for which fail returns true.
+func hookWriteBack(t *testing.T, fail func(vfs.File) bool) *[]wbCall {
+	var mu sync.Mutex
+	calls := &[]wbCall{}
+	old := writeBackFile
+	writeBackFile = func(f vfs.File, off, n int64) error {
+		if n != wbRegionBytes || off%wbRegionBytes != 0 {
+			t.Errorf("write-back of [%d, +%d): not one region", off, n)
+		}
+		mu.Lock()
+		*calls = append(*calls, wbCall{f, off / wbRegionBytes})
+		mu.Unlock()
+		if fail != nil && fail(f) {
+			return errInjectedWriteBack
+		}
+		return nil
+	}
+	t.Cleanup(func() { writeBackFile = old })
+	return calls
+}
+
+var errInjectedWriteBack = errors.New("injected write-back error")
+
+// blockAt returns the block that starts at file offset off (rounded up).
+func (f *fixture) blockAt(off int64) uint64 {
+	return uint64((off - f.set.headerBytes + testBS - 1) / testBS)
+}
+
+// WriteBack writes back exactly the regions written since the last one, in
+// file order, on every writable replica, a region at a time.
+func TestWriteBackRegions(t *testing.T) {
+	f := newFixture(t, 2)
+	calls := hookWriteBack(t, nil)
+	f.mustWrite(f.blockAt(3*wbRegionBytes+4096), 2, 1)
+	f.mustWrite(f.blockAt(0), 1, 2)
+	f.mustWrite(f.blockAt(3*wbRegionBytes), 1, 3)
+	f.mustWrite(f.blockAt(6*wbRegionBytes)-1, 2, 4) // spans regions 5 and 6
+	f.set.WriteBack()
+	files := map[vfs.File]bool{}
+	for _, c := range *calls {
+		files[c.file] = true
+	}
+	var perFile [][]int64
+	for file := range files {
+		var rs []int64
+		for _, c := range *calls {
+			if c.file == file {
+				rs = append(rs, c.region)
+			}
+		}
+		perFile = append(perFile, rs)
+	}
+	if len(perFile) != 2 {
+		t.Fatalf("write-back touched %d files, want both replicas'", len(perFile))
+	}
+	for _, rs := range perFile {
+		if want := []int64{0, 3, 5, 6}; !slices.Equal(rs, want) {
+			t.Fatalf("regions written back %v, want %v", rs, want)
+		}
+	}
+	*calls = nil
+	f.set.WriteBack()
+	if len(*calls) != 0 {
+		t.Fatalf("a second WriteBack with no writes between wrote back %v", *calls)
+	}
+	if err := f.set.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	f.checkReplicas(0, 1)
+}
+
+// A write-back error, which the file's next fsync would no longer report,
+// is reported by the next Sync as that replica's failed flush: the replica
+// goes stale with the blocks written since its last sync marked, as for a
+// failed fsync (TestSyncErrorGoesStale); the last in-sync replica fails the
+// Sync instead.
+func TestWriteBackErrorReportedBySync(t *testing.T) {
+	f := newFixture(t, 2)
+	if err := f.set.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	bad := f.set.view.Load().writable[0].f
+	hookWriteBack(t, func(file vfs.File) bool { return file == bad })
+	f.mustWrite(0, 4, 1)
+	f.set.WriteBack()
+	if err := f.set.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	st := f.status(0)
+	mustState(t, st, Stale)
+	if st.Marked != 4 {
+		t.Fatalf("marked %d, want the 4 blocks written since the last sync", st.Marked)
+	}
+	mustState(t, f.status(1), InSync)
+
+	only := f.set.view.Load().writable[0].f
+	hookWriteBack(t, func(file vfs.File) bool { return file == only })
+	f.mustWrite(8, 1, 2)
+	f.set.WriteBack()
+	if err := f.set.Sync(); !errors.Is(err, errInjectedWriteBack) {
+		t.Fatalf("Sync of the last replica after its write-back failed: %v", err)
+	}
+	mustState(t, f.status(1), InSync)
+	if err := f.set.Sync(); err != nil {
+		t.Fatalf("a Sync reports a write-back error once: %v", err)
+	}
+}
+
+// Detach flushes the replica itself before it goes stale: a write-back
+// error counts as a failed flush there too, so the blocks written since the
+// last sync are marked for the next resync.
+func TestWriteBackErrorBeforeDetach(t *testing.T) {
+	f := newFixture(t, 2)
+	if err := f.set.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	bad := f.set.view.Load().writable[1].f
+	hookWriteBack(t, func(file vfs.File) bool { return file == bad })
+	f.mustWrite(0, 3, 1)
+	f.set.WriteBack()
+	if err := f.set.Detach(1, f.curLSN()); err != nil {
+		t.Fatal(err)
+	}
+	if st := f.status(1); st.Marked != 3 {
+		t.Fatalf("detached after a failed write-back with %d blocks marked, want 3", st.Marked)
+	}
+}
+
+// On a real file the write-back runs (sync_file_range where there is one)
+// and leaves no error for the Sync.
+func TestWriteBackRealFile(t *testing.T) {
+	dir := t.TempDir()
+	cfg := Config{FS: vfs.Default, DBID: testID, BlockSize: testBS, Logger: slog.New(slog.DiscardHandler)}
+	s, err := Create(cfg, []string{filepath.Join(dir, "heap")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for i := range 64 {
+		if err := s.WriteAt(block(uint64(i*997), 1), uint64(i*997)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.WriteBack()
+	if err := s.view.Load().writable[0].r.wbErr; err != nil {
+		t.Fatalf("write-back of a real file: %v", err)
+	}
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
+}
