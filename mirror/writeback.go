@@ -10,7 +10,7 @@ import (
 // A checkpoint flushes the heap once per CheckpointLogBytes of log (64 MiB
 // by default). One fdatasync of that much puts all of it on the device at
 // once, and the log's flush of every group committed meanwhile waits behind
-// it: with 16 synced writers every write in flight waited the whole 86-93 ms
+// it: with 16 synced writers every write in flight waited the whole 87-96 ms
 // that such a flush took (BENCHMARKS.md, "A checkpoint's heap flush, written
 // back a region at a time"). WriteBack writes the dirty pages back first,
 // one region of wbRegionBytes at a time on each writable replica, waiting
@@ -37,7 +37,7 @@ import (
 
 // wbRegionBytes is the size of a write-back region, which bounds how long a
 // log flush waits behind a checkpoint's write-back: about 0.7 ms on the
-// disk of BENCHMARKS.md, which flushed 64 MiB in 86-93 ms. 2 MiB regions
+// disk of BENCHMARKS.md, which flushed about 64 MiB in 87-96 ms. 2 MiB regions
 // doubled synced writes' p99 against this size (same section).
 const wbRegionBytes = 512 << 10
 
