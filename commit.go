@@ -403,9 +403,12 @@ const maxRetainedRecordBuf = 4 << 20
 // records written by their flush"). NoSync writes never carry their
 // values: nothing waits for their flush, and the log would write every
 // byte twice.
-func (db *DB) groupCarries(g *group) bool {
+func (db *DB) groupCarries(g *group) bool { return db.carries(g.reqs) }
+
+// carries is groupCarries for a group of the requests reqs.
+func (db *DB) carries(reqs []*commitReq) bool {
 	total, largest := 0, 0
-	for _, r := range g.reqs {
+	for _, r := range reqs {
 		if !r.sync {
 			continue
 		}

@@ -10,6 +10,10 @@ import (
 // fault-injecting file systems.
 func SetFS(o *Options, fs vfs.FS) { o.fs = fs }
 
+// HeapWriteBacksStarted returns how many times a write started the heap's
+// write-back ahead of a heap-first flush (mirror.Set.StartWriteBack).
+func HeapWriteBacksStarted(db *DB) int64 { return db.heap.WriteBacksStarted() }
+
 // MapAnyFS makes Open map the heap for reads through a file system set
 // with SetFS whose files have descriptors (errorfs over vfs.Default): map
 // reads bypass the file system; the pread fallback goes through it.

@@ -80,6 +80,9 @@ func TestSyncedGroupFlushes(t *testing.T) {
 		return c.now().minus(before)
 	}
 	put([]byte("first")) // the first group after Open
+	// A heap-first group's values start their write-back when written
+	// (mirror.Set.StartWriteBack); a carried group's do not.
+	starts := func() int64 { return heapkv.HeapWriteBacksStarted(db) }
 	for _, tc := range []struct {
 		name string
 		size int
@@ -92,8 +95,12 @@ func TestSyncedGroupFlushes(t *testing.T) {
 		{"heap first 100 KiB", 100 << 10, flushes{heap: 1, log: 1}},
 		{"inline after a heap-first value", 100, flushes{log: 1}},
 	} {
+		s0 := starts()
 		if got := put(bytes.Repeat([]byte{byte(tc.size)}, tc.size)); got != tc.want {
 			t.Errorf("%s: %+v flushes, want %+v", tc.name, got, tc.want)
+		}
+		if started, heapFirst := starts()-s0, tc.want.heap > 0; (started > 0) != heapFirst {
+			t.Errorf("%s: %d write-backs started, heap first %v", tc.name, started, heapFirst)
 		}
 	}
 	// CarryLimit bounds a group's carried bytes, not each value's: two
@@ -101,12 +108,15 @@ func TestSyncedGroupFlushes(t *testing.T) {
 	b := db.NewBatch()
 	b.Put([]byte("a"), bytes.Repeat([]byte{1}, 40<<10))
 	b.Put([]byte("b"), bytes.Repeat([]byte{2}, 40<<10))
-	before := c.now()
+	before, s0 := c.now(), starts()
 	if err := db.Apply(b, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got, want := c.now().minus(before), (flushes{heap: 1, log: 1}); got != want {
 		t.Errorf("a batch of two 40 KiB values: %+v flushes, want %+v", got, want)
+	}
+	if starts() == s0 {
+		t.Errorf("a batch of two 40 KiB values went heap first without starting its write-back")
 	}
 	// Small values are carried whatever the group's total: twenty-four
 	// 4,100-byte values (96 KiB) cost the log's flush alone, and each reads
@@ -118,12 +128,15 @@ func TestSyncedGroupFlushes(t *testing.T) {
 		b.Put([]byte(k), v)
 		small[k] = v
 	}
-	before = c.now()
+	before, s0 = c.now(), starts()
 	if err := db.Apply(b, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got, want := c.now().minus(before), (flushes{log: 1}); got != want {
 		t.Errorf("a batch of twenty-four 4,100-byte values: %+v flushes, want %+v", got, want)
+	}
+	if starts() != s0 {
+		t.Errorf("a carried batch started a write-back")
 	}
 	for k, v := range small {
 		got, err := db.Get([]byte(k))

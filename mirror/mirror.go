@@ -207,7 +207,8 @@ type Set struct {
 	written   atomic.Uint64
 	syncedGen uint64
 
-	wb wbState // regions written since the last WriteBack (writeback.go)
+	wb        wbState      // regions written since the last WriteBack (writeback.go)
+	wbStarted atomic.Int64 // StartWriteBack calls
 
 	syncs  atomic.Int64 // completed fsyncs across replicas
 	closed atomic.Bool

@@ -41,9 +41,13 @@ import (
 // doubled synced writes' p99 against this size (same section).
 const wbRegionBytes = 512 << 10
 
-// writeBackFile is writeBackRange; tests replace it to see the calls and
-// inject errors (MemFS files have no descriptor to write back).
-var writeBackFile = writeBackRange
+// writeBackFile and startWriteBackFile are writeBackRange and
+// startWriteBack; tests replace them to see the calls and inject errors
+// (MemFS files have no descriptor to write back).
+var (
+	writeBackFile      = writeBackRange
+	startWriteBackFile = startWriteBack
+)
 
 // wbState is the set of regions written since the last WriteBack.
 type wbState struct {
@@ -106,3 +110,23 @@ func (s *Set) WriteBack() {
 		s.syncMu.Unlock()
 	}
 }
+
+// StartWriteBack starts writing back blocks [block, block+n) on every
+// writable replica and returns without waiting (sync_file_range with
+// write only, which leaves write-back errors to the next fdatasync). The
+// commit leader calls it for a group whose values must be flushed before
+// its log record (heap first), so that the flush finds them on their way.
+func (s *Set) StartWriteBack(block uint64, n int) {
+	if n <= 0 {
+		return
+	}
+	s.mu.RLock() // no replica's file is closed meanwhile
+	for _, m := range s.view.Load().writable {
+		startWriteBackFile(m.f, s.offset(block), int64(n)*int64(s.cfg.BlockSize))
+	}
+	s.mu.RUnlock()
+	s.wbStarted.Add(1)
+}
+
+// WriteBacksStarted returns how many StartWriteBack calls there were.
+func (s *Set) WriteBacksStarted() int64 { return s.wbStarted.Load() }

@@ -42,3 +42,12 @@ func writeBackRange(f vfs.File, off, n int64) error {
 		return err
 	}
 }
+
+// startWriteBack starts the write-back of the dirty pages of [off, off+n)
+// of f (sync_file_range with write only) and returns at once. It reports
+// nothing: an error it meets is the next fdatasync's to report.
+func startWriteBack(f vfs.File, off, n int64) {
+	if fd := f.Fd(); fd != vfs.InvalidFd {
+		syscall.Syscall6(syscall.SYS_SYNC_FILE_RANGE, fd, uintptr(off), uintptr(n), syncRangeWrite, 0, 0)
+	}
+}

@@ -169,3 +169,47 @@ func TestWriteBackRealFile(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// StartWriteBack starts the write-back of exactly the blocks given, on every
+// writable replica, and waits for nothing; on a real file the call goes
+// through.
+func TestStartWriteBack(t *testing.T) {
+	f := newFixture(t, 2)
+	type call struct {
+		file   vfs.File
+		off, n int64
+	}
+	var calls []call
+	old := startWriteBackFile
+	startWriteBackFile = func(file vfs.File, off, n int64) { calls = append(calls, call{file, off, n}) }
+	t.Cleanup(func() { startWriteBackFile = old })
+	f.mustWrite(10, 3, 1)
+	f.set.StartWriteBack(10, 3)
+	f.set.StartWriteBack(20, 0)
+	if len(calls) != 2 || calls[0].file == calls[1].file {
+		t.Fatalf("calls %+v, want one per replica", calls)
+	}
+	for _, c := range calls {
+		if c.off != f.set.offset(10) || c.n != 3*testBS {
+			t.Fatalf("write-back of [%d, +%d), want [%d, +%d)", c.off, c.n, f.set.offset(10), 3*testBS)
+		}
+	}
+	if got := f.set.WriteBacksStarted(); got != 1 {
+		t.Fatalf("WriteBacksStarted %d, want 1", got)
+	}
+	startWriteBackFile = old
+
+	s, err := Create(Config{FS: vfs.Default, DBID: testID, BlockSize: testBS, Logger: slog.New(slog.DiscardHandler)},
+		[]string{filepath.Join(t.TempDir(), "heap")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.WriteAt(block(5, 1), 5); err != nil {
+		t.Fatal(err)
+	}
+	s.StartWriteBack(5, 1)
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
+}
