@@ -101,7 +101,7 @@ func (db *DB) apply(bops []batchOp, sync bool, check func(lsn base.LSN) error) (
 			p.inline = op.value
 			continue
 		}
-		if err := db.writeHeapValue(p, op.value, sync); err != nil {
+		if err := db.writeHeapValue(p, op.value); err != nil {
 			db.abortClaims(req.ops[:i+1])
 			req.release()
 			return fmt.Errorf("heapkv: write value of key %q: %w", op.key, diskError(err))
@@ -232,10 +232,12 @@ func crcOf(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
 // is kept in p.carry instead, and the leader allocates and writes it
 // (writeCarried), with a whole group's values in few calls; a durable
 // write's log record may carry it too (the group decides: groupCarries).
-// A larger value of a durable write goes heap first: its write-back
-// starts at once (mirror.Set.StartWriteBack), for the group's heap flush
-// to find on its way.
-func (db *DB) writeHeapValue(p *preparedOp, value []byte, sync bool) error {
+// A larger value is written here, by its writer, and does not start its
+// write-back early as the leader's heap-first groups do (writePieces):
+// that cost 128 KiB synced YCSB writes 10-14% more CPU an operation for
+// no gain (BENCHMARKS.md, "Heap-first values: write-back started by
+// their writer").
+func (db *DB) writeHeapValue(p *preparedOp, value []byte) error {
 	stored, codec, done := db.encoder.encode(value, db.geom.BlockSize)
 	defer done()
 	p.ptr = pointer{
@@ -264,15 +266,7 @@ func (db *DB) writeHeapValue(p *preparedOp, value []byte, sync bool) error {
 		return err
 	}
 	p.isHeap, p.claim, p.ptr.extents = true, claim, claim.Extents
-	if err := db.writeStored(stored, claim.Extents); err != nil {
-		return err
-	}
-	if sync {
-		for _, e := range claim.Extents {
-			db.heap.StartWriteBack(e.Start, int(e.Len))
-		}
-	}
-	return nil
+	return db.writeStored(stored, claim.Extents)
 }
 
 // leaderWrites reports whether the commit leader writes a heap value of
