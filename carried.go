@@ -123,8 +123,8 @@ func (db *DB) allocCarried(ops []preparedOp, pieces *[]carriedPiece) error {
 // not carry the values: groupCarries), each run's write-back starts at
 // once (mirror.Set.StartWriteBack), for the group's heap flush to find on
 // its way: synced 64 KiB Puts from 64 writers ran 1.12x as fast (median
-// of five pairs, BENCHMARKS.md, "Heap-first values: write-back started by
-// their writer").
+// of five pairs, BENCHMARKS.md, "Heap-first groups: write-back started
+// when the leader writes them").
 func (db *DB) writePieces(sc *leaderScratch, heapFirst bool) error {
 	bs := db.geom.BlockSize
 	blocks := func(pc carriedPiece) uint64 { return uint64((len(pc.data) + bs - 1) / bs) }

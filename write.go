@@ -235,8 +235,8 @@ func crcOf(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
 // A larger value is written here, by its writer, and does not start its
 // write-back early as the leader's heap-first groups do (writePieces):
 // that cost 128 KiB synced YCSB writes 10-14% more CPU an operation for
-// no gain (BENCHMARKS.md, "Heap-first values: write-back started by
-// their writer").
+// no gain (BENCHMARKS.md, "Heap-first groups: write-back started
+// when the leader writes them").
 func (db *DB) writeHeapValue(p *preparedOp, value []byte) error {
 	stored, codec, done := db.encoder.encode(value, db.geom.BlockSize)
 	defer done()
