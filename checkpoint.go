@@ -35,8 +35,8 @@ func (db *DB) Checkpoint() error {
 //
 //  1. Under commit.mu (no group is built) drain the pipeline, so every
 //     group appended is durable and applied, and c = the last applied LSN;
-//     start a new log file at c+1 (see below). Under applier.mu, copy the allocation
-//     bitmaps, leaving out claims not yet logged and the frees still
+//     start a new log file at c+1 (but see below). Under applier.mu, copy
+//     the allocation bitmaps, leaving out claims not yet logged and the frees still
 //     deferred (they are free as of c), and flush the heap: the values
 //     that log records through c carry are durable in the heap from now on
 //     (invariant 1), so the log through c may go.
@@ -48,10 +48,10 @@ func (db *DB) Checkpoint() error {
 // A background checkpoint starts the new log file only if a spare is
 // ready (wal.Log.RotateIfSpare): preparing one means zero-filling a
 // segment and waiting for it under commit.mu, which held every writer for
-// 20-53 ms at 64 synced writers (BENCHMARKS, "A checkpoint holds writers
-// only for a flush"). Without the rotation the segment holding c+1 stays
-// until a later checkpoint passes its end. Explicit checkpoints, Close's
-// and recovery's always rotate, so a closed log ends in an empty segment.
+// 20-57 ms (ARCHITECTURE.md, refinement 48). Without the rotation the
+// segment holding c+1 stays until a later checkpoint passes its end.
+// Explicit checkpoints, Close's and recovery's always rotate, so a closed
+// log ends in an empty segment.
 func (db *DB) checkpoint(background bool) error {
 	db.ckpt.mu.Lock()
 	defer db.ckpt.mu.Unlock()
