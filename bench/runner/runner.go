@@ -113,26 +113,31 @@ type OpStats struct {
 
 // Phase is the result of a load or run phase.
 type Phase struct {
-	Name            string              `json:"name"` // "load" or "run"
-	Ops             int64               `json:"ops"`
-	Errors          int64               `json:"errors"`
-	FirstError      string              `json:"first_error,omitempty"`
-	Seconds         float64             `json:"seconds"`
-	OpsPerSec       float64             `json:"ops_per_sec"`
-	CloseSeconds    float64             `json:"close_seconds"` // closing (flushing) the engine after the phase
-	ByOp            map[string]*OpStats `json:"by_op"`
-	Records         int64               `json:"records"`       // records existing after the phase
-	LogicalBytes    int64               `json:"logical_bytes"` // sum of key+value sizes of the live records
-	DiskBytes       int64               `json:"disk_bytes"`    // allocated bytes under the data dir after closing
-	DiskApparent    int64               `json:"disk_apparent_bytes"`
-	SpaceAmp        float64             `json:"space_amp"`        // DiskBytes / LogicalBytes
-	UserWriteBytes  int64               `json:"user_write_bytes"` // key+value bytes written by inserts/updates
-	DeviceWrite     int64               `json:"device_write_bytes"`
-	DeviceRead      int64               `json:"device_read_bytes"`
-	WriteAmp        float64             `json:"write_amp"` // DeviceWrite / UserWriteBytes
-	IOAccountingOK  bool                `json:"io_accounting_ok"`
-	PeakRSSBytes    int64               `json:"peak_rss_bytes"` // process peak so far
-	GoHeapInuseByte uint64              `json:"go_heap_inuse_bytes"`
+	Name           string              `json:"name"` // "load" or "run"
+	Ops            int64               `json:"ops"`
+	Errors         int64               `json:"errors"`
+	FirstError     string              `json:"first_error,omitempty"`
+	Seconds        float64             `json:"seconds"`
+	OpsPerSec      float64             `json:"ops_per_sec"`
+	CloseSeconds   float64             `json:"close_seconds"` // closing (flushing) the engine after the phase
+	ByOp           map[string]*OpStats `json:"by_op"`
+	Records        int64               `json:"records"`       // records existing after the phase
+	LogicalBytes   int64               `json:"logical_bytes"` // sum of key+value sizes of the live records
+	DiskBytes      int64               `json:"disk_bytes"`    // allocated bytes under the data dir after closing
+	DiskApparent   int64               `json:"disk_apparent_bytes"`
+	SpaceAmp       float64             `json:"space_amp"`        // DiskBytes / LogicalBytes
+	UserWriteBytes int64               `json:"user_write_bytes"` // key+value bytes written by inserts/updates
+	// DeviceWrite is write_bytes less cancelled_write_bytes of
+	// /proc/self/io over the phase. Linux counts a page there each time it
+	// turns dirty, not when it reaches the disk: a page written, flushed
+	// and written again counts twice, so synced runs overstate what the
+	// device wrote (a log page is dirtied again after every flush).
+	DeviceWrite     int64   `json:"device_write_bytes"`
+	DeviceRead      int64   `json:"device_read_bytes"`
+	WriteAmp        float64 `json:"write_amp"` // DeviceWrite / UserWriteBytes
+	IOAccountingOK  bool    `json:"io_accounting_ok"`
+	PeakRSSBytes    int64   `json:"peak_rss_bytes"` // process peak so far
+	GoHeapInuseByte uint64  `json:"go_heap_inuse_bytes"`
 	// CPU the process used while the clients ran (getrusage; not closing):
 	// the engine's background work included, the harness's own too.
 	CPUUserSeconds float64 `json:"cpu_user_seconds"`
