@@ -43,11 +43,12 @@ import (
 // finds the pages already on their way.
 
 // wbRegionBytes is the size of a write-back region, which bounds how long
-// a log flush waits behind a checkpoint's write-back: about 0.7 ms on the
-// disk of BENCHMARKS.md, which flushed about 64 MiB in 87-96 ms. With 2 MiB
-// regions synced loads' p99 was 1.2-2.3x what it is with 512 KiB (same
-// section).
-const wbRegionBytes = 512 << 10
+// a log flush waits behind a checkpoint's write-back: about 0.35 ms on the
+// disk of BENCHMARKS.md, which flushed about 64 MiB in 87-96 ms. Synced
+// loads' p99 grew with the region: 6.2-9.5 ms with 2 MiB, 4.6-5.8 ms with
+// 512 KiB, 4.0-4.8 ms with 256 KiB (3.7-4.7 ms before write-back; same
+// section); the slowest write and throughput stayed level between them.
+const wbRegionBytes = 256 << 10
 
 // writeBackFile and startWriteBackFile are writeBackRange and
 // startWriteBack; tests replace them to see the calls and inject errors
