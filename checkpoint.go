@@ -72,11 +72,13 @@ func (db *DB) checkpoint(background bool) error {
 		return err
 	}
 	c := db.applied.Load()
-	rotate := log.Rotate
+	var err error
 	if background {
-		rotate = func() error { _, err := log.RotateIfSpare(); return err }
+		_, err = log.RotateIfSpare()
+	} else {
+		err = log.Rotate()
 	}
-	if err := rotate(); err != nil {
+	if err != nil {
 		db.commit.mu.Unlock()
 		// A failed rotation poisons the log.
 		return db.fail(fmt.Errorf("rotate log: %w", err))
@@ -91,7 +93,7 @@ func (db *DB) checkpoint(background bool) error {
 	// the tracking state of replicas not in sync, with every mark of the
 	// writes through c (replay re-marks later ones).
 	dirty := db.durable.heapDirty.Load()
-	err := db.heap.Sync()
+	err = db.heap.Sync()
 	if err == nil {
 		db.durable.noteHeapSynced(max(dirty, c))
 	}

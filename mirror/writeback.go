@@ -62,23 +62,17 @@ var (
 type wbState struct {
 	mu      sync.Mutex
 	regions map[int64]struct{} // file offset / wbRegionBytes
-	last    int64              // the region noted last (valid while regions is not nil)
 }
 
 // note records that [off, off+n) of the replica files was written.
 func (w *wbState) note(off, n int64) {
-	first, last := off/wbRegionBytes, (off+n-1)/wbRegionBytes
 	w.mu.Lock()
 	if w.regions == nil {
 		w.regions = make(map[int64]struct{})
-	} else if first == last && first == w.last {
-		w.mu.Unlock()
-		return
 	}
-	for r := first; r <= last; r++ {
+	for r := off / wbRegionBytes; r <= (off+n-1)/wbRegionBytes; r++ {
 		w.regions[r] = struct{}{}
 	}
-	w.last = last
 	w.mu.Unlock()
 }
 

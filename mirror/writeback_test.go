@@ -41,6 +41,13 @@ func hookWriteBack(t *testing.T, fail func(vfs.File) bool) *[]wbCall {
 
 var errInjectedWriteBack = errors.New("injected write-back error")
 
+// failWriteBackOf makes every write-back of the file of the i-th writable
+// replica fail from now on.
+func failWriteBackOf(t *testing.T, f *fixture, i int) {
+	bad := f.set.view.Load().writable[i].f
+	hookWriteBack(t, func(file vfs.File) bool { return file == bad })
+}
+
 // blockAt returns the block that starts at file offset off (rounded up).
 func (f *fixture) blockAt(off int64) uint64 {
 	return uint64((off - f.set.headerBytes + testBS - 1) / testBS)
@@ -99,8 +106,7 @@ func TestWriteBackErrorReportedBySync(t *testing.T) {
 	if err := f.set.Sync(); err != nil {
 		t.Fatal(err)
 	}
-	bad := f.set.view.Load().writable[0].f
-	hookWriteBack(t, func(file vfs.File) bool { return file == bad })
+	failWriteBackOf(t, f, 0)
 	f.mustWrite(0, 4, 1)
 	f.set.WriteBack()
 	if err := f.set.Sync(); err != nil {
@@ -113,8 +119,7 @@ func TestWriteBackErrorReportedBySync(t *testing.T) {
 	}
 	mustState(t, f.status(1), InSync)
 
-	only := f.set.view.Load().writable[0].f
-	hookWriteBack(t, func(file vfs.File) bool { return file == only })
+	failWriteBackOf(t, f, 0) // now replica 1's file, the only writable one
 	f.mustWrite(8, 1, 2)
 	f.set.WriteBack()
 	if err := f.set.Sync(); !errors.Is(err, errInjectedWriteBack) {
@@ -134,8 +139,7 @@ func TestWriteBackErrorBeforeDetach(t *testing.T) {
 	if err := f.set.Sync(); err != nil {
 		t.Fatal(err)
 	}
-	bad := f.set.view.Load().writable[1].f
-	hookWriteBack(t, func(file vfs.File) bool { return file == bad })
+	failWriteBackOf(t, f, 1)
 	f.mustWrite(0, 3, 1)
 	f.set.WriteBack()
 	if err := f.set.Detach(1, f.curLSN()); err != nil {
