@@ -44,6 +44,10 @@ type Config struct {
 	// update draws its own size.
 	ValueDist string
 	Sync      bool
+	// BlockCounters makes each phase report what the block device holding
+	// Dir wrote (blockdev.go): sync(2) before the clients start and after
+	// the engine is closed, outside the timed window.
+	BlockCounters bool
 
 	// Existing and ExistingLogicalBytes describe the data already in Dir
 	// when the load phase does not run (from the last phase of the
@@ -132,11 +136,19 @@ type Phase struct {
 	// turns dirty, not when it reaches the disk: a page written, flushed
 	// and written again counts twice, so synced runs overstate what the
 	// device wrote (a log page is dirtied again after every flush).
-	DeviceWrite     int64   `json:"device_write_bytes"`
-	DeviceRead      int64   `json:"device_read_bytes"`
-	WriteAmp        float64 `json:"write_amp"` // DeviceWrite / UserWriteBytes
-	IOAccountingOK  bool    `json:"io_accounting_ok"`
-	PeakRSSBytes    int64   `json:"peak_rss_bytes"` // process peak so far
+	DeviceWrite    int64   `json:"device_write_bytes"`
+	DeviceRead     int64   `json:"device_read_bytes"`
+	WriteAmp       float64 `json:"write_amp"` // DeviceWrite / UserWriteBytes
+	IOAccountingOK bool    `json:"io_accounting_ok"`
+	// With Config.BlockCounters: what the data directory's block device
+	// wrote from the start of the phase until the engine was closed and
+	// its dirty pages written back (the whole device, every process).
+	BlockDevice     string  `json:"block_device,omitempty"`
+	BlockWriteBytes int64   `json:"block_write_bytes,omitempty"`
+	BlockWriteIOs   int64   `json:"block_write_ios,omitempty"`
+	BlockFlushes    int64   `json:"block_flushes,omitempty"`
+	BlockWriteAmp   float64 `json:"block_write_amp,omitempty"` // BlockWriteBytes / UserWriteBytes
+	PeakRSSBytes    int64   `json:"peak_rss_bytes"`            // process peak so far
 	GoHeapInuseByte uint64  `json:"go_heap_inuse_bytes"`
 	// CPU the process used while the clients ran (getrusage; not closing):
 	// the engine's background work included, the harness's own too.
@@ -361,6 +373,11 @@ func (st *state) phase(ctx context.Context, name string) (*Phase, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", c.Engine, err)
 	}
+	var blk0 BlockCounters
+	if c.BlockCounters {
+		syncAll()
+		blk0 = ReadBlockCounters(c.Dir)
+	}
 	io0 := ReadIO()
 	var done atomic.Int64
 	var total int64
@@ -425,6 +442,11 @@ func (st *state) phase(ctx context.Context, name string) (*Phase, error) {
 	closeErr := db.Close()
 	closeSecs := time.Since(closeStart).Seconds()
 	io1 := ReadIO()
+	var blk1 BlockCounters
+	if c.BlockCounters {
+		syncAll()
+		blk1 = ReadBlockCounters(c.Dir)
+	}
 
 	p := &Phase{Name: name, Seconds: elapsed.Seconds(), CloseSeconds: closeSecs, ByOp: map[string]*OpStats{},
 		CPUUserSeconds: (user1 - user0).Seconds(), CPUSysSeconds: (sys1 - sys0).Seconds()}
@@ -480,6 +502,15 @@ func (st *state) phase(ctx context.Context, name string) (*Phase, error) {
 		p.DeviceRead = io1.ReadBytes - io0.ReadBytes
 		if p.UserWriteBytes > 0 {
 			p.WriteAmp = float64(p.DeviceWrite) / float64(p.UserWriteBytes)
+		}
+	}
+	if blk0.OK && blk1.OK && blk0.Device == blk1.Device {
+		p.BlockDevice = blk1.Device
+		p.BlockWriteBytes = (blk1.WriteSectors - blk0.WriteSectors) * 512
+		p.BlockWriteIOs = blk1.WriteIOs - blk0.WriteIOs
+		p.BlockFlushes = blk1.Flushes - blk0.Flushes
+		if p.UserWriteBytes > 0 {
+			p.BlockWriteAmp = float64(p.BlockWriteBytes) / float64(p.UserWriteBytes)
 		}
 	}
 	p.PeakRSSBytes = PeakRSS()

@@ -48,6 +48,7 @@ func run() error {
 		valueDist   = flag.String("valuedist", "fixed", "value sizes, drawn per insert and update: fixed (-fieldcount x -fieldlength), uniform:MIN-MAX (bytes, inclusive), lognormal:MEDIAN,SIGMA (clamped to [1, 1MiB]) or ycsb (-fieldcount fields \"field<i>\" of -fieldlength bytes, each framed by u32 LE name and value lengths)")
 		maxScan     = flag.Int("maxscanlength", 100, "scan lengths are uniform in [1, maxscanlength]")
 		sync        = flag.Bool("sync", false, "durable writes (fsync before each write returns)")
+		blockCount  = flag.Bool("blockcounters", false, "report what the data directory's block device wrote in each phase, write-back included (Linux; the whole device: sync(2) before each phase starts and after the engine is closed, outside the timed window)")
 		dir         = flag.String("dir", filepath.Join(os.TempDir(), "heapkv-ycsb"), "parent of the data directories (one per engine, workload and run)")
 		keep        = flag.Bool("keep", false, "keep the data directories")
 		phases      = flag.String("phases", "load,run", "phases to run: load, run or load,run (run alone reuses -dir/<engine>-<workload>-r<run>)")
@@ -93,6 +94,7 @@ func run() error {
 		Mix: *mix, Distribution: *dist, MaxScanLength: *maxScan,
 		Records: *records, Ops: *ops, Duration: *duration, Threads: *threads,
 		FieldCount: *fieldCount, FieldLength: *fieldLength, ValueDist: *valueDist, Sync: *sync, Seed: *seed,
+		BlockCounters: *blockCount,
 	}
 	if *valueSize > 0 {
 		base.FieldCount, base.FieldLength = 1, *valueSize
@@ -100,6 +102,7 @@ func run() error {
 	if *smoke {
 		s := runner.SmokeConfig()
 		s.Mix, s.Distribution, s.ValueDist, s.Sync, s.Seed = base.Mix, base.Distribution, base.ValueDist, base.Sync, base.Seed
+		s.BlockCounters = base.BlockCounters
 		base = s
 		if !set["engine"] {
 			*engines = "all"
