@@ -49,10 +49,15 @@ type leaderScratch struct {
 }
 
 // writeCarried allocates and writes the heap values the requests of reqs
-// carry and returns the requests that remain: a request whose allocation
-// or write failed is woken with the error, its blocks given back.
-func (db *DB) writeCarried(reqs []*commitReq) []*commitReq {
-	kept := reqs[:0]
+// carry and returns the requests that remain (a request whose allocation
+// or write failed is woken with the error, its blocks given back) and
+// whether their records carry their values (groupCarries), decided once
+// for the group: the write-back of a heap-first group's runs starts here,
+// and buildGroup follows the same decision. Requests that admit drops
+// later only make a group's values fewer, so a group that carries would
+// still carry without them.
+func (db *DB) writeCarried(reqs []*commitReq) (kept []*commitReq, carry bool) {
+	kept = reqs[:0]
 	sc := &db.leader
 	sc.pieces = sc.pieces[:0]
 	for _, r := range reqs {
@@ -64,23 +69,24 @@ func (db *DB) writeCarried(reqs []*commitReq) []*commitReq {
 		}
 		kept = append(kept, r)
 	}
+	carry = db.groupCarries(kept)
 	if len(sc.pieces) == 0 {
-		return kept
+		return kept, carry
 	}
-	if err := db.writePieces(sc, !db.carries(kept)); err != nil {
+	if err := db.writePieces(sc, !carry); err != nil {
 		// Which requests' blocks made it is unknown: all of them fail, as
 		// they would have had each writer's own write failed.
 		for _, r := range kept {
 			db.dropRequest(r, err)
 		}
-		return kept[:0]
+		return kept[:0], carry
 	}
 	for _, r := range kept {
 		for i := range r.ops {
 			r.ops[i].unwritten = false
 		}
 	}
-	return kept
+	return kept, carry
 }
 
 // dropRequest fails r before it took an LSN: its blocks go back.

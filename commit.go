@@ -209,6 +209,9 @@ type group struct {
 	// durability, or twice NoSyncFlushBytes of unsynced writes built up:
 	// appendGroup).
 	flush bool
+	// carry: the records of durable writes carry their heap values
+	// (groupCarries, decided by writeCarried).
+	carry bool
 	// uncarried: some record points at heap bytes it does not carry, which
 	// must be durable before the record is (invariant 1).
 	uncarried bool
@@ -230,11 +233,13 @@ func (g *group) finish(err error) {
 
 // commitGroup runs the leader's steps for reqs and returns the group it
 // handed to the pipeline, or nil if none (every request failed or was
-// dropped: each is woken with its error).
-func (db *DB) commitGroup(reqs []*commitReq) *group {
+// dropped: each is woken with its error). carry is writeCarried's
+// decision whether the group's records carry their values.
+func (db *DB) commitGroup(reqs []*commitReq, carry bool) *group {
 	db.commit.mu.Lock()
 	defer db.commit.mu.Unlock()
 	g := db.admit(reqs)
+	g.carry = carry
 	if len(g.reqs) == 0 {
 		return nil
 	}
@@ -295,7 +300,6 @@ func (db *DB) buildGroup(g *group) error {
 	entries := sc.entries[:0]
 	buf := sc.records[:0]
 	ends := sc.ends[:0]
-	carry := db.groupCarries(g)
 	for i, r := range g.reqs {
 		lsn := g.first + base.LSN(i)
 		g.flush = g.flush || r.sync
@@ -331,7 +335,7 @@ func (db *DB) buildGroup(g *group) error {
 				entries = appendHeapEntry(entries, &p.ptr)
 				now = keyState{kind: keyHeap, raw: p.ptr.rawLen, stored: p.ptr.storedLen, extents: p.ptr.extents}
 				g.heapSize += int64(p.ptr.storedLen)
-				if carry && r.sync && p.carry != nil && carried+len(p.carry) <= maxCarriedRecordBytes {
+				if g.carry && r.sync && p.carry != nil && carried+len(p.carry) <= maxCarriedRecordBytes {
 					op.carried = p.carry
 					carried += len(p.carry)
 				} else {
@@ -388,8 +392,8 @@ const maxRetainedLogOps = 4096
 // values) is left to the garbage collector.
 const maxRetainedRecordBuf = 4 << 20
 
-// groupCarries reports whether the records of g's durable writes carry
-// their heap values: if none is larger than min(CarryLimit,
+// groupCarries reports whether the records of the durable writes of reqs
+// carry their heap values: if none is larger than min(CarryLimit,
 // smallCarriedValue), or if all of them together take at most CarryLimit
 // stored bytes. A group of large values is bandwidth-bound: writing its
 // bytes to the log as well as to the heap costs more than the heap flush
@@ -403,10 +407,7 @@ const maxRetainedRecordBuf = 4 << 20
 // records written by their flush"). NoSync writes never carry their
 // values: nothing waits for their flush, and the log would write every
 // byte twice.
-func (db *DB) groupCarries(g *group) bool { return db.carries(g.reqs) }
-
-// carries is groupCarries for a group of the requests reqs.
-func (db *DB) carries(reqs []*commitReq) bool {
+func (db *DB) groupCarries(reqs []*commitReq) bool {
 	total, largest := 0, 0
 	for _, r := range reqs {
 		if !r.sync {

@@ -1,12 +1,14 @@
 package mirror
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
@@ -215,5 +217,53 @@ func TestStartWriteBack(t *testing.T) {
 	s.StartWriteBack(5, 1)
 	if err := s.Sync(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A write-back error on a replica that is being resynced counts, when the
+// resync stops, as writes it lost: abortResync marks the blocks written
+// since its last sync again, as Detach does
+// (TestWriteBackErrorBeforeDetach). Without the error they stay unmarked.
+func TestWriteBackErrorBeforeResyncStops(t *testing.T) {
+	for _, failing := range []bool{false, true} {
+		f := newFixture(t, 2)
+		if err := f.set.Detach(1, f.curLSN()); err != nil {
+			t.Fatal(err)
+		}
+		const n = 8192 // 4 MiB of missed blocks: four stripe units, seconds at the rate below
+		for b := uint64(0); b < n; b += 4 {
+			f.mustWrite(b, 4, 1)
+		}
+		if _, err := f.set.Reopen(1); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() {
+			_, err := f.set.Resync(ctx, 1, ResyncOptions{Allocated: f.allocated, Rate: 1 << 20})
+			done <- err
+		}()
+		for f.status(1).State != Resyncing {
+			time.Sleep(100 * time.Microsecond)
+		}
+		if failing {
+			failWriteBackOf(t, f, 1)
+		}
+		const b = 20000 // past what the resync copies
+		f.mustWrite(b, 3, 2)
+		f.set.WriteBack()
+		cancel()
+		if err := <-done; err == nil {
+			t.Fatal("the resync finished before it was cancelled")
+		}
+		st := f.status(1)
+		mustState(t, st, Stale)
+		r := f.set.replicas[1]
+		f.set.mu.Lock()
+		marked := r.track.Test(b) && r.track.Test(b+2) && !r.synced.Test(b+1)
+		f.set.mu.Unlock()
+		if marked != failing {
+			t.Fatalf("write-back failed %v: blocks written during the resync marked %v (status %+v)", failing, marked, st)
+		}
 	}
 }
