@@ -17,7 +17,8 @@ import (
 // timed window, and reports the difference of the device's counters:
 // everything the phase made the device write, including write-back that
 // the engine left to the kernel. On a machine doing other I/O the figure
-// includes that I/O too.
+// includes that I/O too. The device's busy time (I/O ticks) is also read
+// when the clients stop, so BlockBusy covers the timed window only.
 //
 // The counters are those of /sys/dev/block/MAJOR:MINOR/stat for the device
 // holding the data directory (a partition has its own). Fields, in order
@@ -33,7 +34,10 @@ type BlockCounters struct {
 	WriteIOs     int64  // write requests completed
 	WriteSectors int64  // 512-byte sectors written
 	Flushes      int64  // cache flush requests completed (0 on kernels before 5.5)
-	OK           bool
+	// BusyMillis is the time the device had requests in flight
+	// (io_ticks): over a window, the fraction of it the device was busy.
+	BusyMillis int64
+	OK         bool
 }
 
 // ReadBlockCounters reads the counters of the block device that holds
@@ -64,7 +68,7 @@ func parseBlockStat(dev, s string) BlockCounters {
 		n, _ := strconv.ParseInt(f[i], 10, 64)
 		return n
 	}
-	return BlockCounters{Device: dev, WriteIOs: field(4), WriteSectors: field(6), Flushes: field(15), OK: true}
+	return BlockCounters{Device: dev, WriteIOs: field(4), WriteSectors: field(6), Flushes: field(15), BusyMillis: field(9), OK: true}
 }
 
 // devName is a device number as sysfs names it, MAJOR:MINOR, decoded as

@@ -22,15 +22,15 @@ func TestDevName(t *testing.T) {
 
 func TestParseBlockStat(t *testing.T) {
 	// Seventeen fields (kernels since 5.5): write I/Os, write sectors and
-	// flush I/Os are the 5th, 7th and 16th.
+	// flush I/Os are the 5th, 7th and 16th, I/O ticks the 10th.
 	got := parseBlockStat("254:0", "  100 2 3000 40 500 6 70000 80 0 90 100 11 12 13 14 1500 16\n")
-	want := BlockCounters{Device: "254:0", WriteIOs: 500, WriteSectors: 70000, Flushes: 1500, OK: true}
+	want := BlockCounters{Device: "254:0", WriteIOs: 500, WriteSectors: 70000, Flushes: 1500, BusyMillis: 90, OK: true}
 	if got != want {
 		t.Errorf("17 fields: got %+v, want %+v", got, want)
 	}
 	// Eleven fields (older kernels): no flush count.
 	got = parseBlockStat("8:1", "1 2 3 4 5 6 7 8 9 10 11")
-	want = BlockCounters{Device: "8:1", WriteIOs: 5, WriteSectors: 7, OK: true}
+	want = BlockCounters{Device: "8:1", WriteIOs: 5, WriteSectors: 7, BusyMillis: 10, OK: true}
 	if got != want {
 		t.Errorf("11 fields: got %+v, want %+v", got, want)
 	}

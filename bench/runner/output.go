@@ -35,7 +35,7 @@ var CSVHeader = []string{
 	"mean_us", "p50_us", "p95_us", "p99_us", "p999_us", "max_us",
 	"logical_bytes", "disk_bytes", "space_amp", "user_write_bytes", "device_write_bytes", "write_amp", "peak_rss_bytes",
 	"cpu_user_seconds", "cpu_sys_seconds", "cpu_us_per_op",
-	"block_write_bytes", "block_flushes", "block_write_amp",
+	"block_write_bytes", "block_flushes", "block_write_amp", "block_busy",
 }
 
 // CSVRows returns res's CSV rows.
@@ -63,7 +63,7 @@ func CSVRows(res *Result) [][]string {
 				f(s.MeanUs), f(s.P50Us), f(s.P95Us), f(s.P99Us), f(s.P999Us), f(s.MaxUs),
 				i(p.LogicalBytes), i(p.DiskBytes), f(p.SpaceAmp), i(p.UserWriteBytes), i(p.DeviceWrite), f(p.WriteAmp),
 				i(p.PeakRSSBytes), f(p.CPUUserSeconds), f(p.CPUSysSeconds), f(p.CPUUsPerOp),
-				i(p.BlockWriteBytes), i(p.BlockFlushes), f(p.BlockWriteAmp),
+				i(p.BlockWriteBytes), i(p.BlockFlushes), f(p.BlockWriteAmp), f(p.BlockBusy),
 			})
 		}
 	}
@@ -134,8 +134,8 @@ func Summary(w io.Writer, res *Result) {
 		fmt.Fprintf(w, "       disk=%s logical=%s space-amp=%.2f  device-writes=%s user-writes=%s write-amp=%.2f  peak-rss=%s\n",
 			mib(p.DiskBytes), mib(p.LogicalBytes), p.SpaceAmp, mib(p.DeviceWrite), mib(p.UserWriteBytes), p.WriteAmp, mib(p.PeakRSSBytes))
 		if p.BlockDevice != "" {
-			fmt.Fprintf(w, "       block device %s: wrote %s in %d requests, %d flushes; write-amp=%.2f\n",
-				p.BlockDevice, mib(p.BlockWriteBytes), p.BlockWriteIOs, p.BlockFlushes, p.BlockWriteAmp)
+			fmt.Fprintf(w, "       block device %s: wrote %s in %d requests, %d flushes; write-amp=%.2f; busy %.0f%% of the phase\n",
+				p.BlockDevice, mib(p.BlockWriteBytes), p.BlockWriteIOs, p.BlockFlushes, p.BlockWriteAmp, 100*p.BlockBusy)
 		}
 		fmt.Fprintf(w, "       cpu user=%.2fs sys=%.2fs  %.2fus/op\n", p.CPUUserSeconds, p.CPUSysSeconds, p.CPUUsPerOp)
 	}

@@ -48,10 +48,14 @@ type Phase struct {
 	// With Config.BlockCounters: what the data directory's block device
 	// wrote from the start of the phase until the engine was closed and
 	// its dirty pages written back (the whole device, every process).
-	BlockDevice     string  `json:"block_device,omitempty"`
-	BlockWriteBytes int64   `json:"block_write_bytes,omitempty"`
-	BlockWriteIOs   int64   `json:"block_write_ios,omitempty"`
-	BlockFlushes    int64   `json:"block_flushes,omitempty"`
+	BlockDevice     string `json:"block_device,omitempty"`
+	BlockWriteBytes int64  `json:"block_write_bytes,omitempty"`
+	BlockWriteIOs   int64  `json:"block_write_ios,omitempty"`
+	BlockFlushes    int64  `json:"block_flushes,omitempty"`
+	// BlockBusy is the fraction of the timed window (not the close) in
+	// which the device had requests in flight: near 1, the device, not
+	// the engine, set the pace.
+	BlockBusy       float64 `json:"block_busy,omitempty"`
 	BlockWriteAmp   float64 `json:"block_write_amp,omitempty"` // BlockWriteBytes / UserWriteBytes
 	PeakRSSBytes    int64   `json:"peak_rss_bytes"`            // process peak so far
 	GoHeapInuseByte uint64  `json:"go_heap_inuse_bytes"`

@@ -350,6 +350,10 @@ func (st *state) phase(ctx context.Context, name string) (*Phase, error) {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	var blkEnd BlockCounters // when the clients stopped: the device's busy time
+	if c.BlockCounters {
+		blkEnd = ReadBlockCounters(c.Dir)
+	}
 	user1, sys1 := CPUTime()
 	stopProgress()
 
@@ -424,6 +428,9 @@ func (st *state) phase(ctx context.Context, name string) (*Phase, error) {
 		p.BlockWriteBytes = (blk1.WriteSectors - blk0.WriteSectors) * 512
 		p.BlockWriteIOs = blk1.WriteIOs - blk0.WriteIOs
 		p.BlockFlushes = blk1.Flushes - blk0.Flushes
+		if blkEnd.Device == blk0.Device && elapsed > 0 {
+			p.BlockBusy = float64(blkEnd.BusyMillis-blk0.BusyMillis) / float64(elapsed.Milliseconds())
+		}
 		if p.UserWriteBytes > 0 {
 			p.BlockWriteAmp = float64(p.BlockWriteBytes) / float64(p.UserWriteBytes)
 		}
