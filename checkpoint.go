@@ -35,11 +35,11 @@ func (db *DB) Checkpoint() error {
 //
 //  1. Under commit.mu (no group is built) drain the pipeline, so every
 //     group appended is durable and applied, and c = the last applied LSN;
-//     start a new log file at c+1 (but see below). Under applier.mu, copy
-//     the allocation bitmaps, leaving out claims not yet logged and the frees still
-//     deferred (they are free as of c), and flush the heap: the values
-//     that log records through c carry are durable in the heap from now on
-//     (invariant 1), so the log through c may go.
+//     start a new log file at c+1 (but see below). Under applier.mu,
+//     copy the allocation bitmaps, leaving out claims not yet logged and
+//     the frees still deferred (they are free as of c), and flush the
+//     heap: the values that log records through c carry are durable in
+//     the heap from now on (invariant 1), so the log through c may go.
 //  2. Flush the index, so every entry through c is in a table.
 //  3. Write alloc-<c> and install MANIFEST-<seq+1> (write, fsync, rename,
 //     fsync directory).

@@ -244,7 +244,11 @@ func TestWriteBackErrorBeforeResyncStops(t *testing.T) {
 			done <- err
 		}()
 		for f.status(1).State != Resyncing {
-			time.Sleep(100 * time.Microsecond)
+			select {
+			case err := <-done:
+				t.Fatalf("the resync ended before it began copying: %v", err)
+			case <-time.After(100 * time.Microsecond):
+			}
 		}
 		if failing {
 			failWriteBackOf(t, f, 1)
