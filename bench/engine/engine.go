@@ -33,6 +33,14 @@ type DB interface {
 	Close() error
 }
 
+// Counters is implemented by engines that can report counters of their
+// own work (group commits, flushes, checkpoints). Each value is
+// cumulative since the store was opened; the runner reports a phase's
+// differences.
+type Counters interface {
+	Counters() (map[string]float64, error)
+}
+
 // Config names an engine configuration.
 type Config struct {
 	Name        string

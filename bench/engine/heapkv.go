@@ -71,3 +71,21 @@ func (h *heapDB) Scan(start []byte, n int) (int, error) {
 }
 
 func (h *heapDB) Close() error { return h.db.Close() }
+
+// Counters reports the commit path's work: writes, the groups they were
+// committed in, device flushes, checkpoints, and the flushes that made
+// writes durable (count and total seconds).
+func (h *heapDB) Counters() (map[string]float64, error) {
+	s, err := h.db.Stats()
+	if err != nil {
+		return nil, err
+	}
+	return map[string]float64{
+		"commits":       float64(s.Commits),
+		"commit_groups": float64(s.CommitGroups),
+		"fsyncs":        float64(s.Fsyncs),
+		"checkpoints":   float64(s.Checkpoints),
+		"syncs":         float64(s.SyncLatency.Count),
+		"sync_seconds":  s.SyncLatency.Sum.Seconds(),
+	}, nil
+}

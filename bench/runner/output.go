@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"sort"
 	"strconv"
+	"strings"
 )
 
 // AppendJSON appends res as one line (JSON Lines) to path.
@@ -137,8 +139,32 @@ func Summary(w io.Writer, res *Result) {
 			fmt.Fprintf(w, "       block device %s: wrote %s in %d requests, %d flushes; write-amp=%.2f; busy %.0f%% of the phase\n",
 				p.BlockDevice, mib(p.BlockWriteBytes), p.BlockWriteIOs, p.BlockFlushes, p.BlockWriteAmp, 100*p.BlockBusy)
 		}
+		if len(p.EngineCounters) > 0 {
+			fmt.Fprintf(w, "       engine: %s\n", countersLine(p.EngineCounters))
+		}
 		fmt.Fprintf(w, "       cpu user=%.2fs sys=%.2fs  %.2fus/op\n", p.CPUUserSeconds, p.CPUSysSeconds, p.CPUUsPerOp)
 	}
+}
+
+// countersLine renders an engine's counters as name=value in name order.
+func countersLine(c map[string]float64) string {
+	names := make([]string, 0, len(c))
+	for k := range c {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	for i, k := range names {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		if v := c[k]; v == math.Trunc(v) && math.Abs(v) < 1e15 {
+			fmt.Fprintf(&b, "%s=%d", k, int64(v)) // a count
+		} else {
+			fmt.Fprintf(&b, "%s=%.4g", k, v)
+		}
+	}
+	return b.String()
 }
 
 // valueDistOf is res's value-size distribution; results written before

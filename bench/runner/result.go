@@ -55,10 +55,14 @@ type Phase struct {
 	// BlockBusy is the fraction of the timed window (not the close) in
 	// which the device had requests in flight: near 1, the device, not
 	// the engine, set the pace.
-	BlockBusy       float64 `json:"block_busy,omitempty"`
-	BlockWriteAmp   float64 `json:"block_write_amp,omitempty"` // BlockWriteBytes / UserWriteBytes
-	PeakRSSBytes    int64   `json:"peak_rss_bytes"`            // process peak so far
-	GoHeapInuseByte uint64  `json:"go_heap_inuse_bytes"`
+	BlockBusy     float64 `json:"block_busy,omitempty"`
+	BlockWriteAmp float64 `json:"block_write_amp,omitempty"` // BlockWriteBytes / UserWriteBytes
+	// EngineCounters are the differences, over the timed window, of
+	// the engine's own counters (engine.Counters), for engines that
+	// have them.
+	EngineCounters  map[string]float64 `json:"engine_counters,omitempty"`
+	PeakRSSBytes    int64              `json:"peak_rss_bytes"` // process peak so far
+	GoHeapInuseByte uint64             `json:"go_heap_inuse_bytes"`
 	// CPU the process used while the clients ran (getrusage; not closing):
 	// the engine's background work included, the harness's own too.
 	CPUUserSeconds float64 `json:"cpu_user_seconds"`

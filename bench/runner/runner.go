@@ -294,6 +294,11 @@ func (st *state) phase(ctx context.Context, name string) (*Phase, error) {
 		blk0 = ReadBlockCounters(c.Dir)
 	}
 	io0 := ReadIO()
+	counters0, err := engineCounters(db)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
 	var done atomic.Int64
 	var total int64
 	if name == "load" {
@@ -356,6 +361,11 @@ func (st *state) phase(ctx context.Context, name string) (*Phase, error) {
 	}
 	user1, sys1 := CPUTime()
 	stopProgress()
+	counters1, err := engineCounters(db)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
 
 	closeStart := time.Now()
 	closeErr := db.Close()
@@ -435,6 +445,7 @@ func (st *state) phase(ctx context.Context, name string) (*Phase, error) {
 			p.BlockWriteAmp = float64(p.BlockWriteBytes) / float64(p.UserWriteBytes)
 		}
 	}
+	p.EngineCounters = counterDeltas(counters0, counters1)
 	p.PeakRSSBytes = PeakRSS()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
@@ -443,6 +454,33 @@ func (st *state) phase(ctx context.Context, name string) (*Phase, error) {
 		return p, fmt.Errorf("close %s: %w", c.Engine, closeErr)
 	}
 	return p, nil
+}
+
+// engineCounters reads db's own counters if it has any (nil if not).
+func engineCounters(db engine.DB) (map[string]float64, error) {
+	c, ok := db.(engine.Counters)
+	if !ok {
+		return nil, nil
+	}
+	m, err := c.Counters()
+	if err != nil {
+		return nil, fmt.Errorf("engine counters: %w", err)
+	}
+	return m, nil
+}
+
+// counterDeltas is after less before, for the counters both have.
+func counterDeltas(before, after map[string]float64) map[string]float64 {
+	if before == nil || after == nil {
+		return nil
+	}
+	d := make(map[string]float64, len(after))
+	for k, v := range after {
+		if b, ok := before[k]; ok {
+			d[k] = v - b
+		}
+	}
+	return d
 }
 
 func (st *state) loadClient(ctx context.Context, db engine.DB, cl *client, next *atomic.Int64, done *atomic.Int64) {

@@ -3,6 +3,7 @@ package runner
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -57,6 +58,16 @@ func checkResult(t *testing.T, res *Result, c Config) {
 			}
 		}
 	}
+	if strings.HasPrefix(c.Engine, "heapkv") {
+		// heapkv reports its own counters; a load commits one write per
+		// record, in at most as many groups.
+		load := res.Phases[0].EngineCounters
+		if load["commits"] != float64(c.Records) || load["commit_groups"] < 1 || load["commit_groups"] > load["commits"] {
+			t.Errorf("load: engine counters %v, want %d commits in 1..%d groups", load, c.Records, c.Records)
+		}
+	} else if res.Phases[0].EngineCounters != nil {
+		t.Errorf("%s has no counters, reported %v", c.Engine, res.Phases[0].EngineCounters)
+	}
 	for op := range res.Proportions {
 		if s := res.Phases[1].ByOp[op]; s == nil || s.Count == 0 {
 			t.Errorf("run phase has no %s", op)
@@ -86,5 +97,20 @@ func TestDurationBound(t *testing.T) {
 	r := res.Phases[1]
 	if r.Ops == 0 || r.Errors != 0 || r.Seconds < 0.25 || r.Seconds > 5 {
 		t.Fatalf("duration-bound run: %d ops, %d errors in %.2fs", r.Ops, r.Errors, r.Seconds)
+	}
+}
+
+func TestCounterDeltas(t *testing.T) {
+	before := map[string]float64{"commits": 10, "fsyncs": 3, "gone": 1}
+	after := map[string]float64{"commits": 25, "fsyncs": 3, "new": 7}
+	d := counterDeltas(before, after)
+	if len(d) != 2 || d["commits"] != 15 || d["fsyncs"] != 0 {
+		t.Fatalf("deltas %v, want commits 15 and fsyncs 0 only", d)
+	}
+	if counterDeltas(nil, after) != nil || counterDeltas(before, nil) != nil {
+		t.Fatal("deltas without both readings")
+	}
+	if got, want := countersLine(map[string]float64{"syncs": 1234567, "sync_seconds": 0.123456}), "sync_seconds=0.1235 syncs=1234567"; got != want {
+		t.Fatalf("countersLine = %q, want %q", got, want)
 	}
 }
