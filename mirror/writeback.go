@@ -1,8 +1,9 @@
 package mirror
 
 import (
-	"slices"
+	"math/bits"
 	"sync"
+	"sync/atomic"
 )
 
 // Write-back ahead of a flush.
@@ -58,35 +59,85 @@ var (
 	startWriteBackFile = startWriteBack
 )
 
-// wbState is the set of regions written since the last WriteBack.
+// wbState is the set of regions written since the last WriteBack: one bit
+// per region of wbRegionBytes, set by WriteAt with an atomic Or and no
+// lock (every heap write notes its regions: a mutex here was the one lock
+// all writers shared), taken by WriteBack word by word with an atomic
+// swap. The bitmap grows with the file under mu, which also serialises
+// take with growth.
 type wbState struct {
-	mu      sync.Mutex
-	regions map[int64]struct{} // file offset / wbRegionBytes
+	words atomic.Pointer[[]atomic.Uint64] // bit r%64 of word r/64: region r was written
+
+	mu sync.Mutex // held to grow words, and by take
 }
 
 // note records that [off, off+n) of the replica files was written.
 func (w *wbState) note(off, n int64) {
-	w.mu.Lock()
-	if w.regions == nil {
-		w.regions = make(map[int64]struct{})
-	}
 	for r := off / wbRegionBytes; r <= (off+n-1)/wbRegionBytes; r++ {
-		w.regions[r] = struct{}{}
+		w.noteRegion(r)
 	}
-	w.mu.Unlock()
 }
 
-// take returns the noted regions in file order and starts a new set.
+// noteRegion sets region r's bit. A note that races with grow is not lost:
+// grow publishes the longer bitmap before it copies the old one's bits,
+// so a bit set in the old bitmap after the copy is set again in the new
+// one when noteRegion sees the bitmap changed under it.
+func (w *wbState) noteRegion(r int64) {
+	i, bit := int(r/64), uint64(1)<<(r%64)
+	for {
+		p := w.words.Load()
+		if p == nil || i >= len(*p) {
+			w.grow(i + 1)
+			continue
+		}
+		if word := &(*p)[i]; word.Load()&bit == 0 { // most writes find it set
+			word.Or(bit)
+		}
+		if w.words.Load() == p {
+			return
+		}
+	}
+}
+
+// grow makes the bitmap at least n words long.
+func (w *wbState) grow(n int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	old := w.words.Load()
+	if old != nil && len(*old) >= n {
+		return
+	}
+	size := max(n, 64) // 64 words: the first 1 GiB of file (256 KiB regions)
+	if old != nil {
+		size = max(n, 2*len(*old))
+	}
+	words := make([]atomic.Uint64, size)
+	w.words.Store(&words)
+	if old != nil {
+		for i := range *old {
+			words[i].Or((*old)[i].Load())
+		}
+	}
+}
+
+// take returns the noted regions in file order and clears them.
 func (w *wbState) take() []int64 {
 	w.mu.Lock()
-	regions := w.regions
-	w.regions = nil
-	w.mu.Unlock()
-	out := make([]int64, 0, len(regions))
-	for r := range regions {
-		out = append(out, r)
+	defer w.mu.Unlock()
+	p := w.words.Load()
+	if p == nil {
+		return nil
 	}
-	slices.Sort(out)
+	var out []int64
+	for i := range *p {
+		word := &(*p)[i]
+		if word.Load() == 0 {
+			continue
+		}
+		for set := word.Swap(0); set != 0; set &= set - 1 {
+			out = append(out, int64(i)*64+int64(bits.TrailingZeros64(set)))
+		}
+	}
 	return out
 }
 

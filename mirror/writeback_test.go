@@ -271,3 +271,61 @@ func TestWriteBackErrorBeforeResyncStops(t *testing.T) {
 		}
 	}
 }
+
+// The region set loses no note while writers note regions beyond its
+// length (so that it grows) and WriteBack takes it concurrently, and each
+// take is in file order.
+func TestWriteBackRegionSetConcurrent(t *testing.T) {
+	var w wbState
+	const writers, notes = 4, 5000
+	noted := make([]map[int64]bool, writers)
+	var wg sync.WaitGroup
+	for g := range writers {
+		noted[g] = map[int64]bool{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range notes {
+				// Regions spread further as i grows: the bitmap grows
+				// several times while the others note and take.
+				r := int64((i*7919 + g*104729) % (64 + i*8))
+				n := int64(1 + i%3) // one to three regions
+				w.note(r*wbRegionBytes+int64(i%4096), (n-1)*wbRegionBytes+1)
+				for k := range n {
+					noted[g][r+k] = true
+				}
+			}
+		}()
+	}
+	taken := map[int64]bool{}
+	collect := func() {
+		out := w.take()
+		if !slices.IsSorted(out) {
+			t.Errorf("take out of file order: %v", out)
+		}
+		for _, r := range out {
+			taken[r] = true
+		}
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	for running := true; running; {
+		select {
+		case <-done:
+			running = false
+		default:
+			collect()
+		}
+	}
+	collect()
+	for g := range writers {
+		for r := range noted[g] {
+			if !taken[r] {
+				t.Fatalf("region %d noted by writer %d was never taken", r, g)
+			}
+		}
+	}
+	if again := w.take(); len(again) != 0 {
+		t.Fatalf("take after everything was taken: %v", again)
+	}
+}
