@@ -72,9 +72,11 @@ func (h *heapDB) Scan(start []byte, n int) (int, error) {
 
 func (h *heapDB) Close() error { return h.db.Close() }
 
-// Counters reports the commit path's work: writes, the groups they were
-// committed in, device flushes, checkpoints, and the flushes that made
-// writes durable (count and total seconds).
+// Counters reports the commit path's work (writes, the groups they were
+// committed in, device flushes, checkpoints, the flushes that made writes
+// durable: count and total seconds) and how the read path's caches did:
+// the index-entry cache, the index's block cache, and the key filter's
+// lookups saved.
 func (h *heapDB) Counters() (map[string]float64, error) {
 	s, err := h.db.Stats()
 	if err != nil {
@@ -87,5 +89,11 @@ func (h *heapDB) Counters() (map[string]float64, error) {
 		"checkpoints":   float64(s.Checkpoints),
 		"syncs":         float64(s.SyncLatency.Count),
 		"sync_seconds":  s.SyncLatency.Sum.Seconds(),
+
+		"entry_cache_hits":   float64(s.EntryCacheHits),
+		"entry_cache_misses": float64(s.EntryCacheMisses),
+		"index_cache_hits":   float64(s.IndexCacheHits),
+		"index_cache_misses": float64(s.IndexCacheMisses),
+		"key_filter_skips":   float64(s.KeyFilterSkips),
 	}, nil
 }
