@@ -43,8 +43,10 @@ import (
 // read-heavy load of 16 KiB values (which allocates a value per Get and
 // so runs dozens of cycles a second) spent 16% of its CPU in the collector
 // against 4% with the cache off (refinement 27). Records are written at the
-// head of the ring and evicted, oldest first, from its tail: the cache is
-// FIFO. A write whose entry has the length of the key's cached one is
+// head of the ring and leave it from its tail, oldest first, with a second
+// chance (CLOCK): a record that a get found since it was written is moved
+// to the head once, its mark cleared, instead of being evicted (makeRoom),
+// so the keys that are read stay and those only written once go. A write whose entry has the length of the key's cached one is
 // written over it (storeEnd, overwrite); a record whose key was written
 // with another length, or refilled, stays in the ring as garbage until the
 // tail passes it. The map only ever points at records in the ring:
@@ -57,8 +59,10 @@ import (
 //
 //	0   u64  hash of the key (maphash, the cache's seed)
 //	8   u32  key length k, or padMark: the rest of the ring is unused
-//	12  u32  entry length n; bit 31 (hiddenBit) set while a write of
-//	         the key is between begin and storeEnd: no Get may use it
+//	12  u32  entry length n (lenMask); bit 31 (hiddenBit) set while a
+//	         write of the key is between begin and storeEnd: no Get may
+//	         use it; bit 30 (refBit) set by a get that found the record
+//	         since it was written or last moved
 //	16  k    key
 //	16+k n   entry
 //	         zero to 7 bytes to the next multiple of 8
@@ -81,6 +85,11 @@ const (
 	// hiddenBit in a record's entry length hides the record from lookups:
 	// a write of its key has begun and not ended.
 	hiddenBit = 1 << 31
+	// refBit in a record's entry length marks a record a get found since
+	// it was written or last given its second chance (makeRoom).
+	refBit = 1 << 30
+	// lenMask takes the length out of a record's entry length field.
+	lenMask = refBit - 1
 )
 
 type entryShard struct {
@@ -93,6 +102,7 @@ type entryShard struct {
 	writing int               // writes between begin and end
 	hits    int64             // gets served
 	misses  int64             // gets not served
+	moved   int64             // records given a second chance (makeRoom)
 	_       [64]byte
 }
 
@@ -130,23 +140,32 @@ func (c *entryCache) shard(key []byte) (*entryShard, uint64) {
 // recordLen is the ring bytes of a record of key k and entry n bytes.
 func recordLen(k, n int) uint64 { return uint64(entryHeader+k+n+7) &^ 7 }
 
-// lookup returns the entry of key's record, nil and false if there is
-// none. The slice aliases the ring: use it under s.mu.
-func (s *entryShard) lookup(key []byte, h uint64) ([]byte, bool) {
+// lookup returns the entry of key's record and the record, nils and false
+// if there is none. The slices alias the ring: use them under s.mu.
+func (s *entryShard) lookup(key []byte, h uint64) (entry, rec []byte, ok bool) {
 	pos, ok := s.slots[h]
 	if !ok {
-		return nil, false
+		return nil, nil, false
 	}
 	r := s.ring[pos%uint64(len(s.ring)):]
 	k, n := binary.LittleEndian.Uint32(r[8:]), binary.LittleEndian.Uint32(r[12:])
 	if n&hiddenBit != 0 || string(r[entryHeader:entryHeader+k]) != string(key) {
-		return nil, false // being written, or another key with the same hash
+		return nil, nil, false // being written, or another key with the same hash
 	}
-	return r[entryHeader+k : entryHeader+k+n], true
+	n &= lenMask
+	return r[entryHeader+k : entryHeader+k+n], r, true
 }
 
 // makeRoom evicts records from the tail until n more bytes fit after head
-// and, if slot, the map has room for one more slot.
+// and, if slot, the map has room for one more slot. A live record with
+// refBit set gets a second chance instead of eviction: it is copied to
+// the head with the bit cleared (the copy may overlap the record when the
+// ring is full; copy moves memory), if it fits there with n more bytes
+// after it before the ring's end, so that the record the caller then
+// writes at head does not wrap either, and a ring that has not wrapped
+// (one grow may still enlarge) is not made to. A move frees neither
+// bytes nor a slot, but each record is moved at most once before the tail
+// comes round to it again, unmarked: the loop ends.
 func (s *entryShard) makeRoom(n uint64, slot bool, maxSlots int) {
 	size := uint64(len(s.ring))
 	for (s.head+n-s.tail > size || slot && len(s.slots) >= maxSlots) && s.tail < s.head {
@@ -161,10 +180,20 @@ func (s *entryShard) makeRoom(n uint64, slot bool, maxSlots int) {
 			s.tail += size - off
 			continue
 		}
+		m := binary.LittleEndian.Uint32(r[12:])
+		l := recordLen(int(k), int(m&lenMask))
 		if pos, ok := s.slots[h]; ok && pos == s.tail {
-			delete(s.slots, h)
+			if at := s.head % size; m&refBit != 0 && at+l+n <= size {
+				binary.LittleEndian.PutUint32(r[12:], m&^refBit)
+				copy(s.ring[at:at+l], r[:l])
+				s.slots[h] = s.head
+				s.head += l
+				s.moved++
+			} else {
+				delete(s.slots, h)
+			}
 		}
-		s.tail += recordLen(int(k), int(binary.LittleEndian.Uint32(r[12:])&^hiddenBit))
+		s.tail += l
 	}
 }
 
@@ -222,12 +251,12 @@ func (s *entryShard) overwrite(key, entry []byte, h uint64) bool {
 		return false
 	}
 	r := s.ring[pos%uint64(len(s.ring)):]
-	k, n := binary.LittleEndian.Uint32(r[8:]), binary.LittleEndian.Uint32(r[12:])&^hiddenBit
-	if int(n) != len(entry) || string(r[entryHeader:entryHeader+k]) != string(key) {
+	k, m := binary.LittleEndian.Uint32(r[8:]), binary.LittleEndian.Uint32(r[12:])
+	if int(m&lenMask) != len(entry) || string(r[entryHeader:entryHeader+k]) != string(key) {
 		return false
 	}
 	copy(r[entryHeader+k:], entry)
-	binary.LittleEndian.PutUint32(r[12:], n)
+	binary.LittleEndian.PutUint32(r[12:], m&^hiddenBit) // unhidden; a get's mark stays
 	return true
 }
 
@@ -240,9 +269,10 @@ func (s *entryShard) bytes() int64 {
 func (c *entryCache) get(key, dst []byte) ([]byte, bool) {
 	s, h := c.shard(key)
 	s.mu.Lock()
-	e, ok := s.lookup(key, h)
+	e, r, ok := s.lookup(key, h)
 	if ok {
 		dst = append(dst, e...)
+		binary.LittleEndian.PutUint32(r[12:], binary.LittleEndian.Uint32(r[12:])|refBit)
 		s.hits++
 	} else {
 		s.misses++
@@ -347,7 +377,7 @@ func (w *warmer) fill(key, entry []byte) {
 	if s.gen != w.toks[i].gen || s.writing != 0 {
 		return
 	}
-	if _, ok := s.lookup(key, h); ok {
+	if _, _, ok := s.lookup(key, h); ok {
 		return
 	}
 	s.add(key, entry, h, c.maxRing, c.maxSlots) // no eviction: head+n fits the ring before it wraps
@@ -420,6 +450,6 @@ func (c *entryCache) check(key []byte, fn func(cached []byte, found bool) error)
 	s, h := c.shard(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e, ok := s.lookup(key, h)
+	e, _, ok := s.lookup(key, h)
 	return fn(e, ok)
 }

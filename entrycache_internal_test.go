@@ -43,7 +43,7 @@ func testEntryCacheAccounting(t *testing.T, size int64, keys, ops int) {
 					continue
 				}
 				r := s.ring[off:]
-				k, n := binary.LittleEndian.Uint32(r[8:]), binary.LittleEndian.Uint32(r[12:])&^hiddenBit
+				k, n := binary.LittleEndian.Uint32(r[8:]), binary.LittleEndian.Uint32(r[12:])&lenMask
 				if h := maphash.Bytes(c.seed, r[entryHeader:entryHeader+k]); h != binary.LittleEndian.Uint64(r) {
 					t.Fatalf("shard %d: record at %d has hash %x, its key %x", i, pos, binary.LittleEndian.Uint64(r), h)
 				}
@@ -134,6 +134,13 @@ func testEntryCacheAccounting(t *testing.T, size int64, keys, ops int) {
 	if wrapped < entryShards/2 {
 		t.Fatalf("only %d of %d shards grew to their whole ring and wrapped", wrapped, entryShards)
 	}
+	moved := int64(0)
+	for i := range c.shards {
+		moved += c.shards[i].moved
+	}
+	if moved < int64(ops/100) {
+		t.Fatalf("only %d records were given a second chance in %d ops", moved, ops)
+	}
 
 	k := []byte("stale")
 	tok := c.token(k)
@@ -156,5 +163,40 @@ func testEntryCacheAccounting(t *testing.T, size int64, keys, ops int) {
 	hits, misses, _ := c.stats()
 	if hits == 0 || misses == 0 {
 		t.Fatalf("%d hits, %d misses", hits, misses)
+	}
+}
+
+// A record that gets find is given a second chance when the tail reaches
+// it: a key read between every fill of new keys stays cached through many
+// turns of its shard's ring, where a FIFO ring dropped it after one, and
+// keys that are never read leave in the order they came.
+func TestEntryCacheSecondChance(t *testing.T) {
+	c := newEntryCache(64 << 10) // rings of 680 bytes, 14 slots
+	s0 := &c.shards[0]
+	var keys [][]byte // keys of shard 0
+	for i := 0; len(keys) < 300; i++ {
+		k := fmt.Appendf(nil, "k%06d", i)
+		if s, _ := c.shard(k); s == s0 {
+			keys = append(keys, k)
+		}
+	}
+	entry := []byte("0123456789abcdef0123")
+	fill := func(k []byte) { c.fill(k, entry, c.token(k)) }
+	hot := keys[0]
+	fill(hot)
+	for i, k := range keys[1:] {
+		if v, ok := c.get(hot, nil); !ok || string(v) != string(entry) {
+			t.Fatalf("the key read before every fill was evicted after %d fills (%d records given a second chance)", i, s0.moved)
+		}
+		fill(k)
+	}
+	if s0.tail <= uint64(len(s0.ring))*10 {
+		t.Fatalf("the ring turned only %d times", s0.tail/uint64(len(s0.ring)))
+	}
+	if _, ok := c.get(keys[1], nil); ok {
+		t.Fatal("a key never read outlived the whole ring")
+	}
+	if _, ok := c.get(keys[len(keys)-1], nil); !ok {
+		t.Fatal("the newest key is not cached")
 	}
 }
