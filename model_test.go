@@ -50,8 +50,10 @@ func modelConfigs() []modelConfig {
 	const logSeg = 1 << 20
 	inlineAll := heapkv.Options{InlineThreshold: heapkv.MaxValueSize, IndexMemTableSize: 1 << 20,
 		LogSegmentSize: logSeg, Logger: modelLogger}
+	// heapEverything's entry cache is tiny (rings of 168 bytes), so that
+	// its records are evicted and given second chances all the time.
 	heapAll := heapkv.Options{InlineThreshold: -1, BlockSize: 512, SegmentSize: 256 * 512,
-		LogSegmentSize: logSeg, Logger: modelLogger}
+		LogSegmentSize: logSeg, EntryCacheSize: 16 << 10, Logger: modelLogger}
 	compressed := heapkv.Options{InlineThreshold: -1, BlockSize: 128, SegmentSize: 256 * 128,
 		Compression: heapkv.CodecS2, ValueCacheSize: -1, LogSegmentSize: logSeg, Logger: modelLogger}
 	// The geometry of databases made before 128-byte blocks: 4 KiB blocks
