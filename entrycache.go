@@ -46,7 +46,8 @@ import (
 // head of the ring and leave it from its tail, oldest first, with a second
 // chance (CLOCK): a record that a get found since it was written is moved
 // to the head once, its mark cleared, instead of being evicted (makeRoom),
-// so the keys that are read stay and those only written once go. A write whose entry has the length of the key's cached one is
+// so the keys that are read stay and those only written once go. A write
+// whose entry has the length of the key's cached one is
 // written over it (storeEnd, overwrite); a record whose key was written
 // with another length, or refilled, stays in the ring as garbage until the
 // tail passes it. The map only ever points at records in the ring:
