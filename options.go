@@ -144,13 +144,13 @@ type Options struct {
 
 	// EntryCacheSize is the memory in bytes the index-entry cache may
 	// hold: the index entries (heap pointers, inline values) of keys read
-	// or written recently, and after Open those of the keys the index
-	// holds, as far as they fit (cached by the scan the first write
-	// starts), so that a Get, and an overwrite's lookup of the entry it
-	// replaces, skip the index (entrycache.go). Zero means
-	// the default, 32 MiB (about 350,000 entries of a 24-byte key and a
-	// one-extent heap pointer: 64-byte records); a negative value
-	// disables the cache.
+	// or written recently (an entry that reads keep finding is kept over
+	// one written or read only once), and after Open those of the keys
+	// the index holds, as far as they fit (cached by the scan the first
+	// write starts), so that a Get, and an overwrite's lookup of the entry
+	// it replaces, skip the index (entrycache.go). Zero means the default,
+	// 32 MiB (about 350,000 entries of a 24-byte key and a one-extent heap
+	// pointer: 64-byte records); a negative value disables the cache.
 	EntryCacheSize int64
 
 	// NoHeapMap makes reads of heap values use pread instead of a memory
