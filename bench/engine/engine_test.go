@@ -85,3 +85,39 @@ func TestNoop(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Pebble's adapters report their WAL's device flushes: fifty synced
+// inserts from one writer take at least fifty, each with a duration.
+func TestPebbleCounters(t *testing.T) {
+	for _, name := range []string{"pebble", "pebble-tuned", "pebble-vsep"} {
+		t.Run(name, func(t *testing.T) {
+			db, err := Open(name, t.TempDir(), true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			cs, ok := db.(Counters)
+			if !ok {
+				t.Fatalf("%s does not report counters", name)
+			}
+			before, err := cs.Counters()
+			if err != nil {
+				t.Fatal(err)
+			}
+			val := bytes.Repeat([]byte("v"), 1000)
+			for i := range 50 {
+				if err := db.Insert(fmt.Appendf(nil, "user%03d", i), val); err != nil {
+					t.Fatal(err)
+				}
+			}
+			after, err := cs.Counters()
+			if err != nil {
+				t.Fatal(err)
+			}
+			syncs := after["syncs"] - before["syncs"]
+			if syncs < 50 || after["sync_seconds"] <= before["sync_seconds"] || after["wal_bytes_written"]-before["wal_bytes_written"] < 50*1000 {
+				t.Fatalf("after 50 synced inserts: %v (before: %v)", after, before)
+			}
+		})
+	}
+}
