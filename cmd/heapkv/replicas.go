@@ -363,6 +363,12 @@ func statsTable(st heapkv.Stats) string {
 	if st.OpenTxns+st.OpenSnapshots+st.OpenIterators > 0 {
 		row("oldest reader", "lsn %d, %s old", st.OldestReaderLSN, st.OldestReaderAge.Round(time.Millisecond))
 	}
+	sec("index caches")
+	row("entry hits / misses", "%d / %d (%s hits), %s held", st.EntryCacheHits, st.EntryCacheMisses,
+		pct(st.EntryCacheHits, st.EntryCacheHits+st.EntryCacheMisses), humanBytes(st.EntryCacheBytes))
+	row("block hits / misses", "%d / %d (%s hits), %s held", st.IndexCacheHits, st.IndexCacheMisses,
+		pct(st.IndexCacheHits, st.IndexCacheHits+st.IndexCacheMisses), humanBytes(st.IndexCacheBytes))
+	row("lookups skipped", "%d (key filter)", st.KeyFilterSkips)
 	sec("value cache")
 	row("hits / misses", "%d / %d (%s hits)", st.ValueCacheHits, st.ValueCacheMisses,
 		pct(st.ValueCacheHits, st.ValueCacheHits+st.ValueCacheMisses))

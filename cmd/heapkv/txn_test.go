@@ -222,10 +222,14 @@ func TestReplicaCommands(t *testing.T) {
 
 func TestStatsTable(t *testing.T) {
 	dir := t.TempDir()
-	out, errs, code := cli(t, "", "-d", dir, "-c", "put a 1; begin; put b 2; commit; stats")
+	out, errs, code := cli(t, "", "-d", dir, "-c", "put a 1; begin; put b 2; commit; get a; get a; stats")
 	require.Equal(t, 0, code, errs)
+	// The put stored a's entry in the entry cache (write-through), so
+	// both gets hit; the key filter answered the put's lookup of a key
+	// that did not exist.
 	for _, want := range []string{"\ndata\n", "\n  keys                 2\n", "\ntransactions and readers\n",
-		"\n  txn commits          1\n", "\nvalue cache\n", "\nreplicas\n", "\n  in sync              1 of 1\n"} {
+		"\n  txn commits          1\n", "\nindex caches\n", "\n  entry hits / misses  2 / ",
+		"\n  lookups skipped      1 (key filter)\n", "\nvalue cache\n", "\nreplicas\n", "\n  in sync              1 of 1\n"} {
 		require.Contains(t, out, want)
 	}
 	for _, l := range strings.Split(out, "\n") {
