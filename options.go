@@ -124,9 +124,10 @@ type Options struct {
 	// IndexCacheSize is the memory in bytes the index's block cache keeps
 	// for table blocks, beyond what the index's memtables take. Default
 	// 128 MiB: the index of a few million keys fits in it (the index of
-	// 2,400,000 YCSB keys, "user" and up to 19 digits, took 44 bytes a key). (Pebble charges each memtable's size to its block cache; the
-	// cache is made larger by the memtables' share, so that they do not eat
-	// these bytes: see indexCacheCapacity.)
+	// 2,400,000 YCSB keys, "user" and up to 19 digits, took 44 bytes a
+	// key). (Pebble charges each memtable's size to its block cache; the
+	// cache is made larger by the memtables' share, so that they do not
+	// eat these bytes: see indexCacheCapacity.)
 	IndexCacheSize int64
 
 	// IndexMemTableSize is the size in bytes of one index memtable. Default

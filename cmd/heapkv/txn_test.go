@@ -225,13 +225,16 @@ func TestStatsTable(t *testing.T) {
 	out, errs, code := cli(t, "", "-d", dir, "-c", "put a 1; begin; put b 2; commit; get a; get a; stats")
 	require.Equal(t, 0, code, errs)
 	// The put stored a's entry in the entry cache (write-through), so
-	// both gets hit; the key filter answered the put's lookup of a key
-	// that did not exist.
+	// both gets hit.
 	for _, want := range []string{"\ndata\n", "\n  keys                 2\n", "\ntransactions and readers\n",
 		"\n  txn commits          1\n", "\nindex caches\n", "\n  entry hits / misses  2 / ",
-		"\n  lookups skipped      1 (key filter)\n", "\nvalue cache\n", "\nreplicas\n", "\n  in sync              1 of 1\n"} {
+		"\nvalue cache\n", "\nreplicas\n", "\n  in sync              1 of 1\n"} {
 		require.Contains(t, out, want)
 	}
+	// The key filter answers writes' lookups of new keys only once the
+	// scan the first write starts in the background is done, so whether
+	// put b's lookup was skipped depends on timing: 0 or 1.
+	require.Regexp(t, `\n  lookups skipped      [01] \(key filter\)\n`, out)
 	for _, l := range strings.Split(out, "\n") {
 		require.Equal(t, strings.TrimRight(l, " "), l, "trailing blanks")
 	}
