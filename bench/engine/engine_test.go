@@ -121,3 +121,24 @@ func TestPebbleCounters(t *testing.T) {
 		})
 	}
 }
+
+// SetPebbleCacheSize replaces the 1 GiB block cache of the Pebble engines
+// that set one; 0 keeps it.
+func TestPebbleCacheSize(t *testing.T) {
+	defer SetPebbleCacheSize(0)
+	for _, tc := range []struct{ set, want int64 }{{0, 1 << 30}, {3 << 30, 3 << 30}, {64 << 20, 64 << 20}} {
+		SetPebbleCacheSize(tc.set)
+		for _, name := range []string{"pebble-tuned", "pebble-vsep"} {
+			db, err := Open(name, t.TempDir(), false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := db.(*pebbleDB).cache.MaxSize(); got != tc.want {
+				t.Errorf("%s with SetPebbleCacheSize(%d): block cache of %d bytes, want %d", name, tc.set, got, tc.want)
+			}
+			if err := db.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}

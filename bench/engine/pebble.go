@@ -33,11 +33,27 @@ func (quietLogger) Fatalf(format string, args ...interface{}) {
 }
 
 type pebbleDB struct {
-	db *pebble.DB
-	wo *pebble.WriteOptions
+	db    *pebble.DB
+	wo    *pebble.WriteOptions
+	cache *pebble.Cache // the block cache it opened with (tests)
 }
 
+// pebbleCacheSize, if not 0, replaces the 1 GiB block cache of the
+// engines that set one (pebble-tuned, pebble-vsep): SetPebbleCacheSize.
+var pebbleCacheSize int64
+
+// SetPebbleCacheSize gives the Pebble engines with a block cache of their
+// own (pebble-tuned, pebble-vsep) one of n bytes instead of 1 GiB, for
+// comparisons in which Pebble's cache should match another engine's
+// memory (ycsb -pebblecache). It applies to engines opened after the call.
+func SetPebbleCacheSize(n int64) { pebbleCacheSize = n }
+
 func openPebble(dir string, sync bool, o *pebble.Options) (DB, error) {
+	if o.Cache != nil && pebbleCacheSize > 0 {
+		o.Cache.Unref()
+		o.Cache = pebble.NewCache(pebbleCacheSize)
+	}
+	cache := o.Cache
 	o.EnsureDefaults()
 	db, err := pebble.Open(dir, o)
 	if o.Cache != nil {
@@ -50,7 +66,7 @@ func openPebble(dir string, sync bool, o *pebble.Options) (DB, error) {
 	if sync {
 		wo = pebble.Sync
 	}
-	return &pebbleDB{db: db, wo: wo}, nil
+	return &pebbleDB{db: db, wo: wo, cache: cache}, nil
 }
 
 func (p *pebbleDB) Insert(k, v []byte) error { return p.db.Set(k, v, p.wo) }

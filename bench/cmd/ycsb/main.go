@@ -58,6 +58,7 @@ func run() error {
 		smoke       = flag.Bool("smoke", false, "tiny CI run: every engine and workload unless -engine/-workload are given, 500 records, 500 ops")
 		isolate     = flag.Bool("isolate", true, "run each engine/workload/run in a child process (clean peak RSS and I/O accounting) when there is more than one")
 		seed        = flag.Uint64("seed", 1, "random seed")
+		pebbleCache = flag.Int64("pebblecache", 1024, "block cache of the pebble-tuned and pebble-vsep engines, MiB")
 		runIndex    = flag.Int("run-index", 0, "internal: repetition number of a child process")
 		progress    = flag.Bool("progress", true, "show progress on stderr")
 		cpuProfile  = flag.String("cpuprofile", "", "write a CPU profile of this process to the file (use with one engine, or -isolate=false)")
@@ -65,6 +66,10 @@ func run() error {
 		sequence    = flag.Bool("sequence", false, "load once per engine and run, then run the workloads in the order given on that data (YCSB's procedure, e.g. -workload a,b,c,f,d); each workload is one result, the first carries the load phase")
 	)
 	flag.Parse()
+	if *pebbleCache <= 0 {
+		return fmt.Errorf("-pebblecache %d: the block cache needs at least 1 MiB", *pebbleCache)
+	}
+	engine.SetPebbleCacheSize(*pebbleCache << 20)
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		if err != nil {
