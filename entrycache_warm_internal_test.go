@@ -135,9 +135,11 @@ func TestEntryCacheWarmNeverEvicts(t *testing.T) {
 			t.Fatalf("Get(%s) = %d bytes, %v", warmKey(i), len(got), err)
 		}
 	}
-	if err := db.Put([]byte("other"), []byte("v")); err != nil { // not a key read below
-		t.Fatal(err)
-	}
+	// waitWarm starts the scan, as the first write would. A write would
+	// also store its own entry, and if its shard was full by then, evict
+	// the oldest record there, which may be an early key's (a Get filled
+	// it before the scan and no Get has found it since): CI once saw 4 of
+	// the 5 early keys hit for that reason, with the write racing the scan.
 	waitWarm(t, db)
 	s, err := db.Stats()
 	if err != nil {
