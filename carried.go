@@ -24,7 +24,9 @@ import (
 // it takes no LSN); the records of the group still reach the log only
 // after their values reached the heap (in the page cache; a record that
 // does not carry its value is made durable only after a heap flush,
-// invariant 1).
+// invariant 1). The values a durable group's records carry are the
+// exception: the leader allocates their blocks, and the heap writer
+// writes them while the log is flushed (heapwriter.go).
 
 // leaderCursor is the allocator cursor the leader prefers for carried
 // values. Writers of other values take any idle cursor, so they seldom
@@ -48,45 +50,75 @@ type leaderScratch struct {
 	buf    []byte
 }
 
-// writeCarried allocates and writes the heap values the requests of reqs
-// carry and returns the requests that remain (a request whose allocation
-// or write failed is woken with the error, its blocks given back) and
-// whether their records carry their values (groupCarries), decided once
-// for the group: the write-back of a heap-first group's runs starts here,
-// and buildGroup follows the same decision. Requests that admit drops
-// later only make a group's values fewer, so a group that carries would
-// still carry without them.
-func (db *DB) writeCarried(reqs []*commitReq) (kept []*commitReq, carry bool) {
+// writeCarried allocates the blocks of the heap values the requests of
+// reqs carry, writes those the heap writer will not (heapwriter.go), and
+// returns the requests that remain (a request whose allocation or write
+// failed is woken with the error, its blocks given back). Whether their
+// records carry their values (groupCarries) is decided here once for the
+// group: the write-back of a heap-first group's runs starts here, and
+// buildGroup follows the decision op by op (preparedOp.carried). Requests that admit
+// drops later only make a group's values fewer, so a group that carries
+// would still carry without them.
+func (db *DB) writeCarried(reqs []*commitReq) (kept []*commitReq) {
 	kept = reqs[:0]
-	sc := &db.leader
-	sc.pieces = sc.pieces[:0]
 	for _, r := range reqs {
-		n := len(sc.pieces)
-		if err := db.allocCarried(r.ops, &sc.pieces); err != nil {
-			sc.pieces = sc.pieces[:n]
+		if err := db.allocCarried(r.ops); err != nil {
 			db.dropRequest(r, err)
 			continue
 		}
 		kept = append(kept, r)
 	}
-	carry = db.groupCarries(kept)
-	if len(sc.pieces) == 0 {
-		return kept, carry
+	carry := db.groupCarries(kept)
+	// In the disk-full state the leader writes every value, so that an
+	// ENOSPC fails only this group's requests.
+	deferring := !db.reserve.diskFull.Load()
+	sc := &db.leader
+	sc.pieces = sc.pieces[:0]
+	for _, r := range kept {
+		markCarried(r, carry, deferring)
+		for i := range r.ops {
+			if p := &r.ops[i]; p.unwritten && !p.deferred {
+				sc.pieces = appendPieces(sc.pieces, p, db.geom.BlockSize)
+			}
+		}
 	}
-	if err := db.writePieces(sc, !carry); err != nil {
+	if len(sc.pieces) == 0 {
+		return kept
+	}
+	err := db.writePieces(sc, !carry)
+	clear(sc.pieces) // drop the references to the writers' values
+	if err != nil {
 		// Which requests' blocks made it is unknown: all of them fail, as
 		// they would have had each writer's own write failed.
 		for _, r := range kept {
 			db.dropRequest(r, err)
 		}
-		return kept[:0], carry
+		return kept[:0]
 	}
 	for _, r := range kept {
 		for i := range r.ops {
-			r.ops[i].unwritten = false
+			if p := &r.ops[i]; !p.deferred {
+				p.unwritten = false
+			}
 		}
 	}
-	return kept, carry
+	return kept
+}
+
+// markCarried decides which values of r its record carries: those the
+// leader writes (preparedOp.carry), if the group carries (carry) and r is
+// durable, while they total at most maxCarriedRecordBytes. If deferring,
+// their heap writes are left to the heap writer (preparedOp.deferred).
+func markCarried(r *commitReq, carry, deferring bool) {
+	total := 0
+	for i := range r.ops {
+		p := &r.ops[i]
+		p.carried = carry && r.sync && p.carry != nil && total+len(p.carry) <= maxCarriedRecordBytes
+		p.deferred = p.carried && deferring
+		if p.carried {
+			total += len(p.carry)
+		}
+	}
 }
 
 // dropRequest fails r before it took an LSN: its blocks go back.
@@ -96,10 +128,10 @@ func (db *DB) dropRequest(r *commitReq, err error) {
 	r.wake <- false
 }
 
-// allocCarried allocates the blocks of the unwritten values of ops and
-// appends the pieces to write.
-func (db *DB) allocCarried(ops []preparedOp, pieces *[]carriedPiece) error {
-	bs := db.geom.BlockSize
+// allocCarried allocates the blocks of the unwritten values of ops. On an
+// error the blocks it allocated stay claimed by their ops, for the caller
+// to give back.
+func (db *DB) allocCarried(ops []preparedOp) error {
 	for i := range ops {
 		p := &ops[i]
 		if !p.unwritten {
@@ -110,14 +142,20 @@ func (db *DB) allocCarried(ops []preparedOp, pieces *[]carriedPiece) error {
 			return fmt.Errorf("heapkv: write value of key %q: %w", p.key, diskError(err))
 		}
 		p.isHeap, p.claim, p.ptr.extents = true, claim, claim.Extents
-		off := 0
-		for _, e := range claim.Extents {
-			n := min(int(e.Len)*bs, len(p.carry)-off)
-			*pieces = append(*pieces, carriedPiece{start: e.Start, data: p.carry[off : off+n]})
-			off += n
-		}
 	}
 	return nil
+}
+
+// appendPieces appends the pieces of p's value: a piece per extent of its
+// claim, each filling consecutive blocks from its start.
+func appendPieces(pieces []carriedPiece, p *preparedOp, blockSize int) []carriedPiece {
+	off := 0
+	for _, e := range p.claim.Extents {
+		n := min(int(e.Len)*blockSize, len(p.carry)-off)
+		pieces = append(pieces, carriedPiece{start: e.Start, data: p.carry[off : off+n]})
+		off += n
+	}
+	return pieces
 }
 
 // writePieces writes the pieces, in block order, one call per run of

@@ -91,10 +91,14 @@ type preparedOp struct {
 	// carry is the stored bytes of a heap value small enough for the
 	// leader to write (DB.leaderWrites): a durable write's log record may
 	// also carry them (groupCarries). unwritten: they are not in the heap
-	// yet, nor allocated; the leader allocates and writes them before the
-	// request takes an LSN (writeCarried).
+	// yet; the leader allocates their blocks and writes them before the
+	// request takes an LSN (writeCarried), unless deferred. carried: the
+	// record carries them (markCarried); deferred: the heap writer writes
+	// them once the group is appended (heapwriter.go).
 	carry     []byte
 	unwritten bool
+	carried   bool
+	deferred  bool
 
 	// prior is what the key held as of LSN priorAt, looked up by the
 	// writer before it queued (prefetchPrior), so that the leader need not
@@ -209,12 +213,12 @@ type group struct {
 	// durability, or twice NoSyncFlushBytes of unsynced writes built up:
 	// appendGroup).
 	flush bool
-	// carry: the records of durable writes carry their heap values
-	// (groupCarries, decided by writeCarried).
-	carry bool
 	// uncarried: some record points at heap bytes it does not carry, which
 	// must be durable before the record is (invariant 1).
 	uncarried bool
+	// heapQueued: the heap writer writes some of the group's values; the
+	// group is applied only once they are written (heapWritten).
+	heapQueued bool
 }
 
 func (g *group) last() base.LSN { return g.first + base.LSN(len(g.reqs)) - 1 }
@@ -235,15 +239,17 @@ func (g *group) finish(err error) {
 // handed to the pipeline, or nil if none (every request failed or was
 // dropped: each is woken with its error). carry is writeCarried's
 // decision whether the group's records carry their values.
-func (db *DB) commitGroup(reqs []*commitReq, carry bool) *group {
+func (db *DB) commitGroup(reqs []*commitReq) *group {
 	db.commit.mu.Lock()
 	defer db.commit.mu.Unlock()
 	g := db.admit(reqs)
-	g.carry = carry
 	if len(g.reqs) == 0 {
 		return nil
 	}
 	abort := func(err error) *group {
+		// The heap writer may hold pieces of these values: the blocks go
+		// back only once it is done with them.
+		db.drainCarried()
 		for _, r := range g.reqs {
 			db.abortClaims(r.ops)
 		}
@@ -253,14 +259,18 @@ func (db *DB) commitGroup(reqs []*commitReq, carry bool) *group {
 	if err := db.failed(); err != nil {
 		return abort(err)
 	}
+	db.queueCarried(g)
 	g.batch = db.index.NewBatch()
 	if err := db.buildGroup(g); err != nil {
 		return abort(err)
 	}
 	if err := db.appendGroup(g); err != nil {
 		// The records may or may not be on disk: stop writing, keep the
-		// claims allocated (recovery decides from the log), report.
-		g.finish(db.fail(err))
+		// claims allocated (recovery decides from the log), report, once
+		// the heap writer is done with the writers' values.
+		err = db.fail(err)
+		db.drainCarried()
+		g.finish(err)
 		return nil
 	}
 	return g
@@ -305,7 +315,6 @@ func (db *DB) buildGroup(g *group) error {
 		g.flush = g.flush || r.sync
 		ops := slices.Grow(sc.logOps[:0], len(r.ops))[:len(r.ops)]
 		sc.logOps = ops
-		var carried int
 		for j := range r.ops {
 			p := &r.ops[j]
 			prior, err := db.priorState(p)
@@ -335,9 +344,8 @@ func (db *DB) buildGroup(g *group) error {
 				entries = appendHeapEntry(entries, &p.ptr)
 				now = keyState{kind: keyHeap, raw: p.ptr.rawLen, stored: p.ptr.storedLen, extents: p.ptr.extents}
 				g.heapSize += int64(p.ptr.storedLen)
-				if g.carry && r.sync && p.carry != nil && carried+len(p.carry) <= maxCarriedRecordBytes {
+				if p.carried {
 					op.carried = p.carry
-					carried += len(p.carry)
 				} else {
 					g.uncarried = true
 				}

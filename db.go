@@ -37,7 +37,9 @@ import (
 //     index call is made while holding it;
 //  9. DB.applier.mu: applying a group to the index, and one consistent
 //     moment of index, counters and allocation (checkpoint, Check, Scrub,
-//     Stats);
+//     Stats); then DB.heapw.writeMu: one writer of deferred carried values
+//     at a time (heapwriter.go), taken by advance under applier.mu and by
+//     the leader under commit.mu;
 // 10. the allocator's locks (alloc: a cursor's mu, then the pool mu),
 //     under which alloc.Allocator.ShrinkTail has Compact truncate the
 //     heap's files (the heap's state lock, shared);
@@ -47,6 +49,7 @@ import (
 //     (mirror.Set.Status);
 // 13. locks that are only ever taken last, holding nothing else: the
 //     group-commit queue (DB.queue.mu), the pipeline (DB.pipe.mu), the
+//     heap writer's queue (DB.heapw.mu), the
 //     reader registry (DB.readers.mu), the pin shards, and DB.reserve.mu
 //     (the disk-full hook may run inside any write of the database, and
 //     then does I/O only on the raw file system).
@@ -123,6 +126,7 @@ type DB struct {
 	}
 
 	durable durableState // flushes of heap and log (durable.go)
+	heapw   heapWriter   // carried values waiting for their heap write (heapwriter.go)
 
 	// ckpt serialises checkpoints (checkpoint.go); lsn is the newest
 	// checkpoint's LSN, stored under mu and loaded anywhere.
@@ -233,10 +237,11 @@ func Open(dir string, opts *Options) (_ *DB, err error) {
 	}
 	db.openReserve()
 	db.startPresence()
-	db.bg.wg.Add(4)
+	db.bg.wg.Add(5)
 	go db.syncer()
 	go db.applyLoop()
 	go db.logWriter()
+	go db.heapWriterLoop()
 	go db.background()
 	return db, nil
 }
@@ -257,6 +262,7 @@ func newDB(fs vfs.FS, dir string, o Options, lock *dirLock) *DB {
 	db.pipe.kick = make(chan struct{}, 1)
 	db.pipe.applyKick = make(chan struct{}, 1)
 	db.pipe.writeKick = make(chan struct{}, 1)
+	db.heapw.kick = make(chan struct{}, 1)
 	db.bg.stop = make(chan struct{})
 	db.blockPool.New = func() any { b := make([]byte, db.geom.BlockSize); return &b }
 	// Every file goes through the disk-full hook: the first ENOSPC frees

@@ -61,6 +61,14 @@ var (
 	// starts after the failure changes nothing.
 	ErrFailed = errors.New("heapkv: database failed; reopen to recover")
 
+	// ErrHeapWrite marks a durable write that took effect although one of
+	// the heap writes on its way failed: its value was in its log record,
+	// and a second write put it in the heap, so the write is durable and
+	// readable. It is reported, with the first error wrapped, because a
+	// failing write call can be the first sign of a failing disk. If the
+	// second write fails too, the database fails (ErrFailed).
+	ErrHeapWrite = errors.New("heapkv: a heap write failed and was redone; the write took effect")
+
 	// ErrDiskFull marks a write, checkpoint or open that ran out of space
 	// on the file system. An error that wraps it also wraps the operating
 	// system's error (errors.Is(err, syscall.ENOSPC)). When the database

@@ -130,6 +130,8 @@ func (db *DB) advance() {
 	defer db.applier.mu.Unlock()
 	for {
 		if err := db.failed(); err != nil {
+			// The heap writer lets go of the writers' values first.
+			db.drainCarried()
 			for _, g := range db.pipe.takeAll() {
 				g.finish(err)
 			}
@@ -138,6 +140,14 @@ func (db *DB) advance() {
 		g := db.pipe.next(db.log.Load().SyncedLSN())
 		if g == nil {
 			return
+		}
+		if !db.heapWritten(g) {
+			// The heap writer has not reached g: write its values here.
+			db.drainCarried()
+			if err := db.failed(); err != nil { // they may have been dropped
+				g.finish(err)
+				continue
+			}
 		}
 		db.invalidateEntries(g, (*entryCache).begin)
 		err := g.batch.Commit(pebble.NoSync)
@@ -151,7 +161,7 @@ func (db *DB) advance() {
 			continue
 		}
 		db.applied.Store(g.last())
-		db.finishGroup(g)
+		db.finishGroup(g, db.heapWriteErr(g))
 	}
 }
 
@@ -222,8 +232,9 @@ func (db *DB) checkpointDueLocked() bool {
 // finishGroup is the last step of a group, once it is in the index: count,
 // ask for a checkpoint when the log has grown, publish the new extents,
 // queue the freed ones, and wake the writers.
-// REQUIRES: db.applier.mu held.
-func (db *DB) finishGroup(g *group) {
+// Its writers get err, nil unless the heap writer met an error writing
+// its values (heapWriteErr). REQUIRES: db.applier.mu held.
+func (db *DB) finishGroup(g *group, err error) {
 	a := &db.applier
 	a.counters = a.counters.plus(g.delta)
 	a.sinceCkpt += g.logBytes
@@ -247,7 +258,7 @@ func (db *DB) finishGroup(g *group) {
 	db.releaseFreesLocked()
 	db.stats.commits.Add(int64(len(g.reqs)))
 	db.stats.groups.Add(1)
-	g.finish(nil)
+	g.finish(err)
 }
 
 // flushPending makes every group appended so far durable and applies every
@@ -325,6 +336,9 @@ func (db *DB) syncer() {
 			// next flush starts now, not after the index writes and
 			// wake-ups. Otherwise apply them here: a lone writer is woken
 			// without another goroutine in between.
+			// The heap writer writes the carried values of the groups
+			// this flush covers while the device flushes.
+			db.kickHeapWriter()
 			target := db.pipe.appendedLSN()
 			err := db.syncThrough(target)
 			if err != nil {
