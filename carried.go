@@ -108,13 +108,19 @@ func (db *DB) writeCarried(reqs []*commitReq) (kept []*commitReq) {
 // markCarried decides which values of r its record carries: those the
 // leader writes (preparedOp.carry), if the group carries (carry) and r is
 // durable, while they total at most maxCarriedRecordBytes. If deferring,
-// their heap writes are left to the heap writer (preparedOp.deferred).
+// the heap writes of the carried values of at most smallCarriedValue are
+// left to the heap writer (preparedOp.deferred). Larger ones the leader
+// still writes: with 64 KiB values from 64 writers, deferring them made
+// the leader so quick that groups shrank from about 6.6 values (sent heap
+// first, each byte written once) to about 2.4, more of them single values
+// carried and written twice, and Puts ran 0.65-0.95x as fast (six pairs,
+// BENCHMARKS.md, "Carried values written by the heap writer").
 func markCarried(r *commitReq, carry, deferring bool) {
 	total := 0
 	for i := range r.ops {
 		p := &r.ops[i]
 		p.carried = carry && r.sync && p.carry != nil && total+len(p.carry) <= maxCarriedRecordBytes
-		p.deferred = p.carried && deferring
+		p.deferred = p.carried && deferring && len(p.carry) <= smallCarriedValue
 		if p.carried {
 			total += len(p.carry)
 		}
