@@ -2,6 +2,7 @@ package heapkv
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/heapkv/heapkv/internal/base"
@@ -80,6 +81,9 @@ type heapWriteFailure struct {
 // and marks g to wait for them. REQUIRES: db.commit.mu held (groups are
 // queued in LSN order), after admit.
 func (db *DB) queueCarried(g *group) {
+	if !slices.ContainsFunc(g.reqs, hasDeferred) {
+		return // a NoSync group, or one sent heap first
+	}
 	hw := &db.heapw
 	hw.mu.Lock()
 	n := len(hw.queue)
@@ -95,6 +99,16 @@ func (db *DB) queueCarried(g *group) {
 		g.heapQueued = true
 	}
 	hw.mu.Unlock()
+}
+
+// hasDeferred reports whether the heap writer writes one of r's values.
+func hasDeferred(r *commitReq) bool {
+	for i := range r.ops {
+		if r.ops[i].deferred {
+			return true
+		}
+	}
+	return false
 }
 
 // kickHeapWriter wakes the heap writer if pieces wait.
