@@ -111,9 +111,9 @@ func (db *DB) writeCarried(reqs []*commitReq) (kept []*commitReq) {
 // the heap writes of the carried values of at most smallCarriedValue are
 // left to the heap writer (preparedOp.deferred). Larger ones the leader
 // still writes: with 64 KiB values from 64 writers, deferring them made
-// the leader so quick that groups shrank from about 6.6 values (sent heap
-// first, each byte written once) to about 2.4, more of them single values
-// carried and written twice, and Puts ran 0.65-0.95x as fast (six pairs,
+// the leader so quick that groups shrank from 5.5-7.9 values (sent heap
+// first, each byte written once) to 2.0-2.6, more of them single values
+// carried and written twice, and Puts ran 0.60-0.95x as fast (six pairs,
 // BENCHMARKS.md, "Carried values written by the heap writer").
 func markCarried(r *commitReq, carry, deferring bool) {
 	total := 0
