@@ -25,7 +25,7 @@ import (
 // Measured (BENCHMARKS.md, "Carried values written by the heap writer"):
 // the leader's heap write cost 6.2-6.4 µs of a synced 4 KiB Put at 64
 // writers, in calls of about three values; one pass per flush writes
-// 117-124 KiB a call for about 2.2 µs a value, and the leader, shorter by
+// 114-121 KiB a call for about 2.2 µs a value, and the leader, shorter by
 // the write, takes the writers that come back sooner. Values above
 // smallCarriedValue the leader still writes (markCarried).
 //
