@@ -56,9 +56,9 @@ type leaderScratch struct {
 // failed is woken with the error, its blocks given back). Whether their
 // records carry their values (groupCarries) is decided here once for the
 // group: the write-back of a heap-first group's runs starts here, and
-// buildGroup follows the decision op by op (preparedOp.carried). Requests that admit
-// drops later only make a group's values fewer, so a group that carries
-// would still carry without them.
+// buildGroup follows the decision op by op (preparedOp.carried).
+// Requests that admit drops later only make a group's values fewer, so a
+// group that carries would still carry without them.
 func (db *DB) writeCarried(reqs []*commitReq) (kept []*commitReq) {
 	kept = reqs[:0]
 	for _, r := range reqs {

@@ -216,9 +216,10 @@ type group struct {
 	// uncarried: some record points at heap bytes it does not carry, which
 	// must be durable before the record is (invariant 1).
 	uncarried bool
-	// heapQueued: the heap writer writes some of the group's values; the
-	// group is applied only once they are written (heapWritten).
-	heapQueued bool
+	// heapTicket: the heap writer writes some of the group's values, in
+	// the drain that reaches this ticket; the group is applied only once
+	// they are written (heapWritten). 0: none.
+	heapTicket uint64
 }
 
 func (g *group) last() base.LSN { return g.first + base.LSN(len(g.reqs)) - 1 }
@@ -237,8 +238,7 @@ func (g *group) finish(err error) {
 
 // commitGroup runs the leader's steps for reqs and returns the group it
 // handed to the pipeline, or nil if none (every request failed or was
-// dropped: each is woken with its error). carry is writeCarried's
-// decision whether the group's records carry their values.
+// dropped: each is woken with its error).
 func (db *DB) commitGroup(reqs []*commitReq) *group {
 	db.commit.mu.Lock()
 	defer db.commit.mu.Unlock()

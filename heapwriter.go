@@ -4,8 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
-
-	"github.com/heapkv/heapkv/internal/base"
+	"sync/atomic"
 )
 
 // Deferred heap writes of carried values (refinement 52). A durable write's
@@ -55,32 +54,35 @@ type heapWriter struct {
 	writeMu sync.Mutex
 	scratch leaderScratch
 
-	// mu guards queue and queued; it is held for no I/O.
-	mu     sync.Mutex
-	queue  []carriedPiece // pieces not yet taken by a drain
-	queued base.LSN       // the last LSN of the newest group queued
-
+	// mu guards queue, queued and failures; it is held for no I/O.
+	mu    sync.Mutex
+	queue []carriedPiece // pieces not yet taken by a drain
+	// queued is the ticket of the newest group queued: groups take
+	// tickets 1, 2, 3... as they are queued (in LSN order, under
+	// commit.mu). Not their LSNs: a group the leader gives up before it
+	// is appended leaves its LSNs to the next group.
+	queued uint64
 	// failures are the drains whose first write failed and whose second
 	// worked, oldest first, until advance has applied their groups.
 	failures []heapWriteFailure
 
-	// written is the LSN through which every queued group's pieces are
-	// in the heap (or were dropped after a failure).
-	written base.AtomicLSN
+	// written is the ticket through which every queued group's pieces
+	// are in the heap (or were dropped after a failure).
+	written atomic.Uint64
 	kick    chan struct{} // wakes heapWriterLoop; capacity 1
 }
 
-// heapWriteFailure is a drain whose first write failed: the groups queued
-// with last LSNs in (after, through] report err. Guarded by heapWriter.mu.
+// heapWriteFailure is a drain whose first write failed: the groups with
+// tickets in (after, through] report err.
 type heapWriteFailure struct {
-	after, through base.LSN
+	after, through uint64
 	err            error
 }
 
 // queueCarried queues the pieces of the values g's records carry and whose
 // blocks the leader allocated without writing them (preparedOp.deferred),
-// and marks g to wait for them. REQUIRES: db.commit.mu held (groups are
-// queued in LSN order), after admit.
+// and gives g the ticket it waits for. REQUIRES: db.commit.mu held (groups
+// are queued in LSN order), after admit.
 func (db *DB) queueCarried(g *group) {
 	if !slices.ContainsFunc(g.reqs, hasDeferred) {
 		return // a NoSync group, or one sent heap first
@@ -96,8 +98,8 @@ func (db *DB) queueCarried(g *group) {
 		}
 	}
 	if len(hw.queue) > n {
-		hw.queued = g.last()
-		g.heapQueued = true
+		hw.queued++
+		g.heapTicket = hw.queued
 	}
 	hw.mu.Unlock()
 }
@@ -124,8 +126,8 @@ func (db *DB) kickHeapWriter() {
 	}
 }
 
-// heapQueued returns the last LSN of the newest group queued.
-func (db *DB) heapQueued() base.LSN {
+// heapQueued returns the ticket of the newest group queued.
+func (db *DB) heapQueued() uint64 {
 	hw := &db.heapw
 	hw.mu.Lock()
 	defer hw.mu.Unlock()
@@ -134,7 +136,7 @@ func (db *DB) heapQueued() base.LSN {
 
 // heapWritten reports whether the pieces g queued are in the heap.
 func (db *DB) heapWritten(g *group) bool {
-	return !g.heapQueued || db.heapw.written.Load() >= g.last()
+	return db.heapw.written.Load() >= g.heapTicket
 }
 
 // drainCarried writes every piece queued so far and returns once they are
@@ -171,16 +173,16 @@ func (db *DB) drainCarried() {
 // failures of groups before g. REQUIRES: g's pieces are written
 // (heapWritten); groups are asked in LSN order (advance).
 func (db *DB) heapWriteErr(g *group) error {
-	if !g.heapQueued {
+	if g.heapTicket == 0 {
 		return nil
 	}
 	hw := &db.heapw
 	hw.mu.Lock()
 	defer hw.mu.Unlock()
-	for len(hw.failures) > 0 && hw.failures[0].through < g.last() {
+	for len(hw.failures) > 0 && hw.failures[0].through < g.heapTicket {
 		hw.failures = hw.failures[1:]
 	}
-	if len(hw.failures) > 0 && hw.failures[0].after < g.last() {
+	if len(hw.failures) > 0 && hw.failures[0].after < g.heapTicket {
 		return hw.failures[0].err
 	}
 	return nil
