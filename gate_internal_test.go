@@ -1,5 +1,17 @@
 package heapkv
 
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/heapkv/heapkv/internal/base"
+	"github.com/heapkv/heapkv/internal/testfs"
+)
+
 // opGate holds the file operations a test's hook picks, one at a time:
 // hold tells the test (reached) and waits for release. Once the test ends
 // (open), nothing is held any more, so that Close cannot block on a
@@ -38,4 +50,79 @@ func putAsync(db *DB, key, value []byte) chan error {
 	ch := make(chan error, 1)
 	go func() { ch <- db.Put(key, value) }()
 	return ch
+}
+
+// heldFlush is a test's scenario around one log flush the file system
+// holds: its hook calls hold for the first log sync after armed is set.
+type heldFlush struct {
+	armed atomic.Bool
+	gate  *opGate
+}
+
+// newHeldFlush returns the scenario and the hook to wrap the file system
+// with; count, if not nil, sees every operation first.
+func newHeldFlush(count func(testfs.Op)) (*heldFlush, func(testfs.Op)) {
+	h := &heldFlush{gate: newOpGate()}
+	return h, func(op testfs.Op) {
+		if count != nil {
+			count(op)
+		}
+		if strings.HasSuffix(op.Path, ".log") && op.Kind.IsSync() && h.armed.CompareAndSwap(true, false) {
+			h.gate.hold()
+		}
+	}
+}
+
+// heldFlushKey and heldFlushValue are the keys and 1,000-byte values of
+// the scenario's writes.
+func heldFlushKey(i int) []byte   { return fmt.Appendf(nil, "k%d", i) }
+func heldFlushValue(i int) []byte { return bytes.Repeat([]byte{byte('a' + i)}, 1000) }
+
+// appendDuringFlush puts key 0 durably and waits until the syncer holds
+// that write's flush; then runs atHold, and puts keys 1..n, each appended
+// (its own group) before the next starts. None may return before the flush
+// is released; the returned channels carry their results.
+func (h *heldFlush) appendDuringFlush(t *testing.T, db *DB, n int, atHold func()) []chan error {
+	t.Helper()
+	t.Cleanup(func() { h.armed.Store(false); h.gate.open() })
+	h.armed.Store(true)
+	writes := []chan error{putAsync(db, heldFlushKey(0), heldFlushValue(0))}
+	<-h.gate.reached
+	appended := db.pipe.appendedLSN()
+	atHold()
+	for i := 1; i <= n; i++ {
+		writes = append(writes, putAsync(db, heldFlushKey(i), heldFlushValue(i)))
+		for deadline := time.Now().Add(10 * time.Second); db.pipe.appendedLSN() < appended+base.LSN(i); {
+			if time.Now().After(deadline) {
+				t.Fatalf("write %d was not appended within 10s", i)
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+	}
+	for i, ch := range writes {
+		select {
+		case err := <-ch:
+			t.Fatalf("write %d returned (%v) before its flush", i, err)
+		default:
+		}
+	}
+	return writes
+}
+
+// release lets the held flush go on, and checks that every write
+// succeeded and reads back.
+func (h *heldFlush) release(t *testing.T, db *DB, writes []chan error) {
+	t.Helper()
+	h.gate.release <- struct{}{}
+	for i, ch := range writes {
+		if err := <-ch; err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+	}
+	for i := range writes {
+		got, err := db.Get(heldFlushKey(i))
+		if err != nil || !bytes.Equal(got, heldFlushValue(i)) {
+			t.Fatalf("Get(%s) = %d bytes, %v; want the value written", heldFlushKey(i), len(got), err)
+		}
+	}
 }

@@ -2,7 +2,6 @@ package heapkv
 
 import (
 	"bytes"
-	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -10,7 +9,6 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
-	"github.com/heapkv/heapkv/internal/base"
 	"github.com/heapkv/heapkv/internal/testfs"
 )
 
@@ -21,73 +19,37 @@ import (
 // all six (their blocks are adjacent: the leader's preferred cursor). None
 // returns before its flush, and each reads back.
 func TestHeapWriterWritesCarriedValuesPerFlush(t *testing.T) {
-	var armed atomic.Bool
 	var heapWrites atomic.Int64
-	gate := newOpGate()
-	hook := func(op testfs.Op) {
+	h, hook := newHeldFlush(func(op testfs.Op) {
 		if op.Kind == testfs.WriteAt && strings.HasSuffix(op.Path, "/heap") {
 			heapWrites.Add(1)
 		}
-		if strings.HasSuffix(op.Path, ".log") && op.Kind.IsSync() && armed.CompareAndSwap(true, false) {
-			gate.hold()
-		}
-	}
+	})
 	o := &Options{CheckpointLogBytes: -1}
 	SetFS(o, testfs.Wrap(vfs.NewMem(), hook))
 	SetMarkDelay(o, time.Hour) // no idle mark flush in the way
 	db := openTestDB(t, "db", o)
-	t.Cleanup(func() { armed.Store(false); gate.open() })
-	key := func(i int) []byte { return fmt.Appendf(nil, "k%d", i) }
-	value := func(i int) []byte { return bytes.Repeat([]byte{byte('a' + i)}, 1000) }
 	if err := db.Put([]byte("warm"), bytes.Repeat([]byte{'w'}, 1000)); err != nil {
 		t.Fatal(err)
 	}
-
-	armed.Store(true)
-	writes := []chan error{putAsync(db, key(0), value(0))}
-	<-gate.reached // the syncer flushes write 0's record, and is held there
-	appended := db.pipe.appendedLSN()
-	// The heap writer, kicked as that flush started, writes value 0.
-	for deadline := time.Now().Add(10 * time.Second); db.heapQueued() == 0 || db.heapw.written.Load() < db.heapQueued(); {
-		if time.Now().After(deadline) {
-			t.Fatal("the heap writer did not write value 0 within 10s of its flush's start")
-		}
-		time.Sleep(100 * time.Microsecond)
-	}
-	held := heapWrites.Load()
-	for i := 1; i <= 6; i++ {
-		writes = append(writes, putAsync(db, key(i), value(i)))
-		for deadline := time.Now().Add(10 * time.Second); db.pipe.appendedLSN() < appended+base.LSN(i); {
+	var held int64
+	writes := h.appendDuringFlush(t, db, 6, func() {
+		// The heap writer, kicked as the held flush started, writes
+		// value 0.
+		for deadline := time.Now().Add(10 * time.Second); db.heapQueued() == 0 || db.heapw.written.Load() < db.heapQueued(); {
 			if time.Now().After(deadline) {
-				t.Fatalf("write %d was not appended within 10s", i)
+				t.Fatal("the heap writer did not write value 0 within 10s of its flush's start")
 			}
 			time.Sleep(100 * time.Microsecond)
 		}
-	}
+		held = heapWrites.Load()
+	})
 	if n := heapWrites.Load() - held; n != 0 {
 		t.Fatalf("%d heap writes while six durable groups were appended during a flush, want 0: their values wait for the heap writer", n)
 	}
-	for i, ch := range writes {
-		select {
-		case err := <-ch:
-			t.Fatalf("write %d returned (%v) before its flush", i, err)
-		default:
-		}
-	}
-	gate.release <- struct{}{}
-	for i, ch := range writes {
-		if err := <-ch; err != nil {
-			t.Fatalf("write %d: %v", i, err)
-		}
-	}
+	h.release(t, db, writes)
 	if n := heapWrites.Load() - held; n != 1 {
 		t.Fatalf("the six values took %d heap writes, want 1 (one coalesced pass)", n)
-	}
-	for i := range writes {
-		got, err := db.Get(key(i))
-		if err != nil || !bytes.Equal(got, value(i)) {
-			t.Fatalf("Get(%s) = %d bytes, %v; want the value written", key(i), len(got), err)
-		}
 	}
 }
 
