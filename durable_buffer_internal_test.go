@@ -1,14 +1,6 @@
 package heapkv
 
-import (
-	"strings"
-	"sync/atomic"
-	"testing"
-	"time"
-
-	"github.com/cockroachdb/pebble/v2/vfs"
-	"github.com/heapkv/heapkv/internal/testfs"
-)
+import "testing"
 
 // TestDurableRecordsWaitForTheirFlush: the records of durable groups wait
 // in the log's buffer and are written by the flush that makes them
@@ -17,19 +9,7 @@ import (
 // group each: none of them writes the log meanwhile, none returns, and
 // the next flush writes them with one call.
 func TestDurableRecordsWaitForTheirFlush(t *testing.T) {
-	var logWrites atomic.Int64
-	h, hook := newHeldFlush(func(op testfs.Op) {
-		if op.Kind == testfs.WriteAt && strings.HasSuffix(op.Path, ".log") {
-			logWrites.Add(1)
-		}
-	})
-	o := &Options{CheckpointLogBytes: -1}
-	SetFS(o, testfs.Wrap(vfs.NewMem(), hook))
-	SetMarkDelay(o, time.Hour) // no idle mark flush in the way
-	db := openTestDB(t, "db", o)
-	if err := db.Put([]byte("warm"), []byte("up")); err != nil {
-		t.Fatal(err)
-	}
+	h, db, logWrites := openWithHeldFlush(t, ".log")
 	var held int64
 	writes := h.appendDuringFlush(t, db, 6, func() { held = logWrites.Load() })
 	if n := logWrites.Load() - held; n != 0 {

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
+
 	"github.com/heapkv/heapkv/internal/base"
 	"github.com/heapkv/heapkv/internal/testfs"
 )
@@ -59,18 +61,30 @@ type heldFlush struct {
 	gate  *opGate
 }
 
-// newHeldFlush returns the scenario and the hook to wrap the file system
-// with; count, if not nil, sees every operation first.
-func newHeldFlush(count func(testfs.Op)) (*heldFlush, func(testfs.Op)) {
+// openWithHeldFlush opens a database (no background checkpoints, no idle
+// mark flush) whose file system holds the first log flush after the
+// scenario is armed, and counts the writes (WriteAt) to files whose names
+// end in suffix. It has taken one durable write.
+func openWithHeldFlush(t *testing.T, suffix string) (*heldFlush, *DB, *atomic.Int64) {
+	t.Helper()
 	h := &heldFlush{gate: newOpGate()}
-	return h, func(op testfs.Op) {
-		if count != nil {
-			count(op)
+	var writes atomic.Int64
+	hook := func(op testfs.Op) {
+		if op.Kind == testfs.WriteAt && strings.HasSuffix(op.Path, suffix) {
+			writes.Add(1)
 		}
 		if strings.HasSuffix(op.Path, ".log") && op.Kind.IsSync() && h.armed.CompareAndSwap(true, false) {
 			h.gate.hold()
 		}
 	}
+	o := &Options{CheckpointLogBytes: -1}
+	SetFS(o, testfs.Wrap(vfs.NewMem(), hook))
+	SetMarkDelay(o, time.Hour)
+	db := openTestDB(t, "db", o)
+	if err := db.Put([]byte("warm"), heldFlushValue(25)); err != nil {
+		t.Fatal(err)
+	}
+	return h, db, &writes
 }
 
 // heldFlushKey and heldFlushValue are the keys and 1,000-byte values of

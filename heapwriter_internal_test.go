@@ -2,14 +2,10 @@ package heapkv
 
 import (
 	"bytes"
-	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
-
-	"github.com/heapkv/heapkv/internal/testfs"
 )
 
 // TestHeapWriterWritesCarriedValuesPerFlush holds a log flush while six
@@ -19,19 +15,7 @@ import (
 // all six (their blocks are adjacent: the leader's preferred cursor). None
 // returns before its flush, and each reads back.
 func TestHeapWriterWritesCarriedValuesPerFlush(t *testing.T) {
-	var heapWrites atomic.Int64
-	h, hook := newHeldFlush(func(op testfs.Op) {
-		if op.Kind == testfs.WriteAt && strings.HasSuffix(op.Path, "/heap") {
-			heapWrites.Add(1)
-		}
-	})
-	o := &Options{CheckpointLogBytes: -1}
-	SetFS(o, testfs.Wrap(vfs.NewMem(), hook))
-	SetMarkDelay(o, time.Hour) // no idle mark flush in the way
-	db := openTestDB(t, "db", o)
-	if err := db.Put([]byte("warm"), bytes.Repeat([]byte{'w'}, 1000)); err != nil {
-		t.Fatal(err)
-	}
+	h, db, heapWrites := openWithHeldFlush(t, "/heap")
 	var held int64
 	writes := h.appendDuringFlush(t, db, 6, func() {
 		// The heap writer, kicked as the held flush started, writes
