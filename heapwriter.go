@@ -140,8 +140,10 @@ func (db *DB) heapWritten(g *group) bool {
 }
 
 // drainCarried writes every piece queued so far and returns once they are
-// in the heap (page cache), or dropped because the database has failed. A
-// write error fails the database.
+// in the heap (page cache), or dropped because the database has failed. If
+// the write fails it writes them once more, and records the first error
+// for their groups' writers (heapWriteErr); if that fails too, the
+// database fails.
 func (db *DB) drainCarried() {
 	hw := &db.heapw
 	hw.writeMu.Lock()
