@@ -77,7 +77,7 @@ func (db *DB) writeCarried(reqs []*commitReq) (kept []*commitReq) {
 	for _, r := range kept {
 		markCarried(r, carry, deferring)
 		for i := range r.ops {
-			if p := &r.ops[i]; p.unwritten && !p.deferred {
+			if p := &r.ops[i]; p.carry != nil && !p.deferred {
 				sc.pieces = appendPieces(sc.pieces, p, db.geom.BlockSize)
 			}
 		}
@@ -94,13 +94,6 @@ func (db *DB) writeCarried(reqs []*commitReq) (kept []*commitReq) {
 			db.dropRequest(r, err)
 		}
 		return kept[:0]
-	}
-	for _, r := range kept {
-		for i := range r.ops {
-			if p := &r.ops[i]; !p.deferred {
-				p.unwritten = false
-			}
-		}
 	}
 	return kept
 }
@@ -134,13 +127,14 @@ func (db *DB) dropRequest(r *commitReq, err error) {
 	r.wake <- false
 }
 
-// allocCarried allocates the blocks of the unwritten values of ops. On an
+// allocCarried allocates the blocks of the values of ops the leader
+// writes (preparedOp.carry). On an
 // error the blocks it allocated stay claimed by their ops, for the caller
 // to give back.
 func (db *DB) allocCarried(ops []preparedOp) error {
 	for i := range ops {
 		p := &ops[i]
-		if !p.unwritten {
+		if p.carry == nil {
 			continue
 		}
 		claim, err := db.alloc.AllocatePreferring(leaderCursor, db.geom.BlocksFor(int64(len(p.carry))))

@@ -88,17 +88,17 @@ type preparedOp struct {
 	isHeap bool
 	ptr    pointer // for a heap put; lsn is filled in by the leader
 	claim  alloc.Claim
-	// carry is the stored bytes of a heap value small enough for the
-	// leader to write (DB.leaderWrites): a durable write's log record may
-	// also carry them (groupCarries). unwritten: they are not in the heap
-	// yet; the leader allocates their blocks and writes them before the
-	// request takes an LSN (writeCarried), unless deferred. carried: the
-	// record carries them (markCarried); deferred: the heap writer writes
-	// them once the group is appended (heapwriter.go).
-	carry     []byte
-	unwritten bool
-	carried   bool
-	deferred  bool
+	// carry, if not nil, is the stored bytes of a heap value small enough
+	// for the leader to write (DB.leaderWrites): the writer neither
+	// allocated nor wrote them; the leader allocates their blocks and
+	// writes them before the request takes an LSN (writeCarried), unless
+	// deferred. A durable write's log record may also carry them
+	// (groupCarries). carried: the record carries them (markCarried);
+	// deferred: the heap writer writes them once the group is appended
+	// (heapwriter.go).
+	carry    []byte
+	carried  bool
+	deferred bool
 
 	// prior is what the key held as of LSN priorAt, looked up by the
 	// writer before it queued (prefetchPrior), so that the leader need not

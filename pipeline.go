@@ -331,14 +331,14 @@ func (db *DB) syncer() {
 			if !db.pipe.waitingForFlush() && db.durable.unsynced.Load() < db.opts.NoSyncFlushBytes {
 				continue
 			}
+			// The heap writer writes the carried values of the groups
+			// this flush covers while the device flushes.
+			db.kickHeapWriter()
 			// Flush; if more was appended meanwhile, leave applying the
 			// groups this flush made durable to applyLoop, so that the
 			// next flush starts now, not after the index writes and
 			// wake-ups. Otherwise apply them here: a lone writer is woken
 			// without another goroutine in between.
-			// The heap writer writes the carried values of the groups
-			// this flush covers while the device flushes.
-			db.kickHeapWriter()
 			target := db.pipe.appendedLSN()
 			err := db.syncThrough(target)
 			if err != nil {

@@ -258,7 +258,6 @@ func (db *DB) writeHeapValue(p *preparedOp, value []byte) error {
 		if codec != CodecNone { // stored is the encoder's buffer, reused after done
 			p.carry = append([]byte(nil), stored...)
 		}
-		p.unwritten = true
 		return nil
 	}
 	claim, err := db.alloc.Allocate(db.geom.BlocksFor(int64(len(stored))))
