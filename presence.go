@@ -20,7 +20,8 @@ import (
 // every key the index held at Open, so "no" means the key is absent, and
 // the write takes keyAbsent as its prior state without the lookup. The
 // counters stay exact, since a "no" is never wrong. "Maybe" (a key that is
-// or was present, or a false positive, about 1%) looks up as before.
+// or was present, or a false positive, about 0.1% per generation of the
+// filter) looks up as before.
 //
 // The filter exists from Open on and every group the leader builds adds
 // the keys of its Puts to keys that held nothing (buildGroup, under

@@ -27,6 +27,8 @@ import (
 // Open scans as before, and every checkpoint deletes the file
 // (removeObsolete), as it describes the index no longer. A file that fails its checks is ignored
 // with a warning: the filter is an accelerator, never a source of truth.
+// One saved by an older release in the filter's first encoding is
+// ignored too (keyfilter.ErrOldVersion), with an Info line, not a warning.
 //
 // Layout of keys-<c>:
 //
@@ -82,7 +84,11 @@ func (db *DB) loadPresence() *keyfilter.Filter {
 	if err == nil {
 		f, err = decodePresence(data, db.id)
 	}
-	if err != nil {
+	switch {
+	case errors.Is(err, keyfilter.ErrOldVersion):
+		db.logger.Info("the saved key filter has an older format; rebuilding it", "file", path)
+		return nil
+	case err != nil:
 		db.logger.Warn("ignoring the saved key filter; rebuilding it", "file", path, "err", err)
 		return nil
 	}

@@ -2,12 +2,17 @@ package heapkv
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
+	"hash/crc32"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/heapkv/heapkv/internal/filehdr"
 )
 
 // presenceTestOptions: heap and inline values, no background checkpoint
@@ -144,6 +149,54 @@ func TestKeyFilterNotLoadedAfterACrash(t *testing.T) {
 	writePresenceKeys(t, db3, 0, 2000, 3)
 }
 
+// TestKeyFilterOfAnOlderFormatRebuilt: a keys file whose filter has the
+// first encoding (a release before blocked generations) is not loaded:
+// Open says so at Info level, not as a warning, and the first write's
+// scan rebuilds the filter, through which overwrites still look up (the
+// cross-check fails a write whose present key the filter rules out).
+func TestKeyFilterOfAnOlderFormatRebuilt(t *testing.T) {
+	mem := vfs.NewMem()
+	db := openTestDB(t, "db", presenceTestOptions(mem))
+	writePresenceKeys(t, db, 0, 2000, 0)
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	names := keysFiles(t, mem, "db")
+	if len(names) != 1 {
+		t.Fatalf("saved filters %v, want one", names)
+	}
+	path := mem.PathJoin("db", names[0])
+	data, err := readFile(mem, path, maxStateFileSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The same header, a version 1 filter (2,000 keys in one plain
+	// generation of 65,536 at 10 bits a key, bits all set) and its CRC.
+	old := append([]byte(nil), data[:filehdr.Size]...)
+	old = append(old, 1)
+	old = binary.AppendUvarint(old, 2000)
+	old = binary.AppendUvarint(old, 2000)
+	old = binary.AppendUvarint(old, 1)
+	old = binary.AppendUvarint(old, 1<<16)
+	old = append(old, bytes.Repeat([]byte{0xff}, (1<<16)*10/64*8)...)
+	old = binary.LittleEndian.AppendUint32(old, crc32.Checksum(old[filehdr.Size:], crcTable))
+	if err := writeFileAtomic(mem, "db", names[0], old); err != nil {
+		t.Fatal(err)
+	}
+
+	var logs logRecorder
+	o := presenceTestOptions(mem)
+	o.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	db = openTestDB(t, "db", o)
+	if db.presence.loaded {
+		t.Fatal("a filter of the older format was loaded")
+	}
+	if out := logs.text(); !strings.Contains(out, "level=INFO msg=\"the saved key filter has an older format") || strings.Contains(out, "level=WARN") {
+		t.Fatalf("Open's log after an older filter: %q; want its Info line and no warning", out)
+	}
+	writePresenceKeys(t, db, 1000, 3000, 1) // 1,000 overwrites, 1,000 new keys
+}
+
 // TestKeyFilterNotSavedWhenMostlyDeleted: a filter that holds more than
 // twice the database's keys (plus 64Ki) is not saved, so the next Open
 // starts a clean one.
@@ -165,4 +218,22 @@ func TestKeyFilterNotSavedWhenMostlyDeleted(t *testing.T) {
 	if f := keysFiles(t, mem, "db"); len(f) != 0 {
 		t.Fatalf("saved filters %v for a filter of %d keys over an empty database, want none", f, n)
 	}
+}
+
+// logRecorder keeps what a text slog handler writes, for any goroutine.
+type logRecorder struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logRecorder) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logRecorder) text() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -3,19 +3,26 @@
 //
 // A Filter never forgets a key: MayContain(k) is true for every k ever
 // added (no false negatives), and for a key never added it is true with a
-// small probability (about 1% per generation, see below). Keys cannot be
-// removed; a set that loses many keys keeps answering "maybe" for them
-// until the Filter is rebuilt.
+// small probability (about 0.1% per full generation, see below). Keys
+// cannot be removed; a set that loses many keys keeps answering "maybe"
+// for them until the Filter is rebuilt.
 //
-// Growth: the filter is a list of generations, each a plain Bloom filter
-// of bitsPerKey bits per key for a fixed number of keys, twice as many as
-// the generation before. Keys go into the newest generation until it holds
-// its number, then a new generation is started. A query probes every
-// generation, so a filter of n keys has about log2(n/firstCapacity)
-// generations and a false-positive rate of about that many times one
-// generation's. Memory is bitsPerKey/8 bytes per key of capacity: 1.25
-// bytes per key when the newest generation is full, up to 2.5 right after
-// one starts.
+// Growth: the filter is a list of generations, each a plain blocked Bloom
+// filter for a fixed number of keys, twice as many as the generation
+// before. Keys go into the newest generation until it holds its number,
+// then a new generation is started. A query probes every generation, so a
+// filter of n keys has about log2(n/firstCapacity) generations and a
+// false-positive rate of about that many times one generation's.
+//
+// Blocks: a generation is an array of 512-bit blocks, one cache line
+// each. A key's hash picks one block (its high bits) and the probes bits
+// inside it (its low bits), so a query or an add touches one cache line
+// per generation where a plain Bloom filter touches one per probe. At
+// bitsPerKey 16 and 7 probes a full generation answers "maybe" for about
+// 0.1% of absent keys (a plain filter of the same bits: 0.05%; the first
+// version, plain at 10 bits and 7 probes, 0.8%, seven cache lines a
+// query). Memory is bitsPerKey/8 bytes per key of capacity: 2 bytes per
+// key when the newest generation is full, up to 4 right after one starts.
 //
 // Concurrency: Add takes the filter's mutex; MayContain takes no lock (the
 // generation list is published with an atomic pointer and bits are set
@@ -37,8 +44,10 @@ import (
 )
 
 const (
-	bitsPerKey    = 10 // with probes = 7: about 0.8% false positives
-	probes        = 7
+	bitsPerKey    = 16  // with probes = 7: about 0.1% false positives per full generation
+	probes        = 7   // 9 bits each from a 64-bit probe source (probeSource)
+	blockBits     = 512 // one 64-byte cache line
+	blockWords    = blockBits / 64
 	firstCapacity = 1 << 16
 )
 
@@ -52,24 +61,39 @@ type Filter struct {
 	keys  int64      // keys added in all
 }
 
-// generation is one fixed-size Bloom filter.
+// generation is one fixed-size blocked Bloom filter.
 type generation struct {
-	words    []atomic.Uint64
-	bits     uint64 // len(words) * 64
-	capacity int    // keys it takes before the next generation starts
+	words    []atomic.Uint64 // blocks of blockWords words
+	blocks   uint64
+	capacity int // keys it takes before the next generation starts
+}
+
+// generationWords is the size in words of a generation of capacity keys:
+// whole blocks of at least bitsPerKey bits per key.
+func generationWords(capacity uint64) uint64 {
+	return (capacity*bitsPerKey + blockBits - 1) / blockBits * blockWords
 }
 
 func newGeneration(capacity int) *generation {
-	words := (uint64(capacity)*bitsPerKey + 63) / 64
-	return &generation{words: make([]atomic.Uint64, words), bits: words * 64, capacity: capacity}
+	words := generationWords(uint64(capacity))
+	return &generation{words: make([]atomic.Uint64, words), blocks: words / blockWords, capacity: capacity}
 }
 
-// bit maps the i-th probe of a key to one of g's bits: double hashing,
-// then a multiply-shift onto [0, bits) (no power-of-two rounding).
-func (g *generation) bit(h1, h2, i uint64) uint64 {
-	hi, _ := bits.Mul64(h1+i*h2, g.bits)
-	return hi
+// block returns the words of h's block: a multiply-shift of the hash onto
+// [0, blocks), which takes its high bits.
+func (g *generation) block(h uint64) []atomic.Uint64 {
+	b, _ := bits.Mul64(h, g.blocks)
+	return g.words[b*blockWords : (b+1)*blockWords : (b+1)*blockWords]
 }
+
+// probeSource returns the bits h's probes are taken from, nine for each
+// (the low 63 bits): h multiplied, rotated and folded back into itself,
+// so that keys whose hashes share the high bits that chose their block
+// still probe unrelated bits. (Double hashing in the block, first + i*step
+// mod 512, measured 0.37% false positives at two generations against 0.2%
+// for these independent slices: its probe patterns are too few.) Two
+// probes of a key may hit the same bit.
+func probeSource(h uint64) uint64 { return bits.RotateLeft64(h*mulA, 17) ^ h }
 
 // New returns an empty filter.
 func New() *Filter {
@@ -77,12 +101,6 @@ func New() *Filter {
 	gens := []*generation{newGeneration(firstCapacity)}
 	f.gens.Store(&gens)
 	return f
-}
-
-// hashes returns the two hashes double hashing derives the probes from.
-func (f *Filter) hashes(key []byte) (h1, h2 uint64) {
-	h := hash64(key)
-	return h, (h>>32 | h<<32) | 1
 }
 
 // Multipliers of hash64: the odd constants of the splitmix64 finalizer.
@@ -118,12 +136,12 @@ func hash64(key []byte) uint64 {
 // keys added, not with the calls: a database that overwrites the same
 // keys forever keeps a filter of constant size.
 func (f *Filter) Add(key []byte) {
-	h1, h2 := f.hashes(key)
+	h := hash64(key)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	gens := *f.gens.Load()
 	for _, g := range gens {
-		if g.has(h1, h2) {
+		if g.has(h) {
 			return
 		}
 	}
@@ -134,9 +152,12 @@ func (f *Filter) Add(key []byte) {
 		f.gens.Store(&next)
 		f.count = 0
 	}
-	for i := range uint64(probes) {
-		bit := g.bit(h1, h2, i)
-		g.words[bit/64].Or(1 << (bit % 64))
+	b := g.block(h)
+	p := probeSource(h)
+	for range probes {
+		bit := p % blockBits
+		b[bit/64].Or(1 << (bit % 64))
+		p /= blockBits
 	}
 	f.count++
 	f.keys++
@@ -145,21 +166,25 @@ func (f *Filter) Add(key []byte) {
 // MayContain reports whether key may have been added: always true if it
 // was, rarely true if it was not.
 func (f *Filter) MayContain(key []byte) bool {
-	h1, h2 := f.hashes(key)
+	h := hash64(key)
 	for _, g := range *f.gens.Load() {
-		if g.has(h1, h2) {
+		if g.has(h) {
 			return true
 		}
 	}
 	return false
 }
 
-func (g *generation) has(h1, h2 uint64) bool {
-	for i := range uint64(probes) {
-		bit := g.bit(h1, h2, i)
-		if g.words[bit/64].Load()&(1<<(bit%64)) == 0 {
+// has reports whether every probe bit of h is set in g.
+func (g *generation) has(h uint64) bool {
+	b := g.block(h)
+	p := probeSource(h)
+	for range probes {
+		bit := p % blockBits
+		if b[bit/64].Load()&(1<<(bit%64)) == 0 {
 			return false
 		}
+		p /= blockBits
 	}
 	return true
 }
@@ -180,11 +205,17 @@ func (f *Filter) Bytes() int64 {
 	return n
 }
 
-// ErrCorrupt is wrapped by Decode's errors.
+// ErrCorrupt is wrapped by Decode's errors for a malformed encoding.
 var ErrCorrupt = errors.New("keyfilter: corrupt encoding")
 
-// encodingVersion is the first byte of AppendBinary's encoding.
-const encodingVersion = 1
+// ErrOldVersion is wrapped by Decode's error for an encoding of the first
+// version (plain Bloom generations of 10 bits a key), which this package
+// no longer reads: its owner rebuilds the filter instead.
+var ErrOldVersion = errors.New("keyfilter: encoding of an older version")
+
+// encodingVersion is the first byte of AppendBinary's encoding: 2 since
+// generations are blocked (version 1: plain, 10 bits and 7 probes a key).
+const encodingVersion = 2
 
 // AppendBinary appends the filter's encoding to dst: every key added
 // before the call is in it (a concurrent Add may or may not be). The
@@ -193,8 +224,9 @@ const encodingVersion = 1
 //	+---------+------------+------------+--------------+----------------------------+
 //	| version | keys       | count      | generations  | per generation, oldest     |
 //	| 1 byte  | uvarint    | uvarint    | uvarint n    | first: uvarint capacity,   |
-//	| (1)     | (all gens) | (newest)   |              | then capacity*10/64 words  |
-//	|         |            |            |              | rounded up, 8 bytes each   |
+//	| (2)     | (all gens) | (newest)   |              | then capacity*16/512       |
+//	|         |            |            |              | blocks rounded up, each 8  |
+//	|         |            |            |              | words of 8 bytes           |
 //	+---------+------------+------------+--------------+----------------------------+
 //
 // The encoding has no checksum: the caller's file carries one.
@@ -223,8 +255,13 @@ const maxGenerations = 40
 // encoding is an error wrapping ErrCorrupt; Decode never allocates more
 // than b's length justifies.
 func Decode(b []byte) (*Filter, error) {
-	if len(b) == 0 || b[0] != encodingVersion {
-		return nil, fmt.Errorf("%w: unknown version", ErrCorrupt)
+	switch {
+	case len(b) == 0:
+		return nil, fmt.Errorf("%w: empty", ErrCorrupt)
+	case b[0] == 1:
+		return nil, fmt.Errorf("%w (1; this is %d)", ErrOldVersion, encodingVersion)
+	case b[0] != encodingVersion:
+		return nil, fmt.Errorf("%w: unknown version %d", ErrCorrupt, b[0])
 	}
 	b = b[1:]
 	next := func(what string) (uint64, error) {
@@ -260,7 +297,7 @@ func Decode(b []byte) (*Filter, error) {
 		if capacity != want {
 			return nil, fmt.Errorf("%w: generation %d has capacity %d, want %d", ErrCorrupt, i, capacity, want)
 		}
-		words := (capacity*bitsPerKey + 63) / 64
+		words := generationWords(capacity)
 		if uint64(len(b)) < words*8 {
 			return nil, fmt.Errorf("%w: generation %d is cut short", ErrCorrupt, i)
 		}
