@@ -63,6 +63,16 @@ func keysFiles(t *testing.T, fs vfs.FS, dir string) []string {
 	return out
 }
 
+// savedFilter returns the name and path of the one saved filter in dir.
+func savedFilter(t *testing.T, fs vfs.FS, dir string) (name, path string) {
+	t.Helper()
+	names := keysFiles(t, fs, dir)
+	if len(names) != 1 {
+		t.Fatalf("saved filters %v, want one", names)
+	}
+	return names[0], fs.PathJoin(dir, names[0])
+}
+
 // TestKeyFilterSavedByClose: Close saves the filter, a clean reopen uses it
 // (ready before any write, no scan of the keys), and writes through it stay
 // exact: overwrites of saved keys look up and free (the cross-check and
@@ -75,9 +85,7 @@ func TestKeyFilterSavedByClose(t *testing.T) {
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if f := keysFiles(t, mem, "db"); len(f) != 1 {
-		t.Fatalf("after Close: saved filters %v, want one", f)
-	}
+	savedFilter(t, mem, "db")
 
 	db = openTestDB(t, "db", presenceTestOptions(mem))
 	if !db.presence.loaded || !db.presence.ready.Load() {
@@ -129,11 +137,7 @@ func TestKeyFilterNotLoadedAfterACrash(t *testing.T) {
 	}
 
 	// Damage the saved filter: the next Open ignores it.
-	names := keysFiles(t, crashed, "db")
-	if len(names) != 1 {
-		t.Fatalf("saved filters %v, want one", names)
-	}
-	path := crashed.PathJoin("db", names[0])
+	_, path := savedFilter(t, crashed, "db")
 	f, err := crashed.OpenReadWrite(path, vfs.WriteCategoryUnspecified)
 	if err != nil {
 		t.Fatal(err)
@@ -161,11 +165,7 @@ func TestKeyFilterOfAnOlderFormatRebuilt(t *testing.T) {
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	names := keysFiles(t, mem, "db")
-	if len(names) != 1 {
-		t.Fatalf("saved filters %v, want one", names)
-	}
-	path := mem.PathJoin("db", names[0])
+	name, path := savedFilter(t, mem, "db")
 	data, err := readFile(mem, path, maxStateFileSize)
 	if err != nil {
 		t.Fatal(err)
@@ -180,7 +180,7 @@ func TestKeyFilterOfAnOlderFormatRebuilt(t *testing.T) {
 	old = binary.AppendUvarint(old, 1<<16)
 	old = append(old, bytes.Repeat([]byte{0xff}, (1<<16)*10/64*8)...)
 	old = binary.LittleEndian.AppendUint32(old, crc32.Checksum(old[filehdr.Size:], crcTable))
-	if err := writeFileAtomic(mem, "db", names[0], old); err != nil {
+	if err := writeFileAtomic(mem, "db", name, old); err != nil {
 		t.Fatal(err)
 	}
 
