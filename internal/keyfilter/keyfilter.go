@@ -7,7 +7,7 @@
 // cannot be removed; a set that loses many keys keeps answering "maybe"
 // for them until the Filter is rebuilt.
 //
-// Growth: the filter is a list of generations, each a plain blocked Bloom
+// Growth: the filter is a list of generations, each a blocked Bloom
 // filter for a fixed number of keys, twice as many as the generation
 // before. Keys go into the newest generation until it holds its number,
 // then a new generation is started. A query probes every generation, so a
@@ -15,13 +15,13 @@
 // false-positive rate of about that many times one generation's.
 //
 // Blocks: a generation is an array of 512-bit blocks, one cache line
-// each. A key's hash picks one block (its high bits) and the probes bits
-// inside it (its low bits), so a query or an add touches one cache line
-// per generation where a plain Bloom filter touches one per probe. At
-// bitsPerKey 16 and 7 probes a full generation answers "maybe" for about
-// 0.1% of absent keys (a plain filter of the same bits: 0.05%; the first
-// version, plain at 10 bits and 7 probes, 0.8%, seven cache lines a
-// query). Memory is bitsPerKey/8 bytes per key of capacity: 2 bytes per
+// each. A key's hash picks one block (by its high bits) and the bits it
+// probes inside it (probeSource), so a query or an add touches one cache
+// line per generation where a plain Bloom filter touches one per probe.
+// At bitsPerKey 16 and 7 probes a full generation answers "maybe" for
+// about 0.1% of absent keys (a plain filter of the same bits: 0.05% at
+// its best number of probes; the first version, plain at 10 bits and 7
+// probes, 0.8%, seven cache lines a query). Memory is bitsPerKey/8 bytes per key of capacity: 2 bytes per
 // key when the newest generation is full, up to 4 right after one starts.
 //
 // Concurrency: Add takes the filter's mutex; MayContain takes no lock (the
