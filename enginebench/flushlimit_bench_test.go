@@ -29,14 +29,17 @@ func BenchmarkFlushLimit(b *testing.B) {
 		for _, writers := range []int{1, 16, 64} {
 			for _, file := range []string{"prealloc", "append"} {
 				b.Run(fmt.Sprintf("size=%d/writers=%d/file=%s", size, writers, file), func(b *testing.B) {
-					benchFlushLimit(b, size, writers, file == "prealloc")
+					benchFlushLimit(b, size, writers, file == "prealloc", nil)
 				})
 			}
 		}
 	}
 }
 
-func benchFlushLimit(b *testing.B, size, writers int, prealloc bool) {
+// benchFlushLimit runs the writers and the syncer of BenchmarkFlushLimit;
+// with heap, each flush also hands the values it covers to heap's writer
+// (BenchmarkWriteShapeLimit).
+func benchFlushLimit(b *testing.B, size, writers int, prealloc bool, heap *heapStream) {
 	dir, err := TempDir(*flagDir, "flushlimit")
 	if err != nil {
 		b.Fatal(err)
@@ -77,6 +80,9 @@ func benchFlushLimit(b *testing.B, size, writers int, prealloc bool) {
 				continue
 			}
 			target := written
+			if heap != nil {
+				heap.kick(target)
+			}
 			mu.Unlock()
 			err := f.SyncData() // fdatasync
 			mu.Lock()
@@ -90,6 +96,11 @@ func benchFlushLimit(b *testing.B, size, writers int, prealloc bool) {
 	buf := make([]byte, rec)
 	for i := range buf {
 		buf[i] = byte(i * 7)
+	}
+	if heap != nil {
+		if err := heap.start(dir, size, rec); err != nil {
+			b.Fatal(err)
+		}
 	}
 	b.SetBytes(int64(size))
 	b.ResetTimer()
@@ -118,10 +129,18 @@ func benchFlushLimit(b *testing.B, size, writers int, prealloc bool) {
 	cond.Broadcast()
 	n := flushes
 	mu.Unlock()
+	if heap != nil {
+		if herr := heap.stop(); err == nil {
+			err = herr
+		}
+	}
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "ops/s")
 	b.ReportMetric(float64(b.N)/float64(n), "ops/flush")
 	b.ReportMetric(float64(elapsed.Microseconds())/float64(n), "µs/flush")
+	if heap != nil {
+		b.ReportMetric(float64(heap.checkpoints), "checkpoints")
+	}
 }
