@@ -97,17 +97,22 @@ type Stats struct {
 	HeapSparseSegments     int   `json:"heap_sparse_segments"`
 	HeapFileAllocatedBytes int64 `json:"heap_file_allocated_bytes"`
 
-	LogBytes      int64   `json:"log_bytes"` // bytes in log files on disk
-	LogFiles      int     `json:"log_files"` // log files on disk
-	LSN           uint64  `json:"lsn"`
-	CheckpointLSN uint64  `json:"checkpoint_lsn"`
-	Checkpoints   int64   `json:"checkpoints"`   // checkpoints written by this handle
-	Commits       int64   `json:"commits"`       // writes (Put, Delete, Apply) committed by this handle
-	CommitGroups  int64   `json:"commit_groups"` // log appends those commits were grouped into
-	AvgGroupSize  float64 `json:"avg_group_size"`
-	Fsyncs        int64   `json:"fsyncs"` // fsyncs of the heap, the log and its sync mark by this handle
-	Gets          int64   `json:"gets"`
-	IndexBytes    int64   `json:"index_bytes"` // index (Pebble) size on disk
+	LogBytes int64 `json:"log_bytes"` // bytes in log files on disk
+	LogFiles int   `json:"log_files"` // log files on disk
+	// Log segments since Open: new ones zero-filled (preparing one writes
+	// LogSegmentSize bytes of zeros), and obsolete ones kept for reuse
+	// instead. A database past its first checkpoints mostly reuses.
+	LogSegmentsPrepared int64   `json:"log_segments_prepared"`
+	LogSegmentsRecycled int64   `json:"log_segments_recycled"`
+	LSN                 uint64  `json:"lsn"`
+	CheckpointLSN       uint64  `json:"checkpoint_lsn"`
+	Checkpoints         int64   `json:"checkpoints"`   // checkpoints written by this handle
+	Commits             int64   `json:"commits"`       // writes (Put, Delete, Apply) committed by this handle
+	CommitGroups        int64   `json:"commit_groups"` // log appends those commits were grouped into
+	AvgGroupSize        float64 `json:"avg_group_size"`
+	Fsyncs              int64   `json:"fsyncs"` // fsyncs of the heap, the log and its sync mark by this handle
+	Gets                int64   `json:"gets"`
+	IndexBytes          int64   `json:"index_bytes"` // index (Pebble) size on disk
 	// The index's LSM shape (Pebble's metrics): tables in all levels and
 	// in L0, its read amplification (L0 sublevels plus non-empty levels),
 	// the bytes compactions estimate they owe, compactions run, and the
@@ -225,6 +230,7 @@ func (db *DB) Stats() (Stats, error) {
 	if log := db.log.Load(); log != nil {
 		ls := log.Stats()
 		s.LogBytes, s.LogFiles = ls.Bytes, ls.Segments
+		s.LogSegmentsPrepared, s.LogSegmentsRecycled = int64(ls.SparesPrepared), int64(ls.SegmentsRecycled)
 		s.Fsyncs += int64(ls.Syncs + ls.MarkSyncs)
 	}
 	s.Fsyncs += db.heap.Syncs()
@@ -282,7 +288,7 @@ func (s Stats) String() string {
 	line("heap live bytes", "%d", s.HeapLiveBytes)
 	line("heap alloc bytes", "%d (pending free %d)", s.HeapAllocBytes, s.HeapPendingFree)
 	line("heap file bytes", "%d (%d segments)", s.HeapFileBytes, s.HeapSegments)
-	line("log bytes", "%d (%d files)", s.LogBytes, s.LogFiles)
+	line("log bytes", "%d (%d files; segments since open: %d prepared, %d recycled)", s.LogBytes, s.LogFiles, s.LogSegmentsPrepared, s.LogSegmentsRecycled)
 	line("index bytes", "%d", s.IndexBytes)
 	line("index lsm", "%d tables (%d in L0), read amp %d, compaction debt %d bytes, %d compactions, memtables %d bytes",
 		s.IndexTables, s.IndexL0Tables, s.IndexReadAmp, s.IndexCompactionDebt, s.IndexCompactions, s.IndexMemTableBytes)

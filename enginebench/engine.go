@@ -107,11 +107,12 @@ func (e *heapEngine) Metrics() map[string]float64 {
 		return nil
 	}
 	return map[string]float64{
-		"fsyncs":    float64(s.Fsyncs),
-		"avg-group": s.AvgGroupSize,
-		"heap-MiB":  float64(s.HeapFileBytes) / (1 << 20),
-		"log-MiB":   float64(s.LogBytes) / (1 << 20),
-		"index-MiB": float64(s.IndexBytes) / (1 << 20),
+		"fsyncs":       float64(s.Fsyncs),
+		"avg-group":    s.AvgGroupSize,
+		"heap-MiB":     float64(s.HeapFileBytes) / (1 << 20),
+		"log-MiB":      float64(s.LogBytes) / (1 << 20),
+		"log-prepared": float64(s.LogSegmentsPrepared),
+		"index-MiB":    float64(s.IndexBytes) / (1 << 20),
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"math/bits"
 	"sync"
 	"sync/atomic"
+
+	"github.com/heapkv/heapkv/internal/vfsutil"
 )
 
 // Write-back ahead of a flush.
@@ -51,12 +53,12 @@ import (
 // section); the slowest write and throughput stayed level between them.
 const wbRegionBytes = 256 << 10
 
-// writeBackFile and startWriteBackFile are writeBackRange and
-// startWriteBack; tests replace them to see the calls and inject errors
-// (MemFS files have no descriptor to write back).
+// writeBackFile and startWriteBackFile are vfsutil.WriteBack and
+// vfsutil.StartWriteBack; tests replace them to see the calls and inject
+// errors (MemFS files have no descriptor to write back).
 var (
-	writeBackFile      = writeBackRange
-	startWriteBackFile = startWriteBack
+	writeBackFile      = vfsutil.WriteBack
+	startWriteBackFile = vfsutil.StartWriteBack
 )
 
 // wbState is the set of regions written since the last WriteBack: one bit

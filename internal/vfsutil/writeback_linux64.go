@@ -1,6 +1,6 @@
 //go:build linux && (amd64 || arm64)
 
-package mirror
+package vfsutil
 
 import (
 	"errors"
@@ -16,14 +16,15 @@ const (
 	syncRangeWaitAfter  = 4
 )
 
-// writeBackRange writes back the dirty pages of [off, off+n) of f and waits
-// for them (sync_file_range with wait-before, write and wait-after; on
-// amd64 and arm64 the call takes fd, offset, length, flags). A file
-// without a descriptor is skipped; so is a kernel without the call
-// (ENOSYS) and a file it does not apply to (ESPIPE): the Sync that
-// follows flushes everything anyway. EINVAL (bad flags or range: a bug
-// here) is returned, so TestWriteBackRealFile would see it.
-func writeBackRange(f vfs.File, off, n int64) error {
+// WriteBack writes back the dirty pages of [off, off+n) of f and waits for
+// them (sync_file_range with wait-before, write and wait-after; on amd64
+// and arm64 the call takes fd, offset, length, flags). A file without a
+// descriptor is skipped; so is a kernel without the call (ENOSYS) and a
+// file it does not apply to (ESPIPE): the fdatasync that follows flushes
+// everything anyway. Any other error is returned, an I/O error of the
+// range included; the caller must keep it, since the file's next
+// fdatasync will not report it again.
+func WriteBack(f vfs.File, off, n int64) error {
 	fd := f.Fd()
 	if fd == vfs.InvalidFd {
 		return nil
@@ -45,10 +46,10 @@ func writeBackRange(f vfs.File, off, n int64) error {
 	}
 }
 
-// startWriteBack starts the write-back of the dirty pages of [off, off+n)
+// StartWriteBack starts the write-back of the dirty pages of [off, off+n)
 // of f (sync_file_range with write only) and returns at once. It reports
 // nothing: an error it meets is the next fdatasync's to report.
-func startWriteBack(f vfs.File, off, n int64) {
+func StartWriteBack(f vfs.File, off, n int64) {
 	if fd := f.Fd(); fd != vfs.InvalidFd {
 		syscall.Syscall6(syscall.SYS_SYNC_FILE_RANGE, fd, uintptr(off), uintptr(n), syncRangeWrite, 0, 0)
 	}
