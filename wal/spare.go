@@ -85,12 +85,13 @@ var errPrepareStopped = errors.New("wal: spare preparation stopped by Close")
 // chunk of zeros ahead of a log flush, and the closing fsync has little
 // but the file's metadata left to write. Written in one go and fsynced,
 // the 16 MiB of a new spare went to the device at once, and every synced
-// group waited behind them: a new database prepares a spare at nearly
-// every rotation until checkpoints free segments to recycle (9 of 15 in a
-// run of 60,000 synced 4 KiB Puts), and such runs were 1.04-1.12x faster
-// with the chunks written back (BENCHMARKS.md, "New log segments written
-// back a chunk at a time"). 256 KiB, as the heap's write-back regions
-// (mirror.WriteBack).
+// group waited behind them. A new database prepares a spare at most
+// rotations until checkpoints free segments to recycle (8 in a run of
+// 60,000 synced 4 KiB Puts, about 15 segments of 16 MiB), and such runs
+// at 64 writers were 1.03-1.13x as fast with the chunks written back
+// (six pairs; level at 16 writers; BENCHMARKS.md, "New log segments
+// written back a chunk at a time"). 256 KiB, as the heap's write-back
+// regions (mirror.WriteBack).
 const zeroChunk = 256 << 10
 
 // writeBackZeros is vfsutil.WriteBack; tests replace it to see the calls
