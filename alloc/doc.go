@@ -24,9 +24,12 @@
 // atomic adds, so it takes no lock at all.
 //
 // When a cursor's segment cannot supply a contiguous run, the cursor trades
-// it: under the pool mutex (the rare path) it gives the segment up and takes
-// the unowned segment with the most free blocks, or grows the heap by a
-// segment if no unowned segment has enough. If the segment it takes has
+// it: under the pool mutex (the rare path) it gives the segment up, noting
+// the segment's longest free run, and takes the unowned segment with the
+// most free blocks among those known to hold a run that long (a hint kept
+// per segment: the run its last owner listed, raised by every Free), else
+// the one with the most free blocks, or grows the heap by a segment if no
+// unowned segment has enough. If the segment it takes has
 // enough free blocks but no long enough run, the claim is scattered over
 // several runs, each a piece of at least 768 bytes and a sixteenth of the
 // claim (scatter.go: every piece costs its writer a write call), in

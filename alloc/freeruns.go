@@ -52,6 +52,15 @@ func (c *cursor) runsLocked(s *segment) []freeRun {
 	return fr.runs
 }
 
+// longestRun returns the length of the longest of runs, 0 if none.
+func longestRun(runs []freeRun) int32 {
+	var m int32
+	for _, r := range runs {
+		m = max(m, r.n)
+	}
+	return m
+}
+
 // fitRun returns where a claim of n blocks goes among runs, or -1 if no
 // run holds n blocks. If the run that holds block from has n free blocks
 // from there, the claim goes at from: it continues the cursor's last

@@ -45,6 +45,7 @@ func (a *Allocator) MarkAllocated(e Extent) error {
 	s.free.Add(-int64(e.Len))
 	s.bits.SetRange(off, int(e.Len))
 	s.gen.Add(1)
+	s.longest.Store(-1) // no longer a lower bound
 	return nil
 }
 
@@ -86,5 +87,6 @@ func (a *Allocator) growTo(n int) {
 func newSegment(b *bitmap.Bitmap) *segment {
 	s := &segment{bits: b, owner: -1}
 	s.free.Store(int64(b.Len() - b.Count()))
+	s.longest.Store(-1)
 	return s
 }
