@@ -84,6 +84,8 @@ func NewCollector(db *heapkv.DB, labels prometheus.Labels) *Collector {
 	gauge("heap_empty_segments", "Heap segments with no live block.", func(s *heapkv.Stats) float64 { return float64(s.HeapEmptySegments) })
 	gauge("heap_sparse_segments", "Heap segments at most half live (Compact moves their values).", func(s *heapkv.Stats) float64 { return float64(s.HeapSparseSegments) })
 	gauge("log_bytes", "Bytes of the write-ahead log.", i(func(s *heapkv.Stats) int64 { return s.LogBytes }))
+	counter("log_segments_prepared_total", "Log segments zero-filled since Open.", func(s *heapkv.Stats) int64 { return s.LogSegmentsPrepared })
+	counter("log_segments_recycled_total", "Obsolete log segments kept for reuse since Open.", func(s *heapkv.Stats) int64 { return s.LogSegmentsRecycled })
 	gauge("index_bytes", "Bytes of the index's tables.", i(func(s *heapkv.Stats) int64 { return s.IndexBytes }))
 	gauge("index_tables", "Tables of the index's LSM.", i(func(s *heapkv.Stats) int64 { return s.IndexTables }))
 	gauge("index_l0_tables", "Tables in L0 of the index's LSM.", i(func(s *heapkv.Stats) int64 { return s.IndexL0Tables }))
