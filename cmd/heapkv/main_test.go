@@ -607,3 +607,21 @@ func TestLogLinesPrintAboveProgress(t *testing.T) {
 		"\r\x1b[K"+"level=WARN msg=second\n"+"\rattach: 40%\x1b[K"+
 		"\r\x1b[K", b.String())
 }
+
+// The shell's stats show the log segments prepared (zero-filled) and
+// recycled since the database was opened: a new database prepares its
+// first segment, and a read-only handle prepares none.
+func TestStatsLogSegments(t *testing.T) {
+	dir := t.TempDir()
+	out, errs, code := cli(t, "", "-d", dir, "-c", "put k v; stats")
+	require.Equal(t, 0, code, errs)
+	require.Regexp(t, `(?m)^  segments +[1-9][0-9]* prepared, [0-9]+ recycled since open$`, out)
+
+	out, _, code = cli(t, "", "stats", "--json", dir)
+	require.Equal(t, 0, code)
+	var obj map[string]any
+	require.NoError(t, json.Unmarshal([]byte(out), &obj))
+	st := obj["stats"].(map[string]any)
+	require.Equal(t, 0.0, st["log_segments_prepared"], "a read-only handle prepared a segment")
+	require.Contains(t, st, "log_segments_recycled")
+}

@@ -348,6 +348,7 @@ func statsTable(st heapkv.Stats) string {
 		humanBytes(st.HeapWrittenBytes), humanBytes(st.HeapWrittenStored))
 	sec("log")
 	row("files", "%s in %d files", humanBytes(st.LogBytes), st.LogFiles)
+	row("segments", "%d prepared, %d recycled since open", st.LogSegmentsPrepared, st.LogSegmentsRecycled)
 	row("lsn", "%d (checkpoint %d)", st.LSN, st.CheckpointLSN)
 	row("checkpoints", "%d", st.Checkpoints)
 	sec("writes (this handle)")
