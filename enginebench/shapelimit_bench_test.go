@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/heapkv/heapkv/internal/vfsutil"
 )
 
 // BenchmarkWriteShapeLimit measures the limit of heapkv's synced write
@@ -142,7 +143,10 @@ func (h *heapStream) checkpointLoop() {
 	var done int64
 	for end := range h.due {
 		for off := done; off < end; off += region {
-			writeBackRegion(h.f, off, min(region, end-off))
+			if err := vfsutil.WriteBack(h.f, off, min(region, end-off)); err != nil {
+				h.fail(fmt.Errorf("heap write-back: %w", err))
+				return
+			}
 		}
 		if err := h.f.SyncData(); err != nil {
 			h.fail(fmt.Errorf("heap flush: %w", err))

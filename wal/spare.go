@@ -23,9 +23,10 @@ import (
 // A spare comes from one of two places:
 //   - preparation: a new file zero-filled to SegmentSize, written as
 //     "<n>.spare.tmp" one zeroChunk at a time, each chunk written back
-//     before the next (see zeroChunk), fsynced and renamed. The Log prepares one in a
-//     background goroutine when the pool is empty and the current segment
-//     passes half full, so that the next rotation finds it ready; Open,
+//     before the next (see zeroChunk), fsynced and renamed. The Log
+//     prepares one in a background goroutine when the pool is empty and
+//     the current segment passes half full, so that the next rotation
+//     finds it ready; Open,
 //     and a rotation that finds the pool empty and no preparation running
 //     (Rotate before half full), prepare one inline.
 //   - recycling: RemoveThrough renames an obsolete segment of exactly
@@ -121,7 +122,9 @@ func prepareSpare(o Options, sp spareFile, stop *atomic.Bool) error {
 		if _, err = f.Write(zeros[:n]); err == nil {
 			// An error here is the range's write-back error, which the
 			// fsync below would no longer report: keep it.
-			err = writeBackZeros(f, off, n)
+			if err = writeBackZeros(f, off, n); err != nil {
+				err = fmt.Errorf("write back [%d, %d): %w", off, off+n, err)
+			}
 		}
 		off += n
 	}
