@@ -29,8 +29,9 @@ func waitPopulated(t *testing.T, db *heapkv.DB, n int64) {
 	}
 }
 
-// The heap's map is populated ahead of reads (refinement 44): as writes add
-// to the heap, and at a reopen for the heap the page cache holds. Stats
+// The heap's map is populated ahead of reads once reads come (refinements
+// 44 and 57): as writes add to the heap while values are read, and at the
+// first read after a reopen for the heap the page cache holds. Stats
 // reports it; values read back right either way; NoHeapMap populates
 // nothing.
 func TestHeapMapPopulated(t *testing.T) {
@@ -41,6 +42,9 @@ func TestHeapMapPopulated(t *testing.T) {
 		if err := db.Put(fmt.Appendf(nil, "k%03d", i), value(i)); err != nil {
 			t.Fatal(err)
 		}
+		if v, err := db.Get([]byte("k000")); err != nil || !bytes.Equal(v, value(0)) {
+			t.Fatalf("Get k000 after %d Puts: %d bytes, %v", i+1, len(v), err)
+		}
 	}
 	waitPopulated(t, db, 16<<20)
 	if err := db.Close(); err != nil {
@@ -48,7 +52,13 @@ func TestHeapMapPopulated(t *testing.T) {
 	}
 
 	db = heapkv.OpenTestDB(t, dir, nil)
-	waitPopulated(t, db, 32<<20) // the heap's cached pages, mapped at Open
+	if s, err := db.Stats(); err != nil || s.HeapMapPopulated != 0 {
+		t.Fatalf("HeapMapPopulated %d before any read (%v), want 0", s.HeapMapPopulated, err)
+	}
+	if _, err := db.Get([]byte("k399")); err != nil {
+		t.Fatal(err)
+	}
+	waitPopulated(t, db, 32<<20) // the heap's cached pages, mapped at the first read
 	for i := range 400 {
 		v, err := db.Get(fmt.Appendf(nil, "k%03d", i))
 		if err != nil || !bytes.Equal(v, value(i)) {

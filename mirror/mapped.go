@@ -127,6 +127,7 @@ func (s *Set) AppendMapped(dst []byte, block uint64, n int) ([]byte, error) {
 	}
 	v := s.view.Load()
 	if v.mapped != nil {
+		s.noteMappedRead(v.mapped)
 		if out, ok := v.mapped.appendOut(dst, s.offset(block), n); ok {
 			return out, nil
 		}
@@ -147,13 +148,22 @@ func (s *Set) ReadMapped(p []byte, block uint64) error {
 		return ErrClosed
 	}
 	v := s.view.Load()
-	if v.mapped != nil && v.mapped.copyOut(p, s.offset(block)) {
+	if v.mapped == nil {
+		return s.ReadAt(p, block)
+	}
+	s.noteMappedRead(v.mapped)
+	if v.mapped.copyOut(p, s.offset(block)) {
 		return nil
 	}
-	if v.mapped != nil {
-		s.mapFaults.Add(1)
-	}
+	s.mapFaults.Add(1)
 	return s.ReadAt(p, block)
+}
+
+// noteMappedRead tells the populator, if any, of a read through m.
+func (s *Set) noteMappedRead(m *mapping) {
+	if s.pop != nil {
+		s.pop.noteRead(m)
+	}
 }
 
 // Mapped reports whether ReadMapped reads through a mapping now.

@@ -73,28 +73,40 @@ func waitPopulated(t *testing.T, s *Set, off int64) {
 	}
 }
 
-// writeSpan writes bytes [0, n) of blocks from block 0, 64 KiB at a time.
-func writeSpan(t *testing.T, s *Set, n int) {
-	t.Helper()
+// spanChunk is the 64 KiB that writeSpan writes over and over.
+func spanChunk() []byte {
 	chunk := make([]byte, 64<<10)
 	for i := range chunk {
 		chunk[i] = byte(i)
 	}
+	return chunk
+}
+
+// writeSpan writes bytes [0, n) of blocks from block 0, 64 KiB at a time;
+// if reading, it reads block 0 back through the map after each write, as
+// a workload of reads and writes would.
+func writeSpan(t *testing.T, s *Set, n int, reading bool) {
+	t.Helper()
+	chunk := spanChunk()
 	for off := 0; off < n; off += len(chunk) {
 		if err := s.WriteAt(chunk, uint64(off/testBS)); err != nil {
 			t.Fatal(err)
 		}
+		if reading {
+			mustReadMapped(t, s, 0, chunk[:testBS])
+		}
 	}
 }
 
-// Writes are mapped ahead of reads: once the writes stop, the populator
-// has mapped all but less than one populate step behind the furthest write
-// (it is woken each time the writes get a step ahead), and every page of
-// that is in the process's page tables though nothing read it.
+// Writes are mapped ahead of reads while reads come: once the writes stop,
+// the populator has mapped all but less than one populate step behind the
+// furthest write (it is woken each time the writes get a step ahead), and
+// every page of that is in the process's page tables though nothing but
+// block 0 was read.
 func TestPopulateFollowsWrites(t *testing.T) {
 	s, _ := mappedSet(t, 1)
 	n := populateStep*2 + populateStep/2
-	writeSpan(t, s, n)
+	writeSpan(t, s, n, true)
 	end := s.offset(uint64(n / testBS))
 	waitPopulated(t, s, end-populateStep+1)
 	mapped := s.pop.mapped.Load() &^ (pageSize - 1)
@@ -106,11 +118,79 @@ func TestPopulateFollowsWrites(t *testing.T) {
 	if s.PopulatedBytes() < end-populateStep {
 		t.Fatalf("PopulatedBytes %d, want at least %d", s.PopulatedBytes(), end-populateStep)
 	}
-	want := make([]byte, testBS)
-	for i := range want {
-		want[i] = byte(i)
+}
+
+// Nothing is populated while nothing reads the map: writes alone leave the
+// map as it was, and the first read then maps all that was written.
+func TestPopulateWaitsForReads(t *testing.T) {
+	s, _ := mappedSet(t, 1)
+	n := populateStep*2 + populateStep/2
+	writeSpan(t, s, n, false)
+	end := s.offset(uint64(n / testBS))
+	m := s.view.Load().mapped
+	// A populator that ran would have been woken by the writes themselves;
+	// give it the time a step takes many times over.
+	time.Sleep(100 * time.Millisecond)
+	if got := s.PopulatedBytes(); got != 0 {
+		t.Fatalf("PopulatedBytes %d after writes alone, want 0", got)
 	}
-	mustReadMapped(t, s, 0, want)
+	if got := countTrue(presentPages(t, m.data[:end&^(pageSize-1)])); got != 0 {
+		t.Fatalf("%d pages mapped after writes alone, want none", got)
+	}
+	chunk := spanChunk()
+	mustReadMapped(t, s, uint64(n/testBS)-1, chunk[len(chunk)-testBS:])
+	waitPopulated(t, s, end)
+	if got, want := countTrue(presentPages(t, m.data[:end&^(pageSize-1)])), int(end/pageSize); got != want {
+		t.Fatalf("%d of the %d pages written are mapped after a read", got, want)
+	}
+}
+
+// When reads resume after more than two steps of writes alone, the
+// populator catches up with the pages still cached and reads none back:
+// writes alone may go on long enough for their pages to leave the cache.
+func TestPopulateCatchUpMapsCachedPagesOnly(t *testing.T) {
+	s, paths := mappedSet(t, 1)
+	chunk := spanChunk()
+	writeSpan(t, s, 64<<10, true) // the map populated once, at its first read
+	waitPopulated(t, s, 1)
+	// The read after the populator's step may have set its flag again;
+	// clear it, so that the writes below are writes alone.
+	s.pop.read.Store(false)
+	from := s.pop.mapped.Load()
+	n := 3 * populateStep
+	for off := 64 << 10; off < n; off += len(chunk) {
+		if err := s.WriteAt(chunk, uint64(off/testBS)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	end := s.offset(uint64(n / testBS))
+	// Evict the second half of what was written alone (clean after Sync).
+	half := (from + (end-from)/2) &^ (pageSize - 1)
+	f, err := os.Open(paths[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	const fadvDontNeed = 4
+	if _, _, errno := syscall.Syscall6(syscall.SYS_FADVISE64, f.Fd(), uintptr(half), uintptr(end-half), fadvDontNeed, 0, 0); errno != 0 {
+		t.Fatalf("fadvise: %v", errno)
+	}
+	f.Close()
+	m := s.view.Load().mapped
+	evicted := m.data[half : end&^(pageSize-1)]
+	if got := countTrue(residentPages(t, evicted)); got > len(evicted)/pageSize/4 {
+		t.Fatalf("%d of %d pages still cached after fadvise; the test cannot tell", got, len(evicted)/pageSize)
+	}
+	mustReadMapped(t, s, 0, chunk[:testBS])
+	waitPopulated(t, s, end)
+	if got := countTrue(presentPages(t, m.data[from&^(pageSize-1):half])); got != int((half-from&^(pageSize-1))/pageSize) {
+		t.Fatalf("%d of the %d cached pages written alone are mapped", got, (half-from&^(pageSize-1))/pageSize)
+	}
+	if got := countTrue(residentPages(t, evicted)); got > len(evicted)/pageSize/4+16 {
+		t.Fatalf("%d of %d evicted pages cached after the catch-up: it read them back", got, len(evicted)/pageSize)
+	}
 }
 
 // A reopened set maps the pages of its file that are cached, and only
@@ -119,7 +199,7 @@ func TestPopulateFollowsWrites(t *testing.T) {
 func TestPopulateMapsCachedPagesAtOpen(t *testing.T) {
 	s, paths := mappedSet(t, 1)
 	const n = 8 << 20
-	writeSpan(t, s, n)
+	writeSpan(t, s, n, false)
 	if err := s.Sync(); err != nil {
 		t.Fatal(err)
 	}
@@ -152,6 +232,8 @@ func TestPopulateMapsCachedPagesAtOpen(t *testing.T) {
 	}
 	data := m.data[:size&^(pageSize-1)]
 	resident := residentPages(t, data)
+	chunk := spanChunk()
+	mustReadMapped(t, s, 0, chunk[:testBS]) // the first read populates
 	waitPopulated(t, s, size)
 	present := presentPages(t, data)
 	cachedBefore, mappedCached, mappedEvicted := 0, 0, 0
@@ -189,7 +271,7 @@ func populators() int {
 // populator outlives its set, and no Close hangs.
 func TestPopulateStopsAtClose(t *testing.T) {
 	s, paths := mappedSet(t, 1)
-	writeSpan(t, s, 4*populateStep)
+	writeSpan(t, s, 4*populateStep, false)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
