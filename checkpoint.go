@@ -107,7 +107,7 @@ func (db *DB) checkpoint(background bool) error {
 		err = db.fail(fmt.Errorf("sync heap: %w", err))
 	}
 	if err == nil {
-		db.applier.sinceCkpt = 0
+		db.applier.sinceCkpt, db.applier.sinceCkptCarried = 0, 0
 		db.releaseFreesLocked()
 	}
 	db.applier.mu.Unlock()

@@ -208,6 +208,7 @@ type group struct {
 	batch    *pebble.Batch    // the index writes of the whole group
 	delta    counters         // what the group changes in the counters
 	logBytes int64            // bytes of records
+	carried  int64            // bytes of the values the records carry (of logBytes)
 	heapSize int64            // heap bytes the records point at
 	// flush: the group is done only once durable (a request wants
 	// durability, or twice NoSyncFlushBytes of unsynced writes built up:
@@ -346,6 +347,7 @@ func (db *DB) buildGroup(g *group) error {
 				g.heapSize += int64(p.ptr.storedLen)
 				if p.carried {
 					op.carried = p.carry
+					g.carried += int64(len(p.carry))
 				} else {
 					g.uncarried = true
 				}

@@ -123,6 +123,9 @@ type DB struct {
 		counters  counters  // exact logical totals (stats.go)
 		frees     freeQueue // freed extents not yet reusable (pins.go)
 		sinceCkpt int64     // log bytes appended since the last checkpoint
+		// sinceCkptCarried is the part of sinceCkpt that is values the
+		// records carry (checkpointDueLocked).
+		sinceCkptCarried int64
 	}
 
 	durable durableState // flushes of heap and log (durable.go)

@@ -118,7 +118,12 @@ type Options struct {
 
 	// CheckpointLogBytes is how much log may accumulate before a background
 	// checkpoint bounds recovery time and deletes old log files. Default
-	// 64 MiB. Negative disables automatic checkpoints.
+	// 64 MiB. Values that synced writes carry in their log records
+	// (CarryLimit) count only towards a longer limit, a sixteenth of the
+	// heap file if that is more, up to four times CheckpointLogBytes: a
+	// longer interval writes the heap back in fewer, denser writes. The
+	// log, and its spare files, may then take that much disk space.
+	// Negative disables automatic checkpoints.
 	CheckpointLogBytes int64
 
 	// IndexCacheSize is the memory in bytes the index's block cache keeps

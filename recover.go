@@ -369,11 +369,13 @@ func (db *DB) walOptions() wal.Options {
 }
 
 // spareLogSegments is how many freed log segments the log keeps for reuse:
-// the segments of one checkpoint interval, and one more.
+// the segments of the longest checkpoint interval (carriedLogLimit), and
+// one more. A checkpoint frees an interval's segments, so a database whose
+// intervals are short keeps no more than theirs.
 func (db *DB) spareLogSegments() int {
 	n := int64(2)
-	if db.opts.CheckpointLogBytes > 0 {
-		n = max(n, (db.opts.CheckpointLogBytes+db.opts.LogSegmentSize-1)/db.opts.LogSegmentSize+1)
+	if c := db.opts.CheckpointLogBytes; c > 0 {
+		n = max(n, (maxCarriedIntervals*c+db.opts.LogSegmentSize-1)/db.opts.LogSegmentSize+1)
 	}
 	return int(min(n, 64))
 }
