@@ -34,12 +34,13 @@ import (
 // Mapping pages nothing reads is work for nothing: synced 4 KiB Puts from
 // 64 writers spent 5.8% of their CPU in the populator (a CPU profile), and
 // nothing read what it mapped (BENCHMARKS.md, "The map populated once it
-// is read"). So the populator runs a step only if a read has gone through the map since its
-// last one (populator.read, set by the reads of mapped.go, cleared by each
-// step), and writes wake it only while that is so. When reads resume after
-// more than two steps of writes alone, the catch-up maps only the pages
-// still cached: a long stretch of writes may have pushed its first pages
-// out of the page cache, and reading them back is not a map's business.
+// is read"). So the populator runs a step only if a read has gone through
+// the map since its last one (populator.read, set by the reads of
+// mapped.go, cleared by each step), and writes wake it only while that is
+// so. When reads resume after more than two steps of writes alone, the
+// catch-up maps only the pages still cached: a long stretch of writes may
+// have pushed its first pages out of the page cache, and reading them
+// back is not a map's business.
 //
 // Blocks written below the mark into pages that were holes when their range
 // was mapped (space punched out by Compact, or never written) are not mapped
