@@ -2,6 +2,7 @@ package heapkv
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -146,6 +147,26 @@ func TestCheckpointIntervalStretchesForCarriedValues(t *testing.T) {
 	if want := logged / stretched; got < want-1 || got > want+1 {
 		t.Fatalf("%d checkpoints for %d bytes of log of carried values, want %d±1 (one a %d bytes; %d at CheckpointLogBytes)",
 			got, logged, want, stretched, logged/limit)
+	}
+
+	// Stats shows the count and the limit: after a checkpoint, one synced
+	// 4 KiB Put is 4 KiB of carried value in a slightly longer record.
+	if err := db.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Put([]byte("one more"), v); err != nil {
+		t.Fatal(err)
+	}
+	if st, err = db.Stats(); err != nil {
+		t.Fatal(err)
+	}
+	limitNow := db.carriedLogLimit() // the heap has grown a little since
+	if st.LogSinceCheckpointCarried != int64(len(v)) || st.LogSinceCheckpoint <= int64(len(v)) || st.CheckpointCarriedLimit != limitNow || limitNow < stretched {
+		t.Fatalf("Stats after a checkpoint and one synced 4 KiB Put: %d bytes of log since, %d carried, due at %d; want more than %d, %d, %d (at least %d)",
+			st.LogSinceCheckpoint, st.LogSinceCheckpointCarried, st.CheckpointCarriedLimit, len(v), len(v), limitNow, stretched)
+	}
+	if line := fmt.Sprintf("log since checkpoint %d bytes (%d of carried values; due at %d in all)", st.LogSinceCheckpoint, len(v), limitNow); !strings.Contains(st.String(), line) {
+		t.Fatalf("Stats.String lacks %q:\n%s", line, st.String())
 	}
 
 	// And the limit stops at maxCarriedIntervals x CheckpointLogBytes.

@@ -102,17 +102,25 @@ type Stats struct {
 	// Log segments since Open: new ones zero-filled (preparing one writes
 	// LogSegmentSize bytes of zeros), and obsolete ones kept for reuse
 	// instead. A database past its first checkpoints mostly reuses.
-	LogSegmentsPrepared int64   `json:"log_segments_prepared"`
-	LogSegmentsRecycled int64   `json:"log_segments_recycled"`
-	LSN                 uint64  `json:"lsn"`
-	CheckpointLSN       uint64  `json:"checkpoint_lsn"`
-	Checkpoints         int64   `json:"checkpoints"`   // checkpoints written by this handle
-	Commits             int64   `json:"commits"`       // writes (Put, Delete, Apply) committed by this handle
-	CommitGroups        int64   `json:"commit_groups"` // log appends those commits were grouped into
-	AvgGroupSize        float64 `json:"avg_group_size"`
-	Fsyncs              int64   `json:"fsyncs"` // fsyncs of the heap, the log and its sync mark by this handle
-	Gets                int64   `json:"gets"`
-	IndexBytes          int64   `json:"index_bytes"` // index (Pebble) size on disk
+	LogSegmentsPrepared int64  `json:"log_segments_prepared"`
+	LogSegmentsRecycled int64  `json:"log_segments_recycled"`
+	LSN                 uint64 `json:"lsn"`
+	CheckpointLSN       uint64 `json:"checkpoint_lsn"`
+	Checkpoints         int64  `json:"checkpoints"` // checkpoints written by this handle
+	// The log's records since the last checkpoint, in bytes, and the part
+	// of them that is values the records carry; a background checkpoint is
+	// due at Options.CheckpointLogBytes of the rest, or at
+	// CheckpointCarriedLimit in all (a sixteenth of the heap file, within
+	// one to four times CheckpointLogBytes; ARCHITECTURE.md, refinement 58).
+	LogSinceCheckpoint        int64   `json:"log_since_checkpoint"`
+	LogSinceCheckpointCarried int64   `json:"log_since_checkpoint_carried"`
+	CheckpointCarriedLimit    int64   `json:"checkpoint_carried_limit"`
+	Commits                   int64   `json:"commits"`       // writes (Put, Delete, Apply) committed by this handle
+	CommitGroups              int64   `json:"commit_groups"` // log appends those commits were grouped into
+	AvgGroupSize              float64 `json:"avg_group_size"`
+	Fsyncs                    int64   `json:"fsyncs"` // fsyncs of the heap, the log and its sync mark by this handle
+	Gets                      int64   `json:"gets"`
+	IndexBytes                int64   `json:"index_bytes"` // index (Pebble) size on disk
 	// The index's LSM shape (Pebble's metrics): tables in all levels and
 	// in L0, its read amplification (L0 sublevels plus non-empty levels),
 	// the bytes compactions estimate they owe, compactions run, and the
@@ -210,7 +218,11 @@ func (db *DB) Stats() (Stats, error) {
 	c := db.applier.counters
 	s.HeapPendingFree = db.applier.frees.bytes
 	s.LSN = uint64(db.applied.Load())
+	s.LogSinceCheckpoint, s.LogSinceCheckpointCarried = db.applier.sinceCkpt, db.applier.sinceCkptCarried
 	db.applier.mu.Unlock()
+	if db.opts.CheckpointLogBytes > 0 {
+		s.CheckpointCarriedLimit = db.carriedLogLimit()
+	}
 	s.FormatVersion = filehdr.Version
 	s.BlockSize = db.geom.BlockSize
 	s.SegmentSize = db.geom.SegmentBytes()
@@ -295,6 +307,7 @@ func (s Stats) String() string {
 	line("index cache", "%d bytes, %d hits, %d misses", s.IndexCacheBytes, s.IndexCacheHits, s.IndexCacheMisses)
 	line("key filter", "%d lookups skipped", s.KeyFilterSkips)
 	line("lsn", "%d (checkpoint %d, %d checkpoints)", s.LSN, s.CheckpointLSN, s.Checkpoints)
+	line("log since checkpoint", "%d bytes (%d of carried values; due at %d in all)", s.LogSinceCheckpoint, s.LogSinceCheckpointCarried, s.CheckpointCarriedLimit)
 	line("commits", "%d in %d groups (avg %.2f)", s.Commits, s.CommitGroups, s.AvgGroupSize)
 	line("fsyncs", "%d", s.Fsyncs)
 	line("gets", "%d", s.Gets)
