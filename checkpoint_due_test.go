@@ -175,3 +175,26 @@ func TestCheckpointIntervalStretchesForCarriedValues(t *testing.T) {
 		t.Fatalf("carriedLogLimit %d on a heap of %d segments, want %d", got, db.alloc.Segments(), want)
 	}
 }
+
+// With automatic checkpoints off, Stats counts the log since the last
+// checkpoint and names no limit.
+func TestStatsLogSinceCheckpointWithoutAutomaticCheckpoints(t *testing.T) {
+	o := &Options{CheckpointLogBytes: -1}
+	SetFS(o, vfs.NewMem())
+	db := openTestDB(t, "db", o)
+	v := make([]byte, 4<<10)
+	if err := db.Put([]byte("k"), v); err != nil {
+		t.Fatal(err)
+	}
+	st, err := db.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.CheckpointCarriedLimit != 0 || st.LogSinceCheckpointCarried != int64(len(v)) || st.LogSinceCheckpoint <= int64(len(v)) {
+		t.Fatalf("Stats: %d bytes of log since the checkpoint, %d carried, limit %d; want more than %d, %d, 0",
+			st.LogSinceCheckpoint, st.LogSinceCheckpointCarried, st.CheckpointCarriedLimit, len(v), len(v))
+	}
+	if !strings.Contains(st.String(), "no automatic checkpoints") {
+		t.Fatalf("Stats.String does not say that no checkpoint is automatic:\n%s", st.String())
+	}
+}

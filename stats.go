@@ -111,7 +111,8 @@ type Stats struct {
 	// of them that is values the records carry; a background checkpoint is
 	// due at Options.CheckpointLogBytes of the rest, or at
 	// CheckpointCarriedLimit in all (a sixteenth of the heap file, within
-	// one to four times CheckpointLogBytes; ARCHITECTURE.md, refinement 58).
+	// one to four times CheckpointLogBytes; 0 when automatic checkpoints
+	// are off; ARCHITECTURE.md, refinement 58).
 	LogSinceCheckpoint        int64   `json:"log_since_checkpoint"`
 	LogSinceCheckpointCarried int64   `json:"log_since_checkpoint_carried"`
 	CheckpointCarriedLimit    int64   `json:"checkpoint_carried_limit"`
@@ -307,7 +308,11 @@ func (s Stats) String() string {
 	line("index cache", "%d bytes, %d hits, %d misses", s.IndexCacheBytes, s.IndexCacheHits, s.IndexCacheMisses)
 	line("key filter", "%d lookups skipped", s.KeyFilterSkips)
 	line("lsn", "%d (checkpoint %d, %d checkpoints)", s.LSN, s.CheckpointLSN, s.Checkpoints)
-	line("log since checkpoint", "%d bytes (%d of carried values; due at %d in all)", s.LogSinceCheckpoint, s.LogSinceCheckpointCarried, s.CheckpointCarriedLimit)
+	if s.CheckpointCarriedLimit > 0 {
+		line("log since checkpoint", "%d bytes (%d of carried values; due at %d in all)", s.LogSinceCheckpoint, s.LogSinceCheckpointCarried, s.CheckpointCarriedLimit)
+	} else {
+		line("log since checkpoint", "%d bytes (%d of carried values; no automatic checkpoints)", s.LogSinceCheckpoint, s.LogSinceCheckpointCarried)
+	}
 	line("commits", "%d in %d groups (avg %.2f)", s.Commits, s.CommitGroups, s.AvgGroupSize)
 	line("fsyncs", "%d", s.Fsyncs)
 	line("gets", "%d", s.Gets)

@@ -86,9 +86,9 @@ var errPrepareStopped = errors.New("wal: spare preparation stopped by Close")
 // chunk of zeros ahead of a log flush, and the closing fsync has little
 // but the file's metadata left to write. Written in one go and fsynced,
 // the 16 MiB of a new spare went to the device at once, and every synced
-// group waited behind them. A new database prepares a spare at most
-// rotations until checkpoints free segments to recycle (8 in a run of
-// 60,000 synced 4 KiB Puts, about 15 segments of 16 MiB), and such runs
+// group waited behind them. Until checkpoints free segments to recycle, a
+// new database prepares a spare at most rotations (8 of the about 15 in a
+// run of 60,000 synced 4 KiB Puts with 16 MiB segments), and such runs
 // at 64 writers were 1.03-1.13x as fast with the chunks written back
 // (six pairs; level at 16 writers; BENCHMARKS.md, "New log segments
 // written back a chunk at a time"). 256 KiB, as the heap's write-back
