@@ -232,9 +232,11 @@ func TestStatsTable(t *testing.T) {
 		require.Contains(t, out, want)
 	}
 	// The key filter answers writes' lookups of new keys only once the
-	// scan the first write starts in the background is done, so whether
-	// put b's lookup was skipped depends on timing: 0 or 1.
-	require.Regexp(t, `\n  lookups skipped      [01] \(key filter\)\n`, out)
+	// scan the first write starts in the background is done, so how many
+	// of the two puts' lookups were skipped depends on timing: 0, 1 or 2
+	// (the scan of an empty index can end before put a looks up, on
+	// another processor, when put a's goroutine is held up).
+	require.Regexp(t, `\n  lookups skipped      [012] \(key filter\)\n`, out)
 	for _, l := range strings.Split(out, "\n") {
 		require.Equal(t, strings.TrimRight(l, " "), l, "trailing blanks")
 	}
