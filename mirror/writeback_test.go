@@ -1,6 +1,7 @@
 package mirror
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
@@ -13,10 +14,11 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
-// wbCall is one write-back of a region of a replica's file.
+// wbCall is one write-back call on a replica's file: regions first to
+// last.
 type wbCall struct {
-	file   vfs.File
-	region int64
+	file        vfs.File
+	first, last int64
 }
 
 // hookWriteBack replaces writeBackFile for the test: it records every call
@@ -26,11 +28,11 @@ func hookWriteBack(t *testing.T, fail func(vfs.File) bool) *[]wbCall {
 	calls := &[]wbCall{}
 	old := writeBackFile
 	writeBackFile = func(f vfs.File, off, n int64) error {
-		if n != wbRegionBytes || off%wbRegionBytes != 0 {
-			t.Errorf("write-back of [%d, +%d): not one region", off, n)
+		if n <= 0 || n%wbRegionBytes != 0 || off%wbRegionBytes != 0 || n > wbMaxSpan*wbRegionBytes {
+			t.Errorf("write-back of [%d, +%d): not whole regions, or more than wbMaxSpan", off, n)
 		}
 		mu.Lock()
-		*calls = append(*calls, wbCall{f, off / wbRegionBytes})
+		*calls = append(*calls, wbCall{f, off / wbRegionBytes, (off+n)/wbRegionBytes - 1})
 		mu.Unlock()
 		if fail != nil && fail(f) {
 			return errInjectedWriteBack
@@ -39,6 +41,16 @@ func hookWriteBack(t *testing.T, fail func(vfs.File) bool) *[]wbCall {
 	}
 	t.Cleanup(func() { writeBackFile = old })
 	return calls
+}
+
+// callsOf returns the calls on each file that calls touched, as [first,
+// last] pairs in call order.
+func callsOf(calls []wbCall) map[vfs.File][][2]int64 {
+	out := map[vfs.File][][2]int64{}
+	for _, c := range calls {
+		out[c.file] = append(out[c.file], [2]int64{c.first, c.last})
+	}
+	return out
 }
 
 var errInjectedWriteBack = errors.New("injected write-back error")
@@ -55,8 +67,9 @@ func (f *fixture) blockAt(off int64) uint64 {
 	return uint64((off - f.set.headerBytes + testBS - 1) / testBS)
 }
 
-// WriteBack writes back exactly the regions written since the last one, in
-// file order, on every writable replica, a region at a time.
+// WriteBack writes back the regions written since the last one, in file
+// order, on every writable replica: a few small writes, in regions close
+// together, in one call from the first region to the last.
 func TestWriteBackRegions(t *testing.T) {
 	f := newFixture(t, 2)
 	calls := hookWriteBack(t, nil)
@@ -65,26 +78,13 @@ func TestWriteBackRegions(t *testing.T) {
 	f.mustWrite(f.blockAt(3*wbRegionBytes), 1, 3)
 	f.mustWrite(f.blockAt(6*wbRegionBytes)-1, 2, 4) // spans regions 5 and 6
 	f.set.WriteBack()
-	files := map[vfs.File]bool{}
-	for _, c := range *calls {
-		files[c.file] = true
+	per := callsOf(*calls)
+	if len(per) != 2 {
+		t.Fatalf("write-back touched %d files, want both replicas'", len(per))
 	}
-	var perFile [][]int64
-	for file := range files {
-		var rs []int64
-		for _, c := range *calls {
-			if c.file == file {
-				rs = append(rs, c.region)
-			}
-		}
-		perFile = append(perFile, rs)
-	}
-	if len(perFile) != 2 {
-		t.Fatalf("write-back touched %d files, want both replicas'", len(perFile))
-	}
-	for _, rs := range perFile {
-		if want := []int64{0, 3, 5, 6}; !slices.Equal(rs, want) {
-			t.Fatalf("regions written back %v, want %v", rs, want)
+	for _, cs := range per {
+		if want := [][2]int64{{0, 6}}; !slices.Equal(cs, want) {
+			t.Fatalf("write-back calls %v, want %v", cs, want)
 		}
 	}
 	*calls = nil
@@ -96,6 +96,59 @@ func TestWriteBackRegions(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.checkReplicas(0, 1)
+}
+
+// A batch holds at most wbRegionBytes of written bytes and spans at most
+// wbMaxSpan regions: full regions are written back one call each, sparse
+// ones many to a call, a full region among sparse ones ends their batch,
+// and a region is never split.
+func TestWriteBackBatches(t *testing.T) {
+	f := newFixture(t, 1)
+	calls := hookWriteBack(t, nil)
+	full := int(wbRegionBytes / testBS)
+	// Regions 0-2 full; 3-70 one block each (68 regions: two batches,
+	// split by span); 71 full; 72-73 one block each; 140 and 190 one block
+	// each (close enough for one call, too far from 72); 140+wbMaxSpan one
+	// block (too far).
+	for r := range int64(3) {
+		f.mustWrite(f.blockAt(r*wbRegionBytes), full, uint64(r))
+	}
+	for r := int64(3); r <= 70; r++ {
+		f.mustWrite(f.blockAt(r*wbRegionBytes), 1, uint64(r))
+	}
+	f.mustWrite(f.blockAt(71*wbRegionBytes), full, 71)
+	for _, r := range []int64{72, 73, 140, 190, 140 + wbMaxSpan} {
+		f.mustWrite(f.blockAt(r*wbRegionBytes), 1, uint64(r))
+	}
+	f.set.WriteBack()
+	var got [][2]int64
+	for _, cs := range callsOf(*calls) {
+		got = cs
+	}
+	want := [][2]int64{{0, 0}, {1, 1}, {2, 2}, {3, 3 + wbMaxSpan - 1}, {3 + wbMaxSpan, 70}, {71, 71}, {72, 73}, {140, 190}, {140 + wbMaxSpan, 140 + wbMaxSpan}}
+	if !slices.Equal(got, want) {
+		t.Fatalf("write-back calls %v, want %v", got, want)
+	}
+	if err := f.set.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	f.checkReplicas(0)
+
+	// Sparse regions whose bytes add up past wbRegionBytes: a batch ends
+	// before the region that would take it over.
+	*calls = nil
+	quarter := full / 4
+	for r := int64(0); r < 10; r++ {
+		f.mustWrite(f.blockAt(r*wbRegionBytes), quarter, uint64(1000+r))
+	}
+	f.set.WriteBack()
+	got = nil
+	for _, cs := range callsOf(*calls) {
+		got = cs
+	}
+	if want := [][2]int64{{0, 3}, {4, 7}, {8, 9}}; !slices.Equal(got, want) {
+		t.Fatalf("write-back calls of quarter-full regions %v, want %v", got, want)
+	}
 }
 
 // A write-back error, which the file's next fsync would no longer report,
@@ -272,7 +325,7 @@ func TestWriteBackErrorBeforeResyncStops(t *testing.T) {
 	}
 }
 
-// The region set loses no note while writers note regions beyond its
+// The region counts lose no note while writers note regions beyond its
 // length (so that it grows) and WriteBack takes it concurrently, and each
 // take is in file order.
 func TestWriteBackRegionSetConcurrent(t *testing.T) {
@@ -286,7 +339,7 @@ func TestWriteBackRegionSetConcurrent(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range notes {
-				// Regions spread further as i grows: the bitmap grows
+				// Regions spread further as i grows: the counters grow
 				// several times while the others note and take.
 				r := int64((i*7919 + g*104729) % (64 + i*8))
 				n := int64(1 + i%3) // one to three regions
@@ -300,11 +353,14 @@ func TestWriteBackRegionSetConcurrent(t *testing.T) {
 	taken := map[int64]bool{}
 	collect := func() {
 		out := w.take()
-		if !slices.IsSorted(out) {
+		if !slices.IsSortedFunc(out, func(a, b wbRegion) int { return cmp.Compare(a.index, b.index) }) {
 			t.Errorf("take out of file order: %v", out)
 		}
 		for _, r := range out {
-			taken[r] = true
+			if r.bytes == 0 || r.bytes > wbRegionBytes {
+				t.Errorf("region %d taken with %d bytes noted", r.index, r.bytes)
+			}
+			taken[r.index] = true
 		}
 	}
 	done := make(chan struct{})
