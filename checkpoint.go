@@ -59,9 +59,9 @@ func (db *DB) checkpoint(background bool) error {
 
 	// Step 1. Flush the heap once before taking any lock, so that the
 	// flush under the locks below (which holds up the commit leader)
-	// writes back only what arrived meanwhile; written back a region at a
-	// time first, so the log's flushes meanwhile do not queue behind the
-	// whole of it (mirror/writeback.go).
+	// writes back only what arrived meanwhile; written back a batch of
+	// about 256 KiB at a time first, so the log's flushes meanwhile do not
+	// queue behind the whole of it (mirror/writeback.go).
 	db.heap.WriteBack()
 	if err := db.heap.Sync(); err != nil {
 		return db.fail(fmt.Errorf("sync heap: %w", err))
