@@ -308,11 +308,11 @@ func (s Stats) String() string {
 	line("index cache", "%d bytes, %d hits, %d misses", s.IndexCacheBytes, s.IndexCacheHits, s.IndexCacheMisses)
 	line("key filter", "%d lookups skipped", s.KeyFilterSkips)
 	line("lsn", "%d (checkpoint %d, %d checkpoints)", s.LSN, s.CheckpointLSN, s.Checkpoints)
+	due := "no automatic checkpoints"
 	if s.CheckpointCarriedLimit > 0 {
-		line("log since checkpoint", "%d bytes (%d of carried values; due at %d in all)", s.LogSinceCheckpoint, s.LogSinceCheckpointCarried, s.CheckpointCarriedLimit)
-	} else {
-		line("log since checkpoint", "%d bytes (%d of carried values; no automatic checkpoints)", s.LogSinceCheckpoint, s.LogSinceCheckpointCarried)
+		due = fmt.Sprintf("due at %d in all", s.CheckpointCarriedLimit)
 	}
+	line("log since checkpoint", "%d bytes (%d of carried values; %s)", s.LogSinceCheckpoint, s.LogSinceCheckpointCarried, due)
 	line("commits", "%d in %d groups (avg %.2f)", s.Commits, s.CommitGroups, s.AvgGroupSize)
 	line("fsyncs", "%d", s.Fsyncs)
 	line("gets", "%d", s.Gets)

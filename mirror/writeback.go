@@ -31,7 +31,7 @@ import (
 // scattered over a large heap (updates that reuse free blocks wherever the
 // allocator finds them) take one call for many regions instead of one call
 // each. In synced YCSB A on a 2.4 GB heap of 4 KiB values a checkpoint
-// found 8,177-8,505 regions noted, 21 KiB each on average, and wrote them
+// found 8,177-8,505 regions noted, 18-21 KiB each on average, and wrote them
 // back in 623-731 calls instead of as many calls as regions; A ran 1.11x as
 // fast (BENCHMARKS.md, "A checkpoint's write-back in batches of written
 // bytes"). WriteBack holds syncMu for one batch at a time, so a Sync (a

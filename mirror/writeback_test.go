@@ -53,6 +53,20 @@ func callsOf(calls []wbCall) map[vfs.File][][2]int64 {
 	return out
 }
 
+// onlyFileCalls returns the calls of a one-replica set, failing the test if
+// they touched another number of files.
+func onlyFileCalls(t *testing.T, calls []wbCall) [][2]int64 {
+	t.Helper()
+	per := callsOf(calls)
+	if len(per) != 1 {
+		t.Fatalf("write-back touched %d files, want the one replica's", len(per))
+	}
+	for _, cs := range per {
+		return cs
+	}
+	return nil
+}
+
 var errInjectedWriteBack = errors.New("injected write-back error")
 
 // failWriteBackOf makes every write-back of the file of the i-th writable
@@ -121,10 +135,7 @@ func TestWriteBackBatches(t *testing.T) {
 		f.mustWrite(f.blockAt(r*wbRegionBytes), 1, uint64(r))
 	}
 	f.set.WriteBack()
-	var got [][2]int64
-	for _, cs := range callsOf(*calls) {
-		got = cs
-	}
+	got := onlyFileCalls(t, *calls)
 	want := [][2]int64{{0, 0}, {1, 1}, {2, 2}, {3, 3 + wbMaxSpan - 1}, {3 + wbMaxSpan, 70}, {71, 71}, {72, 73}, {140, 190}, {140 + wbMaxSpan, 140 + wbMaxSpan}}
 	if !slices.Equal(got, want) {
 		t.Fatalf("write-back calls %v, want %v", got, want)
@@ -142,10 +153,7 @@ func TestWriteBackBatches(t *testing.T) {
 		f.mustWrite(f.blockAt(r*wbRegionBytes), quarter, uint64(1000+r))
 	}
 	f.set.WriteBack()
-	got = nil
-	for _, cs := range callsOf(*calls) {
-		got = cs
-	}
+	got = onlyFileCalls(t, *calls)
 	if want := [][2]int64{{0, 3}, {4, 7}, {8, 9}}; !slices.Equal(got, want) {
 		t.Fatalf("write-back calls of quarter-full regions %v, want %v", got, want)
 	}
