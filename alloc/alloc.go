@@ -53,8 +53,9 @@ type segment struct {
 	// punched marks a segment given back to the file system (reclaim.go).
 	// Guarded by Allocator.poolMu.
 	punched bool
-	// gen is bumped after every change of bits that the owner's list of
-	// free runs does not see: all but the owner's own takes (freeruns.go).
+	// gen is bumped, under freedMu, after every change of bits that the
+	// list of free runs does not see: all but the owner's own takes
+	// (freeruns.go). The list is current while its gen equals this.
 	gen atomic.Uint64
 	// longest is a hint for trades (trade): the length of a free run the
 	// segment is known to have. Its last owner sets it when it gives the
@@ -67,6 +68,15 @@ type segment struct {
 	// run may leave it too high, and the claim that trades for it then
 	// finds no run and goes on as if it had taken any other segment.
 	longest atomic.Int32
+	// runs lists the segment's free runs for the cursor that owns it
+	// (freeruns.go). Guarded by that cursor's mu.
+	runs freeRuns
+	// freedMu guards freed and stale, and is held by everyone but the
+	// owner while they change bits, so that the owner sees each change
+	// whole (freeruns.go).
+	freedMu sync.Mutex
+	freed   []freeRun // runs freed by others since the owner last merged them
+	stale   bool      // runs must be built again from the bitmap
 }
 
 // raiseLongest raises s.longest to n if it is lower.
@@ -94,9 +104,7 @@ type cursor struct {
 	hint int
 	// unpub holds this cursor's claims until Publish or Abort.
 	unpub unpubSet
-	// free lists the free runs of seg (freeruns.go).
-	free freeRuns
-	_    [64]byte // keep cursors on different cache lines
+	_     [64]byte // keep cursors on different cache lines
 }
 
 // Allocator hands out extents of a heap. It is safe for concurrent use,
@@ -240,7 +248,7 @@ func (a *Allocator) allocLocked(ci, n int, exts []Extent) ([]Extent, error) {
 	c := &a.cursors[ci]
 	segs := *a.segs.Load()
 	if c.seg >= 0 && segs[c.seg].free.Load() >= int64(n) {
-		if off := fitRun(c.runsLocked(segs[c.seg]), c.hint, n); off >= 0 {
+		if off := fitRun(segs[c.seg].runsLocked(), c.hint, n); off >= 0 {
 			return a.takeLocked(c, off, n, exts), nil
 		}
 	}
@@ -248,7 +256,7 @@ func (a *Allocator) allocLocked(ci, n int, exts []Extent) ([]Extent, error) {
 		return exts, err
 	}
 	s := (*a.segs.Load())[c.seg]
-	if off := fitRun(c.runsLocked(s), 0, n); off >= 0 {
+	if off := fitRun(s.runsLocked(), 0, n); off >= 0 {
 		return a.takeLocked(c, off, n, exts), nil
 	}
 	// Enough free blocks but no run of n: scatter over the runs of at least
@@ -260,7 +268,7 @@ func (a *Allocator) allocLocked(ci, n int, exts []Extent) ([]Extent, error) {
 	}
 	if a.takeNew(ci) {
 		s = (*a.segs.Load())[c.seg]
-		if off := fitRun(c.runsLocked(s), 0, n); off >= 0 {
+		if off := fitRun(s.runsLocked(), 0, n); off >= 0 {
 			return a.takeLocked(c, off, n, exts), nil
 		}
 		return exts, fmt.Errorf("%w: new segment %d has no run of %d free blocks", ErrCorrupt, c.seg, n)
@@ -274,7 +282,9 @@ func (a *Allocator) allocLocked(ci, n int, exts []Extent) ([]Extent, error) {
 // growLocked appends an empty segment to the heap and gives it to cursor
 // ci. REQUIRES: cursor ci's mu, poolMu; ci owns no segment.
 func (a *Allocator) growLocked(ci int) {
-	segs := append(*a.segs.Load(), newSegment(bitmap.New(a.g.SegmentBlocks)))
+	s := newSegment(bitmap.New(a.g.SegmentBlocks))
+	s.runs = freeRuns{listed: true, runs: []freeRun{{0, int32(a.g.SegmentBlocks)}}}
+	segs := append(*a.segs.Load(), s)
 	a.segs.Store(&segs)
 	a.grows.Add(1)
 	a.assignLocked(ci, len(segs)-1)
@@ -290,7 +300,7 @@ func (a *Allocator) assignLocked(ci, i int) {
 		s.punched = false
 		a.punchedCount.Add(-1)
 	}
-	a.cursors[ci].own(i)
+	a.cursors[ci].seg, a.cursors[ci].hint = i, 0
 	a.trades.Add(1)
 }
 
@@ -299,7 +309,7 @@ func (a *Allocator) assignLocked(ci, i int) {
 func (a *Allocator) releaseLocked(c *cursor) {
 	if c.seg >= 0 {
 		s := (*a.segs.Load())[c.seg]
-		s.longest.Store(longestRun(c.runsLocked(s)))
+		s.longest.Store(longestRun(s.runsLocked()))
 		s.owner = unowned
 		c.seg = -1
 	}
@@ -310,7 +320,7 @@ func (a *Allocator) releaseLocked(c *cursor) {
 // out of the list, and appends the extent. REQUIRES: c.mu.
 func (a *Allocator) takeLocked(c *cursor, off, n int, exts []Extent) []Extent {
 	s := (*a.segs.Load())[c.seg]
-	c.tookLocked(off, n)
+	s.tookLocked(off, n)
 	s.free.Add(-int64(n))
 	if already := s.bits.SetRange(off, n); already != 0 {
 		// Only the owner sets bits, and it just saw them clear.
@@ -453,7 +463,8 @@ func (a *Allocator) settle(cl Claim, abort bool) {
 }
 
 // Free clears the bits of e now; any goroutine may call it at any time,
-// without a lock. The caller must already have made sure that nothing can
+// holding no lock but e's segment's freedMu, for as long as the clearing
+// and a note for the segment's owner take (freeruns.go). The caller must already have made sure that nothing can
 // still read e (design invariant 5). Blocks of e that were already free are
 // counted in Stats.DoubleFreeBlocks. Free panics if e is not inside one
 // segment of the heap: only pass extents that Allocate or MarkAllocated
@@ -465,13 +476,16 @@ func (a *Allocator) Free(e Extent) {
 	a.free(e)
 }
 
-// free clears a checked extent and credits the segment's free count.
+// free clears a checked extent, notes the run for the segment's list of
+// free runs, and credits the segment's free count.
 func (a *Allocator) free(e Extent) {
 	si, off := a.g.locate(e)
 	s := (*a.segs.Load())[si]
+	s.freedMu.Lock()
 	was := s.bits.ClearRange(off, int(e.Len))
+	s.noteFreedLocked(int(off), int(e.Len))
+	s.freedMu.Unlock()
 	s.free.Add(int64(was))
-	s.gen.Add(1)
 	s.raiseLongest(int32(e.Len))
 	if d := int(e.Len) - was; d != 0 {
 		a.doubleFrees.Add(int64(d))

@@ -14,14 +14,17 @@
 // right after the cursor's last claim if it fits there (AllocatePreferring
 // tries a given cursor first: a single goroutine that keeps to one cursor
 // gets adjacent runs), else at the start of the shortest run that holds it
-// (best fit). The search reads a list of the segment's free runs that the
-// cursor keeps and scans the bitmap again only after someone else changed
-// it (freeruns.go). Because a
+// (best fit). The search reads a list of the segment's free runs, which
+// stays with the segment when its owner changes and takes in the runs
+// others freed in it since the owner last looked; the bitmap is walked
+// again only for a segment nobody listed yet or one changed past what
+// the list can take in (freeruns.go). Because a
 // segment has one owner and only its owner sets bits in it (design
 // invariant 6), writers that hold different cursors
 // never touch the same bitmap words to allocate. Free may clear bits from any
-// goroutine at any time: bits are cleared with atomic And and counted with
-// atomic adds, so it takes no lock at all.
+// goroutine at any time, holding only the segment's freedMu (a lock no
+// one holds for long: the owner takes it to merge what was freed), with
+// no cursor or pool lock.
 //
 // When a cursor's segment cannot supply a contiguous run, the cursor trades
 // it: under the pool mutex (the rare path) it gives the segment up, noting
@@ -75,7 +78,8 @@
 //
 // # Locks
 //
-// Lock order: a cursor's mu, then the pool mu. Snapshot takes every cursor's
+// Lock order: a cursor's mu, then the pool mu, then a segment's freedMu
+// (a leaf: nothing is locked under it). Snapshot takes every cursor's
 // mu in index order; nothing blocks on a second cursor's mu while holding
 // one (the only other cursor lock taken under a cursor lock is a TryLock).
 // The package does no I/O, and holds a lock across the caller's I/O in one

@@ -1,55 +1,123 @@
 package alloc
 
-import "sort"
+import (
+	"slices"
+	"sort"
+)
 
-// A cursor's list of its segment's free runs. Every search a claim makes
-// in its cursor's segment (where it fits: fitRun; the runs a scattered
-// claim is spread over) reads this list instead of the bitmap.
-// A search of the bitmap walks every word between the runs it finds: 1,024
-// words for a segment of 65,536 blocks of 128 bytes, and a claim that did
-// not fit searched the segment up to six times. A search of the list
-// passes over the runs alone, and the bitmap is walked once, when the
-// list is built (BENCHMARKS.md, "Free runs listed per cursor").
+// A segment's list of its free runs. Every search a claim makes in its
+// cursor's segment (where it fits: fitRun; the runs a scattered claim is
+// spread over) reads this list instead of the bitmap. A search of the
+// bitmap walks every word between the runs it finds: 1,024 words for a
+// segment of 65,536 blocks of 128 bytes, and a claim that did not fit
+// searched the segment up to six times. A search of the list passes over
+// the runs alone (BENCHMARKS.md, "Free runs listed per cursor").
 //
-// The list is exact. Only the owner sets bits in its segment (invariant 6),
-// and it updates the list as it does. Anyone else who changes a segment's
-// bits (Free, Abort, MarkAllocated, MarkFree) bumps the segment's gen after
-// the change, and the owner scans the bitmap again before its next search
-// if gen has moved since its last scan. The owner reads gen before it
-// scans, so a change it misses leaves gen ahead of the value it keeps.
+// The list belongs to the segment and is read and changed only by the
+// cursor that owns it, under that cursor's mu; it stays with the segment
+// when the cursor gives it up, so the next owner does not walk the bitmap
+// again. Only the owner sets bits in its segment (invariant 6), and it
+// updates the list as it does. Everyone else who clears bits (Free, Abort)
+// does so under the segment's freedMu and notes the run cleared in
+// segment.freed; the owner merges the noted runs into the list before its
+// next search. Clearing and noting under one lock is what keeps the list
+// exact: the owner, holding freedMu while it merges (or walks the bitmap),
+// sees every free either whole (bits clear and noted) or not at all, so it
+// never lists as free a block another free has not yet cleared, nor misses
+// one it cleared. When more runs are noted than maxFreed (a segment nobody
+// owned for a long while), or recovery set or cleared bits (MarkAllocated,
+// MarkFree), the segment is marked stale and its next owner walks the
+// bitmap once. segment.gen counts the frees noted, so an owner whose list
+// is current sees it with one atomic load and takes no lock.
+//
+// Before refinement 60 the list was the cursor's: every trade (0.76 of the
+// claims replacing values of 100 B-64 KiB) and every free anywhere in the
+// segment made the next claim walk the bitmap, 3.6% of the CPU of YCSB A
+// with such values (BENCHMARKS.md, "A segment keeps its list of free
+// runs").
+
+// maxFreed is how many runs freed by others a segment notes for its owner
+// before it marks the list stale instead.
+const maxFreed = 256
 
 // freeRun is a run of free blocks of a segment: [off, off+n).
 type freeRun struct{ off, n int32 }
 
-// freeRuns is the list of one segment's free runs kept by the cursor that
-// owns it. Guarded by the cursor's mu.
+// freeRuns is a segment's list of free runs in address order. Guarded by
+// the mu of the cursor that owns the segment; listed is also written only
+// under the segment's freedMu, so frees may read it there.
 type freeRuns struct {
-	seg  *segment // the segment listed; nil before the first scan
-	gen  uint64   // seg.gen read before the scan
-	runs []freeRun
+	listed bool   // runs is built; false for a new or restored segment
+	gen    uint64 // segment.gen when the noted frees were last merged
+	runs   []freeRun
 }
 
-// own makes segment seg the cursor's, with its hint (where a claim that
-// fits continues the last one) at the segment's start. The list of free
-// runs is dropped: another cursor may have owned seg since this one
-// listed it. REQUIRES: c.mu, Allocator.poolMu.
-func (c *cursor) own(seg int) {
-	c.seg, c.hint = seg, 0
-	c.free.seg = nil
+// noteFreedLocked records that [off, off+n) was just cleared by someone
+// other than the owner. REQUIRES: s.freedMu.
+func (s *segment) noteFreedLocked(off, n int) {
+	switch {
+	case !s.runs.listed || s.stale:
+	case len(s.freed) >= maxFreed:
+		s.stale, s.freed = true, s.freed[:0]
+	default:
+		s.freed = append(s.freed, freeRun{int32(off), int32(n)})
+	}
+	s.gen.Add(1)
 }
 
-// runsLocked returns the free runs of cursor c's segment s in address
-// order, scanning the bitmap if the list is not of s or s changed since.
-// The slice is valid until the next take. REQUIRES: c.mu, c owns s.
-func (c *cursor) runsLocked(s *segment) []freeRun {
-	fr := &c.free
-	if g := s.gen.Load(); fr.seg != s || fr.gen != g {
-		fr.seg, fr.gen, fr.runs = s, g, fr.runs[:0]
+// markStaleLocked makes the next owner build the list from the bitmap
+// (recovery changed bits without noting them). REQUIRES: s.freedMu.
+func (s *segment) markStaleLocked() {
+	s.stale, s.freed = true, s.freed[:0]
+	s.gen.Add(1)
+}
+
+// runsLocked returns the free runs of segment s in address order: the
+// list, with the runs others freed since the last call merged in, or
+// built from the bitmap if s was never listed or is stale. The slice is
+// valid until the next take. REQUIRES: the mu of the cursor that owns s.
+func (s *segment) runsLocked() []freeRun {
+	fr := &s.runs
+	if fr.listed && fr.gen == s.gen.Load() {
+		return fr.runs
+	}
+	s.freedMu.Lock()
+	defer s.freedMu.Unlock()
+	if !fr.listed || s.stale {
+		fr.runs = fr.runs[:0]
 		for off, n := range s.bits.ClearRuns() {
 			fr.runs = append(fr.runs, freeRun{int32(off), int32(n)})
 		}
+		fr.listed, s.stale = true, false
+	} else {
+		for _, r := range s.freed {
+			fr.runs = mergeRun(fr.runs, r)
+		}
 	}
+	s.freed = s.freed[:0]
+	fr.gen = s.gen.Load()
 	return fr.runs
+}
+
+// mergeRun adds the free run r to runs (address order, no two touching)
+// and returns the list, r joined with every run it overlaps or touches. A
+// run freed twice (a double free) overlaps itself and changes nothing.
+func mergeRun(runs []freeRun, r freeRun) []freeRun {
+	lo, hi := r.off, r.off+r.n
+	// i: the first run that ends at or after lo; j: the first that starts
+	// after hi. Runs i..j-1 overlap or touch r.
+	i := sort.Search(len(runs), func(i int) bool { return runs[i].off+runs[i].n >= lo })
+	j := i
+	for j < len(runs) && runs[j].off <= hi {
+		lo, hi = min(lo, runs[j].off), max(hi, runs[j].off+runs[j].n)
+		j++
+	}
+	m := freeRun{lo, hi - lo}
+	if i == j {
+		return slices.Insert(runs, i, m)
+	}
+	runs[i] = m
+	return slices.Delete(runs, i+1, j)
 }
 
 // longestRun returns the length of the longest of runs, 0 if none.
@@ -93,9 +161,9 @@ func fitRun(runs []freeRun, from, n int) int {
 }
 
 // tookLocked removes [off, off+n), which lies inside one listed run, from
-// the list. REQUIRES: c.mu, the list is of c's segment.
-func (c *cursor) tookLocked(off, n int) {
-	runs := c.free.runs
+// the list. REQUIRES: the mu of the cursor that owns s.
+func (s *segment) tookLocked(off, n int) {
+	runs := s.runs.runs
 	i := sort.Search(len(runs), func(i int) bool { return int(runs[i].off+runs[i].n) > off })
 	r := runs[i]
 	left := freeRun{r.off, int32(off) - r.off}
@@ -112,5 +180,5 @@ func (c *cursor) tookLocked(off, n int) {
 	default:
 		runs = append(runs[:i], runs[i+1:]...)
 	}
-	c.free.runs = runs
+	s.runs.runs = runs
 }

@@ -3,14 +3,17 @@ package alloc
 import (
 	"math/rand/v2"
 	"slices"
+	"sync"
 	"testing"
 )
 
 // TestFreeRunsListMatchesBitmap drives an allocator through random claims
-// (from preferred cursors, so lists go stale by trades and steals), frees
-// and aborts, with MaxSegments low enough for steals and scattering over
-// short runs, and checks after every step that each cursor whose list is
-// current (same segment, same gen) lists exactly its segment's clear runs.
+// (from preferred cursors, so segments change owners by trades and
+// steals), frees and aborts, with MaxSegments low enough for steals and
+// scattering over short runs, and checks after every step that every
+// listed segment's list, with the runs noted since merged in, is exactly
+// its bitmap's clear runs, and that a current list (same gen) needs no
+// merge.
 func TestFreeRunsListMatchesBitmap(t *testing.T) {
 	for _, g := range []Geometry{{BlockSize: 128, SegmentBlocks: 256}, {BlockSize: 4096, SegmentBlocks: 64}} {
 		a, err := New(g, Config{Cursors: 3, MaxSegments: 6})
@@ -41,25 +44,11 @@ func TestFreeRunsListMatchesBitmap(t *testing.T) {
 				live[i] = live[len(live)-1]
 				live = live[:len(live)-1]
 			}
-			segs := *a.segs.Load()
-			for ci := range a.cursors {
-				c := &a.cursors[ci]
-				if c.seg < 0 || c.free.seg != segs[c.seg] || c.free.gen != segs[c.seg].gen.Load() {
-					continue
-				}
-				var want []freeRun
-				for off, n := range segs[c.seg].bits.ClearRuns() {
-					want = append(want, freeRun{int32(off), int32(n)})
-				}
-				if !slices.Equal(want, c.free.runs) {
-					t.Fatalf("step %d, cursor %d, segment %d: list %v, bitmap's runs %v", step, ci, c.seg, c.free.runs, want)
-				}
-				checked++
-			}
+			checked += checkLists(t, a, step)
 		}
 		st := a.Stats()
 		t.Logf("block %d: %d lists checked, %d trades, %d segments", g.BlockSize, checked, st.CursorTrades, st.Segments)
-		if checked < 10000 {
+		if checked < 20000 {
 			t.Errorf("only %d lists were current when checked", checked)
 		}
 	}
@@ -86,5 +75,114 @@ func TestFitRun(t *testing.T) {
 	}
 	if got := fitRun(nil, 0, 1); got != -1 {
 		t.Errorf("fitRun of no runs = %d, want -1", got)
+	}
+}
+
+// checkLists checks every listed, not stale segment of a (see
+// TestFreeRunsListMatchesBitmap) and returns how many it checked. No
+// claim or free may run concurrently.
+func checkLists(t *testing.T, a *Allocator, step int) int {
+	t.Helper()
+	checked := 0
+	for si, s := range *a.segs.Load() {
+		if !s.runs.listed || s.stale {
+			continue
+		}
+		got := slices.Clone(s.runs.runs)
+		if s.runs.gen == s.gen.Load() && len(s.freed) != 0 {
+			t.Fatalf("step %d, segment %d: list current at gen %d but %d runs noted", step, si, s.runs.gen, len(s.freed))
+		}
+		for _, r := range s.freed {
+			got = mergeRun(got, r)
+		}
+		var want []freeRun
+		for off, n := range s.bits.ClearRuns() {
+			want = append(want, freeRun{int32(off), int32(n)})
+		}
+		if !slices.Equal(want, got) {
+			t.Fatalf("step %d, segment %d (owner %d): list %v with noted %v, bitmap's runs %v",
+				step, si, s.owner, s.runs.runs, s.freed, want)
+		}
+		checked++
+	}
+	return checked
+}
+
+// TestMergeRun: a freed run joins the runs it overlaps or touches, and is
+// inserted in address order otherwise.
+func TestMergeRun(t *testing.T) {
+	for _, tc := range []struct {
+		runs []freeRun
+		r    freeRun
+		want []freeRun
+	}{
+		{nil, freeRun{5, 3}, []freeRun{{5, 3}}},
+		{[]freeRun{{0, 2}, {10, 2}}, freeRun{5, 2}, []freeRun{{0, 2}, {5, 2}, {10, 2}}},
+		{[]freeRun{{0, 2}, {10, 2}}, freeRun{2, 3}, []freeRun{{0, 5}, {10, 2}}}, // touches the left
+		{[]freeRun{{0, 2}, {10, 2}}, freeRun{7, 3}, []freeRun{{0, 2}, {7, 5}}},  // touches the right
+		{[]freeRun{{0, 2}, {10, 2}}, freeRun{2, 8}, []freeRun{{0, 12}}},         // joins both
+		{[]freeRun{{0, 2}, {4, 1}, {6, 1}, {10, 2}}, freeRun{1, 10}, []freeRun{{0, 12}}},
+		{[]freeRun{{0, 4}}, freeRun{1, 2}, []freeRun{{0, 4}}}, // freed twice
+		{[]freeRun{{3, 4}}, freeRun{0, 1}, []freeRun{{0, 1}, {3, 4}}},
+		{[]freeRun{{3, 4}}, freeRun{9, 1}, []freeRun{{3, 4}, {9, 1}}},
+	} {
+		got := mergeRun(slices.Clone(tc.runs), tc.r)
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("mergeRun(%v, %v) = %v, want %v", tc.runs, tc.r, got, tc.want)
+		}
+	}
+}
+
+// TestFreeRunsConcurrentFrees has one goroutine claim from cursors while
+// two others free what it claimed a little later, in every segment, and
+// checks at the end (and at pauses along the way) that each listed
+// segment's list, once its owner merged the noted runs, is exactly its
+// bitmap's clear runs: no block listed free that a claim could then find
+// set (takeLocked would panic), none missing. Run it with -race.
+func TestFreeRunsConcurrentFrees(t *testing.T) {
+	g := Geometry{BlockSize: 128, SegmentBlocks: 512}
+	a, err := New(g, Config{Cursors: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(3, 4))
+	for round := range 40 {
+		frees := make(chan []Extent, 64)
+		var wg sync.WaitGroup
+		for range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for exts := range frees {
+					for _, e := range exts {
+						a.Free(e)
+					}
+				}
+			}()
+		}
+		var kept [][]Extent
+		for range 500 {
+			c, err := a.AllocatePreferring(r.IntN(2), 1+r.IntN(40))
+			if err != nil {
+				t.Fatal(err)
+			}
+			a.Publish(c)
+			if r.IntN(3) == 0 {
+				kept = append(kept, c.Extents)
+			} else {
+				frees <- c.Extents
+			}
+		}
+		close(frees)
+		wg.Wait()
+		for _, exts := range kept[:len(kept)/2] {
+			for _, e := range exts {
+				a.Free(e)
+			}
+		}
+		checkLists(t, a, round)
+	}
+	if st := a.Stats(); st.DoubleFreeBlocks != 0 {
+		t.Errorf("%d blocks freed twice", st.DoubleFreeBlocks)
 	}
 }

@@ -43,8 +43,10 @@ func (a *Allocator) MarkAllocated(e Extent) error {
 			ErrCorrupt, e, si*uint64(a.g.SegmentBlocks)+uint64(j))
 	}
 	s.free.Add(-int64(e.Len))
+	s.freedMu.Lock()
 	s.bits.SetRange(off, int(e.Len))
-	s.gen.Add(1)
+	s.markStaleLocked()
+	s.freedMu.Unlock()
 	s.longest.Store(-1) // no longer a lower bound
 	return nil
 }
@@ -63,9 +65,11 @@ func (a *Allocator) MarkFree(e Extent) error {
 		return fmt.Errorf("%w: mark free %v: block %d is not allocated",
 			ErrCorrupt, e, si*uint64(a.g.SegmentBlocks)+uint64(j))
 	}
+	s.freedMu.Lock()
 	s.bits.ClearRange(off, int(e.Len))
+	s.markStaleLocked()
+	s.freedMu.Unlock()
 	s.free.Add(int64(e.Len))
-	s.gen.Add(1)
 	return nil
 }
 

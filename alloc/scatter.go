@@ -57,7 +57,7 @@ const minPieceFraction = 16
 // the start of a longer run. Pieces are taken, and their extents appended,
 // in address order. REQUIRES: c.mu, c owns a segment.
 func (a *Allocator) scatterLocked(c *cursor, n, minPiece int, exts []Extent) ([]Extent, bool) {
-	runs := c.runsLocked((*a.segs.Load())[c.seg])
+	runs := (*a.segs.Load())[c.seg].runsLocked()
 	// One pass counts the blocks in runs of at least minPiece and the runs
 	// address order would take, and keeps the first len(top) of those runs
 	// in the order longest, then lowest (sorted by insertion).
