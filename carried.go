@@ -137,7 +137,7 @@ func (db *DB) allocCarried(ops []preparedOp) error {
 		if p.carry == nil {
 			continue
 		}
-		claim, err := db.alloc.AllocatePreferring(leaderCursor, db.geom.BlocksFor(int64(len(p.carry))))
+		claim, err := db.claimFor(p, len(p.carry), true)
 		if err != nil {
 			return fmt.Errorf("heapkv: write value of key %q: %w", p.key, diskError(err))
 		}

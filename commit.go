@@ -99,6 +99,9 @@ type preparedOp struct {
 	carry    []byte
 	carried  bool
 	deferred bool
+	// fresh: the value's blocks come from empty segments, after those of
+	// the op before (alloc.AllocateFresh; Compact's clustering).
+	fresh bool
 
 	// prior is what the key held as of LSN priorAt, looked up by the
 	// writer before it queued (prefetchPrior), so that the leader need not

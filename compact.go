@@ -67,8 +67,15 @@ type CompactOptions struct {
 	// segments always are). 0 means DefaultCompactMinHole; a negative
 	// value punches no such runs.
 	MinHoleBytes int64
+	// Cluster rewrites every heap value in key order into empty segments
+	// (cluster.go), so that range scans read neighbouring keys' values
+	// from neighbouring blocks, then gives the emptied space back as
+	// usual. MaxLive is not used: every value moves. It needs free disk
+	// space for about a second copy of the heap's values while it runs.
+	Cluster bool
 	// Progress, if set, is called after each group of segments is moved
-	// and at the end, from Compact's goroutine.
+	// (with Cluster: after every compactGroupBytes moved) and at the end,
+	// from Compact's goroutine.
 	Progress func(CompactResult)
 }
 
@@ -162,7 +169,15 @@ func (db *DB) compact(ctx context.Context, o *CompactOptions, res *CompactResult
 	if err := db.punchEmpty(res, o.MaxLive <= 0, o.MinHoleBytes); err != nil {
 		return err
 	}
-	if o.MaxLive > 0 {
+	if o.Cluster {
+		if err := db.cluster(ctx, o, res); err != nil {
+			return err
+		}
+		db.alloc.DropCursorSegments()
+		if err := db.punchEmpty(res, true, o.MinHoleBytes); err != nil {
+			return err
+		}
+	} else if o.MaxLive > 0 {
 		db.alloc.SetPreferLow(true)
 		err := db.moveSparse(ctx, o, res)
 		db.alloc.SetPreferLow(false)
@@ -309,13 +324,22 @@ func (db *DB) moveOut(ctx context.Context, held []int, pacer *pace.Pacer, res *C
 		return nil
 	}
 	sb := uint64(db.geom.SegmentBlocks)
+	slices.Sort(held)
 	in := func(exts []alloc.Extent) bool {
 		return slices.ContainsFunc(exts, func(e alloc.Extent) bool {
 			_, ok := slices.BinarySearch(held, int(e.Start/sb))
 			return ok
 		})
 	}
-	slices.Sort(held)
+	return db.moveValues(ctx, in, false, pacer, nil, res)
+}
+
+// moveValues rewrites, in key order, every heap value whose extents in
+// says to move, in transactions of at most compactBatchKeys keys and
+// compactBatchBytes bytes; fresh places the rewritten values in empty
+// segments in that order (Txn.fresh). after, if not nil, is called with
+// the bytes moved so far after each transaction.
+func (db *DB) moveValues(ctx context.Context, in func([]alloc.Extent) bool, fresh bool, pacer *pace.Pacer, after func(moved int64) error, res *CompactResult) error {
 	it, err := db.index.NewIterWithContext(ctx, nil)
 	if err != nil {
 		return indexError("compact: new iterator", err)
@@ -330,10 +354,13 @@ func (db *DB) moveOut(ctx context.Context, held []int, pacer *pace.Pacer, res *C
 		if err := pacer.Wait(ctx, bytes); err != nil {
 			return err
 		}
-		if err := db.moveKeys(keys, in, res); err != nil {
+		if err := db.moveKeys(keys, in, fresh, res); err != nil {
 			return err
 		}
 		keys, bytes = keys[:0], 0
+		if after != nil {
+			return after(res.BytesMoved)
+		}
 		return nil
 	}
 	for valid := it.First(); valid; valid = it.Next() {
@@ -371,10 +398,10 @@ func (db *DB) moveOut(ctx context.Context, held []int, pacer *pace.Pacer, res *C
 // ErrConflict; the batch is then tried again with fresh entries (the
 // changed key's new value lies elsewhere and is skipped), and split in
 // halves when it keeps conflicting with busy writers.
-func (db *DB) moveKeys(keys [][]byte, in func([]alloc.Extent) bool, res *CompactResult) error {
+func (db *DB) moveKeys(keys [][]byte, in func([]alloc.Extent) bool, fresh bool, res *CompactResult) error {
 	const tries = 3
 	for try := 0; ; try++ {
-		err := db.moveOnce(keys, in, res)
+		err := db.moveOnce(keys, in, fresh, res)
 		if !errors.Is(err, ErrConflict) {
 			return err
 		}
@@ -386,20 +413,21 @@ func (db *DB) moveKeys(keys [][]byte, in func([]alloc.Extent) bool, res *Compact
 			return nil // written on every try: each write moved it already
 		}
 		h := len(keys) / 2
-		if err := db.moveKeys(keys[:h], in, res); err != nil {
+		if err := db.moveKeys(keys[:h], in, fresh, res); err != nil {
 			return err
 		}
-		return db.moveKeys(keys[h:], in, res)
+		return db.moveKeys(keys[h:], in, fresh, res)
 	}
 }
 
 // moveOnce is one try of moveKeys.
-func (db *DB) moveOnce(keys [][]byte, in func([]alloc.Extent) bool, res *CompactResult) error {
+func (db *DB) moveOnce(keys [][]byte, in func([]alloc.Extent) bool, fresh bool, res *CompactResult) error {
 	txn, err := db.BeginTxn(&TxnOptions{WriteOptions: &WriteOptions{Sync: false}})
 	if err != nil {
 		return err
 	}
 	defer txn.Rollback()
+	txn.fresh = fresh
 	var n, bytes int64
 	for _, k := range keys {
 		var value []byte

@@ -98,3 +98,10 @@ func IndexTables(db *DB) string {
 	}
 	return s
 }
+
+// IndexCompactions returns how many flushes and compactions the index has
+// run since it was opened.
+func IndexCompactions(db *DB) (flushes, compactions int64) {
+	m := db.index.Metrics()
+	return m.Flush.Count, m.Compact.Count
+}

@@ -43,3 +43,20 @@ func KeyFilterReady(db *DB) (bool, int64) {
 	db.scanPresenceOnce()
 	return db.presence.ready.Load(), db.presence.skipped.Load()
 }
+
+// HeapExtents returns the extents (first block, blocks) of key's heap
+// value, in order; none for an inline value.
+func HeapExtents(db *DB, key []byte) ([][2]uint64, error) {
+	var out [][2]uint64
+	err := db.lookup(key, func(raw []byte) error {
+		e, err := db.decodeEntry(key, raw)
+		if err != nil || !e.isHeap {
+			return err
+		}
+		for _, x := range e.ptr.extents {
+			out = append(out, [2]uint64{x.Start, uint64(x.Len)})
+		}
+		return nil
+	})
+	return out, err
+}

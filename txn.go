@@ -54,6 +54,9 @@ type Txn struct {
 	readOnly     bool
 	serializable bool
 	sync         bool
+	// fresh places the transaction's heap values in empty segments, in key
+	// order (alloc.AllocateFresh): Compact's clustering moves (cluster.go).
+	fresh bool
 
 	// mu protects the following (and serialises with DB.Close).
 	mu         sync.Mutex
@@ -323,7 +326,7 @@ func (t *Txn) Commit() error {
 		}
 	}
 	db := t.db
-	err := db.apply(ops, t.sync, func(lsn base.LSN) error { return db.checkTxn(c, lsn) })
+	err := db.apply(ops, t.sync, t.fresh, func(lsn base.LSN) error { return db.checkTxn(c, lsn) })
 	switch {
 	case err == nil:
 		db.stats.txnCommits.Add(1)

@@ -41,7 +41,7 @@ func (db *DB) Put(key, value []byte) error {
 	}
 	// apply finishes with the caller's slices before it returns, so a
 	// single write needs no copy.
-	return db.apply([]batchOp{{kind: opPut, key: key, value: value}}, db.syncFor(nil), nil)
+	return db.apply([]batchOp{{kind: opPut, key: key, value: value}}, db.syncFor(nil), false, nil)
 }
 
 // Delete removes key. Deleting a missing key is not an error.
@@ -49,7 +49,7 @@ func (db *DB) Delete(key []byte) error {
 	if err := checkKey(key); err != nil {
 		return err
 	}
-	return db.apply([]batchOp{{kind: opDelete, key: key}}, db.syncFor(nil), nil)
+	return db.apply([]batchOp{{kind: opDelete, key: key}}, db.syncFor(nil), false, nil)
 }
 
 // Apply commits every write in b atomically. A nil wo means the database's
@@ -58,12 +58,14 @@ func (db *DB) Apply(b *Batch, wo *WriteOptions) error {
 	if b.err != nil {
 		return b.err
 	}
-	return db.apply(b.ops, db.syncFor(wo), nil)
+	return db.apply(b.ops, db.syncFor(wo), false, nil)
 }
 
-// apply commits validated ops atomically, durably if sync. check, if not
-// nil, is the request's conflict check (Txn.Commit; see commitReq.check).
-func (db *DB) apply(bops []batchOp, sync bool, check func(lsn base.LSN) error) (err error) {
+// apply commits validated ops atomically, durably if sync. fresh places
+// their heap values in empty segments, in op order (preparedOp.fresh).
+// check, if not nil, is the request's conflict check (Txn.Commit; see
+// commitReq.check).
+func (db *DB) apply(bops []batchOp, sync, fresh bool, check func(lsn base.LSN) error) (err error) {
 	if len(bops) == 0 {
 		return nil
 	}
@@ -93,7 +95,7 @@ func (db *DB) apply(bops []batchOp, sync bool, check func(lsn base.LSN) error) (
 	req := newCommitReq(len(bops), sync, check)
 	for i, op := range bops {
 		p := &req.ops[i]
-		p.kind, p.key = op.kind, op.key
+		p.kind, p.key, p.fresh = op.kind, op.key, fresh
 		if op.kind != opPut {
 			continue
 		}
@@ -260,12 +262,27 @@ func (db *DB) writeHeapValue(p *preparedOp, value []byte) error {
 		}
 		return nil
 	}
-	claim, err := db.alloc.Allocate(db.geom.BlocksFor(int64(len(stored))))
+	claim, err := db.claimFor(p, len(stored), false)
 	if err != nil {
 		return err
 	}
 	p.isHeap, p.claim, p.ptr.extents = true, claim, claim.Extents
 	return db.writeStored(stored, claim.Extents)
+}
+
+// claimFor claims the blocks of p's value of stored bytes: in empty
+// segments after the previous such claim if p.fresh (alloc.AllocateFresh),
+// else from the leader's cursor if the leader writes it (byLeader), else
+// from any idle cursor.
+func (db *DB) claimFor(p *preparedOp, stored int, byLeader bool) (alloc.Claim, error) {
+	n := db.geom.BlocksFor(int64(stored))
+	switch {
+	case p.fresh:
+		return db.alloc.AllocateFresh(n)
+	case byLeader:
+		return db.alloc.AllocatePreferring(leaderCursor, n)
+	}
+	return db.alloc.Allocate(n)
 }
 
 // leaderWrites reports whether the commit leader writes a heap value of

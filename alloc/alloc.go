@@ -19,7 +19,8 @@ var ErrFull = errors.New("alloc: heap is full")
 type Config struct {
 	// Cursors is the number of allocation cursors, i.e. how many writers can
 	// allocate at once without waiting for each other. Each cursor owns at
-	// most one segment. Default (0): 2*GOMAXPROCS.
+	// most one segment. Default (0): 2*GOMAXPROCS. AllocateFresh has one
+	// more cursor of its own (fresh.go).
 	Cursors int
 	// MaxSegments caps the heap size in segments. Allocate returns ErrFull
 	// rather than grow past it; MarkAllocated reports an extent past it as
@@ -139,7 +140,7 @@ func New(g Geometry, cfg Config) (*Allocator, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &Allocator{g: g, cfg: cfg, cursors: make([]cursor, cfg.Cursors), minPiece: max(1, minPieceBytes/g.BlockSize)}
+	a := &Allocator{g: g, cfg: cfg, cursors: make([]cursor, cfg.Cursors+1), minPiece: max(1, minPieceBytes/g.BlockSize)}
 	for i := range a.cursors {
 		a.cursors[i].seg = -1
 	}
@@ -188,10 +189,11 @@ func (a *Allocator) Allocate(nblocks int) (Claim, error) {
 // of that cursor's segment while they fit after its last claim (fitRun),
 // and can write them with one call.
 func (a *Allocator) AllocatePreferring(ci, nblocks int) (Claim, error) {
-	return a.allocate(ci%len(a.cursors), nblocks)
+	return a.allocate(ci%a.cfg.Cursors, nblocks)
 }
 
-// allocate is Allocate from cursor prefer if it is idle (prefer >= 0).
+// allocate is Allocate from cursor prefer if it is idle (prefer >= 0);
+// AllocateFresh's cursor (prefer == freshCursor) is waited for instead.
 func (a *Allocator) allocate(prefer, nblocks int) (Claim, error) {
 	if nblocks < 1 {
 		return Claim{}, fmt.Errorf("%w: allocate %d blocks", ErrInvalid, nblocks)
@@ -201,7 +203,10 @@ func (a *Allocator) allocate(prefer, nblocks int) (Claim, error) {
 		return Claim{}, fmt.Errorf("%w: allocate %d blocks: the heap holds at most %d", ErrFull, nblocks, max*sb)
 	}
 	ci := prefer
-	if ci < 0 || !a.cursors[ci].mu.TryLock() {
+	switch {
+	case ci == a.freshCursor():
+		a.cursors[ci].mu.Lock()
+	case ci < 0 || !a.cursors[ci].mu.TryLock():
 		ci = a.acquire()
 	}
 	c := &a.cursors[ci]
@@ -222,12 +227,13 @@ func (a *Allocator) allocate(prefer, nblocks int) (Claim, error) {
 	return Claim{Extents: exts, cur: int32(ci + 1), slot: slot, seq: seq}, nil
 }
 
-// acquire locks an idle cursor and returns its index. It starts at a random
-// cursor (math/rand/v2's global source is per-thread, so this costs no shared
+// acquire locks an idle cursor (of the first Config.Cursors, not
+// AllocateFresh's) and returns its index. It starts at a random cursor
+// (math/rand/v2's global source is per-thread, so this costs no shared
 // write), tries each once without blocking, and if all are busy waits for
 // the first one.
 func (a *Allocator) acquire() int {
-	n := len(a.cursors)
+	n := a.cfg.Cursors
 	start := int(rand.Uint32N(uint32(n)))
 	for k := range n {
 		i := start + k
@@ -357,6 +363,9 @@ func (a *Allocator) trade(ci, n int) error {
 	a.poolMu.Lock()
 	defer a.poolMu.Unlock()
 	a.releaseLocked(c)
+	if ci == a.freshCursor() && a.tradeFreshLocked(ci) {
+		return nil
+	}
 	segs := *a.segs.Load()
 	// A linear scan: trades are rare (a cursor trades once per segment's
 	// worth of blocks in the steady state) and the table is small (a

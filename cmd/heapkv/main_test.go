@@ -535,6 +535,14 @@ func TestCompactSubcommand(t *testing.T) {
 	require.Regexp(t, `segments +\d+ empty \(\d+ given back\), \d+ at most half live`, out)
 	out, _, code = cli(t, "", "check", dir)
 	require.Equal(t, 0, code, out)
+
+	out, errs, code = cli(t, "", "-d", dir, "-c", "compact cluster; get --raw k2990")
+	require.Equal(t, 0, code, errs)
+	require.Regexp(t, `rewrote 300 values \(.*\) in key order\nheap file .* -> .*`, out)
+	require.Contains(t, out, val)
+	_, errs, code = cli(t, "", "-d", dir, "-c", "compact sideways")
+	require.NotEqual(t, 0, code)
+	require.Contains(t, errs, `unknown argument "sideways"`)
 }
 
 // Every subcommand's --help prints the usage and exits 0; version prints

@@ -223,9 +223,13 @@ wait:
 	return result{text: o.rep.String(), fields: map[string]any{"report": o.rep}}, o.err
 }
 
-func cmdCompact(s *shell, _ []word) (result, error) {
+func cmdCompact(s *shell, args []word) (result, error) {
+	cluster := len(args) == 1 && args[0].text == "cluster"
+	if len(args) == 1 && !cluster {
+		return result{}, fmt.Errorf("compact: unknown argument %q (want cluster or nothing)", args[0].text)
+	}
 	p := s.progress()
-	res, err := s.db.Compact(s.ctx, &heapkv.CompactOptions{Progress: func(r heapkv.CompactResult) {
+	res, err := s.db.Compact(s.ctx, &heapkv.CompactOptions{Cluster: cluster, Progress: func(r heapkv.CompactResult) {
 		p.show(fmt.Sprintf("compact: %d values (%s) moved, %d segments emptied", r.ValuesMoved, humanBytes(r.BytesMoved), r.SegmentsMoved))
 	}})
 	p.clear()
@@ -236,7 +240,11 @@ func cmdCompact(s *shell, _ []word) (result, error) {
 		return result{}, err
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "moved %d values (%s) out of %d sparse segments", res.ValuesMoved, humanBytes(res.BytesMoved), res.SegmentsMoved)
+	if cluster {
+		fmt.Fprintf(&b, "rewrote %d values (%s) in key order", res.ValuesMoved, humanBytes(res.BytesMoved))
+	} else {
+		fmt.Fprintf(&b, "moved %d values (%s) out of %d sparse segments", res.ValuesMoved, humanBytes(res.BytesMoved), res.SegmentsMoved)
+	}
 	if res.Conflicts > 0 {
 		fmt.Fprintf(&b, " (%d batches retried: keys written meanwhile)", res.Conflicts)
 	}
