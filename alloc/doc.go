@@ -43,6 +43,11 @@
 // request for more than SegmentBlocks blocks always comes back as several
 // extents.
 //
+// AllocateFresh is for a caller that writes values in an order worth
+// keeping (heapkv's clustering compaction): its claims come from a cursor
+// of its own that takes only empty or new segments, so consecutive claims
+// sit in consecutive blocks (fresh.go).
+//
 // # Claims
 //
 // Allocate returns a Claim: the extents, in order, plus a registration in the
