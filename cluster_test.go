@@ -195,33 +195,11 @@ func TestCompactClusterCrash(t *testing.T) {
 		e.put(db, fmt.Sprintf("k%04d", i))
 	}
 	mustNoErr(t, db.Sync())
-	var res heapkv.CompactResult
-	maxClones := 40
-	if heapkv.RaceEnabled {
-		maxClones = 12
-	}
-	clones := e.clonesDuring(maxClones, 5*time.Millisecond, 3, func() error {
-		var err error
-		res, err = db.Compact(t.Context(), &heapkv.CompactOptions{Cluster: true, BytesPerSecond: 512 << 10})
-		if err == nil && res.ValuesMoved == 0 {
-			err = fmt.Errorf("cluster moved nothing: %+v", res)
-		}
-		return err
-	})
-	t.Logf("%d clones; moved %d values, %d bytes", len(clones), res.ValuesMoved, res.BytesMoved)
-	e.checkModel(db)
-	mustClose(t, db)
-	if len(clones) < 5 {
-		t.Fatalf("only %d clones during the clustering", len(clones))
-	}
-	for i, mem := range clones {
-		o := e.options()
-		heapkv.SetFS(o, mem)
-		db, err := heapkv.Open(mdbDir, o)
-		if err != nil {
-			t.Fatalf("clone %d: %v", i, err)
-		}
-		checkContents(t, db, e.model)
-		mustClose(t, db)
-	}
+	compactCrashClones(t, e, db, "clustering", &heapkv.CompactOptions{Cluster: true, BytesPerSecond: 512 << 10},
+		func(res heapkv.CompactResult) error {
+			if res.ValuesMoved == 0 {
+				return fmt.Errorf("cluster moved nothing: %+v", res)
+			}
+			return nil
+		})
 }

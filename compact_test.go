@@ -328,6 +328,20 @@ func TestCompactCrash(t *testing.T) {
 	// Paced, so that the clones fall all through it. A pacer sleeps
 	// before a batch for the bytes before it: the move must take more
 	// than one batch (compactBatchKeys) of values.
+	compactCrashClones(t, e, db, "compaction", &heapkv.CompactOptions{MaxLive: 0.9, BytesPerSecond: 512 << 10},
+		func(res heapkv.CompactResult) error {
+			if res.ValuesMoved == 0 || !res.Unsupported {
+				return fmt.Errorf("compact on MemFS: %+v", res)
+			}
+			return nil
+		})
+}
+
+// compactCrashClones takes crash clones of e while db compacts with o
+// (checked by check), closes db, and opens every clone to check that it
+// holds exactly e's model.
+func compactCrashClones(t *testing.T, e *mirrorEnv, db *heapkv.DB, what string, o *heapkv.CompactOptions, check func(heapkv.CompactResult) error) {
+	t.Helper()
 	var res heapkv.CompactResult
 	maxClones := 40
 	if heapkv.RaceEnabled {
@@ -335,9 +349,8 @@ func TestCompactCrash(t *testing.T) {
 	}
 	clones := e.clonesDuring(maxClones, 5*time.Millisecond, 3, func() error {
 		var err error
-		res, err = db.Compact(t.Context(), &heapkv.CompactOptions{MaxLive: 0.9, BytesPerSecond: 512 << 10})
-		if err == nil && (res.ValuesMoved == 0 || !res.Unsupported) {
-			err = fmt.Errorf("compact on MemFS: %+v", res)
+		if res, err = db.Compact(t.Context(), o); err == nil {
+			err = check(res)
 		}
 		return err
 	})
@@ -345,7 +358,7 @@ func TestCompactCrash(t *testing.T) {
 	e.checkModel(db)
 	mustClose(t, db)
 	if len(clones) < 5 {
-		t.Fatalf("only %d clones during the compaction", len(clones))
+		t.Fatalf("only %d clones during the %s", len(clones), what)
 	}
 	for i, mem := range clones {
 		o := e.options()
@@ -357,7 +370,6 @@ func TestCompactCrash(t *testing.T) {
 		checkContents(t, db, e.model)
 		mustClose(t, db)
 	}
-	t.Logf("%d clones", len(clones))
 }
 
 // Close during a Compact cancels it rather than waiting it out, and the
