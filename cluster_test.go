@@ -129,55 +129,17 @@ func TestCompactClusterWithWriters(t *testing.T) {
 	const n = 3000
 	model := writeShuffled(t, db, n, 2)
 	var mu sync.Mutex
-	var wg sync.WaitGroup
-	stop := make(chan struct{})
-	const writers = 3
-	for w := range writers {
-		wg.Go(func() {
-			r := rand.New(rand.NewPCG(uint64(w), 3))
-			for gen := 2; ; gen++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				i := w + writers*r.IntN(n/writers)
-				k := compactKey(i)
-				var v []byte
-				var err error
-				if r.IntN(5) == 0 {
-					err = db.Delete(k)
-				} else {
-					v = clusterValue(i, gen)
-					err = db.Put(k, v)
-				}
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				mu.Lock()
-				if v == nil {
-					delete(model, string(k))
-				} else {
-					model[string(k)] = v
-				}
-				mu.Unlock()
-				time.Sleep(50 * time.Microsecond)
-			}
-		})
-	}
+	stop := overwriters(t, db, n, 3, 3, &mu, model, clusterValue, 50*time.Microsecond)
 	var moved, conflicts int64
 	for range 3 {
 		res, err := db.Compact(t.Context(), &heapkv.CompactOptions{Cluster: true})
 		if err != nil {
-			close(stop)
-			wg.Wait()
+			stop()
 			t.Fatal(err)
 		}
 		moved, conflicts = moved+res.ValuesMoved, conflicts+res.Conflicts
 	}
-	close(stop)
-	wg.Wait()
+	stop()
 	t.Logf("moved %d values, %d conflicts", moved, conflicts)
 	if moved < n {
 		t.Errorf("moved %d values in three clusterings of %d keys", moved, n)

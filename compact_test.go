@@ -191,57 +191,20 @@ func TestCompactWithReadersAndWriters(t *testing.T) {
 		before[k] = v
 	}
 
-	const writers = 3
-	var wg sync.WaitGroup
 	var mu sync.Mutex
-	stop := make(chan struct{})
-	for w := range writers {
-		wg.Go(func() {
-			rng := rand.New(rand.NewPCG(uint64(w), 7))
-			for gen := 1; ; gen++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				i := w + writers*rng.IntN(n/writers)
-				k := compactKey(i)
-				var err error
-				var v []byte
-				if rng.IntN(4) == 0 {
-					err = db.Delete(k)
-				} else {
-					v = compactValue(i, gen)
-					err = db.Put(k, v)
-				}
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				mu.Lock()
-				if v == nil {
-					delete(model, string(k))
-				} else {
-					model[string(k)] = v
-				}
-				mu.Unlock()
-			}
-		})
-	}
+	stop := overwriters(t, db, n, 3, 7, &mu, model, compactValue, 0)
 	var moved, conflicts int64
 	deadline := time.Now().Add(2 * time.Second)
 	for rounds := 0; rounds < 3 || time.Now().Before(deadline); rounds++ {
 		res, err := db.Compact(t.Context(), &heapkv.CompactOptions{MaxLive: 0.9})
 		if err != nil {
-			close(stop)
-			wg.Wait()
+			stop()
 			t.Fatal(err)
 		}
 		moved += res.ValuesMoved
 		conflicts += res.Conflicts
 	}
-	close(stop)
-	wg.Wait()
+	stop()
 	t.Logf("moved %d values, %d conflicts", moved, conflicts)
 	if moved == 0 {
 		t.Fatal("nothing was moved")
@@ -369,6 +332,53 @@ func compactCrashClones(t *testing.T, e *mirrorEnv, db *heapkv.DB, what string, 
 		}
 		checkContents(t, db, e.model)
 		mustClose(t, db)
+	}
+}
+
+// overwriters starts writers goroutines that overwrite keys 0..n-1 with
+// value(i, gen) and delete one write in four, each writer its own keys (i
+// mod writers), pausing pause between writes, and record in model, under
+// mu, what they did. The returned stop ends them and waits.
+func overwriters(t *testing.T, db *heapkv.DB, n, writers int, seed uint64, mu *sync.Mutex, model map[string][]byte, value func(i, gen int) []byte, pause time.Duration) (stop func()) {
+	var wg sync.WaitGroup
+	done := make(chan struct{})
+	for w := range writers {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(w), seed))
+			for gen := 1; ; gen++ {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				i := w + writers*rng.IntN(n/writers)
+				k := compactKey(i)
+				var err error
+				var v []byte
+				if rng.IntN(4) == 0 {
+					err = db.Delete(k)
+				} else {
+					v = value(i, gen)
+					err = db.Put(k, v)
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				if v == nil {
+					delete(model, string(k))
+				} else {
+					model[string(k)] = v
+				}
+				mu.Unlock()
+				time.Sleep(pause)
+			}
+		})
+	}
+	return func() {
+		close(done)
+		wg.Wait()
 	}
 }
 
