@@ -7,6 +7,7 @@ import (
 	"math"
 	"slices"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/heapkv/heapkv/alloc"
 	"github.com/heapkv/heapkv/internal/pace"
 )
@@ -340,11 +341,6 @@ func (db *DB) moveOut(ctx context.Context, held []int, pacer *pace.Pacer, res *C
 // segments in that order (Txn.fresh). after, if not nil, is called with
 // the bytes moved so far after each transaction.
 func (db *DB) moveValues(ctx context.Context, in func([]alloc.Extent) bool, fresh bool, pacer *pace.Pacer, after func(moved int64) error, res *CompactResult) error {
-	it, err := db.index.NewIterWithContext(ctx, nil)
-	if err != nil {
-		return indexError("compact: new iterator", err)
-	}
-	defer it.Close()
 	var keys [][]byte
 	var bytes int64
 	flush := func() error {
@@ -363,33 +359,70 @@ func (db *DB) moveValues(ctx context.Context, in func([]alloc.Extent) bool, fres
 		}
 		return nil
 	}
+	// The index iterator is opened again, after the last key moved, every
+	// compactIterBytes moved: an open iterator keeps the tables and
+	// memtables it reads from being released, and a clustering moves the
+	// whole heap.
+	var from []byte // resume after this key; nil: from the first
+	for {
+		o := &pebble.IterOptions{}
+		if from != nil {
+			o.LowerBound = append(from, 0)
+		}
+		it, err := db.index.NewIterWithContext(ctx, o)
+		if err != nil {
+			return indexError("compact: new iterator", err)
+		}
+		from, err = db.moveFrom(ctx, it, in, &keys, &bytes, flush, res.BytesMoved+compactIterBytes, res)
+		if cerr := it.Close(); err == nil && cerr != nil {
+			err = indexError("compact: close iterator", cerr)
+		}
+		if err != nil || from == nil {
+			return err
+		}
+	}
+}
+
+// compactIterBytes is how many bytes moveValues moves with one index
+// iterator (a variable for tests).
+var compactIterBytes int64 = compactGroupBytes
+
+// moveFrom is moveValues' walk of one iterator: it collects the keys whose
+// values in says to move, flushing them a batch at a time, until the index
+// ends (it flushes the rest and returns a nil key) or a flush has brought
+// res.BytesMoved to renewAt (it returns the last key moved).
+func (db *DB) moveFrom(ctx context.Context, it *pebble.Iterator, in func([]alloc.Extent) bool, keys *[][]byte, bytes *int64, flush func() error, renewAt int64, res *CompactResult) ([]byte, error) {
 	for valid := it.First(); valid; valid = it.Next() {
 		if err := ctx.Err(); err != nil {
-			return err
+			return nil, err
 		}
 		raw, err := it.ValueAndErr()
 		if err != nil {
-			return indexError(fmt.Sprintf("compact: value of %q", it.Key()), err)
+			return nil, indexError(fmt.Sprintf("compact: value of %q", it.Key()), err)
 		}
 		e, err := db.decodeEntry(it.Key(), raw)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if !e.isHeap || !in(e.ptr.extents) {
 			continue
 		}
-		keys = append(keys, slices.Clone(it.Key()))
-		bytes += int64(e.ptr.rawLen)
-		if len(keys) >= compactBatchKeys || bytes >= compactBatchBytes {
-			if err := flush(); err != nil {
-				return err
-			}
+		*keys = append(*keys, slices.Clone(it.Key()))
+		*bytes += int64(e.ptr.rawLen)
+		if len(*keys) < compactBatchKeys && *bytes < compactBatchBytes {
+			continue
+		}
+		if err := flush(); err != nil {
+			return nil, err
+		}
+		if res.BytesMoved >= renewAt {
+			return slices.Clone(it.Key()), nil
 		}
 	}
 	if err := it.Error(); err != nil {
-		return indexError("compact: iterate", err)
+		return nil, indexError("compact: iterate", err)
 	}
-	return flush()
+	return nil, flush()
 }
 
 // moveKeys rewrites, in one transaction, the values of keys whose entries

@@ -60,3 +60,11 @@ func HeapExtents(db *DB, key []byte) ([][2]uint64, error) {
 	})
 	return out, err
 }
+
+// SetCompactIterBytes makes Compact open its index iterator again after
+// every n bytes moved, until restore is called.
+func SetCompactIterBytes(n int64) (restore func()) {
+	old := compactIterBytes
+	compactIterBytes = n
+	return func() { compactIterBytes = old }
+}
