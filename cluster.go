@@ -32,6 +32,9 @@ import (
 // segment, so few segments empty before the end: the heap needs free disk
 // space for about a second copy of its values while clustering, and the
 // emptied segments are punched when it is done (Compact's punchEmpty).
+// Within one moving transaction, values above CarryLimit are claimed as
+// the transaction applies and the smaller ones by the commit leader after
+// (carried.go), so a batch that mixes the two puts its large values first.
 
 // cluster moves every heap value, in key order, into empty segments.
 func (db *DB) cluster(ctx context.Context, o *CompactOptions, res *CompactResult) error {
