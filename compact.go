@@ -35,6 +35,10 @@ import (
 //  3. Cut: empty segments at the end of the heap are removed from the
 //     allocator and the files are truncated.
 //
+// With CompactOptions.Cluster, step 1 moves every heap value instead, in
+// key order, into empty segments (cluster.go), and the index is compacted
+// after it.
+//
 // Punching and cutting change no allocated block, so they need no log
 // record: a crash that loses them leaves free blocks holding old bytes,
 // which nothing reads. On a file system that cannot punch or truncate
@@ -75,8 +79,8 @@ type CompactOptions struct {
 	// space for about a second copy of the heap's values while it runs.
 	Cluster bool
 	// Progress, if set, is called after each group of segments is moved
-	// (with Cluster: after every compactGroupBytes moved) and at the end,
-	// from Compact's goroutine.
+	// (with Cluster: after every 64 MiB moved) and at the end, from
+	// Compact's goroutine.
 	Progress func(CompactResult)
 }
 

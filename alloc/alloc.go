@@ -471,13 +471,14 @@ func (a *Allocator) settle(cl Claim, abort bool) {
 	}
 }
 
-// Free clears the bits of e now; any goroutine may call it at any time,
-// holding no lock but e's segment's freedMu, for as long as the clearing
-// and a note for the segment's owner take (freeruns.go). The caller must already have made sure that nothing can
-// still read e (design invariant 5). Blocks of e that were already free are
-// counted in Stats.DoubleFreeBlocks. Free panics if e is not inside one
-// segment of the heap: only pass extents that Allocate or MarkAllocated
-// produced (CheckExtent validates an extent decoded from storage).
+// Free clears the bits of e now; any goroutine may call it at any time. It
+// takes no lock but e's segment's freedMu, for as long as the clearing and
+// a note for the segment's owner take (freeruns.go). The caller must
+// already have made sure that nothing can still read e (design invariant
+// 5). Blocks of e that were already free are counted in
+// Stats.DoubleFreeBlocks. Free panics if e is not inside one segment of
+// the heap: only pass extents that Allocate or MarkAllocated produced
+// (CheckExtent validates an extent decoded from storage).
 func (a *Allocator) Free(e Extent) {
 	if err := a.CheckExtent(e); err != nil {
 		panic(fmt.Sprintf("alloc: Free: %v", err))
