@@ -72,11 +72,13 @@ type CompactOptions struct {
 	// segments always are). 0 means DefaultCompactMinHole; a negative
 	// value punches no such runs.
 	MinHoleBytes int64
-	// Cluster rewrites every heap value in key order into empty segments
-	// (cluster.go), so that range scans read neighbouring keys' values
-	// from neighbouring blocks, then gives the emptied space back as
-	// usual. MaxLive is not used: every value moves. It needs free disk
-	// space for about a second copy of the heap's values while it runs.
+	// Cluster rewrites every heap value in key order into empty segments,
+	// so that range scans read neighbouring keys' values from neighbouring
+	// blocks, compacts the index, and gives the emptied space back as
+	// usual (ARCHITECTURE.md, refinement 61). MaxLive is not used: every
+	// value moves. It needs free disk space for about a second copy of the
+	// heap's values while it runs. Values written after it go wherever
+	// there is room, so scans over them gain only from the next one.
 	Cluster bool
 	// Progress, if set, is called after each group of segments is moved
 	// (with Cluster: after every 64 MiB moved) and at the end, from
