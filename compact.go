@@ -346,29 +346,12 @@ func (db *DB) moveOut(ctx context.Context, held []int, pacer *pace.Pacer, res *C
 // compactBatchBytes bytes; fresh places the rewritten values in empty
 // segments in that order (Txn.fresh). after, if not nil, is called with
 // the bytes moved so far after each transaction.
+//
+// The index iterator is opened again, just after the last key moved, every
+// compactIterBytes moved: an open iterator keeps the tables and memtables
+// it reads from being released, and a clustering moves the whole heap.
 func (db *DB) moveValues(ctx context.Context, in func([]alloc.Extent) bool, fresh bool, pacer *pace.Pacer, after func(moved int64) error, res *CompactResult) error {
-	var keys [][]byte
-	var bytes int64
-	flush := func() error {
-		if len(keys) == 0 {
-			return nil
-		}
-		if err := pacer.Wait(ctx, bytes); err != nil {
-			return err
-		}
-		if err := db.moveKeys(keys, in, fresh, res); err != nil {
-			return err
-		}
-		keys, bytes = keys[:0], 0
-		if after != nil {
-			return after(res.BytesMoved)
-		}
-		return nil
-	}
-	// The index iterator is opened again, after the last key moved, every
-	// compactIterBytes moved: an open iterator keeps the tables and
-	// memtables it reads from being released, and a clustering moves the
-	// whole heap.
+	m := &mover{db: db, in: in, fresh: fresh, pacer: pacer, after: after, res: res}
 	var from []byte // resume after this key; nil: from the first
 	for {
 		o := &pebble.IterOptions{}
@@ -379,7 +362,7 @@ func (db *DB) moveValues(ctx context.Context, in func([]alloc.Extent) bool, fres
 		if err != nil {
 			return indexError("compact: new iterator", err)
 		}
-		from, err = db.moveFrom(ctx, it, in, &keys, &bytes, flush, res.BytesMoved+compactIterBytes, res)
+		from, err = m.walk(ctx, it, res.BytesMoved+compactIterBytes)
 		if cerr := it.Close(); err == nil && cerr != nil {
 			err = indexError("compact: close iterator", cerr)
 		}
@@ -393,11 +376,25 @@ func (db *DB) moveValues(ctx context.Context, in func([]alloc.Extent) bool, fres
 // iterator (a variable for tests).
 var compactIterBytes int64 = compactGroupBytes
 
-// moveFrom is moveValues' walk of one iterator: it collects the keys whose
-// values in says to move, flushing them a batch at a time, until the index
-// ends (it flushes the rest and returns a nil key) or a flush has brought
-// res.BytesMoved to renewAt (it returns the last key moved).
-func (db *DB) moveFrom(ctx context.Context, it *pebble.Iterator, in func([]alloc.Extent) bool, keys *[][]byte, bytes *int64, flush func() error, renewAt int64, res *CompactResult) ([]byte, error) {
+// mover is moveValues' state: what to move and how, and the batch of keys
+// collected for the next transaction.
+type mover struct {
+	db    *DB
+	in    func([]alloc.Extent) bool
+	fresh bool
+	pacer *pace.Pacer
+	after func(moved int64) error
+	res   *CompactResult
+
+	keys  [][]byte
+	bytes int64 // the batch's value bytes
+}
+
+// walk collects, from it, the keys whose values m.in says to move, and
+// moves them a batch at a time, until the index ends (it moves the rest and
+// returns a nil key) or a batch has brought the bytes moved to renewAt (it
+// returns the last key moved; the batch is then empty).
+func (m *mover) walk(ctx context.Context, it *pebble.Iterator, renewAt int64) ([]byte, error) {
 	for valid := it.First(); valid; valid = it.Next() {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -406,29 +403,47 @@ func (db *DB) moveFrom(ctx context.Context, it *pebble.Iterator, in func([]alloc
 		if err != nil {
 			return nil, indexError(fmt.Sprintf("compact: value of %q", it.Key()), err)
 		}
-		e, err := db.decodeEntry(it.Key(), raw)
+		e, err := m.db.decodeEntry(it.Key(), raw)
 		if err != nil {
 			return nil, err
 		}
-		if !e.isHeap || !in(e.ptr.extents) {
+		if !e.isHeap || !m.in(e.ptr.extents) {
 			continue
 		}
-		*keys = append(*keys, slices.Clone(it.Key()))
-		*bytes += int64(e.ptr.rawLen)
-		if len(*keys) < compactBatchKeys && *bytes < compactBatchBytes {
+		m.keys = append(m.keys, slices.Clone(it.Key()))
+		m.bytes += int64(e.ptr.rawLen)
+		if len(m.keys) < compactBatchKeys && m.bytes < compactBatchBytes {
 			continue
 		}
-		if err := flush(); err != nil {
+		if err := m.flush(ctx); err != nil {
 			return nil, err
 		}
-		if res.BytesMoved >= renewAt {
+		if m.res.BytesMoved >= renewAt {
 			return slices.Clone(it.Key()), nil
 		}
 	}
 	if err := it.Error(); err != nil {
 		return nil, indexError("compact: iterate", err)
 	}
-	return nil, flush()
+	return nil, m.flush(ctx)
+}
+
+// flush moves the batch's keys in one transaction (moveKeys), paced.
+func (m *mover) flush(ctx context.Context) error {
+	if len(m.keys) == 0 {
+		return nil
+	}
+	if err := m.pacer.Wait(ctx, m.bytes); err != nil {
+		return err
+	}
+	if err := m.db.moveKeys(m.keys, m.in, m.fresh, m.res); err != nil {
+		return err
+	}
+	m.keys, m.bytes = m.keys[:0], 0
+	if m.after != nil {
+		return m.after(m.res.BytesMoved)
+	}
+	return nil
 }
 
 // moveKeys rewrites, in one transaction, the values of keys whose entries
