@@ -72,15 +72,8 @@ func (db *DB) cluster(ctx context.Context, o *CompactOptions, res *CompactResult
 // key), small beside the values just moved. The wait ends with ctx (Close
 // cancels Compact's) or when the database fails.
 func (db *DB) compactIndexAll(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := db.untilFailed(ctx)
 	defer cancel()
-	go func() {
-		select {
-		case <-db.failure.done():
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	// Keys are 1..MaxKeySize bytes: every key is >= {0} and < MaxKeySize+1
 	// bytes of 0xff. Serial (not Pebble's parallel manual compaction, which
 	// can trip an assertion when one of its parts fails).

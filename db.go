@@ -391,6 +391,21 @@ func (db *DB) untilClose(ctx context.Context) (context.Context, context.CancelFu
 	return ctx, cancel
 }
 
+// untilFailed returns ctx, ended also when the database fails: a wait on
+// Pebble (a manual compaction queued behind one that a fenced index
+// retries forever) would otherwise never end (refinement 10).
+func (db *DB) untilFailed(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-db.failure.done():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
+
 // stopping reports whether Close has begun.
 func (db *DB) stopping() bool {
 	select {

@@ -26,25 +26,9 @@ func CompactIndexRange(db *DB, start, end []byte) error {
 		return err
 	}
 	defer db.leave()
-	ctx, cancel := untilFailed(db)
+	ctx, cancel := db.untilFailed(context.Background())
 	defer cancel()
 	return compactResult(db, db.index.Compact(ctx, start, end, false))
-}
-
-// untilFailed returns a context that ends when db fails: a manual
-// compaction queued behind one that a fenced index retries forever would
-// otherwise wait for good (every wait on Pebble ends when the database
-// fails, ARCHITECTURE.md refinement 10).
-func untilFailed(db *DB) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		select {
-		case <-db.failure.done():
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	return ctx, cancel
 }
 
 // compactResult is err, or the database's failure if the compaction was
@@ -70,7 +54,7 @@ func compactIndex(db *DB, parallel bool) error {
 	// run one it had already picked, which trips an assertion (a panic on
 	// Pebble's goroutine) in runPickedCompaction. heapkv itself never
 	// compacts by hand.
-	ctx, cancel := untilFailed(db)
+	ctx, cancel := db.untilFailed(context.Background())
 	defer cancel()
 	return compactResult(db, db.index.Compact(ctx, []byte{0}, bytes.Repeat([]byte{0xff}, MaxKeySize+1), parallel))
 }
