@@ -180,7 +180,9 @@ func TestFreeRunsConcurrentFrees(t *testing.T) {
 				a.Free(e)
 			}
 		}
-		checkLists(t, a, round)
+		if checkLists(t, a, round) == 0 {
+			t.Fatalf("round %d: no segment listed to check", round)
+		}
 	}
 	if st := a.Stats(); st.DoubleFreeBlocks != 0 {
 		t.Errorf("%d blocks freed twice", st.DoubleFreeBlocks)
