@@ -1,6 +1,7 @@
 package heapkv
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -80,6 +81,14 @@ type CompactOptions struct {
 	// heap's values while it runs. Values written after it go wherever
 	// there is room, so scans over them gain only from the next one.
 	Cluster bool
+	// ClusterLowerBound and ClusterUpperBound, if not nil, limit Cluster
+	// to the keys k with ClusterLowerBound <= k < ClusterUpperBound, as
+	// IterOptions' bounds limit an iterator: only those keys' values move,
+	// in key order, and the free disk space needed is about a second copy
+	// of theirs; the index is compacted over that range only. Setting
+	// either without Cluster, or bounds that hold no key, is an error
+	// wrapping ErrInvalidOptions.
+	ClusterLowerBound, ClusterUpperBound []byte
 	// Progress, if set, is called after each group of segments is moved
 	// (with Cluster: after every 64 MiB moved) and at the end, from
 	// Compact's goroutine.
@@ -122,6 +131,9 @@ func (db *DB) Compact(ctx context.Context, opts *CompactOptions) (CompactResult,
 		return res, fmt.Errorf("%w: compact: MaxLive %v (want at most 1) or BytesPerSecond %d (want >= 0)",
 			ErrInvalidOptions, o.MaxLive, o.BytesPerSecond)
 	}
+	if err := o.checkClusterBounds(); err != nil {
+		return res, err
+	}
 	if o.MaxLive == 0 {
 		o.MaxLive = DefaultCompactMaxLive
 	}
@@ -157,6 +169,19 @@ func (db *DB) Compact(ctx context.Context, opts *CompactOptions) (CompactResult,
 		return res, fmt.Errorf("heapkv: compact: %w", err)
 	}
 	return res, nil
+}
+
+// checkClusterBounds rejects cluster bounds without Cluster, and bounds
+// that hold no key.
+func (o *CompactOptions) checkClusterBounds() error {
+	lo, hi := o.ClusterLowerBound, o.ClusterUpperBound
+	switch {
+	case (lo != nil || hi != nil) && !o.Cluster:
+		return fmt.Errorf("%w: compact: ClusterLowerBound or ClusterUpperBound set without Cluster", ErrInvalidOptions)
+	case hi != nil && bytes.Compare(lo, hi) >= 0:
+		return fmt.Errorf("%w: compact: ClusterLowerBound %q is not below ClusterUpperBound %q", ErrInvalidOptions, lo, hi)
+	}
+	return nil
 }
 
 func (db *DB) compact(ctx context.Context, o *CompactOptions, res *CompactResult) error {
@@ -338,23 +363,23 @@ func (db *DB) moveOut(ctx context.Context, held []int, pacer *pace.Pacer, res *C
 			return ok
 		})
 	}
-	return db.moveValues(ctx, in, false, pacer, nil, res)
+	return db.moveValues(ctx, in, nil, nil, false, pacer, nil, res)
 }
 
-// moveValues rewrites, in key order, every heap value whose extents in
-// says to move, in transactions of at most compactBatchKeys keys and
-// compactBatchBytes bytes; fresh places the rewritten values in empty
-// segments in that order (Txn.fresh). after, if not nil, is called with
-// the bytes moved so far after each transaction.
+// moveValues rewrites, in key order, every heap value of a key in [lo, hi)
+// (nil: no bound) whose extents in says to move, in transactions of at
+// most compactBatchKeys keys and compactBatchBytes bytes; fresh places the
+// rewritten values in empty segments in that order (Txn.fresh). after, if
+// not nil, is called with the bytes moved so far after each transaction.
 //
 // The index iterator is opened again, just after the last key moved, every
 // compactIterBytes moved: an open iterator keeps the tables and memtables
 // it reads from being released, and a clustering moves the whole heap.
-func (db *DB) moveValues(ctx context.Context, in func([]alloc.Extent) bool, fresh bool, pacer *pace.Pacer, after func(moved int64) error, res *CompactResult) error {
+func (db *DB) moveValues(ctx context.Context, in func([]alloc.Extent) bool, lo, hi []byte, fresh bool, pacer *pace.Pacer, after func(moved int64) error, res *CompactResult) error {
 	m := &mover{db: db, in: in, fresh: fresh, pacer: pacer, after: after, res: res}
-	var from []byte // resume after this key; nil: from the first
+	var from []byte // resume after this key; nil: from lo
 	for {
-		o := &pebble.IterOptions{}
+		o := &pebble.IterOptions{LowerBound: lo, UpperBound: hi}
 		if from != nil {
 			o.LowerBound = append(from, 0)
 		}

@@ -108,7 +108,7 @@ func init() {
 			summary: "verify every heap copy on the in-sync replicas; repair bad ones",
 			help: "Shows progress on a terminal; Ctrl-C stops it. Values with no good copy\n" +
 				"left are listed and make scrub fail."},
-		{name: "compact", args: "[cluster]", max: 1, run: cmdCompact,
+		{name: "compact", args: "[cluster [FROM [TO]]]", max: 3, run: cmdCompact,
 			summary: "give free heap space back to the file system",
 			help: "Moves the values out of heap segments at most half live, punches holes\n" +
 				"where whole segments are free and cuts free segments off the end of the\n" +
@@ -116,7 +116,9 @@ func init() {
 				"moved stays moved.\n" +
 				"compact cluster rewrites every heap value in key order instead, so that\n" +
 				"range scans read neighbouring values from neighbouring blocks; it needs\n" +
-				"free disk space for a second copy of the values while it runs."},
+				"free disk space for a second copy of the values while it runs. With FROM\n" +
+				"(and TO) it rewrites only the values of keys from FROM (up to, not\n" +
+				"including, TO)."},
 		{name: "check", run: cmdCheck,
 			summary: "verify every value and the heap allocation (reads everything)"},
 		{name: "info", run: cmdInfo, summary: "print the directory, format, geometry, files and sizes"},

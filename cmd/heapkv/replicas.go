@@ -224,14 +224,22 @@ wait:
 }
 
 func cmdCompact(s *shell, args []word) (result, error) {
-	cluster := len(args) == 1 && args[0].text == "cluster"
-	if len(args) == 1 && !cluster {
+	cluster := len(args) > 0 && args[0].text == "cluster"
+	if len(args) > 0 && !cluster {
 		return result{}, fmt.Errorf("compact: unknown argument %q (want cluster or nothing)", args[0].text)
 	}
+	o := &heapkv.CompactOptions{Cluster: cluster}
+	if len(args) > 1 {
+		o.ClusterLowerBound = []byte(args[1].text)
+	}
+	if len(args) > 2 {
+		o.ClusterUpperBound = []byte(args[2].text)
+	}
 	p := s.progress()
-	res, err := s.db.Compact(s.ctx, &heapkv.CompactOptions{Cluster: cluster, Progress: func(r heapkv.CompactResult) {
+	o.Progress = func(r heapkv.CompactResult) {
 		p.show(fmt.Sprintf("compact: %d values (%s) moved, %d segments emptied", r.ValuesMoved, humanBytes(r.BytesMoved), r.SegmentsMoved))
-	}})
+	}
+	res, err := s.db.Compact(s.ctx, o)
 	p.clear()
 	if err != nil {
 		if s.ctx.Err() != nil {
