@@ -116,11 +116,20 @@ func TestCompactClusterInKeyOrder(t *testing.T) {
 			levels, flushes, compactions, flushes0, compactions0)
 	}
 	checkContents(t, db, model)
+	punched := mustStats(t, db).HeapPunchedSegments
+	if punched == 0 {
+		t.Errorf("no segment punched after clustering: %+v", res)
+	}
 	mustClose(t, db)
 	db = openTestDB(t, dir, clusterOptions())
 	checkContents(t, db, model)
 	if in2, jumps2 := orderOf(t, db, 0, n); in2 != in1 || jumps2 != jumps1 {
 		t.Errorf("after a reopen: %d in order, %d jumps; want %d, %d", in2, jumps2, in1, jumps1)
+	}
+	// The punched marks are not in the allocation snapshot: Open finds
+	// them again from the file's holes.
+	if got := mustStats(t, db).HeapPunchedSegments; got != punched {
+		t.Errorf("after a reopen: %d segments counted given back, want %d", got, punched)
 	}
 }
 

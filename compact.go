@@ -238,6 +238,30 @@ func (db *DB) compact(ctx context.Context, o *CompactOptions, res *CompactResult
 // of 16 KiB holds whole pages even where it does not start on one.
 const DefaultCompactMinHole = 16 << 10
 
+// notePunched marks punched the empty segments whose file space an
+// earlier handle gave back (mirror.Set.IsHole: one lseek a segment), since
+// the allocation snapshot does not record the mark: without it a reopened
+// database counted none given back in Stats, and its trades took those
+// segments as soon as any other, allocating disk space again while empty
+// segments that still hold theirs sat unused. Where holes cannot be found
+// (MemFS, another platform) nothing is marked. Open calls it once the
+// allocation state is recovered, before any writer runs.
+func (db *DB) notePunched() {
+	sb := db.geom.SegmentBlocks
+	for seg := range db.alloc.Segments() {
+		if !db.alloc.IsEmpty(seg) {
+			continue
+		}
+		hole, err := db.heap.IsHole(uint64(seg)*uint64(sb), sb)
+		if err != nil {
+			return
+		}
+		if hole {
+			db.alloc.MarkPunched(seg)
+		}
+	}
+}
+
 // punchEmpty holds every empty, unpunched segment no writer owns, punches
 // it on every writable replica and releases it marked punched; then, with
 // runs, it punches the runs of at least minHole free bytes inside the

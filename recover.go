@@ -72,6 +72,7 @@ func (db *DB) recover() error {
 	db.log.Store(log)
 	db.applied.Store(last)
 	db.pipe.appended = last
+	db.notePunched()
 	if last > m.checkpointLSN {
 		db.logger.Info("recovered from log", "checkpoint", m.checkpointLSN, "last", last)
 		if err := db.checkpoint(false); err != nil {

@@ -117,6 +117,27 @@ func (a *Allocator) Release(idx []int, punched func(seg int) bool) {
 	}
 }
 
+// MarkPunched marks segment i punched, as Release does, if it exists, no
+// cursor owns it, no one holds it and it is entirely free; it reports
+// whether the segment is marked punched now. The mark is not part of a
+// snapshot: Open calls this for the empty segments whose file space it
+// finds given back (heapkv's notePunched), so that trades still take them
+// last and Stats still counts them.
+func (a *Allocator) MarkPunched(i int) bool {
+	a.poolMu.Lock()
+	defer a.poolMu.Unlock()
+	segs := *a.segs.Load()
+	if i < 0 || i >= len(segs) {
+		return false
+	}
+	s := segs[i]
+	if !s.punched && s.owner == unowned && s.free.Load() == int64(a.g.SegmentBlocks) {
+		s.punched = true
+		a.punchedCount.Add(1)
+	}
+	return s.punched
+}
+
 // IsEmpty reports whether segment i exists and has no allocated block.
 func (a *Allocator) IsEmpty(i int) bool {
 	segs := *a.segs.Load()

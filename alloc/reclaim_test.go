@@ -81,6 +81,41 @@ func TestPunchedSegmentsAreTakenLast(t *testing.T) {
 	eq(t, 0, a.Stats().PunchedSegments, "punched segments once all were taken")
 }
 
+// TestMarkPunched: MarkPunched marks only an empty segment no one owns or
+// holds, counts it once, and such a segment is then taken last, as one
+// Release marked.
+func TestMarkPunched(t *testing.T) {
+	g := alloc.Geometry{BlockSize: 4096, SegmentBlocks: 64}
+	a := newAlloc(t, g, alloc.Config{Cursors: 1})
+	cs := fillSegments(t, a, 6) // the cursor owns segment 5
+	for _, i := range []int{1, 2, 3, 5} {
+		a.Free(cs[i].Extents[0])
+	}
+	held := a.Hold([]int{3})
+	for _, c := range []struct {
+		seg  int
+		want bool
+		why  string
+	}{
+		{0, false, "a full segment"}, {1, true, "an empty segment"}, {1, true, "the same again"},
+		{2, true, "another empty one"}, {3, false, "a held segment"}, {5, false, "the cursor's segment"},
+		{6, false, "past the heap"}, {-1, false, "a negative index"},
+	} {
+		eq(t, c.want, a.MarkPunched(c.seg), "MarkPunched of %s", c.why)
+	}
+	eq(t, 2, a.Stats().PunchedSegments, "punched segments")
+	a.Release(held, nil)
+	// Unpunched segment 3 first (after the cursor's own 5), then 1 and 2.
+	var order []int
+	for range 4 {
+		c := mustAllocate(t, a, g.SegmentBlocks)
+		a.Publish(c)
+		order = append(order, segOf(a, c.Extents[0]))
+	}
+	eq(t, []int{5, 3, 1, 2}, order, "segments taken, in order")
+	eq(t, 0, a.Stats().PunchedSegments, "punched segments once taken")
+}
+
 func TestShrinkTail(t *testing.T) {
 	g := alloc.Geometry{BlockSize: 4096, SegmentBlocks: 64}
 	a := newAlloc(t, g, alloc.Config{Cursors: 1})

@@ -73,6 +73,27 @@ func (s *Set) SpaceUsed() (size, allocated int64, err error) {
 	return fi.Size(), allocatedBytes(m.f), nil
 }
 
+// IsHole reports whether blocks [block, block+n) of the first in-sync
+// replica's file hold no data: a hole that PunchHole made, or a sparse
+// region never written. Where the platform or the file cannot tell
+// (MemFS), it returns an error wrapping errors.ErrUnsupported.
+func (s *Set) IsHole(block uint64, n int) (bool, error) {
+	if s.closed.Load() {
+		return false, ErrClosed
+	}
+	v := s.view.Load()
+	if len(v.readable) == 0 {
+		return false, ErrNoReplica
+	}
+	m := v.readable[0]
+	off, length := s.offset(block), int64(n)*int64(s.cfg.BlockSize)
+	hole, err := isHole(m.f, off, length)
+	if err != nil {
+		return false, fmt.Errorf("mirror: look for data in %d blocks at block %d of %s: %w", n, block, m.r.path, err)
+	}
+	return hole, nil
+}
+
 // eachWritable calls fn for every writable replica, holding s.mu shared
 // (as a write does), and joins the errors.
 func (s *Set) eachWritable(fn func(m member) error) error {

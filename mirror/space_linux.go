@@ -55,3 +55,31 @@ func allocatedBytes(f vfs.File) int64 {
 	}
 	return st.Blocks * 512 // st_blocks counts 512-byte units (stat(2))
 }
+
+// seekData is lseek(2)'s SEEK_DATA (Linux 3.1).
+const seekData = 3
+
+// isHole reports whether [off, off+length) of f holds no data: the first
+// data at or after off (SEEK_DATA) starts at or past its end, or there is
+// none (ENXIO). It moves f's file offset, which the heap's positional
+// reads and writes do not use.
+func isHole(f vfs.File, off, length int64) (bool, error) {
+	fd, err := fdOf(f)
+	if err != nil {
+		return false, err
+	}
+	for {
+		data, err := syscall.Seek(fd, off, seekData)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.ENXIO:
+			return true, nil
+		case errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.EOPNOTSUPP):
+			return false, fmt.Errorf("lseek(SEEK_DATA): %w: %w", err, errors.ErrUnsupported)
+		case err != nil:
+			return false, err
+		}
+		return data >= off+length, nil
+	}
+}

@@ -19,3 +19,7 @@ func truncateFile(vfs.File, int64) error {
 }
 
 func allocatedBytes(vfs.File) int64 { return -1 }
+
+func isHole(vfs.File, int64, int64) (bool, error) {
+	return false, fmt.Errorf("finding holes on %s: %w", runtime.GOOS, errors.ErrUnsupported)
+}
