@@ -65,8 +65,9 @@ func (db *DB) cluster(ctx context.Context, o *CompactOptions, res *CompactResult
 }
 
 // compactIndex compacts the index over the keys in [lo, hi) (nil: no
-// bound) and waits for it. A clustering rewrote every key's entry there, so until compactions catch up the index holds
-// two versions of each, and a scan steps over the dead one at every key:
+// bound) and waits for it. A clustering rewrote every entry there, so
+// until compactions catch up the index holds two versions of each, and a
+// scan steps over the dead one at every key:
 // YCSB E on 2.4 million clustered 1 KB records ran at 32,446-40,383 ops/s
 // before the index was compacted and 42,746-48,262 after (BENCHMARKS.md,
 // "Values in key order"). Compacting is what an LSM would do in time
