@@ -23,6 +23,19 @@ func fillSegments(t *testing.T, a *alloc.Allocator, n int) []alloc.Claim {
 	return cs
 }
 
+// takeSegments makes n claims of a whole segment each and returns the
+// segments they landed in, in order.
+func takeSegments(t *testing.T, a *alloc.Allocator, n int) []int {
+	t.Helper()
+	var order []int
+	for range n {
+		c := mustAllocate(t, a, a.Geometry().SegmentBlocks)
+		a.Publish(c)
+		order = append(order, segOf(a, c.Extents[0]))
+	}
+	return order
+}
+
 func segOf(a *alloc.Allocator, e alloc.Extent) int {
 	return int(e.Start / uint64(a.Geometry().SegmentBlocks))
 }
@@ -71,13 +84,7 @@ func TestPunchedSegmentsAreTakenLast(t *testing.T) {
 	eq(t, 2, st.PunchedSegments, "punched segments")
 	eq(t, 3, st.EmptySegments, "empty segments")
 	// Unpunched segment 3 first, then the lowest punched (1), then 4, then growth.
-	var order []int
-	for range 4 {
-		c := mustAllocate(t, a, g.SegmentBlocks)
-		a.Publish(c)
-		order = append(order, segOf(a, c.Extents[0]))
-	}
-	eq(t, []int{3, 1, 4, 6}, order, "segments taken, in order")
+	eq(t, []int{3, 1, 4, 6}, takeSegments(t, a, 4), "segments taken, in order")
 	eq(t, 0, a.Stats().PunchedSegments, "punched segments once all were taken")
 }
 
@@ -106,13 +113,7 @@ func TestMarkPunched(t *testing.T) {
 	eq(t, 2, a.Stats().PunchedSegments, "punched segments")
 	a.Release(held, nil)
 	// Unpunched segment 3 first (after the cursor's own 5), then 1 and 2.
-	var order []int
-	for range 4 {
-		c := mustAllocate(t, a, g.SegmentBlocks)
-		a.Publish(c)
-		order = append(order, segOf(a, c.Extents[0]))
-	}
-	eq(t, []int{5, 3, 1, 2}, order, "segments taken, in order")
+	eq(t, []int{5, 3, 1, 2}, takeSegments(t, a, 4), "segments taken, in order")
 	eq(t, 0, a.Stats().PunchedSegments, "punched segments once taken")
 }
 
