@@ -17,7 +17,7 @@ func BenchmarkGetSizes(b *testing.B) {
 		size    int
 		segment int64 // SegmentSize; 0: the default
 	}{
-		{1140, 0}, {4100, 0}, {16384, 0}, {32832, 0}, {40000, 0}, {60000, 0}, {40000, 16 << 10},
+		{1140, 0}, {4100, 0}, {16384, 0}, {32768, 0}, {32832, 0}, {40000, 0}, {60000, 0}, {40000, 16 << 10},
 	}
 	for _, c := range cases {
 		name := fmt.Sprintf("%dB", c.size)
