@@ -54,14 +54,15 @@ func (db *DB) cluster(ctx context.Context, o *CompactOptions, res *CompactResult
 		}
 		return nil
 	}
-	lo, hi := o.ClusterLowerBound, o.ClusterUpperBound
-	if err := db.moveValues(ctx, every, lo, hi, true, pace.New(o.BytesPerSecond), after, res); err != nil {
+	m := &mover{db: db, in: every, lo: o.ClusterLowerBound, hi: o.ClusterUpperBound,
+		fresh: true, pacer: pace.New(o.BytesPerSecond), after: after, res: res}
+	if err := m.run(ctx); err != nil {
 		return err
 	}
 	if err := db.vouch(); err != nil {
 		return err
 	}
-	return db.compactIndex(ctx, lo, hi)
+	return db.compactIndex(ctx, m.lo, m.hi)
 }
 
 // compactIndex compacts the index over the keys in [lo, hi) (nil: no

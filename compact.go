@@ -387,31 +387,28 @@ func (db *DB) moveOut(ctx context.Context, held []int, pacer *pace.Pacer, res *C
 			return ok
 		})
 	}
-	return db.moveValues(ctx, in, nil, nil, false, pacer, nil, res)
+	return (&mover{db: db, in: in, pacer: pacer, res: res}).run(ctx)
 }
 
-// moveValues rewrites, in key order, every heap value of a key in [lo, hi)
-// (nil: no bound) whose extents in says to move, in transactions of at
-// most compactBatchKeys keys and compactBatchBytes bytes; fresh places the
-// rewritten values in empty segments in that order (Txn.fresh). after, if
-// not nil, is called with the bytes moved so far after each transaction.
+// run rewrites, in key order, every heap value of a key in [m.lo, m.hi)
+// whose extents m.in says to move, in transactions of at most
+// compactBatchKeys keys and compactBatchBytes bytes.
 //
 // The index iterator is opened again, just after the last key moved, every
 // compactIterBytes moved: an open iterator keeps the tables and memtables
 // it reads from being released, and a clustering moves the whole heap.
-func (db *DB) moveValues(ctx context.Context, in func([]alloc.Extent) bool, lo, hi []byte, fresh bool, pacer *pace.Pacer, after func(moved int64) error, res *CompactResult) error {
-	m := &mover{db: db, in: in, fresh: fresh, pacer: pacer, after: after, res: res}
-	var from []byte // resume after this key; nil: from lo
+func (m *mover) run(ctx context.Context) error {
+	var from []byte // resume after this key; nil: from m.lo
 	for {
-		o := &pebble.IterOptions{LowerBound: lo, UpperBound: hi}
+		o := &pebble.IterOptions{LowerBound: m.lo, UpperBound: m.hi}
 		if from != nil {
 			o.LowerBound = append(from, 0)
 		}
-		it, err := db.index.NewIterWithContext(ctx, o)
+		it, err := m.db.index.NewIterWithContext(ctx, o)
 		if err != nil {
 			return indexError("compact: new iterator", err)
 		}
-		from, err = m.walk(ctx, it, res.BytesMoved+compactIterBytes)
+		from, err = m.walk(ctx, it, m.res.BytesMoved+compactIterBytes)
 		if cerr := it.Close(); err == nil && cerr != nil {
 			err = indexError("compact: close iterator", cerr)
 		}
@@ -421,19 +418,20 @@ func (db *DB) moveValues(ctx context.Context, in func([]alloc.Extent) bool, lo, 
 	}
 }
 
-// compactIterBytes is how many bytes moveValues moves with one index
+// compactIterBytes is how many bytes a mover moves with one index
 // iterator (a variable for tests).
 var compactIterBytes int64 = compactGroupBytes
 
-// mover is moveValues' state: what to move and how, and the batch of keys
-// collected for the next transaction.
+// mover moves heap values in key order (run): what to move and how, and
+// the batch of keys collected for the next transaction.
 type mover struct {
-	db    *DB
-	in    func([]alloc.Extent) bool
-	fresh bool
-	pacer *pace.Pacer
-	after func(moved int64) error
-	res   *CompactResult
+	db     *DB
+	in     func([]alloc.Extent) bool // whether a value's extents are to move
+	lo, hi []byte                    // the keys to walk, [lo, hi); nil: no bound
+	fresh  bool                      // rewritten values go to empty segments, in key order (Txn.fresh)
+	pacer  *pace.Pacer
+	after  func(moved int64) error // if not nil, called with the bytes moved after each transaction
+	res    *CompactResult
 
 	keys  [][]byte
 	bytes int64 // the batch's value bytes
