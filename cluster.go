@@ -78,15 +78,9 @@ func (db *DB) cluster(ctx context.Context, o *CompactOptions, res *CompactResult
 func (db *DB) compactIndex(ctx context.Context, lo, hi []byte) error {
 	ctx, cancel := db.untilFailed(ctx)
 	defer cancel()
-	// Keys are 1..MaxKeySize bytes: every key is >= {0} and < MaxKeySize+1
-	// bytes of 0xff. Serial (not Pebble's parallel manual compaction, which
-	// can trip an assertion when one of its parts fails).
-	if lo == nil {
-		lo = []byte{0}
-	}
-	if hi == nil {
-		hi = bytes.Repeat([]byte{0xff}, MaxKeySize+1)
-	}
+	// Serial: Pebble's parallel manual compaction can trip an assertion
+	// when one of its parts fails.
+	lo, hi = indexSpan(lo, hi)
 	if err := db.index.Compact(ctx, lo, hi, false); err != nil {
 		if ferr := db.failed(); ferr != nil {
 			return ferr
@@ -94,4 +88,17 @@ func (db *DB) compactIndex(ctx context.Context, lo, hi []byte) error {
 		return indexError("compact after clustering", err)
 	}
 	return nil
+}
+
+// indexSpan returns lo and hi with a nil bound replaced by one outside
+// every key: keys are 1..MaxKeySize bytes, so every key is >= {0} and <
+// MaxKeySize+1 bytes of 0xff.
+func indexSpan(lo, hi []byte) ([]byte, []byte) {
+	if lo == nil {
+		lo = []byte{0}
+	}
+	if hi == nil {
+		hi = bytes.Repeat([]byte{0xff}, MaxKeySize+1)
+	}
+	return lo, hi
 }

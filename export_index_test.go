@@ -1,7 +1,6 @@
 package heapkv
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -56,7 +55,8 @@ func compactIndex(db *DB, parallel bool) error {
 	// compacts by hand.
 	ctx, cancel := db.untilFailed(context.Background())
 	defer cancel()
-	return compactResult(db, db.index.Compact(ctx, []byte{0}, bytes.Repeat([]byte{0xff}, MaxKeySize+1), parallel))
+	lo, hi := indexSpan(nil, nil)
+	return compactResult(db, db.index.Compact(ctx, lo, hi, parallel))
 }
 
 // IndexLevels returns the index's table count per level.
