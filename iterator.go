@@ -349,7 +349,8 @@ func (it *Iterator) heapLSN() (heap bool, lsn base.LSN, err error) {
 	if err != nil {
 		return false, 0, it.setErr(indexError(fmt.Sprintf("iterator: value of %q", key), err))
 	}
-	e, err := it.db.decodeEntryInto(key, raw, it.exts)
+	var e entry
+	err = it.db.decodeEntryTo(&e, key, raw, it.exts)
 	if e.isHeap {
 		it.exts = e.ptr.extents[:0]
 	}
@@ -382,7 +383,8 @@ func (it *Iterator) valueLocked() ([]byte, error) {
 	// the heap (not through the value cache, so that a scan does not push
 	// hot values out of it): out of its map into a reused buffer, or with
 	// readahead during forward scans (iterator_readahead.go).
-	e, err := it.db.decodeEntryInto(key, raw, it.exts)
+	var e entry
+	err = it.db.decodeEntryTo(&e, key, raw, it.exts)
 	if e.isHeap {
 		it.exts = e.ptr.extents[:0]
 	}

@@ -104,7 +104,8 @@ func (db *DB) crossCheckEntry(key []byte) error {
 // heap value through the value cache (verified against its CRC).
 func (db *DB) entryValue(key, raw []byte) ([]byte, error) {
 	bp := getExtentBuf()
-	e, err := db.decodeEntryInto(key, raw, *bp)
+	var e entry
+	err := db.decodeEntryTo(&e, key, raw, *bp)
 	defer putExtentBuf(bp, e.ptr.extents)
 	if err != nil {
 		return nil, err

@@ -23,7 +23,8 @@ import "sync"
 func (db *DB) ViewValue(key []byte, fn func(value []byte) error) error {
 	return db.lookup(key, func(raw []byte) error {
 		xp := getExtentBuf()
-		e, err := db.decodeEntryInto(key, raw, *xp)
+		var e entry
+		err := db.decodeEntryTo(&e, key, raw, *xp)
 		defer putExtentBuf(xp, e.ptr.extents)
 		if err != nil {
 			return err
