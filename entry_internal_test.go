@@ -39,8 +39,9 @@ func BenchmarkDecodeEntry(b *testing.B) {
 
 // TestDecodeEntryExtents checks the decoder's extent checks against
 // alloc.Geometry.CheckExtent, which defines a valid extent: the decoder
-// tests it inline, without CheckExtent's two divisions. The value is one
-// block per extent block, so only the extent decides.
+// tests it inline, without CheckExtent's two divisions. Each pointer's
+// stored length fills its extent's blocks, so only the extent can make the
+// decode fail.
 func TestDecodeEntryExtents(t *testing.T) {
 	for _, seg := range []int{64, 192, 1 << 16} {
 		g := alloc.Geometry{BlockSize: 128, SegmentBlocks: seg}
