@@ -59,6 +59,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"flag"
 	"fmt"
@@ -123,6 +124,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	keepGoing := fs.Bool("continue-on-error", false, "with -c or piped input, run every statement after an error (the exit status is still 1)")
 	since := fs.Uint64("since", 0, "dump: write an increment to the dump taken at `LSN` (its LSN is printed when it is made); backup: the LSN the existing backup in DEST must hold")
 	readOnly := fs.Bool("readonly", false, "open the database read-only: writes fail, no file changes (check, info and stats always open read-only)")
+	cluster := fs.Bool("cluster", false, "compact: rewrite the values in key order (the shell's compact cluster), all of them or those of -from/-to")
+	from := fs.String("from", "", "compact -cluster: the first `KEY` to cluster (default: the first key)")
+	to := fs.String("to", "", "compact -cluster: cluster the keys before `KEY` (default: through the last key)")
 	var mirrors stringList
 	var resyncRate, scrubRate byteRate
 	fs.Var(&resyncRate, "resync-rate", "limit attach copying to `RATE` bytes/s (suffix K, M or G; 0: no limit)")
@@ -132,6 +136,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, `usage: heapkv [flags]                  shell (interactive, or commands piped on stdin)
        heapkv [flags] -c 'CMD; CMD...'  run commands and exit
        heapkv [flags] check|info|stats|scrub|compact [DIR]
+       heapkv compact -cluster [-from KEY] [-to KEY] [DIR]
+                                              rewrite the values in key order: all, or those of the keys in [-from, -to)
        heapkv [flags] dump [DIR] > FILE       write every key and value to a dump (a versioned, checksummed stream);
                                               with -since LSN, only what changed since the dump at LSN (an increment)
        heapkv [flags] load DIR < FILE         make the new database DIR from a dump, or apply an increment to DIR
@@ -192,6 +198,9 @@ flags:
 			fmt.Fprintf(stderr, "error: -c cannot be combined with %s\n", sub)
 			return 2
 		}
+		if clusterFlagsWrong(sub, *cluster, *from, *to, stderr) {
+			return 2
+		}
 		if sub == "load" {
 			return runLoad(*dir, stdin, stderr)
 		}
@@ -203,6 +212,8 @@ flags:
 			fmt.Fprintln(stderr, "error: "+err.Error())
 			return 1
 		}
+	} else if clusterFlagsWrong("", *cluster, *from, *to, stderr) { // the shell
+		return 2
 	}
 
 	status := &statusLine{w: stderr} // log lines print above a progress line
@@ -251,6 +262,8 @@ flags:
 	switch {
 	case sub == "dump" || sub == "backup":
 		runErr = runTransfer(db, sub, dest, *since, stdout, stderr)
+	case sub == "compact" && *cluster:
+		runErr = s.exec(clusterWords(*from, *to), "")
 	case sub != "":
 		runErr = s.exec([]word{{text: sub}}, "")
 	case cSet:
@@ -269,6 +282,35 @@ flags:
 		return 1
 	}
 	return 0
+}
+
+// clusterFlagsWrong reports (to stderr) whether -cluster, -from or -to is
+// given where it means nothing: anywhere but the compact subcommand, or
+// bounds without -cluster.
+func clusterFlagsWrong(sub string, cluster bool, from, to string, stderr io.Writer) bool {
+	switch {
+	case (cluster || from != "" || to != "") && sub != "compact":
+		fmt.Fprintf(stderr, "error: -cluster, -from and -to are for the compact subcommand, not %s\n", cmp.Or(sub, "the shell"))
+		return true
+	case (from != "" || to != "") && !cluster:
+		fmt.Fprintln(stderr, "error: -from and -to bound a clustering: use them with -cluster")
+		return true
+	}
+	return false
+}
+
+// clusterWords is the shell statement heapkv compact -cluster runs:
+// compact cluster, with the bounds given (an empty FROM before a TO is
+// the first key, as in the shell).
+func clusterWords(from, to string) []word {
+	w := []word{{text: "compact"}, {text: "cluster"}}
+	if from != "" || to != "" {
+		w = append(w, word{text: from})
+	}
+	if to != "" {
+		w = append(w, word{text: to})
+	}
+	return w
 }
 
 // mustExist checks that dir exists and holds something, so that the

@@ -229,7 +229,7 @@ func cmdCompact(s *shell, args []word) (result, error) {
 		return result{}, fmt.Errorf("compact: unknown argument %q (want cluster or nothing)", args[0].text)
 	}
 	o := &heapkv.CompactOptions{Cluster: cluster}
-	if len(args) > 1 {
+	if len(args) > 1 && args[1].text != "" { // "": from the first key
 		o.ClusterLowerBound = []byte(args[1].text)
 	}
 	if len(args) > 2 {
