@@ -59,7 +59,6 @@
 package main
 
 import (
-	"cmp"
 	"errors"
 	"flag"
 	"fmt"
@@ -111,27 +110,62 @@ func (r *byteRate) Set(v string) error {
 	return nil
 }
 
+// invocation is what the command line asks for: the flags, and the
+// subcommand with its arguments.
+type invocation struct {
+	dir, script                          string
+	jsonOut, nosync, keepGoing, readOnly bool
+	limit                                int
+	since                                uint64
+	cluster                              bool
+	from, to                             string
+	mirrors                              stringList
+	resyncRate, scrubRate                byteRate
+
+	cSet, dSet bool   // -c and -d were given
+	sub, dest  string // the subcommand ("" for the shell); backup's DEST
+}
+
 // run is the whole program, apart from the process: it parses args, opens
 // the database, runs the shell or a subcommand and returns the exit status.
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	inv, exit, done := parseInvocation(args, stdout, stderr)
+	if done {
+		return exit
+	}
+	if inv.sub == "load" {
+		return runLoad(inv.dir, stdin, stderr)
+	}
+	if inv.sub != "" {
+		if err := mustExist(inv.dir); err != nil {
+			fmt.Fprintln(stderr, "error: "+err.Error())
+			return 1
+		}
+	}
+	return inv.openAndRun(stdin, stdout, stderr)
+}
+
+// parseInvocation parses the command line. done reports that there is
+// nothing more to do (help or version printed, or a usage error), and exit
+// is then the exit status: 0, or 2 for a usage error.
+func parseInvocation(args []string, stdout, stderr io.Writer) (inv *invocation, exit int, done bool) {
+	inv = &invocation{}
 	fs := flag.NewFlagSet("heapkv", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	dir := fs.String("d", defaultDir, "database `DIR`ectory")
-	script := fs.String("c", "", "run `CMDS` (separated by ';') and exit")
-	jsonOut := fs.Bool("json", false, "print results as JSON, one object per line")
-	nosync := fs.Bool("nosync", false, "do not sync each write (sync, checkpoint or quit does)")
-	limit := fs.Int("limit", 1024, "show at most `N` bytes of a value; 0 shows all")
-	keepGoing := fs.Bool("continue-on-error", false, "with -c or piped input, run every statement after an error (the exit status is still 1)")
-	since := fs.Uint64("since", 0, "dump: write an increment to the dump taken at `LSN` (its LSN is printed when it is made); backup: the LSN the existing backup in DEST must hold")
-	readOnly := fs.Bool("readonly", false, "open the database read-only: writes fail, no file changes (check, info and stats always open read-only)")
-	cluster := fs.Bool("cluster", false, "compact: rewrite the values in key order (the shell's compact cluster), all of them or those of -from/-to")
-	from := fs.String("from", "", "compact -cluster: the first `KEY` to cluster (default: the first key)")
-	to := fs.String("to", "", "compact -cluster: cluster the keys before `KEY` (default: through the last key)")
-	var mirrors stringList
-	var resyncRate, scrubRate byteRate
-	fs.Var(&resyncRate, "resync-rate", "limit attach copying to `RATE` bytes/s (suffix K, M or G; 0: no limit)")
-	fs.Var(&scrubRate, "scrub-rate", "limit scrub reading to `RATE` bytes/s (suffix K, M or G; 0: no limit)")
-	fs.Var(&mirrors, "mirror", "keep a further heap replica in `DIR` (repeatable; see heapkv.Options.Mirrors)")
+	fs.StringVar(&inv.dir, "d", defaultDir, "database `DIR`ectory")
+	fs.StringVar(&inv.script, "c", "", "run `CMDS` (separated by ';') and exit")
+	fs.BoolVar(&inv.jsonOut, "json", false, "print results as JSON, one object per line")
+	fs.BoolVar(&inv.nosync, "nosync", false, "do not sync each write (sync, checkpoint or quit does)")
+	fs.IntVar(&inv.limit, "limit", 1024, "show at most `N` bytes of a value; 0 shows all")
+	fs.BoolVar(&inv.keepGoing, "continue-on-error", false, "with -c or piped input, run every statement after an error (the exit status is still 1)")
+	fs.Uint64Var(&inv.since, "since", 0, "dump: write an increment to the dump taken at `LSN` (its LSN is printed when it is made); backup: the LSN the existing backup in DEST must hold")
+	fs.BoolVar(&inv.readOnly, "readonly", false, "open the database read-only: writes fail, no file changes (check, info and stats always open read-only)")
+	fs.BoolVar(&inv.cluster, "cluster", false, "compact: rewrite the values in key order (the shell's compact cluster), all of them or those of -from/-to")
+	fs.StringVar(&inv.from, "from", "", "compact -cluster: the first `KEY` to cluster (default: the first key)")
+	fs.StringVar(&inv.to, "to", "", "compact -cluster: cluster the keys before `KEY` (default: through the last key)")
+	fs.Var(&inv.resyncRate, "resync-rate", "limit attach copying to `RATE` bytes/s (suffix K, M or G; 0: no limit)")
+	fs.Var(&inv.scrubRate, "scrub-rate", "limit scrub reading to `RATE` bytes/s (suffix K, M or G; 0: no limit)")
+	fs.Var(&inv.mirrors, "mirror", "keep a further heap replica in `DIR` (repeatable; see heapkv.Options.Mirrors)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `usage: heapkv [flags]                  shell (interactive, or commands piped on stdin)
        heapkv [flags] -c 'CMD; CMD...'  run commands and exit
@@ -149,125 +183,124 @@ flags:
 `)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
+	usageError := func(format string, a ...any) (*invocation, int, bool) {
+		fmt.Fprintf(stderr, "error: "+format+"\n", a...)
+		return nil, 2, true
+	}
+	parse := func(args []string) (int, bool) {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) { // usage printed: heapkv --help, heapkv check --help
+				return 0, true
+			}
+			return 2, true
 		}
-		return 2
+		return 0, false
 	}
-	cSet, dSet := false, false
-	fs.Visit(func(f *flag.Flag) { cSet, dSet = cSet || f.Name == "c", dSet || f.Name == "d" })
-	if *limit < 0 {
-		fmt.Fprintln(stderr, "error: -limit must not be negative")
-		return 2
+	if exit, done := parse(args); done {
+		return nil, exit, true
 	}
-
-	sub, dest := "", ""
 	if rest := fs.Args(); len(rest) > 0 {
-		sub = rest[0]
-		if !subcommands[sub] {
-			fmt.Fprintf(stderr, "error: unknown subcommand %q (want check, info, stats, scrub, compact, dump, load, backup or version; run the shell with no arguments)\n", rest[0])
-			return 2
+		inv.sub = rest[0]
+		if !subcommands[inv.sub] {
+			return usageError("unknown subcommand %q (want check, info, stats, scrub, compact, dump, load, backup or version; run the shell with no arguments)", inv.sub)
 		}
-		if sub == "version" {
+		if inv.sub == "version" {
 			fmt.Fprintln(stdout, versionText())
-			return 0
+			return nil, 0, true
 		}
 		// Flags may also follow the subcommand: heapkv check --json DIR.
-		if err := fs.Parse(rest[1:]); err != nil {
-			if errors.Is(err, flag.ErrHelp) { // usage printed: heapkv check --help
-				return 0
-			}
-			return 2
+		if exit, done := parse(rest[1:]); done {
+			return nil, exit, true
 		}
 		switch rest = fs.Args(); {
-		case sub == "backup" && len(rest) == 2:
-			*dir, dest = rest[0], rest[1]
-		case sub == "backup" && len(rest) == 1:
-			dest = rest[0]
-		case sub == "backup":
-			fmt.Fprintf(stderr, "error: backup takes [DIR] DEST, got %q\n", rest)
-			return 2
+		case inv.sub == "backup" && len(rest) == 2:
+			inv.dir, inv.dest = rest[0], rest[1]
+		case inv.sub == "backup" && len(rest) == 1:
+			inv.dest = rest[0]
+		case inv.sub == "backup":
+			return usageError("backup takes [DIR] DEST, got %q", rest)
 		case len(rest) > 1:
-			fmt.Fprintf(stderr, "error: %s takes one directory, got %q\n", sub, rest)
-			return 2
+			return usageError("%s takes one directory, got %q", inv.sub, rest)
 		case len(rest) == 1:
-			*dir = rest[0]
+			inv.dir = rest[0]
 		}
-		if cSet {
-			fmt.Fprintf(stderr, "error: -c cannot be combined with %s\n", sub)
-			return 2
-		}
-		if clusterFlagsWrong(sub, *cluster, *from, *to, stderr) {
-			return 2
-		}
-		if sub == "load" {
-			return runLoad(*dir, stdin, stderr)
-		}
-		if *since != 0 && sub != "dump" && sub != "backup" {
-			fmt.Fprintf(stderr, "error: -since is for dump and backup, not %s\n", sub)
-			return 2
-		}
-		if err := mustExist(*dir); err != nil {
-			fmt.Fprintln(stderr, "error: "+err.Error())
-			return 1
-		}
-	} else if clusterFlagsWrong("", *cluster, *from, *to, stderr) { // the shell
-		return 2
 	}
+	fs.Visit(func(f *flag.Flag) { inv.cSet, inv.dSet = inv.cSet || f.Name == "c", inv.dSet || f.Name == "d" })
+	what := inv.sub
+	if what == "" {
+		what = "the shell"
+	}
+	switch {
+	case inv.limit < 0:
+		return usageError("-limit must not be negative")
+	case inv.cSet && inv.sub != "":
+		return usageError("-c cannot be combined with %s", inv.sub)
+	case (inv.cluster || inv.from != "" || inv.to != "") && inv.sub != "compact":
+		return usageError("-cluster, -from and -to are for the compact subcommand, not %s", what)
+	case (inv.from != "" || inv.to != "") && !inv.cluster:
+		return usageError("-from and -to bound a clustering: use them with -cluster")
+	case inv.since != 0 && inv.sub != "dump" && inv.sub != "backup":
+		return usageError("-since is for dump and backup, not %s", what)
+	}
+	return inv, 0, false
+}
 
+// openAndRun opens the database and runs the subcommand, the -c script or
+// the shell on it; it returns the exit status.
+func (inv *invocation) openAndRun(stdin io.Reader, stdout, stderr io.Writer) int {
+	sub := inv.sub
 	status := &statusLine{w: stderr} // log lines print above a progress line
 	opts := &heapkv.Options{
 		// The inspection subcommands change nothing: not even a MANIFEST,
 		// nor a replica attached or resynced by Open.
-		ReadOnly:   *readOnly || (sub != "" && sub != "scrub" && sub != "compact"),
-		NoSync:     *nosync,
-		Mirrors:    mirrors,
-		ResyncRate: int64(resyncRate),
-		ScrubRate:  int64(scrubRate),
+		ReadOnly:   inv.readOnly || (sub != "" && sub != "scrub" && sub != "compact"),
+		NoSync:     inv.nosync,
+		Mirrors:    inv.mirrors,
+		ResyncRate: int64(inv.resyncRate),
+		ScrubRate:  int64(inv.scrubRate),
 		Logger:     slog.New(slog.NewTextHandler(status, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
-	isNew := !holdsDatabase(*dir)
-	_, statErr := os.Stat(*dir)
+	isNew := !holdsDatabase(inv.dir)
+	_, statErr := os.Stat(inv.dir)
 	missing := errors.Is(statErr, os.ErrNotExist) && !opts.ReadOnly
-	if missing && dSet && sub == "" && !cSet && isTerminal(stdin) {
+	if missing && inv.dSet && sub == "" && !inv.cSet && isTerminal(stdin) {
 		// A mistyped -d would make a new, empty database: ask first.
-		fmt.Fprintf(stderr, "%s does not exist. Create a new database there? [y/N] ", *dir)
+		fmt.Fprintf(stderr, "%s does not exist. Create a new database there? [y/N] ", inv.dir)
 		if !confirmed(stdin) {
 			fmt.Fprintln(stderr, "nothing created")
 			return 1
 		}
 	}
-	db, err := heapkv.Open(*dir, opts)
+	db, err := heapkv.Open(inv.dir, opts)
 	if err != nil {
 		msg := errText(err)
 		switch {
 		case errors.Is(err, heapkv.ErrLocked):
 			msg += " (is another heapkv process using it?)"
-		case errors.Is(err, heapkv.ErrReadOnly) && holdsDatabase(*dir):
-			msg += fmt.Sprintf(" (to recover it: heapkv -d %s -c sync)", *dir)
+		case errors.Is(err, heapkv.ErrReadOnly) && holdsDatabase(inv.dir):
+			msg += fmt.Sprintf(" (to recover it: heapkv -d %s -c sync)", inv.dir)
 		}
-		fmt.Fprintf(stderr, "error: open %s: %s\n", *dir, msg)
+		fmt.Fprintf(stderr, "error: open %s: %s\n", inv.dir, msg)
 		return 1
 	}
 	switch {
-	case isNew && missing && dSet:
-		fmt.Fprintf(stderr, "created new database in %s (the directory did not exist)\n", *dir)
+	case isNew && missing && inv.dSet:
+		fmt.Fprintf(stderr, "created new database in %s (the directory did not exist)\n", inv.dir)
 	case isNew:
-		fmt.Fprintf(stderr, "created new database in %s\n", *dir)
+		fmt.Fprintf(stderr, "created new database in %s\n", inv.dir)
 	}
-	s := &shell{db: db, dir: *dir, out: stdout, errw: stderr, status: status, json: *jsonOut, nosync: *nosync, limit: *limit, keepGoing: *keepGoing}
+	s := &shell{db: db, dir: inv.dir, out: stdout, errw: stderr, status: status, json: inv.jsonOut, nosync: inv.nosync, limit: inv.limit, keepGoing: inv.keepGoing}
 
 	var runErr error
 	switch {
 	case sub == "dump" || sub == "backup":
-		runErr = runTransfer(db, sub, dest, *since, stdout, stderr)
-	case sub == "compact" && *cluster:
-		runErr = s.exec(clusterWords(*from, *to), "")
+		runErr = runTransfer(db, sub, inv.dest, inv.since, stdout, stderr)
+	case sub == "compact" && inv.cluster:
+		runErr = s.exec(clusterWords(inv.from, inv.to), "")
 	case sub != "":
 		runErr = s.exec([]word{{text: sub}}, "")
-	case cSet:
-		runErr = s.runScript(*script)
+	case inv.cSet:
+		runErr = s.runScript(inv.script)
 	case isTerminal(stdin):
 		runErr = s.runInteractive()
 	default:
@@ -282,21 +315,6 @@ flags:
 		return 1
 	}
 	return 0
-}
-
-// clusterFlagsWrong reports (to stderr) whether -cluster, -from or -to is
-// given where it means nothing: anywhere but the compact subcommand, or
-// bounds without -cluster.
-func clusterFlagsWrong(sub string, cluster bool, from, to string, stderr io.Writer) bool {
-	switch {
-	case (cluster || from != "" || to != "") && sub != "compact":
-		fmt.Fprintf(stderr, "error: -cluster, -from and -to are for the compact subcommand, not %s\n", cmp.Or(sub, "the shell"))
-		return true
-	case (from != "" || to != "") && !cluster:
-		fmt.Fprintln(stderr, "error: -from and -to bound a clustering: use them with -cluster")
-		return true
-	}
-	return false
 }
 
 // clusterWords is the shell statement heapkv compact -cluster runs:

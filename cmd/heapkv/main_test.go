@@ -674,3 +674,30 @@ func TestStatsLogSegments(t *testing.T) {
 	require.Equal(t, 0.0, st["log_segments_prepared"], "a read-only handle prepared a segment")
 	require.Contains(t, st, "log_segments_recycled")
 }
+
+// A flag given where it means nothing is a usage error (exit 2) that says
+// so, whether it comes before the subcommand or after it; none of these
+// opens, or creates, a database.
+func TestMisplacedFlags(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "db")
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-d", dir, "-since", "5"}, "-since is for dump and backup, not the shell"},
+		{[]string{"-since", "5", "load", dir}, "-since is for dump and backup, not load"},
+		{[]string{"check", "-since", "5", dir}, "-since is for dump and backup, not check"},
+		{[]string{"check", "-c", "stats", dir}, "-c cannot be combined with check"},
+		{[]string{"-c", "stats", "check", dir}, "-c cannot be combined with check"},
+		{[]string{"-d", dir, "-limit", "-1"}, "-limit must not be negative"},
+		{[]string{"stats", "-limit", "-1", dir}, "-limit must not be negative"},
+		{[]string{"-d", dir, "-cluster"}, "not the shell"},
+		{[]string{"compact", "-to", "k", dir}, "use them with -cluster"},
+	} {
+		_, errs, code := cli(t, "", c.args...)
+		require.Equal(t, 2, code, "%q: %s", c.args, errs)
+		require.Contains(t, errs, c.want, "%q", c.args)
+		_, err := os.Stat(dir)
+		require.True(t, os.IsNotExist(err), "%q made %s", c.args, dir)
+	}
+}
