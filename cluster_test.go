@@ -135,8 +135,8 @@ func TestCompactClusterInKeyOrder(t *testing.T) {
 
 // TestCompactClusterRange: with cluster bounds, the values of the keys in
 // range, and only those, are rewritten in key order; the index is
-// compacted over the range; bounds that hold no key, or bounds without
-// Cluster, are rejected.
+// compacted over the range; a lower bound not below the upper one (a
+// range no key can be in), or bounds without Cluster, are rejected.
 func TestCompactClusterRange(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "db")
 	db := openTestDB(t, dir, clusterOptions())

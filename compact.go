@@ -86,8 +86,8 @@ type CompactOptions struct {
 	// IterOptions' bounds limit an iterator: only those keys' values move,
 	// in key order, and the free disk space needed is about a second copy
 	// of theirs; the index is compacted over that range only. Setting
-	// either without Cluster, or bounds that hold no key, is an error
-	// wrapping ErrInvalidOptions.
+	// either without Cluster, or a lower bound not below the upper one (a
+	// range no key can be in), is an error wrapping ErrInvalidOptions.
 	ClusterLowerBound, ClusterUpperBound []byte
 	// Progress, if set, is called after each group of segments is moved
 	// (with Cluster: after every 64 MiB moved) and at the end, from
@@ -171,8 +171,8 @@ func (db *DB) Compact(ctx context.Context, opts *CompactOptions) (CompactResult,
 	return res, nil
 }
 
-// checkClusterBounds rejects cluster bounds without Cluster, and bounds
-// that hold no key.
+// checkClusterBounds rejects cluster bounds without Cluster, and a lower
+// bound not below the upper one.
 func (o *CompactOptions) checkClusterBounds() error {
 	lo, hi := o.ClusterLowerBound, o.ClusterUpperBound
 	switch {

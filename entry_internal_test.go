@@ -55,9 +55,6 @@ func TestDecodeEntryExtents(t *testing.T) {
 		} {
 			n := uint64(x.Len) * 128
 			p := pointer{lsn: 1, rawLen: max(n, 1), storedLen: max(n, 1), crc: 1, extents: []alloc.Extent{x}}
-			if x.Len == 0 {
-				p.rawLen, p.storedLen = 1, 1
-			}
 			var e entry
 			err := decodeEntryTo(&e, appendHeapEntry(nil, &p), g, nil)
 			want := g.CheckExtent(x)
