@@ -23,10 +23,12 @@ import (
 // still reads back right, served and repaired from the other replica; with
 // one replica the reads fail with ErrCorrupt. Nothing crashes. Each way of
 // reading a value is tried: Get, ViewValue (whose callback must never run
-// on a failed read) and an iterator's forward scan (Iterator.mappedValue).
+// on a failed read), an iterator's forward scan (Iterator.mappedValue) and
+// one that views the values (Iterator.ViewValue, whose callback must not
+// run either: the fault is met verifying the value, before it).
 func TestHeapMapTruncatedReplica(t *testing.T) {
 	for _, mirrored := range []bool{true, false} {
-		for _, read := range []string{"get", "viewvalue", "scan"} {
+		for _, read := range []string{"get", "viewvalue", "scan", "iterview"} {
 			t.Run(fmt.Sprintf("mirrored=%v/read=%s", mirrored, read), func(t *testing.T) {
 				testHeapMapTruncatedReplica(t, mirrored, read)
 			})
@@ -80,7 +82,7 @@ func testHeapMapTruncatedReplica(t *testing.T, mirrored bool, read string) {
 				t.Fatalf("k%03d: ViewValue called its function %d times and returned %v", i, calls, errs[i])
 			}
 		}
-	case "scan":
+	case "scan", "iterview":
 		it, err := db.NewIter(nil)
 		if err != nil {
 			t.Fatal(err)
@@ -90,8 +92,20 @@ func testHeapMapTruncatedReplica(t *testing.T, mirrored bool, read string) {
 			if want := fmt.Sprintf("k%03d", i); string(it.Key()) != want {
 				t.Fatalf("scan at %q, want %q", it.Key(), want)
 			}
-			v, err := it.Value()
-			got[i], errs[i] = bytes.Clone(v), err
+			if read == "scan" {
+				v, err := it.Value()
+				got[i], errs[i] = bytes.Clone(v), err
+			} else {
+				calls := 0
+				errs[i] = it.ViewValue(func(v []byte) error {
+					calls++
+					got[i] = bytes.Clone(v)
+					return nil
+				})
+				if (errs[i] == nil) != (calls == 1) || calls > 1 {
+					t.Fatalf("k%03d: Iterator.ViewValue called its function %d times and returned %v", i, calls, errs[i])
+				}
+			}
 			i++
 		}
 		if i != n {

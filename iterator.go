@@ -111,6 +111,7 @@ type Iterator struct {
 
 	val    []byte // cached value of the current key
 	valSet bool
+	viewed bool // ViewValue read the current key's value in the heap's map
 
 	rr *readHull // serializable transaction: what this iterator observed
 
@@ -344,20 +345,31 @@ func (it *Iterator) heapLSN() (heap bool, lsn base.LSN, err error) {
 	if !it.valid || it.inBuf {
 		return false, 0, nil
 	}
+	var e entry
+	if err := it.entryLocked(&e); err != nil {
+		return false, 0, err
+	}
+	return e.isHeap, e.ptr.lsn, nil
+}
+
+// entryLocked decodes the index entry at the current key (which comes
+// from the index, not a transaction's buffer) into e; an error is kept
+// for Error. A heap entry's extents are in it.exts, reused at the next
+// call. REQUIRES: it.mu held.
+func (it *Iterator) entryLocked(e *entry) error {
 	key := it.pit.Key()
 	raw, err := it.pit.ValueAndErr()
 	if err != nil {
-		return false, 0, it.setErr(indexError(fmt.Sprintf("iterator: value of %q", key), err))
+		return it.setErr(indexError(fmt.Sprintf("iterator: value of %q", key), err))
 	}
-	var e entry
-	err = it.db.decodeEntryTo(&e, key, raw, it.exts)
+	err = it.db.decodeEntryTo(e, key, raw, it.exts)
 	if e.isHeap {
 		it.exts = e.ptr.extents[:0]
 	}
 	if err != nil {
-		return false, 0, it.setErr(err)
+		return it.setErr(err)
 	}
-	return e.isHeap, e.ptr.lsn, nil
+	return nil
 }
 
 func (it *Iterator) valueLocked() ([]byte, error) {
@@ -374,26 +386,18 @@ func (it *Iterator) valueLocked() ([]byte, error) {
 		it.val, it.valSet = it.buf[it.bi].value, true
 		return it.val, nil
 	}
-	key := it.pit.Key()
-	raw, err := it.pit.ValueAndErr()
-	if err != nil {
-		return nil, it.setErr(indexError(fmt.Sprintf("iterator: value of %q", key), err))
-	}
 	// Inline values alias the index's memory; heap values are read from
 	// the heap (not through the value cache, so that a scan does not push
 	// hot values out of it): out of its map into a reused buffer, or with
 	// readahead during forward scans (iterator_readahead.go).
 	var e entry
-	err = it.db.decodeEntryTo(&e, key, raw, it.exts)
-	if e.isHeap {
-		it.exts = e.ptr.extents[:0]
-	}
-	if err != nil {
-		return nil, it.setErr(err)
+	if err := it.entryLocked(&e); err != nil {
+		return nil, err
 	}
 	v := e.inline
 	if e.isHeap {
-		if v, err = it.heapValueAhead(key, &e.ptr); err != nil {
+		var err error
+		if v, err = it.heapValueAhead(it.pit.Key(), &e.ptr); err != nil {
 			return nil, it.setErr(err)
 		}
 	}
@@ -494,7 +498,7 @@ func (it *Iterator) Next() bool {
 	if it.dir == -1 {
 		return it.reverse(1)
 	}
-	if it.valSet {
+	if it.valSet || it.viewed {
 		it.streak++
 	} else {
 		it.streak = 0
@@ -562,5 +566,5 @@ func (it *Iterator) endScan() {
 }
 
 func (it *Iterator) beginMove() {
-	it.val, it.valSet = nil, false
+	it.val, it.valSet, it.viewed = nil, false, false
 }

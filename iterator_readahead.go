@@ -95,21 +95,34 @@ func (it *Iterator) mappedValue(key []byte, ptr *pointer) ([]byte, error) {
 		buf = make([]byte, n, max(n, 2*uint64(cap(buf))))
 		*it.vbuf = buf
 	}
-	it.ra.copies++
-	if it.streak < raStreak || len(it.buf) > 0 || it.ra.copies%raTimeEvery != 0 {
+	if !it.timeMapRead() {
 		return it.db.readStored(key, ptr, buf[:n], it.db.heap.ReadMapped)
 	}
 	t0 := time.Now()
 	v, err := it.db.readStored(key, ptr, buf[:n], it.db.heap.ReadMapped)
-	switch {
-	case err != nil:
-	case time.Since(t0) <= raSlowCopy+time.Duration(n)*raSlowCopyPerByte:
-		it.ra.slowRun = 0
-	default:
-		it.ra.slowRun++
-		it.ra.slow = it.ra.slowRun >= raSlowRun
+	if err == nil {
+		it.noteMapRead(n, time.Since(t0))
 	}
 	return v, err
+}
+
+// timeMapRead counts a read of a value out of the heap's map and reports
+// whether to time it: one in raTimeEvery during a forward scan.
+func (it *Iterator) timeMapRead() bool {
+	it.ra.copies++
+	return it.streak >= raStreak && len(it.buf) == 0 && it.ra.copies%raTimeEvery == 0
+}
+
+// noteMapRead records that a timed read of n bytes out of the heap's map
+// took d, and switches the scan to pread batches after raSlowRun slow ones
+// in a row.
+func (it *Iterator) noteMapRead(n uint64, d time.Duration) {
+	if d <= raSlowCopy+time.Duration(n)*raSlowCopyPerByte {
+		it.ra.slowRun = 0
+		return
+	}
+	it.ra.slowRun++
+	it.ra.slow = it.ra.slowRun >= raSlowRun
 }
 
 // iterValueBufs recycles iterators' value buffers (Iterator.vbuf): a short

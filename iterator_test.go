@@ -138,24 +138,58 @@ func checkIter(t *testing.T, rng *rand.Rand, it *heapkv.Iterator, m *modelIter, 
 			if it.Key() != nil {
 				t.Fatalf("it.Key() = %v, want nil", it.Key())
 			}
+			if err := it.ViewValue(func([]byte) error { return errors.New("called") }); err != nil {
+				t.Fatalf("%s: after %v: ViewValue off a key: %v", label, trace, err)
+			}
 			continue
 		}
 		k := m.keys[m.pos]
 		if string(it.Key()) != k {
 			t.Fatalf("%s: after %v: key %q, want %q", label, trace, it.Key(), k)
 		}
-		if rng.IntN(2) == 0 {
-			v, err := it.Value()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(v, m.vals[k]) {
-				t.Fatalf("%s: after %v: value of %q differs (%d bytes, want %d)", label, trace, k, len(v), len(m.vals[k]))
-			}
+		// Value, ViewValue, or both in either order: each must see the
+		// model's value.
+		switch rng.IntN(4) {
+		case 0:
+		case 1:
+			checkIterValue(t, it, m.vals[k], label, trace)
+		case 2:
+			checkIterView(t, it, m.vals[k], label, trace)
+		default:
+			checkIterView(t, it, m.vals[k], label, trace)
+			checkIterValue(t, it, m.vals[k], label, trace)
+			checkIterView(t, it, m.vals[k], label, trace)
 		}
 	}
 	if err := it.Error(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func checkIterValue(t *testing.T, it *heapkv.Iterator, want []byte, label string, trace []string) {
+	t.Helper()
+	v, err := it.Value()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(v, want) {
+		t.Fatalf("%s: after %v: Value of %q differs (%d bytes, want %d)", label, trace, it.Key(), len(v), len(want))
+	}
+}
+
+func checkIterView(t *testing.T, it *heapkv.Iterator, want []byte, label string, trace []string) {
+	t.Helper()
+	calls := 0
+	errSeen := errors.New("seen")
+	err := it.ViewValue(func(v []byte) error {
+		calls++
+		if !bytes.Equal(v, want) {
+			return fmt.Errorf("%d bytes, want %d", len(v), len(want))
+		}
+		return errSeen
+	})
+	if err != errSeen || calls != 1 {
+		t.Fatalf("%s: after %v: ViewValue of %q called its function %d times and returned %v; want once, returning its error", label, trace, it.Key(), calls, err)
 	}
 }
 
@@ -606,6 +640,10 @@ func TestIteratorReadahead(t *testing.T) {
 			}
 			if rng.IntN(10) == 0 {
 				continue // skip a value
+			}
+			if rng.IntN(2) == 0 {
+				checkIterView(t, it, want[string(it.Key())], fmt.Sprintf("codec %d", codec), nil)
+				continue
 			}
 			v, err := it.Value()
 			if err != nil {

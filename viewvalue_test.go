@@ -43,7 +43,8 @@ func ExampleDB_ViewValue() {
 }
 
 // A read allocates at most the value it returns: Get one allocation,
-// ViewValue none, an iterator's scan none per value (its value and extent
+// ViewValue none, an iterator's scan none per value, reading the values
+// with Value or ViewValue (its value and extent
 // buffers are reused), for values in the heap and in the index, with the
 // index-entry cache hit and missed. The race detector's sync.Pool drops
 // buffers on purpose, so counts mean something only without it: the README's
@@ -99,12 +100,64 @@ func TestReadAllocations(t *testing.T) {
 					t.Fatalf("scan: %d values, %v", got, err)
 				}
 			})
+			view := testing.AllocsPerRun(20, func() {
+				it, err := db.NewIter(&heapkv.IterOptions{Prefix: []byte("heap")})
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := 0
+				for ok := it.First(); ok; ok = it.Next() {
+					if err := it.ViewValue(func([]byte) error { got++; return nil }); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if err := it.Close(); err != nil || got != n {
+					t.Fatalf("viewing scan: %d values, %v", got, err)
+				}
+			})
 			// A scan allocates a constant (the iterators and their buffers),
 			// not one buffer per value.
-			if scan > n/4 {
-				t.Errorf("a scan of %d heap values allocates %.0f times; want fewer than %d", n, scan, n/4)
+			if scan > n/4 || view > n/4 {
+				t.Errorf("a scan of %d heap values allocates %.0f times, one that views them %.0f; want fewer than %d", n, scan, view, n/4)
 			}
-			t.Logf("scan of %d heap values: %.0f allocations", n, scan)
+			t.Logf("scan of %d heap values: %.0f allocations; viewing them: %.0f", n, scan, view)
 		})
 	}
+}
+
+func ExampleIterator_ViewValue() {
+	dir, _ := os.MkdirTemp("", "heapkv-example")
+	defer os.RemoveAll(dir)
+	db, err := heapkv.Open(dir, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer db.Close()
+
+	for i := range 3 {
+		if err := db.Put(fmt.Appendf(nil, "log/%d", i), bytes.Repeat([]byte("x"), 1000*(i+1))); err != nil {
+			log.Fatal(err)
+		}
+	}
+	// Sum the values' sizes without copying them: each slice is valid
+	// only inside the function, which sets rather than adds, since it may
+	// run again if the disk fails under it.
+	it, err := db.NewIter(&heapkv.IterOptions{Prefix: []byte("log/")})
+	if err != nil {
+		log.Fatal(err)
+	}
+	total := 0
+	for ok := it.First(); ok; ok = it.Next() {
+		var n int
+		if err := it.ViewValue(func(v []byte) error { n = len(v); return nil }); err != nil {
+			log.Fatal(err)
+		}
+		total += n
+	}
+	if err := it.Close(); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(total)
+	// Output:
+	// 6000
 }

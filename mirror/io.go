@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/bits"
 	"sync"
 
@@ -192,6 +193,9 @@ func (s *Set) ReadAt(p []byte, block uint64) error {
 }
 
 func (s *Set) readFrom(m member, p []byte, block uint64) error {
+	if block > uint64(math.MaxInt64-s.headerBytes)/uint64(s.cfg.BlockSize) {
+		return fmt.Errorf("mirror: read block %d: beyond any file's reach", block) // offset would wrap
+	}
 	n, err := m.f.ReadAt(p, s.offset(block))
 	if err != nil && !errors.Is(err, io.EOF) {
 		m.r.readErrs.Add(1)

@@ -78,6 +78,15 @@ func (s *Set) unmapAll() {
 	s.retired = nil
 }
 
+// mapOffset is block's offset in a mapping, or -1 for a block beyond any
+// mapping's reach (whose offset could wrap around int64).
+func (s *Set) mapOffset(block uint64) int64 {
+	if block >= uint64(mapReserve)/uint64(s.cfg.BlockSize) {
+		return -1
+	}
+	return s.offset(block)
+}
+
 // copyOut copies len(p) bytes at off out of the mapping and reports
 // whether it could: false if the range is outside the reservation or the
 // copy faulted.
@@ -128,7 +137,7 @@ func (s *Set) AppendMapped(dst []byte, block uint64, n int) ([]byte, error) {
 	v := s.view.Load()
 	if v.mapped != nil {
 		s.noteMappedRead(v.mapped)
-		if out, ok := v.mapped.appendOut(dst, s.offset(block), n); ok {
+		if out, ok := v.mapped.appendOut(dst, s.mapOffset(block), n); ok {
 			return out, nil
 		}
 		s.mapFaults.Add(1)
@@ -152,7 +161,7 @@ func (s *Set) ReadMapped(p []byte, block uint64) error {
 		return s.ReadAt(p, block)
 	}
 	s.noteMappedRead(v.mapped)
-	if v.mapped.copyOut(p, s.offset(block)) {
+	if v.mapped.copyOut(p, s.mapOffset(block)) {
 		return nil
 	}
 	s.mapFaults.Add(1)

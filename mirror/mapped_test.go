@@ -2,6 +2,7 @@ package mirror
 
 import (
 	"bytes"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -119,5 +120,63 @@ func TestReadMappedFollowsReplicaChange(t *testing.T) {
 	}
 	if len(s.retired) != 0 || s.replicas[0].mapped != nil || s.replicas[1].mapped != nil {
 		t.Fatal("Close left mappings")
+	}
+}
+
+// ViewMapped hands fn the bytes in the mapping: fn's error comes back, a
+// fault while fn reads (the file truncated under it) reports false and is
+// counted, a range past the reservation reports false without calling fn,
+// and any other panic in fn goes on.
+func TestViewMapped(t *testing.T) {
+	s, paths := mappedSet(t, 1)
+	for b := range uint64(64) {
+		if err := s.WriteAt(block(b, 3), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	errFn := errors.New("fn's error")
+	ok, err := s.ViewMapped(5, testBS, func(b []byte) error {
+		if !bytes.Equal(b, block(5, 3)) {
+			t.Error("ViewMapped passed other bytes than were written")
+		}
+		if cap(b) != testBS {
+			t.Errorf("the slice's capacity is %d, want %d: fn could append into the mapping", cap(b), testBS)
+		}
+		return errFn
+	})
+	if !ok || err != errFn {
+		t.Fatalf("ViewMapped of written blocks: %v, %v", ok, err)
+	}
+	if err := s.ReadAt(make([]byte, testBS), 1<<55); err == nil {
+		t.Fatal("ReadAt of block 2^55, whose offset wraps around int64 to block 0's, succeeded")
+	}
+	if err := s.ReadMapped(make([]byte, testBS), 1<<55); err == nil {
+		t.Fatal("ReadMapped of block 2^55, whose offset wraps around int64 to block 0's, succeeded")
+	}
+	called := false
+	if ok, err := s.ViewMapped(1<<55, testBS, func([]byte) error { called = true; return nil }); ok || err != nil || called {
+		t.Fatalf("ViewMapped past the reservation: %v, %v, fn called %v", ok, err, called)
+	}
+	func() {
+		defer func() {
+			if r := recover(); r != "fn's panic" {
+				t.Fatalf("fn's own panic became %v", r)
+			}
+		}()
+		s.ViewMapped(5, testBS, func([]byte) error { panic("fn's panic") })
+	}()
+	faults := s.MapFaults()
+	var sum int
+	ok, err = s.ViewMapped(40, testBS, func(b []byte) error {
+		if err := os.Truncate(paths[0], int64(10*testBS)); err != nil {
+			return err
+		}
+		for _, c := range b {
+			sum += int(c)
+		}
+		return errFn
+	})
+	if ok || err != nil || s.MapFaults() != faults+1 {
+		t.Fatalf("fault inside fn: %v, %v, %d faults counted; want false, nil, 1", ok, err, s.MapFaults()-faults)
 	}
 }

@@ -54,13 +54,12 @@ func (h *heapDB) Scan(start []byte, n int) (int, error) {
 	}
 	got, sum := 0, uint64(0)
 	defer func() { touchSink.Add(sum) }()
+	view := func(v []byte) error { sum += touch(v); return nil }
 	for ok := it.SeekGE(start); ok && got < n; ok = it.Next() {
-		v, err := it.Value()
-		if err != nil {
+		if err := it.ViewValue(view); err != nil {
 			it.Close()
 			return got, err
 		}
-		sum += touch(v)
 		got++
 	}
 	if err := it.Error(); err != nil {

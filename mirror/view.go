@@ -1,0 +1,60 @@
+package mirror
+
+import (
+	"runtime/debug"
+	"unsafe"
+)
+
+// ViewMapped calls fn with the n bytes at block's start as they lie in the
+// mapping of the first in-sync replica: no copy. It reports false without
+// calling fn when the set does not map reads (or the range lies outside
+// the mapping), and false when the mapping faulted, before fn or while fn
+// read the slice; the caller then reads the bytes another way (ReadAt, and
+// its repair). Otherwise it reports true and fn's error.
+//
+// The slice is valid only while fn runs. fn runs with
+// runtime/debug.SetPanicOnFault, so that an I/O error of the disk under a
+// page it reads is a panic on this goroutine, recovered here; a fault at
+// any other address, and any other panic, goes on as it was. The caller
+// must keep the blocks from being reused while fn runs, as for any read.
+func (s *Set) ViewMapped(block uint64, n int, fn func(b []byte) error) (ok bool, err error) {
+	if s.closed.Load() {
+		return false, nil
+	}
+	v := s.view.Load()
+	if v.mapped == nil {
+		return false, nil
+	}
+	off := s.mapOffset(block)
+	m := v.mapped
+	if n < 0 || off < 0 || off > int64(len(m.data))-int64(n) {
+		return false, nil
+	}
+	s.noteMappedRead(m)
+	ok, err = m.view(off, n, fn)
+	if !ok {
+		s.mapFaults.Add(1)
+	}
+	return ok, err
+}
+
+// view calls fn with m.data[off:off+n] under SetPanicOnFault and reports
+// false if a fault inside the mapping interrupted it.
+func (m *mapping) view(off int64, n int, fn func([]byte) error) (ok bool, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			if f, fault := r.(interface{ Addr() uintptr }); !fault || !m.holds(f.Addr()) {
+				panic(r)
+			}
+			ok, err = false, nil
+		}
+	}()
+	return true, fn(m.data[off : off+int64(n) : off+int64(n)])
+}
+
+// holds reports whether addr lies inside the mapping.
+func (m *mapping) holds(addr uintptr) bool {
+	base := uintptr(unsafe.Pointer(unsafe.SliceData(m.data)))
+	return addr >= base && addr-base < uintptr(len(m.data))
+}
