@@ -27,7 +27,10 @@ type DB interface {
 	// Scan reads up to n records in key order starting at start and
 	// returns how many it read. Every value is read (touch), not only
 	// located: bbolt's cursor, for one, returns references into its map
-	// that cost nothing until they are read.
+	// that cost nothing until they are read. Each engine reads values the
+	// way that copies least: bbolt's cursor slices, Pebble's
+	// Iterator.ValueAndErr, Badger's Item.Value callback, heapkv's
+	// Iterator.ViewValue callback.
 	Scan(start []byte, n int) (int, error)
 	// Close flushes and closes the store.
 	Close() error
