@@ -24,8 +24,8 @@ import (
 // recovered (it is not a crash), the value is read again the ordinary way,
 // which repairs it from another replica when it can, and fn is called
 // again with that copy: fn may run twice for one call, so it must not
-// depend on running once. A value that cannot be read is an error, and fn
-// is not called for it.
+// depend on running once. A value that cannot be read is an error: fn is
+// not called for it, or, interrupted by the fault, not called again.
 //
 // fn runs inside the read: it must not call methods of the database (a
 // Close waiting for the read would deadlock it), and it should be short,
