@@ -36,15 +36,17 @@ func TestHeapMapTruncatedReplica(t *testing.T) {
 	}
 }
 
-func testHeapMapTruncatedReplica(t *testing.T, mirrored bool, read string) {
-	dir := t.TempDir()
+// openMappedDB opens a database on the operating system's file system,
+// with a mirror if mirrored, puts value(i) under k000, k001, ... k(n-1),
+// syncs, checks that the heap is read through a memory map, and returns
+// the database and its Stats.
+func openMappedDB(t *testing.T, mirrored bool, n int, value func(int) []byte) (*heapkv.DB, heapkv.Stats) {
+	t.Helper()
 	opts := &heapkv.Options{CheckpointLogBytes: -1, Logger: slog.New(slog.DiscardHandler)}
 	if mirrored {
 		opts.Mirrors = []string{filepath.Join(t.TempDir(), "m1")}
 	}
-	db := heapkv.OpenTestDBNoCheck(t, filepath.Join(dir, "db"), opts)
-	value := func(i int) []byte { return bytes.Repeat([]byte{byte(i), byte(i >> 8), 0x5a}, 3000) }
-	const n = 200
+	db := heapkv.OpenTestDBNoCheck(t, filepath.Join(t.TempDir(), "db"), opts)
 	for i := range n {
 		if err := db.Put(fmt.Appendf(nil, "k%03d", i), value(i)); err != nil {
 			t.Fatal(err)
@@ -60,6 +62,13 @@ func testHeapMapTruncatedReplica(t *testing.T, mirrored bool, read string) {
 	if !s.HeapMapped {
 		t.Fatal("a database on the operating system's file system does not read through a memory map")
 	}
+	return db, s
+}
+
+func testHeapMapTruncatedReplica(t *testing.T, mirrored bool, read string) {
+	value := func(i int) []byte { return bytes.Repeat([]byte{byte(i), byte(i >> 8), 0x5a}, 3000) }
+	const n = 200
+	db, s := openMappedDB(t, mirrored, n, value)
 	if err := os.Truncate(db.Replicas()[0].Path, int64(s.BlockSize)); err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +134,7 @@ func testHeapMapTruncatedReplica(t *testing.T, mirrored bool, read string) {
 			t.Fatalf("k%03d: %v", i, err)
 		}
 	}
-	s, err = db.Stats()
+	s, err := db.Stats()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/heapkv/heapkv"
@@ -31,29 +29,13 @@ func TestViewFaultInsideFunction(t *testing.T) {
 }
 
 func testViewFaultInsideFunction(t *testing.T, mirrored bool, how string) {
-	opts := &heapkv.Options{CheckpointLogBytes: -1, Logger: slog.New(slog.DiscardHandler)}
-	if mirrored {
-		opts.Mirrors = []string{filepath.Join(t.TempDir(), "m1")}
-	}
-	db := heapkv.OpenTestDBNoCheck(t, filepath.Join(t.TempDir(), "db"), opts)
 	value := func(i int) []byte { return bytes.Repeat([]byte{byte(i), 0x3c, byte(i >> 8), 0xc3}, 2500) }
-	const n = 20
-	for i := range n {
-		if err := db.Put(fmt.Appendf(nil, "k%03d", i), value(i)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := db.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	s, err := db.Stats()
-	if err != nil || !s.HeapMapped {
-		t.Fatalf("the heap is not mapped (%v)", err)
-	}
+	db, s := openMappedDB(t, mirrored, 20, value)
 	primary := db.Replicas()[0].Path
 	const target = 17
 	calls := 0
 	var got []byte
+	var err error
 	fn := func(v []byte) error {
 		calls++
 		if calls == 1 {
