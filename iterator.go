@@ -386,14 +386,20 @@ func (it *Iterator) valueLocked() ([]byte, error) {
 		it.val, it.valSet = it.buf[it.bi].value, true
 		return it.val, nil
 	}
-	// Inline values alias the index's memory; heap values are read from
-	// the heap (not through the value cache, so that a scan does not push
-	// hot values out of it): out of its map into a reused buffer, or with
-	// readahead during forward scans (iterator_readahead.go).
 	var e entry
 	if err := it.entryLocked(&e); err != nil {
 		return nil, err
 	}
+	return it.valueOf(&e)
+}
+
+// valueOf returns the value of e, the entry at the current key, and keeps
+// it as the current value. Inline values alias the index's memory; heap
+// values are read from the heap (not through the value cache, so that a
+// scan does not push hot values out of it): out of its map into a reused
+// buffer, or with readahead during forward scans (iterator_readahead.go).
+// REQUIRES: it.mu held.
+func (it *Iterator) valueOf(e *entry) ([]byte, error) {
 	v := e.inline
 	if e.isHeap {
 		var err error

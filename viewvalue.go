@@ -78,7 +78,7 @@ var viewBufs = sync.Pool{New: func() any { return new([]byte) }}
 // set, the CRC pass, the first read of the bytes, is timed into *took.
 // REQUIRES: p pinned (its blocks not reused while fn runs).
 func (db *DB) viewMapped(p *pointer, fn func([]byte) error, took *time.Duration) (bool, error) {
-	if p.codec != CodecNone || len(p.extents) != 1 {
+	if !p.viewable() {
 		return false, nil
 	}
 	verified := false
@@ -99,6 +99,10 @@ func (db *DB) viewMapped(p *pointer, fn func([]byte) error, took *time.Duration)
 	return ok && verified, err
 }
 
+// viewable reports whether p's value can be viewed where it lies in the
+// heap's map: stored as it is, in one extent.
+func (p *pointer) viewable() bool { return p.codec == CodecNone && len(p.extents) == 1 }
+
 // ViewValue calls fn with the current value, as DB.ViewValue does for a
 // key: without a copy when the value is a heap value in one extent and the
 // heap is mapped, otherwise with the slice Value returns. When the
@@ -118,35 +122,41 @@ func (it *Iterator) ViewValue(fn func(value []byte) error) error {
 	if !it.valid {
 		return nil
 	}
-	if !it.valSet && !it.inBuf && !it.ra.slow && it.db.heap.Mapped() {
-		var e entry
-		if err := it.entryLocked(&e); err != nil {
+	if it.valSet || it.inBuf || it.ra.slow || !it.db.heap.Mapped() {
+		v, err := it.valueLocked()
+		if err != nil {
 			return err
 		}
-		if !e.isHeap {
-			it.val, it.valSet = e.inline, true
-			return fn(e.inline)
-		}
-		var took time.Duration
-		timed := it.timeMapRead()
-		tookp := &took
-		if !timed {
-			tookp = nil
-		}
-		if viewed, err := it.db.viewMapped(&e.ptr, fn, tookp); viewed {
+		return fn(v)
+	}
+	var e entry
+	if err := it.entryLocked(&e); err != nil {
+		return err
+	}
+	if e.isHeap && e.ptr.viewable() {
+		if viewed, err := it.viewHeap(&e.ptr, fn); viewed {
 			it.viewed = true
-			if timed {
-				it.noteMapRead(e.ptr.storedLen, took)
-			}
 			return err
 		}
 	}
-	v, err := it.valueLocked()
+	v, err := it.valueOf(&e)
 	if err != nil {
 		return err
 	}
-	if !it.valid {
-		return nil
-	}
 	return fn(v)
+}
+
+// viewHeap is DB.viewMapped for the iterator's scan, timing one view in
+// raTimeEvery as mappedValue times its copies. REQUIRES: it.mu held.
+func (it *Iterator) viewHeap(p *pointer, fn func([]byte) error) (bool, error) {
+	var took time.Duration
+	var tookp *time.Duration
+	if it.timeMapRead() {
+		tookp = &took
+	}
+	viewed, err := it.db.viewMapped(p, fn, tookp)
+	if viewed && tookp != nil {
+		it.noteMapRead(p.storedLen, took)
+	}
+	return viewed, err
 }

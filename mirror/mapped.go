@@ -3,6 +3,7 @@ package mirror
 import (
 	"runtime/debug"
 	"slices"
+	"unsafe"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
@@ -87,6 +88,22 @@ func (s *Set) mapOffset(block uint64) int64 {
 	return s.offset(block)
 }
 
+// mustBeFault re-raises r, a panic recovered while reading the mapping
+// under SetPanicOnFault, unless it is a fault at an address inside the
+// mapping (an I/O error under a page, or a page past the end of a file
+// that shrank).
+func (m *mapping) mustBeFault(r any) {
+	if f, fault := r.(interface{ Addr() uintptr }); !fault || !m.holds(f.Addr()) {
+		panic(r)
+	}
+}
+
+// holds reports whether addr lies inside the mapping.
+func (m *mapping) holds(addr uintptr) bool {
+	base := uintptr(unsafe.Pointer(unsafe.SliceData(m.data)))
+	return addr >= base && addr-base < uintptr(len(m.data))
+}
+
 // copyOut copies len(p) bytes at off out of the mapping and reports
 // whether it could: false if the range is outside the reservation or the
 // copy faulted.
@@ -97,9 +114,7 @@ func (m *mapping) copyOut(p []byte, off int64) (ok bool) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
-			if _, fault := r.(interface{ Addr() uintptr }); !fault {
-				panic(r)
-			}
+			m.mustBeFault(r)
 			ok = false
 		}
 	}()
@@ -118,9 +133,7 @@ func (m *mapping) appendOut(dst []byte, off int64, n int) (out []byte, ok bool) 
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
-			if _, fault := r.(interface{ Addr() uintptr }); !fault {
-				panic(r)
-			}
+			m.mustBeFault(r)
 			out, ok = dst, false
 		}
 	}()

@@ -1,9 +1,6 @@
 package mirror
 
-import (
-	"runtime/debug"
-	"unsafe"
-)
+import "runtime/debug"
 
 // ViewMapped calls fn with the n bytes at block's start as they lie in the
 // mapping of the first in-sync replica: no copy. It reports false without
@@ -25,36 +22,29 @@ func (s *Set) ViewMapped(block uint64, n int, fn func(b []byte) error) (ok bool,
 	if v.mapped == nil {
 		return false, nil
 	}
-	off := s.mapOffset(block)
 	m := v.mapped
-	if n < 0 || off < 0 || off > int64(len(m.data))-int64(n) {
-		return false, nil
-	}
 	s.noteMappedRead(m)
-	ok, err = m.view(off, n, fn)
+	ok, err = m.view(s.mapOffset(block), n, fn)
 	if !ok {
 		s.mapFaults.Add(1)
 	}
 	return ok, err
 }
 
-// view calls fn with m.data[off:off+n] under SetPanicOnFault and reports
-// false if a fault inside the mapping interrupted it.
+// view calls fn with the n bytes at off under SetPanicOnFault, and reports
+// false without calling fn if the range is outside the mapping, or if a
+// fault inside the mapping interrupted fn.
 func (m *mapping) view(off int64, n int, fn func([]byte) error) (ok bool, err error) {
+	if n < 0 || off < 0 || off > int64(len(m.data))-int64(n) {
+		return false, nil
+	}
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
-			if f, fault := r.(interface{ Addr() uintptr }); !fault || !m.holds(f.Addr()) {
-				panic(r)
-			}
+			m.mustBeFault(r)
 			ok, err = false, nil
 		}
 	}()
-	return true, fn(m.data[off : off+int64(n) : off+int64(n)])
-}
-
-// holds reports whether addr lies inside the mapping.
-func (m *mapping) holds(addr uintptr) bool {
-	base := uintptr(unsafe.Pointer(unsafe.SliceData(m.data)))
-	return addr >= base && addr-base < uintptr(len(m.data))
+	end := off + int64(n)
+	return true, fn(m.data[off:end:end])
 }
