@@ -35,7 +35,7 @@ var CSVHeader = []string{
 	"start", "engine", "workload", "distribution", "records", "threads", "field_count", "field_length",
 	"value_size", "value_dist", "sync", "run", "phase", "op", "count", "errors", "phase_seconds", "phase_ops_per_sec",
 	"mean_us", "p50_us", "p95_us", "p99_us", "p999_us", "max_us",
-	"logical_bytes", "disk_bytes", "space_amp", "user_write_bytes", "device_write_bytes", "write_amp", "peak_rss_bytes",
+	"logical_bytes", "disk_bytes", "space_amp", "user_write_bytes", "dirtied_bytes", "write_amp", "peak_rss_bytes",
 	"cpu_user_seconds", "cpu_sys_seconds", "cpu_us_per_op",
 	"block_write_bytes", "block_flushes", "block_write_amp", "block_busy",
 }
@@ -63,7 +63,7 @@ func CSVRows(res *Result) [][]string {
 				strconv.Itoa(res.ValueSize), valueDistOf(res), strconv.FormatBool(res.Sync), strconv.Itoa(res.Run), p.Name, op,
 				i(s.Count), i(s.Errors), f(p.Seconds), f(p.OpsPerSec),
 				f(s.MeanUs), f(s.P50Us), f(s.P95Us), f(s.P99Us), f(s.P999Us), f(s.MaxUs),
-				i(p.LogicalBytes), i(p.DiskBytes), f(p.SpaceAmp), i(p.UserWriteBytes), i(p.DeviceWrite), f(p.WriteAmp),
+				i(p.LogicalBytes), i(p.DiskBytes), f(p.SpaceAmp), i(p.UserWriteBytes), i(p.Dirtied), f(p.WriteAmp),
 				i(p.PeakRSSBytes), f(p.CPUUserSeconds), f(p.CPUSysSeconds), f(p.CPUUsPerOp),
 				i(p.BlockWriteBytes), i(p.BlockFlushes), f(p.BlockWriteAmp), f(p.BlockBusy),
 			})
@@ -133,8 +133,8 @@ func Summary(w io.Writer, res *Result) {
 			fmt.Fprintf(w, "       %-18s n=%-9d p50=%.1fus p95=%.1fus p99=%.1fus p99.9=%.1fus max=%.1fus\n",
 				op, s.Count, s.P50Us, s.P95Us, s.P99Us, s.P999Us, s.MaxUs)
 		}
-		fmt.Fprintf(w, "       disk=%s logical=%s space-amp=%.2f  device-writes=%s user-writes=%s write-amp=%.2f  peak-rss=%s\n",
-			mib(p.DiskBytes), mib(p.LogicalBytes), p.SpaceAmp, mib(p.DeviceWrite), mib(p.UserWriteBytes), p.WriteAmp, mib(p.PeakRSSBytes))
+		fmt.Fprintf(w, "       disk=%s logical=%s space-amp=%.2f  dirtied=%s user-writes=%s write-amp=%.2f  peak-rss=%s\n",
+			mib(p.DiskBytes), mib(p.LogicalBytes), p.SpaceAmp, mib(p.Dirtied), mib(p.UserWriteBytes), p.WriteAmp, mib(p.PeakRSSBytes))
 		if p.BlockDevice != "" {
 			fmt.Fprintf(w, "       block device %s: wrote %s in %d requests, %d flushes; write-amp=%.2f; busy %.0f%% of the phase\n",
 				p.BlockDevice, mib(p.BlockWriteBytes), p.BlockWriteIOs, p.BlockFlushes, p.BlockWriteAmp, 100*p.BlockBusy)

@@ -427,10 +427,10 @@ func (st *state) phase(ctx context.Context, name string) (*Phase, error) {
 	}
 	p.IOAccountingOK = io0.OK && io1.OK
 	if p.IOAccountingOK {
-		p.DeviceWrite = (io1.WriteBytes - io1.CancelledWriteBytes) - (io0.WriteBytes - io0.CancelledWriteBytes)
+		p.Dirtied = (io1.WriteBytes - io1.CancelledWriteBytes) - (io0.WriteBytes - io0.CancelledWriteBytes)
 		p.DeviceRead = io1.ReadBytes - io0.ReadBytes
 		if p.UserWriteBytes > 0 {
-			p.WriteAmp = float64(p.DeviceWrite) / float64(p.UserWriteBytes)
+			p.WriteAmp = float64(p.Dirtied) / float64(p.UserWriteBytes)
 		}
 	}
 	if blk0.OK && blk1.OK && blk0.Device == blk1.Device {
