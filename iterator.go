@@ -119,6 +119,7 @@ type Iterator struct {
 	// that followed a Value read.
 	streak int
 	ra     readahead
+	ah     ahead          // the Pebble iterator's walk ahead of a scan (iterator_ahead.go)
 	vbuf   *[]byte        // value buffer of reads from the heap's map (iterValueBufs)
 	exts   []alloc.Extent // extent buffer of the current value's pointer, reused
 }
@@ -310,6 +311,8 @@ func (it *Iterator) keyLocked() []byte {
 		return nil
 	case it.inBuf:
 		return it.buf[it.bi].key
+	case it.ah.on:
+		return it.ah.slots[it.ah.cur].key
 	default:
 		return it.pit.Key()
 	}
@@ -357,14 +360,24 @@ func (it *Iterator) heapLSN() (heap bool, lsn base.LSN, err error) {
 // for Error. A heap entry's extents are in it.exts, reused at the next
 // call. REQUIRES: it.mu held.
 func (it *Iterator) entryLocked(e *entry) error {
-	key := it.pit.Key()
-	raw, err := it.pit.ValueAndErr()
-	if err != nil {
-		return it.setErr(indexError(fmt.Sprintf("iterator: value of %q", key), err))
+	var key, raw []byte
+	var err error
+	if it.ah.on {
+		if key, raw, err = it.aheadEntry(); err != nil {
+			return it.setErr(err)
+		}
+	} else {
+		key = it.pit.Key()
+		if raw, err = it.pit.ValueAndErr(); err != nil {
+			return it.setErr(indexError(fmt.Sprintf("iterator: value of %q", key), err))
+		}
 	}
 	err = it.db.decodeEntryTo(e, key, raw, it.exts)
 	if e.isHeap {
 		it.exts = e.ptr.extents[:0]
+		if err == nil {
+			it.ah.note(&e.ptr)
+		}
 	}
 	if err != nil {
 		return it.setErr(err)
@@ -403,7 +416,7 @@ func (it *Iterator) valueOf(e *entry) ([]byte, error) {
 	v := e.inline
 	if e.isHeap {
 		var err error
-		if v, err = it.heapValueAhead(it.pit.Key(), &e.ptr); err != nil {
+		if v, err = it.heapValueAhead(it.keyLocked(), &e.ptr); err != nil {
 			return nil, it.setErr(err)
 		}
 	}
@@ -510,6 +523,9 @@ func (it *Iterator) Next() bool {
 		it.streak = 0
 	}
 	it.beginMove()
+	if it.ah.on {
+		return it.nextAhead()
+	}
 	prev := it.rememberKey()
 	if !it.inBuf || it.shadow {
 		it.pv = it.pit.Next()
@@ -519,6 +535,9 @@ func (it *Iterator) Next() bool {
 	}
 	it.settle()
 	it.observe(prev, false)
+	if it.valid && !it.inBuf {
+		it.startAhead()
+	}
 	return it.valid
 }
 
@@ -565,6 +584,9 @@ func (it *Iterator) begin(dir int8) bool {
 
 // endScan ends a forward scan's readahead: the iterator jumped.
 func (it *Iterator) endScan() {
+	if it.ah.on {
+		it.stopAhead()
+	}
 	if it.streak > 0 || it.ra.la != nil {
 		it.streak = 0
 		it.ra.drop()

@@ -30,10 +30,10 @@ func (it *Iterator) rememberKey() []byte {
 // reverse changes direction at the current key: both sources move to the
 // nearest key strictly beyond it in direction dir.
 func (it *Iterator) reverse(dir int8) bool {
+	k := append(it.kcopy[:0], it.keyLocked()...) // before endScan: the walk ahead holds it
+	it.kcopy = k
 	it.endScan()
 	it.beginMove()
-	k := append(it.kcopy[:0], it.keyLocked()...)
-	it.kcopy = k
 	it.dir = dir
 	if dir == 1 {
 		it.pv = it.pit.SeekGE(k)

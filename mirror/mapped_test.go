@@ -180,3 +180,31 @@ func TestViewMapped(t *testing.T) {
 		t.Fatalf("fault inside fn: %v, %v, %d faults counted; want false, nil, 1", ok, err, s.MapFaults()-faults)
 	}
 }
+
+// TestPrefetchMapped: prefetching a range changes nothing; a range outside
+// the mapping is left alone, and pages past the end of a file that shrank,
+// which a load would fault on, are prefetched without a fault (none
+// counted either: the read that follows meets it).
+func TestPrefetchMapped(t *testing.T) {
+	s, paths := mappedSet(t, 1)
+	for b := range uint64(64) {
+		if err := s.WriteAt(block(b, 7), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.PrefetchMapped(3, 5*testBS+17) // not whole blocks
+	s.PrefetchMapped(1<<55, testBS)  // past the reservation: nothing
+	s.PrefetchMapped(3, 0)
+	if err := os.Truncate(paths[0], int64(10*testBS)); err != nil {
+		t.Fatal(err)
+	}
+	faults := s.MapFaults()
+	s.PrefetchMapped(40, 4*testBS) // past the end of the file now: a load would fault
+	if got := s.MapFaults(); got != faults {
+		t.Fatalf("a prefetch counted a fault: %d, want %d", got, faults)
+	}
+	got := make([]byte, testBS)
+	if err := s.ReadMapped(got, 5); err != nil || !bytes.Equal(got, block(5, 7)) {
+		t.Fatalf("block 5 after the prefetches: %v", err)
+	}
+}

@@ -1,6 +1,10 @@
 package mirror
 
-import "runtime/debug"
+import (
+	"runtime/debug"
+
+	"github.com/heapkv/heapkv/internal/prefetch"
+)
 
 // ViewMapped calls fn with the n bytes at block's start as they lie in the
 // mapping of the first in-sync replica: no copy. It reports false without
@@ -47,4 +51,25 @@ func (m *mapping) view(off int64, n int, fn func([]byte) error) (ok bool, err er
 	}()
 	end := off + int64(n)
 	return true, fn(m.data[off:end:end])
+}
+
+// PrefetchMapped asks the processor to start loading the n bytes at
+// block's start in the mapping of the first in-sync replica, and returns
+// at once: a scan prefetches the values it will read next, so that their
+// waits for memory overlap its work (heapkv's iterator_ahead.go). It does
+// nothing when the set does not map reads or the range lies outside the
+// mapping. A prefetch never faults, so a page the disk cannot give is
+// simply not fetched; the read that follows meets the fault and handles
+// it.
+func (s *Set) PrefetchMapped(block uint64, n int) {
+	if s.closed.Load() {
+		return
+	}
+	m := s.view.Load().mapped
+	if m == nil {
+		return
+	}
+	if off := s.mapOffset(block); n > 0 && off >= 0 && off <= int64(len(m.data))-int64(n) {
+		prefetch.Lines(m.data[off : off+int64(n)])
+	}
 }
