@@ -535,7 +535,7 @@ func (it *Iterator) Next() bool {
 	}
 	it.settle()
 	it.observe(prev, false)
-	if it.valid && !it.inBuf {
+	if it.valid && it.ah.jumps >= aheadJumps && !it.inBuf {
 		it.startAhead()
 	}
 	return it.valid

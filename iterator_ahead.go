@@ -33,8 +33,10 @@ import (
 // Values that lie one after another in the heap, as after Compact with
 // Cluster, need none of this: the processor fetches the lines that follow
 // a read of its own accord. So a scan walks ahead only when the last
-// aheadStreak heap values it read each began somewhere other than where
-// the one before ended (ahead.jumps).
+// aheadJumps heap values it read each began somewhere other than where
+// the one before ended (ahead.jumps). Three, not two: one value written
+// since a clustering lies elsewhere, and the scan jumps twice, into it
+// and back out of it.
 //
 // The walk ahead serves iterators without a transaction's writes (whose
 // merge needs Pebble's iterator at the current key) over a mapped heap.
@@ -46,6 +48,7 @@ import (
 const (
 	aheadValues = 4 // entries the Pebble iterator runs ahead of the scan
 	aheadStreak = 2 // Next calls in a row after a value read before walking ahead
+	aheadJumps  = 3 // heap values in a row, each not where the one before ended
 )
 
 // ahead is an iterator's walk ahead: slots[cur] holds the current entry,
@@ -74,7 +77,7 @@ type aheadSlot struct {
 // startAhead begins walking ahead from the current entry, if the scan
 // allows. REQUIRES: it.mu held, the iterator at a key of the index.
 func (it *Iterator) startAhead() {
-	if it.ah.on || it.streak < aheadStreak || it.ah.jumps < aheadStreak || it.rr != nil || len(it.buf) > 0 ||
+	if it.ah.on || it.streak < aheadStreak || it.ah.jumps < aheadJumps || it.rr != nil || len(it.buf) > 0 ||
 		it.ra.slow || !it.db.heap.Mapped() {
 		return
 	}
