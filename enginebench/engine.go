@@ -16,7 +16,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -302,8 +301,8 @@ func DiskUsage(dir string) (apparent, allocated int64, err error) {
 			return err
 		}
 		apparent += fi.Size()
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-			allocated += st.Blocks * 512
+		if n, ok := allocatedBytes(fi); ok {
+			allocated += n
 		} else {
 			allocated += fi.Size()
 		}
@@ -328,8 +327,8 @@ func UsageByKind(dir string) map[string]int64 {
 		if kind == "" || len(kind) > 6 {
 			kind = filepath.Base(p)
 		}
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-			m[kind] += st.Blocks * 512
+		if n, ok := allocatedBytes(fi); ok {
+			m[kind] += n
 		}
 		return nil
 	})

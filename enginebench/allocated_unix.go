@@ -1,0 +1,18 @@
+//go:build unix
+
+package enginebench
+
+import (
+	"io/fs"
+	"syscall"
+)
+
+// allocatedBytes returns the bytes the file system allocated to fi's file
+// (st_blocks, in 512-byte units whatever the block size).
+func allocatedBytes(fi fs.FileInfo) (int64, bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, false
+	}
+	return int64(st.Blocks) * 512, true
+}
