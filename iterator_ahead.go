@@ -99,7 +99,10 @@ func (it *Iterator) pushAhead() {
 }
 
 // walkAhead walks the Pebble iterator on until aheadValues entries follow
-// the current one or it runs out, touching each entry's value.
+// the current one or it runs out, prefetching the value of each entry it
+// copies: a heap value stored as it is in one extent, the kind a scan
+// views in the map, while the scan reads values (the last step read one)
+// out of the map (not switched to pread batches).
 func (it *Iterator) walkAhead() {
 	ah := &it.ah
 	for it.pv && ah.n <= aheadValues {
