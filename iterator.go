@@ -360,19 +360,17 @@ func (it *Iterator) heapLSN() (heap bool, lsn base.LSN, err error) {
 // for Error. A heap entry's extents are in it.exts, reused at the next
 // call. REQUIRES: it.mu held.
 func (it *Iterator) entryLocked(e *entry) error {
-	var key, raw []byte
 	var err error
 	if it.ah.on {
-		if key, raw, err = it.aheadEntry(); err != nil {
-			return it.setErr(err)
-		}
+		err = it.aheadEntryTo(e)
 	} else {
-		key = it.pit.Key()
-		if raw, err = it.pit.ValueAndErr(); err != nil {
-			return it.setErr(indexError(fmt.Sprintf("iterator: value of %q", key), err))
+		key := it.pit.Key()
+		raw, rerr := it.pit.ValueAndErr()
+		if rerr != nil {
+			return it.setErr(indexError(fmt.Sprintf("iterator: value of %q", key), rerr))
 		}
+		err = it.db.decodeEntryTo(e, key, raw, it.exts)
 	}
-	err = it.db.decodeEntryTo(e, key, raw, it.exts)
 	if e.isHeap {
 		it.exts = e.ptr.extents[:0]
 		if err == nil {

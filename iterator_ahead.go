@@ -10,8 +10,8 @@ import (
 //
 // Values written in a random key order lie apart in the heap, and a scan
 // that reads them one after another waits for memory at each: on 2.4
-// million 1 KB values loaded in YCSB's hashed order, about 650 ns a value,
-// where a CRC of the same bytes in the cache takes 55. Touching a value's
+// million 1 KB values loaded in YCSB's hashed order, about 650 ns a value
+// (BENCHMARKS.md, "Scanned values viewed in the map"). Touching a value's
 // lines early with ordinary loads does not help (BENCHMARKS.md, "The
 // heap's page-cache folios"): a load that misses holds its place in the
 // processor's reorder window until memory answers, so the stall only
@@ -64,14 +64,20 @@ type ahead struct {
 	// start there.
 	end   uint64
 	jumps int
-	e     entry
-	exts  []alloc.Extent // extent buffer of e
 }
 
+// aheadSlot is one entry the walk passed. A heap entry is decoded when it
+// is copied (its value is prefetched), and the iterator takes the decoded
+// entry from the slot rather than decoding it again.
 type aheadSlot struct {
 	key []byte
 	raw []byte
 	err error // reading the entry's value from the index failed
+
+	decoded bool  // e and decErr hold raw decoded
+	e       entry // its extents in exts
+	decErr  error
+	exts    []alloc.Extent
 }
 
 // startAhead begins walking ahead from the current entry, if the scan
@@ -94,7 +100,7 @@ func (it *Iterator) pushAhead() {
 	s := &ah.slots[(ah.cur+ah.n)%len(ah.slots)]
 	s.key = append(s.key[:0], it.pit.Key()...)
 	raw, err := it.pit.ValueAndErr()
-	s.raw, s.err = append(s.raw[:0], raw...), err
+	s.raw, s.err, s.decoded = append(s.raw[:0], raw...), err, false
 	ah.n++
 }
 
@@ -109,10 +115,11 @@ func (it *Iterator) walkAhead() {
 		it.pushAhead()
 		s := &ah.slots[(ah.cur+ah.n-1)%len(ah.slots)]
 		if it.streak > 0 && !it.ra.slow && s.err == nil && len(s.raw) > 0 && s.raw[0] == entryHeap {
-			if it.db.decodeEntryTo(&ah.e, s.key, s.raw, ah.exts) == nil && ah.e.ptr.viewable() {
-				it.db.heap.PrefetchMapped(ah.e.ptr.extents[0].Start, int(ah.e.ptr.storedLen))
+			s.decErr = it.db.decodeEntryTo(&s.e, s.key, s.raw, s.exts[:0])
+			s.exts, s.decoded = s.e.ptr.extents[:0], true
+			if s.decErr == nil && s.e.ptr.viewable() {
+				it.db.heap.PrefetchMapped(s.e.ptr.extents[0].Start, int(s.e.ptr.storedLen))
 			}
-			ah.exts = ah.e.ptr.extents[:0]
 		}
 		it.pv = it.pit.Next()
 	}
@@ -135,13 +142,20 @@ func (it *Iterator) nextAhead() bool {
 	return false
 }
 
-// aheadEntry returns the current key and raw entry while walking ahead.
-func (it *Iterator) aheadEntry() (key, raw []byte, err error) {
+// aheadEntryTo decodes the current entry into e while walking ahead, its
+// extents in it.exts: a copy of the slot's entry when the walk decoded it
+// already, so that the slot can be refilled while e is in use.
+func (it *Iterator) aheadEntryTo(e *entry) error {
 	s := &it.ah.slots[it.ah.cur]
-	if s.err != nil {
-		return s.key, nil, indexError(fmt.Sprintf("iterator: value of %q", s.key), s.err)
+	switch {
+	case s.err != nil:
+		return indexError(fmt.Sprintf("iterator: value of %q", s.key), s.err)
+	case !s.decoded:
+		return it.db.decodeEntryTo(e, s.key, s.raw, it.exts)
 	}
-	return s.key, s.raw, nil
+	*e = s.e
+	e.ptr.extents = append(it.exts[:0], s.e.ptr.extents...)
+	return s.decErr
 }
 
 // note records where the value of a heap entry the iterator decoded lies.
