@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -470,4 +471,88 @@ func TestMirrorCorruption(t *testing.T) {
 		t.Fatalf("reads of a truncated replica 0 repaired %d values, want %d", st.ReadRepairs, truncated)
 	}
 	e.checkIdentical(db, 0, 1, 2)
+}
+
+// A mirror whose disk is gone at Open stays stale (its directory is not
+// created); when it is back, Open attaches it and copies only what it
+// missed.
+func TestMirrorDiskAway(t *testing.T) {
+	e := newMirrorEnv(t, 2)
+	db := e.open()
+	for i := range 30 {
+		e.put(db, fmt.Sprintf("k%02d", i))
+	}
+	mustClose(t, db)
+	if err := e.mem.Rename(mdbDir+"/m1", "away"); err != nil {
+		t.Fatal(err)
+	}
+	e.auto = true
+	db = e.open()
+	st := wantState(t, db, 1, heapkv.ReplicaStale)
+	if st.Available || st.FullCopy {
+		t.Fatalf("mirror away: %+v", st)
+	}
+	changed := map[string]bool{}
+	for i := range 10 {
+		k := fmt.Sprintf("k%02d", i*3)
+		e.put(db, k)
+		changed[k] = true
+	}
+	e.checkModel(db)
+	mustClose(t, db)
+	if _, err := e.mem.Stat(mdbDir + "/m1"); err == nil {
+		t.Fatal("Open created the directory of a known mirror")
+	}
+	if err := e.mem.Rename("away", mdbDir+"/m1"); err != nil {
+		t.Fatal(err)
+	}
+	db = e.open() // attaches the mirror by itself: nobody calls AttachReplica
+	defer mustClose(t, db)
+	want := len(e.liveBlocks(db, changed))
+	if st := waitInSync(t, db, 1); st.LastFullCopy || st.BlocksCopied != int64(want) {
+		t.Fatalf("mirror back: copied %d blocks (full %v), %d changed", st.BlocksCopied, st.LastFullCopy, want)
+	}
+	e.checkIdentical(db, 0, 1)
+}
+
+// TestMirrorDamagedHeader damages the header of a known mirror's heap file
+// (a flipped bit, a file cut short inside the header, an empty file): Open
+// refuses with ErrCorrupt naming the file, and leaves the file as it was.
+func TestMirrorDamagedHeader(t *testing.T) {
+	for _, damage := range []string{"bitflip", "truncated", "empty"} {
+		t.Run(damage, func(t *testing.T) {
+			e := newMirrorEnv(t, 2)
+			db := e.open()
+			for i := range 20 {
+				e.put(db, fmt.Sprintf("k%02d", i))
+			}
+			mustClose(t, db)
+			p := mdbDir + "/m1/heap"
+			b := readFileMem(t, e, p)
+			switch damage {
+			case "bitflip":
+				b[20] ^= 0x10
+			case "truncated":
+				b = b[:10]
+			case "empty":
+				b = nil
+			}
+			writeFileMem(t, e, p, b)
+			_, err := heapkv.Open(mdbDir, e.options())
+			if !errors.Is(err, heapkv.ErrCorrupt) || !strings.Contains(err.Error(), "m1/heap") {
+				t.Fatalf("mirror with a damaged header: Open = %v, want ErrCorrupt naming m1/heap", err)
+			}
+			t.Logf("%s: %v", damage, err)
+			fi, err := e.mem.Stat(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fi.Size() != int64(len(b)) {
+				t.Fatalf("Open changed the damaged file: %d bytes, was %d", fi.Size(), len(b))
+			}
+			if len(b) > 0 && !bytes.Equal(readFileMem(t, e, p), b) {
+				t.Fatal("Open changed the damaged file's bytes")
+			}
+		})
+	}
 }
