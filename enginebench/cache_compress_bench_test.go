@@ -22,7 +22,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -186,13 +185,6 @@ func ccRemove(dir string) {
 	if !*ccKeepData {
 		os.RemoveAll(filepath.Dir(dir))
 	}
-}
-
-// cpuTime returns the process's user+system CPU time.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // ccParallel runs fn(i) for i in [0, n) on clients goroutines.
@@ -420,8 +412,8 @@ func ccDiskBytes(dir string) int64 {
 	var total int64
 	filepath.Walk(dir, func(_ string, fi os.FileInfo, err error) error {
 		if err == nil && !fi.IsDir() {
-			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-				total += st.Blocks * 512
+			if n, ok := allocatedBytes(fi); ok {
+				total += n
 			} else {
 				total += fi.Size()
 			}

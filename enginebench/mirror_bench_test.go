@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -238,7 +237,7 @@ func seqCopy(b *testing.B, from, to string) int64 {
 	defer out.Close()
 	n, err := io.CopyBuffer(struct{ io.Writer }{out}, struct{ io.Reader }{in}, make([]byte, 1<<20))
 	if err == nil {
-		err = syscall.Fdatasync(int(out.Fd())) // what a replica's sync does
+		err = fdatasync(out) // what a replica's sync does
 	}
 	if err != nil {
 		b.Fatal(err)

@@ -3,8 +3,6 @@ package mirror
 import (
 	"errors"
 	"fmt"
-
-	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
 // Space given back to the file system. The caller (heapkv's Compact)
@@ -110,13 +108,4 @@ func (s *Set) eachWritable(fn func(m member) error) error {
 		errs = append(errs, fn(m))
 	}
 	return errors.Join(errs...)
-}
-
-// fdOf returns f's descriptor, or an error wrapping errors.ErrUnsupported.
-func fdOf(f vfs.File) (int, error) {
-	fd := f.Fd()
-	if fd == vfs.InvalidFd {
-		return 0, fmt.Errorf("file has no descriptor: %w", errors.ErrUnsupported)
-	}
-	return int(fd), nil
 }

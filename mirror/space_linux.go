@@ -83,3 +83,12 @@ func isHole(f vfs.File, off, length int64) (bool, error) {
 		return data >= off+length, nil
 	}
 }
+
+// fdOf returns f's descriptor, or an error wrapping errors.ErrUnsupported.
+func fdOf(f vfs.File) (int, error) {
+	fd := f.Fd()
+	if fd == vfs.InvalidFd {
+		return 0, fmt.Errorf("file has no descriptor: %w", errors.ErrUnsupported)
+	}
+	return int(fd), nil
+}

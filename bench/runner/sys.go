@@ -7,8 +7,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
-	"time"
 )
 
 // DiskUsage returns the bytes allocated on disk (st_blocks*512) and the
@@ -34,8 +32,8 @@ func DiskUsage(dir string) (allocated, apparent int64, err error) {
 			return err
 		}
 		apparent += info.Size()
-		if st, ok := info.Sys().(*syscall.Stat_t); ok {
-			allocated += st.Blocks * 512
+		if n, ok := allocatedBytes(info); ok {
+			allocated += n
 		} else {
 			allocated += info.Size()
 		}
@@ -75,22 +73,4 @@ func ReadIO() IOCounters {
 		}
 	}
 	return c
-}
-
-// PeakRSS returns the process's peak resident set size in bytes.
-func PeakRSS() int64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return ru.Maxrss * 1024 // Linux reports KiB
-}
-
-// CPUTime returns the user and system CPU time the process has used.
-func CPUTime() (user, sys time.Duration) {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0, 0
-	}
-	return time.Duration(ru.Utime.Nano()), time.Duration(ru.Stime.Nano())
 }

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -165,11 +164,7 @@ func TestCompactSubcommand(t *testing.T) {
 	}
 	_, errs, code := cli(t, puts.String()+dels.String(), "-d", dir, "-nosync")
 	require.Equal(t, 0, code, errs)
-	onDisk := func() int64 { // bytes the file system allocated to the heap file
-		fi, err := os.Stat(filepath.Join(dir, "heap"))
-		require.NoError(t, err)
-		return fi.Sys().(*syscall.Stat_t).Blocks * 512
-	}
+	onDisk := func() int64 { return allocatedBytes(t, filepath.Join(dir, "heap")) }
 	before := onDisk()
 
 	out, errs, code := cli(t, "", "compact", dir)

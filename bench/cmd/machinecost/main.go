@@ -1,3 +1,5 @@
+//go:build unix
+
 // Command machinecost measures what the machine charges for the kernel
 // entries a storage engine makes: a trivial system call, a one-byte pread
 // of a cached page, a small pwrite into pages the page cache holds (in

@@ -1,3 +1,5 @@
+//go:build unix
+
 // Command spacebench measures how heapkv gives disk space back (issue 17,
 // must-show 3). Two experiments, each in a fresh directory:
 //
