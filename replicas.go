@@ -28,6 +28,7 @@ const (
 	ReplicaResyncing                     // written, being brought up to date, not read
 )
 
+// String returns the state's name, as mirror.State names it.
 func (s ReplicaState) String() string { return mirror.State(s).String() }
 
 // ReplicaStatus describes one heap replica.

@@ -139,6 +139,7 @@ const (
 	Resyncing State = 2 // being brought up to date; written, not read
 )
 
+// String returns the state's name: in-sync, stale or resyncing.
 func (s State) String() string {
 	switch s {
 	case InSync:

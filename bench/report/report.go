@@ -112,6 +112,8 @@ func (s Series) key(e, wl string) Key {
 	return Key{e, wl, s.ValueSize, s.FieldCount, s.ValueDist, s.Sync, phaseOf(wl)}
 }
 
+// String describes the series' values and durability, as a chart's title
+// says them ("1140 B YCSB records (10 named fields, length-prefixed), sync off").
 func (s Series) String() string {
 	var shape string
 	switch s.ValueDist {

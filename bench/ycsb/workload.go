@@ -23,6 +23,7 @@ const (
 
 var opNames = [NumOps]string{"READ", "UPDATE", "INSERT", "SCAN", "READ-MODIFY-WRITE"}
 
+// String returns the operation's name as YCSB prints it (READ, UPDATE, ...).
 func (o Op) String() string {
 	if o >= 0 && o < NumOps {
 		return opNames[o]

@@ -44,6 +44,7 @@ const (
 var kindNames = [...]string{"Create", "Link", "OpenReadWrite", "ReuseForWrite", "Remove", "RemoveAll",
 	"Rename", "MkdirAll", "Lock", "Write", "WriteAt", "Preallocate", "Sync", "SyncData", "SyncTo"}
 
+// String returns the kind's name (Create, Write, Sync, ...).
 func (k Kind) String() string {
 	if int(k) < len(kindNames) {
 		return kindNames[k]
