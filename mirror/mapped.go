@@ -104,11 +104,16 @@ func (m *mapping) holds(addr uintptr) bool {
 	return addr >= base && addr-base < uintptr(len(m.data))
 }
 
+// spans reports whether the n bytes at off lie inside the mapping (n >= 0).
+func (m *mapping) spans(off int64, n int) bool {
+	return off >= 0 && n >= 0 && off <= int64(len(m.data))-int64(n)
+}
+
 // copyOut copies len(p) bytes at off out of the mapping and reports
 // whether it could: false if the range is outside the reservation or the
 // copy faulted.
 func (m *mapping) copyOut(p []byte, off int64) (ok bool) {
-	if off < 0 || off > int64(len(m.data))-int64(len(p)) {
+	if !m.spans(off, len(p)) {
 		return false
 	}
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
@@ -127,7 +132,7 @@ func (m *mapping) copyOut(p []byte, off int64) (ok bool) {
 // allocates one the runtime does not zero before the copy fills it: a
 // fresh value costs one pass over its bytes, not two.
 func (m *mapping) appendOut(dst []byte, off int64, n int) (out []byte, ok bool) {
-	if off < 0 || n < 0 || off > int64(len(m.data))-int64(n) {
+	if !m.spans(off, n) {
 		return dst, false
 	}
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))

@@ -39,7 +39,7 @@ func (s *Set) ViewMapped(block uint64, n int, fn func(b []byte) error) (ok bool,
 // false without calling fn if the range is outside the mapping, or if a
 // fault inside the mapping interrupted fn.
 func (m *mapping) view(off int64, n int, fn func([]byte) error) (ok bool, err error) {
-	if n < 0 || off < 0 || off > int64(len(m.data))-int64(n) {
+	if !m.spans(off, n) {
 		return false, nil
 	}
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
@@ -69,7 +69,7 @@ func (s *Set) PrefetchMapped(block uint64, n int) {
 	if m == nil {
 		return
 	}
-	if off := s.mapOffset(block); n > 0 && off >= 0 && off <= int64(len(m.data))-int64(n) {
+	if off := s.mapOffset(block); n > 0 && m.spans(off, n) {
 		prefetch.Lines(m.data[off : off+int64(n)])
 	}
 }
