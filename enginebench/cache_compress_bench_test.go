@@ -412,7 +412,7 @@ func ccDiskBytes(dir string) int64 {
 	var total int64
 	filepath.Walk(dir, func(_ string, fi os.FileInfo, err error) error {
 		if err == nil && !fi.IsDir() {
-			if n, ok := allocatedBytes(fi); ok {
+			if n, ok := AllocatedBytes(fi); ok {
 				total += n
 			} else {
 				total += fi.Size()

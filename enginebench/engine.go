@@ -301,7 +301,7 @@ func DiskUsage(dir string) (apparent, allocated int64, err error) {
 			return err
 		}
 		apparent += fi.Size()
-		if n, ok := allocatedBytes(fi); ok {
+		if n, ok := AllocatedBytes(fi); ok {
 			allocated += n
 		} else {
 			allocated += fi.Size()
@@ -327,7 +327,7 @@ func UsageByKind(dir string) map[string]int64 {
 		if kind == "" || len(kind) > 6 {
 			kind = filepath.Base(p)
 		}
-		if n, ok := allocatedBytes(fi); ok {
+		if n, ok := AllocatedBytes(fi); ok {
 			m[kind] += n
 		}
 		return nil

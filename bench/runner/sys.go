@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/heapkv/heapkv/enginebench"
 )
 
 // DiskUsage returns the bytes allocated on disk (st_blocks*512) and the
@@ -32,7 +34,7 @@ func DiskUsage(dir string) (allocated, apparent int64, err error) {
 			return err
 		}
 		apparent += info.Size()
-		if n, ok := allocatedBytes(info); ok {
+		if n, ok := enginebench.AllocatedBytes(info); ok {
 			allocated += n
 		} else {
 			allocated += info.Size()

@@ -3,14 +3,8 @@
 package runner
 
 import (
-	"io/fs"
 	"time"
 )
-
-// allocatedBytes reports false: this platform's file information does not
-// say how much the file system allocated (DiskUsage counts the apparent
-// size).
-func allocatedBytes(fs.FileInfo) (int64, bool) { return 0, false }
 
 // PeakRSS returns 0: this platform has no getrusage.
 func PeakRSS() int64 { return 0 }

@@ -3,21 +3,10 @@
 package runner
 
 import (
-	"io/fs"
 	"runtime"
 	"syscall"
 	"time"
 )
-
-// allocatedBytes returns the bytes the file system allocated to fi's file
-// (st_blocks, in 512-byte units whatever the block size).
-func allocatedBytes(fi fs.FileInfo) (int64, bool) {
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return 0, false
-	}
-	return int64(st.Blocks) * 512, true
-}
 
 // PeakRSS returns the process's peak resident set size in bytes (0 where
 // getrusage fails).
