@@ -2,9 +2,7 @@
 
 package runner
 
-import (
-	"time"
-)
+import "time"
 
 // PeakRSS returns 0: this platform has no getrusage.
 func PeakRSS() int64 { return 0 }
