@@ -12,9 +12,15 @@ type Batch struct {
 	err   error // first invalid op; reported by Apply
 }
 
+// batchOp is one write of a batch: a Batch's, a transaction's or a
+// single Put's or Delete's.
 type batchOp struct {
 	kind       byte
-	key, value []byte // slices of arena
+	key, value []byte // a Batch's: slices of its arena
+	// prior, if not nil, is what key held before this write, known to the
+	// caller: then apply does not look it up (prefetchPrior). Only
+	// Compact's moves know it (Txn.commitMoves).
+	prior *keyState
 }
 
 // NewBatch returns an empty batch.

@@ -521,7 +521,13 @@ func (db *DB) moveKeys(keys [][]byte, in func([]alloc.Extent) bool, fresh bool, 
 	}
 }
 
-// moveOnce is one try of moveKeys.
+// moveOnce is one try of moveKeys. It reads the keys' entries as of the
+// transaction's snapshot with one index iterator (Pebble steps forward
+// instead of seeking anew when the next key is near), and hands the
+// commit each entry it read as the state the move replaces
+// (Txn.commitMoves): a point lookup a key, here and again in the commit's
+// prefetchPrior, took a third of a clustering's time.
+// REQUIRES: keys in ascending order (as mover.walk collects them).
 func (db *DB) moveOnce(keys [][]byte, in func([]alloc.Extent) bool, fresh bool, res *CompactResult) error {
 	txn, err := db.BeginTxn(&TxnOptions{WriteOptions: &WriteOptions{Sync: false}})
 	if err != nil {
@@ -529,32 +535,59 @@ func (db *DB) moveOnce(keys [][]byte, in func([]alloc.Extent) bool, fresh bool, 
 	}
 	defer txn.Rollback()
 	txn.fresh = fresh
-	var n, bytes int64
+	// The snapshot, and its pin on the heap blocks it sees, stays while
+	// this reads, even if Close ends the transaction meanwhile.
+	txn.mu.Lock()
+	if txn.done != nil {
+		txn.mu.Unlock()
+		return txn.done
+	}
+	snap := txn.snap
+	snap.ref()
+	txn.mu.Unlock()
+	defer snap.unref()
+	it, err := snap.psnap.NewIter(&pebble.IterOptions{
+		LowerBound: keys[0], UpperBound: append(slices.Clone(keys[len(keys)-1]), 0)})
+	if err != nil {
+		return indexError("compact: new iterator", err)
+	}
+	defer it.Close()
+	ops := make([]batchOp, 0, len(keys))
+	priors := make([]keyState, 0, len(keys)) // never grown: the ops point into it
+	var moved int64
 	for _, k := range keys {
-		var value []byte
-		err := db.lookup(k, func(raw []byte) error {
-			e, err := db.decodeEntry(k, raw)
-			if err != nil || !e.isHeap || !in(e.ptr.extents) {
-				return err
+		if !it.SeekGE(k) || !bytes.Equal(it.Key(), k) {
+			if err := it.Error(); err != nil {
+				return indexError(fmt.Sprintf("compact: seek %q", k), err)
 			}
-			value, err = db.heapValue(k, &e.ptr)
-			return err
-		})
-		if errors.Is(err, ErrNotFound) {
-			continue // deleted since the scan
+			continue // deleted since the walk
 		}
-		if err == nil && value != nil {
-			err = txn.Put(k, value)
-			n, bytes = n+1, bytes+int64(len(value))
+		raw, err := it.ValueAndErr()
+		if err != nil {
+			return indexError(fmt.Sprintf("compact: value of %q", k), err)
 		}
+		e, err := db.decodeEntry(k, raw)
 		if err != nil {
 			return fmt.Errorf("move %q: %w", k, err)
 		}
+		if !e.isHeap || !in(e.ptr.extents) {
+			continue
+		}
+		if err := db.checkAllocated(k, e.ptr.extents); err != nil {
+			return fmt.Errorf("move %q: %w", k, err)
+		}
+		value, err := db.heapValue(k, &e.ptr)
+		if err != nil {
+			return fmt.Errorf("move %q: %w", k, err)
+		}
+		priors = append(priors, e.state())
+		ops = append(ops, batchOp{kind: opPut, key: k, value: value, prior: &priors[len(priors)-1]})
+		moved += int64(len(value))
 	}
-	if err := txn.Commit(); err != nil {
+	if err := txn.commitMoves(ops); err != nil {
 		return err
 	}
-	res.ValuesMoved += n
-	res.BytesMoved += bytes
+	res.ValuesMoved += int64(len(ops))
+	res.BytesMoved += moved
 	return nil
 }

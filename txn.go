@@ -325,6 +325,12 @@ func (t *Txn) Commit() error {
 			}
 		}
 	}
+	return t.commitOps(ops, c)
+}
+
+// commitOps applies ops if c's conflict check passes, and counts the
+// outcome. REQUIRES: t.mu held; t open.
+func (t *Txn) commitOps(ops []batchOp, c *txnCheck) error {
 	db := t.db
 	err := db.apply(ops, t.sync, t.fresh, func(lsn base.LSN) error { return db.checkTxn(c, lsn) })
 	switch {
@@ -334,6 +340,32 @@ func (t *Txn) Commit() error {
 		db.stats.txnConflicts.Add(1)
 	}
 	return err
+}
+
+// commitMoves commits ops, Compact's moves, and ends the transaction, as
+// Commit would had each op been Put: they are puts of values read in the
+// transaction's snapshot, each with the state its key held there
+// (batchOp.prior), so the commit looks nothing up. That state is still the
+// key's when the commit takes its LSN, since a commit after the snapshot
+// that wrote the key fails this one with ErrConflict (checkTxn runs before
+// the leader reads the priors: admit). The ops are not buffered: no
+// iterator of the transaction sees them.
+// REQUIRES: no writes buffered; ops puts of distinct keys.
+func (t *Txn) commitMoves(ops []batchOp) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.done != nil {
+		return t.done
+	}
+	defer t.endLocked(ErrTxnClosed)
+	if len(ops) == 0 {
+		return nil
+	}
+	c := &txnCheck{start: t.start, writes: make([][]byte, len(ops))}
+	for i := range ops {
+		c.writes[i] = ops[i].key
+	}
+	return t.commitOps(ops, c)
 }
 
 // Rollback ends the transaction, discarding its writes. It is a no-op on a

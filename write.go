@@ -96,6 +96,9 @@ func (db *DB) apply(bops []batchOp, sync, fresh bool, check func(lsn base.LSN) e
 	for i, op := range bops {
 		p := &req.ops[i]
 		p.kind, p.key, p.fresh = op.kind, op.key, fresh
+		if op.prior != nil {
+			p.prior, p.prefetched = *op.prior, true
+		}
 		if op.kind != opPut {
 			continue
 		}
@@ -141,12 +144,16 @@ func (db *DB) checkBatchSize(bops []batchOp) error {
 // commit.mu, pinning the applied LSN it looked at; the leader uses the
 // answer unless a commit after that LSN wrote the key (priorState). The
 // caller unpins the returned token when the write returns, which is after
-// its group is built.
+// its group is built. Ops whose prior the caller gave (batchOp.prior) are
+// not looked up.
 func (db *DB) prefetchPrior(ops []preparedOp) pinToken {
 	db.scanPresenceOnce()
 	tok := db.writePins.pinLoad(&db.applied)
 	for i := range ops {
 		p := &ops[i]
+		if p.prefetched {
+			continue
+		}
 		if st, err := db.indexState(p.key); err == nil {
 			p.prior, p.priorAt, p.prefetched = st, tok.lsn, true
 		}
@@ -208,12 +215,21 @@ func (db *DB) entryState(key, raw []byte) (keyState, error) {
 	if err != nil {
 		return keyState{}, err
 	}
-	for _, x := range e.ptr.extents {
-		if err := db.alloc.CheckExtent(x); err != nil || !db.alloc.IsAllocated(x) {
-			return keyState{}, fmt.Errorf("%w: index entry of key %q points at %v, which is not an allocated extent of the heap", ErrCorrupt, key, x)
-		}
+	if err := db.checkAllocated(key, e.ptr.extents); err != nil {
+		return keyState{}, err
 	}
 	return e.state(), nil
+}
+
+// checkAllocated returns ErrCorrupt unless every extent of key's heap
+// value is allocated: a write that replaces the value frees them.
+func (db *DB) checkAllocated(key []byte, extents []alloc.Extent) error {
+	for _, x := range extents {
+		if err := db.alloc.CheckExtent(x); err != nil || !db.alloc.IsAllocated(x) {
+			return fmt.Errorf("%w: index entry of key %q points at %v, which is not an allocated extent of the heap", ErrCorrupt, key, x)
+		}
+	}
+	return nil
 }
 
 // abortClaims gives back the blocks the heap values of ops were written to.
