@@ -26,6 +26,9 @@ import (
 // The moves are Compact's (moveKeys): transactions that lose to any
 // concurrent write of the same key, so nothing a writer did is undone, and
 // a crash leaves each value where it was or where it moved, never both.
+// Each move reads its key's entry in the transaction's snapshot and hands
+// it to the commit as the state it replaces (Txn.commitMoves), which the
+// conflict check makes exact, so the commit looks nothing up.
 // The old blocks are freed as usual, once the moving records are vouched
 // for and no reader pins them (db.vouch after every compactGroupBytes
 // moved). Values leave the old segments in key order, not segment by

@@ -499,6 +499,7 @@ func (m *mover) flush(ctx context.Context) error {
 // ErrConflict; the batch is then tried again with fresh entries (the
 // changed key's new value lies elsewhere and is skipped), and split in
 // halves when it keeps conflicting with busy writers.
+// REQUIRES: keys in ascending order (moveOnce).
 func (db *DB) moveKeys(keys [][]byte, in func([]alloc.Extent) bool, fresh bool, res *CompactResult) error {
 	const tries = 3
 	for try := 0; ; try++ {
