@@ -161,7 +161,8 @@ func (db *DB) moveKeys(keys [][]byte, in func([]alloc.Extent) bool, fresh bool, 
 // instead of seeking anew when the next key is near), and hands the
 // commit each entry it read as the state the move replaces
 // (Txn.commitMoves): a point lookup a key, here and again in the commit's
-// prefetchPrior, took a third of a clustering's time.
+// prefetchPrior, took 29% of the samples of a clustering (BENCHMARKS.md,
+// "Clustering without lookups").
 // REQUIRES: keys in ascending order (as mover.walk collects them).
 func (db *DB) moveOnce(keys [][]byte, in func([]alloc.Extent) bool, fresh bool, res *CompactResult) error {
 	txn, err := db.BeginTxn(&TxnOptions{WriteOptions: &WriteOptions{Sync: false}})
@@ -170,23 +171,12 @@ func (db *DB) moveOnce(keys [][]byte, in func([]alloc.Extent) bool, fresh bool, 
 	}
 	defer txn.Rollback()
 	txn.fresh = fresh
-	// The snapshot, and its pin on the heap blocks it sees, stays while
-	// this reads, even if Close ends the transaction meanwhile.
-	txn.mu.Lock()
-	if txn.done != nil {
-		txn.mu.Unlock()
-		return txn.done
-	}
-	snap := txn.snap
-	snap.ref()
-	txn.mu.Unlock()
-	defer snap.unref()
-	it, err := snap.psnap.NewIter(&pebble.IterOptions{
+	it, closeIt, err := txn.indexIter(&pebble.IterOptions{
 		LowerBound: keys[0], UpperBound: append(slices.Clone(keys[len(keys)-1]), 0)})
 	if err != nil {
-		return indexError("compact: new iterator", err)
+		return err
 	}
-	defer it.Close()
+	defer closeIt()
 	ops := make([]batchOp, 0, len(keys))
 	priors := make([]keyState, 0, len(keys)) // never grown: the ops point into it
 	var moved int64

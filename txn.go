@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/heapkv/heapkv/internal/base"
 )
 
@@ -366,6 +367,28 @@ func (t *Txn) commitMoves(ops []batchOp) error {
 		c.writes[i] = ops[i].key
 	}
 	return t.commitOps(ops, c)
+}
+
+// indexIter returns an iterator over the index as the transaction's
+// snapshot holds it (not merged with its writes) and the func that closes
+// it. The snapshot, and its pin on the heap blocks it sees, stays until
+// then, even if Close ends the transaction meanwhile.
+func (t *Txn) indexIter(o *pebble.IterOptions) (*pebble.Iterator, func(), error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.done != nil {
+		return nil, nil, t.done
+	}
+	snap := t.snap
+	it, err := snap.psnap.NewIter(o)
+	if err != nil {
+		return nil, nil, indexError("transaction: new iterator", err)
+	}
+	snap.ref()
+	return it, func() {
+		_ = it.Close() // an error surfaced at the seek or read that met it
+		snap.unref()
+	}, nil
 }
 
 // Rollback ends the transaction, discarding its writes. It is a no-op on a
